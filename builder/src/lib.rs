@@ -1,0 +1,1 @@
+//! The sluice builder: parse -> validate -> model -> emit.

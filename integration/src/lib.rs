@@ -1,0 +1,1 @@
+//! Test harness for sluice: a real Envoy process and in-process upstreams.
