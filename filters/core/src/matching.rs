@@ -1,0 +1,987 @@
+//! Istio `HTTPMatchRequest` semantics, compiled once at configure time and evaluated per request.
+//!
+//! The config types mirror Istio's JSON exactly (`uri`, `ignoreUriCase`, `headers`,
+//! `withoutHeaders`, `queryParams`, `method`, `authority`, `port`), so a `match:` block copied
+//! from a VirtualService parses unchanged. [`MatchSet::compile`] validates and compiles a list of
+//! blocks; [`MatchSet::matches`] evaluates it: blocks are OR-ed, fields inside a block AND-ed, and
+//! an empty list matches every request (as a VirtualService route without `match`).
+//!
+//! Semantics, following Istio's translation to Envoy route matchers:
+//! - `uri` is matched against `:path` without its query string (Envoy's path matchers ignore the
+//!   query). `ignoreUriCase` makes uri `exact`/`prefix` ASCII case-insensitive (Envoy's
+//!   `case_sensitive: false`) and, beyond Istio which cannot express it in Envoy, compiles a uri
+//!   `regex` case-insensitively too.
+//! - Every `regex` is a full match, as Envoy's `safe_regex`: the pattern is anchored as
+//!   `^(?:pattern)$`.
+//! - `headers` keys are lower-cased (HTTP/2 and Envoy lower-case header names). A header is
+//!   matched on its first value, as proxy-wasm's `get_http_request_header` returns it.
+//! - `{}` (no `exact`/`prefix`/`regex`) means presence: for `headers` and `queryParams` the name
+//!   must be present with any value; for `withoutHeaders` it must be absent. For `uri`, `method`
+//!   and `authority` it matches every request, since those pseudo-headers are always present.
+//! - `withoutHeaders` inverts a header match: the block fails when the header is present and its
+//!   value matches (an absent header never fails a `withoutHeaders` entry).
+//! - `queryParams` are parsed from `:path`: the first parameter with the name counts (Envoy's
+//!   `getFirstValue`); a parameter without `=` has an empty value; names and values are
+//!   percent-decoded (`%41` -> `A`; `+` stays `+`, as in Envoy's query-parameter matcher); a
+//!   malformed escape is compared literally.
+//! - `method` and `authority` match `:method` and `:authority` case-sensitively, as Envoy's
+//!   header matchers do.
+//! - `port` matches the local port the request arrived on ([`RequestView::local_port`]).
+//!
+//! Header values are bytes: `exact` and `prefix` compare bytes. A regex only runs on UTF-8; a
+//! non-UTF-8 value never matches a `regex` (and so always passes a `withoutHeaders` regex).
+//!
+//! Regexes use `regex-lite`, not `regex`: both guarantee linear-time matching (no backtracking,
+//! so a hostile header cannot stall a worker), but `regex` with its Unicode tables adds about
+//! 1 MB to every .wasm module that Envoy loads into each worker, where `regex-lite` adds tens of
+//! KB (measured on sluice_router.wasm: see docs in the router crate). The price is slower
+//! matching on large inputs and ASCII-only `\w`/`\d`/case folding, which suits header values.
+//! Patterns are compiled once, in `on_configure`, with a size limit ([`REGEX_SIZE_LIMIT`]).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use regex_lite::{Regex, RegexBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::host::RequestView;
+
+/// Upper bound, in bytes, on one compiled regex. A request's match time grows with the size of
+/// the compiled program times the input length, so this bounds per-request CPU for any config.
+/// 64 KiB admits every realistic header/uri pattern (e.g. a 200-alternative list of versions).
+pub const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+
+/// Nesting depth limit for regex parsing: deep enough for any hand-written pattern.
+const REGEX_NEST_LIMIT: u32 = 64;
+
+/// One Istio `HTTPMatchRequest` block: every field set must match (AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpMatchRequest {
+    /// Optional name of the block (Istio uses it in route names; informational here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Match on `:path` without the query string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<StringMatch>,
+    /// Makes the `uri` match ASCII case-insensitive.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ignore_uri_case: bool,
+    /// Header name (any case; lower-cased when compiled) -> match on its value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, StringMatch>,
+    /// Headers that must NOT match: the block fails if any of these matches.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub without_headers: BTreeMap<String, StringMatch>,
+    /// Query parameter name -> match on its (first) value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query_params: BTreeMap<String, StringMatch>,
+    /// Match on `:method`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    /// Match on `:authority` (the Host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<StringMatch>,
+    /// The local port the request arrived on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Istio's `StringMatch`: one of `{"exact": ..}`, `{"prefix": ..}`, `{"regex": ..}`, or `{}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StringMatchJson", into = "StringMatchJson")]
+pub enum StringMatch {
+    /// The value equals this string (bytes compared).
+    Exact(String),
+    /// The value starts with this string.
+    Prefix(String),
+    /// The whole value matches this RE2-style regex (anchored at both ends).
+    Regex(String),
+    /// `{}`: any value; for headers and query parameters this means "present".
+    Present,
+}
+
+/// The JSON shape of a `StringMatch` (a protobuf oneof): at most one field set.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StringMatchJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    regex: Option<String>,
+}
+
+/// Why a `StringMatch` JSON object was refused.
+#[derive(Debug)]
+struct StringMatchError(&'static str);
+
+impl fmt::Display for StringMatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl TryFrom<StringMatchJson> for StringMatch {
+    type Error = StringMatchError;
+
+    fn try_from(json: StringMatchJson) -> Result<Self, Self::Error> {
+        match (json.exact, json.prefix, json.regex) {
+            (None, None, None) => Ok(Self::Present),
+            (Some(v), None, None) => Ok(Self::Exact(v)),
+            (None, Some(v), None) => Ok(Self::Prefix(v)),
+            (None, None, Some(v)) => Ok(Self::Regex(v)),
+            _ => Err(StringMatchError(
+                "a StringMatch sets at most one of \"exact\", \"prefix\", \"regex\" ({} means any value)",
+            )),
+        }
+    }
+}
+
+impl From<StringMatch> for StringMatchJson {
+    fn from(m: StringMatch) -> Self {
+        match m {
+            StringMatch::Exact(v) => Self {
+                exact: Some(v),
+                ..Self::default()
+            },
+            StringMatch::Prefix(v) => Self {
+                prefix: Some(v),
+                ..Self::default()
+            },
+            StringMatch::Regex(v) => Self {
+                regex: Some(v),
+                ..Self::default()
+            },
+            StringMatch::Present => Self::default(),
+        }
+    }
+}
+
+/// A compiled `StringMatch`.
+#[derive(Debug, Clone)]
+enum Pattern {
+    Any,
+    Exact(Box<[u8]>),
+    Prefix(Box<[u8]>),
+    Regex(Regex),
+}
+
+/// A compiled `StringMatch` plus its case sensitivity (only `uri` may be case-insensitive).
+#[derive(Debug, Clone)]
+struct Matcher {
+    pattern: Pattern,
+    ignore_case: bool,
+}
+
+impl Matcher {
+    fn compile(
+        m: &StringMatch,
+        ignore_case: bool,
+        field: &dyn Fn() -> String,
+    ) -> Result<Self, String> {
+        let pattern = match m {
+            StringMatch::Present => Pattern::Any,
+            StringMatch::Exact(v) => Pattern::Exact(v.as_bytes().into()),
+            StringMatch::Prefix(v) => Pattern::Prefix(v.as_bytes().into()),
+            StringMatch::Regex(re) => Pattern::Regex(
+                compile_regex(re, ignore_case)
+                    .map_err(|e| format!("{}.regex: invalid regex {re:?}: {e}", field()))?,
+            ),
+        };
+        Ok(Self {
+            pattern,
+            ignore_case,
+        })
+    }
+
+    fn matches(&self, value: &[u8]) -> bool {
+        match &self.pattern {
+            Pattern::Any => true,
+            Pattern::Exact(p) if self.ignore_case => value.eq_ignore_ascii_case(p),
+            Pattern::Exact(p) => value == &p[..],
+            Pattern::Prefix(p) => value.get(..p.len()).is_some_and(|head| {
+                if self.ignore_case {
+                    head.eq_ignore_ascii_case(p)
+                } else {
+                    head == &p[..]
+                }
+            }),
+            // Not UTF-8: documented as "no match" (regex-lite matches `&str` only).
+            Pattern::Regex(re) => std::str::from_utf8(value).is_ok_and(|s| re.is_match(s)),
+        }
+    }
+
+    /// Matches a percent-encoded query component against the decoded form, allocating only
+    /// when a regex must see a value that contains escapes.
+    fn matches_encoded(&self, raw: &[u8]) -> bool {
+        match &self.pattern {
+            Pattern::Any => true,
+            Pattern::Exact(p) => PercentDecoded::new(raw).eq(p.iter().copied()),
+            Pattern::Prefix(p) => {
+                let mut decoded = PercentDecoded::new(raw);
+                p.iter().all(|&want| decoded.next() == Some(want))
+            }
+            Pattern::Regex(_) => {
+                if raw.contains(&b'%') {
+                    let decoded: Vec<u8> = PercentDecoded::new(raw).collect();
+                    self.matches(&decoded)
+                } else {
+                    self.matches(raw)
+                }
+            }
+        }
+    }
+}
+
+/// Compiles an Envoy `safe_regex`-style pattern: a full match, with the size and nesting limits.
+pub fn compile_regex(pattern: &str, ignore_case: bool) -> Result<Regex, String> {
+    RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .case_insensitive(ignore_case)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Iterator over the percent-decoded bytes of a query component. A `%` not followed by two hex
+/// digits is kept literally, as Envoy's decoder does.
+struct PercentDecoded<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> PercentDecoded<'a> {
+    fn new(raw: &'a [u8]) -> Self {
+        Self { rest: raw }
+    }
+}
+
+impl Iterator for PercentDecoded<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        let (&first, tail) = self.rest.split_first()?;
+        if first == b'%'
+            && let [hi, lo, after @ ..] = tail
+            && let (Some(hi), Some(lo)) = (hex_value(*hi), hex_value(*lo))
+        {
+            self.rest = after;
+            return Some(hi << 4 | lo);
+        }
+        self.rest = tail;
+        Some(first)
+    }
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// One compiled `HTTPMatchRequest` block.
+#[derive(Debug, Clone)]
+struct Block {
+    uri: Option<Matcher>,
+    method: Option<Matcher>,
+    authority: Option<Matcher>,
+    headers: Vec<(Box<str>, Matcher)>,
+    without_headers: Vec<(Box<str>, Matcher)>,
+    query_params: Vec<(Box<[u8]>, Matcher)>,
+    port: Option<u32>,
+}
+
+impl Block {
+    fn compile(index: usize, block: &HttpMatchRequest) -> Result<Self, String> {
+        let at = |field: &str| format!("match[{index}].{field}");
+        let uri = block
+            .uri
+            .as_ref()
+            .map(|m| Matcher::compile(m, block.ignore_uri_case, &|| at("uri")))
+            .transpose()?;
+        let method = block
+            .method
+            .as_ref()
+            .map(|m| Matcher::compile(m, false, &|| at("method")))
+            .transpose()?;
+        let authority = block
+            .authority
+            .as_ref()
+            .map(|m| Matcher::compile(m, false, &|| at("authority")))
+            .transpose()?;
+        let headers = compile_headers(&block.headers, &|name| at(&format!("headers[{name:?}]")))?;
+        let without_headers = compile_headers(&block.without_headers, &|name| {
+            at(&format!("withoutHeaders[{name:?}]"))
+        })?;
+        let mut query_params = Vec::with_capacity(block.query_params.len());
+        for (name, m) in &block.query_params {
+            let field = || at(&format!("queryParams[{name:?}]"));
+            if name.is_empty() {
+                return Err(format!("{}: empty query parameter name", field()));
+            }
+            query_params.push((name.as_bytes().into(), Matcher::compile(m, false, &field)?));
+        }
+        if let Some(port) = block.port
+            && !(1..=65535).contains(&port)
+        {
+            return Err(format!("{}: {port} is not a port (1-65535)", at("port")));
+        }
+        Ok(Self {
+            uri,
+            method,
+            authority,
+            headers,
+            without_headers,
+            query_params,
+            port: block.port,
+        })
+    }
+
+    fn matches<'a, V: RequestView>(&'a self, req: &mut Lookup<'a, V>) -> bool {
+        // Cheapest and most selective checks first; each fetch is a host call at most once.
+        if let Some(port) = self.port
+            && req.local_port() != Some(port)
+        {
+            return false;
+        }
+        if let Some(m) = &self.method
+            && !req.header(":method").is_some_and(|v| m.matches(v))
+        {
+            return false;
+        }
+        if let Some(m) = &self.uri
+            && !req.header(":path").is_some_and(|p| m.matches(path_only(p)))
+        {
+            return false;
+        }
+        if let Some(m) = &self.authority
+            && !req.header(":authority").is_some_and(|v| m.matches(v))
+        {
+            return false;
+        }
+        for (name, m) in &self.headers {
+            if !req.header(name).is_some_and(|v| m.matches(v)) {
+                return false;
+            }
+        }
+        for (name, m) in &self.without_headers {
+            if req.header(name).is_some_and(|v| m.matches(v)) {
+                return false;
+            }
+        }
+        if !self.query_params.is_empty() {
+            let query = req.header(":path").and_then(query_of).unwrap_or_default();
+            for (name, m) in &self.query_params {
+                if !first_query_value(query, name).is_some_and(|v| m.matches_encoded(v)) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Header names this block reads (for the glue's lazy fetching and for tests).
+    fn header_names(&self) -> impl Iterator<Item = &str> {
+        let pseudo = [
+            self.method.as_ref().map(|_| ":method"),
+            (self.uri.is_some() || !self.query_params.is_empty()).then_some(":path"),
+            self.authority.as_ref().map(|_| ":authority"),
+        ];
+        pseudo.into_iter().flatten().chain(
+            self.headers
+                .iter()
+                .chain(&self.without_headers)
+                .map(|(name, _)| &**name),
+        )
+    }
+}
+
+fn compile_headers(
+    headers: &BTreeMap<String, StringMatch>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Vec<(Box<str>, Matcher)>, String> {
+    let mut out: Vec<(Box<str>, Matcher)> = Vec::with_capacity(headers.len());
+    for (name, m) in headers {
+        if name.is_empty() || !name.bytes().all(is_header_name_byte) {
+            return Err(format!(
+                "{}: {name:?} is not a valid header name",
+                field(name)
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if out.iter().any(|(seen, _)| **seen == *lower) {
+            return Err(format!(
+                "{}: header {lower:?} is listed twice (names are case-insensitive)",
+                field(name)
+            ));
+        }
+        out.push((lower.into(), Matcher::compile(m, false, &|| field(name))?));
+    }
+    Ok(out)
+}
+
+/// RFC 9110 token characters, plus a leading ':' for HTTP/2 pseudo-headers.
+fn is_header_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b)
+}
+
+/// The path without its query string (and fragment, should a client send one).
+fn path_only(path: &[u8]) -> &[u8] {
+    match path.iter().position(|&b| b == b'?' || b == b'#') {
+        Some(end) => path.get(..end).unwrap_or(path),
+        None => path,
+    }
+}
+
+/// The query string of a `:path` (after the first '?', without a fragment), if any.
+fn query_of(path: &[u8]) -> Option<&[u8]> {
+    let start = path.iter().position(|&b| b == b'?')? + 1;
+    let query = path.get(start..)?;
+    Some(match query.iter().position(|&b| b == b'#') {
+        Some(end) => query.get(..end).unwrap_or(query),
+        None => query,
+    })
+}
+
+/// The raw (still percent-encoded) value of the first parameter whose decoded name is `name`.
+fn first_query_value<'q>(query: &'q [u8], name: &[u8]) -> Option<&'q [u8]> {
+    query.split(|&b| b == b'&').find_map(|pair| {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (pair.get(..eq)?, pair.get(eq + 1..)?),
+            None => (pair, &b""[..]),
+        };
+        PercentDecoded::new(key)
+            .eq(name.iter().copied())
+            .then_some(value)
+    })
+}
+
+/// A request seen through a per-request memo: each header (and the port) is fetched from the
+/// host at most once however many blocks and rules look at it, and only when one does.
+///
+/// Create one per request and pass it to every [`MatchSet::matches_with`] call for that request.
+pub struct Lookup<'a, V: RequestView> {
+    req: &'a V,
+    headers: Vec<(&'a str, Option<Vec<u8>>)>,
+    port: Option<Option<u32>>,
+}
+
+impl<'a, V: RequestView> Lookup<'a, V> {
+    /// Wraps a request; nothing is fetched yet.
+    pub fn new(req: &'a V) -> Self {
+        Self {
+            req,
+            headers: Vec::new(),
+            port: None,
+        }
+    }
+
+    /// A header's (first) value, fetched on first use. `name` must be lower-case.
+    pub fn header(&mut self, name: &'a str) -> Option<&[u8]> {
+        let index = match self.headers.iter().position(|(seen, _)| *seen == name) {
+            Some(index) => index,
+            None => {
+                self.headers.push((name, self.req.header(name)));
+                self.headers.len() - 1
+            }
+        };
+        self.headers
+            .get(index)
+            .and_then(|(_, value)| value.as_deref())
+    }
+
+    /// The local port, fetched on first use.
+    pub fn local_port(&mut self) -> Option<u32> {
+        *self.port.get_or_insert_with(|| self.req.local_port())
+    }
+}
+
+/// A compiled list of `HTTPMatchRequest` blocks (OR of ANDs).
+#[derive(Debug, Clone, Default)]
+pub struct MatchSet {
+    blocks: Vec<Block>,
+}
+
+impl MatchSet {
+    /// Validates and compiles Istio match blocks. Errors name the block and field, e.g.
+    /// `match[1].headers["end-user"].regex: invalid regex "(": ...`.
+    pub fn compile(blocks: &[HttpMatchRequest]) -> Result<Self, String> {
+        let blocks = blocks
+            .iter()
+            .enumerate()
+            .map(|(index, block)| Block::compile(index, block))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { blocks })
+    }
+
+    /// Whether the request matches: true for an empty set, else when any block matches.
+    pub fn matches(&self, req: &impl RequestView) -> bool {
+        self.matches_with(&mut Lookup::new(req))
+    }
+
+    /// As [`MatchSet::matches`], sharing one per-request [`Lookup`] between several sets (e.g.
+    /// the rules of a router), so a header is fetched once per request.
+    pub fn matches_with<'a, V: RequestView>(&'a self, req: &mut Lookup<'a, V>) -> bool {
+        self.blocks.is_empty() || self.blocks.iter().any(|block| block.matches(req))
+    }
+
+    /// Whether this set matches every request (no blocks).
+    pub fn is_catch_all(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// The lower-case header names (pseudo-headers included) the set may read, deduplicated.
+    pub fn header_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for name in self.blocks.iter().flat_map(Block::header_names) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// Whether any block matches on the local port (so the glue must read it).
+    pub fn uses_port(&self) -> bool {
+        self.blocks.iter().any(|b| b.port.is_some())
+    }
+}
+
+/// Percent-decodes a query-string component (`%41` -> `A`), borrowing when there is nothing to
+/// decode. Exposed so other filters decode query values the same way the matcher does.
+pub fn decode_query_value(raw: &[u8]) -> Cow<'_, [u8]> {
+    if raw.contains(&b'%') {
+        Cow::Owned(PercentDecoded::new(raw).collect())
+    } else {
+        Cow::Borrowed(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::MockHost;
+
+    fn parse(json: &str) -> Vec<HttpMatchRequest> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn set(json: &str) -> MatchSet {
+        MatchSet::compile(&parse(json)).unwrap()
+    }
+
+    fn get(path: &str) -> MockHost {
+        MockHost::request("GET", "reviews.default", path)
+    }
+
+    #[test]
+    fn string_match_json_is_istio_oneof() {
+        let m: StringMatch = serde_json::from_str(r#"{"exact":"v"}"#).unwrap();
+        assert_eq!(m, StringMatch::Exact("v".into()));
+        let m: StringMatch = serde_json::from_str(r#"{"prefix":"/a"}"#).unwrap();
+        assert_eq!(m, StringMatch::Prefix("/a".into()));
+        let m: StringMatch = serde_json::from_str(r#"{"regex":"a.*"}"#).unwrap();
+        assert_eq!(m, StringMatch::Regex("a.*".into()));
+        let m: StringMatch = serde_json::from_str("{}").unwrap();
+        assert_eq!(m, StringMatch::Present);
+        for m in [
+            StringMatch::Exact("x".into()),
+            StringMatch::Prefix("y".into()),
+            StringMatch::Regex("z+".into()),
+            StringMatch::Present,
+        ] {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(
+                serde_json::from_str::<StringMatch>(&json).unwrap(),
+                m,
+                "{json}"
+            );
+        }
+        assert_eq!(serde_json::to_string(&StringMatch::Present).unwrap(), "{}");
+        let err = serde_json::from_str::<StringMatch>(r#"{"exact":"a","prefix":"b"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most one"), "{err}");
+        let err = serde_json::from_str::<StringMatch>(r#"{"suffix":"b"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn match_request_json_is_istio_camel_case_and_strict() {
+        let blocks = parse(
+            r#"[{"name":"b","uri":{"prefix":"/r"},"ignoreUriCase":true,
+                 "headers":{"end-user":{"exact":"jason"}},
+                 "withoutHeaders":{"x-test":{}},
+                 "queryParams":{"v":{"regex":"[0-9]+"}},
+                 "method":{"exact":"GET"},"authority":{"prefix":"reviews"},"port":9080}]"#,
+        );
+        let b = blocks.first().unwrap();
+        assert!(b.ignore_uri_case);
+        assert_eq!(b.port, Some(9080));
+        assert_eq!(b.without_headers.get("x-test"), Some(&StringMatch::Present));
+        let round: Vec<HttpMatchRequest> =
+            serde_json::from_str(&serde_json::to_string(&blocks).unwrap()).unwrap();
+        assert_eq!(round, blocks);
+        // Defaults are omitted when serialising, so emitted configs stay minimal.
+        assert_eq!(
+            serde_json::to_string(&HttpMatchRequest::default()).unwrap(),
+            "{}"
+        );
+        let err = serde_json::from_str::<Vec<HttpMatchRequest>>(r#"[{"sourceLabels":{}}]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `sourceLabels`"), "{err}");
+    }
+
+    #[test]
+    fn empty_set_matches_everything() {
+        let s = set("[]");
+        assert!(s.is_catch_all());
+        assert!(s.matches(&get("/anything")));
+        assert!(s.matches(&MockHost::default()));
+        // An empty block also matches everything (no field constrains it).
+        assert!(set("[{}]").matches(&get("/x")));
+    }
+
+    #[test]
+    fn uri_exact_prefix_regex_ignore_query() {
+        let exact = set(r#"[{"uri":{"exact":"/productpage"}}]"#);
+        assert!(exact.matches(&get("/productpage")));
+        assert!(exact.matches(&get("/productpage?u=normal")));
+        assert!(!exact.matches(&get("/productpage/1")));
+        assert!(!exact.matches(&get("/ProductPage")));
+
+        let prefix = set(r#"[{"uri":{"prefix":"/api/v1"}}]"#);
+        assert!(prefix.matches(&get("/api/v1")));
+        assert!(prefix.matches(&get("/api/v1/users?x=1")));
+        assert!(!prefix.matches(&get("/api/v2")));
+        assert!(
+            !prefix.matches(&get("/api?/v1")),
+            "the query is not part of the path"
+        );
+
+        let regex = set(r#"[{"uri":{"regex":"/reviews/[0-9]+"}}]"#);
+        assert!(regex.matches(&get("/reviews/12")));
+        assert!(regex.matches(&get("/reviews/12?x=y")));
+        assert!(
+            !regex.matches(&get("/reviews/12/x")),
+            "regex is a full match"
+        );
+        assert!(
+            !regex.matches(&get("/v/reviews/12")),
+            "regex is a full match"
+        );
+
+        assert!(!exact.matches(&MockHost::default()), "no :path, no match");
+    }
+
+    #[test]
+    fn ignore_uri_case_applies_to_exact_prefix_and_regex() {
+        for json in [
+            r#"[{"uri":{"exact":"/Login"},"ignoreUriCase":true}]"#,
+            r#"[{"uri":{"prefix":"/LOG"},"ignoreUriCase":true}]"#,
+            r#"[{"uri":{"regex":"/log[a-z]+"},"ignoreUriCase":true}]"#,
+        ] {
+            let s = set(json);
+            assert!(s.matches(&get("/login")), "{json}");
+            assert!(s.matches(&get("/LOGIN")), "{json}");
+            assert!(!s.matches(&get("/other")), "{json}");
+        }
+        let exact = set(r#"[{"uri":{"exact":"/Login"},"ignoreUriCase":true}]"#);
+        assert!(!exact.matches(&get("/logout")), "still an exact match");
+        let sensitive = set(r#"[{"uri":{"regex":"/log[a-z]+"}}]"#);
+        assert!(!sensitive.matches(&get("/LOGIN")));
+        // ignoreUriCase only touches the uri, never headers.
+        let header = set(r#"[{"ignoreUriCase":true,"headers":{"x":{"exact":"A"}}}]"#);
+        assert!(!header.matches(&get("/").with("x", "a")));
+    }
+
+    #[test]
+    fn headers_exact_prefix_regex_presence() {
+        let s = set(r#"[{"headers":{"end-user":{"exact":"jason"}}}]"#);
+        assert!(s.matches(&get("/").with("end-user", "jason")));
+        assert!(!s.matches(&get("/").with("end-user", "Jason")));
+        assert!(!s.matches(&get("/").with("end-user", "jason2")));
+        assert!(!s.matches(&get("/")));
+
+        let s = set(r#"[{"headers":{"x-version":{"prefix":"v2"}}}]"#);
+        assert!(s.matches(&get("/").with("x-version", "v2.1")));
+        assert!(!s.matches(&get("/").with("x-version", "v1")));
+
+        let s = set(r#"[{"headers":{"cookie":{"regex":".*user=jason.*"}}}]"#);
+        assert!(s.matches(&get("/").with("cookie", "a=b; user=jason; c=d")));
+        assert!(!s.matches(&get("/").with("cookie", "user=bob")));
+        let full = set(r#"[{"headers":{"x":{"regex":"ab"}}}]"#);
+        assert!(
+            !full.matches(&get("/").with("x", "xaby")),
+            "regex is a full match"
+        );
+        assert!(full.matches(&get("/").with("x", "ab")));
+
+        let present = set(r#"[{"headers":{"x-canary":{}}}]"#);
+        assert!(present.matches(&get("/").with("x-canary", "")));
+        assert!(present.matches(&get("/").with("x-canary", "anything")));
+        assert!(!present.matches(&get("/")));
+    }
+
+    #[test]
+    fn header_names_are_lower_cased_and_checked() {
+        let s = set(r#"[{"headers":{"End-User":{"exact":"jason"}}}]"#);
+        assert!(s.matches(&get("/").with("end-user", "jason")));
+        assert_eq!(s.header_names(), vec!["end-user"]);
+        let err = MatchSet::compile(&parse(
+            r#"[{"headers":{"a":{}}},{"headers":{"X-A":{},"x-a":{}}}]"#,
+        ))
+        .unwrap_err();
+        assert!(err.starts_with("match[1].headers["), "{err}");
+        assert!(err.contains("listed twice"), "{err}");
+        let err = MatchSet::compile(&parse(r#"[{"headers":{"bad name":{}}}]"#)).unwrap_err();
+        assert!(err.contains("not a valid header name"), "{err}");
+    }
+
+    #[test]
+    fn without_headers_inverts() {
+        let s = set(r#"[{"withoutHeaders":{"x-debug":{}}}]"#);
+        assert!(s.matches(&get("/")));
+        assert!(!s.matches(&get("/").with("x-debug", "1")));
+
+        let s = set(r#"[{"withoutHeaders":{"end-user":{"exact":"jason"}}}]"#);
+        assert!(
+            s.matches(&get("/")),
+            "absent header never fails withoutHeaders"
+        );
+        assert!(s.matches(&get("/").with("end-user", "bob")));
+        assert!(!s.matches(&get("/").with("end-user", "jason")));
+
+        let s = set(r#"[{"withoutHeaders":{"x":{"regex":"a+"}}}]"#);
+        assert!(
+            s.matches(&get("/").with_bytes("x", b"a\xff")),
+            "non-UTF-8: regex does not match"
+        );
+        assert!(!s.matches(&get("/").with("x", "aaa")));
+    }
+
+    #[test]
+    fn query_params() {
+        let s = set(r#"[{"queryParams":{"version":{"exact":"v2"}}}]"#);
+        assert!(s.matches(&get("/p?version=v2")));
+        assert!(s.matches(&get("/p?a=1&version=v2&b")));
+        assert!(!s.matches(&get("/p?version=v21")));
+        assert!(!s.matches(&get("/p?xversion=v2")));
+        assert!(!s.matches(&get("/p")));
+        assert!(
+            !s.matches(&get("/p?version=v1&version=v2")),
+            "first value counts"
+        );
+        assert!(
+            s.matches(&get("/p?version=v%32")),
+            "values are percent-decoded"
+        );
+        assert!(
+            s.matches(&get("/p?v%65rsion=v2")),
+            "names are percent-decoded"
+        );
+
+        let s = set(r#"[{"queryParams":{"v":{"prefix":"ab"}}}]"#);
+        assert!(s.matches(&get("/?v=abc")));
+        assert!(s.matches(&get("/?v=%61b")));
+        assert!(!s.matches(&get("/?v=a")));
+
+        let s = set(r#"[{"queryParams":{"id":{"regex":"[0-9]+"}}}]"#);
+        assert!(s.matches(&get("/?id=123")));
+        assert!(s.matches(&get("/?id=1%32")));
+        assert!(!s.matches(&get("/?id=12a")));
+
+        let present = set(r#"[{"queryParams":{"debug":{}}}]"#);
+        assert!(present.matches(&get("/?debug")));
+        assert!(present.matches(&get("/?debug=0")));
+        assert!(!present.matches(&get("/?nodebug")));
+
+        let empty = set(r#"[{"queryParams":{"debug":{"exact":""}}}]"#);
+        assert!(
+            empty.matches(&get("/?debug")),
+            "no '=' means an empty value"
+        );
+        assert!(empty.matches(&get("/?debug=")));
+        assert!(!empty.matches(&get("/?debug=1")));
+
+        let literal = set(r#"[{"queryParams":{"q":{"exact":"%zz"}}}]"#);
+        assert!(
+            literal.matches(&get("/?q=%zz")),
+            "malformed escapes stay literal"
+        );
+        let fragment = set(r#"[{"queryParams":{"q":{"exact":"a"}}}]"#);
+        assert!(
+            fragment.matches(&get("/?q=a#frag")),
+            "a fragment is not part of the value"
+        );
+    }
+
+    #[test]
+    fn method_authority_port() {
+        let s = set(r#"[{"method":{"exact":"POST"}}]"#);
+        assert!(s.matches(&MockHost::request("POST", "h", "/")));
+        assert!(!s.matches(&MockHost::request("GET", "h", "/")));
+        assert!(
+            !s.matches(&MockHost::request("post", "h", "/")),
+            "method is case-sensitive"
+        );
+
+        let s = set(r#"[{"authority":{"regex":"reviews(\\.default)?(:[0-9]+)?"}}]"#);
+        assert!(s.matches(&MockHost::request("GET", "reviews", "/")));
+        assert!(s.matches(&MockHost::request("GET", "reviews.default:9080", "/")));
+        assert!(!s.matches(&MockHost::request("GET", "ratings", "/")));
+
+        let s = set(r#"[{"port":9080}]"#);
+        let mut req = get("/");
+        assert!(!s.matches(&req), "unknown port does not match");
+        req.port = Some(9080);
+        assert!(s.matches(&req));
+        req.port = Some(80);
+        assert!(!s.matches(&req));
+        assert!(s.uses_port());
+    }
+
+    #[test]
+    fn fields_and_within_block_blocks_or() {
+        let s = set(
+            r#"[{"uri":{"prefix":"/api"},"headers":{"end-user":{"exact":"jason"}}},
+                {"method":{"exact":"DELETE"}}]"#,
+        );
+        assert!(s.matches(&get("/api/x").with("end-user", "jason")));
+        assert!(!s.matches(&get("/api/x")), "AND: header missing");
+        assert!(
+            !s.matches(&get("/web").with("end-user", "jason")),
+            "AND: uri differs"
+        );
+        assert!(
+            s.matches(&MockHost::request("DELETE", "h", "/web")),
+            "OR: second block"
+        );
+    }
+
+    #[test]
+    fn bytes_values() {
+        let s = set(r#"[{"headers":{"x":{"prefix":"ab"}}}]"#);
+        assert!(
+            s.matches(&get("/").with_bytes("x", b"ab\xff\xfe")),
+            "prefix on bytes"
+        );
+        let s = set(r#"[{"headers":{"x":{"regex":".*"}}}]"#);
+        assert!(
+            !s.matches(&get("/").with_bytes("x", b"\xff")),
+            "non-UTF-8 never matches a regex"
+        );
+        let s = set(r#"[{"headers":{"x":{}}}]"#);
+        assert!(s.matches(&get("/").with_bytes("x", b"\xff")));
+    }
+
+    #[test]
+    fn compile_errors_name_block_and_field() {
+        for (json, needle) in [
+            (
+                r#"[{},{"uri":{"regex":"("}}]"#,
+                "match[1].uri.regex: invalid regex \"(\"",
+            ),
+            (
+                r#"[{"headers":{"x":{"regex":"[a-"}}}]"#,
+                "match[0].headers[\"x\"].regex",
+            ),
+            (
+                r#"[{"withoutHeaders":{"y":{"regex":"*"}}}]"#,
+                "match[0].withoutHeaders[\"y\"].regex",
+            ),
+            (
+                r#"[{"queryParams":{"q":{"regex":"(?<"}}}]"#,
+                "match[0].queryParams[\"q\"].regex",
+            ),
+            (r#"[{"queryParams":{"":{}}}]"#, "empty query parameter name"),
+            (r#"[{"method":{"regex":")"}}]"#, "match[0].method.regex"),
+            (
+                r#"[{"authority":{"regex":"("}}]"#,
+                "match[0].authority.regex",
+            ),
+            (r#"[{"port":0}]"#, "match[0].port: 0 is not a port"),
+            (r#"[{"port":70000}]"#, "match[0].port: 70000"),
+        ] {
+            let err = MatchSet::compile(&parse(json)).unwrap_err();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn regex_size_is_limited() {
+        let huge = r#"[{"uri":{"regex":"(a{1,1000}){1,1000}"}}]"#;
+        let err = MatchSet::compile(&parse(huge)).unwrap_err();
+        assert!(err.contains("match[0].uri.regex"), "{err}");
+        // A realistic alternation of many versions still fits.
+        let versions: Vec<String> = (0..200).map(|i| format!("v{i}\\.[0-9]+")).collect();
+        let block = HttpMatchRequest {
+            headers: [("x".to_string(), StringMatch::Regex(versions.join("|")))].into(),
+            ..HttpMatchRequest::default()
+        };
+        let s = MatchSet::compile(&[block]).unwrap();
+        assert!(s.matches(&get("/").with("x", "v199.3")));
+        assert!(!s.matches(&get("/").with("x", "v200.3")));
+    }
+
+    /// Counts host fetches, to show the lookup fetches each header once and only when needed.
+    struct Counting {
+        inner: MockHost,
+        fetches: std::cell::RefCell<Vec<String>>,
+    }
+
+    impl RequestView for Counting {
+        fn header(&self, name: &str) -> Option<Vec<u8>> {
+            self.fetches.borrow_mut().push(name.to_string());
+            self.inner.header(name)
+        }
+        fn local_port(&self) -> Option<u32> {
+            self.fetches.borrow_mut().push("port".into());
+            self.inner.local_port()
+        }
+    }
+
+    #[test]
+    fn lookup_fetches_lazily_and_once() {
+        let a = set(
+            r#"[{"headers":{"end-user":{"exact":"jason"}}},{"headers":{"end-user":{"exact":"bob"}}}]"#,
+        );
+        let b = set(r#"[{"uri":{"prefix":"/x"},"queryParams":{"q":{}}}]"#);
+        let req = Counting {
+            inner: get("/x?q").with("end-user", "alice"),
+            fetches: Default::default(),
+        };
+        let mut lookup = Lookup::new(&req);
+        assert!(!a.matches_with(&mut lookup));
+        assert!(b.matches_with(&mut lookup));
+        assert!(!a.matches_with(&mut lookup));
+        assert_eq!(*req.fetches.borrow(), vec!["end-user", ":path"]);
+    }
+
+    #[test]
+    fn header_names_lists_what_is_read() {
+        let s = set(
+            r#"[{"uri":{"prefix":"/"},"headers":{"a":{}}},{"queryParams":{"q":{}},"withoutHeaders":{"b":{}},"method":{"exact":"GET"}}]"#,
+        );
+        assert_eq!(s.header_names(), vec![":path", "a", ":method", "b"]);
+        assert!(!s.uses_port());
+    }
+
+    #[test]
+    fn decode_query_value_borrows_when_plain() {
+        assert!(matches!(decode_query_value(b"abc"), Cow::Borrowed(_)));
+        assert_eq!(&*decode_query_value(b"a%20b%2"), b"a b%2");
+    }
+}

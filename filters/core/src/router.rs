@@ -1,0 +1,632 @@
+//! The router filter's plugin config and per-request decision.
+//!
+//! A [`RouterConfig`] is a list of virtual hosts (Envoy's domain matching picks one by
+//! `:authority`), each with an ordered list of rules (Istio `http` routes: `match` blocks and a
+//! destination). [`CompiledRouter::decide`] returns the first matching rule of the chosen host,
+//! or `None`, which the filter answers with 404 as Istio's "no route" (`NR`).
+//!
+//! ```json
+//! {"virtualHosts": [{"name": "reviews", "domains": ["reviews", "reviews:9080"], "rules": [
+//!   {"name": "jason", "match": [{"headers": {"end-user": {"exact": "jason"}}}],
+//!    "route": {"cluster": "reviews-v2"}},
+//!   {"name": "default", "route": {"split": "reviews-canary"}}]}]}
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::RequestView;
+use crate::matching::{HttpMatchRequest, Lookup, MatchSet};
+use crate::metrics;
+
+/// The router filter's plugin configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Virtual hosts, selected by `:authority` as Envoy selects them.
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// A set of domains and the rules for requests addressed to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualHost {
+    /// Name, for errors and logs.
+    pub name: String,
+    /// Envoy-style domains: `host`, `host:port`, `*.suffix`, `prefix.*`, or `*`.
+    pub domains: Vec<String>,
+    /// Ordered rules; the first that matches wins.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// One route: Istio match blocks (OR-ed; none = match all) and where matching requests go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    /// Unique across the whole config: sent to later filters in `x-sluice-rule` and used in the
+    /// metric `sluice.router.rule.<name>.matched`.
+    pub name: String,
+    /// Istio `HTTPMatchRequest` blocks (JSON `"match"`); empty matches every request.
+    #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<HttpMatchRequest>,
+    /// Where a matching request goes.
+    pub route: Destination,
+}
+
+/// A rule's destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Destination {
+    /// `{"cluster": "<envoy cluster>"}`: sent in `x-sluice-cluster`, which Envoy's route reads.
+    Cluster(String),
+    /// `{"split": "<split name>"}`: sent in `x-sluice-split` for the canary filter to resolve.
+    Split(String),
+}
+
+/// The result of routing a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'a> {
+    /// Index of the rule across the whole config, counting the rules of all virtual hosts in
+    /// config order (the index into [`CompiledRouter::rules`]).
+    pub rule_index: usize,
+    /// The rule's name.
+    pub rule_name: &'a str,
+    /// The virtual host the rule belongs to.
+    pub virtual_host: &'a str,
+    /// Where the request goes.
+    pub destination: &'a Destination,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    /// The rule's name.
+    pub name: String,
+    /// Its destination.
+    pub destination: Destination,
+    /// The counter counting its matches (`sluice.router.rule.<sanitized name>.matched`).
+    pub metric_name: String,
+    matches: MatchSet,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledHost {
+    name: String,
+    /// Indices into `CompiledRouter::rules`, in order.
+    rules: std::ops::Range<usize>,
+}
+
+/// Domain tables, all lower-case, following Envoy's search order: exact, then suffix wildcards
+/// (longest suffix first), then prefix wildcards (longest prefix first), then `*`.
+#[derive(Debug, Clone, Default)]
+struct Domains {
+    exact: HashMap<Box<[u8]>, usize>,
+    /// (suffix after '*', host index), longest first.
+    suffixes: Vec<(Box<[u8]>, usize)>,
+    /// (prefix before '*', host index), longest first.
+    prefixes: Vec<(Box<[u8]>, usize)>,
+    any: Option<usize>,
+}
+
+/// A validated router config, ready to decide per request.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledRouter {
+    hosts: Vec<CompiledHost>,
+    rules: Vec<CompiledRule>,
+    domains: Domains,
+    reads_port: bool,
+}
+
+/// Longest host name we lower-case on the stack; longer ones (rare) are lower-cased on the heap.
+const STACK_HOST_LEN: usize = 256;
+
+impl CompiledRouter {
+    /// Validates and compiles a config. The error names the virtual host, rule and field:
+    /// `virtualHosts[0] "reviews": rules[1] "jason": match[0].uri.regex: invalid regex ...`.
+    pub fn compile(config: &RouterConfig) -> Result<Self, String> {
+        let mut router = Self::default();
+        let mut domain_owner: BTreeMap<String, usize> = BTreeMap::new();
+        let mut rule_owner: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        let mut metric_owner: BTreeMap<String, &str> = BTreeMap::new();
+        if config.virtual_hosts.is_empty() {
+            return Err("virtualHosts: at least one virtual host is required".into());
+        }
+        for (host_index, host) in config.virtual_hosts.iter().enumerate() {
+            let at = format!("virtualHosts[{host_index}] {:?}", host.name);
+            if host.name.is_empty() {
+                return Err(format!(
+                    "virtualHosts[{host_index}].name: must not be empty"
+                ));
+            }
+            if host.domains.is_empty() {
+                return Err(format!("{at}.domains: at least one domain is required"));
+            }
+            for (domain_index, domain) in host.domains.iter().enumerate() {
+                let lower = domain.to_ascii_lowercase();
+                let field = format!("{at}.domains[{domain_index}] {domain:?}");
+                if let Some(&first) = domain_owner.get(&lower) {
+                    return Err(format!(
+                        "{field}: duplicate domain, already in virtualHosts[{first}] {:?} (Envoy requires unique domains)",
+                        config
+                            .virtual_hosts
+                            .get(first)
+                            .map_or("", |h| h.name.as_str())
+                    ));
+                }
+                router
+                    .domains
+                    .insert(&lower, host_index)
+                    .map_err(|why| format!("{field}: {why}"))?;
+                domain_owner.insert(lower, host_index);
+            }
+            let first_rule = router.rules.len();
+            for (rule_index, rule) in host.rules.iter().enumerate() {
+                let at = format!("{at}: rules[{rule_index}] {:?}", rule.name);
+                check_header_value(&rule.name).map_err(|why| format!("{at}.name: {why}"))?;
+                if let Some((h, r)) = rule_owner.insert(&rule.name, (host_index, rule_index)) {
+                    return Err(format!(
+                        "{at}.name: duplicate rule name, already virtualHosts[{h}].rules[{r}] (rule names are unique across the config)"
+                    ));
+                }
+                let metric_name = metrics::router_rule_matched(&rule.name);
+                if let Some(other) = metric_owner.insert(metric_name.clone(), &rule.name) {
+                    return Err(format!(
+                        "{at}.name: rules {other:?} and {:?} would share the counter {metric_name:?} (names are sanitised to [A-Za-z0-9_-]); rename one",
+                        rule.name
+                    ));
+                }
+                let (kind, target) = match &rule.route {
+                    Destination::Cluster(c) => ("cluster", c),
+                    Destination::Split(s) => ("split", s),
+                };
+                check_header_value(target).map_err(|why| format!("{at}.route.{kind}: {why}"))?;
+                let matches = MatchSet::compile(&rule.match_).map_err(|e| format!("{at}: {e}"))?;
+                router.reads_port |= matches.uses_port();
+                router.rules.push(CompiledRule {
+                    name: rule.name.clone(),
+                    destination: rule.route.clone(),
+                    metric_name,
+                    matches,
+                });
+            }
+            router.hosts.push(CompiledHost {
+                name: host.name.clone(),
+                rules: first_rule..router.rules.len(),
+            });
+        }
+        router.domains.sort();
+        Ok(router)
+    }
+
+    /// Every rule, in config order (the index space of [`Decision::rule_index`]).
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
+    /// Whether some rule matches on the local port, so the glue must be able to read it.
+    pub fn reads_port(&self) -> bool {
+        self.reads_port
+    }
+
+    /// Routes a request: the virtual host by `:authority`, then its first matching rule.
+    /// `None` means no virtual host or no rule matched (answer 404).
+    pub fn decide(&self, req: &impl RequestView) -> Option<Decision<'_>> {
+        let mut lookup = Lookup::new(req);
+        let host_index = {
+            let authority = lookup.header(":authority").unwrap_or_default();
+            self.domains.find(authority)?
+        };
+        let host = self.hosts.get(host_index)?;
+        let rules = self.rules.get(host.rules.clone())?;
+        rules
+            .iter()
+            .position(|rule| rule.matches.matches_with(&mut lookup))
+            .and_then(|offset| {
+                let rule_index = host.rules.start + offset;
+                let rule = self.rules.get(rule_index)?;
+                Some(Decision {
+                    rule_index,
+                    rule_name: &rule.name,
+                    virtual_host: &host.name,
+                    destination: &rule.destination,
+                })
+            })
+    }
+}
+
+impl Domains {
+    /// Classifies one lower-cased domain. Wildcards follow Envoy: a single `*` as the whole
+    /// domain, as the first character (suffix form) or as the last (prefix form).
+    fn insert(&mut self, domain: &str, host: usize) -> Result<(), String> {
+        if domain.is_empty() {
+            return Err("empty domain".into());
+        }
+        if !domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:*[]".contains(&b))
+        {
+            return Err(
+                "invalid character (allowed: letters, digits, '.', '-', '_', ':', '[', ']', '*')"
+                    .into(),
+            );
+        }
+        let stars = domain.bytes().filter(|&b| b == b'*').count();
+        if domain == "*" {
+            self.any = Some(host);
+        } else if stars == 0 {
+            self.exact.insert(domain.as_bytes().into(), host);
+        } else if stars == 1
+            && let Some(suffix) = domain.strip_prefix('*')
+        {
+            self.suffixes.push((suffix.as_bytes().into(), host));
+        } else if stars == 1
+            && let Some(prefix) = domain.strip_suffix('*')
+        {
+            self.prefixes.push((prefix.as_bytes().into(), host));
+        } else {
+            return Err(
+                "a wildcard '*' must be the whole domain, its first or its last character".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn sort(&mut self) {
+        self.suffixes
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        self.prefixes
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    }
+
+    /// The virtual host for an authority, case-insensitively. Each class (exact, suffix, prefix)
+    /// is tried with the authority as sent, then with its port removed, so a domain listed
+    /// without a port also serves `host:port` (as Envoy with `strip_any_host_port`), while a
+    /// domain listed with a port takes precedence for that port. `*` comes last.
+    fn find(&self, authority: &[u8]) -> Option<usize> {
+        let mut stack = [0u8; STACK_HOST_LEN];
+        let heap: Vec<u8>;
+        let host: &[u8] = match stack.get_mut(..authority.len()) {
+            Some(buf) => {
+                buf.copy_from_slice(authority);
+                buf.make_ascii_lowercase();
+                buf
+            }
+            None => {
+                heap = authority.to_ascii_lowercase();
+                &heap
+            }
+        };
+        let without_port = strip_port(host);
+        let candidates = [Some(host), without_port];
+        let candidates = candidates.iter().flatten();
+        candidates
+            .clone()
+            .find_map(|h| self.exact.get(*h).copied())
+            .or_else(|| {
+                candidates.clone().find_map(|h| {
+                    self.suffixes
+                        .iter()
+                        .find(|(s, _)| h.len() > s.len() && h.ends_with(s))
+                        .map(|(_, i)| *i)
+                })
+            })
+            .or_else(|| {
+                candidates.clone().find_map(|h| {
+                    self.prefixes
+                        .iter()
+                        .find(|(p, _)| h.len() > p.len() && h.starts_with(p))
+                        .map(|(_, i)| *i)
+                })
+            })
+            .or(self.any)
+    }
+}
+
+/// `host` without a trailing `:port` (digits), handling IPv6 literals (`[::1]:80`).
+fn strip_port(host: &[u8]) -> Option<&[u8]> {
+    let colon = host.iter().rposition(|&b| b == b':')?;
+    let (name, port) = (host.get(..colon)?, host.get(colon + 1..)?);
+    let is_port = !port.is_empty() && port.iter().all(u8::is_ascii_digit);
+    // In "[::1]" the last ':' is inside the brackets; in "::1" (unbracketed) it is not a port.
+    let ipv6_ok = !name.contains(&b':') || name.ends_with(b"]");
+    (is_port && ipv6_ok).then_some(name)
+}
+
+/// Rule names and destinations travel in request headers: they must be non-empty visible ASCII.
+fn check_header_value(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        Err("must not be empty")
+    } else if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        Err("must be visible ASCII without spaces (it is sent in a request header)")
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::MockHost;
+
+    fn compile(json: &str) -> Result<CompiledRouter, String> {
+        CompiledRouter::compile(&serde_json::from_str(json).map_err(|e| e.to_string())?)
+    }
+
+    fn router(json: &str) -> CompiledRouter {
+        compile(json).unwrap()
+    }
+
+    const BOOKINFO: &str = r#"{"virtualHosts":[
+        {"name":"reviews","domains":["reviews","reviews.default.svc.cluster.local"],"rules":[
+          {"name":"jason","match":[{"headers":{"end-user":{"exact":"jason"}}}],
+           "route":{"cluster":"reviews-v2"}},
+          {"name":"canary","match":[{"uri":{"prefix":"/canary"}}],"route":{"split":"reviews-split"}},
+          {"name":"default","route":{"cluster":"reviews-v1"}}]},
+        {"name":"ratings","domains":["ratings:9080"],"rules":[
+          {"name":"ratings-get","match":[{"method":{"exact":"GET"}}],"route":{"cluster":"ratings-v1"}}]}
+    ]}"#;
+
+    fn cluster(d: Option<Decision<'_>>) -> Option<String> {
+        match d?.destination {
+            Destination::Cluster(c) => Some(c.clone()),
+            Destination::Split(s) => Some(format!("split:{s}")),
+        }
+    }
+
+    #[test]
+    fn config_json_shape_round_trips() {
+        let config: RouterConfig = serde_json::from_str(BOOKINFO).unwrap();
+        let rule = config.virtual_hosts.first().unwrap().rules.first().unwrap();
+        assert_eq!(rule.route, Destination::Cluster("reviews-v2".into()));
+        assert_eq!(rule.match_.len(), 1);
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(json.contains(r#""match":[{"headers""#), "{json}");
+        assert!(
+            json.contains(r#""route":{"split":"reviews-split"}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<RouterConfig>(&json).unwrap(), config);
+        for bad in [
+            r#"{"virtualHosts":[],"extra":1}"#,
+            r#"{"virtualHosts":[{"name":"a","domains":["*"],"rules":[{"name":"r","route":{"weighted":"x"}}]}]}"#,
+            r#"{"virtualHosts":[{"name":"a","domains":["*"],"rules":[{"name":"r","route":{"cluster":"a","split":"b"}}]}]}"#,
+        ] {
+            assert!(serde_json::from_str::<RouterConfig>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let r = router(BOOKINFO);
+        let jason = MockHost::request("GET", "reviews", "/canary").with("end-user", "jason");
+        let d = r.decide(&jason).unwrap();
+        assert_eq!(
+            (d.rule_index, d.rule_name, d.virtual_host),
+            (0, "jason", "reviews")
+        );
+        assert_eq!(cluster(Some(d)).unwrap(), "reviews-v2");
+        let canary = MockHost::request("GET", "reviews", "/canary/x");
+        assert_eq!(cluster(r.decide(&canary)).unwrap(), "split:reviews-split");
+        let other = MockHost::request("GET", "reviews", "/").with("end-user", "bob");
+        let d = r.decide(&other).unwrap();
+        assert_eq!((d.rule_index, d.rule_name), (2, "default"));
+    }
+
+    #[test]
+    fn no_host_or_no_rule_is_none() {
+        let r = router(BOOKINFO);
+        assert_eq!(r.decide(&MockHost::request("GET", "unknown", "/")), None);
+        assert_eq!(
+            r.decide(&MockHost::request("POST", "ratings:9080", "/")),
+            None
+        );
+        let d = r
+            .decide(&MockHost::request("GET", "ratings:9080", "/"))
+            .unwrap();
+        assert_eq!((d.rule_index, d.virtual_host), (3, "ratings"));
+        assert_eq!(r.decide(&MockHost::default()), None, "no :authority");
+    }
+
+    #[test]
+    fn domains_follow_envoy_precedence() {
+        let r = router(
+            r#"{"virtualHosts":[
+            {"name":"any","domains":["*"],"rules":[{"name":"any","route":{"cluster":"c-any"}}]},
+            {"name":"prefix","domains":["api.*"],"rules":[{"name":"prefix","route":{"cluster":"c-prefix"}}]},
+            {"name":"suffix","domains":["*.example.com"],"rules":[{"name":"suffix","route":{"cluster":"c-suffix"}}]},
+            {"name":"longer","domains":["*.eu.example.com"],"rules":[{"name":"longer","route":{"cluster":"c-longer"}}]},
+            {"name":"exact","domains":["www.example.com"],"rules":[{"name":"exact","route":{"cluster":"c-exact"}}]},
+            {"name":"port","domains":["www.example.com:8443"],"rules":[{"name":"port","route":{"cluster":"c-port"}}]}
+        ]}"#,
+        );
+        let host = |a: &str| {
+            r.decide(&MockHost::request("GET", a, "/"))
+                .unwrap()
+                .virtual_host
+        };
+        assert_eq!(host("www.example.com"), "exact");
+        assert_eq!(host("WWW.Example.COM"), "exact", "case-insensitive");
+        assert_eq!(
+            host("www.example.com:80"),
+            "exact",
+            "port stripped when not listed"
+        );
+        assert_eq!(host("www.example.com:8443"), "port", "a listed port wins");
+        assert_eq!(host("a.example.com"), "suffix");
+        assert_eq!(host("a.eu.example.com"), "longer", "longest suffix wins");
+        assert_eq!(host("a.eu.example.com:1"), "longer");
+        assert_eq!(host("api.example.com"), "suffix", "suffix before prefix");
+        assert_eq!(host("api.internal"), "prefix");
+        assert_eq!(
+            host("example.com"),
+            "any",
+            "a wildcard matches at least one char"
+        );
+        assert_eq!(host(".example.com"), "any");
+        assert_eq!(host("other"), "any");
+        assert_eq!(host(""), "any");
+    }
+
+    #[test]
+    fn strip_port_handles_ipv6() {
+        assert_eq!(strip_port(b"a:80"), Some(&b"a"[..]));
+        assert_eq!(strip_port(b"[::1]:80"), Some(&b"[::1]"[..]));
+        assert_eq!(strip_port(b"[::1]"), None);
+        assert_eq!(strip_port(b"::1"), None);
+        assert_eq!(strip_port(b"a:"), None);
+        assert_eq!(strip_port(b"a:b"), None);
+    }
+
+    #[test]
+    fn long_authority_is_handled() {
+        let long = format!("{}.example.com", "a".repeat(400));
+        let r = router(
+            r#"{"virtualHosts":[{"name":"s","domains":["*.EXAMPLE.com"],"rules":[{"name":"r","route":{"cluster":"c"}}]}]}"#,
+        );
+        assert!(
+            r.decide(&MockHost::request("GET", &long.to_uppercase(), "/"))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn non_utf8_authority_and_headers_do_not_break() {
+        let r = router(BOOKINFO);
+        let req = MockHost::request("GET", "reviews", "/").with_bytes("end-user", b"\xff\xfe");
+        assert_eq!(r.decide(&req).unwrap().rule_name, "default");
+        let req = MockHost::default().with_bytes(":authority", b"\xffreviews");
+        assert_eq!(r.decide(&req), None);
+    }
+
+    #[test]
+    fn metric_names_per_rule() {
+        let r = router(BOOKINFO);
+        let names: Vec<&str> = r.rules().iter().map(|x| x.metric_name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "sluice.router.rule.jason.matched",
+                "sluice.router.rule.canary.matched",
+                "sluice.router.rule.default.matched",
+                "sluice.router.rule.ratings-get.matched"
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_port_only_when_a_rule_matches_on_it() {
+        assert!(!router(BOOKINFO).reads_port());
+        let r = router(
+            r#"{"virtualHosts":[{"name":"a","domains":["*"],"rules":[
+              {"name":"p","match":[{"port":8080}],"route":{"cluster":"c8080"}},
+              {"name":"d","route":{"cluster":"c"}}]}]}"#,
+        );
+        assert!(r.reads_port());
+        let mut req = MockHost::request("GET", "x", "/");
+        req.port = Some(8080);
+        assert_eq!(r.decide(&req).unwrap().rule_name, "p");
+        req.port = Some(80);
+        assert_eq!(r.decide(&req).unwrap().rule_name, "d");
+    }
+
+    #[test]
+    fn compile_errors_are_precise() {
+        let one = |domains: &str, rules: &str| {
+            format!(r#"{{"virtualHosts":[{{"name":"vh","domains":{domains},"rules":{rules}}}]}}"#)
+        };
+        let ok_rule = r#"[{"name":"r","route":{"cluster":"c"}}]"#;
+        for (json, needle) in [
+            (
+                r#"{"virtualHosts":[]}"#.to_string(),
+                "at least one virtual host",
+            ),
+            (
+                one("[]", ok_rule),
+                "virtualHosts[0] \"vh\".domains: at least one domain",
+            ),
+            (one(r#"[""]"#, ok_rule), "domains[0] \"\": empty domain"),
+            (one(r#"["a.*.com"]"#, ok_rule), "wildcard"),
+            (one(r#"["*a*"]"#, ok_rule), "wildcard"),
+            (one(r#"["a b"]"#, ok_rule), "invalid character"),
+            (
+                one(r#"["a","A"]"#, ok_rule),
+                "domains[1] \"A\": duplicate domain",
+            ),
+            (
+                one(
+                    r#"["*"]"#,
+                    r#"[{"name":"r","route":{"cluster":"c"}},{"name":"r","route":{"cluster":"d"}}]"#,
+                ),
+                "rules[1] \"r\".name: duplicate rule name",
+            ),
+            (
+                one(
+                    r#"["*"]"#,
+                    r#"[{"name":"a.b","route":{"cluster":"c"}},{"name":"a_b","route":{"cluster":"d"}}]"#,
+                ),
+                "would share the counter \"sluice.router.rule.a_b.matched\"",
+            ),
+            (
+                one(r#"["*"]"#, r#"[{"name":"","route":{"cluster":"c"}}]"#),
+                "rules[0] \"\".name: must not be empty",
+            ),
+            (
+                one(r#"["*"]"#, r#"[{"name":"r","route":{"cluster":""}}]"#),
+                "rules[0] \"r\".route.cluster: must not be empty",
+            ),
+            (
+                one(r#"["*"]"#, r#"[{"name":"r","route":{"split":"a b"}}]"#),
+                "route.split: must be visible ASCII",
+            ),
+            (
+                one(
+                    r#"["*"]"#,
+                    r#"[{"name":"r","match":[{"uri":{"regex":"("}}],"route":{"cluster":"c"}}]"#,
+                ),
+                "virtualHosts[0] \"vh\": rules[0] \"r\": match[0].uri.regex: invalid regex",
+            ),
+        ] {
+            let err = compile(&json).unwrap_err();
+            assert!(err.contains(needle), "{json}\n  -> {err}");
+        }
+        let two = r#"{"virtualHosts":[
+            {"name":"a","domains":["x.com"],"rules":[{"name":"r1","route":{"cluster":"c"}}]},
+            {"name":"b","domains":["X.COM"],"rules":[{"name":"r2","route":{"cluster":"c"}}]}]}"#;
+        let err = compile(two).unwrap_err();
+        assert!(err.contains("already in virtualHosts[0] \"a\""), "{err}");
+        let two = r#"{"virtualHosts":[
+            {"name":"a","domains":["x.com"],"rules":[{"name":"r","route":{"cluster":"c"}}]},
+            {"name":"b","domains":["y.com"],"rules":[{"name":"r","route":{"cluster":"c"}}]}]}"#;
+        let err = compile(two).unwrap_err();
+        assert!(err.contains("already virtualHosts[0].rules[0]"), "{err}");
+    }
+
+    #[test]
+    fn each_header_is_fetched_once_per_decision() {
+        use std::cell::RefCell;
+        struct Counting(MockHost, RefCell<usize>);
+        impl RequestView for Counting {
+            fn header(&self, name: &str) -> Option<Vec<u8>> {
+                *self.1.borrow_mut() += 1;
+                self.0.header(name)
+            }
+            fn local_port(&self) -> Option<u32> {
+                self.0.local_port()
+            }
+        }
+        let r = router(
+            r#"{"virtualHosts":[{"name":"a","domains":["*"],"rules":[
+              {"name":"r1","match":[{"headers":{"x":{"exact":"1"}}}],"route":{"cluster":"c"}},
+              {"name":"r2","match":[{"headers":{"x":{"exact":"2"}}}],"route":{"cluster":"c"}},
+              {"name":"r3","match":[{"headers":{"x":{"exact":"3"}}}],"route":{"cluster":"c"}}]}]}"#,
+        );
+        let req = Counting(
+            MockHost::request("GET", "h", "/").with("x", "3"),
+            RefCell::new(0),
+        );
+        assert_eq!(r.decide(&req).unwrap().rule_name, "r3");
+        assert_eq!(*req.1.borrow(), 2, ":authority and x, once each");
+    }
+}
