@@ -16,4 +16,7 @@
 
 pub mod duration;
 pub mod host;
+pub mod matching;
+pub mod metrics;
+pub mod router;
 pub mod wire;
