@@ -14,6 +14,7 @@
     )
 )]
 
+pub mod breaker;
 pub mod duration;
 pub mod host;
 pub mod matching;
