@@ -15,6 +15,7 @@
 )]
 
 pub mod breaker;
+pub mod canary;
 pub mod duration;
 pub mod host;
 pub mod matching;

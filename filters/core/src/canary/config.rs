@@ -1,0 +1,147 @@
+//! The canary filter's plugin configuration, as the builder emits it and the filter parses it.
+//!
+//! JSON, camelCase, unknown fields refused. Example:
+//!
+//! ```json
+//! {
+//!   "afterRouter": true,
+//!   "splits": [{
+//!     "name": "reviews",
+//!     "members": [{"cluster": "reviews-v1", "weight": 90}, {"cluster": "reviews-v2", "weight": 10}],
+//!     "sticky": {"header": "end-user", "setCookie": {"name": "sluice-reviews", "ttl": "24h"}},
+//!     "schedule": {"steps": [{"weights": [90, 10], "hold": "10m"}, {"weights": [50, 50], "hold": "10m"},
+//!                            {"weights": [0, 100], "hold": "0s"}]},
+//!     "failover": true
+//!   }]
+//! }
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::matching::HttpMatchRequest;
+
+/// The whole plugin configuration of one canary filter instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// `true`: the sluice router runs first and names the split to resolve in `x-sluice-split`;
+    /// the filter trusts that header and ignores `rules`. `false` (default, safe when running
+    /// alone): client copies of the internal headers are stripped and `rules` pick the split.
+    #[serde(default)]
+    pub after_router: bool,
+    /// The splits this filter can resolve, each with a unique `name`.
+    pub splits: Vec<Split>,
+    /// Rules evaluated in order when `afterRouter` is false; the first match names the split.
+    /// A request no rule matches passes through untouched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<CanaryRule>,
+}
+
+/// A weighted set of clusters one request is spread over (an Istio weighted `route`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Split {
+    /// Unique name; the router's `x-sluice-split` header and `rules[].split` refer to it, and
+    /// it appears in metric names (`sluice.canary.split.<name>...`).
+    pub name: String,
+    /// The destinations, in order. The first is the stable one: sticky buckets are laid out in
+    /// this order, so raising a later member's share only moves keys towards later members.
+    pub members: Vec<Member>,
+    /// Pins each client (by header, cookie or address) to one member; absent: every request
+    /// picks at random by weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<Sticky>,
+    /// Progressive rollout: the weights change by themselves over time, replacing the
+    /// members' `weight`s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// `true` (default): a member whose circuit breaker is open gets no traffic, its share goes
+    /// to the healthy members; when none is healthy the filter answers 503 at once.
+    #[serde(default = "default_true")]
+    pub failover: bool,
+}
+
+/// One destination of a split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Member {
+    /// The Envoy cluster name written to `x-sluice-cluster` when this member is picked.
+    pub cluster: String,
+    /// Relative weight, as in Istio: any non-negative integers, normalised by their sum; 0 never
+    /// receives traffic (except as the only member, which always does).
+    #[serde(default)]
+    pub weight: u32,
+}
+
+/// Where the sticky key comes from. Exactly one of `header`, `cookie`, `sourceAddress` may be
+/// set; with none of them, `setCookie` is required and its cookie is the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sticky {
+    /// Request header whose value is the key (e.g. `end-user`); matched case-insensitively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Cookie whose value is the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// The client address (Envoy's `source.address` property, without the port) is the key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_address: bool,
+    /// When the request carries no key, the filter makes up a random one, uses it, and returns
+    /// it in this cookie; later requests carrying the cookie hash to the same member, so a
+    /// browser stays pinned. The cookie is also read as a key when the main source is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_cookie: Option<SetCookie>,
+}
+
+/// The cookie the filter sets to pin a client that brought no key of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetCookie {
+    /// Cookie name (an RFC 6265 token).
+    pub name: String,
+    /// Lifetime, a duration string (`"24h"`), sent as `Max-Age` in whole seconds.
+    pub ttl: String,
+    /// Cookie `Path`; default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// A progressive rollout: step `i` applies once the holds of the steps before it have elapsed
+/// since the schedule started (the first time any worker loaded it); the last step stays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Schedule {
+    /// The steps, in order; at least one.
+    pub steps: Vec<Step>,
+    /// `true` freezes the schedule at the step it had reached when the paused config was
+    /// loaded; setting it back to `false` resumes from there (the paused time does not count).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// One step of a [`Schedule`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Step {
+    /// One weight per member, in the order of `members`.
+    pub weights: Vec<u32>,
+    /// How long this step lasts before the next one applies (duration string, `"10m"`).
+    /// Ignored for the last step, which holds forever.
+    pub hold: String,
+}
+
+/// Names the split for the requests it matches, when the filter runs without the router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryRule {
+    /// Istio `HTTPMatchRequest` blocks, OR-ed; empty matches every request.
+    #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HttpMatchRequest>,
+    /// The name of one of `splits`.
+    pub split: String,
+}
+
+fn default_true() -> bool {
+    true
+}
