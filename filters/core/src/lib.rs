@@ -17,6 +17,7 @@
 pub mod breaker;
 pub mod canary;
 pub mod duration;
+pub mod fault;
 pub mod host;
 pub mod matching;
 pub mod metrics;
