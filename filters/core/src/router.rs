@@ -200,6 +200,17 @@ impl CompiledRouter {
         Ok(router)
     }
 
+    /// Parses the plugin configuration JSON and compiles it; the error says which step failed
+    /// (JSON errors carry line and column, compile errors the field path).
+    pub fn from_json(json: &[u8]) -> Result<Self, String> {
+        if json.iter().all(u8::is_ascii_whitespace) {
+            return Err("empty plugin configuration: expected {\"virtualHosts\": [...]}".into());
+        }
+        let config: RouterConfig = serde_json::from_slice(json)
+            .map_err(|e| format!("invalid router configuration JSON: {e}"))?;
+        Self::compile(&config).map_err(|e| format!("invalid router configuration: {e}"))
+    }
+
     /// Every rule, in config order (the index space of [`Decision::rule_index`]).
     pub fn rules(&self) -> &[CompiledRule] {
         &self.rules
@@ -395,6 +406,25 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<RouterConfig>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn from_json_reports_the_failing_step() {
+        assert!(CompiledRouter::from_json(BOOKINFO.as_bytes()).is_ok());
+        let err = CompiledRouter::from_json(b" \n").unwrap_err();
+        assert!(err.starts_with("empty plugin configuration"), "{err}");
+        let err = CompiledRouter::from_json(br#"{"virtualHosts":[{"name":"a"}]}"#).unwrap_err();
+        assert!(
+            err.contains("JSON") && err.contains("missing field `domains`"),
+            "{err}"
+        );
+        let err = CompiledRouter::from_json(br#"{"virtualHost":[]}"#).unwrap_err();
+        assert!(err.contains("unknown field `virtualHost`"), "{err}");
+        let err = CompiledRouter::from_json(br#"{"virtualHosts":[]}"#).unwrap_err();
+        assert!(
+            err.starts_with("invalid router configuration: virtualHosts"),
+            "{err}"
+        );
     }
 
     #[test]

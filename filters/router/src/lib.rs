@@ -1,4 +1,16 @@
-//! sluice router filter (proxy-wasm glue). Pure logic lives in `sluice-core`.
+//! sluice router filter: proxy-wasm glue around [`sluice_core::router`].
+//!
+//! Per request it strips every client copy of the internal headers
+//! ([`sluice_core::wire::INTERNAL_HEADERS`]), picks the first matching rule of the virtual host
+//! (Istio `HTTPMatchRequest` semantics, [`sluice_core::matching`]) and writes the decision to
+//! `x-sluice-rule` plus `x-sluice-cluster` (a concrete cluster, which Envoy's route reads through
+//! `cluster_header`) or `x-sluice-split` (for the canary filter). When nothing matches it answers
+//! 404 `route not found` with `x-sluice-router: no-match`, as Istio's sidecar answers `NR`.
+//!
+//! Host calls go through `proxy_wasm::hostcalls` rather than the context traits, whose helpers
+//! `unwrap()` host errors: a failed call here degrades (a header treated as absent, a counter not
+//! bumped), it never traps the VM. Header values are read as bytes, never as `String` (the SDK's
+//! String getters panic on non-UTF-8 values).
 #![cfg_attr(
     not(test),
     deny(
@@ -8,3 +20,191 @@
         clippy::indexing_slicing
     )
 )]
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use sluice_core::host::RequestView;
+use sluice_core::metrics;
+use sluice_core::router::{CompiledRouter, Destination};
+use sluice_core::wire;
+
+/// The module's entry point. Private: the SDK's `_initialize` export is found by Envoy through
+/// its `#[no_mangle]` symbol, not through Rust visibility.
+mod entry {
+    use super::{LogLevel, RootContext, RouterRoot};
+
+    proxy_wasm::main! {{
+        proxy_wasm::set_log_level(LogLevel::Info);
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RouterRoot::default()) });
+    }}
+}
+
+/// Body of the 404 sent when no rule matches.
+const NO_MATCH_BODY: &[u8] = b"route not found";
+/// Response header marking a 404 as the router's (vs. an upstream's).
+const NO_MATCH_HEADER: (&str, &str) = ("x-sluice-router", "no-match");
+
+/// The configured router and the ids of its counters, shared by the worker's HTTP contexts.
+struct Configured {
+    router: CompiledRouter,
+    /// Counter id per rule, indexed like [`CompiledRouter::rules`]; `None` if the host refused it.
+    rule_matched: Vec<Option<u32>>,
+    no_match: Option<u32>,
+}
+
+/// The root context: parses and compiles the plugin configuration.
+#[derive(Default)]
+struct RouterRoot {
+    configured: Option<Rc<Configured>>,
+}
+
+impl Context for RouterRoot {}
+
+impl RootContext for RouterRoot {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let json = match hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        ) {
+            Ok(json) => json.unwrap_or_default(),
+            Err(status) => {
+                log(
+                    LogLevel::Error,
+                    &format!("sluice-router: cannot read the plugin configuration: {status:?}"),
+                );
+                return false;
+            }
+        };
+        let router = match CompiledRouter::from_json(&json) {
+            Ok(router) => router,
+            Err(reason) => {
+                log(LogLevel::Error, &format!("sluice-router: {reason}"));
+                return false;
+            }
+        };
+        // Metrics are defined here, once per configuration, never on the request path.
+        let rule_matched = router
+            .rules()
+            .iter()
+            .map(|rule| define_counter(&rule.metric_name))
+            .collect();
+        let no_match = define_counter(metrics::ROUTER_NO_MATCH);
+        log(
+            LogLevel::Info,
+            &format!(
+                "sluice-router: configured with {} rules",
+                router.rules().len()
+            ),
+        );
+        self.configured = Some(Rc::new(Configured {
+            router,
+            rule_matched,
+            no_match,
+        }));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(RouterHttp {
+            configured: self.configured.clone(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Per-request context.
+struct RouterHttp {
+    configured: Option<Rc<Configured>>,
+}
+
+impl Context for RouterHttp {}
+
+impl HttpContext for RouterHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Client copies go first, whatever happens next: no client picks its own destination.
+        for name in wire::INTERNAL_HEADERS {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+        }
+        let Some(configured) = &self.configured else {
+            // Unreachable in Envoy (a refused configuration creates no contexts): fail closed.
+            return respond_no_match(None);
+        };
+        let Some(decision) = configured.router.decide(&HostRequest) else {
+            return respond_no_match(configured.no_match);
+        };
+        let (header, target) = match decision.destination {
+            Destination::Cluster(cluster) => (wire::CLUSTER_HEADER, cluster),
+            Destination::Split(split) => (wire::SPLIT_HEADER, split),
+        };
+        let _ = hostcalls::add_map_value(
+            MapType::HttpRequestHeaders,
+            wire::RULE_HEADER,
+            decision.rule_name,
+        );
+        let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, header, target);
+        // ABI 0.2.1 modules (this SDK) already make Envoy re-pick the route when headers change;
+        // newer ABIs need this explicit call. Hosts without it answer NotFound: nothing to do.
+        let _ = hostcalls::call_foreign_function("clear_route_cache", None);
+        if let Some(Some(id)) = configured.rule_matched.get(decision.rule_index) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
+        Action::Continue
+    }
+}
+
+/// Answers 404 like Istio's "no route" and stops the filter chain.
+fn respond_no_match(counter: Option<u32>) -> Action {
+    if let Some(id) = counter {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+    let _ = hostcalls::send_http_response(
+        404,
+        vec![NO_MATCH_HEADER, ("content-type", "text/plain")],
+        Some(NO_MATCH_BODY),
+    );
+    Action::Pause
+}
+
+/// The current request, read lazily from the host: only the headers some rule looks at.
+struct HostRequest;
+
+impl RequestView for HostRequest {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    /// Envoy's `destination.port` property: the local port, as an 8-byte little-endian integer.
+    fn local_port(&self) -> Option<u32> {
+        let bytes = hostcalls::get_property(vec!["destination", "port"])
+            .ok()
+            .flatten()?;
+        let le: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+        u32::try_from(u64::from_le_bytes(le)).ok()
+    }
+}
+
+fn define_counter(name: &str) -> Option<u32> {
+    match hostcalls::define_metric(MetricType::Counter, name) {
+        Ok(id) => Some(id),
+        Err(status) => {
+            log(
+                LogLevel::Warn,
+                &format!("sluice-router: cannot define counter {name}: {status:?}"),
+            );
+            None
+        }
+    }
+}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
