@@ -1,0 +1,395 @@
+//! In-process test upstreams: HTTP/1.1 and h2c (prior knowledge) on `127.0.0.1:<free port>`.
+//!
+//! Each answer carries `x-served-by: <name>` and the name as body, so a test sees which
+//! upstream Envoy picked. Every request is recorded (headers as bytes) for tests that check what
+//! reached the upstream (e.g. that internal headers never leak). The behaviour can change while
+//! Envoy runs: fail, fail the next N, delay, hang or reset.
+//!
+//! Each upstream runs on its own thread with a single-threaded tokio runtime, so tests stay
+//! synchronous, and dropping the [`Upstream`] ends every connection it had.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::HeaderValue;
+use hyper::{HeaderMap, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// The response header naming the upstream that answered.
+pub const SERVED_BY_HEADER: &str = "x-served-by";
+
+/// How an upstream answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behavior {
+    /// 200 with the name as body (gRPC requests get `grpc-status: 0` in trailers).
+    Ok,
+    /// Every request gets this status (with `x-served-by`).
+    Status(u16),
+    /// The next `count` requests get `status`, then the upstream behaves as [`Behavior::Ok`].
+    FailNext {
+        /// How many requests fail.
+        count: u32,
+        /// The status they get.
+        status: u16,
+    },
+    /// Answers as [`Behavior::Ok`] after this delay.
+    Delay(Duration),
+    /// Never answers (the connection stays open until the peer gives up).
+    Hang,
+    /// Closes the connection (HTTP/1.1) or resets the stream (h2) without answering.
+    Reset,
+}
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// Method, e.g. `"GET"`.
+    pub method: String,
+    /// Path with query.
+    pub path: String,
+    /// `:authority` (h2) or `Host` (HTTP/1.1), if any.
+    pub authority: Option<String>,
+    /// `"HTTP/1.1"` or `"HTTP/2.0"`.
+    pub version: String,
+    /// Headers in order, names lower-case, values as bytes.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The request body.
+    pub body: Bytes,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Whether header `name` reached the upstream.
+    pub fn has_header(&self, name: &str) -> bool {
+        self.header(name).is_some()
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    behavior: Behavior,
+    requests: Vec<RecordedRequest>,
+}
+
+struct Shared {
+    name: String,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock must not hide its own failure behind a
+        // poisoned-mutex panic in every later request.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running test upstream; dropping it stops the server.
+pub struct Upstream {
+    shared: Arc<Shared>,
+    port: u16,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Starts an upstream called `name` on `127.0.0.1` at a free port, behaving [`Behavior::Ok`].
+    ///
+    /// Panics if it cannot bind (a broken machine rather than a test outcome).
+    pub fn start(name: &str) -> Self {
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            state: Mutex::new(State {
+                behavior: Behavior::Ok,
+                requests: Vec::new(),
+            }),
+        });
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("upstream {name}: cannot bind 127.0.0.1:0: {e}"));
+        let port = std_listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("upstream {name}: no local address: {e}"))
+            .port();
+        std_listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("upstream {name}: set_nonblocking: {e}"));
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("upstream-{name}"))
+            .spawn(move || serve(std_listener, thread_shared, shutdown_rx))
+            .unwrap_or_else(|e| panic!("upstream {name}: cannot spawn its thread: {e}"));
+        Self {
+            shared,
+            port,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its name (the `x-served-by` value and the body of its answers).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Changes how it answers from the next request on.
+    pub fn set_behavior(&self, behavior: Behavior) {
+        self.shared.lock().behavior = behavior;
+    }
+
+    /// Every request it received so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// How many requests it received so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.lock().requests.len()
+    }
+
+    /// Forgets the recorded requests (e.g. after a warm-up phase).
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.shared.name)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+fn serve(
+    std_listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("upstream {}: cannot start its runtime: {e}", shared.name);
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(std_listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("upstream {}: {e}", shared.name);
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |request| {
+                            handle(Arc::clone(&shared), request)
+                        });
+                        // auto: HTTP/1.1, or HTTP/2 when the connection opens with its preface.
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            }
+        }
+    });
+    // Dropping the runtime here cancels every connection task, hanging ones included.
+}
+
+/// Why the upstream refused to answer ([`Behavior::Reset`]); hyper then drops the connection.
+#[derive(Debug)]
+struct ResetConnection;
+
+impl std::fmt::Display for ResetConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reset by the test upstream")
+    }
+}
+
+impl std::error::Error for ResetConnection {}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: hyper::Request<Incoming>,
+) -> Result<Response<NameBody>, ResetConnection> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            parts
+                .headers
+                .get(hyper::header::HOST)
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        });
+    let is_grpc = parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+    let recorded = RecordedRequest {
+        method: parts.method.as_str().to_owned(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+        authority,
+        version: format!("{:?}", parts.version),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        body,
+    };
+
+    // Decide under the lock, act after releasing it (delays must not block other requests).
+    let status = {
+        let mut state = shared.lock();
+        state.requests.push(recorded);
+        match state.behavior.clone() {
+            Behavior::Ok => Ok(StatusCode::OK),
+            Behavior::Status(code) => Ok(status_code(code)),
+            Behavior::FailNext { count, status } => {
+                state.behavior = if count > 1 {
+                    Behavior::FailNext {
+                        count: count - 1,
+                        status,
+                    }
+                } else {
+                    Behavior::Ok
+                };
+                Ok(status_code(status))
+            }
+            Behavior::Delay(delay) => Err(Some(delay)),
+            Behavior::Hang => Err(None),
+            Behavior::Reset => return Err(ResetConnection),
+        }
+    };
+    let status = match status {
+        Ok(status) => status,
+        Err(Some(delay)) => {
+            tokio::time::sleep(delay).await;
+            StatusCode::OK
+        }
+        Err(None) => std::future::pending().await,
+    };
+
+    let mut response = Response::new(NameBody::new(&shared.name, is_grpc && status.is_success()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&shared.name) {
+        headers.insert(SERVED_BY_HEADER, value);
+    }
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static(if is_grpc {
+            "application/grpc"
+        } else {
+            "text/plain"
+        }),
+    );
+    Ok(response)
+}
+
+fn status_code(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The response body: the upstream's name, then (for gRPC) `grpc-status: 0` trailers.
+struct NameBody {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl NameBody {
+    fn new(name: &str, grpc_ok: bool) -> Self {
+        if grpc_ok {
+            // One gRPC message frame holding the name, then the status in trailers.
+            let mut framed = vec![0u8];
+            let len = u32::try_from(name.len()).unwrap_or(0);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(name.as_bytes());
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            Self {
+                data: Some(Bytes::from(framed)),
+                trailers: Some(trailers),
+            }
+        } else {
+            Self {
+                data: Some(Bytes::copy_from_slice(name.as_bytes())),
+                trailers: None,
+            }
+        }
+    }
+}
+
+impl Body for NameBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+}
