@@ -1,4 +1,22 @@
-//! sluice fault filter (proxy-wasm glue). Pure logic lives in `sluice-core`.
+//! sluice fault filter: proxy-wasm glue around [`sluice_core::fault`].
+//!
+//! Per request it picks the rule's fault ([`FaultPlan::decide`]: the router's `x-sluice-rule`
+//! when `afterRouter`, else the first matching rule), draws delay and abort independently from
+//! a per-worker PCG seeded by `getrandom` (no host call per draw), and then:
+//!
+//! - **delay**: returns `Pause` and parks the stream in the worker's [`DelayQueue`]; the root
+//!   context's single timer follows the nearest deadline (off when nothing is pending) and, on
+//!   tick, `set_effective_context(id)` + `resume_http_request()` (or sends the abort, when one
+//!   was drawn too: Envoy's fault filter also aborts after the delay). Request body and
+//!   trailers are held while delayed. A client that leaves while delayed is removed from the
+//!   queue in `on_done`, so nothing is left behind.
+//! - **abort**: `send_http_response(status, "fault filter abort")`, or for gRPC requests a
+//!   trailers-only reply (HTTP 200, `grpc-status`, `grpc-message`) that gRPC clients read.
+//!
+//! Faults in progress are capped per worker (`maxActiveFaults`); the gauge
+//! `sluice.fault.active_faults` sums the workers' shares. Host calls go through
+//! `proxy_wasm::hostcalls` (the trait helpers `unwrap()` host errors) and header values are read
+//! as bytes, so no request can trap the VM.
 #![cfg_attr(
     not(test),
     deny(
@@ -8,3 +26,540 @@
         clippy::indexing_slicing
     )
 )]
+
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{
+    Action, BufferType, ContextType, GrpcStatusCode, LogLevel, MapType, MetricType,
+};
+use rand_core::Rng;
+use rand_pcg::Pcg32;
+use sluice_core::fault::plan::{ABORT_BODY, DEBUG_HEADER};
+use sluice_core::fault::{
+    Decision, DelayQueue, FaultConfig, FaultPlan, Injection, Origin, Reply, TimerChange,
+    abort_reply, is_grpc_content_type, net, stats,
+};
+use sluice_core::host::RequestView;
+use sluice_core::wire;
+
+/// The module's entry point. Private: Envoy finds the SDK's `_initialize` export through its
+/// `#[no_mangle]` symbol, not through Rust visibility.
+mod entry {
+    use super::{FaultRoot, LogLevel, RootContext};
+
+    proxy_wasm::main! {{
+        proxy_wasm::set_log_level(LogLevel::Info);
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FaultRoot::new()) });
+    }}
+}
+
+/// The compiled config and the ids of its metrics, shared by the worker's HTTP contexts.
+struct Configured {
+    plan: FaultPlan,
+    /// Per rule, indexed like [`FaultPlan::rules`].
+    rule_delays: Vec<Option<u32>>,
+    rule_aborts: Vec<Option<u32>>,
+    header_delays: Option<u32>,
+    header_aborts: Option<u32>,
+    overflow: Option<u32>,
+    active_gauge: Option<u32>,
+}
+
+impl Configured {
+    fn delay_counter(&self, origin: Origin) -> Option<u32> {
+        match origin {
+            Origin::Rule(index) => self.rule_delays.get(index).copied().flatten(),
+            Origin::Header => self.header_delays,
+        }
+    }
+
+    fn abort_counter(&self, origin: Origin) -> Option<u32> {
+        match origin {
+            Origin::Rule(index) => self.rule_aborts.get(index).copied().flatten(),
+            Origin::Header => self.header_aborts,
+        }
+    }
+}
+
+/// What a parked stream does when its delay ends.
+struct Pending {
+    /// `None`: resume it. `Some`: answer with this abort instead.
+    abort: Option<PendingAbort>,
+}
+
+/// An abort drawn together with a delay, sent when the delay ends.
+struct PendingAbort {
+    reply: Reply,
+    debug: Option<String>,
+    counter: Option<u32>,
+}
+
+/// State of one worker (one VM per worker thread, one root context per plugin instance):
+/// the delayed streams, the count of faults in progress and the PRNG. Shared by `Rc` between
+/// the root context (which owns the timer) and its HTTP contexts. Every borrow is short and
+/// never held across a host call that can re-enter the module (resume, local reply).
+struct Worker {
+    queue: RefCell<DelayQueue<Pending>>,
+    active: Cell<u32>,
+    rng: RefCell<Pcg32>,
+}
+
+impl Worker {
+    fn new() -> Self {
+        Self {
+            queue: RefCell::new(DelayQueue::new()),
+            active: Cell::new(0),
+            rng: RefCell::new(seeded_rng()),
+        }
+    }
+}
+
+/// A PCG seeded from WASI `random_get`; if that fails, from the clock (still fine for
+/// sampling, which needs no secrecy).
+fn seeded_rng() -> Pcg32 {
+    let mut seed = [0u8; 16];
+    if getrandom::fill(&mut seed).is_err() {
+        log(
+            LogLevel::Warn,
+            "sluice-fault: getrandom failed; seeding the sampler from the clock",
+        );
+        if let Some(head) = seed.get_mut(..8) {
+            head.copy_from_slice(&now_nanos().to_le_bytes());
+        }
+    }
+    let (state, stream) = seed.split_at(8);
+    let state = state.try_into().map_or(0, u64::from_le_bytes);
+    let stream = stream.try_into().map_or(0, u64::from_le_bytes);
+    Pcg32::new(state, stream)
+}
+
+/// The root context: parses the config, owns the timer that ends delays.
+struct FaultRoot {
+    configured: Option<Rc<Configured>>,
+    worker: Rc<Worker>,
+}
+
+impl FaultRoot {
+    fn new() -> Self {
+        Self {
+            configured: None,
+            worker: Rc::new(Worker::new()),
+        }
+    }
+}
+
+impl Context for FaultRoot {}
+
+impl RootContext for FaultRoot {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let json = match hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        ) {
+            Ok(json) => json.unwrap_or_default(),
+            Err(status) => {
+                log(
+                    LogLevel::Error,
+                    &format!("sluice-fault: cannot read the plugin configuration: {status:?}"),
+                );
+                return false;
+            }
+        };
+        // An empty configuration means defaults (no faults), as for Envoy's own filters.
+        let config: FaultConfig = if json.iter().all(u8::is_ascii_whitespace) {
+            FaultConfig::default()
+        } else {
+            match sluice_core::fault::config::parse(&json) {
+                Ok(config) => config,
+                Err(reason) => {
+                    log(LogLevel::Error, &format!("sluice-fault: {reason}"));
+                    return false;
+                }
+            }
+        };
+        let plan = match FaultPlan::compile(&config) {
+            Ok(plan) => plan,
+            Err(reason) => {
+                log(
+                    LogLevel::Error,
+                    &format!("sluice-fault: invalid configuration: {reason}"),
+                );
+                return false;
+            }
+        };
+        for warning in config.warnings() {
+            log(LogLevel::Warn, &format!("sluice-fault: {warning}"));
+        }
+        // Metrics are defined once per configuration, never on the request path.
+        let configured = Configured {
+            rule_delays: plan
+                .rules()
+                .iter()
+                .map(|r| define(MetricType::Counter, &stats::rule_delays_injected(&r.name)))
+                .collect(),
+            rule_aborts: plan
+                .rules()
+                .iter()
+                .map(|r| define(MetricType::Counter, &stats::rule_aborts_injected(&r.name)))
+                .collect(),
+            header_delays: define(MetricType::Counter, stats::HEADER_DELAYS_INJECTED),
+            header_aborts: define(MetricType::Counter, stats::HEADER_ABORTS_INJECTED),
+            overflow: define(MetricType::Counter, stats::FAULTS_OVERFLOW),
+            active_gauge: define(MetricType::Gauge, stats::ACTIVE_FAULTS),
+            plan,
+        };
+        log(
+            LogLevel::Info,
+            &format!(
+                "sluice-fault: configured with {} faults (afterRouter: {}, maxActiveFaults per worker: {})",
+                configured.plan.rules().len(),
+                configured.plan.after_router,
+                configured.plan.max_active_faults
+            ),
+        );
+        self.configured = Some(Rc::new(configured));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_nanos();
+        let Ok((due, change)) = self
+            .worker
+            .queue
+            .try_borrow_mut()
+            .map(|mut queue| queue.take_due(now))
+        else {
+            return;
+        };
+        apply_timer(change);
+        // The queue is released: resuming or replying may re-enter this module (a stream that
+        // ends at once runs its on_done, which looks at the queue).
+        for (context_id, pending) in due {
+            if hostcalls::set_effective_context(context_id).is_err() {
+                // The stream is gone (its on_done normally removes it first): nothing to do.
+                continue;
+            }
+            match pending.abort {
+                None => {
+                    let _ = hostcalls::resume_http_request();
+                }
+                Some(abort) => {
+                    count(abort.counter);
+                    send_abort(abort.reply, abort.debug.as_deref());
+                }
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(FaultHttp {
+            context_id,
+            configured: self.configured.clone(),
+            worker: Rc::clone(&self.worker),
+            holds_slot: false,
+            delayed_until: None,
+            response_debug: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Per-request context.
+struct FaultHttp {
+    context_id: u32,
+    configured: Option<Rc<Configured>>,
+    worker: Rc<Worker>,
+    /// This stream counts in the worker's active faults (released when the stream ends).
+    holds_slot: bool,
+    /// The deadline (host-clock ns) this stream is parked until, if delayed.
+    delayed_until: Option<u64>,
+    /// `x-sluice-fault` value to add to the upstream's response (delay-only faults; aborts
+    /// carry it in the local reply).
+    response_debug: Option<String>,
+}
+
+impl FaultHttp {
+    /// Whether the stream is still parked (the tick has not taken it yet).
+    fn is_delayed(&self) -> bool {
+        self.delayed_until.is_some_and(|deadline| {
+            self.worker
+                .queue
+                .try_borrow()
+                .is_ok_and(|queue| queue.contains(self.context_id, deadline))
+        })
+    }
+
+    fn inject(&mut self, configured: &Configured, injection: Injection) -> Action {
+        self.holds_slot = true;
+        self.worker
+            .active
+            .set(self.worker.active.get().saturating_add(1));
+        count_by(configured.active_gauge, 1);
+        let debug = configured
+            .plan
+            .debug_header
+            .then(|| injection.debug_value());
+        let abort = injection.abort.map(|(code, origin)| PendingAbort {
+            reply: abort_reply(code, is_grpc_request()),
+            debug: debug.clone(),
+            counter: configured.abort_counter(origin),
+        });
+        if injection.delay.is_some() && abort.is_none() {
+            // A delay-only fault shows on the upstream's response; an abort carries the header
+            // in its own reply.
+            self.response_debug = debug;
+        }
+        match (injection.delay, abort) {
+            (Some((delay, origin)), abort) => {
+                count(configured.delay_counter(origin));
+                self.park(delay, Pending { abort });
+                Action::Pause
+            }
+            (None, Some(abort)) => {
+                count(abort.counter);
+                send_abort(abort.reply, abort.debug.as_deref());
+                Action::Pause
+            }
+            (None, None) => Action::Continue,
+        }
+    }
+
+    fn park(&mut self, delay: Duration, pending: Pending) {
+        let now = now_nanos();
+        let deadline = now.saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
+        let Ok(change) = self
+            .worker
+            .queue
+            .try_borrow_mut()
+            .map(|mut queue| queue.insert(self.context_id, deadline, pending, now))
+        else {
+            return;
+        };
+        self.delayed_until = Some(deadline);
+        apply_timer(change);
+    }
+
+    /// The stream ended: forget a pending delay and give the fault slot back. Idempotent.
+    fn release(&mut self) {
+        if let Some(deadline) = self.delayed_until.take()
+            && let Ok(mut queue) = self.worker.queue.try_borrow_mut()
+        {
+            let (_, change) = queue.remove(self.context_id, deadline);
+            drop(queue);
+            apply_timer(change);
+        }
+        if std::mem::take(&mut self.holds_slot) {
+            self.worker
+                .active
+                .set(self.worker.active.get().saturating_sub(1));
+            if let Some(configured) = &self.configured {
+                count_by(configured.active_gauge, -1);
+            }
+        }
+    }
+}
+
+impl Context for FaultHttp {
+    fn on_done(&mut self) -> bool {
+        self.release();
+        true
+    }
+}
+
+impl Drop for FaultHttp {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl HttpContext for FaultHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(configured) = self.configured.clone() else {
+            return Action::Continue;
+        };
+        if !configured.plan.after_router {
+            // Alone, the rule header is nobody's decision: never let a client pick its fault
+            // (or route). Read first: removing a header makes Envoy recompute the route.
+            if HostRequest.header(wire::RULE_HEADER).is_some() {
+                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, wire::RULE_HEADER);
+            }
+        }
+        let decision = match self.worker.rng.try_borrow_mut() {
+            Ok(mut rng) => configured.plan.decide(
+                &HostRequest,
+                client_ip,
+                self.worker.active.get(),
+                &mut || rng.next_u32(),
+            ),
+            Err(_) => Decision::Pass,
+        };
+        match decision {
+            Decision::Pass => Action::Continue,
+            Decision::Overflow => {
+                count(configured.overflow);
+                Action::Continue
+            }
+            Decision::Inject(injection) => self.inject(&configured, injection),
+        }
+    }
+
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        // Continue here would release the paused headers early: buffer until the tick.
+        if self.is_delayed() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.is_delayed() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(value) = self.response_debug.take() {
+            let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, DEBUG_HEADER, &value);
+        }
+        Action::Continue
+    }
+}
+
+/// Whether the current request is gRPC (read only when an abort fires).
+fn is_grpc_request() -> bool {
+    HostRequest
+        .header("content-type")
+        .is_some_and(|value| is_grpc_content_type(&value))
+}
+
+/// The downstream client's IP (Envoy's `source.address`), read only for fault headers.
+fn client_ip() -> Option<IpAddr> {
+    let value = hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()?;
+    net::parse_socket_ip(&value)
+}
+
+/// Sends the abort reply on the current (or effective) stream.
+fn send_abort(reply: Reply, debug: Option<&str>) {
+    match reply {
+        Reply::Http(status) => {
+            let mut headers = vec![("content-type", "text/plain")];
+            if let Some(value) = debug {
+                headers.push((DEBUG_HEADER, value));
+            }
+            let _ = hostcalls::send_http_response(
+                u32::from(status),
+                headers,
+                Some(ABORT_BODY.as_bytes()),
+            );
+        }
+        Reply::Grpc(code) => {
+            let metadata: Vec<(&str, &[u8])> = debug
+                .map(|value| (DEBUG_HEADER, value.as_bytes()))
+                .into_iter()
+                .collect();
+            let _ = hostcalls::send_grpc_response(grpc_code(code), Some(ABORT_BODY), metadata);
+        }
+    }
+}
+
+fn grpc_code(code: u8) -> GrpcStatusCode {
+    match code {
+        0 => GrpcStatusCode::Ok,
+        1 => GrpcStatusCode::Cancelled,
+        3 => GrpcStatusCode::InvalidArgument,
+        4 => GrpcStatusCode::DeadlineExceeded,
+        5 => GrpcStatusCode::NotFound,
+        6 => GrpcStatusCode::AlreadyExists,
+        7 => GrpcStatusCode::PermissionDenied,
+        8 => GrpcStatusCode::ResourceExhausted,
+        9 => GrpcStatusCode::FailedPrecondition,
+        10 => GrpcStatusCode::Aborted,
+        11 => GrpcStatusCode::OutOfRange,
+        12 => GrpcStatusCode::Unimplemented,
+        13 => GrpcStatusCode::Internal,
+        14 => GrpcStatusCode::Unavailable,
+        15 => GrpcStatusCode::DataLoss,
+        16 => GrpcStatusCode::Unauthenticated,
+        _ => GrpcStatusCode::Unknown,
+    }
+}
+
+/// Applies a timer decision of the delay queue to this root context's tick period.
+fn apply_timer(change: TimerChange) {
+    let period = match change {
+        TimerChange::Keep => return,
+        TimerChange::Set(period) => period,
+        TimerChange::Off => Duration::ZERO,
+    };
+    let _ = hostcalls::set_tick_period(period);
+}
+
+/// Host clock in nanoseconds since the epoch (0 if the host refuses, which Envoy never does).
+fn now_nanos() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// The current request, read lazily from the host: only the headers some rule looks at.
+struct HostRequest;
+
+impl RequestView for HostRequest {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    /// Envoy's `destination.port` property: the local port, as an 8-byte little-endian integer.
+    fn local_port(&self) -> Option<u32> {
+        let bytes = hostcalls::get_property(vec!["destination", "port"])
+            .ok()
+            .flatten()?;
+        let le: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+        u32::try_from(u64::from_le_bytes(le)).ok()
+    }
+}
+
+fn define(kind: MetricType, name: &str) -> Option<u32> {
+    match hostcalls::define_metric(kind, name) {
+        Ok(id) => Some(id),
+        Err(status) => {
+            log(
+                LogLevel::Warn,
+                &format!("sluice-fault: cannot define metric {name}: {status:?}"),
+            );
+            None
+        }
+    }
+}
+
+fn count(counter: Option<u32>) {
+    count_by(counter, 1);
+}
+
+fn count_by(metric: Option<u32>, offset: i64) {
+    if let Some(id) = metric {
+        let _ = hostcalls::increment_metric(id, offset);
+    }
+}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}

@@ -60,6 +60,11 @@ impl<T> DelayQueue<T> {
         self.pending.is_empty()
     }
 
+    /// Whether `context_id` is still waiting for `deadline` (not yet taken by a tick).
+    pub fn contains(&self, context_id: u32, deadline: u64) -> bool {
+        self.pending.contains_key(&(deadline, context_id))
+    }
+
     /// Parks `context_id` until `deadline` (ns). Re-arms the timer only when this deadline is
     /// earlier than the next tick.
     pub fn insert(&mut self, context_id: u32, deadline: u64, payload: T, now: u64) -> TimerChange {
@@ -198,7 +203,9 @@ mod tests {
         let mut q = DelayQueue::new();
         q.insert(1, 10 * MS, "x", 0);
         q.insert(2, 20 * MS, "y", 0);
+        assert!(q.contains(1, 10 * MS));
         assert_eq!(q.remove(1, 10 * MS), (Some("x"), TimerChange::Keep));
+        assert!(!q.contains(1, 10 * MS));
         assert_eq!(q.remove(1, 10 * MS), (None, TimerChange::Keep));
         assert_eq!(q.remove(2, 20 * MS), (Some("y"), TimerChange::Off));
         // A new delay re-arms.

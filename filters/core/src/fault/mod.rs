@@ -8,6 +8,7 @@
 //! - [`net`]: CIDRs and Envoy's `source.address` property.
 //! - [`delay_queue`]: pending delays ordered by deadline, driving one root-context timer.
 //! - [`plan`]: the compiled config and the per-request decision.
+//! - [`stats`]: metric names.
 
 pub mod config;
 pub mod delay_queue;
@@ -15,6 +16,7 @@ pub mod grpc;
 pub mod net;
 pub mod percent;
 pub mod plan;
+pub mod stats;
 
 pub use config::{Abort, Delay, FaultConfig, FaultRule, HeaderFaults, Percent};
 pub use delay_queue::{DelayQueue, TimerChange};

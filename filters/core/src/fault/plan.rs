@@ -159,9 +159,7 @@ pub struct FaultPlan {
 impl FaultPlan {
     /// Parses the plugin configuration JSON and compiles it.
     pub fn from_json(json: &[u8]) -> Result<Self, String> {
-        let config: FaultConfig = serde_json::from_slice(json)
-            .map_err(|err| format!("invalid fault filter config: {err}"))?;
-        Self::compile(&config)
+        Self::compile(&super::config::parse(json)?)
     }
 
     /// Validates `config` as Istio would and compiles it. The error names the fault and field.
