@@ -1,0 +1,372 @@
+//! The breaker filter through a real Envoy with two workers (`--concurrency 2`): every request
+//! opens its own connection, so requests land on both workers and the breaker state must be
+//! shared (proxy-wasm shared data, vm_id "sluice") for these counts to come out exact.
+//!
+//! Build the module first: `cargo build --release --target wasm32-wasip1 -p sluice-breaker`.
+
+use std::time::{Duration, Instant};
+
+use sluice_integration::bootstrap::Bootstrap;
+use sluice_integration::client::{self, Request, Response};
+use sluice_integration::envoy::{Envoy, EnvoyOptions};
+use sluice_integration::upstream::{Behavior, Upstream};
+
+const REJECT_HEADER: &str = sluice_core::wire::BREAKER_REJECT_HEADER;
+
+fn start(config: &str) -> Envoy {
+    Envoy::start_with(EnvoyOptions {
+        config_yaml: config.to_owned(),
+        concurrency: 2,
+        ..EnvoyOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("Envoy did not start: {e:#}"))
+}
+
+fn stat(envoy: &Envoy, cluster: &str, what: &str) -> u64 {
+    let name = format!("wasmcustom.sluice.breaker.cluster.{cluster}.{what}");
+    envoy
+        .stat(&name)
+        .unwrap_or_else(|| panic!("no stat {name}"))
+}
+
+/// Waits (generously: this is not a timing assertion) for a breaker gauge to settle.
+fn wait_gauge(envoy: &Envoy, cluster: &str, what: &str, want: u64) {
+    let name = format!("wasmcustom.sluice.breaker.cluster.{cluster}.{what}");
+    envoy
+        .wait_for_stat(&name, |v| v == want, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+fn get(envoy: &Envoy) -> Response {
+    client::send(&Request::get(envoy.listener_port("listener_test"), "/")).expect("request")
+}
+
+fn get_parallel(envoy: &Envoy, n: usize, parallelism: usize) -> Vec<Response> {
+    let port = envoy.listener_port("listener_test");
+    client::send_many(vec![Request::get(port, "/"); n], parallelism)
+        .into_iter()
+        .map(|r| r.expect("request"))
+        .collect()
+}
+
+fn rejected(response: &Response, why: &str, cluster: &str) -> bool {
+    response.status == 503
+        && response.header_str(REJECT_HEADER) == Some(&format!("{cluster} {why}"))
+}
+
+/// Polls until a request gets through the breaker (the ejection time is over), at most
+/// `deadline` (generous). Returns that response.
+fn first_admitted(envoy: &Envoy, deadline: Duration) -> Response {
+    let until = Instant::now() + deadline;
+    loop {
+        let response = get(envoy);
+        if response.header(REJECT_HEADER).is_none() {
+            return response;
+        }
+        assert!(
+            Instant::now() < until,
+            "breaker still open after {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Alone (`afterRouter: false`) the breaker keys on the cluster Envoy's route selected
+/// (`xds.cluster_name`). N-1 failures arrive in parallel on both workers; the N-th trips.
+#[test]
+fn opens_after_exactly_n_consecutive_errors_across_workers() {
+    const N: usize = 40;
+    let flaky = Upstream::start("flaky");
+    flaky.set_behavior(Behavior::Status(500));
+    let config = Bootstrap::new()
+        .cluster("flaky", flaky.port())
+        .route_to_cluster("flaky")
+        .wasm_filter(
+            "breaker",
+            r#"{"breakers": [{"cluster": "flaky", "consecutiveErrors": 40,
+                "baseEjectionTime": "60s", "maxEjectionTime": "600s"}]}"#,
+        )
+        .render();
+    let envoy = start(&config);
+    wait_gauge(&envoy, "flaky", "state", 0);
+
+    let burst = get_parallel(&envoy, N - 1, 16);
+    assert!(
+        burst
+            .iter()
+            .all(|r| r.status == 500 && r.served_by() == Some("flaky")),
+        "the first N-1 failures all reach the upstream"
+    );
+    // No update was lost: the N-th error is the one that trips, not a later one.
+    let nth = get(&envoy);
+    assert_eq!((nth.status, nth.served_by()), (500, Some("flaky")));
+    let after = get_parallel(&envoy, 20, 8);
+    assert!(
+        after.iter().all(|r| rejected(r, "open", "flaky")),
+        "{:?}",
+        client::status_counts(&after)
+    );
+    assert_eq!(
+        flaky.request_count(),
+        N,
+        "rejections never reach the upstream"
+    );
+
+    assert_eq!(stat(&envoy, "flaky", "trips"), 1);
+    assert_eq!(stat(&envoy, "flaky", "requests"), N as u64);
+    assert_eq!(stat(&envoy, "flaky", "rejected_open"), 20);
+    assert_eq!(
+        envoy.stat("cluster.flaky.upstream_rq_total"),
+        Some(N as u64)
+    );
+    wait_gauge(&envoy, "flaky", "state", 1);
+}
+
+/// Half-open: one probe at a time (across workers); a failed probe reopens with a doubled
+/// ejection; a successful one closes.
+#[test]
+fn half_open_probes_reopen_with_backoff_then_close_on_success() {
+    let svc = Upstream::start("svc");
+    svc.set_behavior(Behavior::Status(503));
+    let config = Bootstrap::new()
+        .cluster("svc", svc.port())
+        .route_to_cluster("svc")
+        .wasm_filter(
+            "breaker",
+            r#"{"breakers": [{"cluster": "svc", "consecutiveErrors": 3, "interval": "1h",
+                "baseEjectionTime": "2s", "maxEjectionTime": "10s", "halfOpenProbes": 1}]}"#,
+        )
+        .render();
+    let envoy = start(&config);
+    for _ in 0..3 {
+        assert_eq!(get(&envoy).served_by(), Some("svc"));
+    }
+    assert!(rejected(&get(&envoy), "open", "svc"));
+    assert_eq!(svc.request_count(), 3);
+
+    // Ejection over: the probe reaches the still failing upstream and reopens the breaker.
+    let probe = first_admitted(&envoy, Duration::from_secs(30));
+    assert_eq!((probe.status, probe.served_by()), (503, Some("svc")));
+    assert!(rejected(&get(&envoy), "open", "svc"));
+    assert_eq!(svc.request_count(), 4);
+    assert!(
+        envoy
+            .log()
+            .contains("sluice-breaker: svc open for 2000ms (trip 1)")
+    );
+    assert!(
+        envoy
+            .log()
+            .contains("sluice-breaker: svc open for 4000ms (trip 2)"),
+        "{}",
+        envoy.log()
+    );
+    assert_eq!(stat(&envoy, "svc", "trips"), 2);
+
+    // Next half-open: a slow upstream holds the one probe; parallel requests meanwhile are
+    // rejected on both workers, so exactly one reaches the upstream.
+    svc.set_behavior(Behavior::Delay(Duration::from_millis(1500)));
+    let until = Instant::now() + Duration::from_secs(30);
+    let port = envoy.listener_port("listener_test");
+    let responses = loop {
+        let batch = client::send_many(vec![Request::get(port, "/"); 12], 12);
+        let batch: Vec<Response> = batch.into_iter().map(|r| r.expect("request")).collect();
+        if batch.iter().any(|r| r.header(REJECT_HEADER).is_none()) {
+            break batch;
+        }
+        assert!(Instant::now() < until, "breaker never half-opened");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let served: Vec<_> = responses
+        .iter()
+        .filter(|r| r.served_by() == Some("svc"))
+        .collect();
+    assert_eq!(
+        served.len(),
+        1,
+        "one probe at a time: {:?}",
+        client::status_counts(&responses)
+    );
+    assert!(
+        responses
+            .iter()
+            .filter(|r| r.served_by().is_none())
+            .all(|r| rejected(r, "open", "svc"))
+    );
+    assert_eq!(served[0].status, 200);
+
+    // The probe succeeded: closed, traffic flows again.
+    svc.set_behavior(Behavior::Ok);
+    let after = get_parallel(&envoy, 20, 8);
+    assert!(
+        after
+            .iter()
+            .all(|r| r.status == 200 && r.served_by() == Some("svc"))
+    );
+    assert!(envoy.log().contains("sluice-breaker: svc closed"));
+    wait_gauge(&envoy, "svc", "state", 0);
+}
+
+/// Error ratio over the window, with many parallel outcomes from both workers: exactly at the
+/// minimum volume and threshold it trips, so no window update was lost.
+#[test]
+fn error_ratio_trips_exactly_at_volume_and_threshold_under_contention() {
+    let svc = Upstream::start("svc");
+    let config = Bootstrap::new()
+        .cluster("svc", svc.port())
+        .route_to_cluster("svc")
+        .without_access_log()
+        .wasm_filter(
+            "breaker",
+            r#"{"breakers": [{"cluster": "svc", "interval": "1h", "baseEjectionTime": "60s",
+                "errorRatio": {"thresholdPercent": 50, "minRequestVolume": 300}}]}"#,
+        )
+        .render();
+    let envoy = start(&config);
+    // 299 outcomes, 149 of them errors (49.8%): below both the volume and the threshold.
+    svc.set_behavior(Behavior::FailNext {
+        count: 149,
+        status: 502,
+    });
+    let burst = get_parallel(&envoy, 299, 32);
+    assert_eq!(client::status_counts(&burst).get(&502), Some(&149));
+    assert_eq!(client::status_counts(&burst).get(&200), Some(&150));
+    // The 300th, an error: 150 of 300 = 50%.
+    svc.set_behavior(Behavior::FailNext {
+        count: 1,
+        status: 502,
+    });
+    assert_eq!(get(&envoy).served_by(), Some("svc"));
+    assert!(rejected(&get(&envoy), "open", "svc"));
+    assert_eq!(svc.request_count(), 300);
+    // The filter saw every request Envoy forwarded.
+    assert_eq!(stat(&envoy, "svc", "requests"), 300);
+    assert_eq!(envoy.stat("cluster.svc.upstream_rq_total"), Some(300));
+}
+
+/// The concurrency limit holds across workers; the in-flight count returns to zero after
+/// upstream timeouts and after clients that give up, and the freed slots are usable again.
+#[test]
+fn concurrency_limit_overflows_and_slots_come_back_after_timeouts_and_client_resets() {
+    const LIMIT: usize = 5;
+    let slow = Upstream::start("slow");
+    slow.set_behavior(Behavior::Hang);
+    let config = Bootstrap::new()
+        .cluster("slow", slow.port())
+        .route_to_cluster("slow")
+        .route_timeout(Duration::from_secs(2))
+        .wasm_filter(
+            "breaker",
+            r#"{"breakers": [{"cluster": "slow", "maxConcurrentRequests": 5}]}"#,
+        )
+        .render();
+    let envoy = start(&config);
+    let port = envoy.listener_port("listener_test");
+
+    // Round 1: the upstream hangs; the route timeout (2s) ends the admitted ones with 504.
+    let responses = get_parallel(&envoy, 30, 30);
+    let timeouts = responses.iter().filter(|r| r.status == 504).count();
+    let overflows = responses
+        .iter()
+        .filter(|r| rejected(r, "overflow", "slow"))
+        .count();
+    assert_eq!(
+        (timeouts, overflows),
+        (LIMIT, 30 - LIMIT),
+        "{:?}",
+        client::status_counts(&responses)
+    );
+    assert_eq!(slow.request_count(), LIMIT);
+    wait_gauge(&envoy, "slow", "in_flight", 0);
+
+    // Round 2: clients give up after 500ms and close their connections (the route timeout is
+    // 2s, so Envoy sees downstream resets); every slot must come back.
+    let impatient = vec![Request::get(port, "/").timeout(Duration::from_millis(500)); 30];
+    let results = client::send_many(impatient, 30);
+    let overflowed = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|r| rejected(r, "overflow", "slow")))
+        .count();
+    assert_eq!(
+        overflowed,
+        30 - LIMIT,
+        "the 5 admitted ones were cut by the client"
+    );
+    assert_eq!(slow.request_count(), 2 * LIMIT);
+    wait_gauge(&envoy, "slow", "in_flight", 0);
+
+    // Round 3: capacity is whole again: exactly LIMIT more reach the upstream.
+    slow.set_behavior(Behavior::Delay(Duration::from_millis(1000)));
+    let responses = get_parallel(&envoy, 30, 30);
+    let served = responses.iter().filter(|r| r.status == 200).count();
+    assert!(served >= LIMIT, "{:?}", client::status_counts(&responses));
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.status == 200 || rejected(r, "overflow", "slow"))
+    );
+    wait_gauge(&envoy, "slow", "in_flight", 0);
+    assert_eq!(
+        stat(&envoy, "slow", "rejected_overflow") + stat(&envoy, "slow", "requests"),
+        90
+    );
+}
+
+/// Chained (`afterRouter: true`) the breaker keys on `x-sluice-cluster`, the header Envoy's
+/// route forwards on; one cluster's breaker does not affect another's.
+#[test]
+fn after_router_keys_on_the_cluster_header() {
+    let bad = Upstream::start("bad");
+    bad.set_behavior(Behavior::Status(500));
+    let good = Upstream::start("good");
+    let config = Bootstrap::new()
+        .cluster("bad", bad.port())
+        .cluster("good", good.port())
+        .route_cluster_header()
+        .wasm_filter(
+            "breaker",
+            r#"{"afterRouter": true, "default": {"consecutiveErrors": 2, "baseEjectionTime": "60s"}}"#,
+        )
+        .render();
+    let envoy = start(&config);
+    let port = envoy.listener_port("listener_test");
+    let to = |cluster: &str| {
+        client::send(&Request::get(port, "/").header("x-sluice-cluster", cluster)).expect("request")
+    };
+    assert_eq!(to("bad").status, 500);
+    assert_eq!(to("bad").status, 500);
+    assert!(rejected(&to("bad"), "open", "bad"));
+    assert_eq!(to("good").served_by(), Some("good"));
+    assert_eq!(bad.request_count(), 2);
+    // Clusters met at run time (through `default`) get metrics too.
+    assert_eq!(stat(&envoy, "bad", "trips"), 1);
+    assert_eq!(stat(&envoy, "good", "trips"), 0);
+}
+
+/// A bad plugin config stops Envoy with the breaker's reason in the log.
+#[test]
+fn bad_configs_are_refused_with_the_reason() {
+    for (config, reason) in [
+        (
+            r#"{"breakers": [{"cluster": "c", "consecutiveErrors": 0}]}"#,
+            "consecutiveErrors must be at least 1",
+        ),
+        (
+            r#"{"breakers": [{"cluster": "c", "consecutiveErrors": 1, "maxEjectionTime": "1s"}]}"#,
+            "maxEjectionTime (1s) is shorter than baseEjectionTime (30s)",
+        ),
+        (
+            r#"{"breakers": [{"cluster": "c", "consecutiveErors": 1}]}"#,
+            "unknown field `consecutiveErors`",
+        ),
+    ] {
+        let bootstrap = Bootstrap::new()
+            .cluster("c", 9)
+            .route_to_cluster("c")
+            .wasm_filter("breaker", config)
+            .render();
+        let log = Envoy::start_expect_failure(&bootstrap);
+        assert!(log.contains("sluice-breaker: refusing config:"), "{log}");
+        assert!(log.contains(reason), "expected {reason:?} in:\n{log}");
+    }
+}
