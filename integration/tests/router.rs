@@ -69,7 +69,10 @@ fn served_method(envoy: &Envoy, method: &str, path: &str) -> Option<String> {
     response.served_by().map(str::to_owned)
 }
 
-const NONE: &[(&str, &[u8])] = &[];
+/// Extra request headers, values as bytes.
+type Headers<'a> = &'a [(&'a str, &'a [u8])];
+
+const NONE: Headers = &[];
 
 #[test]
 fn routes_by_end_user_header_like_bookinfo() {
@@ -158,7 +161,7 @@ fn header_regex_presence_and_without_headers() {
          "route": {"cluster": "not-debug"}},
         {"name": "default", "route": {"cluster": "default"}},
     ])));
-    let cases: &[(&str, &[(&str, &[u8])], &str)] = &[
+    let cases: &[(&str, Headers, &str)] = &[
         ("/", &[("cookie", b"a=1; user=jason; b=2")], "regex"),
         ("/", &[("cookie", b"user=alice")], "regex"),
         ("/", &[("cookie", b"user=bob")], "default"),
