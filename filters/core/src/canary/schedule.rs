@@ -6,14 +6,18 @@
 //! loading a *different* schedule for the same split restarts it, while reloading the same one
 //! (or only toggling `paused`) keeps its progress.
 //!
-//! The filter evaluates the step on a root-context tick, not per request: the step changes at
-//! most once per hold (minutes in practice), so a request only reads the cached step (no host
-//! call, no clock read), and the tick also re-reads the shared record so that workers that
-//! raced on the first write converge.
+//! The filter computes the step per request from the cached record and the clock (one cheap
+//! host call and a scan of a few steps), so every worker switches at the same instant and a
+//! step boundary is exact; only re-reading the shared record happens on a root-context tick
+//! (workers that raced on the first write converge within one tick), together with the step
+//! gauge. A tick-only evaluation would save the clock read but let workers disagree on the
+//! step for up to a tick, sending a client back and forth between members at each boundary.
 
 use std::time::Duration;
 
 use super::bucket::sticky_point;
+// The breaker's port to shared data, so one host adapter serves both.
+pub use crate::breaker::{SharedStore, StoreError};
 
 /// A validated schedule: the weights of each step and when each step begins.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,16 +186,6 @@ impl ScheduleRecord {
     }
 }
 
-/// The proxy-wasm shared-data calls the schedule needs (the cdylib implements it over the host;
-/// tests use a map).
-pub trait SharedStore {
-    /// The value and CAS token under `key`.
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Stores `value` if the key's CAS token still is `cas` (`None`: the key was absent).
-    /// `Err(true)` on a CAS mismatch (retry), `Err(false)` on any other failure.
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), bool>;
-}
-
 /// On config load: makes the shared record fit this schedule (bounded CAS retry loop) and
 /// returns the record to use. Never fails: if shared data misbehaves, the worker runs the
 /// schedule from its own record starting now.
@@ -220,8 +214,8 @@ pub fn sync_on_configure(
         // A value we cannot decode (or an absent key) is overwritten, still under its CAS.
         match store.set(&key, record.encode().as_bytes(), cas) {
             Ok(()) => return record,
-            Err(true) => wanted = Some(record),
-            Err(false) => return record,
+            Err(StoreError::CasMismatch) => wanted = Some(record),
+            Err(StoreError::Other) => return record,
         }
     }
     wanted.unwrap_or(ScheduleRecord {
@@ -384,7 +378,7 @@ mod tests {
                 None => (None, None),
             }
         }
-        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), bool> {
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
             let sneaked = self.interleave.borrow_mut().pop();
             if let Some(other) = sneaked {
                 self.set(key, &other, None)?;
@@ -393,7 +387,7 @@ mod tests {
             if let (Some(cas), Some((_, current))) = (cas, map.get(key))
                 && cas != *current
             {
-                return Err(true);
+                return Err(StoreError::CasMismatch);
             }
             *self.next.borrow_mut() += 1;
             map.insert(key.to_string(), (value.to_vec(), *self.next.borrow()));
