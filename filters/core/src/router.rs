@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::host::RequestView;
 use crate::matching::{HttpMatchRequest, Lookup, MatchSet};
 use crate::metrics;
+use crate::wire;
 
 /// The router filter's plugin configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +184,15 @@ impl CompiledRouter {
                 };
                 check_header_value(target).map_err(|why| format!("{at}.route.{kind}: {why}"))?;
                 let matches = MatchSet::compile(&rule.match_).map_err(|e| format!("{at}: {e}"))?;
+                if let Some(internal) = matches
+                    .header_names()
+                    .into_iter()
+                    .find(|name| wire::INTERNAL_HEADERS.contains(name))
+                {
+                    return Err(format!(
+                        "{at}.match: {internal:?} is internal to sluice (set by the filters, never taken from clients) and cannot be matched"
+                    ));
+                }
                 router.reads_port |= matches.uses_port();
                 router.rules.push(CompiledRule {
                     name: rule.name.clone(),
@@ -609,6 +619,13 @@ mod tests {
             (
                 one(r#"["*"]"#, r#"[{"name":"r","route":{"split":"a b"}}]"#),
                 "route.split: must be visible ASCII",
+            ),
+            (
+                one(
+                    r#"["*"]"#,
+                    r#"[{"name":"r","match":[{},{"withoutHeaders":{"X-Sluice-Cluster":{}}}],"route":{"cluster":"c"}}]"#,
+                ),
+                "rules[0] \"r\".match: \"x-sluice-cluster\" is internal to sluice",
             ),
             (
                 one(

@@ -1,8 +1,8 @@
 //! sluice router filter: proxy-wasm glue around [`sluice_core::router`].
 //!
-//! Per request it strips every client copy of the internal headers
-//! ([`sluice_core::wire::INTERNAL_HEADERS`]), picks the first matching rule of the virtual host
-//! (Istio `HTTPMatchRequest` semantics, [`sluice_core::matching`]) and writes the decision to
+//! Per request it picks the first matching rule of the virtual host (Istio `HTTPMatchRequest`
+//! semantics, [`sluice_core::matching`]), replaces every client copy of the internal headers
+//! ([`sluice_core::wire::INTERNAL_HEADERS`]) and writes the decision to
 //! `x-sluice-rule` plus `x-sluice-cluster` (a concrete cluster, which Envoy's route reads through
 //! `cluster_header`) or `x-sluice-split` (for the canary filter). When nothing matches it answers
 //! 404 `route not found` with `x-sluice-router: no-match`, as Istio's sidecar answers `NR`.
@@ -128,27 +128,30 @@ impl Context for RouterHttp {}
 
 impl HttpContext for RouterHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        // Client copies go first, whatever happens next: no client picks its own destination.
-        for name in wire::INTERNAL_HEADERS {
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
-        }
         let Some(configured) = &self.configured else {
             // Unreachable in Envoy (a refused configuration creates no contexts): fail closed.
             return respond_no_match(None);
         };
+        // Deciding before stripping the client's internal headers is safe: no rule may match
+        // on them (CompiledRouter::compile refuses it).
         let Some(decision) = configured.router.decide(&HostRequest) else {
             return respond_no_match(configured.no_match);
         };
-        let (header, target) = match decision.destination {
-            Destination::Cluster(cluster) => (wire::CLUSTER_HEADER, cluster),
-            Destination::Split(split) => (wire::SPLIT_HEADER, split),
+        let (set, value, remove) = match decision.destination {
+            Destination::Cluster(cluster) => (wire::CLUSTER_HEADER, cluster, wire::SPLIT_HEADER),
+            Destination::Split(split) => (wire::SPLIT_HEADER, split, wire::CLUSTER_HEADER),
         };
-        let _ = hostcalls::add_map_value(
-            MapType::HttpRequestHeaders,
-            wire::RULE_HEADER,
-            decision.rule_name,
+        // Replacing drops every client-sent copy (Envoy's setCopy removes all values of the
+        // name first); the third internal header is removed. Three host calls cover all of
+        // wire::INTERNAL_HEADERS, so no client picks its own destination.
+        const _: () = assert!(
+            wire::INTERNAL_HEADERS.len() == 3,
+            "strip the new internal header"
         );
-        let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, header, target);
+        let headers = MapType::HttpRequestHeaders;
+        let _ = hostcalls::set_map_value(headers, wire::RULE_HEADER, Some(decision.rule_name));
+        let _ = hostcalls::set_map_value(headers, set, Some(value));
+        let _ = hostcalls::remove_map_value(headers, remove);
         // ABI 0.2.1 modules (this SDK) already make Envoy re-pick the route when headers change;
         // newer ABIs need this explicit call. Hosts without it answer NotFound: nothing to do.
         let _ = hostcalls::call_foreign_function("clear_route_cache", None);
