@@ -37,6 +37,20 @@ fn wait_gauge(envoy: &Envoy, cluster: &str, what: &str, want: u64) {
         .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
+/// Asserts both workers accepted connections, so the counts above crossed workers.
+fn assert_both_workers_served(envoy: &Envoy) {
+    let stats = envoy.stats_text().expect("stats");
+    for worker in ["worker_0", "worker_1"] {
+        let accepted: u64 = stats
+            .lines()
+            .filter(|l| l.starts_with("listener.127.0.0.1_"))
+            .filter(|l| l.contains(&format!(".{worker}.downstream_cx_total: ")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert!(accepted > 0, "{worker} accepted no connection:\n{stats}");
+    }
+}
+
 fn get(envoy: &Envoy) -> Response {
     client::send(&Request::get(envoy.listener_port("listener_test"), "/")).expect("request")
 }
@@ -120,6 +134,7 @@ fn opens_after_exactly_n_consecutive_errors_across_workers() {
         Some(N as u64)
     );
     wait_gauge(&envoy, "flaky", "state", 1);
+    assert_both_workers_served(&envoy);
 }
 
 /// Half-open: one probe at a time (across workers); a failed probe reopens with a doubled
@@ -211,6 +226,9 @@ fn half_open_probes_reopen_with_backoff_then_close_on_success() {
 /// minimum volume and threshold it trips, so no window update was lost.
 #[test]
 fn error_ratio_trips_exactly_at_volume_and_threshold_under_contention() {
+    // Large enough that the two workers' outcome writes collide many times: a lost update
+    // (a set without compare-and-set) would leave the window short of the volume.
+    const VOLUME: u32 = 3000;
     let svc = Upstream::start("svc");
     let config = Bootstrap::new()
         .cluster("svc", svc.port())
@@ -218,30 +236,45 @@ fn error_ratio_trips_exactly_at_volume_and_threshold_under_contention() {
         .without_access_log()
         .wasm_filter(
             "breaker",
-            r#"{"breakers": [{"cluster": "svc", "interval": "1h", "baseEjectionTime": "60s",
-                "errorRatio": {"thresholdPercent": 50, "minRequestVolume": 300}}]}"#,
+            &format!(
+                r#"{{"breakers": [{{"cluster": "svc", "interval": "1h", "baseEjectionTime": "60s",
+                    "errorRatio": {{"thresholdPercent": 50, "minRequestVolume": {VOLUME}}}}}]}}"#
+            ),
         )
         .render();
     let envoy = start(&config);
-    // 299 outcomes, 149 of them errors (49.8%): below both the volume and the threshold.
+    // VOLUME-1 outcomes, just under half of them errors: below both volume and threshold.
+    let errors = VOLUME / 2 - 1;
     svc.set_behavior(Behavior::FailNext {
-        count: 149,
+        count: errors,
         status: 502,
     });
-    let burst = get_parallel(&envoy, 299, 32);
-    assert_eq!(client::status_counts(&burst).get(&502), Some(&149));
-    assert_eq!(client::status_counts(&burst).get(&200), Some(&150));
-    // The 300th, an error: 150 of 300 = 50%.
+    let burst = get_parallel(&envoy, VOLUME as usize - 1, 64);
+    let counts = client::status_counts(&burst);
+    assert_eq!(counts.get(&502), Some(&u64::from(errors)), "{counts:?}");
+    assert_eq!(
+        counts.get(&200),
+        Some(&u64::from(VOLUME - 1 - errors)),
+        "{counts:?}"
+    );
+    // The last one of the volume, an error: exactly 50%.
     svc.set_behavior(Behavior::FailNext {
         count: 1,
         status: 502,
     });
     assert_eq!(get(&envoy).served_by(), Some("svc"));
-    assert!(rejected(&get(&envoy), "open", "svc"));
-    assert_eq!(svc.request_count(), 300);
+    assert!(
+        rejected(&get(&envoy), "open", "svc"),
+        "the {VOLUME}th outcome must trip the breaker: an outcome was lost"
+    );
+    assert_eq!(svc.request_count(), VOLUME as usize);
     // The filter saw every request Envoy forwarded.
-    assert_eq!(stat(&envoy, "svc", "requests"), 300);
-    assert_eq!(envoy.stat("cluster.svc.upstream_rq_total"), Some(300));
+    assert_eq!(stat(&envoy, "svc", "requests"), u64::from(VOLUME));
+    assert_eq!(
+        envoy.stat("cluster.svc.upstream_rq_total"),
+        Some(u64::from(VOLUME))
+    );
+    assert_both_workers_served(&envoy);
 }
 
 /// The concurrency limit holds across workers; the in-flight count returns to zero after
