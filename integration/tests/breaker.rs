@@ -403,3 +403,66 @@ fn bad_configs_are_refused_with_the_reason() {
         assert!(log.contains(reason), "expected {reason:?} in:\n{log}");
     }
 }
+
+/// `countAs` follows Envoy's response flags: a reset (`UC`), a refused connection (`UF`) and a
+/// route timeout (`UT`) each trip the breaker that counts that kind; a plain 500 trips none of
+/// them. The breaker's own 503s never count (the third request of each is rejected, and the
+/// upstream saw only two).
+#[test]
+fn outcome_kinds_follow_envoy_response_flags() {
+    let resets = Upstream::start("resets");
+    resets.set_behavior(Behavior::Reset);
+    let hangs = Upstream::start("hangs");
+    hangs.set_behavior(Behavior::Hang);
+    let errors = Upstream::start("errors");
+    errors.set_behavior(Behavior::Status(500));
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let breaker = |cluster: &str, kinds: &str| {
+        format!(
+            r#"{{"cluster": "{cluster}", "consecutiveErrors": 2, "baseEjectionTime": "60s",
+                "countAs": {kinds}}}"#
+        )
+    };
+    let plugin_config = format!(
+        r#"{{"afterRouter": true, "breakers": [{}, {}, {}, {}]}}"#,
+        breaker("resets", r#"["reset"]"#),
+        breaker("down", r#"["connect-failure"]"#),
+        breaker("hangs", r#"["timeout"]"#),
+        breaker(
+            "errors",
+            r#"["connect-failure", "reset", "timeout", "gateway-error"]"#
+        ),
+    );
+    let config = Bootstrap::new()
+        .cluster("resets", resets.port())
+        .cluster("down", closed_port)
+        .cluster("hangs", hangs.port())
+        .cluster("errors", errors.port())
+        .route_cluster_header()
+        .route_timeout(Duration::from_secs(1))
+        .wasm_filter("breaker", &plugin_config)
+        .render();
+    let envoy = start(&config);
+    let port = envoy.listener_port("listener_test");
+    let to = |cluster: &str| {
+        client::send(&Request::get(port, "/").header("x-sluice-cluster", cluster)).expect("request")
+    };
+    for (cluster, status) in [("resets", 503), ("down", 503), ("hangs", 504)] {
+        assert_eq!(to(cluster).status, status, "{cluster}");
+        assert_eq!(to(cluster).status, status, "{cluster}");
+        assert!(
+            rejected(&to(cluster), "open", cluster),
+            "{cluster} must be open"
+        );
+        assert_eq!(stat(&envoy, cluster, "trips"), 1, "{cluster}");
+    }
+    assert_eq!(resets.request_count(), 2);
+    assert_eq!(hangs.request_count(), 2);
+    for _ in 0..4 {
+        assert_eq!(to("errors").status, 500);
+    }
+    assert_eq!(stat(&envoy, "errors", "trips"), 0);
+}
