@@ -81,9 +81,17 @@ fn weighted_split_follows_the_weights() {
     let counts = client::served_by_counts(&responses);
     let v1 = counts.get("v1").copied().unwrap_or(0);
     let v2 = counts.get("v2").copied().unwrap_or(0);
-    assert_eq!(v1 + v2, n as u64, "every request served by v1 or v2: {counts:?}");
+    assert_eq!(
+        v1 + v2,
+        n as u64,
+        "every request served by v1 or v2: {counts:?}"
+    );
     assert_plausible("requests to the 10% canary", v2, n as u64, 0.1);
-    assert_eq!(v3.request_count(), 0, "a weight-0 member never gets traffic");
+    assert_eq!(
+        v3.request_count(),
+        0,
+        "a weight-0 member never gets traffic"
+    );
 
     // The per-member counters agree with what the upstreams saw.
     for (member, expected) in [("reviews-v1", v1), ("reviews-v2", v2)] {
@@ -135,7 +143,11 @@ fn clients_cannot_pick_the_member_when_the_filter_runs_alone() {
 fn member_per_key(port: u16, keys: &[String], repeat: usize) -> BTreeMap<String, String> {
     let requests: Vec<Request> = (0..repeat)
         .flat_map(|_| keys.iter())
-        .map(|key| Request::get(port, "/").authority("reviews").header("end-user", key))
+        .map(|key| {
+            Request::get(port, "/")
+                .authority("reviews")
+                .header("end-user", key)
+        })
         .collect();
     let mut member: BTreeMap<String, String> = BTreeMap::new();
     for (request, response) in requests.iter().zip(client::send_many(requests.clone(), 16)) {
@@ -143,7 +155,10 @@ fn member_per_key(port: u16, keys: &[String], repeat: usize) -> BTreeMap<String,
         let key = String::from_utf8(request.headers[0].1.to_vec()).unwrap();
         let served = response.served_by().unwrap_or("<none>").to_owned();
         let first = member.entry(key.clone()).or_insert_with(|| served.clone());
-        assert_eq!(*first, served, "key {key} served by {first} and then by {served}");
+        assert_eq!(
+            *first, served,
+            "key {key} served by {first} and then by {served}"
+        );
     }
     member
 }
@@ -197,7 +212,8 @@ fn sticky_keys_stay_pinned_and_raising_the_canary_only_moves_keys_to_it() {
 fn pin_cookie_keeps_a_browser_without_a_key_on_one_member() {
     let backends = Backends::start();
     let mut config = split([50, 50]);
-    config["sticky"] = json!({"header": "end-user", "setCookie": {"name": "sluice-pin", "ttl": "1h"}});
+    config["sticky"] =
+        json!({"header": "end-user", "setCookie": {"name": "sluice-pin", "ttl": "1h"}});
     let (_envoy, port) = start(backends.bootstrap().wasm_filter("canary", &alone(config)));
 
     let mut first_members = BTreeMap::new();
@@ -210,10 +226,18 @@ fn pin_cookie_keeps_a_browser_without_a_key_on_one_member() {
         );
         let cookie = set_cookie.split(';').next().unwrap().to_owned();
         let member = first.served_by().unwrap().to_owned();
-        let again = client::get_many(port, "reviews", "/", &[("cookie", cookie.as_str())], 10).unwrap();
+        let again =
+            client::get_many(port, "reviews", "/", &[("cookie", cookie.as_str())], 10).unwrap();
         for response in &again {
-            assert_eq!(response.served_by(), Some(member.as_str()), "browser {browser} ({cookie})");
-            assert!(response.header("set-cookie").is_none(), "a pinned browser gets no new cookie");
+            assert_eq!(
+                response.served_by(),
+                Some(member.as_str()),
+                "browser {browser} ({cookie})"
+            );
+            assert!(
+                response.header("set-cookie").is_none(),
+                "a pinned browser gets no new cookie"
+            );
         }
         *first_members.entry(member).or_insert(0) += 1;
     }
@@ -256,12 +280,18 @@ fn schedule_advances_by_itself_on_every_worker_and_reports_its_step() {
         if served.last().map(String::as_str) == Some("v2") {
             break started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(90), "never switched: {served:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "never switched: {served:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(served[0], "v1", "step 0 applied first");
     // The start was written while Envoy started, after `started`: the switch cannot be earlier.
-    assert!(switched_at >= Duration::from_secs(8), "switched after {switched_at:?}");
+    assert!(
+        switched_at >= Duration::from_secs(8),
+        "switched after {switched_at:?}"
+    );
     // Workers share the start, so once one switched every later request goes to the canary.
     let after = client::get_many(port, "reviews", "/", NO_HEADERS, 100).unwrap();
     assert_eq!(
@@ -288,7 +318,10 @@ fn paused_schedule_holds_its_step() {
         client::served_by_counts(&responses),
         BTreeMap::from([("v1".to_owned(), 50)])
     );
-    assert_eq!(envoy.stat("wasmcustom.sluice.canary.split.reviews.step"), Some(0));
+    assert_eq!(
+        envoy.stat("wasmcustom.sluice.canary.split.reviews.step"),
+        Some(0)
+    );
 }
 
 #[test]
@@ -319,7 +352,8 @@ fn bad_configs_are_refused_with_the_reason_in_envoys_log() {
         );
         let reason = reason.replace(r#"\""#, "\"");
         assert!(
-            log.lines().any(|l| l.contains("sluice-canary") && l.contains(&reason)),
+            log.lines()
+                .any(|l| l.contains("sluice-canary") && l.contains(&reason)),
             "expected {reason:?} in Envoy's log:\n{log}"
         );
     }
@@ -337,7 +371,167 @@ fn after_router_resolves_the_split_header_and_refuses_unknown_splits() {
     let (_envoy, port) = start(backends.bootstrap().wasm_filter("canary", &config));
     let response = client::get(port, "reviews", "/", &[("x-sluice-split", "nope")]).unwrap();
     assert_eq!(response.status, 503);
-    assert_eq!(response.header_str("x-sluice-canary"), Some("unknown-split"));
+    assert_eq!(
+        response.header_str("x-sluice-canary"),
+        Some("unknown-split")
+    );
     let ok = client::get_many(port, "reviews", "/", &[("x-sluice-split", "reviews")], 20).unwrap();
     assert_eq!(served(&ok).values().sum::<u64>(), 20, "{:?}", served(&ok));
+}
+
+/// canary -> breaker, with breakers on both members that open after 3 consecutive 5xx and
+/// stay open for an hour (so no half-open probe happens during the test).
+fn canary_then_breaker(backends: &Backends, canary_config: &str) -> Bootstrap {
+    let breaker = |cluster: &str| {
+        json!({"cluster": cluster, "consecutiveErrors": 3, "interval": "1h",
+               "baseEjectionTime": "1h", "maxEjectionTime": "1h"})
+    };
+    let breaker_config = json!({"afterRouter": true,
+        "breakers": [breaker("reviews-v1"), breaker("reviews-v2")]});
+    backends
+        .bootstrap()
+        .wasm_filter("canary", canary_config)
+        .wasm_filter("breaker", &breaker_config.to_string())
+}
+
+/// Sends requests one at a time until `cluster`'s breaker has opened (the breaker's own
+/// rejections or the canary's avoidance make the failing upstream stop receiving requests).
+fn trip(port: u16, upstream: &Upstream, requests: usize) {
+    for _ in 0..requests {
+        client::get(port, "reviews", "/", NO_HEADERS).unwrap();
+    }
+    assert!(
+        upstream.request_count() >= 3,
+        "{} saw only {} requests: its breaker cannot have tripped",
+        upstream.name(),
+        upstream.request_count()
+    );
+}
+
+#[test]
+fn open_breaker_moves_the_canary_share_to_stable_then_all_open_fails_fast() {
+    let backends = Backends::start();
+    backends.v2.set_behavior(Behavior::Status(500));
+    let (envoy, port) = start(canary_then_breaker(&backends, &alone(split([50, 50]))));
+
+    // 60 sequential requests: about 30 reach v2, which fails them and trips its breaker after
+    // 3 (fewer than 3 of 60 at 50%: probability < 1e-14).
+    trip(port, &backends.v2, 60);
+    let before = backends.v2.request_count();
+
+    // From now on the canary's share goes to stable: every request succeeds on v1, none is
+    // sent to v2 nor rejected by v2's breaker.
+    let responses = client::get_many(port, "reviews", "/", NO_HEADERS, 200).unwrap();
+    assert_eq!(served(&responses), BTreeMap::from([("v1".to_owned(), 200)]));
+    assert!(responses.iter().all(|r| r.status == 200));
+    assert_eq!(backends.v2.request_count(), before);
+
+    // Stable fails too: once its breaker opens, no member is left and the canary answers 503
+    // at once with the reason, without reaching any upstream.
+    backends.v1.set_behavior(Behavior::Status(500));
+    trip(port, &backends.v1, 10);
+    let (v1_before, v2_before) = (backends.v1.request_count(), backends.v2.request_count());
+    let responses = client::get_many(port, "reviews", "/", NO_HEADERS, 20).unwrap();
+    for response in &responses {
+        assert_eq!(response.status, 503);
+        assert_eq!(
+            response.header_str("x-sluice-canary"),
+            Some("all-members-unavailable")
+        );
+    }
+    assert_eq!(backends.v1.request_count(), v1_before);
+    assert_eq!(backends.v2.request_count(), v2_before);
+    let unavailable = envoy
+        .wait_for_stat(
+            "wasmcustom.sluice.canary.split.reviews.unavailable",
+            |v| v >= 20,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(unavailable >= 20);
+}
+
+#[test]
+fn without_failover_the_open_breaker_rejects_the_canary_share() {
+    let backends = Backends::start();
+    backends.v2.set_behavior(Behavior::Status(500));
+    let mut config = split([50, 50]);
+    config["failover"] = json!(false);
+    let (_envoy, port) = start(canary_then_breaker(&backends, &alone(config)));
+    trip(port, &backends.v2, 60);
+    let n = 400;
+    let responses = client::get_many(port, "reviews", "/", NO_HEADERS, n).unwrap();
+    let rejected = responses
+        .iter()
+        .filter(|r| r.status == 503 && r.header("x-sluice-breaker").is_some())
+        .count() as u64;
+    // The canary still sends half the traffic at the open breaker, which rejects it.
+    assert_plausible(
+        "requests rejected by the open breaker",
+        rejected,
+        n as u64,
+        0.5,
+    );
+}
+
+#[test]
+fn router_then_canary_resolves_the_routers_split() {
+    let backends = Backends::start();
+    let router = json!({"virtualHosts": [{"name": "reviews", "domains": ["*"], "rules": [
+        {"name": "jason", "match": [{"headers": {"end-user": {"exact": "jason"}}}],
+         "route": {"cluster": "reviews-v2"}},
+        {"name": "default", "route": {"split": "reviews"}},
+    ]}]});
+    let mut canary = split([80, 20]);
+    canary["sticky"] = json!({"header": "end-user"});
+    let canary = json!({"afterRouter": true, "splits": [canary]});
+    let (envoy, port) = start(
+        backends
+            .bootstrap()
+            .wasm_filter("router", &router.to_string())
+            .wasm_filter("canary", &canary.to_string())
+            .forward_internal_headers()
+            .without_access_log(),
+    );
+
+    // The router's own destination passes through the canary untouched.
+    let jason = client::get_many(port, "reviews", "/", &[("end-user", "jason")], 20).unwrap();
+    assert_eq!(served(&jason), BTreeMap::from([("v2".to_owned(), 20)]));
+
+    // The split: 80/20 over distinct keys, each key pinned; a client's forged split header is
+    // stripped by the router, so it cannot reach the canary.
+    let n = 2_000;
+    let requests: Vec<Request> = (0..n)
+        .map(|i| {
+            Request::get(port, "/")
+                .authority("reviews")
+                .header("end-user", format!("user-{i}"))
+                .header("x-sluice-split", "nope")
+        })
+        .collect();
+    let responses: Vec<Response> = client::send_many(requests, 16)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let counts = served(&responses);
+    assert_eq!(counts.values().sum::<u64>(), n, "{counts:?}");
+    assert_plausible("keys on the 20% canary", counts["v2"], n, 0.2);
+
+    // Upstreams see the resolved cluster and no split header.
+    for request in backends.v1.requests().iter().chain(&backends.v2.requests()) {
+        assert!(!request.has_header("x-sluice-split"));
+        let cluster = request.header("x-sluice-cluster").unwrap();
+        assert!(cluster == b"reviews-v1" || cluster == b"reviews-v2");
+    }
+    let routed = envoy
+        .wait_for_stat(
+            &routed_stat("reviews-v2"),
+            |v| v >= counts["v2"],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(
+        routed, counts["v2"],
+        "jason's requests are the router's, not the canary's"
+    );
 }
