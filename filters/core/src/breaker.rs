@@ -66,7 +66,12 @@ pub struct BreakerConfig {
     ///   copy, and which Envoy's route forwards on (`route.cluster_header`).
     /// - `false` (default, the breaker alone): from the cluster Envoy's route selected, read from
     ///   the `xds.cluster_name` property. No request header is trusted, so a client cannot
-    ///   trip, dodge or probe someone else's breaker by sending a header.
+    ///   trip, dodge or probe someone else's breaker by sending a header. Verified on Envoy
+    ///   1.40: the connection manager resolves the route (and with it the upstream cluster)
+    ///   before the filter chain runs, so the property is set at request-headers time,
+    ///   `cluster_header` routes included. Chained, the header is read instead: it is the
+    ///   router's decision itself, whereas the property reflects the route as last resolved,
+    ///   and an earlier filter that rewrote the routing header only cleared the route cache.
     #[serde(default)]
     pub after_router: bool,
     /// The header holding the destination cluster when `afterRouter` is true. Defaults to
