@@ -1,1 +1,175 @@
-//! The sluice builder: parse -> validate -> model -> emit.
+//! The sluice builder: Istio-style YAML in, Envoy configs out.
+//!
+//! Stages: [`parse`] (YAML with positions -> typed Istio resources) -> [`validate`] (checks of
+//! each resource) -> [`model`] (cross-references, then a deterministic mesh: listeners, virtual
+//! hosts, rules, clusters) -> [`emit`] (one module per target). [`generate`] runs them all and
+//! returns the files, or every problem found; [`write_output`] writes the files atomically.
+//!
+//! ```no_run
+//! let inputs = sluice::Inputs::read(&["examples/bookinfo".into()]).expect("readable");
+//! let options = sluice::Options::default();
+//! match sluice::generate(&inputs, &options) {
+//!     Ok(output) => sluice::write_output("out".as_ref(), &output).expect("written"),
+//!     Err(diags) => eprintln!("{diags}"),
+//! }
+//! ```
+
+pub mod diag;
+pub mod emit;
+pub mod istio;
+pub mod model;
+pub mod parse;
+pub mod validate;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use parse::{Inputs, SourceFile};
+
+/// What to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// A static Envoy bootstrap (`envoy.yaml`).
+    #[default]
+    Envoy,
+}
+
+/// Where the generated config finds the sluice .wasm modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WasmModules {
+    /// Copy the modules found in `from` into `<out_dir>/wasm/` and reference them by that
+    /// absolute path, so `envoy -c <out_dir>/envoy.yaml` runs from anywhere.
+    Bundle {
+        /// Directory holding `sluice_<filter>.wasm`.
+        from: PathBuf,
+        /// The output directory the files will be written to (absolute).
+        out_dir: PathBuf,
+    },
+    /// Reference `<dir>/sluice_<filter>.wasm` as written, without copying (a relative `dir`
+    /// resolves against Envoy's working directory).
+    Reference(PathBuf),
+}
+
+/// Generation options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Output target.
+    pub target: Target,
+    /// Address the listeners bind (`0.0.0.0` by default; tests use `127.0.0.1`).
+    pub listen_address: String,
+    /// Admin port, always bound to 127.0.0.1.
+    pub admin_port: u16,
+    /// Bind every listener and the admin interface to port 0 (tests); listener names keep the
+    /// input port (`listener_<port>`), which the harness resolves through the admin API.
+    pub ephemeral_ports: bool,
+    /// Where the wasm modules come from.
+    pub wasm: WasmModules,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            target: Target::Envoy,
+            listen_address: "0.0.0.0".into(),
+            admin_port: 9901,
+            ephemeral_ports: false,
+            wasm: WasmModules::Reference(default_wasm_dir()),
+        }
+    }
+}
+
+/// `$SLUICE_WASM_DIR`, else `<repo>/target/wasm32-wasip1/release` of this source tree.
+pub fn default_wasm_dir() -> PathBuf {
+    std::env::var_os("SLUICE_WASM_DIR").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target/wasm32-wasip1/release")
+        },
+        PathBuf::from,
+    )
+}
+
+/// Generated files: relative path -> bytes, sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// The files.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Warnings (things the target cannot express yet); generation still succeeded.
+    pub warnings: Diagnostics,
+}
+
+/// Runs every stage. On any error returns all diagnostics (errors and warnings) and no files.
+pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostics> {
+    let (resources, mut diags) = parse::parse(inputs);
+    diags.extend(validate::check_resources(&resources));
+    let (mesh, model_diags) = model::build(&resources);
+    diags.extend(model_diags);
+    let mut diags = Diagnostics(diags);
+    diags.sort();
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    let emitted = match options.target {
+        Target::Envoy => emit::envoy::emit(&mesh, options),
+    };
+    match emitted {
+        Ok(e) => Ok(Output {
+            files: e.files,
+            warnings: diags,
+        }),
+        Err(errors) => {
+            diags.0.extend(errors.into_iter().map(|message| Diagnostic {
+                file: "<output>".into(),
+                pos: yaml::Pos::default(),
+                severity: Severity::Error,
+                resource: String::new(),
+                path: yaml::FieldPath::root(),
+                message,
+                hint: None,
+            }));
+            Err(diags)
+        }
+    }
+}
+
+/// Writes `output` to `dir` atomically: into a temporary sibling directory first, then renamed
+/// over `dir`, so a reader never sees a half-written output directory.
+pub fn write_output(dir: &Path, output: &Output) -> std::io::Result<()> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)?;
+    let base = dir
+        .file_name()
+        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    let pid = std::process::id();
+    let staging = parent.join(format!(".{base}.sluice-new-{pid}"));
+    let retired = parent.join(format!(".{base}.sluice-old-{pid}"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    std::fs::create_dir(&staging)?;
+    for (rel, bytes) in &output.files {
+        let path = staging.join(rel);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::write(&path, bytes)?;
+    }
+    if dir.exists() {
+        std::fs::rename(dir, &retired)?;
+        if let Err(e) = std::fs::rename(&staging, dir) {
+            // Put the previous output back rather than leave nothing.
+            let _ = std::fs::rename(&retired, dir);
+            return Err(e);
+        }
+        std::fs::remove_dir_all(&retired)?;
+    } else {
+        std::fs::rename(&staging, dir)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Stage 4: the model written out for a target. Each target is one module here; adding a
+//! target (istio, compose) is one more module and one more [`crate::Target`] arm.
+
+pub mod envoy;
+pub mod yaml_out;

@@ -1,0 +1,912 @@
+//! Stage 3: the mesh as one Envoy sees it, built from validated resources, with the
+//! cross-resource checks (unknown hosts, subsets, gateways, duplicates) on the way.
+//!
+//! Everything is ordered (`BTreeMap`, resource order for rules), so the same input always gives
+//! the same model and the same bytes out. Lookups are maps keyed by host or name: building is
+//! linear in the size of the input (no quadratic scans over services).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::diag::{Diagnostic, Severity, did_you_mean};
+use crate::istio::{
+    DestinationRuleSpec, GatewaySpec, HttpFaultInjection, ServiceEntrySpec, TrafficPolicy,
+    VirtualServiceSpec, WorkloadEntrySpec,
+};
+use crate::parse::{Kind, Resource, Spec};
+use crate::validate::{HTTP_PROTOCOLS, to_core_match};
+use crate::yaml::FieldPath;
+
+/// The whole mesh: listeners by port and clusters by name.
+#[derive(Debug, Clone, Default)]
+pub struct Mesh {
+    /// One listener per port (gateway server ports and mesh service ports share a listener when
+    /// they coincide: one Envoy binds a port once).
+    pub listeners: BTreeMap<u32, Listener>,
+    /// Clusters named like Istio's: `outbound|<port>|<subset>|<host>`.
+    pub clusters: BTreeMap<String, Cluster>,
+}
+
+/// One listening port.
+#[derive(Debug, Clone, Default)]
+pub struct Listener {
+    /// The port in the input (the emitted port may be 0 for tests).
+    pub port: u32,
+    /// Virtual hosts, in order; domains are unique across them.
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+impl Listener {
+    /// `listener_<port>`: the name tests and the harness look listeners up by.
+    pub fn name(&self) -> String {
+        format!("listener_{}", self.port)
+    }
+}
+
+/// A set of domains and their ordered rules.
+#[derive(Debug, Clone, Default)]
+pub struct VirtualHost {
+    /// Name (the VirtualService or service host it comes from).
+    pub name: String,
+    /// Envoy domains: `host` and `host:port`, or `*`.
+    pub domains: Vec<String>,
+    /// Rules, first match wins.
+    pub rules: Vec<Rule>,
+}
+
+/// One VirtualService `http[]` entry (or a service's default route).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique per listener: `<namespace>.<vs>.<index>`, the route's `name`, or for a default
+    /// route the cluster name.
+    pub name: String,
+    /// Match blocks in the router's own type.
+    pub matches: Vec<sluice_core::matching::HttpMatchRequest>,
+    /// Where matching requests go.
+    pub target: Target,
+    /// Overall timeout (Istio's default is none).
+    pub timeout: Option<Duration>,
+    /// Retry policy.
+    pub retries: Option<RetryPolicy>,
+    /// Fault injection, kept for the fault filter.
+    pub fault: Option<HttpFaultInjection>,
+}
+
+/// A rule's destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One cluster.
+    Cluster(String),
+    /// Several clusters with relative weights (resolved by the canary filter).
+    Split(Vec<(String, u32)>),
+}
+
+/// Istio `HTTPRetry`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Number of retries.
+    pub attempts: u32,
+    /// Per-attempt timeout.
+    pub per_try_timeout: Option<Duration>,
+    /// Envoy retry conditions.
+    pub retry_on: Vec<String>,
+    /// Status codes from `retryOn` (`retriable-status-codes`).
+    pub status_codes: Vec<u32>,
+    /// Skip hosts already tried (Istio's default: true).
+    pub ignore_previous_hosts: bool,
+    /// Base back-off interval.
+    pub backoff: Option<Duration>,
+}
+
+/// How a cluster finds its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// Fixed IP addresses.
+    Static,
+    /// Every address a name resolves to (Istio `DNS`).
+    StrictDns,
+    /// The first address (Istio `DNS_ROUND_ROBIN`).
+    LogicalDns,
+}
+
+/// One endpoint of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// IP address or DNS name.
+    pub address: String,
+    /// Port.
+    pub port: u32,
+    /// Load-balancing weight.
+    pub weight: Option<u32>,
+}
+
+/// An upstream cluster: one host, port and (optional) subset.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// `outbound|<port>|<subset>|<host>`.
+    pub name: String,
+    /// Service host.
+    pub host: String,
+    /// Service port.
+    pub port: u32,
+    /// Subset name, empty for the whole host.
+    pub subset: String,
+    /// Discovery type.
+    pub discovery: Discovery,
+    /// Endpoints, sorted.
+    pub endpoints: Vec<Endpoint>,
+    /// Speak HTTP/2 upstream (port protocol HTTP2 or GRPC).
+    pub http2: bool,
+    /// Host policy merged with the subset's.
+    pub policy: TrafficPolicy,
+}
+
+/// Istio's cluster name.
+pub fn cluster_name(port: u32, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+struct PortDef {
+    number: u32,
+    name: Option<String>,
+    target_port: Option<u32>,
+    http2: bool,
+}
+
+struct Service<'a> {
+    resource: &'a Resource,
+    ports: Vec<PortDef>,
+    discovery: Discovery,
+    endpoints: Vec<&'a WorkloadEntrySpec>,
+    dns_host: bool,
+}
+
+struct Registry<'a> {
+    services: BTreeMap<String, Service<'a>>,
+    rules: BTreeMap<String, (&'a Resource, &'a DestinationRuleSpec)>,
+    gateways: BTreeMap<(String, String), (&'a Resource, &'a GatewaySpec)>,
+}
+
+impl Registry<'_> {
+    /// The registered form of `host` as written in `namespace`: exact, else the Kubernetes
+    /// short/long name forms (`reviews` <-> `reviews.<ns>.svc.cluster.local`).
+    fn resolve(&self, host: &str, namespace: &str) -> Option<String> {
+        if self.services.contains_key(host) {
+            return Some(host.to_owned());
+        }
+        if !host.contains('.') {
+            let long = format!("{host}.{namespace}.svc.cluster.local");
+            if self.services.contains_key(&long) {
+                return Some(long);
+            }
+        }
+        if host.ends_with(".svc.cluster.local")
+            && let Some(short) = host.split('.').next()
+            && self.services.contains_key(short)
+        {
+            return Some(short.to_owned());
+        }
+        None
+    }
+
+    fn subsets(&self, host: &str) -> Vec<&str> {
+        self.rules.get(host).map_or_else(Vec::new, |(_, dr)| {
+            dr.subsets
+                .iter()
+                .filter_map(|s| s.name.as_deref())
+                .collect()
+        })
+    }
+}
+
+/// Builds the mesh; the diagnostics are the cross-reference problems found.
+pub fn build(resources: &[Resource]) -> (Mesh, Vec<Diagnostic>) {
+    let mut out = Vec::new();
+    check_duplicates(resources, &mut out);
+    let registry = register(resources, &mut out);
+    let mut mesh = Mesh::default();
+    build_clusters(&registry, &mut mesh, &mut out);
+    build_listeners(resources, &registry, &mut mesh, &mut out);
+    (mesh, out)
+}
+
+fn check_duplicates(resources: &[Resource], out: &mut Vec<Diagnostic>) {
+    let mut seen: BTreeMap<(Kind, &str, &str), &Resource> = BTreeMap::new();
+    for r in resources {
+        if let Some(first) = seen.insert((r.kind, &r.namespace, &r.name), r) {
+            out.push(r.error(
+                &FieldPath::root().key("metadata").key("name"),
+                format!(
+                    "duplicate {} name {:?} in namespace {:?}",
+                    r.kind, r.name, r.namespace
+                ),
+                &format!(
+                    "already defined at {}:{}; rename one",
+                    first.file, first.root.pos
+                ),
+            ));
+        }
+    }
+}
+
+fn register<'a>(resources: &'a [Resource], out: &mut Vec<Diagnostic>) -> Registry<'a> {
+    let mut registry = Registry {
+        services: BTreeMap::new(),
+        rules: BTreeMap::new(),
+        gateways: BTreeMap::new(),
+    };
+    let workloads: Vec<(&Resource, &WorkloadEntrySpec)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::WorkloadEntry(w) => Some((r, w)),
+            _ => None,
+        })
+        .collect();
+    for r in resources {
+        match &r.spec {
+            Spec::ServiceEntry(se) => register_service(r, se, &workloads, &mut registry, out),
+            Spec::Gateway(g) => {
+                registry
+                    .gateways
+                    .insert((r.namespace.clone(), r.name.clone()), (r, g));
+            }
+            _ => {}
+        }
+    }
+    for r in resources {
+        let Spec::DestinationRule(dr) = &r.spec else {
+            continue;
+        };
+        let Some(host) = dr.host.as_deref().filter(|h| !h.is_empty()) else {
+            continue; // reported by validate
+        };
+        let at = FieldPath::root().key("spec").key("host");
+        match registry.resolve(host, &r.namespace) {
+            None => out.push(r.error(
+                &at,
+                format!("no ServiceEntry defines host {host:?}"),
+                &unknown_host_hint(host, &registry),
+            )),
+            Some(canonical) => {
+                if let Some((first, _)) = registry.rules.get(&canonical) {
+                    out.push(r.error(
+                        &at,
+                        format!("host {host:?} already has DestinationRule/{}", first.name),
+                        "merge the two DestinationRules: one per host",
+                    ));
+                } else {
+                    registry.rules.insert(canonical, (r, dr));
+                }
+            }
+        }
+    }
+    registry
+}
+
+fn unknown_host_hint(host: &str, registry: &Registry<'_>) -> String {
+    match did_you_mean(host, registry.services.keys().map(String::as_str)) {
+        Some(s) => format!("did you mean {s:?}?"),
+        None => "add a ServiceEntry with this host, its ports and endpoints".into(),
+    }
+}
+
+fn register_service<'a>(
+    r: &'a Resource,
+    se: &'a ServiceEntrySpec,
+    workloads: &[(&'a Resource, &'a WorkloadEntrySpec)],
+    registry: &mut Registry<'a>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let resolution = se.resolution.as_deref().unwrap_or("NONE");
+    let discovery = match resolution {
+        "DNS" => Discovery::StrictDns,
+        "DNS_ROUND_ROBIN" => Discovery::LogicalDns,
+        _ => Discovery::Static,
+    };
+    let endpoints: Vec<&WorkloadEntrySpec> = match &se.workload_selector {
+        Some(sel) => workloads
+            .iter()
+            .filter(|(w, spec)| {
+                w.namespace == r.namespace
+                    && sel
+                        .labels
+                        .iter()
+                        .all(|(k, v)| spec.labels.get(k) == Some(v))
+            })
+            .map(|(_, spec)| *spec)
+            .collect(),
+        None => se.endpoints.iter().collect(),
+    };
+    let dns_host = endpoints.is_empty() && discovery != Discovery::Static;
+    if endpoints.is_empty() && !dns_host {
+        let at = FieldPath::root().key("spec");
+        let hint = if se.workload_selector.is_some() {
+            "no WorkloadEntry in this namespace carries the selector's labels"
+        } else {
+            "add `endpoints:` with addresses, or use `resolution: DNS` to resolve the hosts"
+        };
+        out.push(r.error(&at, format!("hosts {:?} have no endpoints", se.hosts), hint));
+    }
+    for (i, host) in se.hosts.iter().enumerate() {
+        if let Some(first) = registry.services.get(host) {
+            out.push(r.error(
+                &FieldPath::root().key("spec").key("hosts").index(i),
+                format!(
+                    "host {host:?} is already defined by ServiceEntry/{}",
+                    first.resource.name
+                ),
+                "define each host in one ServiceEntry",
+            ));
+            continue;
+        }
+        let ports = se
+            .ports
+            .iter()
+            .filter_map(|p| {
+                Some(PortDef {
+                    number: p.number?,
+                    name: p.name.clone(),
+                    target_port: p.target_port,
+                    http2: matches!(
+                        p.protocol
+                            .as_deref()
+                            .map(str::to_ascii_uppercase)
+                            .as_deref(),
+                        Some("HTTP2" | "GRPC")
+                    ),
+                })
+            })
+            .collect();
+        registry.services.insert(
+            host.clone(),
+            Service {
+                resource: r,
+                ports,
+                discovery,
+                endpoints: endpoints.clone(),
+                dns_host,
+            },
+        );
+    }
+}
+
+fn merge_policy(host: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>) -> TrafficPolicy {
+    let host = host.cloned().unwrap_or_default();
+    let Some(sub) = subset else { return host };
+    TrafficPolicy {
+        load_balancer: sub.load_balancer.clone().or(host.load_balancer),
+        connection_pool: sub.connection_pool.clone().or(host.connection_pool),
+        outlier_detection: sub.outlier_detection.clone().or(host.outlier_detection),
+        circuit_breaker: sub.circuit_breaker.clone().or(host.circuit_breaker),
+    }
+}
+
+fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagnostic>) {
+    for (host, svc) in &registry.services {
+        let dr = registry.rules.get(host);
+        let host_policy = dr.and_then(|(_, d)| d.traffic_policy.as_ref());
+        for port in &svc.ports {
+            let endpoint_for = |ep: &WorkloadEntrySpec| -> Option<Endpoint> {
+                let number = port
+                    .name
+                    .as_ref()
+                    .and_then(|n| ep.ports.get(n).copied())
+                    .or(port.target_port)
+                    .unwrap_or(port.number);
+                Some(Endpoint {
+                    address: ep.address.clone()?,
+                    port: number,
+                    weight: ep.weight,
+                })
+            };
+            let all: Vec<(Endpoint, &WorkloadEntrySpec)> = if svc.dns_host {
+                vec![]
+            } else {
+                svc.endpoints
+                    .iter()
+                    .filter_map(|ep| Some((endpoint_for(ep)?, *ep)))
+                    .collect()
+            };
+            let dns_endpoint = || Endpoint {
+                address: host.clone(),
+                port: port.target_port.unwrap_or(port.number),
+                weight: None,
+            };
+            let mut make =
+                |subset: &str, labels: Option<&BTreeMap<String, String>>, policy: TrafficPolicy| {
+                    let mut endpoints: Vec<Endpoint> = if svc.dns_host {
+                        vec![dns_endpoint()]
+                    } else {
+                        all.iter()
+                            .filter(|(_, spec)| {
+                                labels.is_none_or(|l| {
+                                    l.iter().all(|(k, v)| spec.labels.get(k) == Some(v))
+                                })
+                            })
+                            .map(|(e, _)| e.clone())
+                            .collect()
+                    };
+                    endpoints.sort();
+                    let empty = endpoints.is_empty();
+                    let name = cluster_name(port.number, subset, host);
+                    mesh.clusters.insert(
+                        name.clone(),
+                        Cluster {
+                            name,
+                            host: host.clone(),
+                            port: port.number,
+                            subset: subset.to_owned(),
+                            discovery: svc.discovery,
+                            endpoints,
+                            http2: port.http2,
+                            policy,
+                        },
+                    );
+                    empty
+                };
+            make("", None, merge_policy(host_policy, None));
+            if let Some((dr_res, dr)) = dr {
+                for (i, s) in dr.subsets.iter().enumerate() {
+                    let Some(name) = s.name.as_deref() else {
+                        continue;
+                    };
+                    let empty = make(
+                        name,
+                        Some(&s.labels),
+                        merge_policy(host_policy, s.traffic_policy.as_ref()),
+                    );
+                    if empty && !svc.dns_host && !svc.endpoints.is_empty() {
+                        out.push(
+                            dr_res.diag(
+                                Severity::Warning,
+                                &FieldPath::root()
+                                    .key("spec")
+                                    .key("subsets")
+                                    .index(i)
+                                    .key("labels"),
+                                format!("subset {name:?} selects no endpoint of {host:?}"),
+                                Some(
+                                    "check the labels against the ServiceEntry endpoints' labels"
+                                        .into(),
+                                ),
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A VirtualService bound to a listener for some of its hosts.
+struct Binding<'a> {
+    resource: &'a Resource,
+    vs: &'a VirtualServiceSpec,
+    hosts: BTreeSet<String>,
+}
+
+/// Host pattern match as Istio applies gateway server hosts: `*`, `*.suffix`, exact; an
+/// optional `namespace/` prefix is ignored.
+fn server_host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.rsplit('/').next().unwrap_or(pattern);
+    if pattern == "*" || pattern == host || host == "*" {
+        return true;
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return host.ends_with(suffix) || host.strip_prefix('*') == Some(suffix);
+    }
+    false
+}
+
+fn build_listeners(
+    resources: &[Resource],
+    registry: &Registry<'_>,
+    mesh: &mut Mesh,
+    out: &mut Vec<Diagnostic>,
+) {
+    // Gateway servers that get a listener, and warnings for those that cannot.
+    let mut gateway_ports = BTreeSet::new();
+    for (r, g) in registry.gateways.values() {
+        for (i, s) in g.servers.iter().enumerate() {
+            let Some(port) = s.port.as_ref() else {
+                continue;
+            };
+            let Some(number) = port.number else { continue };
+            let protocol = port.protocol.as_deref().unwrap_or("").to_ascii_uppercase();
+            if protocol == "HTTPS" || s.tls.is_some() {
+                out.push(r.diag(
+                    Severity::Warning,
+                    &FieldPath::root().key("spec").key("servers").index(i).key("tls"),
+                    format!("the envoy target does not terminate TLS yet: port {number} gets no listener"),
+                    Some("serve the same hosts on an HTTP server, or terminate TLS in front of Envoy".into()),
+                ));
+            } else if HTTP_PROTOCOLS.contains(&protocol.as_str()) {
+                gateway_ports.insert(number);
+            }
+        }
+    }
+
+    // Which VirtualService hosts land on which listener.
+    let mut bindings: BTreeMap<u32, Vec<Binding<'_>>> = BTreeMap::new();
+    for r in resources {
+        let Spec::VirtualService(vs) = &r.spec else {
+            continue;
+        };
+        let spec = FieldPath::root().key("spec");
+        let mut per_port: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+        let refs: Vec<String> = if vs.gateways.is_empty() {
+            vec!["mesh".into()]
+        } else {
+            vs.gateways.clone()
+        };
+        let mut exposed = vec![false; vs.hosts.len()];
+        for (gi, gref) in refs.iter().enumerate() {
+            if gref == "mesh" {
+                for (hi, host) in vs.hosts.iter().enumerate() {
+                    let ports = mesh_ports(registry, r, vs, host);
+                    if ports.is_empty() {
+                        out.push(r.error(
+                            &spec.key("hosts").index(hi),
+                            format!("cannot tell which mesh port serves host {host:?}"),
+                            "make the host a ServiceEntry host, or give the routes' destinations a `port`",
+                        ));
+                    }
+                    for p in ports {
+                        per_port.entry(p).or_default().insert(host.clone());
+                    }
+                    if let Some(e) = exposed.get_mut(hi) {
+                        *e = true;
+                    }
+                }
+                continue;
+            }
+            let (ns, name) = match gref.split_once('/') {
+                Some((ns, name)) => (ns.to_owned(), name.to_owned()),
+                None => (r.namespace.clone(), gref.clone()),
+            };
+            let Some((_, gw)) = registry.gateways.get(&(ns.clone(), name.clone())) else {
+                let names: Vec<&str> = registry.gateways.keys().map(|(_, n)| n.as_str()).collect();
+                let hint = match did_you_mean(&name, names.iter().copied()) {
+                    Some(s) => format!("did you mean {s:?}?"),
+                    None => {
+                        "define the Gateway, or use `mesh` for service-to-service traffic".into()
+                    }
+                };
+                out.push(r.error(
+                    &spec.key("gateways").index(gi),
+                    format!(
+                        "unknown gateway {gref:?} (looked for Gateway/{name} in namespace {ns:?})"
+                    ),
+                    &hint,
+                ));
+                exposed.iter_mut().for_each(|e| *e = true); // don't pile up a second error
+                continue;
+            };
+            for server in &gw.servers {
+                let Some(number) = server.port.as_ref().and_then(|p| p.number) else {
+                    continue;
+                };
+                for (hi, host) in vs.hosts.iter().enumerate() {
+                    if server.hosts.iter().any(|p| server_host_matches(p, host)) {
+                        if let Some(e) = exposed.get_mut(hi) {
+                            *e = true;
+                        }
+                        if gateway_ports.contains(&number) {
+                            per_port.entry(number).or_default().insert(host.clone());
+                        }
+                    }
+                }
+            }
+        }
+        for (hi, host) in vs.hosts.iter().enumerate() {
+            if !exposed.get(hi).copied().unwrap_or(true) {
+                out.push(r.error(
+                    &spec.key("hosts").index(hi),
+                    format!("host {host:?} is not exposed by any server of the VirtualService's gateways"),
+                    "add the host to a Gateway server's `hosts`, or fix the spelling",
+                ));
+            }
+        }
+        for (port, hosts) in per_port {
+            bindings.entry(port).or_default().push(Binding {
+                resource: r,
+                vs,
+                hosts,
+            });
+        }
+    }
+
+    let mut ports: BTreeSet<u32> = gateway_ports;
+    for svc in registry.services.values() {
+        ports.extend(svc.ports.iter().map(|p| p.number));
+    }
+    ports.extend(bindings.keys().copied());
+    for port in ports {
+        let mut listener = Listener {
+            port,
+            virtual_hosts: Vec::new(),
+        };
+        let mut domain_owner: BTreeMap<String, String> = BTreeMap::new();
+        let mut rule_owner: BTreeMap<String, String> = BTreeMap::new();
+        for b in bindings.get(&port).map_or(&[][..], Vec::as_slice) {
+            let spec = FieldPath::root().key("spec");
+            let mut domains = Vec::new();
+            for host in &b.hosts {
+                let hi = b.vs.hosts.iter().position(|h| h == host).unwrap_or(0);
+                if let Some(owner) = domain_owner.get(host) {
+                    out.push(b.resource.error(
+                        &spec.key("hosts").index(hi),
+                        format!("host {host:?} on port {port} is already routed by {owner}"),
+                        "route one host from one VirtualService per port (merge their `http` rules)",
+                    ));
+                    continue;
+                }
+                domain_owner.insert(host.clone(), b.resource.id());
+                domains.extend(domains_for(host, port));
+            }
+            if domains.is_empty() {
+                continue;
+            }
+            let mut rules = Vec::new();
+            for (i, h) in b.vs.http.iter().enumerate() {
+                let at = spec.key("http").index(i);
+                let name = h
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.{}.{i}", b.resource.namespace, b.resource.name));
+                if let Some(owner) = rule_owner.insert(name.clone(), b.resource.id()) {
+                    out.push(b.resource.error(
+                        &at.key("name"),
+                        format!("rule name {name:?} is already used on port {port} by {owner}"),
+                        "rule names are unique per listener (they key metrics and faults)",
+                    ));
+                }
+                let Some(target) = resolve_target(registry, b.resource, &at, h, port, out) else {
+                    continue;
+                };
+                rules.push(Rule {
+                    name,
+                    matches: h
+                        .matches
+                        .iter()
+                        .filter_map(|m| to_core_match(m).ok())
+                        .collect(),
+                    target,
+                    timeout: h
+                        .timeout
+                        .as_deref()
+                        .and_then(|t| sluice_core::duration::parse(t).ok()),
+                    retries: h.retries.as_ref().map(retry_policy),
+                    fault: h.fault.clone(),
+                });
+            }
+            listener.virtual_hosts.push(VirtualHost {
+                name: format!("{}.{}", b.resource.namespace, b.resource.name),
+                domains,
+                rules,
+            });
+        }
+        // Mesh services on this port that no VirtualService routes: Istio's default route.
+        for (host, svc) in &registry.services {
+            if !svc.ports.iter().any(|p| p.number == port) || domain_owner.contains_key(host) {
+                continue;
+            }
+            let cluster = cluster_name(port, "", host);
+            listener.virtual_hosts.push(VirtualHost {
+                name: format!("{host}:{port}"),
+                domains: domains_for(host, port),
+                rules: vec![Rule {
+                    name: cluster.clone(),
+                    matches: Vec::new(),
+                    target: Target::Cluster(cluster),
+                    timeout: None,
+                    retries: None,
+                    fault: None,
+                }],
+            });
+        }
+        if !listener.virtual_hosts.is_empty() {
+            mesh.listeners.insert(port, listener);
+        }
+    }
+}
+
+fn domains_for(host: &str, port: u32) -> Vec<String> {
+    if host == "*" {
+        vec!["*".into()]
+    } else {
+        vec![host.to_owned(), format!("{host}:{port}")]
+    }
+}
+
+/// Ports of the mesh listeners a mesh-bound host lands on: the service's ports, or for a host
+/// that is not a service, the ports its routes send to.
+fn mesh_ports(
+    registry: &Registry<'_>,
+    r: &Resource,
+    vs: &VirtualServiceSpec,
+    host: &str,
+) -> BTreeSet<u32> {
+    if let Some(canonical) = registry.resolve(host, &r.namespace)
+        && let Some(svc) = registry.services.get(&canonical)
+    {
+        return svc.ports.iter().map(|p| p.number).collect();
+    }
+    let mut ports = BTreeSet::new();
+    for h in &vs.http {
+        for d in h.route.iter().filter_map(|d| d.destination.as_ref()) {
+            if let Some(n) = d.port.as_ref().and_then(|p| p.number) {
+                ports.insert(n);
+            } else if let Some(svc) = d
+                .host
+                .as_deref()
+                .and_then(|h| registry.resolve(h, &r.namespace))
+                .and_then(|c| registry.services.get(&c))
+                && let [only] = svc.ports.as_slice()
+            {
+                ports.insert(only.number);
+            }
+        }
+    }
+    ports
+}
+
+fn resolve_target(
+    registry: &Registry<'_>,
+    r: &Resource,
+    at: &FieldPath,
+    h: &crate::istio::HttpRoute,
+    listener_port: u32,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Target> {
+    let mut members = Vec::new();
+    let mut ok = true;
+    for (d, dest) in h.route.iter().enumerate() {
+        let dat = at.key("route").index(d).key("destination");
+        let Some(dd) = dest.destination.as_ref() else {
+            ok = false;
+            continue;
+        };
+        let Some(host) = dd.host.as_deref() else {
+            ok = false;
+            continue;
+        };
+        let Some(canonical) = registry.resolve(host, &r.namespace) else {
+            out.push(r.error(
+                &dat.key("host"),
+                format!("unknown destination host {host:?}: no ServiceEntry defines it"),
+                &unknown_host_hint(host, registry),
+            ));
+            ok = false;
+            continue;
+        };
+        let Some(svc) = registry.services.get(&canonical) else {
+            ok = false;
+            continue;
+        };
+        let port = match dd.port.as_ref().and_then(|p| p.number) {
+            Some(n) if svc.ports.iter().any(|p| p.number == n) => n,
+            Some(n) => {
+                let have: Vec<String> = svc.ports.iter().map(|p| p.number.to_string()).collect();
+                out.push(r.error(
+                    &dat.key("port").key("number"),
+                    format!("host {host:?} has no port {n}"),
+                    &format!("its ports: {}", have.join(", ")),
+                ));
+                ok = false;
+                continue;
+            }
+            None => match svc.ports.as_slice() {
+                [only] => only.number,
+                many if many.iter().any(|p| p.number == listener_port) => listener_port,
+                _ => {
+                    out.push(r.error(
+                        &dat,
+                        format!("host {host:?} has several ports; which one?"),
+                        "set `port: {number: ...}` on the destination",
+                    ));
+                    ok = false;
+                    continue;
+                }
+            },
+        };
+        let subset = dd.subset.as_deref().unwrap_or("");
+        if !subset.is_empty() {
+            let known = registry.subsets(&canonical);
+            if !known.contains(&subset) {
+                let hint = if registry.rules.contains_key(&canonical) {
+                    match did_you_mean(subset, known.iter().copied()) {
+                        Some(s) => format!(
+                            "did you mean {s:?}? subsets of {canonical:?}: {}",
+                            known.join(", ")
+                        ),
+                        None => format!("subsets of {canonical:?}: {}", known.join(", ")),
+                    }
+                } else {
+                    format!(
+                        "add a DestinationRule for host {canonical:?} defining subset {subset:?}"
+                    )
+                };
+                out.push(r.error(
+                    &dat.key("subset"),
+                    format!("unknown subset {subset:?} of host {host:?}"),
+                    &hint,
+                ));
+                ok = false;
+                continue;
+            }
+        }
+        let weight = dest.weight.unwrap_or(0).clamp(0, i64::from(u32::MAX));
+        members.push((
+            cluster_name(port, subset, &canonical),
+            u32::try_from(weight).unwrap_or(0),
+        ));
+    }
+    if !ok {
+        return None;
+    }
+    match members.as_slice() {
+        [] => None,
+        [(cluster, _)] => Some(Target::Cluster(cluster.clone())),
+        _ => Some(Target::Split(members)),
+    }
+}
+
+fn retry_policy(r: &crate::istio::HttpRetry) -> RetryPolicy {
+    let mut retry_on = Vec::new();
+    let mut status_codes = Vec::new();
+    // Istio's default conditions when `retryOn` is absent.
+    let on = r
+        .retry_on
+        .as_deref()
+        .unwrap_or("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes");
+    for cond in on.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        match cond.parse::<u32>() {
+            Ok(code) => status_codes.push(code),
+            Err(_) => retry_on.push(cond.to_owned()),
+        }
+    }
+    if r.retry_on.is_none() {
+        status_codes.push(503);
+    }
+    if !status_codes.is_empty() && !retry_on.iter().any(|c| c == "retriable-status-codes") {
+        retry_on.push("retriable-status-codes".into());
+    }
+    RetryPolicy {
+        attempts: u32::try_from(r.attempts.unwrap_or(0).max(0)).unwrap_or(u32::MAX),
+        per_try_timeout: r
+            .per_try_timeout
+            .as_deref()
+            .and_then(|t| sluice_core::duration::parse(t).ok()),
+        retry_on,
+        status_codes,
+        ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
+        backoff: r
+            .backoff
+            .as_deref()
+            .and_then(|t| sluice_core::duration::parse(t).ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_host_patterns() {
+        assert!(server_host_matches("*", "a.example.com"));
+        assert!(server_host_matches("*.example.com", "a.example.com"));
+        assert!(!server_host_matches("*.example.com", "example.org"));
+        assert!(server_host_matches("ns/a.example.com", "a.example.com"));
+        assert!(!server_host_matches("b.example.com", "a.example.com"));
+    }
+
+    #[test]
+    fn istio_cluster_names() {
+        assert_eq!(
+            cluster_name(9080, "v2", "reviews"),
+            "outbound|9080|v2|reviews"
+        );
+        assert_eq!(cluster_name(80, "", "a"), "outbound|80||a");
+    }
+}

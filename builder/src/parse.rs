@@ -1,0 +1,522 @@
+//! Stage 1: input files -> typed Istio resources, every problem reported with its position.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use crate::diag::{Diagnostic, Severity, did_you_mean};
+use crate::istio::{
+    DestinationRuleSpec, GatewaySpec, KNOWN_FIELDS, Metadata, Object, ServiceEntrySpec,
+    UNSUPPORTED, VirtualServiceSpec, WorkloadEntrySpec,
+};
+use crate::yaml::{self, FieldPath, Node, Pos, Seg};
+
+/// The API versions accepted (Istio serves all three with the same schema).
+pub const API_VERSIONS: [&str; 3] = [
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+
+/// One input file: its display name and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// How diagnostics name the file (the path as given).
+    pub name: String,
+    /// YAML text.
+    pub text: String,
+}
+
+/// All input files, in the order they are read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inputs {
+    /// The files.
+    pub files: Vec<SourceFile>,
+}
+
+impl Inputs {
+    /// Inputs from in-memory text (tests, embedding).
+    pub fn from_text(name: &str, text: &str) -> Self {
+        Self {
+            files: vec![SourceFile {
+                name: name.to_owned(),
+                text: text.to_owned(),
+            }],
+        }
+    }
+
+    /// Reads files and directories (recursively: `*.yaml` and `*.yml`, sorted by path, so the
+    /// output does not depend on the file system's listing order).
+    pub fn read(paths: &[PathBuf]) -> Result<Self, String> {
+        let mut found = Vec::new();
+        for path in paths {
+            if path.is_dir() {
+                collect_yaml_files(path, &mut found)
+                    .map_err(|e| format!("{}: cannot list directory: {e}", path.display()))?;
+            } else {
+                found.push(path.clone());
+            }
+        }
+        let mut files = Vec::with_capacity(found.len());
+        for path in found {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+            files.push(SourceFile {
+                name: path.display().to_string(),
+                text,
+            });
+        }
+        if files.is_empty() {
+            return Err("no input: give YAML files or directories with -f".into());
+        }
+        Ok(Self { files })
+    }
+}
+
+fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect_yaml_files(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The resource kinds sluice reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `Gateway`.
+    Gateway,
+    /// `VirtualService`.
+    VirtualService,
+    /// `DestinationRule`.
+    DestinationRule,
+    /// `ServiceEntry`.
+    ServiceEntry,
+    /// `WorkloadEntry`.
+    WorkloadEntry,
+}
+
+impl Kind {
+    /// All kinds, for hints.
+    pub const ALL: [Kind; 5] = [
+        Kind::Gateway,
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::WorkloadEntry,
+    ];
+
+    /// The `kind:` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gateway => "Gateway",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::WorkloadEntry => "WorkloadEntry",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The typed `spec` of a resource.
+// One value per input document, built once: the size difference between kinds costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Spec {
+    /// A Gateway.
+    Gateway(GatewaySpec),
+    /// A VirtualService.
+    VirtualService(VirtualServiceSpec),
+    /// A DestinationRule.
+    DestinationRule(DestinationRuleSpec),
+    /// A ServiceEntry.
+    ServiceEntry(ServiceEntrySpec),
+    /// A WorkloadEntry.
+    WorkloadEntry(WorkloadEntrySpec),
+}
+
+/// A parsed resource, with its source tree kept so later stages can point at any field.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// Input file name.
+    pub file: String,
+    /// The document's tree with positions.
+    pub root: Node,
+    /// Kind.
+    pub kind: Kind,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`, `default` when absent.
+    pub namespace: String,
+    /// Metadata (labels, annotations).
+    pub metadata: Metadata,
+    /// The typed spec.
+    pub spec: Spec,
+}
+
+impl Resource {
+    /// `Kind/name`, as diagnostics show it.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+
+    /// A diagnostic about `path` in this resource.
+    pub fn diag(
+        &self,
+        severity: Severity,
+        path: &FieldPath,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            file: self.file.clone(),
+            pos: self.root.locate(path),
+            severity,
+            resource: self.id(),
+            path: path.clone(),
+            message: message.into(),
+            hint,
+        }
+    }
+
+    /// An error about `path` in this resource.
+    pub fn error(&self, path: &FieldPath, message: impl Into<String>, hint: &str) -> Diagnostic {
+        let hint = (!hint.is_empty()).then(|| hint.to_owned());
+        self.diag(Severity::Error, path, message, hint)
+    }
+}
+
+/// Parses every file; returns the resources that parsed and every problem found.
+pub fn parse(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>) {
+    let mut resources = Vec::new();
+    let mut diags = Vec::new();
+    for file in &inputs.files {
+        match yaml::parse_documents(&file.text) {
+            Err(e) => diags.push(Diagnostic {
+                file: file.name.clone(),
+                pos: e.pos,
+                severity: Severity::Error,
+                resource: String::new(),
+                path: FieldPath::root(),
+                message: format!("invalid YAML: {}", e.message),
+                hint: Some("fix the YAML syntax (indentation, quotes, brackets)".into()),
+            }),
+            Ok(docs) => {
+                for doc in docs {
+                    if let Some(r) = parse_document(&file.name, doc.root, &mut diags) {
+                        resources.push(r);
+                    }
+                }
+            }
+        }
+    }
+    diags.sort();
+    (resources, diags)
+}
+
+fn bare_error(file: &str, pos: Pos, resource: String, message: String, hint: &str) -> Diagnostic {
+    Diagnostic {
+        file: file.to_owned(),
+        pos,
+        severity: Severity::Error,
+        resource,
+        path: FieldPath::root(),
+        message,
+        hint: Some(hint.to_owned()),
+    }
+}
+
+fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option<Resource> {
+    if root.value == yaml::Value::Null {
+        return None; // an empty document (e.g. a trailing `---`) is fine
+    }
+    if !matches!(root.value, yaml::Value::Map(_)) {
+        diags.push(bare_error(
+            file,
+            root.pos,
+            String::new(),
+            format!(
+                "expected a resource (a mapping), found a {}",
+                root.type_name()
+            ),
+            "each YAML document must be one Istio resource with apiVersion, kind, metadata, spec",
+        ));
+        return None;
+    }
+    let kind_text = root.get("kind").and_then(Node::as_str).unwrap_or("");
+    let name = root
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Node::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let label = format!("{kind_text}/{name}");
+    let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == kind_text) else {
+        let pos = root.get("kind").map_or(root.pos, |n| n.pos);
+        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        let hint = match did_you_mean(kind_text, known.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("sluice reads {}", known.join(", ")),
+        };
+        let message = if kind_text.is_empty() {
+            "missing `kind`".to_owned()
+        } else {
+            format!("kind `{kind_text}` is not supported")
+        };
+        diags.push(bare_error(file, pos, label, message, &hint));
+        return None;
+    };
+    let api_version = root.get("apiVersion").and_then(Node::as_str).unwrap_or("");
+    if !API_VERSIONS.contains(&api_version) {
+        let pos = root.get("apiVersion").map_or(root.pos, |n| n.pos);
+        diags.push(Diagnostic {
+            file: file.to_owned(),
+            pos,
+            severity: Severity::Error,
+            resource: label.clone(),
+            path: FieldPath::root().key("apiVersion"),
+            message: format!("unsupported apiVersion {api_version:?}"),
+            hint: Some(format!("use one of {}", API_VERSIONS.join(", "))),
+        });
+        return None;
+    }
+
+    let json = root.to_json();
+    let mut ignored = Vec::new();
+    let parsed = match kind {
+        Kind::Gateway => typed::<GatewaySpec>(&json, &mut ignored).map(|o| o.map(Spec::Gateway)),
+        Kind::VirtualService => {
+            typed::<VirtualServiceSpec>(&json, &mut ignored).map(|o| o.map(Spec::VirtualService))
+        }
+        Kind::DestinationRule => {
+            typed::<DestinationRuleSpec>(&json, &mut ignored).map(|o| o.map(Spec::DestinationRule))
+        }
+        Kind::ServiceEntry => {
+            typed::<ServiceEntrySpec>(&json, &mut ignored).map(|o| o.map(Spec::ServiceEntry))
+        }
+        Kind::WorkloadEntry => {
+            typed::<WorkloadEntrySpec>(&json, &mut ignored).map(|o| o.map(Spec::WorkloadEntry))
+        }
+    };
+    let resource_diag = |path: &FieldPath, message: String, hint: String| Diagnostic {
+        file: file.to_owned(),
+        pos: root.locate(path),
+        severity: Severity::Error,
+        resource: label.clone(),
+        path: path.clone(),
+        message,
+        hint: Some(hint),
+    };
+    for path in &ignored {
+        let field = match path.0.last() {
+            Some(Seg::Key(k)) => k.as_str(),
+            _ => "",
+        };
+        if is_unsupported(path) {
+            diags.push(resource_diag(
+                path,
+                format!("`{field}` is not supported yet by sluice"),
+                "remove it; sluice refuses settings it would otherwise drop silently".into(),
+            ));
+        } else {
+            let hint = match did_you_mean(field, KNOWN_FIELDS.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "check the field name against Istio's networking.istio.io API".into(),
+            };
+            diags.push(resource_diag(
+                path,
+                format!("unknown field `{field}`"),
+                hint,
+            ));
+        }
+    }
+    let object = match parsed {
+        Ok(o) => o,
+        Err((path, message)) => {
+            diags.push(resource_diag(
+                &path,
+                message,
+                "fix the value's type to match Istio's schema".into(),
+            ));
+            return None;
+        }
+    };
+    if name.is_empty() {
+        diags.push(resource_diag(
+            &FieldPath::root().key("metadata"),
+            "missing `metadata.name`".into(),
+            "every resource needs a name".into(),
+        ));
+        return None;
+    }
+    let namespace = object
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    Some(Resource {
+        file: file.to_owned(),
+        root,
+        kind,
+        name,
+        namespace,
+        metadata: object.metadata,
+        spec: object.spec,
+    })
+}
+
+struct Typed<S> {
+    metadata: Metadata,
+    spec: S,
+}
+
+impl<S> Typed<S> {
+    fn map<T>(self, f: impl FnOnce(S) -> T) -> Typed<T> {
+        Typed {
+            metadata: self.metadata,
+            spec: f(self.spec),
+        }
+    }
+}
+
+/// Deserializes one document: the first type error with its path, and every ignored key.
+fn typed<S: DeserializeOwned>(
+    json: &serde_json::Value,
+    ignored: &mut Vec<FieldPath>,
+) -> Result<Typed<S>, (FieldPath, String)> {
+    let mut record = |p: serde_ignored::Path<'_>| ignored.push(from_ignored(&p));
+    let de = serde_ignored::Deserializer::new(json, &mut record);
+    match serde_path_to_error::deserialize::<_, Object<S>>(de) {
+        Ok(o) => Ok(Typed {
+            metadata: o.metadata,
+            spec: o.spec,
+        }),
+        Err(e) => {
+            let path = FieldPath(
+                e.path()
+                    .iter()
+                    .filter_map(|s| match s {
+                        serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                        serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                        _ => None,
+                    })
+                    .collect(),
+            );
+            Err((path, e.into_inner().to_string()))
+        }
+    }
+}
+
+fn from_ignored(path: &serde_ignored::Path<'_>) -> FieldPath {
+    let mut segs = Vec::new();
+    let mut cur = path;
+    loop {
+        match cur {
+            serde_ignored::Path::Root => break,
+            serde_ignored::Path::Seq { parent, index } => {
+                segs.push(Seg::Index(*index));
+                cur = parent;
+            }
+            serde_ignored::Path::Map { parent, key } => {
+                segs.push(Seg::Key(key.clone()));
+                cur = parent;
+            }
+            serde_ignored::Path::Some { parent }
+            | serde_ignored::Path::NewtypeStruct { parent }
+            | serde_ignored::Path::NewtypeVariant { parent } => cur = parent,
+        }
+    }
+    segs.reverse();
+    FieldPath(segs)
+}
+
+fn is_unsupported(path: &FieldPath) -> bool {
+    UNSUPPORTED.iter().any(|pattern| {
+        let parts: Vec<&str> = pattern.split('.').collect();
+        parts.len() == path.0.len()
+            && parts.iter().zip(&path.0).all(|(p, s)| match s {
+                Seg::Key(k) => *p == "*" || p == k,
+                Seg::Index(_) => *p == "*",
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str) -> (Vec<Resource>, Vec<String>) {
+        let (r, d) = parse(&Inputs::from_text("t.yaml", text));
+        (r, d.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn parses_a_virtual_service() {
+        let (r, d) = run(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n",
+        );
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].namespace, "default");
+    }
+
+    #[test]
+    fn every_unknown_field_is_reported() {
+        let (_, d) = run(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  http:\n  - mach: {}\n    rout: []\n    corsPolicy: {}\n",
+        );
+        assert_eq!(d.len(), 3, "{d:#?}");
+        assert!(d[0].starts_with("t.yaml:7:5: error: VirtualService/a: spec.http[0].mach: unknown field `mach`\n  hint: did you mean `match`?"), "{}", d[0]);
+        assert!(
+            d[2].contains("`corsPolicy` is not supported yet"),
+            "{}",
+            d[2]
+        );
+    }
+
+    #[test]
+    fn type_error_has_path_and_position() {
+        let (_, d) = run(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  ports:\n  - number: eighty\n",
+        );
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert!(
+            d[0].starts_with(
+                "t.yaml:7:5: error: ServiceEntry/a: spec.ports[0].number: invalid type"
+            ),
+            "{}",
+            d[0]
+        );
+    }
+
+    #[test]
+    fn unknown_kind_and_version() {
+        let (_, d) = run(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualServise\nmetadata: {name: a}\nspec: {}\n---\napiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: g}\nspec: {}\n",
+        );
+        assert_eq!(d.len(), 2, "{d:#?}");
+        assert!(d[0].contains("did you mean `VirtualService`?"), "{}", d[0]);
+        assert!(
+            d[1].starts_with("t.yaml:6:13: error: Gateway/g: apiVersion: unsupported apiVersion"),
+            "{}",
+            d[1]
+        );
+    }
+}

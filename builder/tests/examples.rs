@@ -1,0 +1,195 @@
+//! The checked-in `envoy-configs/<example>/envoy.yaml` are exactly what the builder generates
+//! from `examples/`. Regenerate them with:
+//!
+//! ```sh
+//! SLUICE_UPDATE_CONFIGS=1 cargo test -p sluice --test examples
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use sluice::{Inputs, Options, WasmModules, generate};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every example: output directory name -> input paths (relative to the repository).
+fn examples() -> Vec<(String, Vec<String>)> {
+    let mut list = vec![("bookinfo".to_owned(), vec!["examples/bookinfo".to_owned()])];
+    let mut variants: Vec<String> = std::fs::read_dir(repo().join("examples/ecommerce"))
+        .expect("examples/ecommerce exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            p.file_stem()
+                .expect("a file name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    variants.sort();
+    for v in variants {
+        list.push((
+            format!("ecommerce-{v}"),
+            vec![
+                "examples/ecommerce/common".into(),
+                format!("examples/ecommerce/{v}.yaml"),
+            ],
+        ));
+    }
+    list
+}
+
+/// The options the checked-in configs use: modules referenced repo-relative, to run from the
+/// repository root (`envoy -c envoy-configs/bookinfo/envoy.yaml`).
+fn checked_in_options() -> Options {
+    Options {
+        wasm: WasmModules::Reference("target/wasm32-wasip1/release".into()),
+        ..Options::default()
+    }
+}
+
+fn generate_example(inputs: &[String]) -> Vec<u8> {
+    let paths: Vec<PathBuf> = inputs.iter().map(|p| repo().join(p)).collect();
+    let inputs = Inputs::read(&paths).expect("example inputs are readable");
+    let output = generate(&inputs, &checked_in_options())
+        .unwrap_or_else(|d| panic!("example does not generate:\n{d}"));
+    assert_eq!(
+        output.files.len(),
+        1,
+        "reference mode writes only envoy.yaml"
+    );
+    output.files["envoy.yaml"].clone()
+}
+
+#[test]
+fn checked_in_configs_match_the_examples() {
+    let update = std::env::var_os("SLUICE_UPDATE_CONFIGS").is_some();
+    let mut stale = Vec::new();
+    for (name, inputs) in examples() {
+        let generated = generate_example(&inputs);
+        let path = repo().join("envoy-configs").join(&name).join("envoy.yaml");
+        if update {
+            std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+            std::fs::write(&path, &generated).expect("write");
+            continue;
+        }
+        match std::fs::read(&path) {
+            Ok(existing) if existing == generated => {}
+            _ => stale.push(name),
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "envoy-configs out of date for {stale:?}; regenerate with SLUICE_UPDATE_CONFIGS=1 cargo test -p sluice --test examples"
+    );
+}
+
+#[test]
+fn every_example_config_dir_has_an_example() {
+    let names: Vec<String> = examples().into_iter().map(|(n, _)| n).collect();
+    for entry in std::fs::read_dir(repo().join("envoy-configs")).expect("envoy-configs exists") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with('.') || name.ends_with(".md") {
+            continue;
+        }
+        assert!(
+            names.contains(&name),
+            "envoy-configs/{name} has no example input"
+        );
+    }
+}
+
+#[test]
+fn generation_is_byte_identical() {
+    for (_, inputs) in examples() {
+        assert_eq!(generate_example(&inputs), generate_example(&inputs));
+    }
+}
+
+#[test]
+fn input_order_within_a_directory_does_not_matter() {
+    // Same resources, files given in two orders: the model sorts what must be sorted.
+    let a = repo().join("examples/bookinfo/services.yaml");
+    let b = repo().join("examples/bookinfo/destination-rules.yaml");
+    let c = repo().join("examples/bookinfo/routing.yaml");
+    let one = generate(
+        &Inputs::read(&[a.clone(), b.clone(), c.clone()]).expect("read"),
+        &checked_in_options(),
+    )
+    .expect("ok");
+    let two = generate(
+        &Inputs::read(&[b, a, c]).expect("read"),
+        &checked_in_options(),
+    )
+    .expect("ok");
+    assert_eq!(one.files, two.files);
+}
+
+#[test]
+fn bundle_mode_copies_modules_and_references_them_absolutely() {
+    let wasm_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(wasm_dir.path().join("sluice_router.wasm"), b"\0asm-router").expect("write");
+    let out = tempfile::tempdir().expect("tempdir");
+    let out_dir = out.path().join("gen");
+    let options = Options {
+        wasm: WasmModules::Bundle {
+            from: wasm_dir.path().into(),
+            out_dir: out_dir.clone(),
+        },
+        ..Options::default()
+    };
+    let inputs = Inputs::read(&[repo().join("examples/bookinfo")]).expect("read");
+    let output = generate(&inputs, &options).expect("generates");
+    assert_eq!(output.files["wasm/sluice_router.wasm"], b"\0asm-router");
+    sluice::write_output(&out_dir, &output).expect("written");
+    let yaml = std::fs::read_to_string(out_dir.join("envoy.yaml")).expect("read back");
+    let module = out_dir.join("wasm/sluice_router.wasm");
+    assert!(
+        yaml.contains(&format!("filename: {}", module.display())),
+        "{yaml}"
+    );
+    assert!(module.exists());
+}
+
+#[test]
+fn bundle_mode_without_modules_fails_with_the_build_command() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let options = Options {
+        wasm: WasmModules::Bundle {
+            from: empty.path().into(),
+            out_dir: "/tmp/never".into(),
+        },
+        ..Options::default()
+    };
+    let inputs = Inputs::read(&[repo().join("examples/bookinfo")]).expect("read");
+    let err = generate(&inputs, &options)
+        .expect_err("no modules")
+        .to_string();
+    assert!(
+        err.contains("cargo build --release --target wasm32-wasip1 -p sluice-router"),
+        "{err}"
+    );
+}
+
+#[test]
+fn write_output_replaces_the_directory_whole() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("out");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("stale.txt"), b"old").expect("write");
+    let mut output = sluice::Output::default();
+    output.files.insert("envoy.yaml".into(), b"new".to_vec());
+    sluice::write_output(&dir, &output).expect("written");
+    assert_eq!(std::fs::read(dir.join("envoy.yaml")).expect("read"), b"new");
+    assert!(
+        !dir.join("stale.txt").exists(),
+        "the old directory is replaced, not merged"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).expect("list").collect();
+    assert_eq!(leftovers.len(), 1, "no staging directories left behind");
+}
