@@ -17,6 +17,18 @@
 //! `sluice.fault.active_faults` sums the workers' shares. Host calls go through
 //! `proxy_wasm::hostcalls` (the trait helpers `unwrap()` host errors) and header values are read
 //! as bytes, so no request can trap the VM.
+//!
+//! Delay accuracy: the proxy-wasm timer has millisecond resolution and deadlines are on the
+//! host's wall clock (the only clock the ABI offers), so a delay ends between its deadline and
+//! about 1-2 ms later. Measured through Envoy 1.40 on loopback (`cargo test -p
+//! sluice-integration --test fault -- --nocapture delay_holds`, 200 ms delay, 30 sequential
+//! requests, shared 2-core machine at load ~12): latency above the delay p50 2.6 ms, p90 5-7 ms
+//! against an unfaulted p50 of 1.1 ms, i.e. the timer adds ~1.5 ms at the median; rare outliers
+//! (up to ~200 ms) come from CPU starvation on that loaded machine. 200 concurrent 500 ms delays
+//! complete together in ~0.6 s. A wall-clock step backwards lengthens pending delays by the step.
+//!
+//! Module size (release, wasm32-wasip1, opt-level z, LTO, stripped): 365 KB, mostly serde_json
+//! and regex-lite (Istio regex matches) shared with the other filters.
 #![cfg_attr(
     not(test),
     deny(
