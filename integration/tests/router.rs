@@ -157,6 +157,9 @@ fn header_regex_presence_and_without_headers() {
         {"name": "regex", "match": [{"headers": {"cookie": {"regex": ".*user=(jason|alice).*"}}}],
          "route": {"cluster": "regex"}},
         {"name": "present", "match": [{"headers": {"x-canary": {}}}], "route": {"cluster": "present"}},
+        // Istio's other spelling of presence for header matchers.
+        {"name": "present-star", "match": [{"headers": {"x-star": {"regex": "*"}}}],
+         "route": {"cluster": "present"}},
         {"name": "not-debug", "match": [{"uri": {"prefix": "/svc"}, "withoutHeaders": {"x-debug": {}}}],
          "route": {"cluster": "not-debug"}},
         {"name": "default", "route": {"cluster": "default"}},
@@ -167,6 +170,7 @@ fn header_regex_presence_and_without_headers() {
         ("/", &[("cookie", b"user=bob")], "default"),
         ("/", &[("x-canary", b"")], "present"),
         ("/", &[("x-canary", b"anything")], "present"),
+        ("/", &[("x-star", b"")], "present"),
         ("/svc/a", &[], "not-debug"),
         ("/svc/a", &[("x-debug", b"1")], "default"),
         (

@@ -18,6 +18,8 @@
 //! - `{}` (no `exact`/`prefix`/`regex`) means presence: for `headers` and `queryParams` the name
 //!   must be present with any value; for `withoutHeaders` it must be absent. For `uri`, `method`
 //!   and `authority` it matches every request, since those pseudo-headers are always present.
+//!   As in Istio, `{"regex": "*"}` (not a valid regex) is the same catch-all wherever Istio
+//!   translates to an Envoy header matcher: `headers`, `withoutHeaders`, `method`, `authority`.
 //! - `withoutHeaders` inverts a header match: the block fails when the header is present and its
 //!   value matches (an absent header never fails a `withoutHeaders` entry).
 //! - `queryParams` are parsed from `:path`: the first parameter with the name counts (Envoy's
@@ -314,12 +316,12 @@ impl Block {
         let method = block
             .method
             .as_ref()
-            .map(|m| Matcher::compile(m, false, &|| at("method")))
+            .map(|m| Matcher::compile(header_match(m), false, &|| at("method")))
             .transpose()?;
         let authority = block
             .authority
             .as_ref()
-            .map(|m| Matcher::compile(m, false, &|| at("authority")))
+            .map(|m| Matcher::compile(header_match(m), false, &|| at("authority")))
             .transpose()?;
         let headers = compile_headers(&block.headers, &|name| at(&format!("headers[{name:?}]")))?;
         let without_headers = compile_headers(&block.without_headers, &|name| {
@@ -427,9 +429,21 @@ fn compile_headers(
                 field(name)
             ));
         }
-        out.push((lower.into(), Matcher::compile(m, false, &|| field(name))?));
+        out.push((
+            lower.into(),
+            Matcher::compile(header_match(m), false, &|| field(name))?,
+        ));
     }
     Ok(out)
+}
+
+/// Istio's header-matcher translation: `{"regex": "*"}` means "present" (`isCatchAllHeaderMatch`).
+fn header_match(m: &StringMatch) -> &StringMatch {
+    const PRESENT: &StringMatch = &StringMatch::Present;
+    match m {
+        StringMatch::Regex(re) if re == "*" => PRESENT,
+        other => other,
+    }
 }
 
 /// RFC 9110 token characters, plus a leading ':' for HTTP/2 pseudo-headers.
@@ -732,10 +746,26 @@ mod tests {
         );
         assert!(full.matches(&get("/").with("x", "ab")));
 
-        let present = set(r#"[{"headers":{"x-canary":{}}}]"#);
-        assert!(present.matches(&get("/").with("x-canary", "")));
-        assert!(present.matches(&get("/").with("x-canary", "anything")));
-        assert!(!present.matches(&get("/")));
+        for json in [
+            r#"[{"headers":{"x-canary":{}}}]"#,
+            r#"[{"headers":{"x-canary":{"regex":"*"}}}]"#, // Istio's catch-all spelling
+        ] {
+            let present = set(json);
+            assert!(present.matches(&get("/").with("x-canary", "")), "{json}");
+            assert!(
+                present.matches(&get("/").with("x-canary", "anything")),
+                "{json}"
+            );
+            assert!(!present.matches(&get("/")), "{json}");
+        }
+        let absent = set(r#"[{"withoutHeaders":{"x-canary":{"regex":"*"}}}]"#);
+        assert!(absent.matches(&get("/")));
+        assert!(!absent.matches(&get("/").with("x-canary", "1")));
+        let err = MatchSet::compile(&parse(r#"[{"uri":{"regex":"*"}}]"#)).unwrap_err();
+        assert!(
+            err.contains("match[0].uri.regex"),
+            "only header matchers: {err}"
+        );
     }
 
     #[test]
@@ -902,7 +932,7 @@ mod tests {
                 "match[0].headers[\"x\"].regex",
             ),
             (
-                r#"[{"withoutHeaders":{"y":{"regex":"*"}}}]"#,
+                r#"[{"withoutHeaders":{"y":{"regex":"+"}}}]"#,
                 "match[0].withoutHeaders[\"y\"].regex",
             ),
             (

@@ -235,9 +235,14 @@ impl CompiledRouter {
     /// `None` means no virtual host or no rule matched (answer 404).
     pub fn decide(&self, req: &impl RequestView) -> Option<Decision<'_>> {
         let mut lookup = Lookup::new(req);
-        let host_index = {
-            let authority = lookup.header(":authority").unwrap_or_default();
-            self.domains.find(authority)?
+        let host_index = match self.domains.only_any() {
+            // One catch-all virtual host (a filter in front of a single service): the authority
+            // cannot change the outcome, so it is not fetched.
+            Some(any) => any,
+            None => {
+                let authority = lookup.header(":authority").unwrap_or_default();
+                self.domains.find(authority)?
+            }
         };
         let host = self.hosts.get(host_index)?;
         let rules = self.rules.get(host.rules.clone())?;
@@ -292,6 +297,13 @@ impl Domains {
             );
         }
         Ok(())
+    }
+
+    /// The `*` host when it is the only domain of the config.
+    fn only_any(&self) -> Option<usize> {
+        let no_other =
+            self.exact.is_empty() && self.suffixes.is_empty() && self.prefixes.is_empty();
+        self.any.filter(|_| no_other)
     }
 
     fn sort(&mut self) {
@@ -674,6 +686,17 @@ mod tests {
             RefCell::new(0),
         );
         assert_eq!(r.decide(&req).unwrap().rule_name, "r3");
-        assert_eq!(*req.1.borrow(), 2, ":authority and x, once each");
+        assert_eq!(
+            *req.1.borrow(),
+            1,
+            "x once; :authority not needed with only '*'"
+        );
+        let r = router(BOOKINFO);
+        let req = Counting(
+            MockHost::request("GET", "reviews", "/").with("end-user", "bob"),
+            RefCell::new(0),
+        );
+        assert_eq!(r.decide(&req).unwrap().rule_name, "default");
+        assert_eq!(*req.1.borrow(), 3, ":authority, end-user, :path, once each");
     }
 }
