@@ -1082,22 +1082,14 @@ pub fn ensure_exists<S: SharedStore + ?Sized>(store: &S, key: &str) -> Result<()
 // Metrics
 // ---------------------------------------------------------------------------------------------
 
-/// The metric name `sluice.breaker.cluster.<cluster>.<what>`, the cluster name sanitised to
-/// `[A-Za-z0-9_-]` (other bytes become `_`) so Envoy's stats name and `stats_tags` regexes stay
+/// The metric name `sluice.breaker.cluster.<cluster>.<what>`, the cluster name sanitised by
+/// [`crate::metrics::sanitize`] so Envoy's stat name and the `stats_tags` regexes stay
 /// unambiguous.
 pub fn metric_name(cluster: &str, what: &str) -> String {
-    let mut name = String::with_capacity(24 + cluster.len() + what.len());
-    name.push_str("sluice.breaker.cluster.");
-    name.extend(cluster.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-            c
-        } else {
-            '_'
-        }
-    }));
-    name.push('.');
-    name.push_str(what);
-    name
+    format!(
+        "sluice.breaker.cluster.{}.{what}",
+        crate::metrics::sanitize(cluster)
+    )
 }
 
 #[cfg(test)]
