@@ -23,9 +23,10 @@
 //! - `withoutHeaders` inverts a header match: the block fails when the header is present and its
 //!   value matches (an absent header never fails a `withoutHeaders` entry).
 //! - `queryParams` are parsed from `:path`: the first parameter with the name counts (Envoy's
-//!   `getFirstValue`); a parameter without `=` has an empty value; names and values are
-//!   percent-decoded (`%41` -> `A`; `+` stays `+`, as in Envoy's query-parameter matcher); a
-//!   malformed escape is compared literally.
+//!   `getFirstValue`); a parameter without `=` has an empty value. Names and values are compared
+//!   as sent, NOT percent-decoded: Envoy's route matcher, which Istio's `queryParams` compile
+//!   to, parses the query without decoding (checked on Envoy 1.40: `?version=v%32` does not
+//!   match `exact: v2`), so a config behaves the same under Istio and under sluice.
 //! - `method` and `authority` match `:method` and `:authority` case-sensitively, as Envoy's
 //!   header matchers do.
 //! - `port` matches the local port the request arrived on ([`RequestView::local_port`]).
@@ -43,7 +44,6 @@
 //! `\w`/`\d`/case folding, which suits header values and paths.
 //! Patterns are compiled once, in `on_configure`, with a size limit ([`REGEX_SIZE_LIMIT`]).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -222,27 +222,6 @@ impl Matcher {
             Pattern::Regex(re) => std::str::from_utf8(value).is_ok_and(|s| re.is_match(s)),
         }
     }
-
-    /// Matches a percent-encoded query component against the decoded form, allocating only
-    /// when a regex must see a value that contains escapes.
-    fn matches_encoded(&self, raw: &[u8]) -> bool {
-        match &self.pattern {
-            Pattern::Any => true,
-            Pattern::Exact(p) => PercentDecoded::new(raw).eq(p.iter().copied()),
-            Pattern::Prefix(p) => {
-                let mut decoded = PercentDecoded::new(raw);
-                p.iter().all(|&want| decoded.next() == Some(want))
-            }
-            Pattern::Regex(_) => {
-                if raw.contains(&b'%') {
-                    let decoded: Vec<u8> = PercentDecoded::new(raw).collect();
-                    self.matches(&decoded)
-                } else {
-                    self.matches(raw)
-                }
-            }
-        }
-    }
 }
 
 /// Compiles an Envoy `safe_regex`-style pattern: a full match, with the size and nesting limits.
@@ -253,44 +232,6 @@ pub fn compile_regex(pattern: &str, ignore_case: bool) -> Result<Regex, String> 
         .nest_limit(REGEX_NEST_LIMIT)
         .build()
         .map_err(|e| e.to_string())
-}
-
-/// Iterator over the percent-decoded bytes of a query component. A `%` not followed by two hex
-/// digits is kept literally, as Envoy's decoder does.
-struct PercentDecoded<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> PercentDecoded<'a> {
-    fn new(raw: &'a [u8]) -> Self {
-        Self { rest: raw }
-    }
-}
-
-impl Iterator for PercentDecoded<'_> {
-    type Item = u8;
-
-    fn next(&mut self) -> Option<u8> {
-        let (&first, tail) = self.rest.split_first()?;
-        if first == b'%'
-            && let [hi, lo, after @ ..] = tail
-            && let (Some(hi), Some(lo)) = (hex_value(*hi), hex_value(*lo))
-        {
-            self.rest = after;
-            return Some(hi << 4 | lo);
-        }
-        self.rest = tail;
-        Some(first)
-    }
-}
-
-fn hex_value(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// One compiled `HTTPMatchRequest` block.
@@ -386,7 +327,7 @@ impl Block {
         if !self.query_params.is_empty() {
             let query = req.header(":path").and_then(query_of).unwrap_or_default();
             for (name, m) in &self.query_params {
-                if !first_query_value(query, name).is_some_and(|v| m.matches_encoded(v)) {
+                if !first_query_value(query, name).is_some_and(|v| m.matches(v)) {
                     return false;
                 }
             }
@@ -469,16 +410,14 @@ fn query_of(path: &[u8]) -> Option<&[u8]> {
     })
 }
 
-/// The raw (still percent-encoded) value of the first parameter whose decoded name is `name`.
+/// The value of the first parameter called `name`, both as sent (not percent-decoded).
 fn first_query_value<'q>(query: &'q [u8], name: &[u8]) -> Option<&'q [u8]> {
     query.split(|&b| b == b'&').find_map(|pair| {
         let (key, value) = match pair.iter().position(|&b| b == b'=') {
             Some(eq) => (pair.get(..eq)?, pair.get(eq + 1..)?),
             None => (pair, &b""[..]),
         };
-        PercentDecoded::new(key)
-            .eq(name.iter().copied())
-            .then_some(value)
+        (key == name).then_some(value)
     })
 }
 
@@ -570,16 +509,6 @@ impl MatchSet {
     /// Whether any block matches on the local port (so the glue must read it).
     pub fn uses_port(&self) -> bool {
         self.blocks.iter().any(|b| b.port.is_some())
-    }
-}
-
-/// Percent-decodes a query-string component (`%41` -> `A`), borrowing when there is nothing to
-/// decode. Exposed so other filters decode query values the same way the matcher does.
-pub fn decode_query_value(raw: &[u8]) -> Cow<'_, [u8]> {
-    if raw.contains(&b'%') {
-        Cow::Owned(PercentDecoded::new(raw).collect())
-    } else {
-        Cow::Borrowed(raw)
     }
 }
 
@@ -817,23 +746,18 @@ mod tests {
             !s.matches(&get("/p?version=v1&version=v2")),
             "first value counts"
         );
-        assert!(
-            s.matches(&get("/p?version=v%32")),
-            "values are percent-decoded"
-        );
-        assert!(
-            s.matches(&get("/p?v%65rsion=v2")),
-            "names are percent-decoded"
-        );
+        // Not percent-decoded, as Envoy's route matcher (what Istio compiles to).
+        assert!(!s.matches(&get("/p?version=v%32")));
+        assert!(!s.matches(&get("/p?v%65rsion=v2")));
+        assert!(set(r#"[{"queryParams":{"q":{"exact":"a%20b"}}}]"#).matches(&get("/?q=a%20b")));
 
         let s = set(r#"[{"queryParams":{"v":{"prefix":"ab"}}}]"#);
         assert!(s.matches(&get("/?v=abc")));
-        assert!(s.matches(&get("/?v=%61b")));
         assert!(!s.matches(&get("/?v=a")));
 
         let s = set(r#"[{"queryParams":{"id":{"regex":"[0-9]+"}}}]"#);
         assert!(s.matches(&get("/?id=123")));
-        assert!(s.matches(&get("/?id=1%32")));
+        assert!(!s.matches(&get("/?id=1%32")));
         assert!(!s.matches(&get("/?id=12a")));
 
         let present = set(r#"[{"queryParams":{"debug":{}}}]"#);
@@ -849,11 +773,6 @@ mod tests {
         assert!(empty.matches(&get("/?debug=")));
         assert!(!empty.matches(&get("/?debug=1")));
 
-        let literal = set(r#"[{"queryParams":{"q":{"exact":"%zz"}}}]"#);
-        assert!(
-            literal.matches(&get("/?q=%zz")),
-            "malformed escapes stay literal"
-        );
         let fragment = set(r#"[{"queryParams":{"q":{"exact":"a"}}}]"#);
         assert!(
             fragment.matches(&get("/?q=a#frag")),
@@ -1010,11 +929,5 @@ mod tests {
         );
         assert_eq!(s.header_names(), vec![":path", "a", ":method", "b"]);
         assert!(!s.uses_port());
-    }
-
-    #[test]
-    fn decode_query_value_borrows_when_plain() {
-        assert!(matches!(decode_query_value(b"abc"), Cow::Borrowed(_)));
-        assert_eq!(&*decode_query_value(b"a%20b%2"), b"a b%2");
     }
 }
