@@ -515,17 +515,15 @@ pub const UNSUPPORTED: &[&str] = &[
     "spec.http.*.fault.abort.grpcStatus",
     "spec.http.*.fault.abort.http2Error",
     "spec.workloadSelector",
-    "spec.trafficPolicy.tls",
-    "spec.trafficPolicy.portLevelSettings",
-    "spec.trafficPolicy.tunnel",
-    "spec.trafficPolicy.proxyProtocol",
-    "spec.trafficPolicy.connectionPool.http.http2KeepAlive",
-    "spec.subsets.*.trafficPolicy.tls",
-    "spec.subsets.*.trafficPolicy.portLevelSettings",
-    "spec.subsets.*.trafficPolicy.tunnel",
-    "spec.subsets.*.trafficPolicy.proxyProtocol",
-    "spec.outlierDetection.outlierDetectionHttpErrorCodes",
-    "spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes",
+    // Traffic policies, at host or subset level (`**` = any prefix).
+    "**.trafficPolicy.tls",
+    "**.trafficPolicy.portLevelSettings",
+    "**.trafficPolicy.tunnel",
+    "**.trafficPolicy.proxyProtocol",
+    "**.trafficPolicy.retryBudget",
+    "**.connectionPool.http.http2KeepAlive",
+    "**.loadBalancer.zoneAwareLbSetting",
+    "**.outlierDetection.outlierDetectionHttpErrorCodes",
 ];
 
 /// Every field name the model above accepts, for "did you mean" hints on unknown fields.

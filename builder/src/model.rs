@@ -319,7 +319,13 @@ fn register_service<'a>(
     };
     let dns_host = endpoints.is_empty() && discovery != Discovery::Static;
     if endpoints.is_empty() && !dns_host {
-        let at = FieldPath::root().key("spec");
+        let at = FieldPath::root()
+            .key("spec")
+            .key(if se.workload_selector.is_some() {
+                "workloadSelector"
+            } else {
+                "hosts"
+            });
         let hint = if se.workload_selector.is_some() {
             "no WorkloadEntry in this namespace carries the selector's labels"
         } else {
@@ -815,13 +821,8 @@ fn resolve_target(
             let known = registry.subsets(&canonical);
             if !known.contains(&subset) {
                 let hint = if registry.rules.contains_key(&canonical) {
-                    match did_you_mean(subset, known.iter().copied()) {
-                        Some(s) => format!(
-                            "did you mean {s:?}? subsets of {canonical:?}: {}",
-                            known.join(", ")
-                        ),
-                        None => format!("subsets of {canonical:?}: {}", known.join(", ")),
-                    }
+                    // The full list beats a guess: subset names are short (v1, v3) and close.
+                    format!("subsets of {canonical:?}: {}", known.join(", "))
                 } else {
                     format!(
                         "add a DestinationRule for host {canonical:?} defining subset {subset:?}"

@@ -419,9 +419,23 @@ fn typed<S: DeserializeOwned>(
                     })
                     .collect(),
             );
-            Err((path, e.into_inner().to_string()))
+            Err((path, friendly_type_error(&e.into_inner().to_string())))
         }
     }
+}
+
+/// serde names Rust types (`expected u32`); say what a YAML author writes instead.
+fn friendly_type_error(message: &str) -> String {
+    [
+        ("expected i64", "expected an integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a mapping"),
+        ("expected struct ", "expected a mapping: "),
+    ]
+    .iter()
+    .fold(message.to_owned(), |m, (from, to)| m.replace(from, to))
 }
 
 fn from_ignored(path: &serde_ignored::Path<'_>) -> FieldPath {
@@ -449,12 +463,20 @@ fn from_ignored(path: &serde_ignored::Path<'_>) -> FieldPath {
 
 fn is_unsupported(path: &FieldPath) -> bool {
     UNSUPPORTED.iter().any(|pattern| {
+        let (anywhere, pattern) = match pattern.strip_prefix("**.") {
+            Some(rest) => (true, rest),
+            None => (false, *pattern),
+        };
         let parts: Vec<&str> = pattern.split('.').collect();
-        parts.len() == path.0.len()
-            && parts.iter().zip(&path.0).all(|(p, s)| match s {
-                Seg::Key(k) => *p == "*" || p == k,
-                Seg::Index(_) => *p == "*",
-            })
+        let segs = match path.0.len().checked_sub(parts.len()) {
+            Some(0) => &path.0[..],
+            Some(skip) if anywhere => &path.0[skip..],
+            _ => return false,
+        };
+        parts.iter().zip(segs).all(|(p, s)| match s {
+            Seg::Key(k) => *p == "*" || p == k,
+            Seg::Index(_) => *p == "*",
+        })
     })
 }
 

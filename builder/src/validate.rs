@@ -472,9 +472,21 @@ fn check_match(r: &Resource, at: &FieldPath, block: &HttpMatchRequest, out: &mut
     if let Ok(core) = to_core_match(block)
         && let Err(e) = MatchSet::compile(std::slice::from_ref(&core))
     {
+        // The engine names the field inside the block (`match[0].uri.regex: ...`): move it into
+        // the diagnostic's path so the position points at the field itself.
+        let (path, message) = match e
+            .strip_prefix("match[0].")
+            .and_then(|rest| rest.split_once(": "))
+        {
+            Some((field, message)) => (
+                field.split('.').fold(at.clone(), |p, k| p.key(k)),
+                message.to_owned(),
+            ),
+            None => (at.clone(), e),
+        };
         out.push(r.error(
-            at,
-            e,
+            &path,
+            message,
             "fix the match; regexes are RE2-style, anchored at both ends, ASCII-only classes",
         ));
     }
