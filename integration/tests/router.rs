@@ -125,6 +125,10 @@ fn uri_exact_prefix_regex_and_ignore_uri_case() {
         {"name": "regex", "match": [{"uri": {"regex": "/reviews/[0-9]+"}}], "route": {"cluster": "regex"}},
         {"name": "nocase", "match": [{"uri": {"prefix": "/Login"}, "ignoreUriCase": true}],
          "route": {"cluster": "nocase"}},
+        {"name": "nocase-exact", "match": [{"uri": {"exact": "/Home"}, "ignoreUriCase": true}],
+         "route": {"cluster": "nocase"}},
+        {"name": "nocase-regex", "match": [{"uri": {"regex": "/Item/[a-z]+"}, "ignoreUriCase": true}],
+         "route": {"cluster": "nocase"}},
         {"name": "default", "route": {"cluster": "default"}},
     ])));
     for (path, want) in [
@@ -141,6 +145,10 @@ fn uri_exact_prefix_regex_and_ignore_uri_case() {
         ("/login", "nocase"),
         ("/LOGIN/form", "nocase"),
         ("/logout", "default"),
+        ("/HOME", "nocase"),
+        ("/home/x", "default"),
+        ("/ITEM/AbC", "nocase"),
+        ("/item/abc1", "default"),
     ] {
         assert_eq!(
             served(&envoy, "reviews", path, NONE).as_deref(),
