@@ -545,12 +545,19 @@ fn build_listeners(
         } else {
             vs.gateways.clone()
         };
+        // Unknown hosts, ports and subsets are reported even for a VirtualService that binds to
+        // no listener (identical reports from the per-listener pass below are deduplicated).
+        let mut destinations_ok = true;
+        for (i, h) in vs.http.iter().enumerate() {
+            let at = spec.key("http").index(i);
+            destinations_ok &= resolve_target(registry, r, &at, h, None, out).is_some();
+        }
         let mut exposed = vec![false; vs.hosts.len()];
         for (gi, gref) in refs.iter().enumerate() {
             if gref == "mesh" {
                 for (hi, host) in vs.hosts.iter().enumerate() {
                     let ports = mesh_ports(registry, r, vs, host);
-                    if ports.is_empty() {
+                    if ports.is_empty() && destinations_ok {
                         out.push(r.error(
                             &spec.key("hosts").index(hi),
                             format!("cannot tell which mesh port serves host {host:?}"),
@@ -667,7 +674,8 @@ fn build_listeners(
                         "rule names are unique per listener (they key metrics and faults)",
                     ));
                 }
-                let Some(target) = resolve_target(registry, b.resource, &at, h, port, out) else {
+                let Some(target) = resolve_target(registry, b.resource, &at, h, Some(port), out)
+                else {
                     continue;
                 };
                 rules.push(Rule {
@@ -762,7 +770,7 @@ fn resolve_target(
     r: &Resource,
     at: &FieldPath,
     h: &crate::istio::HttpRoute,
-    listener_port: u32,
+    listener_port: Option<u32>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Target> {
     let mut members = Vec::new();
@@ -804,7 +812,11 @@ fn resolve_target(
             }
             None => match svc.ports.as_slice() {
                 [only] => only.number,
-                many if many.iter().any(|p| p.number == listener_port) => listener_port,
+                many if many.iter().any(|p| Some(p.number) == listener_port) => {
+                    listener_port.unwrap_or_default()
+                }
+                // Checking destinations without a listener: the port is chosen per listener.
+                [first, ..] if listener_port.is_none() => first.number,
                 _ => {
                     out.push(r.error(
                         &dat,
