@@ -262,6 +262,8 @@ impl Envoy {
             Ok(Started::Exited { log, .. }) => log,
             Ok(Started::Ready(envoy)) => {
                 let log = envoy.log();
+                // Stop it before panicking, or its Drop would print the log a second time.
+                drop(envoy);
                 panic!("Envoy accepted a config it should have refused. Its log:\n{log}")
             }
             Err(e) => panic!("cannot start Envoy: {e:#}"),

@@ -300,6 +300,10 @@ async fn handle(
         match state.behavior.clone() {
             Behavior::Ok => Ok(StatusCode::OK),
             Behavior::Status(code) => Ok(status_code(code)),
+            Behavior::FailNext { count: 0, .. } => {
+                state.behavior = Behavior::Ok;
+                Ok(StatusCode::OK)
+            }
             Behavior::FailNext { count, status } => {
                 state.behavior = if count > 1 {
                     Behavior::FailNext {
