@@ -205,3 +205,47 @@ fn validate_mode_accepts_a_good_config_and_explains_a_bad_one() {
     let error = Envoy::validate_yaml(&bad).unwrap_err().to_string();
     assert!(error.contains("NO_SUCH_TYPE"), "{error}");
 }
+
+#[test]
+fn stats_tags_turn_filter_metric_name_parts_into_prometheus_labels() {
+    use sluice_core::router::{Destination, RouterConfig, Rule, VirtualHost};
+    // Built from the core types, so the config stays what the router parses.
+    let config = RouterConfig {
+        virtual_hosts: vec![VirtualHost {
+            name: "all".into(),
+            domains: vec!["*".into()],
+            rules: vec![Rule {
+                name: "to-v1".into(),
+                match_: Vec::new(),
+                route: Destination::Cluster("backend".into()),
+            }],
+        }],
+    };
+    let upstream = Upstream::start("v1");
+    let bootstrap = Bootstrap::new()
+        .cluster("backend", upstream.port())
+        .wasm_filter("router", &serde_json::to_string(&config).unwrap())
+        .route_cluster_header()
+        .render();
+    let envoy = Envoy::start(&bootstrap).unwrap();
+    let port = envoy.listener_port(LISTENER_NAME);
+    let response = client::get(port, "reviews", "/", NO_HEADERS).unwrap();
+    assert_eq!(response.served_by(), Some("v1"));
+
+    let metric = sluice_core::metrics::router_rule_matched("to-v1");
+    let value = envoy
+        .wait_for_stat(
+            &format!("wasmcustom.{metric}"),
+            |v| v >= 1,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(value, 1);
+    let prometheus = envoy.prometheus().unwrap();
+    assert!(
+        prometheus
+            .lines()
+            .any(|l| l == r#"sluice_router_matched{rule="to-v1"} 1"#),
+        "{prometheus}"
+    );
+}
