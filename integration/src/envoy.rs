@@ -201,6 +201,10 @@ pub struct EnvoyOptions {
     pub log_level: String,
     /// More command-line arguments, e.g. `["--component-log-level", "wasm:debug"]`.
     pub extra_args: Vec<String>,
+    /// The directory Envoy runs in, against which relative paths in the config resolve (e.g.
+    /// `Some(repo_root())` for generated configs naming `target/wasm32-wasip1/release/...`).
+    /// `None`: the test's own working directory.
+    pub working_dir: Option<PathBuf>,
 }
 
 impl Default for EnvoyOptions {
@@ -210,6 +214,7 @@ impl Default for EnvoyOptions {
             concurrency: 2,
             log_level: "info".to_owned(),
             extra_args: Vec::new(),
+            working_dir: None,
         }
     }
 }
@@ -274,8 +279,30 @@ impl Envoy {
     /// wasm module, without serving. Check `output.status.success()`; the reason of a failure is
     /// in `output.stderr`/`stdout`.
     pub fn validate(config_path: &Path) -> Result<Output> {
+        Self::validate_command(config_path)?
+            .output()
+            .context("cannot run envoy --mode validate")
+    }
+
+    /// [`Envoy::validate`] run from `working_dir`, against which relative paths in the config
+    /// (wasm modules, and `config_path` itself) resolve, without changing the test process's
+    /// working directory under other tests' feet.
+    pub fn validate_in(config_path: &Path, working_dir: &Path) -> Result<Output> {
+        Self::validate_command(config_path)?
+            .current_dir(working_dir)
+            .output()
+            .with_context(|| {
+                format!(
+                    "cannot run envoy --mode validate in {}",
+                    working_dir.display()
+                )
+            })
+    }
+
+    fn validate_command(config_path: &Path) -> Result<Command> {
         let binary = binary()?;
-        Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .args([
                 "--mode",
                 "validate",
@@ -285,9 +312,8 @@ impl Envoy {
             ])
             .arg("-c")
             .arg(config_path)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run {} --mode validate", binary.display()))
+            .stdin(Stdio::null());
+        Ok(command)
     }
 
     /// [`Envoy::validate`] for config text; `Ok(())` if Envoy accepts it, else the reason.
@@ -326,7 +352,11 @@ impl Envoy {
         // logs to stdout end up in one place, in order.
         let log_file = File::create(&log_path).context("create the Envoy log file")?;
         let log_file_err = log_file.try_clone().context("clone the log file handle")?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(working_dir) = &options.working_dir {
+            command.current_dir(working_dir);
+        }
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .arg("--disable-hot-restart")

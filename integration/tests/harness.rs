@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use sluice_integration::bootstrap::{Bootstrap, LISTENER_NAME};
 use sluice_integration::client::{self, NO_HEADERS, Request};
-use sluice_integration::envoy::{self, Envoy};
+use sluice_integration::envoy::{self, Envoy, EnvoyOptions};
 use sluice_integration::upstream::{Behavior, Upstream};
-use sluice_integration::wasm;
+use sluice_integration::{repo_root, wasm};
 
 fn proxy_to(upstream: &Upstream) -> Envoy {
     let config = Bootstrap::new()
@@ -206,10 +206,10 @@ fn validate_mode_accepts_a_good_config_and_explains_a_bad_one() {
     assert!(error.contains("NO_SUCH_TYPE"), "{error}");
 }
 
-#[test]
-fn stats_tags_turn_filter_metric_name_parts_into_prometheus_labels() {
+/// A router config sending everything to `cluster` under rule `to-v1`, built from the core
+/// types so it stays what the router parses.
+fn router_to(cluster: &str) -> String {
     use sluice_core::router::{Destination, RouterConfig, Rule, VirtualHost};
-    // Built from the core types, so the config stays what the router parses.
     let config = RouterConfig {
         virtual_hosts: vec![VirtualHost {
             name: "all".into(),
@@ -217,14 +217,19 @@ fn stats_tags_turn_filter_metric_name_parts_into_prometheus_labels() {
             rules: vec![Rule {
                 name: "to-v1".into(),
                 match_: Vec::new(),
-                route: Destination::Cluster("backend".into()),
+                route: Destination::Cluster(cluster.into()),
             }],
         }],
     };
+    serde_json::to_string(&config).unwrap()
+}
+
+#[test]
+fn stats_tags_turn_filter_metric_name_parts_into_prometheus_labels() {
     let upstream = Upstream::start("v1");
     let bootstrap = Bootstrap::new()
         .cluster("backend", upstream.port())
-        .wasm_filter("router", &serde_json::to_string(&config).unwrap())
+        .wasm_filter("router", &router_to("backend"))
         .route_cluster_header()
         .render();
     let envoy = Envoy::start(&bootstrap).unwrap();
@@ -248,4 +253,35 @@ fn stats_tags_turn_filter_metric_name_parts_into_prometheus_labels() {
             .any(|l| l == r#"sluice_router_matched{rule="to-v1"} 1"#),
         "{prometheus}"
     );
+}
+
+#[test]
+fn relative_wasm_paths_resolve_against_the_working_directory() {
+    // Generated configs name modules relative to the repository root, where users run Envoy.
+    let relative = std::path::Path::new("target/wasm32-wasip1/release/sluice_router.wasm");
+    wasm::module("router").unwrap(); // fails with the build command if it is missing
+    let upstream = Upstream::start("v1");
+    let bootstrap = Bootstrap::new()
+        .cluster("backend", upstream.port())
+        .wasm_filter_at("router", relative, &router_to("backend"))
+        .render();
+
+    let envoy = Envoy::start_with(EnvoyOptions {
+        config_yaml: bootstrap.clone(),
+        working_dir: Some(repo_root()),
+        ..EnvoyOptions::default()
+    })
+    .unwrap();
+    let port = envoy.listener_port(LISTENER_NAME);
+    let response = client::get(port, "reviews", "/", NO_HEADERS).unwrap();
+    assert_eq!(response.served_by(), Some("v1"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("envoy.yaml");
+    std::fs::write(&config_path, &bootstrap).unwrap();
+    let output = Envoy::validate_in(&config_path, &repo_root()).unwrap();
+    assert!(output.status.success(), "{output:?}");
+    // From elsewhere the same config does not load: the path really is relative.
+    let elsewhere = Envoy::validate_in(&config_path, dir.path()).unwrap();
+    assert!(!elsewhere.status.success());
 }
