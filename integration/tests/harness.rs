@@ -7,7 +7,7 @@ use sluice_integration::bootstrap::{Bootstrap, LISTENER_NAME};
 use sluice_integration::client::{self, NO_HEADERS, Request};
 use sluice_integration::envoy::{self, Envoy, EnvoyOptions};
 use sluice_integration::upstream::{Behavior, Upstream};
-use sluice_integration::{repo_root, wasm};
+use sluice_integration::wasm;
 
 fn proxy_to(upstream: &Upstream) -> Envoy {
     let config = Bootstrap::new()
@@ -257,9 +257,11 @@ fn stats_tags_turn_filter_metric_name_parts_into_prometheus_labels() {
 
 #[test]
 fn relative_wasm_paths_resolve_against_the_working_directory() {
-    // Generated configs name modules relative to the repository root, where users run Envoy.
-    let relative = std::path::Path::new("target/wasm32-wasip1/release/sluice_router.wasm");
-    wasm::module("router").unwrap(); // fails with the build command if it is missing
+    // Generated configs name modules relative to the repository root, where users run Envoy;
+    // here the module's own directory plays that part.
+    let module = wasm::module("router").unwrap(); // fails with the build command if missing
+    let module_dir = module.parent().unwrap().to_path_buf();
+    let relative = std::path::Path::new(module.file_name().unwrap());
     let upstream = Upstream::start("v1");
     let bootstrap = Bootstrap::new()
         .cluster("backend", upstream.port())
@@ -268,7 +270,7 @@ fn relative_wasm_paths_resolve_against_the_working_directory() {
 
     let envoy = Envoy::start_with(EnvoyOptions {
         config_yaml: bootstrap.clone(),
-        working_dir: Some(repo_root()),
+        working_dir: Some(module_dir.clone()),
         ..EnvoyOptions::default()
     })
     .unwrap();
@@ -279,7 +281,7 @@ fn relative_wasm_paths_resolve_against_the_working_directory() {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("envoy.yaml");
     std::fs::write(&config_path, &bootstrap).unwrap();
-    let output = Envoy::validate_in(&config_path, &repo_root()).unwrap();
+    let output = Envoy::validate_in(&config_path, &module_dir).unwrap();
     assert!(output.status.success(), "{output:?}");
     // From elsewhere the same config does not load: the path really is relative.
     let elsewhere = Envoy::validate_in(&config_path, dir.path()).unwrap();

@@ -136,6 +136,13 @@ fn demo() -> Result<()> {
     bail!("not yet: the demo is not wired; `cargo xtask test` runs every test through a real Envoy")
 }
 
+/// Whether `cargo test` arguments pick packages themselves (`-p X`, `-pX`, `--package[=]X`).
+fn selects_packages(args: &[String]) -> bool {
+    args.iter()
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg.starts_with("-p") || arg.starts_with("--package"))
+}
+
 struct Step {
     name: &'static str,
     outcome: Result<()>,
@@ -191,8 +198,13 @@ fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
         envoy_binary = Some(provision_envoy()?);
         Ok(())
     });
-    step(&mut steps, "cargo test --workspace", || {
-        let mut command = cargo(&["test", "--workspace"]);
+    step(&mut steps, "cargo test", || {
+        // `--workspace` would override a `-p` given after `--`.
+        let mut command = if selects_packages(cargo_test_args) {
+            cargo(&["test"])
+        } else {
+            cargo(&["test", "--workspace"])
+        };
         command.args(cargo_test_args);
         // The tests use exactly the modules and the Envoy the steps above produced, even under
         // a custom CARGO_TARGET_DIR.
@@ -260,6 +272,16 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn package_selection_replaces_the_whole_workspace() {
+        let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert!(selects_packages(&args(&["-p", "sluice-core"])));
+        assert!(selects_packages(&args(&["--package=sluice-core"])));
+        assert!(!selects_packages(&args(&["--test", "harness"])));
+        // After cargo's own `--`, `-p...` belongs to the test binary.
+        assert!(!selects_packages(&args(&["--", "-p"])));
     }
 
     #[test]
