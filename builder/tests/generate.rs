@@ -145,3 +145,65 @@ fn a_thousand_services_generate_quickly() {
     // in the report (`cargo test --release -p sluice --test generate -- --nocapture`).
     assert!(elapsed.as_secs() < 20, "took {elapsed:?}");
 }
+
+#[test]
+fn workload_entries_give_endpoints_and_gateways_resolve_across_namespaces() {
+    let mesh = "\
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-1, namespace: shop}
+spec: {address: 10.0.0.7, labels: {app: cart, version: v1}, ports: {http: 9000}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-2, namespace: other}
+spec: {address: 10.9.9.9, labels: {app: cart, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart.shop.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: cart}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['shop/*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart.example.com]
+  gateways: [istio-system/ingress]
+  http:
+  - route: [{destination: {host: cart}}]
+";
+    let (resources, diags) = sluice::parse::parse(&Inputs::from_text("m.yaml", mesh));
+    assert!(diags.is_empty(), "{diags:?}");
+    let (model, diags) = sluice::model::build(&resources);
+    assert!(diags.is_empty(), "{diags:?}");
+    let cluster = &model.clusters["outbound|80||cart.shop.svc.cluster.local"];
+    let endpoints: Vec<(&str, u32)> = cluster
+        .endpoints
+        .iter()
+        .map(|e| (e.address.as_str(), e.port))
+        .collect();
+    // Only the WorkloadEntry of the ServiceEntry's namespace, on its named port.
+    assert_eq!(endpoints, [("10.0.0.7", 9000)]);
+    let listener = &model.listeners[&8080];
+    assert_eq!(
+        listener.virtual_hosts[0].domains,
+        ["cart.example.com", "cart.example.com:8080"]
+    );
+    assert_eq!(listener.virtual_hosts[0].rules[0].name, "shop.cart.0");
+    assert_eq!(
+        listener.virtual_hosts[0].rules[0].target,
+        sluice::model::Target::Cluster("outbound|80||cart.shop.svc.cluster.local".into()),
+        "the short name `cart` resolves in the VirtualService's namespace"
+    );
+}
