@@ -14,10 +14,12 @@
 //! }
 //! ```
 
+pub mod build;
 pub mod diag;
 pub mod emit;
 pub mod istio;
 pub mod model;
+pub mod oci;
 pub mod parse;
 pub mod validate;
 pub mod yaml;
@@ -29,11 +31,17 @@ pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use parse::{Inputs, SourceFile};
 
 /// What to generate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Target {
     /// A static Envoy bootstrap (`envoy.yaml`).
     #[default]
     Envoy,
+    /// Istio manifests: WasmPlugins for the sluice filters and the VirtualServices that route
+    /// on their decisions (see [`emit::istio_target`]).
+    Istio(emit::istio_target::IstioOptions),
+    /// A docker-compose project: Envoy with the filters plus demo backends (see
+    /// [`emit::compose`]).
+    Compose,
 }
 
 /// Where the generated config finds the sluice .wasm modules.
@@ -112,8 +120,10 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     if diags.has_errors() {
         return Err(diags);
     }
-    let emitted = match options.target {
+    let emitted = match &options.target {
         Target::Envoy => emit::envoy::emit(&mesh, options),
+        Target::Istio(istio) => emit::istio_target::emit(&resources, &mesh, istio),
+        Target::Compose => emit::compose::emit(&mesh, options),
     };
     match emitted {
         Ok(e) => Ok(Output {

@@ -36,6 +36,46 @@ enum Command {
     /// Validate Istio YAML and generate configs for a target.
     #[command(after_help = AFTER_HELP)]
     Generate(GenerateArgs),
+    /// Build the four filter modules (release, wasm32-wasip1), shrink them with wasm-opt when
+    /// installed, print module / size / sha256, and optionally write an OCI image layout.
+    #[command(after_help = BUILD_HELP)]
+    Build(BuildArgs),
+}
+
+const BUILD_HELP: &str = "\
+Examples:
+  # Build the modules into target/sluice-build/ and print their sizes and sha256:
+  sluice build
+
+  # Also package them for Istio as an OCI image layout, then push one image:
+  sluice build --oci out/oci --tag 0.1.0
+  skopeo copy oci:out/oci:sluice-router-0.1.0 docker://registry.example.com/sluice-router:0.1.0
+  #   or: oras cp --from-oci-layout out/oci:sluice-router-0.1.0 registry.example.com/sluice-router:0.1.0
+
+  # Package modules built elsewhere (no cargo run):
+  sluice build --modules target/wasm32-wasip1/release --oci out/oci
+
+Each image has one gzip-tar layer holding plugin.wasm (the \"compat\" variant Istio's fetcher
+reads). wasm-opt comes from Debian's binaryen package; without it the modules are used as cargo
+built them. Must run inside a sluice checkout unless --modules is given.";
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// Write an OCI image layout (one image per filter, named sluice-<filter>) into DIR.
+    #[arg(long, value_name = "DIR")]
+    oci: Option<PathBuf>,
+    /// Image tag; the layout's reference names are sluice-<filter>-<TAG>.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    tag: String,
+    /// Where the final modules go (default: target/sluice-build/ of the checkout).
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Take modules already built in DIR instead of running cargo.
+    #[arg(long, value_name = "DIR")]
+    modules: Option<PathBuf>,
+    /// Do not run wasm-opt even when it is installed.
+    #[arg(long)]
+    no_wasm_opt: bool,
 }
 
 #[derive(clap::Args)]
@@ -80,6 +120,39 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Generate(args) => generate(args),
+        Command::Build(args) => build(args),
+    }
+}
+
+fn build(args: BuildArgs) -> ExitCode {
+    let repo = match (&args.modules, sluice::build::find_repo()) {
+        (_, Ok(repo)) => repo,
+        (Some(_), Err(_)) => PathBuf::from("."),
+        (None, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = sluice::build::BuildOptions {
+        out_dir: args
+            .out_dir
+            .unwrap_or_else(|| repo.join("target/sluice-build")),
+        repo,
+        prebuilt: args.modules,
+        optimize: !args.no_wasm_opt,
+        oci: args.oci,
+        tag: args.tag,
+    };
+    match sluice::build::build(&options, &mut |line| eprintln!("==> {line}")) {
+        Ok(report) => {
+            print!("{}", sluice::build::table(&report));
+            eprintln!("modules in {}", options.out_dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -110,7 +110,9 @@ pub fn image_layout(modules: &[Module<'_>], tag: &str) -> std::io::Result<ImageL
             wasm_sha256: sha256_hex(module.wasm),
         });
         for blob in [layer, config, manifest] {
-            layout.files.insert(format!("blobs/sha256/{}", sha256_hex(&blob)), blob);
+            layout
+                .files
+                .insert(format!("blobs/sha256/{}", sha256_hex(&blob)), blob);
         }
     }
     layout.files.insert(
@@ -167,8 +169,14 @@ mod tests {
         let fault = b"\0asm\x01\0\0\0fault".to_vec();
         image_layout(
             &[
-                Module { name: "sluice-router", wasm: &router },
-                Module { name: "sluice-fault", wasm: &fault },
+                Module {
+                    name: "sluice-router",
+                    wasm: &router,
+                },
+                Module {
+                    name: "sluice-fault",
+                    wasm: &fault,
+                },
             ],
             "0.1.0",
         )
@@ -200,7 +208,10 @@ mod tests {
             let manifest_bytes = blob(&layout, entry["digest"].as_str().unwrap());
             assert_eq!(entry["size"], manifest_bytes.len());
             let manifest: serde_json::Value = serde_json::from_slice(manifest_bytes).unwrap();
-            assert_eq!(manifest["annotations"]["module.wasm.image/variant"], "compat");
+            assert_eq!(
+                manifest["annotations"]["module.wasm.image/variant"],
+                "compat"
+            );
             let config = blob(&layout, manifest["config"]["digest"].as_str().unwrap());
             assert_eq!(manifest["config"]["size"], config.len());
             assert_eq!(manifest["config"]["mediaType"], CONFIG_MEDIA_TYPE);
@@ -211,7 +222,9 @@ mod tests {
             assert_eq!(layers[0]["size"], layer.len());
 
             let mut tar_bytes = Vec::new();
-            flate2::read::GzDecoder::new(layer).read_to_end(&mut tar_bytes).unwrap();
+            flate2::read::GzDecoder::new(layer)
+                .read_to_end(&mut tar_bytes)
+                .unwrap();
             let config: serde_json::Value = serde_json::from_slice(config).unwrap();
             assert_eq!(config["rootfs"]["diff_ids"][0], digest(&tar_bytes));
             let mut archive = tar::Archive::new(&tar_bytes[..]);

@@ -1,0 +1,322 @@
+//! `sluice build`: the four filters compiled for `wasm32-wasip1` in release, optionally shrunk
+//! with `wasm-opt -Oz` (Debian's binaryen), copied to one output directory and optionally
+//! packaged as an OCI image layout for Istio ([`crate::oci`]).
+//!
+//! The modules land in their own directory (`target/sluice-build/` by default), never back in
+//! cargo's `target/wasm32-wasip1/release/`: other tools (and the test harness) read cargo's
+//! output, and rewriting a file another process may be loading would race with it.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::emit::envoy::FILTERS;
+use crate::oci;
+
+/// What to build and where to put it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Root of the sluice checkout (holds the workspace `Cargo.toml`).
+    pub repo: PathBuf,
+    /// Take already built modules from this directory instead of running cargo.
+    pub prebuilt: Option<PathBuf>,
+    /// Where the final `sluice_<filter>.wasm` files are written.
+    pub out_dir: PathBuf,
+    /// Run `wasm-opt -Oz` when it is installed.
+    pub optimize: bool,
+    /// Also write an OCI image layout here.
+    pub oci: Option<PathBuf>,
+    /// Tag of the OCI images (`sluice-router:<tag>`).
+    pub tag: String,
+}
+
+/// One finished module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltModule {
+    /// Filter short name (`router`).
+    pub filter: &'static str,
+    /// The final module.
+    pub path: PathBuf,
+    /// Size as cargo produced it.
+    pub cargo_size: u64,
+    /// Size after `wasm-opt`, when it ran.
+    pub optimized_size: Option<u64>,
+    /// Lower-case hex sha256 of the final module (WasmPlugin's `sha256`).
+    pub sha256: String,
+}
+
+impl BuiltModule {
+    /// Size of the final module.
+    pub fn size(&self) -> u64 {
+        self.optimized_size.unwrap_or(self.cargo_size)
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, Default)]
+pub struct BuildReport {
+    /// The modules, in filter-chain order.
+    pub modules: Vec<BuiltModule>,
+    /// Why `wasm-opt` did not run, when it did not (not installed, or not asked for).
+    pub wasm_opt_skipped: Option<String>,
+    /// The OCI images written, when `--oci` was given.
+    pub images: Vec<oci::ImageSummary>,
+}
+
+/// The sluice checkout to build: the one this binary was compiled from when it still exists,
+/// else the current directory or one of its parents.
+pub fn find_repo() -> Result<PathBuf, String> {
+    let compiled_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if is_sluice_checkout(&compiled_from) {
+        return Ok(std::path::absolute(&compiled_from).unwrap_or(compiled_from));
+    }
+    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current dir: {e}"))?;
+    cwd.ancestors()
+        .find(|dir| is_sluice_checkout(dir))
+        .map(Path::to_path_buf)
+        .ok_or_else(|| {
+            format!(
+                "not in a sluice checkout: neither {} nor {} or its parents hold filters/router/Cargo.toml\n  hint: run `sluice build` from the sluice repository (git clone it first), or pass --modules DIR with modules built elsewhere",
+                compiled_from.display(),
+                cwd.display()
+            )
+        })
+}
+
+fn is_sluice_checkout(dir: &Path) -> bool {
+    dir.join("Cargo.toml").is_file() && dir.join("filters/router/Cargo.toml").is_file()
+}
+
+/// File name of a filter's module, as cargo names it.
+pub fn module_file(filter: &str) -> String {
+    format!("sluice_{filter}.wasm")
+}
+
+/// Runs the build; `progress` receives one line per step.
+pub fn build(
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BuildReport, String> {
+    let source_dir = match &options.prebuilt {
+        Some(dir) => dir.clone(),
+        None => {
+            cargo_build(&options.repo, progress)?;
+            options.repo.join("target/wasm32-wasip1/release")
+        }
+    };
+    std::fs::create_dir_all(&options.out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", options.out_dir.display()))?;
+    let mut report = BuildReport::default();
+    let wasm_opt_available = options.optimize && wasm_opt_version().is_some();
+    report.wasm_opt_skipped = if !options.optimize {
+        Some("--no-wasm-opt".into())
+    } else if !wasm_opt_available {
+        Some("wasm-opt not found (apt-get install binaryen to shrink the modules further)".into())
+    } else {
+        None
+    };
+    for filter in FILTERS {
+        let file = module_file(filter);
+        let source = source_dir.join(&file);
+        let cargo_bytes = std::fs::read(&source).map_err(|e| {
+            format!(
+                "cannot read {}: {e}\n  hint: cargo build --release --target wasm32-wasip1 -p sluice-{filter}",
+                source.display()
+            )
+        })?;
+        let target = options.out_dir.join(&file);
+        let mut optimized_size = None;
+        if wasm_opt_available {
+            progress(&format!("wasm-opt -Oz {file}"));
+            run_wasm_opt(&source, &target)?;
+            optimized_size = Some(file_size(&target)?);
+        } else {
+            write_atomically(&target, &cargo_bytes)?;
+        }
+        let final_bytes =
+            std::fs::read(&target).map_err(|e| format!("cannot read {}: {e}", target.display()))?;
+        report.modules.push(BuiltModule {
+            filter,
+            path: target,
+            cargo_size: cargo_bytes.len() as u64,
+            optimized_size,
+            sha256: oci::sha256_hex(&final_bytes),
+        });
+    }
+    if let Some(dir) = &options.oci {
+        progress(&format!("writing OCI image layout {}", dir.display()));
+        report.images = write_oci_layout(dir, &report.modules, &options.tag)?;
+    }
+    Ok(report)
+}
+
+fn cargo_build(repo: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(repo)
+        .args(["build", "--release", "--target", "wasm32-wasip1"]);
+    for filter in FILTERS {
+        command.args(["-p", &format!("sluice-{filter}")]);
+    }
+    progress(&format!(
+        "cargo build --release --target wasm32-wasip1 -p sluice-{{{}}} (in {})",
+        FILTERS.join(","),
+        repo.display()
+    ));
+    // cargo's own progress goes straight to the user's terminal (inherited stderr).
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo build failed ({status})"))
+    }
+}
+
+/// `wasm-opt --version`, or `None` when it is not installed.
+pub fn wasm_opt_version() -> Option<String> {
+    let out = Command::new("wasm-opt").arg("--version").output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn run_wasm_opt(input: &Path, output: &Path) -> Result<(), String> {
+    let staging = output.with_extension("wasm.tmp");
+    let out = Command::new("wasm-opt")
+        // Rust's wasm32-wasip1 output uses these post-MVP features; wasm-opt must keep them.
+        .args([
+            "-Oz",
+            "--enable-bulk-memory",
+            "--enable-sign-ext",
+            "--enable-nontrapping-float-to-int",
+            "--enable-mutable-globals",
+        ])
+        .arg(input)
+        .arg("-o")
+        .arg(&staging)
+        .output()
+        .map_err(|e| format!("cannot run wasm-opt: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "wasm-opt -Oz {} failed: {}",
+            input.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    std::fs::rename(&staging, output)
+        .map_err(|e| format!("cannot move {} into place: {e}", staging.display()))
+}
+
+fn file_size(path: &Path) -> Result<u64, String> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| format!("cannot stat {}: {e}", path.display()))
+}
+
+/// Writes through a temporary sibling and a rename, so a reader never sees half a module.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let staging = path.with_extension("wasm.tmp");
+    std::fs::write(&staging, bytes)
+        .and_then(|()| std::fs::rename(&staging, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Writes the OCI image layout of `modules` (image names `sluice-<filter>`) into `dir`.
+pub fn write_oci_layout(
+    dir: &Path,
+    modules: &[BuiltModule],
+    tag: &str,
+) -> Result<Vec<oci::ImageSummary>, String> {
+    let bytes: Vec<(String, Vec<u8>)> = modules
+        .iter()
+        .map(|m| {
+            std::fs::read(&m.path)
+                .map(|b| (format!("sluice-{}", m.filter), b))
+                .map_err(|e| format!("cannot read {}: {e}", m.path.display()))
+        })
+        .collect::<Result<_, _>>()?;
+    let inputs: Vec<oci::Module<'_>> = bytes
+        .iter()
+        .map(|(name, wasm)| oci::Module { name, wasm })
+        .collect();
+    let layout = oci::image_layout(&inputs, tag).map_err(|e| format!("cannot pack: {e}"))?;
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot replace {}: {e}", dir.display())),
+    }
+    for (rel, content) in &layout.files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, content)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(layout.images)
+}
+
+/// The summary table: module, size (before -> after wasm-opt), sha256.
+pub fn table(report: &BuildReport) -> String {
+    let mut out = format!("{:<20} {:>22}  {}\n", "module", "size (bytes)", "sha256");
+    for m in &report.modules {
+        let size = match m.optimized_size {
+            Some(after) => format!("{} -> {}", m.cargo_size, after),
+            None => m.cargo_size.to_string(),
+        };
+        out.push_str(&format!(
+            "{:<20} {:>22}  {}\n",
+            module_file(m.filter),
+            size,
+            m.sha256
+        ));
+    }
+    if let Some(why) = &report.wasm_opt_skipped {
+        out.push_str(&format!("wasm-opt skipped: {why}\n"));
+    }
+    for image in &report.images {
+        out.push_str(&format!(
+            "image {:<16} ref {:<24} manifest {}\n",
+            image.name, image.reference, image.manifest_digest
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_checkout_it_was_compiled_from() {
+        let repo = find_repo().unwrap();
+        assert!(
+            repo.join("filters/canary/Cargo.toml").is_file(),
+            "{}",
+            repo.display()
+        );
+    }
+
+    #[test]
+    fn table_shows_sizes_before_and_after_and_the_digest() {
+        let report = BuildReport {
+            modules: vec![BuiltModule {
+                filter: "router",
+                path: PathBuf::from("x"),
+                cargo_size: 1000,
+                optimized_size: Some(900),
+                sha256: "ab".repeat(32),
+            }],
+            wasm_opt_skipped: None,
+            images: Vec::new(),
+        };
+        let table = table(&report);
+        assert!(table.contains("sluice_router.wasm"), "{table}");
+        assert!(table.contains("1000 -> 900"), "{table}");
+        assert!(table.contains(&"ab".repeat(32)), "{table}");
+    }
+}
