@@ -251,6 +251,8 @@ pub struct FaultDelay {
 pub struct FaultAbort {
     /// HTTP status to answer with.
     pub http_status: Option<i64>,
+    /// gRPC status name to answer with (`UNAVAILABLE`, ...), instead of `httpStatus`.
+    pub grpc_status: Option<String>,
     /// Share of requests aborted, 0-100.
     pub percentage: Option<Percent>,
 }
@@ -512,7 +514,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "spec.http.*.match.*.sourceNamespace",
     "spec.http.*.match.*.statPrefix",
     "spec.http.*.fault.delay.exponentialDelay",
-    "spec.http.*.fault.abort.grpcStatus",
     "spec.http.*.fault.abort.http2Error",
     "spec.workloadSelector",
     // Traffic policies, at host or subset level (`**` = any prefix).
@@ -579,6 +580,7 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "percentage",
     "percent",
     "httpStatus",
+    "grpcStatus",
     "value",
     "trafficPolicy",
     "subsets",

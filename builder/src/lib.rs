@@ -21,6 +21,7 @@ pub mod istio;
 pub mod model;
 pub mod oci;
 pub mod parse;
+pub mod sluice_settings;
 pub mod validate;
 pub mod yaml;
 
@@ -113,6 +114,7 @@ pub struct Output {
 pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostics> {
     let (resources, mut diags) = parse::parse(inputs);
     diags.extend(validate::check_resources(&resources));
+    diags.extend(sluice_settings::check(&resources, inputs));
     let (mesh, model_diags) = model::build(&resources);
     diags.extend(model_diags);
     let mut diags = Diagnostics(diags);

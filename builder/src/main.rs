@@ -108,12 +108,28 @@ struct GenerateArgs {
     /// Bind all listeners and the admin interface to port 0 (for tests).
     #[arg(long)]
     ephemeral_ports: bool,
+    /// istio target: registry the WasmPlugins pull from, oci://<REGISTRY>/sluice-<filter>:<TAG>.
+    #[arg(long, value_name = "REGISTRY", default_value = sluice::emit::istio_target::DEFAULT_REGISTRY)]
+    image_registry: String,
+    /// istio target: image tag.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    tag: String,
+    /// istio target: load file://DIR/sluice_<filter>.wasm (a path on the proxies) instead of OCI images.
+    #[arg(long, value_name = "DIR")]
+    module_path: Option<String>,
+    /// istio target: Istio's root namespace, where the mesh-wide WasmPlugins go.
+    #[arg(long, default_value = "istio-system")]
+    root_namespace: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum TargetArg {
     /// A static Envoy bootstrap, OUT_DIR/envoy.yaml.
     Envoy,
+    /// Istio manifests: WasmPlugins + VirtualServices routing on the filters' decisions.
+    Istio,
+    /// docker-compose.yml with Envoy, the modules and demo backends.
+    Compose,
 }
 
 fn main() -> ExitCode {
@@ -156,6 +172,56 @@ fn build(args: BuildArgs) -> ExitCode {
     }
 }
 
+/// The istio target's options; `sha256` pins each module found in the wasm directory.
+fn istio_options(args: &GenerateArgs) -> sluice::emit::istio_target::IstioOptions {
+    use sluice::emit::istio_target::{IstioOptions, ModuleSource};
+    let source = match &args.module_path {
+        Some(dir) => ModuleSource::File(dir.clone()),
+        None => ModuleSource::Oci {
+            registry: args.image_registry.clone(),
+            tag: args.tag.clone(),
+        },
+    };
+    let dir = args
+        .wasm_dir
+        .clone()
+        .unwrap_or_else(sluice::default_wasm_dir);
+    let mut sha256 = std::collections::BTreeMap::new();
+    for filter in sluice::emit::envoy::FILTERS {
+        let Ok(wasm) = std::fs::read(dir.join(format!("sluice_{filter}.wasm"))) else {
+            continue;
+        };
+        let digest = match &source {
+            ModuleSource::File(_) => sluice::oci::sha256_hex(&wasm),
+            // Istio checks an OCI image against its manifest digest; the layout is
+            // deterministic, so this is the digest `sluice build --oci --tag TAG` writes.
+            ModuleSource::Oci { tag, .. } => {
+                let name = format!("sluice-{filter}");
+                match sluice::oci::image_layout(
+                    &[sluice::oci::Module {
+                        name: &name,
+                        wasm: &wasm,
+                    }],
+                    tag,
+                ) {
+                    Ok(layout) => layout
+                        .images
+                        .first()
+                        .map(|i| i.manifest_digest.trim_start_matches("sha256:").to_owned())
+                        .unwrap_or_default(),
+                    Err(_) => continue,
+                }
+            }
+        };
+        sha256.insert(filter.to_string(), digest);
+    }
+    IstioOptions {
+        source,
+        sha256,
+        root_namespace: args.root_namespace.clone(),
+    }
+}
+
 fn generate(args: GenerateArgs) -> ExitCode {
     let inputs = match sluice::Inputs::read(&args.files) {
         Ok(i) => i,
@@ -165,7 +231,7 @@ fn generate(args: GenerateArgs) -> ExitCode {
         }
     };
     let out_dir = std::path::absolute(&args.out).unwrap_or_else(|_| args.out.clone());
-    let wasm = match args.wasm_dir {
+    let wasm = match args.wasm_dir.clone() {
         Some(dir) => sluice::WasmModules::Reference(dir),
         None => sluice::WasmModules::Bundle {
             from: sluice::default_wasm_dir(),
@@ -175,6 +241,8 @@ fn generate(args: GenerateArgs) -> ExitCode {
     let options = sluice::Options {
         target: match args.target {
             TargetArg::Envoy => sluice::Target::Envoy,
+            TargetArg::Istio => sluice::Target::Istio(istio_options(&args)),
+            TargetArg::Compose => sluice::Target::Compose,
         },
         listen_address: args.listen_address,
         admin_port: args.admin_port,

@@ -70,6 +70,8 @@ pub struct Rule {
     pub retries: Option<RetryPolicy>,
     /// Fault injection, kept for the fault filter.
     pub fault: Option<HttpFaultInjection>,
+    /// sluice-only settings of the rule (canary stickiness, schedule, failover; fault extras).
+    pub sluice: crate::sluice_settings::RuleSettings,
 }
 
 /// A rule's destination.
@@ -139,6 +141,8 @@ pub struct Cluster {
     pub http2: bool,
     /// Host policy merged with the subset's.
     pub policy: TrafficPolicy,
+    /// The sluice breaker guarding this cluster, if configured.
+    pub breaker: Option<sluice_core::breaker::BreakerSettings>,
 }
 
 /// Istio's cluster name.
@@ -445,6 +449,11 @@ fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagno
                             discovery: svc.discovery,
                             endpoints,
                             http2: port.http2,
+                            breaker: crate::sluice_settings::cluster_breaker(
+                                dr.map(|(r, _)| *r),
+                                subset,
+                                &policy,
+                            ),
                             policy,
                         },
                     );
@@ -692,6 +701,7 @@ fn build_listeners(
                         .and_then(|t| sluice_core::duration::parse(t).ok()),
                     retries: h.retries.as_ref().map(retry_policy),
                     fault: h.fault.clone(),
+                    sluice: crate::sluice_settings::rule_settings(b.resource, i),
                 });
             }
             listener.virtual_hosts.push(VirtualHost {
@@ -716,6 +726,7 @@ fn build_listeners(
                     timeout: None,
                     retries: None,
                     fault: None,
+                    sluice: crate::sluice_settings::RuleSettings::default(),
                 }],
             });
         }

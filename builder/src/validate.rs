@@ -9,8 +9,8 @@ use sluice_core::matching::MatchSet;
 
 use crate::diag::Diagnostic;
 use crate::istio::{
-    CircuitBreaker, ConnectionPoolSettings, HttpFaultInjection, HttpMatchRequest, HttpRetry,
-    OutlierDetection, Percent, StringMatch, TrafficPolicy, WorkloadEntrySpec,
+    CircuitBreaker, ConnectionPoolSettings, HttpMatchRequest, HttpRetry, OutlierDetection,
+    StringMatch, TrafficPolicy, WorkloadEntrySpec,
 };
 use crate::parse::{Resource, Spec};
 use crate::yaml::FieldPath;
@@ -247,18 +247,6 @@ fn check_duration(r: &Resource, at: &FieldPath, value: Option<&str>, out: &mut V
     }
 }
 
-fn check_percent(r: &Resource, at: &FieldPath, p: Option<&Percent>, out: &mut Vec<Diagnostic>) {
-    if let Some(v) = p.and_then(|p| p.value)
-        && !(0.0..=100.0).contains(&v)
-    {
-        out.push(r.error(
-            &at.key("value"),
-            format!("percentage {v} is out of range"),
-            "percentages are 0-100",
-        ));
-    }
-}
-
 fn check_non_negative(r: &Resource, at: &FieldPath, v: Option<i64>, out: &mut Vec<Diagnostic>) {
     if let Some(n) = v
         && n < 0
@@ -350,10 +338,7 @@ fn check_virtual_service(
         if let Some(retries) = &h.retries {
             check_retries(r, &at.key("retries"), retries, out);
         }
-        if let Some(fault) = &h.fault {
-            check_fault(r, &at.key("fault"), fault, out);
-            out.push(not_emitted(r, &at.key("fault"), "the sluice fault filter"));
-        }
+        // `fault` is checked by the fault filter's own rules: crate::sluice_settings::check.
     }
 }
 
@@ -384,53 +369,6 @@ fn check_retries(r: &Resource, at: &FieldPath, retries: &HttpRetry, out: &mut Ve
                 ));
             }
         }
-    }
-}
-
-fn check_fault(
-    r: &Resource,
-    at: &FieldPath,
-    fault: &HttpFaultInjection,
-    out: &mut Vec<Diagnostic>,
-) {
-    if fault.delay.is_none() && fault.abort.is_none() {
-        out.push(r.error(
-            at,
-            "a fault needs `delay` and/or `abort`",
-            "add `delay: {fixedDelay: 5s, percentage: {value: 10}}`",
-        ));
-    }
-    if let Some(d) = &fault.delay {
-        let dat = at.key("delay");
-        if d.fixed_delay.is_none() {
-            out.push(r.error(&dat, "missing `fixedDelay`", "set `fixedDelay: 5s`"));
-        }
-        check_duration(r, &dat.key("fixedDelay"), d.fixed_delay.as_deref(), out);
-        check_percent(r, &dat.key("percentage"), d.percentage.as_ref(), out);
-        if let Some(p) = d.percent
-            && !(0..=100).contains(&p)
-        {
-            out.push(r.error(
-                &dat.key("percent"),
-                format!("percent {p} is out of range"),
-                "percentages are 0-100",
-            ));
-        }
-    }
-    if let Some(a) = &fault.abort {
-        let aat = at.key("abort");
-        match a.http_status {
-            None => out.push(r.error(&aat, "missing `httpStatus`", "set `httpStatus: 503`")),
-            Some(s) if !(200..=599).contains(&s) => {
-                out.push(r.error(
-                    &aat.key("httpStatus"),
-                    format!("HTTP status {s} is out of range"),
-                    "use a status from 200 to 599",
-                ));
-            }
-            Some(_) => {}
-        }
-        check_percent(r, &aat.key("percentage"), a.percentage.as_ref(), out);
     }
 }
 
@@ -550,11 +488,6 @@ fn check_traffic_policy(
     }
     if let Some(cb) = &tp.circuit_breaker {
         check_breaker(r, &at.key("circuitBreaker"), cb, out);
-        out.push(not_emitted(
-            r,
-            &at.key("circuitBreaker"),
-            "the sluice breaker filter",
-        ));
     }
     if let Some(lb) = &tp.load_balancer {
         let lat = at.key("loadBalancer");

@@ -1,15 +1,213 @@
-//! Target `compose` (in progress).
+//! Target `compose`: a docker-compose project for users with Docker.
+//!
+//! `docker-compose.yml` runs the official `envoyproxy/envoy:v1.40.0` image (the Envoy version
+//! sluice is tested with) on the generated `envoy.yaml`, with the wasm modules mounted
+//! read-only, and one small demo backend per endpoint of the input (`python:3.12-alpine`
+//! running `backend.py`, answering with `x-served-by: <service>`). Inside compose every endpoint
+//! is addressed by its compose service name, so the clusters of this `envoy.yaml` are STRICT_DNS
+//! clusters pointing at those names instead of the input's IP addresses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::Options;
-use crate::model::Mesh;
+use crate::model::{Discovery, Endpoint, Mesh};
+use crate::{Options, WasmModules};
 
-use super::envoy::{EmitError, Emitted};
+use super::envoy::{EmitError, Emitted, FILTERS};
 
-/// Writes the docker-compose project for `mesh`.
-pub fn emit(_mesh: &Mesh, _options: &Options) -> Result<Emitted, Vec<EmitError>> {
-    Ok(Emitted {
-        files: BTreeMap::new(),
-    })
+/// The Envoy image: the version sluice is tested with.
+pub const ENVOY_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
+/// The demo backends' image.
+pub const BACKEND_IMAGE: &str = "python:3.12-alpine";
+/// Where the modules are mounted inside the Envoy container.
+const WASM_MOUNT: &str = "/etc/sluice/wasm";
+
+const BACKEND_SCRIPT: &str = r#"# Demo backend written by `sluice generate --target compose`: answers every request with
+# 200 and `x-served-by: <name>`, so you can watch routing and canary splits.
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+NAME, PORT = sys.argv[1], int(sys.argv[2])
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self):
+        body = f"served by {NAME}: {self.command} {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("x-served-by", NAME)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
+"#;
+
+/// A compose service name (DNS label): lower-case `[a-z0-9-]`, at most 63 characters.
+fn service_name(text: &str) -> String {
+    let mut name: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.truncate(63);
+    name.trim_matches('-').to_owned()
+}
+
+/// One backend per distinct endpoint (address, port) of the mesh, named after its host and the
+/// subset it alone belongs to (`reviews-v2`), else numbered (`reviews-1`).
+fn backends(mesh: &Mesh) -> BTreeMap<(String, u32), String> {
+    let mut owners: BTreeMap<(String, u32), (String, BTreeSet<String>)> = BTreeMap::new();
+    for c in mesh.clusters.values() {
+        for e in &c.endpoints {
+            let entry = owners
+                .entry((e.address.clone(), e.port))
+                .or_insert_with(|| (c.host.clone(), BTreeSet::new()));
+            if !c.subset.is_empty() {
+                entry.1.insert(c.subset.clone());
+            }
+        }
+    }
+    let mut names = BTreeMap::new();
+    let mut taken = BTreeSet::new();
+    let mut counters: BTreeMap<String, u32> = BTreeMap::new();
+    for (key, (host, subsets)) in owners {
+        let short = host.split('.').next().unwrap_or(&host).to_owned();
+        let mut name = match subsets.iter().collect::<Vec<_>>().as_slice() {
+            [only] => service_name(&format!("{short}-{only}")),
+            _ => String::new(),
+        };
+        while name.is_empty() || taken.contains(&name) {
+            let n = counters.entry(short.clone()).or_insert(0);
+            *n += 1;
+            name = service_name(&format!("{short}-{n}"));
+        }
+        taken.insert(name.clone());
+        names.insert(key, name);
+    }
+    names
+}
+
+/// Writes `docker-compose.yml`, `envoy.yaml`, `backend.py`, `README.txt` and the modules.
+pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
+    let names = backends(mesh);
+    let mut compose_mesh = mesh.clone();
+    for c in compose_mesh.clusters.values_mut() {
+        c.discovery = Discovery::StrictDns;
+        c.endpoints = c
+            .endpoints
+            .iter()
+            .map(|e| Endpoint {
+                address: names
+                    .get(&(e.address.clone(), e.port))
+                    .cloned()
+                    .unwrap_or_else(|| e.address.clone()),
+                port: e.port,
+                weight: e.weight,
+            })
+            .collect();
+    }
+    let envoy_options = Options {
+        target: crate::Target::Envoy,
+        listen_address: "0.0.0.0".into(),
+        admin_port: options.admin_port,
+        ephemeral_ports: false,
+        wasm: WasmModules::Reference(WASM_MOUNT.into()),
+    };
+    let envoy = super::envoy::emit(&compose_mesh, &envoy_options)?;
+    let mut files = envoy.files;
+    let envoy_yaml = files
+        .get("envoy.yaml")
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    // Admin inside the container listens on all interfaces so `ports:` can publish it.
+    let envoy_yaml = envoy_yaml.replacen("address: 127.0.0.1", "address: 0.0.0.0", 1);
+    files.insert("envoy.yaml".into(), envoy_yaml.clone().into_bytes());
+
+    let mut errors = Vec::new();
+    let source_dir = match &options.wasm {
+        WasmModules::Bundle { from, .. } => from.clone(),
+        WasmModules::Reference(dir) => dir.clone(),
+    };
+    for filter in FILTERS {
+        let file = format!("sluice_{filter}.wasm");
+        if !envoy_yaml.contains(&format!("{WASM_MOUNT}/{file}")) {
+            continue;
+        }
+        match std::fs::read(source_dir.join(&file)) {
+            Ok(bytes) => {
+                files.insert(format!("wasm/{file}"), bytes);
+            }
+            Err(e) => errors.push(format!(
+                "cannot read the {filter} filter module {}: {e}\n  hint: build it with `sluice build` or `cargo build --release --target wasm32-wasip1 -p sluice-{filter}`, or pass --wasm-dir",
+                source_dir.join(&file).display()
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let mut yaml = String::from(
+        "# Generated by `sluice generate --target compose`. Do not edit: change the Istio YAML and regenerate.\n# Checked with `docker-compose config`; run it with `docker compose up`.\nservices:\n",
+    );
+    yaml.push_str(&format!("  envoy:\n    image: {ENVOY_IMAGE}\n"));
+    yaml.push_str(
+        "    command: [\"envoy\", \"-c\", \"/etc/envoy/envoy.yaml\", \"--log-level\", \"info\"]\n",
+    );
+    yaml.push_str(&format!(
+        "    volumes:\n      - ./envoy.yaml:/etc/envoy/envoy.yaml:ro\n      - ./wasm:{WASM_MOUNT}:ro\n"
+    ));
+    let mut ports: Vec<u32> = mesh.listeners.keys().copied().collect();
+    ports.push(u32::from(options.admin_port));
+    yaml.push_str("    ports:\n");
+    for p in &ports {
+        yaml.push_str(&format!("      - \"{p}:{p}\"\n"));
+    }
+    let backend_names: BTreeSet<(&String, u32)> = names
+        .iter()
+        .map(|((_, port), name)| (name, *port))
+        .collect();
+    if !backend_names.is_empty() {
+        yaml.push_str("    depends_on:\n");
+        for (name, _) in &backend_names {
+            yaml.push_str(&format!("      - {name}\n"));
+        }
+    }
+    for (name, port) in &backend_names {
+        yaml.push_str(&format!(
+            "  {name}:\n    image: {BACKEND_IMAGE}\n    command: [\"python\", \"/srv/backend.py\", \"{name}\", \"{port}\"]\n    volumes:\n      - ./backend.py:/srv/backend.py:ro\n    expose:\n      - \"{port}\"\n"
+        ));
+    }
+    files.insert("docker-compose.yml".into(), yaml.into_bytes());
+    files.insert("backend.py".into(), BACKEND_SCRIPT.as_bytes().to_vec());
+    let first_port = mesh.listeners.keys().next().copied().unwrap_or(80);
+    files.insert(
+        "README.txt".into(),
+        format!(
+            "Generated by `sluice generate --target compose`.\n\n\
+             docker compose up            # Envoy {ENVOY_IMAGE} + one demo backend per endpoint\n\
+             curl -si localhost:{first_port}/ -H 'host: <a host of your VirtualServices>'\n\n\
+             Each backend answers with `x-served-by: <its service name>`. Envoy's admin is on\n\
+             localhost:{admin}. envoy.yaml is the envoy target's bootstrap with every cluster turned\n\
+             into STRICT_DNS on the backends' compose service names; wasm/ holds the modules it loads.\n\
+             This file was checked with `docker-compose config` when sluice was tested, not run there.\n",
+            admin = options.admin_port
+        )
+        .into_bytes(),
+    );
+    Ok(Emitted { files })
 }

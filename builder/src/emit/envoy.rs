@@ -44,7 +44,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
     let mut used_filters = std::collections::BTreeSet::new();
     let mut listeners = Vec::new();
     for listener in mesh.listeners.values() {
-        match listener_json(listener, options, &mut used_filters) {
+        match listener_json(listener, mesh, options, &mut used_filters) {
             Ok(l) => listeners.push(l),
             Err(e) => errors.push(e),
         }
@@ -162,9 +162,9 @@ pub fn canary_config(listener: &Listener) -> Option<CanaryConfig> {
                         weight: *weight,
                     })
                     .collect(),
-                sticky: None,
-                schedule: None,
-                failover: true,
+                sticky: rule.sluice.sticky.clone(),
+                schedule: rule.sluice.schedule.clone(),
+                failover: rule.sluice.failover,
             }),
             Target::Cluster(_) => None,
         })
@@ -203,6 +203,7 @@ fn wasm_filter(filter: &str, config_json: String, options: &Options) -> Value {
 
 fn listener_json(
     listener: &Listener,
+    mesh: &Mesh,
     options: &Options,
     used: &mut std::collections::BTreeSet<&'static str>,
 ) -> Result<Value, EmitError> {
@@ -220,6 +221,12 @@ fn listener_json(
         http_filters.push(wasm_filter("canary", canary_json, options));
         used.insert("canary");
     }
+    http_filters.extend(super::filters::chain_filters(
+        listener,
+        mesh,
+        |filter, json| wasm_filter(filter, json, options),
+        used,
+    )?);
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},

@@ -3,5 +3,6 @@
 
 pub mod compose;
 pub mod envoy;
+pub mod filters;
 pub mod istio_target;
 pub mod yaml_out;

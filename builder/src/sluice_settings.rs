@@ -1,0 +1,1066 @@
+//! sluice-only settings: the `sluice.dev/*` annotations, the seeds' legacy
+//! `trafficPolicy.circuitBreaker` block, and Istio's `fault` turned into the fault filter's rule.
+//!
+//! Stock Istio tooling accepts any annotation, so settings Istio has no field for live in
+//! annotations whose values are YAML (a block scalar):
+//!
+//! - `sluice.dev/canary` on a VirtualService: per http route (its `name`, or its index in
+//!   `http[]` as a string) `sticky`, `schedule`, `failover` of the canary split of that rule.
+//! - `sluice.dev/fault` on a VirtualService: the fault filter's extras (`maxActiveFaults`,
+//!   `debugHeader`, `headerFaults`).
+//! - `sluice.dev/breaker` on a DestinationRule: the breaker of every cluster of the host, with
+//!   per-subset overrides under `subsets:` (merged field by field, as Istio merges a subset's
+//!   trafficPolicy over the host's).
+//!
+//! Every value is validated by the filters' own compile step (`CompiledCanary`, `FaultPlan`,
+//! `breaker::Policy`), so the builder refuses exactly what a filter would refuse; the filter's
+//! message path (`schedule.steps[1].hold: ...`) is mapped back to the annotation's real
+//! `file:line:col` (the block scalar's lines offset by the annotation's position in the file).
+//!
+//! [`check`] reports problems (it needs the source text for positions); the model reads values
+//! through [`rule_settings`] and [`cluster_breaker`], which parse the same text again and never
+//! report (the problems were reported by [`check`], and any error stops generation).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sluice_core::breaker::{BreakerSettings, ErrorRatio, Outcome, Policy};
+use sluice_core::canary::{CanaryConfig, CompiledCanary, Member, Schedule, Split, Sticky};
+use sluice_core::fault::config::{
+    Abort, Delay, FaultConfig, FaultRule, HeaderFaults, Percent as CorePercent,
+};
+use sluice_core::fault::plan::FaultPlan;
+
+use crate::diag::{Diagnostic, Severity, did_you_mean};
+use crate::istio::{CircuitBreaker, DestinationRuleSpec, HttpFaultInjection, VirtualServiceSpec};
+use crate::parse::{Inputs, Resource, Spec};
+use crate::yaml::{self, FieldPath, Node, Pos, Seg, Value};
+
+/// Annotation of a VirtualService: canary settings per http route.
+pub const CANARY_ANNOTATION: &str = "sluice.dev/canary";
+/// Annotation of a VirtualService: extras of the fault filter.
+pub const FAULT_ANNOTATION: &str = "sluice.dev/fault";
+/// Annotation of a DestinationRule: the sluice breaker of the host and its subsets.
+pub const BREAKER_ANNOTATION: &str = "sluice.dev/breaker";
+
+/// The breaker outcomes `countAs` accepts, for hints.
+const OUTCOMES: [&str; 5] = [
+    "5xx",
+    "gateway-error",
+    "connect-failure",
+    "reset",
+    "timeout",
+];
+
+/// `sluice.dev/canary` entry of one http route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryRoute {
+    /// Pins each client to one destination (the canary filter's `sticky`).
+    pub sticky: Option<Sticky>,
+    /// Progressive rollout: one weight per destination of the route, in route order.
+    pub schedule: Option<Schedule>,
+    /// Move an open-breaker destination's share to the healthy ones (default true).
+    pub failover: Option<bool>,
+}
+
+/// `sluice.dev/fault`: fault filter settings Istio's `fault` has no field for.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultExtras {
+    /// Cap on faults in progress per Envoy worker.
+    pub max_active_faults: Option<u32>,
+    /// Tell clients which fault fired (`x-sluice-fault`).
+    pub debug_header: Option<bool>,
+    /// Envoy's `x-envoy-fault-*` request headers, honoured for trusted clients.
+    pub header_faults: Option<HeaderFaults>,
+}
+
+/// `sluice.dev/breaker` fields (host level, or one subset's overrides): every field optional,
+/// so a subset override says only what differs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BreakerFields {
+    /// Open after this many consecutive errors.
+    pub consecutive_errors: Option<u32>,
+    /// Open when the share of errors in one interval reaches a threshold.
+    pub error_ratio: Option<ErrorRatio>,
+    /// Error-ratio window; a closed breaker forgets one trip per interval.
+    pub interval: Option<String>,
+    /// Ejection time of the first trip.
+    pub base_ejection_time: Option<String>,
+    /// Cap of the backed-off ejection time.
+    pub max_ejection_time: Option<String>,
+    /// Requests let through at once while half-open.
+    pub half_open_probes: Option<u32>,
+    /// Which outcomes are errors (`5xx`, `gateway-error`, `connect-failure`, `reset`, `timeout`).
+    pub count_as: Option<Vec<String>>,
+    /// Reject while this many requests to the cluster are in flight.
+    pub max_concurrent_requests: Option<u32>,
+}
+
+impl BreakerFields {
+    /// `over`'s fields where set, else `self`'s.
+    fn merged(&self, over: &BreakerFields) -> BreakerFields {
+        BreakerFields {
+            consecutive_errors: over.consecutive_errors.or(self.consecutive_errors),
+            error_ratio: over
+                .error_ratio
+                .clone()
+                .or_else(|| self.error_ratio.clone()),
+            interval: over.interval.clone().or_else(|| self.interval.clone()),
+            base_ejection_time: over
+                .base_ejection_time
+                .clone()
+                .or_else(|| self.base_ejection_time.clone()),
+            max_ejection_time: over
+                .max_ejection_time
+                .clone()
+                .or_else(|| self.max_ejection_time.clone()),
+            half_open_probes: over.half_open_probes.or(self.half_open_probes),
+            count_as: over.count_as.clone().or_else(|| self.count_as.clone()),
+            max_concurrent_requests: over
+                .max_concurrent_requests
+                .or(self.max_concurrent_requests),
+        }
+    }
+
+    /// The filter's settings, defaults filled in. Unknown `countAs` names are dropped here;
+    /// [`check`] reports them.
+    fn settings(&self) -> BreakerSettings {
+        let defaults = BreakerSettings::default();
+        BreakerSettings {
+            consecutive_errors: self.consecutive_errors,
+            error_ratio: self.error_ratio.clone(),
+            interval: self.interval.clone().unwrap_or(defaults.interval),
+            base_ejection_time: self
+                .base_ejection_time
+                .clone()
+                .unwrap_or(defaults.base_ejection_time),
+            max_ejection_time: self
+                .max_ejection_time
+                .clone()
+                .unwrap_or(defaults.max_ejection_time),
+            half_open_probes: self.half_open_probes.unwrap_or(defaults.half_open_probes),
+            count_as: match &self.count_as {
+                Some(names) => names.iter().filter_map(|n| outcome(n)).collect(),
+                None => defaults.count_as,
+            },
+            max_concurrent_requests: self.max_concurrent_requests,
+        }
+    }
+}
+
+fn outcome(name: &str) -> Option<Outcome> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+}
+
+/// The sluice-only settings of one rule (one VirtualService http route).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSettings {
+    /// Canary stickiness of the rule's split.
+    pub sticky: Option<Sticky>,
+    /// Progressive schedule of the rule's split.
+    pub schedule: Option<Schedule>,
+    /// Failover of the rule's split (default true).
+    pub failover: bool,
+    /// The VirtualService's `sluice.dev/fault` extras.
+    pub fault_extras: FaultExtras,
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        Self {
+            sticky: None,
+            schedule: None,
+            failover: true,
+            fault_extras: FaultExtras::default(),
+        }
+    }
+}
+
+/// The settings of rule `http[index]` of VirtualService `r` (defaults when it has none).
+pub fn rule_settings(r: &Resource, index: usize) -> RuleSettings {
+    let mut settings = RuleSettings::default();
+    let Spec::VirtualService(vs) = &r.spec else {
+        return settings;
+    };
+    if let Some(Ok(tree)) = annotation_tree(r, CANARY_ANNOTATION)
+        && let Value::Map(entries) = &tree.value
+    {
+        for (key, _, node) in entries {
+            if route_index(vs, key) == Some(index)
+                && let Ok(route) = serde_json::from_value::<CanaryRoute>(node.to_json())
+            {
+                settings.sticky = route.sticky;
+                settings.schedule = route.schedule;
+                settings.failover = route.failover.unwrap_or(true);
+            }
+        }
+    }
+    if let Some(Ok(tree)) = annotation_tree(r, FAULT_ANNOTATION)
+        && let Ok(extras) = serde_json::from_value::<FaultExtras>(tree.to_json())
+    {
+        settings.fault_extras = extras;
+    }
+    settings
+}
+
+/// The breaker of the cluster of `subset` (empty: the whole host) of the host `dr` configures:
+/// the `sluice.dev/breaker` annotation (subset overrides merged over the host's fields), else
+/// the legacy `circuitBreaker` block of the merged traffic policy.
+pub fn cluster_breaker(
+    dr: Option<&Resource>,
+    subset: &str,
+    policy: &crate::istio::TrafficPolicy,
+) -> Option<BreakerSettings> {
+    if let Some(r) = dr
+        && let Some(Ok(tree)) = annotation_tree(r, BREAKER_ANNOTATION)
+        && let Some((host, subsets)) = breaker_fields(&tree)
+    {
+        let fields = match subsets.get(subset) {
+            Some(over) => host.merged(over),
+            None => host,
+        };
+        return Some(fields.settings());
+    }
+    policy.circuit_breaker.as_ref().and_then(legacy_breaker)
+}
+
+/// The seeds' `circuitBreaker` block as breaker settings (`None` when it sets no threshold).
+pub fn legacy_breaker(cb: &CircuitBreaker) -> Option<BreakerSettings> {
+    let consecutive = cb
+        .consecutive5xx_errors
+        .or(cb.consecutive_errors)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0)?;
+    let defaults = BreakerSettings::default();
+    let base = cb
+        .base_ejection_time
+        .clone()
+        .unwrap_or(defaults.base_ejection_time);
+    // The filter wants max >= base; Envoy's default cap (300s) unless the base is longer.
+    let max = match (
+        sluice_core::duration::parse(&base),
+        sluice_core::duration::parse(&defaults.max_ejection_time),
+    ) {
+        (Ok(b), Ok(m)) if b > m => base.clone(),
+        _ => defaults.max_ejection_time,
+    };
+    Some(BreakerSettings {
+        consecutive_errors: Some(consecutive),
+        interval: cb.interval.clone().unwrap_or(defaults.interval),
+        base_ejection_time: base,
+        max_ejection_time: max,
+        ..defaults
+    })
+}
+
+/// Istio's `fault` of rule `rule` as the fault filter's rule. Values that cannot be represented
+/// (a negative status) become ones the filter refuses, so [`check`] reports them.
+pub fn fault_rule(rule: &str, fault: &HttpFaultInjection) -> FaultRule {
+    let percent = |p: &Option<crate::istio::Percent>| {
+        p.as_ref().map(|p| CorePercent {
+            value: p.value.unwrap_or(0.0),
+        })
+    };
+    FaultRule {
+        rule: rule.to_owned(),
+        matches: Vec::new(),
+        delay: fault.delay.as_ref().map(|d| Delay {
+            fixed_delay: d.fixed_delay.clone().unwrap_or_default(),
+            percentage: percent(&d.percentage),
+            percent: d.percent.map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
+        }),
+        abort: fault.abort.as_ref().map(|a| Abort {
+            http_status: a.http_status.map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
+            grpc_status: a.grpc_status.clone(),
+            percentage: percent(&a.percentage),
+        }),
+    }
+}
+
+/// Route `key` of a `sluice.dev/canary` annotation: an http route's `name`, or its index.
+fn route_index(vs: &VirtualServiceSpec, key: &str) -> Option<usize> {
+    vs.http
+        .iter()
+        .position(|h| h.name.as_deref() == Some(key))
+        .or_else(|| key.parse::<usize>().ok().filter(|i| *i < vs.http.len()))
+}
+
+/// The annotation's value parsed as YAML (`None`: absent; an empty value is an empty mapping).
+fn annotation_tree(r: &Resource, key: &str) -> Option<Result<Node, yaml::YamlError>> {
+    let text = r.metadata.annotations.get(key)?;
+    Some(yaml::parse_documents(text).map(|docs| {
+        docs.into_iter().next().map_or(
+            Node {
+                pos: Pos { line: 1, col: 1 },
+                value: Value::Map(Vec::new()),
+            },
+            |d| d.root,
+        )
+    }))
+}
+
+/// Host-level fields and per-subset overrides of a breaker annotation tree.
+fn breaker_fields(tree: &Node) -> Option<(BreakerFields, BTreeMap<String, BreakerFields>)> {
+    let Value::Map(entries) = &tree.value else {
+        return None;
+    };
+    let host_json = serde_json::Value::Object(
+        entries
+            .iter()
+            .filter(|(k, _, _)| k != "subsets")
+            .map(|(k, _, v)| (k.clone(), v.to_json()))
+            .collect(),
+    );
+    let host = serde_json::from_value(host_json).ok()?;
+    let subsets = match tree.get("subsets") {
+        Some(node) => serde_json::from_value(node.to_json()).ok()?,
+        None => BTreeMap::new(),
+    };
+    Some((host, subsets))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks, with positions
+// ---------------------------------------------------------------------------------------------
+
+/// Where an annotation's YAML sits in its file, to turn a position inside the value into one
+/// in the file.
+struct Embedded<'a> {
+    r: &'a Resource,
+    key: &'static str,
+    /// Position of the annotation's key (the fallback).
+    key_pos: Pos,
+    origin: Origin,
+}
+
+enum Origin {
+    /// A block scalar (`|`, `>`): value line `n` is file line `first_line + n - 1`, indented by
+    /// `indent` columns.
+    Block { first_line: usize, indent: usize },
+    /// A one-line scalar starting at this column (after its opening quote).
+    Inline { line: usize, col: usize },
+    /// Anything else: point at the value itself.
+    Value(Pos),
+}
+
+impl Embedded<'_> {
+    fn new<'a>(r: &'a Resource, key: &'static str, sources: &BTreeMap<&str, &str>) -> Embedded<'a> {
+        let annotations = FieldPath::root().key("metadata").key("annotations");
+        let key_pos = r.root.locate(&annotations.key(key));
+        let value_pos = r
+            .root
+            .get("metadata")
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(key))
+            .map_or(key_pos, |n| n.pos);
+        let lines: Vec<&str> = sources
+            .get(r.file.as_str())
+            .map(|t| t.lines().collect())
+            .unwrap_or_default();
+        let line_at = |n: usize| lines.get(n.wrapping_sub(1)).copied().unwrap_or("");
+        let start = line_at(value_pos.line)
+            .get(value_pos.col.saturating_sub(1)..)
+            .unwrap_or("");
+        let origin = if start.starts_with(['|', '>']) {
+            let first_line = value_pos.line + 1;
+            let indent = (first_line..=lines.len())
+                .map(line_at)
+                .find(|l| !l.trim().is_empty())
+                .map_or(0, |l| l.len() - l.trim_start_matches(' ').len());
+            Origin::Block { first_line, indent }
+        } else if start.starts_with(['\'', '"']) {
+            Origin::Inline {
+                line: value_pos.line,
+                col: value_pos.col + 1,
+            }
+        } else if !start.is_empty() {
+            Origin::Inline {
+                line: value_pos.line,
+                col: value_pos.col,
+            }
+        } else {
+            Origin::Value(value_pos)
+        };
+        Embedded {
+            r,
+            key,
+            key_pos,
+            origin,
+        }
+    }
+
+    /// The file position of `inner`, a position inside the annotation's value.
+    fn file_pos(&self, inner: Pos) -> Pos {
+        match self.origin {
+            Origin::Block { first_line, indent } => Pos {
+                line: first_line + inner.line.saturating_sub(1),
+                col: indent + inner.col,
+            },
+            Origin::Inline { line, col } if inner.line <= 1 => Pos {
+                line,
+                col: col + inner.col.saturating_sub(1),
+            },
+            Origin::Inline { line, col } => Pos { line, col },
+            Origin::Value(pos) => pos,
+        }
+    }
+
+    /// `metadata.annotations["<key>"]` followed by `path`.
+    fn path(&self, path: &FieldPath) -> FieldPath {
+        let mut segs = FieldPath::root()
+            .key("metadata")
+            .key(&format!("annotations[{:?}]", self.key))
+            .0;
+        segs.extend(path.0.iter().cloned());
+        FieldPath(segs)
+    }
+
+    fn diag(
+        &self,
+        severity: Severity,
+        tree: Option<&Node>,
+        path: &FieldPath,
+        message: impl Into<String>,
+        hint: &str,
+    ) -> Diagnostic {
+        let pos = tree.map_or(self.key_pos, |t| self.file_pos(t.locate(path)));
+        Diagnostic {
+            file: self.r.file.clone(),
+            pos,
+            severity,
+            resource: self.r.id(),
+            path: self.path(path),
+            message: message.into(),
+            hint: (!hint.is_empty()).then(|| hint.to_owned()),
+        }
+    }
+
+    fn error(
+        &self,
+        tree: &Node,
+        path: &FieldPath,
+        message: impl Into<String>,
+        hint: &str,
+    ) -> Diagnostic {
+        self.diag(Severity::Error, Some(tree), path, message, hint)
+    }
+
+    /// Parses the annotation's YAML; a syntax error is reported at its real position.
+    fn tree(&self, out: &mut Vec<Diagnostic>) -> Option<Node> {
+        match annotation_tree(self.r, self.key)? {
+            Ok(tree) => Some(tree),
+            Err(e) => {
+                let mut d = self.diag(
+                    Severity::Error,
+                    None,
+                    &FieldPath::root(),
+                    format!("invalid YAML in the annotation: {}", e.message),
+                    "the value is YAML: write it as a block scalar (`|`) with consistent indentation",
+                );
+                d.pos = self.file_pos(e.pos);
+                out.push(d);
+                None
+            }
+        }
+    }
+
+    /// Deserializes `node` (at `path` in the tree) as `T`; a type error or unknown field is
+    /// reported at its position.
+    fn typed<T: DeserializeOwned>(
+        &self,
+        tree: &Node,
+        path: &FieldPath,
+        node: &Node,
+        out: &mut Vec<Diagnostic>,
+    ) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(node.to_json()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let mut at = path.clone();
+                for seg in e.path().iter() {
+                    match seg {
+                        serde_path_to_error::Segment::Seq { index } => at = at.index(*index),
+                        serde_path_to_error::Segment::Map { key } => at = at.key(key),
+                        _ => {}
+                    }
+                }
+                let message = e.into_inner().to_string();
+                let hint = unknown_field_hint(&message);
+                out.push(self.error(tree, &at, message, &hint));
+                None
+            }
+        }
+    }
+}
+
+/// "did you mean" for serde's `unknown field `x`, expected one of `a`, `b``.
+fn unknown_field_hint(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return "check the value against the sluice annotation reference (builder/README.md)"
+            .into();
+    };
+    let field = rest.split('`').next().unwrap_or("");
+    let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
+    match did_you_mean(field, expected.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("known fields: {}", expected.join(", ")),
+    }
+}
+
+/// Splits a filter's error message into the field path it starts with and the rest:
+/// `schedule.steps[1].hold: bad` -> (`schedule.steps[1].hold`, `bad`).
+fn split_message(message: &str) -> (FieldPath, String) {
+    let mut path = FieldPath::root();
+    let mut rest = message;
+    loop {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        if word.is_empty() || !word.starts_with(|c: char| c.is_ascii_lowercase()) {
+            break;
+        }
+        let mut seg_path = path.key(word);
+        let mut after = after;
+        while let Some(inner) = after.strip_prefix('[') {
+            let Some((n, tail)) = inner.split_once(']') else {
+                break;
+            };
+            let Ok(n) = n.parse::<usize>() else { break };
+            seg_path = seg_path.index(n);
+            after = tail;
+        }
+        if let Some(tail) = after.strip_prefix('.') {
+            path = seg_path;
+            rest = tail;
+            continue;
+        }
+        if let Some(tail) = after.strip_prefix(": ") {
+            return (seg_path, tail.to_owned());
+        }
+        if after.starts_with(' ') {
+            return (seg_path, after.trim_start().to_owned());
+        }
+        break;
+    }
+    (FieldPath::root(), message.to_owned())
+}
+
+/// Prepends `base` to a path.
+fn join(base: &FieldPath, path: &FieldPath) -> FieldPath {
+    let mut segs = base.0.clone();
+    segs.extend(path.0.iter().cloned());
+    FieldPath(segs)
+}
+
+/// Checks every sluice-only setting and Istio `fault`; returns all problems. `inputs` gives
+/// the source text, to place errors inside annotation values.
+pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
+    let sources: BTreeMap<&str, &str> = inputs
+        .files
+        .iter()
+        .map(|f| (f.name.as_str(), f.text.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    for r in resources {
+        match &r.spec {
+            Spec::VirtualService(vs) => {
+                check_canary(r, vs, &sources, &mut out);
+                check_fault_extras(r, &sources, &mut out);
+                check_faults(r, vs, &mut out);
+            }
+            Spec::DestinationRule(dr) => {
+                check_breaker(r, dr, &sources, &mut out);
+                check_legacy_breakers(r, dr, &mut out);
+            }
+            _ => {}
+        }
+        for key in r.metadata.annotations.keys() {
+            if key.starts_with("sluice.dev/")
+                && ![CANARY_ANNOTATION, FAULT_ANNOTATION, BREAKER_ANNOTATION]
+                    .contains(&key.as_str())
+            {
+                let known = [CANARY_ANNOTATION, FAULT_ANNOTATION, BREAKER_ANNOTATION];
+                let hint = match did_you_mean(key, known) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("sluice reads {}", known.join(", ")),
+                };
+                out.push(
+                    r.error(
+                        &FieldPath::root()
+                            .key("metadata")
+                            .key("annotations")
+                            .key(key),
+                        format!("unknown sluice annotation `{key}`"),
+                        &hint,
+                    ),
+                );
+            }
+        }
+        for key in [CANARY_ANNOTATION, FAULT_ANNOTATION, BREAKER_ANNOTATION] {
+            let wrong_kind = match r.spec {
+                Spec::VirtualService(_) => key == BREAKER_ANNOTATION,
+                Spec::DestinationRule(_) => key != BREAKER_ANNOTATION,
+                _ => true,
+            };
+            if wrong_kind && r.metadata.annotations.contains_key(key) {
+                let home = if key == BREAKER_ANNOTATION {
+                    "DestinationRule"
+                } else {
+                    "VirtualService"
+                };
+                out.push(
+                    r.error(
+                        &FieldPath::root()
+                            .key("metadata")
+                            .key("annotations")
+                            .key(key),
+                        format!("`{key}` belongs on a {home}, not a {}", r.kind),
+                        &format!("move it to the {home} of the same host"),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn check_canary(
+    r: &Resource,
+    vs: &VirtualServiceSpec,
+    sources: &BTreeMap<&str, &str>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let e = Embedded::new(r, CANARY_ANNOTATION, sources);
+    let Some(tree) = e.tree(out) else { return };
+    let Value::Map(entries) = &tree.value else {
+        out.push(e.error(
+            &tree,
+            &FieldPath::root(),
+            format!(
+                "expected a mapping of http route names, found a {}",
+                tree.type_name()
+            ),
+            "key each entry by an http route's `name` (or its index in `http`, as \"0\")",
+        ));
+        return;
+    };
+    for (key, _, node) in entries {
+        let at = FieldPath::root().key(key);
+        let Some(index) = route_index(vs, key) else {
+            let names: Vec<&str> = vs.http.iter().filter_map(|h| h.name.as_deref()).collect();
+            let hint = match did_you_mean(key, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if names.is_empty() => format!(
+                    "the http routes have no `name`: use an index 0..{}",
+                    vs.http.len()
+                ),
+                None => format!(
+                    "http route names: {}; or an index 0..{}",
+                    names.join(", "),
+                    vs.http.len()
+                ),
+            };
+            out.push(e.error(
+                &tree,
+                &at,
+                format!("no http route named {key:?} in this VirtualService"),
+                &hint,
+            ));
+            continue;
+        };
+        let Some(route) = e.typed::<CanaryRoute>(&tree, &at, node, out) else {
+            continue;
+        };
+        let destinations = vs.http.get(index).map_or(0, |h| h.route.len());
+        if destinations < 2 {
+            for (field, set) in [
+                ("schedule", route.schedule.is_some()),
+                ("sticky", route.sticky.is_some()),
+            ] {
+                if set {
+                    let severity = if field == "schedule" {
+                        Severity::Error
+                    } else {
+                        Severity::Warning
+                    };
+                    out.push(e.diag(
+                        severity,
+                        Some(&tree),
+                        &at.key(field),
+                        format!(
+                            "http[{index}] has {destinations} destination, so there is nothing to {}",
+                            if field == "schedule" { "shift traffic between" } else { "stick to" }
+                        ),
+                        "list the stable and the canary destination under `route` (weights are then taken from the schedule)",
+                    ));
+                }
+            }
+            continue;
+        }
+        // Compile the split as the canary filter will, with placeholder clusters, so the builder
+        // refuses exactly what the filter would.
+        let split = Split {
+            name: key.clone(),
+            members: (0..destinations)
+                .map(|i| Member {
+                    cluster: format!("member{i}"),
+                    weight: 1,
+                })
+                .collect(),
+            sticky: route.sticky,
+            schedule: route.schedule,
+            failover: route.failover.unwrap_or(true),
+        };
+        let config = CanaryConfig {
+            after_router: true,
+            splits: vec![split],
+            rules: Vec::new(),
+        };
+        if let Err(message) = CompiledCanary::compile(&config) {
+            let message = message
+                .split_once(") ")
+                .map_or(message.as_str(), |(_, m)| m)
+                .trim_start_matches('.');
+            let (path, text) = split_message(message);
+            let hint = if text.contains("members") {
+                format!(
+                    "http[{index}] has {destinations} destinations: give one weight per destination, in route order"
+                )
+            } else if path.to_string().ends_with("hold") || text.contains("duration") {
+                "write a duration such as \"30s\", \"10m\" or \"1h\"".into()
+            } else {
+                "see the canary filter's settings in filters/canary/README.md".into()
+            };
+            out.push(e.error(&tree, &join(&at, &path), text, &hint));
+        }
+    }
+}
+
+fn check_fault_extras(r: &Resource, sources: &BTreeMap<&str, &str>, out: &mut Vec<Diagnostic>) {
+    let e = Embedded::new(r, FAULT_ANNOTATION, sources);
+    let Some(tree) = e.tree(out) else { return };
+    let Some(extras) = e.typed::<FaultExtras>(&tree, &FieldPath::root(), &tree, out) else {
+        return;
+    };
+    let config = FaultConfig {
+        header_faults: extras.header_faults,
+        ..FaultConfig::default()
+    };
+    if let Err(message) = FaultPlan::compile(&config) {
+        let (path, text) = split_message(&message);
+        out.push(e.error(
+            &tree,
+            &path,
+            text,
+            "see the fault filter's settings in filters/fault/README.md",
+        ));
+    }
+}
+
+/// Istio's `fault` of each route, validated by the fault filter's own compile step.
+fn check_faults(r: &Resource, vs: &VirtualServiceSpec, out: &mut Vec<Diagnostic>) {
+    for (i, h) in vs.http.iter().enumerate() {
+        let Some(fault) = &h.fault else { continue };
+        let at = FieldPath::root()
+            .key("spec")
+            .key("http")
+            .index(i)
+            .key("fault");
+        if let Some(d) = &fault.delay
+            && d.fixed_delay.is_none()
+        {
+            out.push(r.error(
+                &at.key("delay"),
+                "missing `fixedDelay`",
+                "set `fixedDelay: 5s`",
+            ));
+            continue;
+        }
+        let rule = fault_rule(&format!("http[{i}]"), fault);
+        let config = FaultConfig {
+            faults: vec![rule],
+            ..FaultConfig::default()
+        };
+        match FaultPlan::compile(&config) {
+            Err(message) => {
+                let message = message
+                    .split_once("): ")
+                    .map_or(message.as_str(), |(_, m)| m);
+                let (path, text) = split_message(message);
+                let hint = fault_hint(&path, &text);
+                out.push(r.error(&join(&at, &path), text, &hint));
+            }
+            Ok(_) => {
+                for (field, set) in [
+                    (
+                        "delay",
+                        fault
+                            .delay
+                            .as_ref()
+                            .is_some_and(|d| d.percentage.is_none() && d.percent.is_none()),
+                    ),
+                    (
+                        "abort",
+                        fault.abort.as_ref().is_some_and(|a| a.percentage.is_none()),
+                    ),
+                ] {
+                    if set {
+                        out.push(r.diag(
+                            Severity::Warning,
+                            &at.key(field),
+                            format!(
+                                "no `percentage`: as in Istio, this {field} applies to no request"
+                            ),
+                            Some(format!(
+                                "add `percentage: {{value: 100}}` to {field} every matching request"
+                            )),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fault_hint(path: &FieldPath, text: &str) -> String {
+    let last = match path.0.last() {
+        Some(Seg::Key(k)) => k.as_str(),
+        _ => "",
+    };
+    match last {
+        "httpStatus" if text.contains("range") => "use an HTTP status from 200 to 599".into(),
+        "httpStatus" => "set `httpStatus: 503` (or `grpcStatus: UNAVAILABLE`)".into(),
+        "grpcStatus" => "e.g. UNAVAILABLE, NOT_FOUND, DEADLINE_EXCEEDED, INTERNAL".into(),
+        "value" | "percent" => "percentages are 0-100 (e.g. 0.1 for one request in a thousand)".into(),
+        "fixedDelay" => "write a duration of at least 1ms, in whole milliseconds, e.g. \"5s\"".into(),
+        _ => "add `delay: {fixedDelay: 5s, percentage: {value: 10}}` and/or `abort: {httpStatus: 503, percentage: {value: 10}}`".into(),
+    }
+}
+
+fn check_breaker(
+    r: &Resource,
+    dr: &DestinationRuleSpec,
+    sources: &BTreeMap<&str, &str>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let e = Embedded::new(r, BREAKER_ANNOTATION, sources);
+    let Some(tree) = e.tree(out) else { return };
+    let Value::Map(entries) = &tree.value else {
+        out.push(e.error(
+            &tree,
+            &FieldPath::root(),
+            format!("expected a mapping, found a {}", tree.type_name()),
+            "e.g. `consecutiveErrors: 5` on its own line",
+        ));
+        return;
+    };
+    let host_node = Node {
+        pos: tree.pos,
+        value: Value::Map(
+            entries
+                .iter()
+                .filter(|(k, _, _)| k != "subsets")
+                .cloned()
+                .collect(),
+        ),
+    };
+    let Some(host) = e.typed::<BreakerFields>(&tree, &FieldPath::root(), &host_node, out) else {
+        return;
+    };
+    check_count_as(&e, &tree, &FieldPath::root(), &host, out);
+    let host_ok = compile_breaker(&e, &tree, &FieldPath::root(), &host, out);
+    let Some(subsets_node) = tree.get("subsets") else {
+        return;
+    };
+    let sat = FieldPath::root().key("subsets");
+    let Value::Map(subsets) = &subsets_node.value else {
+        out.push(e.error(
+            &tree,
+            &sat,
+            format!(
+                "expected a mapping of subset names, found a {}",
+                subsets_node.type_name()
+            ),
+            "e.g. `subsets: {v2: {consecutiveErrors: 3}}`",
+        ));
+        return;
+    };
+    let known: Vec<&str> = dr
+        .subsets
+        .iter()
+        .filter_map(|s| s.name.as_deref())
+        .collect();
+    for (name, _, node) in subsets {
+        let at = sat.key(name);
+        if !known.contains(&name.as_str()) {
+            let hint = match did_you_mean(name, known.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("subsets of this DestinationRule: {}", known.join(", ")),
+            };
+            out.push(e.error(&tree, &at, format!("unknown subset {name:?}"), &hint));
+            continue;
+        }
+        let Some(over) = e.typed::<BreakerFields>(&tree, &at, node, out) else {
+            continue;
+        };
+        check_count_as(&e, &tree, &at, &over, out);
+        if host_ok {
+            compile_breaker(&e, &tree, &at, &host.merged(&over), out);
+        }
+    }
+}
+
+fn check_count_as(
+    e: &Embedded<'_>,
+    tree: &Node,
+    at: &FieldPath,
+    fields: &BreakerFields,
+    out: &mut Vec<Diagnostic>,
+) {
+    for (i, name) in fields.count_as.iter().flatten().enumerate() {
+        if outcome(name).is_none() {
+            let hint = match did_you_mean(name, OUTCOMES) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("use {}", OUTCOMES.join(", ")),
+            };
+            out.push(e.error(
+                tree,
+                &at.key("countAs").index(i),
+                format!("unknown outcome {name:?}"),
+                &hint,
+            ));
+        }
+    }
+}
+
+/// Compiles merged settings with the breaker's own validation; true when accepted.
+fn compile_breaker(
+    e: &Embedded<'_>,
+    tree: &Node,
+    at: &FieldPath,
+    fields: &BreakerFields,
+    out: &mut Vec<Diagnostic>,
+) -> bool {
+    if fields
+        .count_as
+        .iter()
+        .flatten()
+        .any(|n| outcome(n).is_none())
+    {
+        return false; // reported by check_count_as
+    }
+    match Policy::compile(&fields.settings(), "breaker") {
+        Ok(_) => true,
+        Err(err) => {
+            let message = err.0.strip_prefix("breaker: ").unwrap_or(&err.0);
+            let (path, text) = split_message(message);
+            out.push(e.error(
+                tree,
+                &join(at, &path),
+                text,
+                "durations such as \"10s\"; see the breaker settings in builder/README.md",
+            ));
+            false
+        }
+    }
+}
+
+/// The seeds' `trafficPolicy.circuitBreaker`, at host and subset level: accepted, with a
+/// warning pointing to the annotation and saying where `maxEjectionPercent` went.
+fn check_legacy_breakers(r: &Resource, dr: &DestinationRuleSpec, out: &mut Vec<Diagnostic>) {
+    let spec = FieldPath::root().key("spec");
+    let mut blocks = Vec::new();
+    if let Some(cb) = dr
+        .traffic_policy
+        .as_ref()
+        .and_then(|t| t.circuit_breaker.as_ref())
+    {
+        blocks.push((spec.key("trafficPolicy").key("circuitBreaker"), cb));
+    }
+    for (i, s) in dr.subsets.iter().enumerate() {
+        if let Some(cb) = s
+            .traffic_policy
+            .as_ref()
+            .and_then(|t| t.circuit_breaker.as_ref())
+        {
+            blocks.push((
+                spec.key("subsets")
+                    .index(i)
+                    .key("trafficPolicy")
+                    .key("circuitBreaker"),
+                cb,
+            ));
+        }
+    }
+    let annotated = r.metadata.annotations.contains_key(BREAKER_ANNOTATION);
+    for (at, cb) in blocks {
+        let message = if annotated {
+            format!(
+                "`circuitBreaker` is not an Istio field; ignored because the `{BREAKER_ANNOTATION}` annotation configures this host's breaker"
+            )
+        } else if legacy_breaker(cb).is_some() {
+            "`circuitBreaker` is not an Istio field (stock Istio rejects it): sluice applies it as the sluice breaker filter".to_owned()
+        } else {
+            "`circuitBreaker` sets no `consecutiveErrors`, so no breaker is configured".to_owned()
+        };
+        out.push(r.diag(
+            Severity::Warning,
+            &at,
+            message,
+            Some(format!(
+                "move it to the `{BREAKER_ANNOTATION}` annotation, which Istio tooling accepts"
+            )),
+        ));
+        if cb.max_ejection_percent.is_some() {
+            out.push(r.diag(
+                Severity::Warning,
+                &at.key("maxEjectionPercent"),
+                "ignored: the sluice breaker opens for a whole destination and ejects no share of hosts",
+                Some(
+                    "to cap ejected hosts, use `trafficPolicy.outlierDetection.maxEjectionPercent` (Envoy's native outlier detection)"
+                        .into(),
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_messages_split_into_path_and_text() {
+        let (p, t) = split_message("schedule.steps[1].hold: invalid duration");
+        assert_eq!(p.to_string(), "schedule.steps[1].hold");
+        assert_eq!(t, "invalid duration");
+        let (p, t) = split_message("errorRatio.thresholdPercent must be within 1..=100, got 0");
+        assert_eq!(p.to_string(), "errorRatio.thresholdPercent");
+        assert_eq!(t, "must be within 1..=100, got 0");
+        let (p, t) = split_message("HTTP fault injection must have an abort and/or a delay");
+        assert!(p.is_root());
+        assert_eq!(t, "HTTP fault injection must have an abort and/or a delay");
+    }
+
+    #[test]
+    fn subset_overrides_merge_over_host_fields() {
+        let host = BreakerFields {
+            consecutive_errors: Some(5),
+            interval: Some("20s".into()),
+            ..BreakerFields::default()
+        };
+        let over = BreakerFields {
+            consecutive_errors: Some(3),
+            ..BreakerFields::default()
+        };
+        let s = host.merged(&over).settings();
+        assert_eq!(s.consecutive_errors, Some(3));
+        assert_eq!(s.interval, "20s");
+        assert_eq!(s.base_ejection_time, "30s");
+    }
+}
