@@ -1,0 +1,837 @@
+//! `cargo xtask bench`: the sluice filters against plain proxying and Envoy's native equivalent,
+//! side by side in one run, on loopback.
+//!
+//! Setup (why each choice):
+//! - The Envoy under test runs at `--concurrency 1`, pinned to CPU 0 (`taskset`), so its CPU
+//!   time per request is the cost of one worker and nothing else shares its core.
+//! - The upstream is a second Envoy answering every request itself (`direct_response`, a fixed
+//!   2-byte body), pinned to CPU 1 with the load generators. It is the cheapest HTTP server at
+//!   hand, identical for every configuration, and its CPU is not counted: the figures measure
+//!   the proxy, not the upstream.
+//! - Closed-loop throughput comes from wrk (Debian package, installed when missing); open-loop
+//!   latency from [`sluice_bench::run`] (fixed rate, latency from the intended send time, so no
+//!   coordinated omission), at half the plain proxy's peak.
+//! - CPU per request: the Envoy process's on-CPU time (sum of `/proc/<pid>/task/*/schedstat`,
+//!   nanoseconds) over the closed-loop phase, divided by the requests Envoy counted
+//!   (`http.ingress.downstream_rq_total`).
+//! - Every configuration runs once per round, rounds interleave configurations, and the
+//!   tables show the median over rounds: drift of a shared machine hits every configuration
+//!   alike.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use sluice_bench::{OpenLoop, OpenLoopReport};
+use sluice_integration::bootstrap::{self, Bootstrap, LISTENER_NAME};
+use sluice_integration::envoy::{Envoy, EnvoyOptions};
+use sluice_integration::wasm;
+
+/// How long and how often to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Seconds of each closed-loop and each open-loop measurement.
+    pub duration: f64,
+    /// Rounds; every configuration is measured once per round.
+    pub runs: u32,
+    /// Smoke run: short phases, no builder-scale section.
+    pub quick: bool,
+    /// Where the Markdown report goes (BENCHMARKS.md of the repository by default).
+    pub output: PathBuf,
+    /// The command line to print in the report.
+    pub command_line: String,
+}
+
+/// The configurations, in the order of the tables.
+pub const CONFIGS: [&str; 7] = [
+    "plain",
+    "native",
+    "sluice-router",
+    "sluice-canary",
+    "sluice-fault",
+    "sluice-breaker",
+    "sluice-suite",
+];
+
+/// One configuration's measurements, one entry per round.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigResult {
+    /// Closed-loop requests per second (wrk).
+    pub rps: Vec<f64>,
+    /// Envoy CPU microseconds per request during the closed-loop phase.
+    pub cpu_us_per_request: Vec<f64>,
+    /// Open-loop runs.
+    pub latency: Vec<OpenLoopReport>,
+    /// Envoy's resident set after the runs, in KiB.
+    pub rss_kib: u64,
+}
+
+/// The whole measurement.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Per configuration name (see [`CONFIGS`]).
+    pub configs: BTreeMap<String, ConfigResult>,
+    /// Open-loop rate used for every configuration.
+    pub open_loop_rps: u32,
+    /// Module sizes in bytes, per filter.
+    pub module_sizes: Vec<(String, u64)>,
+    /// Builder at scale, when measured.
+    pub builder: Option<BuilderScale>,
+}
+
+/// `sluice generate` on a synthetic mesh.
+#[derive(Debug, Clone)]
+pub struct BuilderScale {
+    /// Services, subsets per service, rules per service.
+    pub shape: (u32, u32, u32),
+    /// Input YAML bytes.
+    pub input_bytes: u64,
+    /// Median wall time of `sluice generate` (release build).
+    pub generate: Duration,
+    /// Bytes written (all files).
+    pub output_bytes: u64,
+    /// Wall time of `envoy --mode validate` on the output.
+    pub validate: Duration,
+}
+
+/// Wrk connections for the closed-loop phase: enough to keep a single worker busy.
+const WRK_CONNECTIONS: u32 = 16;
+/// Open-loop connections.
+const OPEN_LOOP_CONNECTIONS: u32 = 8;
+/// The `Host` every request carries.
+const HOST: &str = "reviews";
+
+/// Runs the benchmark and writes the report.
+pub fn bench(options: &BenchOptions, wasm_dir: &Path) -> Result<Report> {
+    ensure_wrk()?;
+    let pinned = pin_self_to_cpu1();
+    let upstream = start_upstream(pinned)?;
+    let upstream_port = upstream.listener_port("upstream");
+
+    let mut envoys = Vec::new();
+    for name in CONFIGS {
+        let config = config_for(name, upstream_port, wasm_dir)?;
+        let envoy = Envoy::start_with(EnvoyOptions {
+            config_yaml: config,
+            concurrency: 1,
+            log_level: "warn".to_owned(),
+            ..EnvoyOptions::default()
+        })
+        .with_context(|| format!("start Envoy for {name}"))?;
+        if pinned {
+            pin(envoy.pid(), "0")?;
+        }
+        let port = envoy.listener_port(LISTENER_NAME);
+        check_serves(port, name)?;
+        envoys.push((name, envoy, port));
+    }
+
+    // Warm-up: V8 compiles wasm with a baseline tier first and optimises hot functions later.
+    let warmup = if options.quick { 0.5 } else { 3.0 };
+    for (_, _, port) in &envoys {
+        wrk(*port, warmup)?;
+    }
+
+    let mut report = Report::default();
+    for round in 0..options.runs {
+        for (name, envoy, port) in &envoys {
+            eprintln!(
+                "bench: round {}/{} closed loop {name}",
+                round + 1,
+                options.runs
+            );
+            let before_cpu = cpu_ns(envoy.pid())?;
+            let before_requests = requests(envoy)?;
+            let rps = wrk(*port, options.duration)?;
+            let cpu = cpu_ns(envoy.pid())? - before_cpu;
+            let served = requests(envoy)? - before_requests;
+            if served == 0 {
+                bail!("{name}: Envoy counted no request during the closed-loop phase");
+            }
+            let entry = report.configs.entry((*name).to_owned()).or_default();
+            entry.rps.push(rps);
+            entry
+                .cpu_us_per_request
+                .push(cpu as f64 / 1000.0 / served as f64);
+        }
+    }
+    let plain_peak = median(&report.configs["plain"].rps);
+    report.open_loop_rps = ((plain_peak / 2.0) as u32).max(100);
+    for round in 0..options.runs {
+        for (name, _, port) in &envoys {
+            eprintln!(
+                "bench: round {}/{} open loop {name}",
+                round + 1,
+                options.runs
+            );
+            let latency = sluice_bench::run(&OpenLoop {
+                target: SocketAddr::from(([127, 0, 0, 1], *port)),
+                rate: report.open_loop_rps,
+                duration: Duration::from_secs_f64(options.duration),
+                warmup: Duration::from_secs_f64(if options.quick { 0.2 } else { 1.0 }),
+                connections: OPEN_LOOP_CONNECTIONS,
+                host: HOST.to_owned(),
+                path: "/".to_owned(),
+                headers: Vec::new(),
+            })
+            .with_context(|| format!("open loop against {name}"))?;
+            report
+                .configs
+                .entry((*name).to_owned())
+                .or_default()
+                .latency
+                .push(latency);
+        }
+    }
+    for (name, envoy, _) in &envoys {
+        let rss = rss_kib(envoy.pid())?;
+        report
+            .configs
+            .entry((*name).to_owned())
+            .or_default()
+            .rss_kib = rss;
+    }
+    drop(envoys);
+    drop(upstream);
+
+    for filter in wasm::FILTERS {
+        let path = wasm::module_in(wasm_dir, filter)?;
+        let size = std::fs::metadata(&path)
+            .with_context(|| format!("stat {}", path.display()))?
+            .len();
+        report.module_sizes.push((filter.to_owned(), size));
+    }
+    if !options.quick {
+        report.builder = Some(builder_scale(wasm_dir)?);
+    }
+    let markdown = render(&report, options, pinned);
+    std::fs::write(&options.output, &markdown)
+        .with_context(|| format!("write {}", options.output.display()))?;
+    println!("{markdown}");
+    Ok(report)
+}
+
+/// `wrk` on PATH, else `apt-get install -y wrk` (Debian; CI runs as root).
+fn ensure_wrk() -> Result<()> {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("bench: wrk missing, installing it with apt-get");
+    crate::run({
+        let mut command = Command::new("apt-get");
+        command
+            .args(["install", "-y", "wrk"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    })
+    .context("install wrk (Debian package `wrk`)")
+}
+
+/// Pins this process (the open-loop generator's threads are spawned later and inherit it) to
+/// CPU 1, when the machine has two CPUs or more and `taskset` exists. Returns whether the
+/// setup is pinned.
+fn pin_self_to_cpu1() -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    cpus >= 2 && pin(std::process::id(), "1").is_ok()
+}
+
+fn pin(pid: u32, cpu: &str) -> Result<()> {
+    let output = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+        .output()
+        .context("run taskset")?;
+    if !output.status.success() {
+        bail!(
+            "taskset -a -p -c {cpu} {pid}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn start_upstream(pinned: bool) -> Result<Envoy> {
+    let config = json!({
+        "admin": {"address": loopback(0)},
+        "static_resources": {"listeners": [{
+            "name": "upstream",
+            "address": loopback(0),
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "upstream",
+                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"},
+                                    "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                },
+            }]}],
+        }]},
+    });
+    let envoy = Envoy::start_with(EnvoyOptions {
+        config_yaml: config.to_string(),
+        concurrency: 1,
+        log_level: "warn".to_owned(),
+        ..EnvoyOptions::default()
+    })
+    .context("start the upstream Envoy")?;
+    if pinned {
+        pin(envoy.pid(), "1")?;
+    }
+    Ok(envoy)
+}
+
+fn loopback(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+}
+
+/// The rules every configuration expresses: `end-user: jason` goes to v2, everyone else to a
+/// 90/10 split of v1 and v2; a fault rule that never fires (0 %); a breaker on the clusters.
+/// Requests of the benchmark carry no `end-user`, so they take the split (the costlier path):
+/// every configuration evaluates the header rule, misses it, then picks a member.
+fn config_for(name: &str, upstream_port: u16, wasm_dir: &Path) -> Result<String> {
+    let module = |filter: &str| wasm::module_in(wasm_dir, filter);
+    let plain_clusters = |b: Bootstrap| {
+        b.cluster("reviews-v1", upstream_port)
+            .cluster("reviews-v2", upstream_port)
+            .without_access_log()
+    };
+    let router = json!({"virtualHosts": [{"name": "reviews", "domains": ["*"], "rules": [
+        {"name": "jason", "match": [{"headers": {"end-user": {"exact": "jason"}}}],
+         "route": {"cluster": "reviews-v2"}},
+        {"name": "default", "route": {"split": "reviews"}},
+    ]}]});
+    let router_alone = json!({"virtualHosts": [{"name": "reviews", "domains": ["*"], "rules": [
+        {"name": "jason", "match": [{"headers": {"end-user": {"exact": "jason"}}}],
+         "route": {"cluster": "reviews-v2"}},
+        {"name": "default", "route": {"cluster": "reviews-v1"}},
+    ]}]});
+    let split = json!({"name": "reviews", "members": [
+        {"cluster": "reviews-v1", "weight": 90}, {"cluster": "reviews-v2", "weight": 10}]});
+    let fault_rule = json!({"rule": "default",
+        "abort": {"httpStatus": 503, "percentage": {"value": 0.0}}});
+    let breaker = json!({"consecutiveErrors": 5, "interval": "10s", "baseEjectionTime": "30s"});
+
+    let bootstrap = match name {
+        "plain" => plain_clusters(Bootstrap::new())
+            .route_to_cluster("reviews-v1")
+            .forward_internal_headers(),
+        "native" => {
+            let cluster = |name: &str| {
+                let mut cluster = bootstrap::static_cluster(name, upstream_port, false);
+                cluster["outlier_detection"] = json!({"consecutive_5xx": 5, "interval": "10s",
+                    "base_ejection_time": "30s", "max_ejection_percent": 100});
+                cluster["circuit_breakers"] = json!({"thresholds": [{"max_connections": 1024,
+                    "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3}]});
+                cluster
+            };
+            Bootstrap::new()
+                .cluster_json(cluster("reviews-v1"))
+                .cluster_json(cluster("reviews-v2"))
+                .without_access_log()
+                .forward_internal_headers()
+                .http_filter_json(json!({"name": "envoy.filters.http.fault", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+                    "abort": {"http_status": 503, "percentage": {"numerator": 0, "denominator": "HUNDRED"}},
+                }}))
+                .routes_json(vec![
+                    json!({"match": {"prefix": "/", "headers": [
+                        {"name": "end-user", "string_match": {"exact": "jason"}}]},
+                        "route": {"cluster": "reviews-v2"}}),
+                    json!({"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
+                        {"name": "reviews-v1", "weight": 90}, {"name": "reviews-v2", "weight": 10}]}}}),
+                ])
+        }
+        "sluice-router" => plain_clusters(Bootstrap::new())
+            .wasm_filter_at("router", &module("router")?, &router_alone.to_string())
+            .route_cluster_header(),
+        "sluice-canary" => plain_clusters(Bootstrap::new())
+            .wasm_filter_at(
+                "canary",
+                &module("canary")?,
+                &json!({"splits": [split], "rules": [{"split": "reviews"}]}).to_string(),
+            )
+            .route_cluster_header(),
+        "sluice-fault" => plain_clusters(Bootstrap::new())
+            .wasm_filter_at(
+                "fault",
+                &module("fault")?,
+                &json!({"faults": [fault_rule]}).to_string(),
+            )
+            .route_to_cluster("reviews-v1"),
+        "sluice-breaker" => {
+            let mut one = breaker.clone();
+            one["cluster"] = json!("reviews-v1");
+            plain_clusters(Bootstrap::new())
+                .wasm_filter_at(
+                    "breaker",
+                    &module("breaker")?,
+                    &json!({"breakers": [one]}).to_string(),
+                )
+                .route_to_cluster("reviews-v1")
+        }
+        "sluice-suite" => plain_clusters(Bootstrap::new())
+            .wasm_filter_at("router", &module("router")?, &router.to_string())
+            .wasm_filter_at(
+                "canary",
+                &module("canary")?,
+                &json!({"afterRouter": true, "splits": [split]}).to_string(),
+            )
+            .wasm_filter_at(
+                "fault",
+                &module("fault")?,
+                &json!({"afterRouter": true, "faults": [fault_rule]}).to_string(),
+            )
+            .wasm_filter_at(
+                "breaker",
+                &module("breaker")?,
+                &json!({"afterRouter": true, "default": breaker}).to_string(),
+            )
+            .route_cluster_header(),
+        other => bail!("unknown configuration {other}"),
+    };
+    Ok(bootstrap.render())
+}
+
+/// One request through `port` must succeed before the configuration is measured.
+fn check_serves(port: u16, name: &str) -> Result<()> {
+    let report = sluice_bench::run(&OpenLoop {
+        target: SocketAddr::from(([127, 0, 0, 1], port)),
+        rate: 50,
+        duration: Duration::from_millis(100),
+        warmup: Duration::ZERO,
+        connections: 1,
+        host: HOST.to_owned(),
+        path: "/".to_owned(),
+        headers: Vec::new(),
+    })?;
+    if report.sent == 0 || report.errors > 0 {
+        bail!(
+            "{name}: {} of {} requests failed before the benchmark",
+            report.errors,
+            report.sent
+        );
+    }
+    Ok(())
+}
+
+/// Closed-loop throughput of `port` over `seconds`, by wrk on CPU 1 when pinned.
+fn wrk(port: u16, seconds: f64) -> Result<f64> {
+    let duration = format!("{}s", seconds.ceil().max(1.0) as u64);
+    let url = format!("http://127.0.0.1:{port}/");
+    let connections = WRK_CONNECTIONS.to_string();
+    let mut command = Command::new("taskset");
+    command.args(["-c", "1", "wrk", "-t1", "-c", &connections, "-d", &duration]);
+    command.args(["-H", &format!("Host: {HOST}"), &url]);
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        command = Command::new("wrk");
+        command.args(["-t1", "-c", &connections, "-d", &duration]);
+        command.args(["-H", &format!("Host: {HOST}"), &url]);
+    }
+    let output = command.output().context("run wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
+        bail!("wrk saw errors against port {port}: {line}");
+    }
+    text.lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|value| value.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
+}
+
+/// Nanoseconds `pid` spent on a CPU, all its threads (`/proc/<pid>/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    let tasks = format!("/proc/{pid}/task");
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("read {tasks}"))? {
+        let path = task?.path().join("schedstat");
+        // A thread may exit between listing and reading.
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            total += text
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+fn requests(envoy: &Envoy) -> Result<u64> {
+    let name = format!("http.{}.downstream_rq_total", bootstrap::STAT_PREFIX);
+    envoy
+        .stat(&name)
+        .with_context(|| format!("Envoy has no stat {name}"))
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 when empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+fn median_u64(values: impl Iterator<Item = u64>) -> f64 {
+    median(&values.map(|v| v as f64).collect::<Vec<_>>())
+}
+
+/// A synthetic mesh: `services` ServiceEntries with `subsets` labelled endpoints each, a
+/// DestinationRule with the subsets, and a VirtualService with `rules` http routes (header
+/// matches on subsets, the last one a default).
+pub fn synthetic_mesh(services: u32, subsets: u32, rules: u32) -> String {
+    let mut mesh = String::new();
+    for i in 0..services {
+        let (a, b) = (i / 250, i % 250);
+        let _ = write!(
+            mesh,
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc{i}}}\n\
+             spec:\n  hosts: [svc{i}]\n  ports: [{{number: 8000, name: http, protocol: HTTP}}]\n  \
+             resolution: STATIC\n  endpoints:\n"
+        );
+        for s in 0..subsets {
+            let _ = writeln!(
+                mesh,
+                "  - {{address: 10.{s}.{a}.{b}, labels: {{version: v{s}}}}}"
+            );
+        }
+        let _ = write!(
+            mesh,
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: svc{i}}}\n\
+             spec:\n  host: svc{i}\n  subsets:\n"
+        );
+        for s in 0..subsets {
+            let _ = writeln!(mesh, "  - {{name: v{s}, labels: {{version: v{s}}}}}");
+        }
+        let _ = write!(
+            mesh,
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc{i}}}\n\
+             spec:\n  hosts: [svc{i}]\n  http:\n"
+        );
+        for r in 0..rules.saturating_sub(1) {
+            let s = r % subsets.max(1);
+            let _ = writeln!(
+                mesh,
+                "  - match: [{{headers: {{end-user: {{exact: user{r}}}}}}}]\n    \
+                 route: [{{destination: {{host: svc{i}, subset: v{s}}}}}]"
+            );
+        }
+        let _ = writeln!(
+            mesh,
+            "  - route:\n    - {{destination: {{host: svc{i}, subset: v0}}, weight: 90}}\n    \
+             - {{destination: {{host: svc{i}, subset: v1}}, weight: 10}}\n---"
+        );
+    }
+    mesh
+}
+
+fn builder_scale(wasm_dir: &Path) -> Result<BuilderScale> {
+    let shape = (1000, 3, 10);
+    crate::run(crate::cargo(&["build", "--release", "-p", "sluice"]))?;
+    let binary = crate::target_dir().join("release").join("sluice");
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-bench-mesh-")
+        .tempdir()?;
+    let input = dir.path().join("mesh.yaml");
+    let mesh = synthetic_mesh(shape.0, shape.1, shape.2);
+    std::fs::write(&input, &mesh)?;
+    let out = dir.path().join("out");
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let output = Command::new(&binary)
+            .args(["generate", "-f"])
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .arg("--wasm-dir")
+            .arg(wasm_dir)
+            .output()
+            .context("run sluice generate")?;
+        times.push(started.elapsed().as_secs_f64());
+        if !output.status.success() {
+            bail!(
+                "sluice generate failed on the synthetic mesh:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    let mut output_bytes = 0;
+    for entry in std::fs::read_dir(&out)? {
+        let meta = entry?.metadata()?;
+        if meta.is_file() {
+            output_bytes += meta.len();
+        }
+    }
+    let started = Instant::now();
+    let validated = Envoy::validate(&out.join("envoy.yaml"))?;
+    let validate = started.elapsed();
+    if !validated.status.success() {
+        bail!(
+            "envoy --mode validate refused the generated mesh:\n{}",
+            String::from_utf8_lossy(&validated.stderr)
+        );
+    }
+    Ok(BuilderScale {
+        shape,
+        input_bytes: mesh.len() as u64,
+        generate: Duration::from_secs_f64(median(&times)),
+        output_bytes,
+        validate,
+    })
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("{cpus} CPUs ({model}), Linux {kernel}")
+}
+
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn render(report: &Report, options: &BenchOptions, pinned: bool) -> String {
+    let mut md = String::new();
+    let get = |name: &str| report.configs.get(name).cloned().unwrap_or_default();
+    let plain = get("plain");
+    let native = get("native");
+    let plain_rps = median(&plain.rps);
+    let native_rps = median(&native.rps);
+    let native_p99 = median_u64(native.latency.iter().map(|l| l.p99_us));
+    let _ = writeln!(md, "# sluice benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Measured {} on {}. Command: `{}` ({} round(s) of {} s per phase{}).\n",
+        today(),
+        machine(),
+        options.command_line,
+        options.runs,
+        options.duration,
+        if pinned {
+            "; Envoy under test pinned to CPU 0, upstream Envoy, wrk and the open-loop generator to CPU 1"
+        } else {
+            "; NOT pinned (fewer than 2 CPUs or no taskset)"
+        }
+    );
+    let _ = writeln!(
+        md,
+        "Envoy 1.40 at `--concurrency 1`; upstream: a second Envoy answering `200 ok` itself \
+         (`direct_response`). Every configuration routes requests without `end-user` through \
+         a header rule (missed) and a 90/10 split; fault rules never fire (0 %). Medians over \
+         rounds; rounds interleave configurations. See `xtask/src/bench.rs` for the exact \
+         configurations.\n"
+    );
+    let _ = writeln!(
+        md,
+        "## Closed-loop throughput and CPU (wrk, {WRK_CONNECTIONS} connections)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| configuration | req/s | vs plain | vs native | Envoy CPU us/req | RSS MiB |"
+    );
+    let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    for name in CONFIGS {
+        let c = get(name);
+        let rps = median(&c.rps);
+        let _ = writeln!(
+            md,
+            "| {name} | {rps:.0} | {:.1} % | {:.1} % | {:.1} | {:.1} |",
+            100.0 * rps / plain_rps,
+            100.0 * rps / native_rps,
+            median(&c.cpu_us_per_request),
+            c.rss_kib as f64 / 1024.0
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n## Open-loop latency at {} req/s (half the plain peak; microseconds from the intended send time)\n",
+        report.open_loop_rps
+    );
+    let _ = writeln!(
+        md,
+        "| configuration | p50 | p90 | p99 | p99.9 | p99 over native | errors | generator send lag p99 |"
+    );
+    let _ = writeln!(
+        md,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for name in CONFIGS {
+        let c = get(name);
+        let pick = |f: fn(&OpenLoopReport) -> u64| median_u64(c.latency.iter().map(f));
+        let p99 = pick(|l| l.p99_us);
+        let _ = writeln!(
+            md,
+            "| {name} | {:.0} | {:.0} | {p99:.0} | {:.0} | {:+.0} | {} | {:.0} |",
+            pick(|l| l.p50_us),
+            pick(|l| l.p90_us),
+            pick(|l| l.p999_us),
+            p99 - native_p99,
+            c.latency.iter().map(|l| l.errors).sum::<u64>(),
+            pick(|l| l.send_lag_p99_us),
+        );
+    }
+    let _ = writeln!(md, "\n## Module sizes\n");
+    let _ = writeln!(md, "| module | bytes | budget 250 KB (256,000 B) |");
+    let _ = writeln!(md, "| --- | ---: | --- |");
+    for (filter, size) in &report.module_sizes {
+        let verdict = if *size <= 256_000 { "met" } else { "MISSED" };
+        let _ = writeln!(md, "| sluice_{filter}.wasm | {size} | {verdict} |");
+    }
+    if let Some(b) = &report.builder {
+        let _ = writeln!(
+            md,
+            "\n## Builder at scale\n\n{} services x {} subsets x {} rules ({} bytes of YAML): \
+             `sluice generate` (release) {:.3} s (median of 3), output {} bytes; \
+             `envoy --mode validate` on it {:.2} s.",
+            b.shape.0,
+            b.shape.1,
+            b.shape.2,
+            b.input_bytes,
+            b.generate.as_secs_f64(),
+            b.output_bytes,
+            b.validate.as_secs_f64()
+        );
+    }
+    md
+}
+
+/// WebAssembly features rustc 1.95 enables for wasm32-wasip1; binaryen 108 (Debian 12) must be
+/// told, or it refuses the module.
+const WASM_FEATURES: [&str; 6] = [
+    "--enable-bulk-memory",
+    "--enable-sign-ext",
+    "--enable-nontrapping-float-to-int",
+    "--enable-mutable-globals",
+    "--enable-multivalue",
+    "--enable-reference-types",
+];
+
+/// Shrinks every filter module in `dir` in place with binaryen's `wasm-opt -Oz` (installed
+/// with apt-get when missing): about 18 % off each module (measured figures in
+/// BENCHMARKS.md). The harness and the builder read these very files. cargo re-links its
+/// unoptimised copy on every build, so this runs after each build (a few seconds).
+pub fn optimize_modules(dir: &Path) -> Result<()> {
+    if Command::new("wasm-opt").arg("--version").output().is_err() {
+        eprintln!("xtask: wasm-opt missing, installing binaryen with apt-get");
+        crate::run({
+            let mut command = Command::new("apt-get");
+            command
+                .args(["install", "-y", "binaryen"])
+                .env("DEBIAN_FRONTEND", "noninteractive");
+            command
+        })
+        .context("install wasm-opt (Debian package `binaryen`)")?;
+    }
+    for filter in wasm::FILTERS {
+        let path = wasm::module_in(dir, filter)?;
+        let optimized = path.with_extension("opt.wasm");
+        let mut command = Command::new("wasm-opt");
+        command
+            .arg("-Oz")
+            .args(WASM_FEATURES)
+            .arg(&path)
+            .arg("-o")
+            .arg(&optimized);
+        crate::run(command)?;
+        // A rename, not a write through the file: cargo hard-links it to deps/, whose copy
+        // stays the unoptimised original cargo compares against.
+        std::fs::rename(&optimized, &path)
+            .with_context(|| format!("replace {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn synthetic_mesh_generates() {
+        let mesh = synthetic_mesh(3, 3, 4);
+        let inputs = sluice::Inputs::from_text("mesh.yaml", &mesh);
+        let options = sluice::Options {
+            wasm: sluice::WasmModules::Reference(PathBuf::from("/nonexistent")),
+            ..sluice::Options::default()
+        };
+        let output = sluice::generate(&inputs, &options).unwrap_or_else(|d| panic!("{d}"));
+        assert!(output.files.contains_key("envoy.yaml"));
+    }
+
+    /// The smoke run of the benchmark: every configuration gets figures through a real Envoy
+    /// (no timing assertion: the machine is shared).
+    #[test]
+    fn quick_bench_measures_every_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = BenchOptions {
+            duration: 1.0,
+            runs: 1,
+            quick: true,
+            output: dir.path().join("BENCHMARKS.md"),
+            command_line: "cargo test -p xtask quick_bench".to_owned(),
+        };
+        let report = bench(&options, &wasm::module_dir()).unwrap();
+        for name in CONFIGS {
+            let c = &report.configs[name];
+            assert!(c.rps.len() == 1 && c.rps[0] > 0.0, "{name}: {c:?}");
+            assert!(c.cpu_us_per_request[0] > 0.0, "{name}: {c:?}");
+            assert!(
+                c.latency.len() == 1 && c.latency[0].sent > 0,
+                "{name}: {c:?}"
+            );
+            assert_eq!(c.latency[0].errors, 0, "{name}: {c:?}");
+            assert!(c.rss_kib > 0, "{name}");
+        }
+        assert_eq!(report.module_sizes.len(), 4);
+        let markdown = std::fs::read_to_string(&options.output).unwrap();
+        for name in CONFIGS {
+            assert!(markdown.contains(&format!("| {name} |")), "{markdown}");
+        }
+    }
+}
