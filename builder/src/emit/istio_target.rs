@@ -32,7 +32,7 @@ use sluice_core::wire;
 use crate::model::{Listener, Mesh, Target};
 use crate::parse::{Kind, Resource};
 
-use super::envoy::{EmitError, Emitted, canary_config, router_config};
+use super::envoy::{EmitError, Emitted, FILTERS, canary_config, router_config};
 
 /// Where the WasmPlugins fetch the modules from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +104,26 @@ pub fn emit(
             .map_err(|e| vec![format!("the canary filter would refuse this config: {e}")])?;
         configs.insert("canary", to_value(&canary)?);
     }
-    // The fault and breaker plugins join once `emit::filters` (their configs) is in.
+    let mut used = BTreeSet::new();
+    let chain = super::filters::chain_filters(
+        &merged,
+        mesh,
+        |filter, json| json!({"filter": filter, "config": json}),
+        &mut used,
+    )
+    .map_err(|e| vec![e])?;
+    for entry in chain {
+        let filter = FILTERS
+            .iter()
+            .find(|f| entry["filter"] == **f)
+            .copied()
+            .unwrap_or("unknown");
+        let config: Value = entry["config"]
+            .as_str()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(Value::Null);
+        configs.insert(filter, config);
+    }
 
     let plugins: Vec<Value> = configs
         .iter()
