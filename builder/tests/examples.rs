@@ -15,7 +15,10 @@ fn repo() -> PathBuf {
 
 /// Every example: output directory name -> input paths (relative to the repository).
 fn examples() -> Vec<(String, Vec<String>)> {
-    let mut list = vec![("bookinfo".to_owned(), vec!["examples/bookinfo".to_owned()])];
+    let mut list = vec![
+        ("bookinfo".to_owned(), vec!["examples/bookinfo".to_owned()]),
+        ("demo".to_owned(), vec!["examples/demo".to_owned()]),
+    ];
     let mut variants: Vec<String> = std::fs::read_dir(repo().join("examples/ecommerce"))
         .expect("examples/ecommerce exists")
         .map(|e| e.expect("readable entry").path())

@@ -31,6 +31,7 @@
 pub mod binomial;
 pub mod bootstrap;
 pub mod client;
+pub mod demo;
 pub mod envoy;
 mod runtime;
 pub mod upstream;
