@@ -76,7 +76,13 @@ impl Mesh {
     /// decides (checked by the caller through counters and destinations).
     fn assert_vms_alive(&self) {
         let log = self.envoy.log();
-        for trap in ["panicked", "RuntimeError", "Uncaught", "wasm trap", "Failed to"] {
+        for trap in [
+            "panicked",
+            "RuntimeError",
+            "Uncaught",
+            "wasm trap",
+            "Failed to",
+        ] {
             assert!(!log.contains(trap), "{trap:?} in the Envoy log:\n{log}");
         }
         let stats = self.envoy.stats_text().expect("stats");
@@ -149,14 +155,19 @@ fn spoofed_internal_headers_decide_nothing() {
     for upstream in [&mesh.stable, &mesh.canary] {
         for request in upstream.requests() {
             for internal in sluice_core::wire::INTERNAL_HEADERS {
-                assert!(!request.has_header(internal), "{internal} leaked to {}", upstream.name());
+                assert!(
+                    !request.has_header(internal),
+                    "{internal} leaked to {}",
+                    upstream.name()
+                );
             }
         }
     }
     let plain_requests = spoofs.len() * 2 + 1;
     assert_eq!(mesh.stable.request_count(), plain_requests);
     assert_eq!(
-        mesh.envoy.stat("wasmcustom.sluice.router.rule.default.matched"),
+        mesh.envoy
+            .stat("wasmcustom.sluice.router.rule.default.matched"),
         Some(plain_requests as u64)
     );
     mesh.assert_vms_alive();
@@ -173,14 +184,35 @@ fn malformed_and_huge_requests_never_trap_a_vm() {
     let long_query = format!("/?{}", "k=v&".repeat(2000));
     let requests: Vec<(Request, &str)> = vec![
         // Non-UTF-8 values in a header a rule reads (exact match) and in others.
-        (Request::get(port, "/").header("end-user", b"\xff\xfe\xfd".as_slice()), "stable"),
-        (Request::get(port, "/").header("end-user", b"jason\xff".as_slice()), "stable"),
-        (Request::get(port, "/").header("x-other", b"\x80\x81\xc3\x28".as_slice()), "stable"),
-        (Request::get(port, "/").header("cookie", b"a=\xff; b=\xfe".as_slice()), "stable"),
+        (
+            Request::get(port, "/").header("end-user", b"\xff\xfe\xfd".as_slice()),
+            "stable",
+        ),
+        (
+            Request::get(port, "/").header("end-user", b"jason\xff".as_slice()),
+            "stable",
+        ),
+        (
+            Request::get(port, "/").header("x-other", b"\x80\x81\xc3\x28".as_slice()),
+            "stable",
+        ),
+        (
+            Request::get(port, "/").header("cookie", b"a=\xff; b=\xfe".as_slice()),
+            "stable",
+        ),
         // Huge values.
-        (Request::get(port, "/").header("end-user", huge.as_slice()), "stable"),
-        (Request::get(port, "/").header("end-user", huge_non_utf8.as_slice()), "stable"),
-        (Request::get(port, "/split/big").header("x-big", huge.as_slice()), "canary"),
+        (
+            Request::get(port, "/").header("end-user", huge.as_slice()),
+            "stable",
+        ),
+        (
+            Request::get(port, "/").header("end-user", huge_non_utf8.as_slice()),
+            "stable",
+        ),
+        (
+            Request::get(port, "/split/big").header("x-big", huge.as_slice()),
+            "canary",
+        ),
         // Odd paths and query strings.
         (Request::get(port, "//"), "stable"),
         (Request::get(port, "//split//"), "stable"),
