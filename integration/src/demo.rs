@@ -1090,16 +1090,19 @@ impl Tour<'_> {
                     .unwrap_or_default()
             ),
             format!(
-                "failover while open: {} ; ratings-v2 received {}",
+                "failover while open: {}; v2's sticky users -> {}; ratings-v2 received {}",
                 describe(&breaker.failover),
+                describe(&breaker.failover_sticky_v2_users),
                 breaker.backend_requests_while_open
             ),
             format!(
-                "closed {} after the last failure (baseEjectionTime {BREAKER_EJECTION:?}); then {}",
+                "closed {} after the last failure (baseEjectionTime {BREAKER_EJECTION:?}); then {}; \
+                 v2's sticky users -> {}",
                 breaker
                     .recovered_after
                     .map_or("never".to_owned(), |d| format!("{:.1}s", d.as_secs_f64())),
-                describe(&recovered)
+                describe(&recovered),
+                describe(&breaker.recovered_sticky_v2_users)
             ),
         ];
         breaker.recovered = recovered;
@@ -1210,12 +1213,33 @@ mod tests {
     #[test]
     fn splice_replaces_ports_at_their_positions() {
         let text = "a:\n  ports: {http: 9101}\n  other: {http: 9102}\n";
-        let mut edits = vec![(2, 18, 9101, 40001), (3, 18, 9102, 40002)];
+        let mut edits = vec![(2, 17, 9101, 40001), (3, 17, 9102, 40002)];
         let spliced = splice_ports("f", text, &mut edits).unwrap();
         assert_eq!(
             spliced,
             "a:\n  ports: {http: 40001}\n  other: {http: 40002}\n"
         );
+    }
+
+    #[test]
+    fn backends_replace_the_endpoint_ports_the_parser_located() {
+        let mesh = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\n\
+            spec:\n  hosts: [reviews]\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n\
+            \x20 resolution: STATIC\n  endpoints:\n\
+            \x20 - {address: 127.0.0.1, ports: {http: 9101}, labels: {version: v1}}\n\
+            \x20 - address: 127.0.0.1\n    ports:\n      http: 9102\n    labels: {version: v2}\n";
+        let (backends, inputs) =
+            start_backends(sluice::Inputs::from_text("mesh.yaml", mesh)).unwrap();
+        let names: Vec<&str> = backends.iter().map(Upstream::name).collect();
+        assert_eq!(names, ["reviews-v1", "reviews-v2"]);
+        let text = &inputs.files[0].text;
+        assert!(!text.contains("9101") && !text.contains("9102"), "{text}");
+        for backend in &backends {
+            assert!(
+                text.contains(&format!("http: {}", backend.port())),
+                "{text}"
+            );
+        }
     }
 
     #[test]
