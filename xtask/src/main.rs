@@ -234,6 +234,27 @@ fn step(steps: &mut Vec<Step>, name: &'static str, action: impl FnOnce() -> Resu
 }
 
 /// Runs every step even after a failure, so one run reports every problem, then summarises.
+/// `docker-compose` on PATH, else `apt-get install -y docker-compose` (Debian; CI runs as
+/// root): builder/tests/compose.rs runs `docker-compose config` on the generated project.
+fn ensure_docker_compose() -> Result<()> {
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_ok()
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: docker-compose missing, installing it with apt-get");
+    run({
+        let mut command = Command::new("apt-get");
+        command
+            .args(["install", "-y", "docker-compose"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    })
+    .context("install docker-compose (Debian package `docker-compose`)")
+}
+
 fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
     let mut steps = Vec::new();
     if !no_lint {
@@ -263,6 +284,11 @@ fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
         wasm_dir = Some(build_wasm()?);
         Ok(())
     });
+    step(
+        &mut steps,
+        "docker-compose (checks the compose target)",
+        ensure_docker_compose,
+    );
     let mut envoy_binary = None;
     step(&mut steps, "provision Envoy", || {
         envoy_binary = Some(provision_envoy()?);
