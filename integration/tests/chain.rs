@@ -97,8 +97,16 @@ fn start(mesh: &str) -> Envoy {
     let output = sluice::generate(&Inputs::from_text("mesh.yaml", mesh), &options)
         .unwrap_or_else(|d| panic!("the mesh does not generate:\n{d}\n{mesh}"));
     let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8 YAML");
-    for filter in ["sluice-router", "sluice-canary", "sluice-fault", "sluice-breaker"] {
-        assert!(yaml.contains(&format!("name: {filter}")), "{filter} missing:\n{yaml}");
+    for filter in [
+        "sluice-router",
+        "sluice-canary",
+        "sluice-fault",
+        "sluice-breaker",
+    ] {
+        assert!(
+            yaml.contains(&format!("name: {filter}")),
+            "{filter} missing:\n{yaml}"
+        );
     }
     Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"))
 }
@@ -135,7 +143,9 @@ fn header_routing_and_a_sticky_weighted_split() {
     let mut member_of: BTreeMap<&str, &str> = BTreeMap::new();
     for (i, r) in responses.iter().enumerate() {
         let user = users[i % users.len()].as_str();
-        let served = r.served_by().unwrap_or_else(|| panic!("status {}", r.status));
+        let served = r
+            .served_by()
+            .unwrap_or_else(|| panic!("status {}", r.status));
         let first = *member_of.entry(user).or_insert(served);
         assert_eq!(first, served, "{user} moved between members");
     }
@@ -152,12 +162,19 @@ fn faults_apply_to_their_header_matched_rules_only() {
         assert_eq!(r.status, 555, "abort 100% gives the configured status");
         assert_eq!(r.served_by(), None);
     }
-    assert_eq!(v1.request_count(), 0, "aborted requests never reach the upstream");
+    assert_eq!(
+        v1.request_count(),
+        0,
+        "aborted requests never reach the upstream"
+    );
     let start = Instant::now();
     let r = get(&envoy, &[("x-fault", "delay")]);
     let elapsed = start.elapsed();
     assert_eq!((r.status, r.served_by()), (200, Some("shop-v1")));
-    assert!(elapsed >= Duration::from_millis(1500), "delayed only {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "delayed only {elapsed:?}"
+    );
     // The rule without a fault is neither aborted nor delayed by the others' faults.
     let r = get(&envoy, &[("x-tester", "yes")]);
     assert_eq!((r.status, r.served_by()), (200, Some("shop-v2")));
@@ -177,9 +194,16 @@ fn breaker_opens_on_the_failing_subset_and_the_canary_fails_over() {
         let r = get(&envoy, &[("x-tester", "yes")]);
         assert_eq!(r.status, 503, "{}", envoy.log());
         let why = r.header_str("x-sluice-breaker").unwrap_or_default();
-        assert!(why.contains("outbound|9080|v2|shop"), "x-sluice-breaker: {why:?}");
+        assert!(
+            why.contains("outbound|9080|v2|shop"),
+            "x-sluice-breaker: {why:?}"
+        );
     }
-    assert_eq!(v2.request_count(), 3, "an open breaker sends nothing upstream");
+    assert_eq!(
+        v2.request_count(),
+        3,
+        "an open breaker sends nothing upstream"
+    );
     // The split's v2 share goes to v1: every user, including those sticky on v2, gets v1.
     let port = envoy.listener_port(LISTENER);
     let requests: Vec<Request> = (0..300)
