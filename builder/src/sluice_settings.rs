@@ -365,7 +365,24 @@ impl Embedded<'_> {
         let start = line_at(value_pos.line)
             .get(value_pos.col.saturating_sub(1)..)
             .unwrap_or("");
-        let origin = if start.starts_with(['|', '>']) {
+        // yaml-rust2 places a block scalar's node at its first content line; the line before
+        // it then ends with the block indicator (`key: |`, `key: |-`, `key: >+2`).
+        let after_indicator = line_at(value_pos.line.wrapping_sub(1))
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .is_some_and(|last| {
+                last.starts_with(['|', '>'])
+                    && last[1..]
+                        .chars()
+                        .all(|c| matches!(c, '-' | '+' | '0'..='9'))
+            });
+        let origin = if after_indicator {
+            Origin::Block {
+                first_line: value_pos.line,
+                indent: value_pos.col.saturating_sub(1),
+            }
+        } else if start.starts_with(['|', '>']) {
             let first_line = value_pos.line + 1;
             let indent = (first_line..=lines.len())
                 .map(line_at)
@@ -543,7 +560,8 @@ fn split_message(message: &str) -> (FieldPath, String) {
             return (seg_path, tail.to_owned());
         }
         if after.starts_with(' ') {
-            return (seg_path, after.trim_start().to_owned());
+            // "maxEjectionTime (1m) is shorter ...": the field is part of the sentence.
+            return (seg_path, rest.to_owned());
         }
         break;
     }
@@ -722,10 +740,11 @@ fn check_canary(
             rules: Vec::new(),
         };
         if let Err(message) = CompiledCanary::compile(&config) {
+            let prefix = format!("splits[0] ({key:?})");
             let message = message
-                .split_once(") ")
-                .map_or(message.as_str(), |(_, m)| m)
-                .trim_start_matches('.');
+                .strip_prefix(&prefix)
+                .unwrap_or(&message)
+                .trim_start_matches(['.', ':', ' ']);
             let (path, text) = split_message(message);
             let hint = if text.contains("members") {
                 format!(
@@ -1041,7 +1060,7 @@ mod tests {
         assert_eq!(t, "invalid duration");
         let (p, t) = split_message("errorRatio.thresholdPercent must be within 1..=100, got 0");
         assert_eq!(p.to_string(), "errorRatio.thresholdPercent");
-        assert_eq!(t, "must be within 1..=100, got 0");
+        assert_eq!(t, "thresholdPercent must be within 1..=100, got 0");
         let (p, t) = split_message("HTTP fault injection must have an abort and/or a delay");
         assert!(p.is_root());
         assert_eq!(t, "HTTP fault injection must have an abort and/or a delay");

@@ -1,0 +1,155 @@
+//! Mistakes in what the wiring adds: the `sluice.dev/*` annotations (errors point inside the
+//! block scalar, at the real file:line:col) and Istio `fault` blocks checked by the fault
+//! filter's own rules. One insta snapshot per mistake; every case must fail generation.
+
+use sluice::{Inputs, Options, WasmModules, generate};
+
+/// reviews (v1, v2) with a breaker annotation slot, and a VirtualService whose routes are
+/// `jason` (one destination) and `rollout` (v1/v2 split).
+fn mesh(dr_annotations: &str, vs_annotations: &str, fault: &str) -> String {
+    format!(
+        "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: 9082}}, labels: {{version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{http: 9083}}, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  annotations:{dr_annotations}
+spec:
+  host: reviews
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  annotations:{vs_annotations}
+spec:
+  hosts: [reviews]
+  http:
+  - name: jason
+    match: [{{headers: {{end-user: {{exact: jason}}}}}}]
+    route: [{{destination: {{host: reviews, subset: v2}}}}]{fault}
+  - name: rollout
+    route:
+    - {{destination: {{host: reviews, subset: v1}}, weight: 90}}
+    - {{destination: {{host: reviews, subset: v2}}, weight: 10}}
+"
+    )
+}
+
+fn options() -> Options {
+    Options {
+        wasm: WasmModules::Reference("wasm".into()),
+        ..Options::default()
+    }
+}
+
+fn diagnose(text: &str) -> String {
+    match generate(&Inputs::from_text("mesh.yaml", text), &options()) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(d) => {
+            assert!(d.has_errors());
+            d.to_string()
+        }
+    }
+}
+
+fn canary(body: &str) -> String {
+    let indented: String = body.lines().map(|l| format!("\n      {l}")).collect();
+    mesh(" {}", &format!("\n    sluice.dev/canary: |{indented}"), "")
+}
+
+fn fault(block: &str) -> String {
+    mesh(" {}", " {}", &format!("\n    fault: {block}"))
+}
+
+fn breaker(body: &str) -> String {
+    let indented: String = body.lines().map(|l| format!("\n      {l}")).collect();
+    mesh(&format!("\n    sluice.dev/breaker: |{indented}"), " {}", "")
+}
+
+#[test]
+fn valid_settings_generate() {
+    let text = mesh(
+        "\n    sluice.dev/breaker: |\n      consecutiveErrors: 5\n      subsets:\n        v2: {consecutiveErrors: 3}",
+        "\n    sluice.dev/canary: |\n      rollout:\n        sticky: {header: end-user}\n        schedule:\n          steps:\n          - {weights: [90, 10], hold: 30s}\n          - {weights: [0, 100], hold: 0s}\n    sluice.dev/fault: |\n      maxActiveFaults: 10\n      headerFaults: {trustedCidrs: [127.0.0.1/32]}",
+        "\n    fault: {abort: {httpStatus: 503, percentage: {value: 1}}}",
+    );
+    let output = generate(&Inputs::from_text("mesh.yaml", &text), &options())
+        .unwrap_or_else(|d| panic!("{d}"));
+    let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8");
+    for filter in ["sluice-canary", "sluice-fault", "sluice-breaker"] {
+        assert!(yaml.contains(filter), "{filter} is in the chain");
+    }
+}
+
+macro_rules! case {
+    ($name:ident, $text:expr) => {
+        #[test]
+        fn $name() {
+            insta::assert_snapshot!(diagnose(&$text));
+        }
+    };
+}
+
+case!(
+    unknown_route_name_in_annotation,
+    canary("rolout:\n  sticky: {header: end-user}")
+);
+case!(
+    bad_duration_in_a_schedule,
+    canary("rollout:\n  schedule:\n    steps:\n    - {weights: [90, 10], hold: 30 minutes}\n    - {weights: [0, 100], hold: 0s}")
+);
+case!(
+    schedule_weights_length_mismatch,
+    canary("rollout:\n  schedule:\n    steps:\n    - {weights: [80, 10, 10], hold: 30s}")
+);
+case!(
+    all_zero_schedule_step,
+    canary("rollout:\n  schedule:\n    steps:\n    - {weights: [90, 10], hold: 30s}\n    - {weights: [0, 0], hold: 30s}")
+);
+case!(
+    schedule_on_a_single_destination_route,
+    canary("jason:\n  schedule:\n    steps:\n    - {weights: [100], hold: 30s}")
+);
+case!(
+    unknown_field_in_canary_annotation,
+    canary("\"1\":\n  stiky: {header: end-user}")
+);
+case!(
+    http_status_out_of_range,
+    fault("{abort: {httpStatus: 700, percentage: {value: 100}}}")
+);
+case!(
+    unknown_grpc_status,
+    fault("{abort: {grpcStatus: UNAVAILABLE_NOW, percentage: {value: 100}}}")
+);
+case!(
+    percentage_over_100,
+    fault("{delay: {fixedDelay: 5s, percentage: {value: 150}}}")
+);
+case!(
+    unknown_breaker_count_as,
+    breaker("consecutiveErrors: 5\ncountAs: [5xx, 6xx]")
+);
+case!(
+    breaker_unknown_subset_and_bad_override,
+    breaker("consecutiveErrors: 5\nsubsets:\n  v3: {consecutiveErrors: 3}\n  v2: {baseEjectionTime: 10m, maxEjectionTime: 1m}")
+);
+case!(
+    invalid_yaml_inside_annotation,
+    mesh(" {}", "\n    sluice.dev/fault: |\n      maxActiveFaults: [1\n      debugHeader: true", "")
+);
