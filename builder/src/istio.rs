@@ -130,6 +130,25 @@ pub struct HttpRoute {
     pub retries: Option<HttpRetry>,
     /// Fault injection.
     pub fault: Option<HttpFaultInjection>,
+    /// Copy requests to one other destination (see [`crate::native`]).
+    pub mirror: Option<Destination>,
+    /// Copy requests to several destinations.
+    #[serde(default)]
+    pub mirrors: Vec<crate::native::HttpMirrorPolicy>,
+    /// Share of requests `mirror` copies (default 100).
+    pub mirror_percentage: Option<Percent>,
+    /// Deprecated integer form of `mirrorPercentage`.
+    pub mirror_percent: Option<u32>,
+    /// Path and authority rewrite.
+    pub rewrite: Option<crate::native::HttpRewrite>,
+    /// Answer with a redirect.
+    pub redirect: Option<crate::native::HttpRedirect>,
+    /// Answer with a fixed response.
+    pub direct_response: Option<crate::native::HttpDirectResponse>,
+    /// Header operations.
+    pub headers: Option<crate::native::Headers>,
+    /// CORS policy.
+    pub cors_policy: Option<crate::native::CorsPolicy>,
 }
 
 /// Istio `StringMatch`: exactly one of `exact`, `prefix`, `regex` (`{}` means "present" in
@@ -183,6 +202,8 @@ pub struct HttpRouteDestination {
     pub destination: Option<Destination>,
     /// Relative weight (Istio: 0-100, sum 100; sluice normalises any non-negative weights).
     pub weight: Option<i64>,
+    /// Header operations applied when this destination is chosen.
+    pub headers: Option<crate::native::Headers>,
 }
 
 /// `Destination`.
@@ -307,6 +328,8 @@ pub struct TrafficPolicy {
     pub outlier_detection: Option<OutlierDetection>,
     /// The sluice breaker (not an Istio field).
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// TLS origination to the upstream (see [`crate::native`]).
+    pub tls: Option<crate::native::ClientTls>,
 }
 
 /// `LoadBalancerSettings`.
@@ -496,18 +519,8 @@ pub const UNSUPPORTED: &[&str] = &[
     "spec.servers.*.defaultEndpoint",
     "spec.tcp",
     "spec.tls",
-    "spec.http.*.corsPolicy",
     "spec.http.*.delegate",
-    "spec.http.*.directResponse",
-    "spec.http.*.headers",
-    "spec.http.*.mirror",
-    "spec.http.*.mirrorPercent",
     "spec.http.*.mirror_percent",
-    "spec.http.*.mirrorPercentage",
-    "spec.http.*.mirrors",
-    "spec.http.*.redirect",
-    "spec.http.*.rewrite",
-    "spec.http.*.route.*.headers",
     "spec.http.*.match.*.gateways",
     "spec.http.*.match.*.scheme",
     "spec.http.*.match.*.sourceLabels",
@@ -517,7 +530,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "spec.http.*.fault.abort.http2Error",
     "spec.workloadSelector",
     // Traffic policies, at host or subset level (`**` = any prefix).
-    "**.trafficPolicy.tls",
     "**.trafficPolicy.portLevelSettings",
     "**.trafficPolicy.tunnel",
     "**.trafficPolicy.proxyProtocol",
@@ -626,4 +638,42 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "network",
     "locality",
     "serviceAccount",
+    "mirror",
+    "mirrors",
+    "mirrorPercentage",
+    "mirrorPercent",
+    "rewrite",
+    "uriRegexRewrite",
+    "redirect",
+    "derivePort",
+    "scheme",
+    "redirectCode",
+    "prefixRewrite",
+    "directResponse",
+    "status",
+    "body",
+    "string",
+    "bytes",
+    "request",
+    "response",
+    "set",
+    "add",
+    "remove",
+    "corsPolicy",
+    "allowOrigin",
+    "allowOrigins",
+    "allowMethods",
+    "allowHeaders",
+    "exposeHeaders",
+    "maxAge",
+    "allowCredentials",
+    "unmatchedPreflights",
+    "mode",
+    "clientCertificate",
+    "privateKey",
+    "caCertificates",
+    "caCrl",
+    "credentialName",
+    "sni",
+    "insecureSkipVerify",
 ];

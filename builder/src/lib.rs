@@ -19,6 +19,7 @@ pub mod diag;
 pub mod emit;
 pub mod istio;
 pub mod model;
+pub mod native;
 pub mod oci;
 pub mod parse;
 pub mod sluice_settings;

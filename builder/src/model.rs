@@ -72,6 +72,9 @@ pub struct Rule {
     pub fault: Option<HttpFaultInjection>,
     /// sluice-only settings of the rule (canary stickiness, schedule, failover; fault extras).
     pub sluice: crate::sluice_settings::RuleSettings,
+    /// What Envoy does natively on this rule's route (mirrors, rewrites, redirects, headers, CORS,
+    /// hashing); see [`crate::native`].
+    pub native: crate::native::RouteExtras,
 }
 
 /// A rule's destination.
@@ -388,6 +391,7 @@ fn merge_policy(host: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>) ->
         connection_pool: sub.connection_pool.clone().or(host.connection_pool),
         outlier_detection: sub.outlier_detection.clone().or(host.outlier_detection),
         circuit_breaker: sub.circuit_breaker.clone().or(host.circuit_breaker),
+        tls: sub.tls.clone().or(host.tls),
     }
 }
 
@@ -683,10 +687,16 @@ fn build_listeners(
                         "rule names are unique per listener (they key metrics and faults)",
                     ));
                 }
-                let Some(target) = resolve_target(registry, b.resource, &at, h, Some(port), out)
-                else {
+                let target = if crate::native::answers_locally(h) {
+                    Target::Cluster(crate::native::NO_UPSTREAM.into())
+                } else if let Some(t) =
+                    resolve_target(registry, b.resource, &at, h, Some(port), out)
+                {
+                    t
+                } else {
                     continue;
                 };
+                let native = native_extras(registry, mesh, b.resource, &at, h, &target, port, out);
                 rules.push(Rule {
                     name,
                     matches: h
@@ -699,9 +709,12 @@ fn build_listeners(
                         .timeout
                         .as_deref()
                         .and_then(|t| sluice_core::duration::parse(t).ok()),
-                    retries: h.retries.as_ref().map(retry_policy),
+                    retries: Some(retry_policy(
+                        h.retries.as_ref().unwrap_or(&istio_default_retries()),
+                    )),
                     fault: h.fault.clone(),
                     sluice: crate::sluice_settings::rule_settings(b.resource, i),
+                    native,
                 });
             }
             listener.virtual_hosts.push(VirtualHost {
@@ -724,9 +737,10 @@ fn build_listeners(
                     matches: Vec::new(),
                     target: Target::Cluster(cluster),
                     timeout: None,
-                    retries: None,
+                    retries: Some(retry_policy(&istio_default_retries())),
                     fault: None,
                     sluice: crate::sluice_settings::RuleSettings::default(),
+                    native: crate::native::RouteExtras::default(),
                 }],
             });
         }
@@ -874,6 +888,68 @@ fn resolve_target(
         [(cluster, _)] => Some(Target::Cluster(cluster.clone())),
         _ => Some(Target::Split(members)),
     }
+}
+
+/// Istio's retry policy for a route that sets no `retries` (pilot's `DefaultRetryPolicy`: 2
+/// attempts on connect-failure, refused-stream, unavailable, cancelled and 503, skipping hosts
+/// already tried).
+fn istio_default_retries() -> crate::istio::HttpRetry {
+    crate::istio::HttpRetry {
+        attempts: Some(2),
+        ..Default::default()
+    }
+}
+
+/// The native extras of a rule: mirrors resolved to clusters (unknown ones reported), the
+/// destinations' consistent-hash keys, the rest as written.
+#[allow(clippy::too_many_arguments)]
+fn native_extras(
+    registry: &Registry<'_>,
+    mesh: &Mesh,
+    r: &Resource,
+    at: &FieldPath,
+    h: &crate::istio::HttpRoute,
+    target: &Target,
+    listener_port: u32,
+    out: &mut Vec<Diagnostic>,
+) -> crate::native::RouteExtras {
+    let clusters: Vec<String> = match target {
+        Target::Cluster(c) => vec![c.clone()],
+        Target::Split(members) => members.iter().map(|(c, _)| c.clone()).collect(),
+    };
+    let resolve = |dat: &FieldPath, d: &crate::istio::Destination| {
+        let single = crate::istio::HttpRoute {
+            route: vec![crate::istio::HttpRouteDestination {
+                destination: Some(d.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // Reported at `<mirror>.route[0].destination`: strip that suffix back off.
+        let mut found = Vec::new();
+        let t = resolve_target(registry, r, dat, &single, Some(listener_port), &mut found);
+        let prefix = dat.key("route").index(0).key("destination");
+        for mut diag in found {
+            if let Some(rest) = diag.path.0.get(prefix.0.len()..)
+                && diag.path.0.starts_with(&prefix.0)
+            {
+                diag.path = FieldPath(dat.0.iter().chain(rest).cloned().collect());
+            }
+            out.push(diag);
+        }
+        match t {
+            Some(Target::Cluster(c)) => Some(c),
+            _ => None,
+        }
+    };
+    let hash_of = |cluster: &str| {
+        mesh.clusters
+            .get(cluster)
+            .and_then(|c| c.policy.load_balancer.as_ref())
+            .and_then(|lb| lb.consistent_hash.as_ref())
+            .and_then(crate::native::hash_key)
+    };
+    crate::native::route_extras(h, &clusters, resolve, hash_of, at)
 }
 
 fn retry_policy(r: &crate::istio::HttpRetry) -> RetryPolicy {

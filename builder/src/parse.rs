@@ -502,12 +502,12 @@ mod tests {
     #[test]
     fn every_unknown_field_is_reported() {
         let (_, d) = run(
-            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  http:\n  - mach: {}\n    rout: []\n    corsPolicy: {}\n",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  http:\n  - mach: {}\n    rout: []\n    delegate: {}\n",
         );
         assert_eq!(d.len(), 3, "{d:#?}");
         assert!(d[0].starts_with("t.yaml:7:5: error: VirtualService/a: spec.http[0].mach: unknown field `mach`\n  hint: did you mean `match`?"), "{}", d[0]);
         assert!(
-            d[2].contains("`corsPolicy` is not supported yet"),
+            d[2].contains("`delegate` is not supported yet"),
             "{}",
             d[2]
         );

@@ -277,7 +277,8 @@ fn check_virtual_service(
     }
     for (i, h) in vs.http.iter().enumerate() {
         let at = spec.key("http").index(i);
-        if h.route.is_empty() {
+        crate::native::check_route(r, &at, h, out);
+        if h.route.is_empty() && !crate::native::answers_locally(h) {
             out.push(r.error(
                 &at,
                 "missing `route`",
@@ -480,6 +481,7 @@ fn check_traffic_policy(
             )),
         }
     }
+    crate::native::check_policy(r, at, tp, out);
     if let Some(cp) = &tp.connection_pool {
         check_pool(r, &at.key("connectionPool"), cp, out);
     }
@@ -491,12 +493,7 @@ fn check_traffic_policy(
     }
     if let Some(lb) = &tp.load_balancer {
         let lat = at.key("loadBalancer");
-        for (name, set) in [
-            ("consistentHash", lb.consistent_hash.is_some()),
-            ("localityLbSetting", lb.locality_lb_setting.is_some()),
-            ("warmupDurationSecs", lb.warmup_duration_secs.is_some()),
-            ("warmup", lb.warmup.is_some()),
-        ] {
+        for (name, set) in [("localityLbSetting", lb.locality_lb_setting.is_some())] {
             if set {
                 out.push(not_emitted(
                     r,

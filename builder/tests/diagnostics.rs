@@ -136,7 +136,7 @@ case!(
 case!(
     unsupported_istio_field,
     format!(
-        "{VS_HEAD}  http:\n  - route:\n    - destination: {{host: reviews}}\n    corsPolicy: {{allowOrigins: [{{exact: '*'}}]}}\n    mirror: {{host: reviews}}\n"
+        "{VS_HEAD}  http:\n  - route:\n    - destination: {{host: reviews}}\n    delegate: {{name: reviews-routes}}\n    match: [{{sourceLabels: {{app: web}}}}]\n"
     )
 );
 case!(

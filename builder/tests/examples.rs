@@ -19,6 +19,23 @@ fn examples() -> Vec<(String, Vec<String>)> {
         ("bookinfo".to_owned(), vec!["examples/bookinfo".to_owned()]),
         ("demo".to_owned(), vec!["examples/demo".to_owned()]),
     ];
+    // `examples/native-*/`: one example per directory (Envoy-native Istio features).
+    let mut native: Vec<String> = std::fs::read_dir(repo().join("examples"))
+        .expect("examples exists")
+        .map(|e| {
+            e.expect("readable entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n.starts_with("native-"))
+        .collect();
+    native.sort();
+    list.extend(
+        native
+            .into_iter()
+            .map(|n| (n.clone(), vec![format!("examples/{n}")])),
+    );
     let mut variants: Vec<String> = std::fs::read_dir(repo().join("examples/ecommerce"))
         .expect("examples/ecommerce exists")
         .map(|e| e.expect("readable entry").path())

@@ -227,6 +227,7 @@ fn listener_json(
         |filter, json| wasm_filter(filter, json, options),
         used,
     )?);
+    http_filters.extend(super::native::http_filters(listener));
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -238,7 +239,7 @@ fn listener_json(
             json!({
                 "name": vh.name,
                 "domains": vh.domains,
-                "routes": vh.rules.iter().map(route_json).collect::<Vec<_>>(),
+                "routes": vh.rules.iter().flat_map(|r| super::native::routes(r, route_json(r))).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -442,5 +443,6 @@ fn cluster_json(c: &Cluster) -> Value {
         }
         cluster["outlier_detection"] = Value::Object(o);
     }
+    super::native::decorate_cluster(c, &mut cluster);
     cluster
 }

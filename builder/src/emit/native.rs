@@ -1,0 +1,515 @@
+//! The Envoy JSON of Istio settings Envoy implements natively (see [`crate::native`]): route
+//! actions (mirrors, rewrites, redirects, direct responses, headers, CORS, hash policies) and
+//! cluster settings (consistent hashing, slow start, panic threshold, keep-alive, TLS).
+//!
+//! [`super::envoy`] builds each route and cluster as before and hands them here to decorate, so
+//! this module only adds what the Istio fields ask for.
+
+use serde_json::{Map, Value, json};
+use sluice_core::wire;
+
+use crate::model::{Cluster, Listener, Rule, Target};
+use crate::native::{HashKey, HeaderOperations, Headers, RouteExtras, redirect_code};
+
+const CORS_FILTER: &str = "envoy.filters.http.cors";
+
+/// Where TLS origination finds trusted CAs when `caCertificates` is not given (Debian's and
+/// Istio's proxy image's system bundle): the server is verified unless `insecureSkipVerify`.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The extra HTTP filters a listener needs (before Envoy's router): the CORS filter when a rule
+/// has a `corsPolicy`. It sits after the sluice filters because it reads the route they select.
+pub fn http_filters(listener: &Listener) -> Vec<Value> {
+    let cors = listener
+        .virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.rules)
+        .any(|r| r.native.cors.is_some());
+    if !cors {
+        return Vec::new();
+    }
+    vec![json!({
+        "name": CORS_FILTER,
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+    })]
+}
+
+/// The Envoy routes of one rule, from its forwarding route `base`: usually one; a weighted
+/// rule whose destinations carry their own `headers` gets one route per destination first
+/// (matching the cluster the canary picked), then `base` as the fallback.
+pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
+    let n = &rule.native;
+    if let Some(redirect) = &n.redirect {
+        strip_action(&mut base);
+        base["redirect"] = redirect_json(redirect);
+        add_headers(&mut base, n.headers.as_ref());
+        return vec![base];
+    }
+    if let Some(direct) = &n.direct_response {
+        strip_action(&mut base);
+        let mut d = json!({"status": direct.status.unwrap_or(200)});
+        if let Some(body) = &direct.body {
+            if let Some(s) = &body.string {
+                d["body"] = json!({"inline_string": s});
+            } else if let Some(b) = &body.bytes {
+                // Proto JSON writes `bytes` in base64, as Istio's `bytes` already is.
+                d["body"] = json!({"inline_bytes": b});
+            }
+        }
+        base["direct_response"] = d;
+        add_headers(&mut base, n.headers.as_ref());
+        return vec![base];
+    }
+    decorate_forwarding(n, &mut base);
+    add_headers(&mut base, n.headers.as_ref());
+    match &rule.target {
+        Target::Cluster(c) => {
+            add_headers(&mut base, n.destination_headers.get(c));
+            vec![base]
+        }
+        Target::Split(members) => {
+            let mut out = Vec::new();
+            for (cluster, _) in members {
+                let Some(h) = n.destination_headers.get(cluster) else {
+                    continue;
+                };
+                let mut r = base.clone();
+                if let Some(headers) = r["match"]["headers"].as_array_mut() {
+                    headers.push(json!({
+                        "name": wire::CLUSTER_HEADER,
+                        "string_match": {"exact": cluster},
+                    }));
+                }
+                add_headers(&mut r, Some(h));
+                out.push(r);
+            }
+            out.push(base);
+            out
+        }
+    }
+}
+
+fn strip_action(route: &mut Value) {
+    if let Some(o) = route.as_object_mut() {
+        o.remove("route");
+    }
+}
+
+fn redirect_json(r: &crate::native::HttpRedirect) -> Value {
+    let mut d = Map::new();
+    if let Some(uri) = &r.uri {
+        d.insert("path_redirect".into(), json!(uri));
+    }
+    if let Some(p) = &r.prefix_rewrite {
+        d.insert("prefix_rewrite".into(), json!(p));
+    }
+    if let Some(a) = &r.authority {
+        d.insert("host_redirect".into(), json!(a));
+    }
+    if let Some(p) = r.port {
+        d.insert("port_redirect".into(), json!(p));
+    }
+    if let Some(s) = &r.scheme {
+        d.insert("scheme_redirect".into(), json!(s));
+    }
+    // Istio's default is 301, Envoy's too; written out so the config says what it does.
+    let code = r
+        .redirect_code
+        .and_then(redirect_code)
+        .unwrap_or("MOVED_PERMANENTLY");
+    d.insert("response_code".into(), json!(code));
+    Value::Object(d)
+}
+
+fn decorate_forwarding(n: &RouteExtras, route: &mut Value) {
+    let action = &mut route["route"];
+    if let Some(rw) = &n.rewrite {
+        if let Some(uri) = &rw.uri {
+            action["regex_rewrite"] = json!({
+                "pattern": {"regex": prefix_pattern(&n.uri_matches)},
+                "substitution": escape_substitution(uri),
+            });
+        } else if let Some(rr) = &rw.uri_regex_rewrite {
+            action["regex_rewrite"] = json!({
+                "pattern": {"regex": rr.pattern.clone().unwrap_or_default()},
+                "substitution": rr.rewrite.clone().unwrap_or_default(),
+            });
+        }
+        if let Some(a) = &rw.authority {
+            action["host_rewrite_literal"] = json!(a);
+        }
+    }
+    if !n.mirrors.is_empty() {
+        action["request_mirror_policies"] = n
+            .mirrors
+            .iter()
+            .map(|m| {
+                let mut p = json!({"cluster": m.cluster, "trace_sampled": false});
+                if let Some(pct) = m.percent {
+                    p["runtime_fraction"] = json!({"default_value": fraction(pct)});
+                }
+                p
+            })
+            .collect();
+    }
+    if let Some(h) = &n.hash {
+        action["hash_policy"] = json!([hash_policy(h)]);
+    }
+    if let Some(c) = &n.cors {
+        route["typed_per_filter_config"] = json!({CORS_FILTER: cors_json(c)});
+    }
+}
+
+/// Istio's percentage as Envoy's fraction (per million, as pilot writes it).
+fn fraction(percent: f64) -> Value {
+    let per_million = (percent.clamp(0.0, 100.0) * 10_000.0).round();
+    // Clamped to 0..=1e6 above: the cast is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let numerator = per_million as u32;
+    json!({"numerator": numerator, "denominator": "MILLION"})
+}
+
+/// The part of the path Istio's `rewrite.uri` replaces, as one anchored RE2 pattern. Istio
+/// emits one Envoy route per match block with `prefix_rewrite`, which replaces the matched
+/// prefix (the whole path for exact and regex matches, `/` when the block has no `uri`). sluice
+/// has one Envoy route per rule, so the blocks become alternatives in order (RE2 takes the
+/// first that matches, as Envoy takes the first route).
+pub fn prefix_pattern(uri_matches: &[(crate::istio::StringMatch, bool)]) -> String {
+    if uri_matches.is_empty() {
+        return "^/".into();
+    }
+    let alternatives: Vec<String> = uri_matches
+        .iter()
+        .map(|(m, ignore_case)| {
+            let body = if let Some(p) = &m.prefix {
+                escape_regex(p)
+            } else if let Some(e) = &m.exact {
+                format!("{}$", escape_regex(e))
+            } else {
+                ".*".into()
+            };
+            if *ignore_case {
+                format!("(?i:{body})")
+            } else {
+                body
+            }
+        })
+        .collect();
+    format!("^(?:{})", alternatives.join("|"))
+}
+
+fn escape_regex(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii_punctuation() && c != '/' && c != '_' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// RE2's `GlobalReplace` reads `\N` in the substitution: a literal backslash must be doubled.
+fn escape_substitution(s: &str) -> String {
+    s.replace('\\', "\\\\")
+}
+
+fn hash_policy(h: &HashKey) -> Value {
+    match h {
+        HashKey::Header(name) => json!({"header": {"header_name": name}}),
+        HashKey::Cookie { name, path, ttl } => {
+            let mut c = json!({"name": name});
+            if let Some(p) = path {
+                c["path"] = json!(p);
+            }
+            if let Some(t) = ttl
+                .as_deref()
+                .and_then(|t| sluice_core::duration::parse(t).ok())
+            {
+                c["ttl"] = json!(sluice_core::duration::format(t));
+            }
+            json!({"cookie": c})
+        }
+        HashKey::SourceIp => json!({"connection_properties": {"source_ip": true}}),
+        HashKey::QueryParameter(name) => json!({"query_parameter": {"name": name}}),
+    }
+}
+
+fn cors_json(c: &crate::native::CorsPolicy) -> Value {
+    let mut origins: Vec<Value> = c.allow_origin.iter().map(|o| json!({"exact": o})).collect();
+    for o in &c.allow_origins {
+        if let Some(e) = &o.exact {
+            origins.push(json!({"exact": e}));
+        } else if let Some(p) = &o.prefix {
+            origins.push(json!({"prefix": p}));
+        } else if let Some(r) = &o.regex {
+            origins.push(json!({"safe_regex": {"regex": r}}));
+        }
+    }
+    let mut p = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": origins,
+    });
+    for (key, list) in [
+        ("allow_methods", &c.allow_methods),
+        ("allow_headers", &c.allow_headers),
+        ("expose_headers", &c.expose_headers),
+    ] {
+        if !list.is_empty() {
+            p[key] = json!(list.join(","));
+        }
+    }
+    if let Some(d) = c
+        .max_age
+        .as_deref()
+        .and_then(|t| sluice_core::duration::parse(t).ok())
+    {
+        p["max_age"] = json!(d.as_secs().to_string());
+    }
+    if let Some(b) = c.allow_credentials {
+        p["allow_credentials"] = json!(b);
+    }
+    if c.unmatched_preflights.as_deref() == Some("IGNORE") {
+        p["forward_not_matching_preflights"] = json!(false);
+    }
+    p
+}
+
+/// Appends `headers`' operations to an Envoy route (`set` overwrites, `add` appends, as Istio
+/// maps them).
+fn add_headers(route: &mut Value, headers: Option<&Headers>) {
+    let Some(h) = headers else { return };
+    for (ops, to_add, to_remove) in [
+        (
+            &h.request,
+            "request_headers_to_add",
+            "request_headers_to_remove",
+        ),
+        (
+            &h.response,
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        ),
+    ] {
+        let Some(ops) = ops else { continue };
+        let added = header_values(ops);
+        if !added.is_empty() {
+            push_all(route, to_add, added);
+        }
+        if !ops.remove.is_empty() {
+            push_all(
+                route,
+                to_remove,
+                ops.remove
+                    .iter()
+                    .map(|n| json!(n.to_ascii_lowercase()))
+                    .collect(),
+            );
+        }
+    }
+}
+
+fn header_values(ops: &HeaderOperations) -> Vec<Value> {
+    let entry = |k: &String, v: &String, action: &str| json!({"header": {"key": k.to_ascii_lowercase(), "value": v}, "append_action": action});
+    ops.set
+        .iter()
+        .map(|(k, v)| entry(k, v, "OVERWRITE_IF_EXISTS_OR_ADD"))
+        .chain(
+            ops.add
+                .iter()
+                .map(|(k, v)| entry(k, v, "APPEND_IF_EXISTS_OR_ADD")),
+        )
+        .collect()
+}
+
+fn push_all(route: &mut Value, key: &str, values: Vec<Value>) {
+    match route.get_mut(key).and_then(Value::as_array_mut) {
+        Some(list) => list.extend(values),
+        None => route[key] = Value::Array(values),
+    }
+}
+
+/// Adds the native cluster settings of `c`'s traffic policy to its Envoy cluster.
+pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
+    let policy = &c.policy;
+    let dur = |t: Option<&str>| t.and_then(|t| sluice_core::duration::parse(t).ok());
+    if let Some(lb) = &policy.load_balancer {
+        if let Some(ch) = &lb.consistent_hash {
+            if let Some(maglev) = ch.get("maglev") {
+                cluster["lb_policy"] = json!("MAGLEV");
+                if let Some(size) = maglev.get("tableSize").and_then(Value::as_u64) {
+                    cluster["maglev_lb_config"] = json!({"table_size": size});
+                }
+            } else {
+                cluster["lb_policy"] = json!("RING_HASH");
+                let size = ch
+                    .get("ringHash")
+                    .and_then(|r| r.get("minimumRingSize"))
+                    .or_else(|| ch.get("minimumRingSize"))
+                    .and_then(Value::as_u64);
+                if let Some(size) = size {
+                    cluster["ring_hash_lb_config"] = json!({"minimum_ring_size": size});
+                }
+            }
+        }
+        // Slow start: Envoy has it for round robin and least request only, as Istio applies it.
+        let window = dur(lb.warmup_duration_secs.as_deref()).or_else(|| {
+            dur(lb
+                .warmup
+                .as_ref()
+                .and_then(|w| w.get("duration"))
+                .and_then(Value::as_str))
+        });
+        if let Some(window) = window {
+            let mut slow = json!({"slow_start_window": sluice_core::duration::format(window)});
+            if let Some(w) = &lb.warmup {
+                if let Some(a) = w.get("aggression").and_then(Value::as_f64) {
+                    slow["aggression"] =
+                        json!({"default_value": a, "runtime_key": "sluice.slow_start.aggression"});
+                }
+                if let Some(m) = w.get("minimumPercent").and_then(Value::as_f64) {
+                    slow["min_weight_percent"] = json!({"value": m});
+                }
+            }
+            match cluster["lb_policy"].as_str() {
+                Some("ROUND_ROBIN") => {
+                    cluster["round_robin_lb_config"] = json!({"slow_start_config": slow});
+                }
+                Some("LEAST_REQUEST") => {
+                    cluster["least_request_lb_config"] = json!({"slow_start_config": slow});
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(od) = &policy.outlier_detection {
+        if let Some(p) = od.min_health_percent {
+            cluster["common_lb_config"] = json!({"healthy_panic_threshold": {"value": p}});
+        }
+        if od.split_external_local_origin_errors == Some(true) {
+            let o = &mut cluster["outlier_detection"];
+            o["split_external_local_origin_errors"] = json!(true);
+            if let Some(n) = od.consecutive_local_origin_failures {
+                o["consecutive_local_origin_failure"] = json!(n);
+                o["enforcing_consecutive_local_origin_failure"] = json!(100);
+            }
+        }
+    }
+    let tcp = policy.connection_pool.as_ref().and_then(|p| p.tcp.as_ref());
+    if let Some(ka) = tcp.and_then(|t| t.tcp_keepalive.as_ref()) {
+        let mut k = Map::new();
+        if let Some(p) = ka.get("probes").and_then(Value::as_u64) {
+            k.insert("keepalive_probes".into(), json!(p));
+        }
+        for (istio, envoy) in [
+            ("time", "keepalive_time"),
+            ("interval", "keepalive_interval"),
+        ] {
+            if let Some(d) = dur(ka.get(istio).and_then(Value::as_str)) {
+                k.insert(envoy.into(), json!(d.as_secs().max(1)));
+            }
+        }
+        cluster["upstream_connection_options"] = json!({"tcp_keepalive": k});
+    }
+    if let Some(d) = dur(tcp.and_then(|t| t.max_connection_duration.as_deref())) {
+        let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+        if cluster["typed_extension_protocol_options"][key].is_null() {
+            cluster["typed_extension_protocol_options"][key] = json!({
+                "@type": format!("type.googleapis.com/{key}"),
+                "explicit_http_config": if c.http2 {
+                    json!({"http2_protocol_options": {}})
+                } else {
+                    json!({"http_protocol_options": {}})
+                },
+            });
+        }
+        cluster["typed_extension_protocol_options"][key]["common_http_protocol_options"]["max_connection_duration"] =
+            json!(sluice_core::duration::format(d));
+    }
+    if let Some(tls) = &policy.tls
+        && matches!(tls.mode.as_deref(), Some("SIMPLE" | "MUTUAL"))
+    {
+        cluster["transport_socket"] = upstream_tls(c, tls);
+    }
+}
+
+fn upstream_tls(c: &Cluster, tls: &crate::native::ClientTls) -> Value {
+    let mut common = Map::new();
+    if tls.mode.as_deref() == Some("MUTUAL")
+        && let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key)
+    {
+        common.insert(
+            "tls_certificates".into(),
+            json!([{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}]),
+        );
+    }
+    if tls.insecure_skip_verify != Some(true) {
+        let mut v = json!({
+            "trusted_ca": {"filename": tls.ca_certificates.as_deref().unwrap_or(SYSTEM_CA_BUNDLE)},
+        });
+        if !tls.subject_alt_names.is_empty() {
+            v["match_typed_subject_alt_names"] = tls
+                .subject_alt_names
+                .iter()
+                .map(|san| json!({"san_type": "DNS", "matcher": {"exact": san}}))
+                .collect();
+        }
+        if let Some(crl) = &tls.ca_crl {
+            v["crl"] = json!({"filename": crl});
+        }
+        common.insert("validation_context".into(), v);
+    }
+    if c.http2 {
+        common.insert("alpn_protocols".into(), json!(["h2"]));
+    }
+    let mut ctx = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    });
+    // Istio sends the destination host as SNI when none is set (auto SNI); a name, not an IP.
+    let sni = tls.sni.clone().or_else(|| {
+        (c.host.chars().any(|ch| ch.is_ascii_alphabetic()) && !c.host.contains('*'))
+            .then(|| c.host.clone())
+    });
+    if let Some(sni) = sni {
+        ctx["sni"] = json!(sni);
+    }
+    json!({"name": "envoy.transport_sockets.tls", "typed_config": ctx})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::istio::StringMatch;
+
+    fn prefix(p: &str) -> (StringMatch, bool) {
+        (
+            StringMatch {
+                prefix: Some(p.into()),
+                ..Default::default()
+            },
+            false,
+        )
+    }
+
+    #[test]
+    fn rewrite_patterns_follow_the_match_blocks() {
+        assert_eq!(prefix_pattern(&[]), "^/");
+        assert_eq!(prefix_pattern(&[prefix("/ratings")]), "^(?:/ratings)");
+        let exact = StringMatch {
+            exact: Some("/a.b".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            prefix_pattern(&[prefix("/x"), (exact, true)]),
+            r"^(?:/x|(?i:/a\.b$))"
+        );
+    }
+
+    #[test]
+    fn percentages_are_per_million() {
+        assert_eq!(fraction(12.5)["numerator"], 125_000);
+        assert_eq!(fraction(100.0)["numerator"], 1_000_000);
+        assert_eq!(fraction(0.0001)["numerator"], 1);
+    }
+}

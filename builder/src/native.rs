@@ -1,0 +1,580 @@
+//! Istio traffic settings that Envoy implements natively (no sluice filter involved): the Istio
+//! types of those fields, their checks, and their resolved form in the model.
+//!
+//! The translation follows Istio's own (pilot's `networking/core/route` and `cluster` code):
+//! mirrors become `request_mirror_policies`, rewrites `prefix_rewrite`/`regex_rewrite`/
+//! `host_rewrite_literal`, redirects and direct responses replace the route action, header
+//! operations become `request_headers_to_add`/`..._remove`, `corsPolicy` configures Envoy's CORS
+//! filter per route, `consistentHash` becomes a hash policy on the route plus a ring-hash or
+//! Maglev cluster, and `trafficPolicy.tls` an upstream TLS transport socket. The Envoy JSON is
+//! written by [`crate::emit::native`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::diag::Diagnostic;
+use crate::istio::{Destination, HttpRoute, Percent, StringMatch};
+use crate::parse::Resource;
+use crate::yaml::FieldPath;
+
+/// `HTTPRewrite`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRewrite {
+    /// Replaces the matched part of the path (the whole path for exact/regex matches).
+    pub uri: Option<String>,
+    /// Replaces the Host/`:authority` header.
+    pub authority: Option<String>,
+    /// RE2 substitution on the path.
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+/// `RegexRewrite`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegexRewrite {
+    /// RE2 pattern.
+    #[serde(rename = "match")]
+    pub pattern: Option<String>,
+    /// Substitution (`\1` for groups).
+    pub rewrite: Option<String>,
+}
+
+/// `HTTPRedirect`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRedirect {
+    /// New path.
+    pub uri: Option<String>,
+    /// New authority.
+    pub authority: Option<String>,
+    /// New port.
+    pub port: Option<u32>,
+    /// `FROM_PROTOCOL_DEFAULT` or `FROM_REQUEST_PORT`.
+    pub derive_port: Option<String>,
+    /// New scheme (`http`, `https`).
+    pub scheme: Option<String>,
+    /// 301 (default), 302, 303, 307 or 308.
+    pub redirect_code: Option<u32>,
+    /// Replaces the matched prefix of the path.
+    pub prefix_rewrite: Option<String>,
+}
+
+/// `HTTPDirectResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpDirectResponse {
+    /// Status code.
+    pub status: Option<u32>,
+    /// Body.
+    pub body: Option<HttpBody>,
+}
+
+/// `HTTPBody`: one of `string` or `bytes` (base64).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpBody {
+    /// Text body.
+    pub string: Option<String>,
+    /// Base64-encoded body.
+    pub bytes: Option<String>,
+}
+
+/// `Headers`: operations on request and response headers.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Headers {
+    /// Operations on the request sent upstream.
+    pub request: Option<HeaderOperations>,
+    /// Operations on the response sent downstream.
+    pub response: Option<HeaderOperations>,
+}
+
+/// `Headers.HeaderOperations`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderOperations {
+    /// Overwrite (or add) these headers.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Append these values.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Remove these headers.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `HTTPMirrorPolicy` (an entry of `mirrors`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpMirrorPolicy {
+    /// Where copies go.
+    pub destination: Option<Destination>,
+    /// Share of requests copied (default 100).
+    pub percentage: Option<Percent>,
+}
+
+/// `CorsPolicy`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsPolicy {
+    /// Deprecated exact origins.
+    #[serde(default)]
+    pub allow_origin: Vec<String>,
+    /// Allowed origins.
+    #[serde(default)]
+    pub allow_origins: Vec<StringMatch>,
+    /// `Access-Control-Allow-Methods`.
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    /// `Access-Control-Allow-Headers`.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// `Access-Control-Expose-Headers`.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Max-Age`.
+    pub max_age: Option<String>,
+    /// `Access-Control-Allow-Credentials`.
+    pub allow_credentials: Option<bool>,
+    /// `FORWARD` (default) or `IGNORE` preflights from origins not allowed.
+    pub unmatched_preflights: Option<String>,
+}
+
+/// `ClientTLSSettings` (`trafficPolicy.tls`): TLS origination to the upstream.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTls {
+    /// `DISABLE`, `SIMPLE`, `MUTUAL` (`ISTIO_MUTUAL` needs Istio's CA: refused).
+    pub mode: Option<String>,
+    /// Client certificate file (MUTUAL).
+    pub client_certificate: Option<String>,
+    /// Client private key file (MUTUAL).
+    pub private_key: Option<String>,
+    /// CA bundle file that verifies the server; without it the server is not verified.
+    pub ca_certificates: Option<String>,
+    /// CRL file.
+    pub ca_crl: Option<String>,
+    /// Kubernetes secret name: resolved through the credentials directory like gateways.
+    pub credential_name: Option<String>,
+    /// Accepted server names.
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    /// SNI sent to the server.
+    pub sni: Option<String>,
+    /// Skip server verification.
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// A mirror resolved to its cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    /// `outbound|<port>|<subset>|<host>`.
+    pub cluster: String,
+    /// Share of requests copied, 0-100 (`None` = all).
+    pub percent: Option<f64>,
+}
+
+/// How Envoy's route hashes a request for a consistent-hash cluster (Istio
+/// `LoadBalancerSettings.ConsistentHashLB`, the key part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// A request header.
+    Header(String),
+    /// A cookie, created by Envoy when absent and `ttl` is set.
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// Cookie path.
+        path: Option<String>,
+        /// Cookie lifetime (Envoy text form).
+        ttl: Option<String>,
+    },
+    /// The client's IP address.
+    SourceIp,
+    /// A query parameter.
+    QueryParameter(String),
+}
+
+/// Everything native about one rule, resolved: what the Envoy route does besides forwarding.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteExtras {
+    /// Copies of the requests to other clusters.
+    pub mirrors: Vec<Mirror>,
+    /// Path/authority rewrite.
+    pub rewrite: Option<HttpRewrite>,
+    /// Answer with a redirect instead of forwarding.
+    pub redirect: Option<HttpRedirect>,
+    /// Answer directly instead of forwarding.
+    pub direct_response: Option<HttpDirectResponse>,
+    /// Route-level header operations.
+    pub headers: Option<Headers>,
+    /// Per-destination header operations, by cluster (empty ones omitted).
+    pub destination_headers: BTreeMap<String, Headers>,
+    /// CORS policy for Envoy's CORS filter.
+    pub cors: Option<CorsPolicy>,
+    /// Hash policy for consistent-hash destinations.
+    pub hash: Option<HashKey>,
+    /// URI match blocks of the rule, for the prefix rewrite of `rewrite.uri`.
+    pub uri_matches: Vec<(StringMatch, bool)>,
+}
+
+impl RouteExtras {
+    /// True when the rule answers by itself (redirect or direct response): it has no
+    /// destination, so nothing is forwarded.
+    pub fn answers_locally(&self) -> bool {
+        self.redirect.is_some() || self.direct_response.is_some()
+    }
+}
+
+/// A placeholder cluster value the router sends for rules that answer locally: Envoy's
+/// redirect and direct-response routes never read `x-sluice-cluster`, but every sluice rule has
+/// a destination in the router's config.
+pub const NO_UPSTREAM: &str = "sluice-local-response";
+
+/// Whether the route answers locally (and so needs no `route`).
+pub fn answers_locally(h: &HttpRoute) -> bool {
+    h.redirect.is_some() || h.direct_response.is_some()
+}
+
+/// Resolves the native extras of `h`. `resolve` turns a mirror destination into its cluster
+/// name (reporting unknown hosts itself); `hash_of` gives the consistent-hash key of a cluster.
+pub fn route_extras(
+    h: &HttpRoute,
+    target_clusters: &[String],
+    mut resolve: impl FnMut(&FieldPath, &Destination) -> Option<String>,
+    hash_of: impl Fn(&str) -> Option<HashKey>,
+    at: &FieldPath,
+) -> RouteExtras {
+    let mut mirrors = Vec::new();
+    if let Some(d) = &h.mirror
+        && let Some(cluster) = resolve(&at.key("mirror"), d)
+    {
+        let percent = h
+            .mirror_percentage
+            .as_ref()
+            .and_then(|p| p.value)
+            .or(h.mirror_percent.map(f64::from));
+        mirrors.push(Mirror { cluster, percent });
+    }
+    for (i, m) in h.mirrors.iter().enumerate() {
+        if let Some(d) = &m.destination
+            && let Some(cluster) = resolve(&at.key("mirrors").index(i).key("destination"), d)
+        {
+            mirrors.push(Mirror {
+                cluster,
+                percent: m.percentage.as_ref().and_then(|p| p.value),
+            });
+        }
+    }
+    let destination_headers = h
+        .route
+        .iter()
+        .zip(target_clusters)
+        .filter_map(|(d, cluster)| Some((cluster.clone(), d.headers.clone()?)))
+        .collect();
+    // Istio hashes only when every destination agrees on the key (a weighted route with mixed
+    // policies has no single hash policy).
+    let hashes: Vec<Option<HashKey>> = target_clusters.iter().map(|c| hash_of(c)).collect();
+    let hash = match hashes.split_first() {
+        Some((first, rest)) if rest.iter().all(|h| h == first) => first.clone(),
+        _ => None,
+    };
+    RouteExtras {
+        mirrors,
+        rewrite: h.rewrite.clone(),
+        redirect: h.redirect.clone(),
+        direct_response: h.direct_response.clone(),
+        headers: h.headers.clone(),
+        destination_headers,
+        cors: h.cors_policy.clone(),
+        hash,
+        uri_matches: h
+            .matches
+            .iter()
+            .filter_map(|m| Some((m.uri.clone()?, m.ignore_uri_case.unwrap_or(false))))
+            .collect(),
+    }
+}
+
+/// The consistent-hash key of a `loadBalancer.consistentHash` value (kept as JSON in
+/// [`crate::istio::LoadBalancerSettings`]).
+pub fn hash_key(consistent_hash: &serde_json::Value) -> Option<HashKey> {
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    if let Some(h) = consistent_hash.get("httpHeaderName").and_then(s) {
+        return Some(HashKey::Header(h.to_ascii_lowercase()));
+    }
+    if let Some(c) = consistent_hash.get("httpCookie") {
+        return Some(HashKey::Cookie {
+            name: c.get("name").and_then(s)?,
+            path: c.get("path").and_then(s),
+            ttl: c.get("ttl").and_then(s),
+        });
+    }
+    if consistent_hash
+        .get("useSourceIp")
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+    {
+        return Some(HashKey::SourceIp);
+    }
+    consistent_hash
+        .get("httpQueryParameterName")
+        .and_then(s)
+        .map(HashKey::QueryParameter)
+}
+
+/// Checks of the native fields of one `http[]` route.
+pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Diagnostic>) {
+    let locally = [
+        ("redirect", h.redirect.is_some()),
+        ("directResponse", h.direct_response.is_some()),
+    ];
+    let answering: Vec<&str> = locally
+        .iter()
+        .filter(|(_, s)| *s)
+        .map(|(n, _)| *n)
+        .collect();
+    if answering.len() > 1 {
+        out.push(r.error(
+            at,
+            "`redirect` and `directResponse` are exclusive",
+            "keep one: a rule answers in one way",
+        ));
+    }
+    if let Some(first) = answering.first() {
+        for (field, set) in [
+            ("route", !h.route.is_empty()),
+            ("mirror", h.mirror.is_some() || !h.mirrors.is_empty()),
+            ("rewrite", h.rewrite.is_some()),
+            ("retries", h.retries.is_some()),
+        ] {
+            if set {
+                out.push(r.error(
+                    &at.key(field),
+                    format!("`{field}` cannot be combined with `{first}`"),
+                    &format!("a `{first}` rule answers the client itself and forwards nothing"),
+                ));
+            }
+        }
+    }
+    if h.mirror.is_some() && !h.mirrors.is_empty() {
+        out.push(r.error(
+            &at.key("mirrors"),
+            "`mirror` and `mirrors` are exclusive",
+            "list every mirror under `mirrors`",
+        ));
+    }
+    if let Some(p) = h.mirror_percentage.as_ref().and_then(|p| p.value)
+        && !(0.0..=100.0).contains(&p)
+    {
+        out.push(r.error(
+            &at.key("mirrorPercentage").key("value"),
+            format!("{p} is not a percentage"),
+            "use a value from 0 to 100",
+        ));
+    }
+    if let Some(p) = h.mirror_percent
+        && p > 100
+    {
+        out.push(r.error(
+            &at.key("mirrorPercent"),
+            format!("{p} is not a percentage"),
+            "use a value from 0 to 100",
+        ));
+    }
+    if let Some(rw) = &h.rewrite {
+        if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
+            out.push(r.error(
+                &at.key("rewrite"),
+                "`uri` and `uriRegexRewrite` are exclusive",
+                "keep one of them",
+            ));
+        }
+        if let Some(rr) = &rw.uri_regex_rewrite {
+            let rat = at.key("rewrite").key("uriRegexRewrite");
+            match rr.pattern.as_deref() {
+                None => out.push(r.error(&rat, "missing `match`", "give the RE2 pattern")),
+                Some(p) => {
+                    if let Err(e) = sluice_core::matching::compile_regex(p, false) {
+                        out.push(r.error(
+                            &rat.key("match"),
+                            format!("invalid regex: {e}"),
+                            "use RE2 syntax",
+                        ));
+                    }
+                }
+            }
+            if rr.rewrite.is_none() {
+                out.push(r.error(&rat, "missing `rewrite`", "give the substitution"));
+            }
+        }
+    }
+    if let Some(rd) = &h.redirect {
+        let rat = at.key("redirect");
+        if let Some(code) = rd.redirect_code
+            && redirect_code(code).is_none()
+        {
+            out.push(r.error(
+                &rat.key("redirectCode"),
+                format!("redirect code {code} is not one Envoy sends"),
+                "use 301, 302, 303, 307 or 308",
+            ));
+        }
+        if rd.uri.is_some() && rd.prefix_rewrite.is_some() {
+            out.push(r.error(
+                &rat,
+                "`uri` and `prefixRewrite` are exclusive",
+                "keep one of them",
+            ));
+        }
+        if rd.port.is_some() && rd.derive_port.is_some() {
+            out.push(r.error(&rat, "`port` and `derivePort` are exclusive", "keep one"));
+        }
+        if let Some(d) = rd.derive_port.as_deref()
+            && !matches!(d, "FROM_PROTOCOL_DEFAULT" | "FROM_REQUEST_PORT")
+        {
+            out.push(r.error(
+                &rat.key("derivePort"),
+                format!("unknown derivePort {d:?}"),
+                "use FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT",
+            ));
+        }
+    }
+    if let Some(dr) = &h.direct_response {
+        let dat = at.key("directResponse");
+        match dr.status {
+            None => out.push(r.error(&dat, "missing `status`", "give the HTTP status")),
+            Some(s) if !(200..=599).contains(&s) => out.push(r.error(
+                &dat.key("status"),
+                format!("status {s} is outside 200-599"),
+                "Envoy answers directly with a status from 200 to 599",
+            )),
+            Some(_) => {}
+        }
+        if let Some(b) = &dr.body
+            && b.string.is_some() == b.bytes.is_some()
+        {
+            out.push(r.error(
+                &dat.key("body"),
+                "give exactly one of `string` and `bytes`",
+                "`bytes` is base64",
+            ));
+        }
+    }
+    if let Some(c) = &h.cors_policy {
+        let cat = at.key("corsPolicy");
+        for (i, o) in c.allow_origins.iter().enumerate() {
+            let n = [&o.exact, &o.prefix, &o.regex]
+                .iter()
+                .filter(|v| v.is_some())
+                .count();
+            if n != 1 {
+                out.push(r.error(
+                    &cat.key("allowOrigins").index(i),
+                    "give exactly one of `exact`, `prefix`, `regex`",
+                    "e.g. {exact: https://example.com}",
+                ));
+            }
+            if let Some(re) = &o.regex
+                && let Err(e) = sluice_core::matching::compile_regex(re, false)
+            {
+                out.push(r.error(
+                    &cat.key("allowOrigins").index(i).key("regex"),
+                    format!("invalid regex: {e}"),
+                    "use RE2 syntax",
+                ));
+            }
+        }
+        if let Some(u) = c.unmatched_preflights.as_deref()
+            && !matches!(u, "UNSPECIFIED" | "FORWARD" | "IGNORE")
+        {
+            out.push(r.error(
+                &cat.key("unmatchedPreflights"),
+                format!("unknown value {u:?}"),
+                "use FORWARD or IGNORE",
+            ));
+        }
+        if let Some(t) = c.max_age.as_deref()
+            && sluice_core::duration::parse(t).is_err()
+        {
+            out.push(r.error(
+                &cat.key("maxAge"),
+                format!("invalid duration {t:?}"),
+                "use e.g. 24h or 600s",
+            ));
+        }
+    }
+}
+
+/// Checks of `trafficPolicy.tls` and the native load-balancer settings.
+pub fn check_policy(
+    r: &Resource,
+    at: &FieldPath,
+    tp: &crate::istio::TrafficPolicy,
+    out: &mut Vec<Diagnostic>,
+) {
+    if let Some(tls) = &tp.tls {
+        let tat = at.key("tls");
+        match tls.mode.as_deref().unwrap_or("DISABLE") {
+            "DISABLE" | "SIMPLE" => {}
+            "MUTUAL" => {
+                for (field, v) in [
+                    ("clientCertificate", &tls.client_certificate),
+                    ("privateKey", &tls.private_key),
+                ] {
+                    if v.is_none() && tls.credential_name.is_none() {
+                        out.push(r.error(
+                            &tat,
+                            format!("MUTUAL needs `{field}`"),
+                            "give the file paths of the client certificate and key",
+                        ));
+                    }
+                }
+            }
+            "ISTIO_MUTUAL" => out.push(r.error(
+                &tat.key("mode"),
+                "ISTIO_MUTUAL needs Istio's certificate authority, which sluice does not run",
+                "use MUTUAL with certificate files",
+            )),
+            other => out.push(r.error(
+                &tat.key("mode"),
+                format!("unknown TLS mode {other:?}"),
+                "use DISABLE, SIMPLE or MUTUAL",
+            )),
+        }
+        if tls.credential_name.is_some() {
+            out.push(r.error(
+                &tat.key("credentialName"),
+                "`credentialName` needs Kubernetes secrets; sluice reads certificate files",
+                "give `clientCertificate`, `privateKey` and `caCertificates` paths",
+            ));
+        }
+    }
+    if let Some(ch) = tp
+        .load_balancer
+        .as_ref()
+        .and_then(|l| l.consistent_hash.as_ref())
+        && hash_key(ch).is_none()
+    {
+        out.push(r.error(
+            &at.key("loadBalancer").key("consistentHash"),
+            "no hash key",
+            "give one of httpHeaderName, httpCookie {name, ttl}, useSourceIp, httpQueryParameterName",
+        ));
+    }
+}
+
+/// Envoy's `RedirectResponseCode` for an HTTP status.
+pub fn redirect_code(code: u32) -> Option<&'static str> {
+    Some(match code {
+        301 => "MOVED_PERMANENTLY",
+        302 => "FOUND",
+        303 => "SEE_OTHER",
+        307 => "TEMPORARY_REDIRECT",
+        308 => "PERMANENT_REDIRECT",
+        _ => return None,
+    })
+}
