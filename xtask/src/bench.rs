@@ -99,6 +99,9 @@ pub struct BuilderScale {
     pub validate: Duration,
 }
 
+/// Everything after this line of the report is kept across runs of the bench.
+pub const NOTES_MARKER: &str = "<!-- notes: kept by cargo xtask bench -->";
+
 /// Wrk connections for the closed-loop phase: enough to keep a single worker busy.
 const WRK_CONNECTIONS: u32 = 16;
 /// Open-loop connections.
@@ -209,7 +212,14 @@ pub fn bench(options: &BenchOptions, wasm_dir: &Path) -> Result<Report> {
     if !options.quick {
         report.builder = Some(builder_scale(wasm_dir)?);
     }
-    let markdown = render(&report, options, pinned);
+    let mut markdown = render(&report, options, pinned);
+    // Analysis written by hand (why a budget is missed, size breakdowns) survives a re-run.
+    if let Ok(previous) = std::fs::read_to_string(&options.output)
+        && let Some(at) = previous.find(NOTES_MARKER)
+    {
+        markdown.push('\n');
+        markdown.push_str(&previous[at..]);
+    }
     std::fs::write(&options.output, &markdown)
         .with_context(|| format!("write {}", options.output.display()))?;
     println!("{markdown}");
@@ -236,8 +246,7 @@ fn ensure_wrk() -> Result<()> {
 /// CPU 1, when the machine has two CPUs or more and `taskset` exists. Returns whether the
 /// setup is pinned.
 fn pin_self_to_cpu1() -> bool {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    cpus >= 2 && pin(std::process::id(), "1").is_ok()
+    online_cpus() >= 2 && pin(std::process::id(), "1").is_ok()
 }
 
 fn pin(pid: u32, cpu: &str) -> Result<()> {
@@ -429,7 +438,7 @@ fn wrk(port: u16, seconds: f64) -> Result<f64> {
     let mut command = Command::new("taskset");
     command.args(["-c", "1", "wrk", "-t1", "-c", &connections, "-d", &duration]);
     command.args(["-H", &format!("Host: {HOST}"), &url]);
-    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+    if online_cpus() < 2 {
         command = Command::new("wrk");
         command.args(["-t1", "-c", &connections, "-d", &duration]);
         command.args(["-H", &format!("Host: {HOST}"), &url]);
@@ -606,8 +615,18 @@ fn builder_scale(wasm_dir: &Path) -> Result<BuilderScale> {
     })
 }
 
+/// CPUs of the machine (not of this process, whose affinity the bench narrows to CPU 1).
+fn online_cpus() -> usize {
+    Command::new("nproc")
+        .arg("--all")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(1)
+}
+
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let cpus = online_cpus();
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
