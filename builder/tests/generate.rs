@@ -207,3 +207,103 @@ spec:
         "the short name `cart` resolves in the VirtualService's namespace"
     );
 }
+
+/// The canary, fault and breaker plugin configs: emitted from the sluice annotations and
+/// Istio's `fault`, they parse back and compile with the filters' own types.
+#[test]
+fn fault_breaker_and_sticky_canary_configs_parse_back_with_the_filters_types() {
+    let mesh = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: shop}
+spec:
+  hosts: [shop]
+  ports: [{number: 8000, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 10.0.0.1, labels: {version: v1}}
+  - {address: 10.0.0.2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: shop
+  annotations:
+    sluice.dev/breaker: |
+      consecutiveErrors: 5
+      countAs: [5xx, reset]
+      subsets:
+        v2: {consecutiveErrors: 2}
+spec:
+  host: shop
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop
+  annotations:
+    sluice.dev/canary: |
+      \"1\":
+        sticky: {header: end-user}
+        failover: false
+    sluice.dev/fault: |
+      maxActiveFaults: 7
+spec:
+  hosts: [shop]
+  http:
+  - name: broken
+    match: [{headers: {x-fault: {exact: 'yes'}}}]
+    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 50}}}
+    route: [{destination: {host: shop, subset: v1}}]
+  - route:
+    - {destination: {host: shop, subset: v1}, weight: 90}
+    - {destination: {host: shop, subset: v2}, weight: 10}
+";
+    let inputs = Inputs::from_text("m.yaml", mesh);
+    let (resources, diags) = sluice::parse::parse(&inputs);
+    assert!(diags.is_empty(), "{diags:?}");
+    let (model, diags) = sluice::model::build(&resources);
+    assert!(diags.is_empty(), "{diags:?}");
+    let listener = &model.listeners[&8000];
+
+    let canary = sluice::emit::envoy::canary_config(listener).expect("a split");
+    let json = serde_json::to_vec(&canary).expect("serializes");
+    let compiled = sluice_core::canary::CompiledCanary::from_json(&json).expect("canary accepts");
+    assert_eq!(compiled.splits[0].name, "default.shop.1");
+    assert!(compiled.splits[0].sticky.is_some());
+    assert!(!compiled.splits[0].failover);
+
+    let fault = sluice::emit::filters::fault_config(listener).expect("a fault");
+    let json = serde_json::to_vec(&fault).expect("serializes");
+    let plan = sluice_core::fault::plan::FaultPlan::from_json(&json).expect("fault accepts");
+    let rules: Vec<&str> = plan.rules().iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(rules, ["broken"]);
+    let back = sluice_core::fault::config::parse(&json).expect("parses");
+    assert!(back.after_router);
+    assert_eq!(back.max_active_faults, 7);
+
+    let breaker = sluice::emit::filters::breaker_config(listener, &model).expect("breakers");
+    let json = serde_json::to_vec(&breaker).expect("serializes");
+    let compiled = sluice_core::breaker::BreakerConfig::from_json(&json)
+        .and_then(|c| c.compile())
+        .expect("breaker accepts");
+    assert!(compiled.after_router);
+    let errors = |cluster: &str| compiled.by_cluster[cluster].consecutive_errors;
+    assert_eq!(errors("outbound|8000|v1|shop"), Some(5));
+    assert_eq!(
+        errors("outbound|8000|v2|shop"),
+        Some(2),
+        "the subset override wins"
+    );
+
+    // Chain order in the bootstrap.
+    let yaml = envoy_yaml(mesh);
+    let at = |name: &str| yaml.find(&format!("name: {name}\n")).expect(name);
+    assert!(at("sluice-router") < at("sluice-canary"));
+    assert!(at("sluice-canary") < at("sluice-fault"));
+    assert!(at("sluice-fault") < at("sluice-breaker"));
+    assert!(at("sluice-breaker") < at("envoy.filters.http.router"));
+}
