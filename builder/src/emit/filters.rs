@@ -61,7 +61,7 @@ pub fn breaker_config(listener: &Listener, mesh: &Mesh) -> Option<BreakerConfig>
             Some(Breaker::new(name, settings))
         })
         .collect();
-    (!breakers.is_empty()).then(|| BreakerConfig {
+    (!breakers.is_empty()).then_some(BreakerConfig {
         after_router: true,
         cluster_header: None,
         breakers,
