@@ -729,6 +729,10 @@ fn build_listeners(
                 continue;
             }
             let cluster = cluster_name(port, "", host);
+            let hash = mesh
+                .clusters
+                .get(&cluster)
+                .and_then(crate::native::cluster_hash);
             listener.virtual_hosts.push(VirtualHost {
                 name: format!("{host}:{port}"),
                 domains: domains_for(host, port),
@@ -740,7 +744,10 @@ fn build_listeners(
                     retries: Some(retry_policy(&istio_default_retries())),
                     fault: None,
                     sluice: crate::sluice_settings::RuleSettings::default(),
-                    native: crate::native::RouteExtras::default(),
+                    native: crate::native::RouteExtras {
+                        hash,
+                        ..Default::default()
+                    },
                 }],
             });
         }
@@ -945,9 +952,7 @@ fn native_extras(
     let hash_of = |cluster: &str| {
         mesh.clusters
             .get(cluster)
-            .and_then(|c| c.policy.load_balancer.as_ref())
-            .and_then(|lb| lb.consistent_hash.as_ref())
-            .and_then(crate::native::hash_key)
+            .and_then(crate::native::cluster_hash)
     };
     crate::native::route_extras(h, &clusters, resolve, hash_of, at)
 }

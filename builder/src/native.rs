@@ -326,6 +326,16 @@ pub fn hash_key(consistent_hash: &serde_json::Value) -> Option<HashKey> {
         .map(HashKey::QueryParameter)
 }
 
+/// The consistent-hash key of a cluster's load-balancer policy, if it hashes.
+pub fn cluster_hash(cluster: &crate::model::Cluster) -> Option<HashKey> {
+    cluster
+        .policy
+        .load_balancer
+        .as_ref()
+        .and_then(|lb| lb.consistent_hash.as_ref())
+        .and_then(hash_key)
+}
+
 /// Checks of the native fields of one `http[]` route.
 pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Diagnostic>) {
     let locally = [
