@@ -5,8 +5,12 @@
 //! - `cargo xtask envoy`: provision the pinned Envoy and print where it is.
 //! - `cargo xtask demo`: the demo through a real Envoy.
 //! - `cargo xtask bench`: throughput, latency, CPU and size figures into BENCHMARKS.md.
+//! - `cargo xtask soak`: a long load on the four chained filters (counters, VM failures, RSS).
+//! - `cargo xtask fuzz`: short libFuzzer runs of every fuzz target (nightly + cargo-fuzz).
 
 mod bench;
+mod fuzz;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -65,6 +69,26 @@ enum Task {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Soak: all four filters chained in Envoy --concurrency 2 under wrk until N requests;
+    /// checks the filters' counters against Envoy's, zero VM failures, flat RSS.
+    Soak {
+        /// Requests to send.
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: u64,
+        /// wrk connections.
+        #[arg(long, default_value_t = 32)]
+        connections: u32,
+        /// Fail if the load has not finished after this many minutes.
+        #[arg(long, default_value_t = 30)]
+        time_limit_minutes: u64,
+    },
+    /// Run every fuzz target of fuzz/ for a short time (needs nightly and cargo-fuzz; see
+    /// fuzz/Cargo.toml).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 15)]
+        seconds: u32,
+    },
 }
 
 fn main() {
@@ -83,6 +107,20 @@ fn main() {
             runs,
             output,
         } => run_bench(quick, duration, runs, output),
+        Task::Soak {
+            requests,
+            connections,
+            time_limit_minutes,
+        } => build_wasm()
+            .and_then(|_| provision_envoy())
+            .and_then(|_| {
+                soak::soak(&soak::SoakOptions {
+                    requests,
+                    connections,
+                    time_limit: Duration::from_secs(time_limit_minutes * 60),
+                })
+            }),
+        Task::Fuzz { seconds } => fuzz::fuzz(seconds, true),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -293,6 +331,9 @@ fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
     step(&mut steps, "provision Envoy", || {
         envoy_binary = Some(provision_envoy()?);
         Ok(())
+    });
+    step(&mut steps, "fuzz (short runs, when nightly + cargo-fuzz)", || {
+        fuzz::fuzz(fuzz::TEST_SECONDS, false)
     });
     step(&mut steps, "cargo test", || {
         // `--workspace` would override a `-p` given after `--`.
