@@ -34,6 +34,10 @@ pub struct Listener {
     pub port: u32,
     /// Virtual hosts, in order; domains are unique across them.
     pub virtual_hosts: Vec<VirtualHost>,
+    /// TLS termination (a Gateway HTTPS server on this port).
+    pub tls: Option<crate::native::ServerTls>,
+    /// Redirect every plain-HTTP request to HTTPS (a Gateway server's `tls.httpsRedirect`).
+    pub https_redirect: bool,
 }
 
 impl Listener {
@@ -525,6 +529,8 @@ fn build_listeners(
 ) {
     // Gateway servers that get a listener, and warnings for those that cannot.
     let mut gateway_ports = BTreeSet::new();
+    let mut gateway_tls: BTreeMap<u32, crate::native::ServerTls> = BTreeMap::new();
+    let mut https_redirect_ports = BTreeSet::new();
     for (r, g) in registry.gateways.values() {
         for (i, s) in g.servers.iter().enumerate() {
             let Some(port) = s.port.as_ref() else {
@@ -532,14 +538,26 @@ fn build_listeners(
             };
             let Some(number) = port.number else { continue };
             let protocol = port.protocol.as_deref().unwrap_or("").to_ascii_uppercase();
-            if protocol == "HTTPS" || s.tls.is_some() {
-                out.push(r.diag(
-                    Severity::Warning,
-                    &FieldPath::root().key("spec").key("servers").index(i).key("tls"),
-                    format!("the envoy target does not terminate TLS yet: port {number} gets no listener"),
-                    Some("serve the same hosts on an HTTP server, or terminate TLS in front of Envoy".into()),
-                ));
-            } else if HTTP_PROTOCOLS.contains(&protocol.as_str()) {
+            if HTTP_PROTOCOLS.contains(&protocol.as_str()) {
+                let at = FieldPath::root().key("spec").key("servers").index(i);
+                match crate::native::server_tls(r, &at, &protocol, s.tls.as_ref(), out) {
+                    None => continue,
+                    Some(crate::native::ServerTlsUse::None) => {}
+                    Some(crate::native::ServerTlsUse::HttpsRedirect) => {
+                        https_redirect_ports.insert(number);
+                    }
+                    Some(crate::native::ServerTlsUse::Terminate(tls)) => {
+                        if let Some(other) = gateway_tls.insert(number, tls.clone())
+                            && other != tls
+                        {
+                            out.push(r.error(
+                                &at.key("tls"),
+                                format!("port {number} already terminates TLS with other certificates"),
+                                "serve one certificate per port (SNI-selected certificates are not supported yet)",
+                            ));
+                        }
+                    }
+                }
                 gateway_ports.insert(number);
             }
         }
@@ -651,6 +669,8 @@ fn build_listeners(
         let mut listener = Listener {
             port,
             virtual_hosts: Vec::new(),
+            tls: gateway_tls.get(&port).cloned(),
+            https_redirect: https_redirect_ports.contains(&port),
         };
         let mut domain_owner: BTreeMap<String, String> = BTreeMap::new();
         let mut rule_owner: BTreeMap<String, String> = BTreeMap::new();

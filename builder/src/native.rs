@@ -588,3 +588,166 @@ pub fn redirect_code(code: u32) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+/// `ServerTLSSettings` of a Gateway server, as far as sluice reads it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTlsSettings {
+    /// Answer plain HTTP with a 301 to HTTPS (on an HTTP server).
+    pub https_redirect: Option<bool>,
+    /// `SIMPLE`, `MUTUAL` (`PASSTHROUGH`, `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL` are refused).
+    pub mode: Option<String>,
+    /// Server certificate chain file.
+    pub server_certificate: Option<String>,
+    /// Private key file.
+    pub private_key: Option<String>,
+    /// CA bundle that verifies client certificates (MUTUAL).
+    pub ca_certificates: Option<String>,
+    /// Kubernetes secret name: sluice has no secret store, so a server that only names a secret
+    /// gets no listener (a warning); give the files instead.
+    pub credential_name: Option<String>,
+    /// Accepted client certificate names (MUTUAL).
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    /// `TLSV1_0` .. `TLSV1_3`.
+    pub min_protocol_version: Option<String>,
+    /// `TLSV1_0` .. `TLSV1_3`.
+    pub max_protocol_version: Option<String>,
+    /// OpenSSL cipher suite names.
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+}
+
+/// TLS termination of a gateway listener, resolved to files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// Certificate chain file.
+    pub certificate: String,
+    /// Private key file.
+    pub private_key: String,
+    /// Client CA bundle (MUTUAL and OPTIONAL_MUTUAL).
+    pub client_ca: Option<String>,
+    /// MUTUAL: refuse clients without a certificate (OPTIONAL_MUTUAL verifies one if sent).
+    pub require_client_certificate: bool,
+    /// Accepted client certificate names.
+    pub subject_alt_names: Vec<String>,
+    /// Envoy `tls_minimum_protocol_version`.
+    pub min_version: Option<String>,
+    /// Envoy `tls_maximum_protocol_version`.
+    pub max_version: Option<String>,
+    /// Envoy `cipher_suites`.
+    pub cipher_suites: Vec<String>,
+}
+
+/// What a Gateway server asks of its listener's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerTlsUse {
+    /// Plain HTTP.
+    None,
+    /// Plain HTTP that redirects every request to HTTPS.
+    HttpsRedirect,
+    /// Terminate TLS.
+    Terminate(ServerTls),
+}
+
+/// Resolves a Gateway server's `tls` (reporting what sluice cannot do). `None`: the server gets
+/// no listener.
+pub fn server_tls(
+    r: &Resource,
+    at: &FieldPath,
+    protocol: &str,
+    tls: Option<&serde_json::Value>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<ServerTlsUse> {
+    let tat = at.key("tls");
+    let settings: ServerTlsSettings = match tls {
+        None => ServerTlsSettings::default(),
+        Some(v) => match serde_json::from_value(v.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(r.error(
+                    &tat,
+                    format!("invalid tls: {e}"),
+                    "see Istio's ServerTLSSettings",
+                ));
+                return None;
+            }
+        },
+    };
+    if protocol != "HTTPS" {
+        if settings.https_redirect == Some(true) {
+            return Some(ServerTlsUse::HttpsRedirect);
+        }
+        return Some(ServerTlsUse::None);
+    }
+    let mode = settings.mode.as_deref().unwrap_or("SIMPLE");
+    let mutual = match mode {
+        "SIMPLE" => false,
+        "MUTUAL" | "OPTIONAL_MUTUAL" => true,
+        other => {
+            out.push(r.error(
+                &tat.key("mode"),
+                format!("TLS mode {other} is not supported by the envoy target"),
+                "use SIMPLE or MUTUAL with certificate files (sluice terminates TLS)",
+            ));
+            return None;
+        }
+    };
+    let (Some(certificate), Some(private_key)) = (
+        settings.server_certificate.clone(),
+        settings.private_key.clone(),
+    ) else {
+        if settings.credential_name.is_some() {
+            // The seeds name secrets; refusing them would refuse the seeds, so warn instead.
+            out.push(r.diag(
+                crate::diag::Severity::Warning,
+                &tat.key("credentialName"),
+                "`credentialName` names a Kubernetes secret, which the envoy target cannot read: this server gets no listener",
+                Some("give `serverCertificate` and `privateKey` (and `caCertificates` for MUTUAL) file paths".into()),
+            ));
+        } else {
+            out.push(r.error(
+                &tat,
+                "an HTTPS server needs a certificate",
+                "give `serverCertificate` and `privateKey` file paths",
+            ));
+        }
+        return None;
+    };
+    let client_ca = if mutual {
+        let ca = settings.ca_certificates.clone();
+        if ca.is_none() {
+            out.push(r.error(
+                &tat,
+                "MUTUAL needs `caCertificates` to verify clients",
+                "give the CA bundle file path",
+            ));
+            return None;
+        }
+        ca
+    } else {
+        None
+    };
+    let version = |v: &Option<String>, field: &str, out: &mut Vec<Diagnostic>| match v.as_deref() {
+        None | Some("TLS_AUTO") => None,
+        Some(v @ ("TLSV1_0" | "TLSV1_1" | "TLSV1_2" | "TLSV1_3")) => Some(v.to_owned()),
+        Some(other) => {
+            out.push(r.error(
+                &tat.key(field),
+                format!("unknown TLS version {other:?}"),
+                "use TLSV1_0, TLSV1_1, TLSV1_2 or TLSV1_3",
+            ));
+            None
+        }
+    };
+    Some(ServerTlsUse::Terminate(ServerTls {
+        certificate,
+        private_key,
+        client_ca,
+        require_client_certificate: mode == "MUTUAL",
+        subject_alt_names: settings.subject_alt_names.clone(),
+        min_version: version(&settings.min_protocol_version, "minProtocolVersion", out),
+        max_version: version(&settings.max_protocol_version, "maxProtocolVersion", out),
+        cipher_suites: settings.cipher_suites.clone(),
+    }))
+}

@@ -399,3 +399,103 @@ spec:
         [("good".to_owned(), 30)].into_iter().collect()
     );
 }
+
+/// A self-signed certificate for `host` made with the `openssl` CLI: (dir, cert, key).
+fn self_signed(host: &str) -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cert = dir.path().join("tls.crt").display().to_string();
+    let key = dir.path().join("tls.key").display().to_string();
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-keyout", &key, "-out", &cert, "-subj"])
+        .arg(format!("/CN={host}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{host}"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the openssl CLI runs (apt-get install openssl)");
+    assert!(status.success(), "openssl req failed");
+    (dir, cert, key)
+}
+
+/// `curl` over HTTPS to 127.0.0.1:`port` as `host`, trusting `ca`: (status, served-by).
+fn curl_https(port: u16, host: &str, ca: &str) -> (u16, String) {
+    let output = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "--max-time",
+            "10",
+            "--cacert",
+            ca,
+        ])
+        // The authority stays `host` (no port), as a client of a real :443 would send it.
+        .arg("--connect-to")
+        .arg(format!("{host}:443:127.0.0.1:{port}"))
+        .arg(format!("https://{host}/tls"))
+        .output()
+        .expect("the curl CLI runs (apt-get install curl)");
+    let head = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head)
+}
+
+#[test]
+fn gateway_terminates_tls_and_redirects_plain_http() {
+    let shop = Upstream::start("shop-v1");
+    let (_dir, cert, key) = self_signed("shop.example.com");
+    let mesh = service("shop", 8000, &[(&shop, "v1")])
+        + &format!(
+            "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge}}
+spec:
+  servers:
+  - port: {{number: 8443, name: https, protocol: HTTPS}}
+    hosts: [shop.example.com]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}, minProtocolVersion: TLSV1_2}}
+  - port: {{number: 8080, name: http, protocol: HTTP}}
+    hosts: [shop.example.com]
+    tls: {{httpsRedirect: true}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: edge}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge]
+  http:
+  - route: [{{destination: {{host: shop}}}}]
+"
+        );
+    let envoy = start(&mesh);
+    let tls_port = envoy.listener_port("listener_8443");
+    let (status, head) = curl_https(tls_port, "shop.example.com", &cert);
+    assert_eq!(status, 200, "{head}\n{}", envoy.log());
+    assert!(head.contains("x-served-by: shop-v1"), "{head}");
+    // A client that does not trust the certificate is refused by its own TLS check.
+    let (status, _) = curl_https(tls_port, "shop.example.com", "/dev/null");
+    assert_eq!(status, 0);
+
+    let plain = envoy.listener_port("listener_8080");
+    let r = send(
+        &envoy,
+        Request::get(plain, "/tls").authority("shop.example.com"),
+    );
+    assert_eq!(r.status, 301, "{r:?}");
+    assert_eq!(
+        r.header_str("location"),
+        Some("https://shop.example.com/tls")
+    );
+    assert_eq!(shop.request_count(), 1);
+}

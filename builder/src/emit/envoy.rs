@@ -45,7 +45,10 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
     let mut listeners = Vec::new();
     for listener in mesh.listeners.values() {
         match listener_json(listener, mesh, options, &mut used_filters) {
-            Ok(l) => listeners.push(l),
+            Ok(mut l) => {
+                super::native::decorate_listener(listener, &mut l);
+                listeners.push(l);
+            }
             Err(e) => errors.push(e),
         }
     }

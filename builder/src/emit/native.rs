@@ -477,6 +477,61 @@ fn upstream_tls(c: &Cluster, tls: &crate::native::ClientTls) -> Value {
     json!({"name": "envoy.transport_sockets.tls", "typed_config": ctx})
 }
 
+/// TLS termination and HTTPS redirection of a gateway listener.
+pub fn decorate_listener(listener: &Listener, value: &mut Value) {
+    if listener.https_redirect
+        && let Some(hosts) = value["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+            ["virtual_hosts"]
+            .as_array_mut()
+    {
+        for vh in hosts {
+            // Envoy answers plain-HTTP requests with a 301 to https://, as Istio's httpsRedirect.
+            vh["require_tls"] = json!("ALL");
+        }
+    }
+    let Some(tls) = &listener.tls else { return };
+    let mut common = json!({
+        "tls_certificates": [{
+            "certificate_chain": {"filename": tls.certificate},
+            "private_key": {"filename": tls.private_key},
+        }],
+        "alpn_protocols": ["h2", "http/1.1"],
+    });
+    let mut params = Map::new();
+    if let Some(v) = &tls.min_version {
+        params.insert("tls_minimum_protocol_version".into(), json!(v));
+    }
+    if let Some(v) = &tls.max_version {
+        params.insert("tls_maximum_protocol_version".into(), json!(v));
+    }
+    if !tls.cipher_suites.is_empty() {
+        params.insert("cipher_suites".into(), json!(tls.cipher_suites));
+    }
+    if !params.is_empty() {
+        common["tls_params"] = Value::Object(params);
+    }
+    let mut context = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+    });
+    if let Some(ca) = &tls.client_ca {
+        let mut validation = json!({"trusted_ca": {"filename": ca}});
+        if !tls.subject_alt_names.is_empty() {
+            validation["match_typed_subject_alt_names"] = tls
+                .subject_alt_names
+                .iter()
+                .map(|san| json!({"san_type": "DNS", "matcher": {"exact": san}}))
+                .collect();
+        }
+        common["validation_context"] = validation;
+        if tls.require_client_certificate {
+            context["require_client_certificate"] = json!(true);
+        }
+    }
+    context["common_tls_context"] = common;
+    value["filter_chains"][0]["transport_socket"] =
+        json!({"name": "envoy.transport_sockets.tls", "typed_config": context});
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,174 @@
+//! Istio features Envoy implements natively (see `sluice::native`): the Envoy config generated
+//! for gateway TLS, upstream TLS and mirrors (insta snapshots), and the diagnostics for their
+//! typical mistakes. The full example is `examples/native-traffic` (diffed by `examples.rs`);
+//! the behaviour through Envoy is in `integration/tests/native.rs`.
+
+use sluice::{Inputs, Options, WasmModules, generate};
+
+const SERVICE: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: shop}
+spec:
+  hosts: [shop]
+  ports: [{number: 8000, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 10.0.0.1, labels: {version: v1}}
+  - {address: 10.0.0.2, labels: {version: v2}}
+---
+";
+
+fn options() -> Options {
+    Options {
+        wasm: WasmModules::Reference("/opt/sluice/wasm".into()),
+        ..Options::default()
+    }
+}
+
+fn envoy_yaml(mesh: &str) -> String {
+    let text = format!("{SERVICE}{mesh}");
+    let output = generate(&Inputs::from_text("mesh.yaml", &text), &options())
+        .unwrap_or_else(|d| panic!("{d}"));
+    String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8")
+}
+
+/// The part of the YAML from the first line containing `from` to the first line after it
+/// containing `to` (snapshots stay focused on the feature).
+fn section(yaml: &str, from: &str, to: &str) -> String {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains(from))
+        .unwrap_or_else(|| panic!("no {from:?} in\n{yaml}"));
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.contains(to))
+        .map_or(lines.len(), |i| start + 2 + i);
+    lines[start..end].join("\n")
+}
+
+fn diagnose(mesh: &str) -> String {
+    let text = format!("{SERVICE}{mesh}");
+    match generate(&Inputs::from_text("mesh.yaml", &text), &options()) {
+        Ok(_) => panic!("expected errors for:\n{mesh}"),
+        Err(d) => d.to_string(),
+    }
+}
+
+const GATEWAY_VS: &str = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge]
+  http:
+  - route: [{destination: {host: shop}}]
+";
+
+#[test]
+fn gateway_tls_termination_mutual_and_https_redirect() {
+    let yaml = envoy_yaml(&format!(
+        "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge}}
+spec:
+  servers:
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: [shop.example.com]
+    tls:
+      mode: MUTUAL
+      serverCertificate: /etc/certs/tls.crt
+      privateKey: /etc/certs/tls.key
+      caCertificates: /etc/certs/ca.crt
+      subjectAltNames: [client.example.com]
+      minProtocolVersion: TLSV1_2
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [shop.example.com]
+    tls: {{httpsRedirect: true}}
+---
+{GATEWAY_VS}"
+    ));
+    insta::assert_snapshot!(
+        "https_listener_tls",
+        section(&yaml, "transport_socket:", "require_client_certificate")
+    );
+    insta::assert_snapshot!(
+        "http_listener_requires_tls",
+        section(&yaml, "- name: default.edge", "require_tls")
+    );
+}
+
+#[test]
+fn upstream_tls_origination_and_consistent_hash_cookie() {
+    let yaml = envoy_yaml(
+        "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: shop}
+spec:
+  host: shop
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpCookie: {name: session, path: /, ttl: 3600s}
+        maglev: {tableSize: 65537}
+    tls:
+      mode: MUTUAL
+      clientCertificate: /etc/certs/client.crt
+      privateKey: /etc/certs/client.key
+      caCertificates: /etc/certs/ca.crt
+      subjectAltNames: [shop.internal]
+",
+    );
+    insta::assert_snapshot!(
+        "upstream_tls_cluster",
+        section(&yaml, "lb_policy: MAGLEV", "sni:")
+    );
+    insta::assert_snapshot!("cookie_hash_policy", section(&yaml, "hash_policy:", "ttl:"));
+}
+
+#[test]
+fn mistakes_in_native_settings() {
+    insta::assert_snapshot!(diagnose(
+        "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop]
+  http:
+  - redirect: {uri: /x, redirectCode: 305}
+    route: [{destination: {host: shop}}]
+  - directResponse: {status: 42, body: {string: a, bytes: YQ==}}
+  - route: [{destination: {host: shop}}]
+    mirror: {host: shadow}
+    mirrorPercentage: {value: 150}
+    rewrite: {uri: /a, uriRegexRewrite: {match: '(', rewrite: x}}
+    corsPolicy: {allowOrigins: [{exact: a, prefix: b}], maxAge: soon}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: shop}
+spec:
+  host: shop
+  trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL}
+    loadBalancer: {consistentHash: {minimumRingSize: 10}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE}
+"
+    ));
+}
