@@ -111,15 +111,13 @@ fn main() {
             requests,
             connections,
             time_limit_minutes,
-        } => build_wasm()
-            .and_then(|_| provision_envoy())
-            .and_then(|_| {
-                soak::soak(&soak::SoakOptions {
-                    requests,
-                    connections,
-                    time_limit: Duration::from_secs(time_limit_minutes * 60),
-                })
-            }),
+        } => build_wasm().and_then(|_| provision_envoy()).and_then(|_| {
+            soak::soak(&soak::SoakOptions {
+                requests,
+                connections,
+                time_limit: Duration::from_secs(time_limit_minutes * 60),
+            })
+        }),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds, true),
     };
     if let Err(error) = result {
@@ -332,9 +330,11 @@ fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
         envoy_binary = Some(provision_envoy()?);
         Ok(())
     });
-    step(&mut steps, "fuzz (short runs, when nightly + cargo-fuzz)", || {
-        fuzz::fuzz(fuzz::TEST_SECONDS, false)
-    });
+    step(
+        &mut steps,
+        "fuzz (short runs, when nightly + cargo-fuzz)",
+        || fuzz::fuzz(fuzz::TEST_SECONDS, false),
+    );
     step(&mut steps, "cargo test", || {
         // `--workspace` would override a `-p` given after `--`.
         let mut command = if selects_packages(cargo_test_args) {
