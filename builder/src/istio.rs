@@ -330,6 +330,9 @@ pub struct TrafficPolicy {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// TLS origination to the upstream (see [`crate::native`]).
     pub tls: Option<crate::native::ClientTls>,
+    /// Per-port overrides (see [`crate::native::at_port`]).
+    #[serde(default)]
+    pub port_level_settings: Vec<crate::native::PortTrafficPolicy>,
 }
 
 /// `LoadBalancerSettings`.
@@ -530,7 +533,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "spec.http.*.fault.abort.http2Error",
     "spec.workloadSelector",
     // Traffic policies, at host or subset level (`**` = any prefix).
-    "**.trafficPolicy.portLevelSettings",
     "**.trafficPolicy.tunnel",
     "**.trafficPolicy.proxyProtocol",
     "**.trafficPolicy.retryBudget",
@@ -676,4 +678,5 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "credentialName",
     "sni",
     "insecureSkipVerify",
+    "portLevelSettings",
 ];

@@ -387,15 +387,26 @@ fn register_service<'a>(
     }
 }
 
-fn merge_policy(host: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>) -> TrafficPolicy {
-    let host = host.cloned().unwrap_or_default();
-    let Some(sub) = subset else { return host };
+/// The policy of one cluster: the host's, then the subset's per field group, each with its
+/// `portLevelSettings` for `port` applied first (Istio's merge order).
+fn merge_policy(
+    host: Option<&TrafficPolicy>,
+    subset: Option<&TrafficPolicy>,
+    port: u32,
+) -> TrafficPolicy {
+    let host = host
+        .map(|h| crate::native::at_port(h, port))
+        .unwrap_or_default();
+    let Some(sub) = subset.map(|s| crate::native::at_port(s, port)) else {
+        return host;
+    };
     TrafficPolicy {
         load_balancer: sub.load_balancer.clone().or(host.load_balancer),
         connection_pool: sub.connection_pool.clone().or(host.connection_pool),
         outlier_detection: sub.outlier_detection.clone().or(host.outlier_detection),
         circuit_breaker: sub.circuit_breaker.clone().or(host.circuit_breaker),
         tls: sub.tls.clone().or(host.tls),
+        port_level_settings: Vec::new(),
     }
 }
 
@@ -467,7 +478,7 @@ fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagno
                     );
                     empty
                 };
-            make("", None, merge_policy(host_policy, None));
+            make("", None, merge_policy(host_policy, None, port.number));
             if let Some((dr_res, dr)) = dr {
                 for (i, s) in dr.subsets.iter().enumerate() {
                     let Some(name) = s.name.as_deref() else {
@@ -476,7 +487,7 @@ fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagno
                     let empty = make(
                         name,
                         Some(&s.labels),
-                        merge_policy(host_policy, s.traffic_policy.as_ref()),
+                        merge_policy(host_policy, s.traffic_policy.as_ref(), port.number),
                     );
                     if empty && !svc.dns_host && !svc.endpoints.is_empty() {
                         out.push(

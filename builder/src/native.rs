@@ -168,6 +168,48 @@ pub struct ClientTls {
     pub insecure_skip_verify: Option<bool>,
 }
 
+/// `TrafficPolicy.PortTrafficPolicy`: overrides for one service port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortTrafficPolicy {
+    /// The service port these settings apply to.
+    pub port: Option<crate::istio::PortSelector>,
+    /// Overrides the policy's `loadBalancer`.
+    pub load_balancer: Option<crate::istio::LoadBalancerSettings>,
+    /// Overrides the policy's `connectionPool`.
+    pub connection_pool: Option<crate::istio::ConnectionPoolSettings>,
+    /// Overrides the policy's `outlierDetection`.
+    pub outlier_detection: Option<crate::istio::OutlierDetection>,
+    /// Overrides the policy's `tls`.
+    pub tls: Option<ClientTls>,
+}
+
+/// `policy` as it applies to `port`: its `portLevelSettings` entry for the port (if any)
+/// replaces each field group it sets, as Istio applies port-level settings.
+pub fn at_port(policy: &crate::istio::TrafficPolicy, port: u32) -> crate::istio::TrafficPolicy {
+    let mut out = policy.clone();
+    out.port_level_settings = Vec::new();
+    if let Some(p) = policy
+        .port_level_settings
+        .iter()
+        .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(port))
+    {
+        if p.load_balancer.is_some() {
+            out.load_balancer.clone_from(&p.load_balancer);
+        }
+        if p.connection_pool.is_some() {
+            out.connection_pool.clone_from(&p.connection_pool);
+        }
+        if p.outlier_detection.is_some() {
+            out.outlier_detection.clone_from(&p.outlier_detection);
+        }
+        if p.tls.is_some() {
+            out.tls.clone_from(&p.tls);
+        }
+    }
+    out
+}
+
 /// A mirror resolved to its cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mirror {
@@ -526,6 +568,29 @@ pub fn check_policy(
     tp: &crate::istio::TrafficPolicy,
     out: &mut Vec<Diagnostic>,
 ) {
+    let mut ports = std::collections::BTreeSet::new();
+    for (i, p) in tp.port_level_settings.iter().enumerate() {
+        let pat = at.key("portLevelSettings").index(i);
+        match p.port.as_ref().and_then(|s| s.number) {
+            None => out.push(r.error(
+                &pat,
+                "missing `port: {number: ...}`",
+                "name the service port these settings apply to",
+            )),
+            Some(n) if !ports.insert(n) => out.push(r.error(
+                &pat.key("port"),
+                format!("port {n} already has settings"),
+                "merge the two entries",
+            )),
+            Some(_) => {}
+        }
+        let as_policy = crate::istio::TrafficPolicy {
+            load_balancer: p.load_balancer.clone(),
+            tls: p.tls.clone(),
+            ..Default::default()
+        };
+        check_policy(r, &pat, &as_policy, out);
+    }
     if let Some(tls) = &tp.tls {
         let tat = at.key("tls");
         match tls.mode.as_deref().unwrap_or("DISABLE") {

@@ -172,3 +172,66 @@ spec:
 "
     ));
 }
+
+#[test]
+fn port_level_settings_override_per_port_then_per_subset() {
+    let mesh = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api]
+  ports: [{number: 8000, name: http, protocol: HTTP}, {number: 9000, name: admin, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.1.1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api}
+spec:
+  host: api
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 10}}
+    portLevelSettings:
+    - port: {number: 9000}
+      loadBalancer: {simple: ROUND_ROBIN}
+      connectionPool: {tcp: {maxConnections: 1}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      portLevelSettings:
+      - port: {number: 9000}
+        loadBalancer: {simple: RANDOM}
+";
+    let yaml = envoy_yaml(mesh);
+    let docs = sluice::yaml::parse_documents(&yaml).expect("generated YAML parses");
+    let bootstrap = docs[0].root.to_json();
+    let mut seen: Vec<(String, String, u64)> = bootstrap["static_resources"]["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .filter(|c| c["name"].as_str().is_some_and(|n| n.ends_with("|api")))
+        .map(|c| {
+            (
+                c["name"].as_str().expect("name").to_owned(),
+                c["lb_policy"].as_str().expect("lb_policy").to_owned(),
+                c["circuit_breakers"]["thresholds"][0]["max_connections"]
+                    .as_u64()
+                    .expect("max_connections"),
+            )
+        })
+        .collect();
+    seen.sort();
+    let expected = [
+        ("outbound|8000||api", "LEAST_REQUEST", 10),
+        ("outbound|8000|v1|api", "LEAST_REQUEST", 10),
+        ("outbound|9000||api", "ROUND_ROBIN", 1),
+        // The subset's port-level load balancer wins; the host's port-level pool still applies.
+        ("outbound|9000|v1|api", "RANDOM", 1),
+    ]
+    .map(|(n, lb, max)| (n.to_owned(), lb.to_owned(), max));
+    let mut expected = expected.to_vec();
+    expected.sort();
+    assert_eq!(seen, expected);
+}
