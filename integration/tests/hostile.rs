@@ -258,3 +258,102 @@ fn malformed_and_huge_requests_never_trap_a_vm() {
     }
     mesh.assert_vms_alive();
 }
+
+/// Hostile upstreams: one with nothing listening, one resetting every connection, both behind
+/// Envoy retries (`connect-failure,reset,5xx`, 2 retries). The breaker trips after 3 failed
+/// requests and then rejects fast, so upstream attempts stay bounded by 3 requests x 3 attempts
+/// however many requests arrive (no retry storm), and the resetting one recovers once it
+/// answers again.
+#[test]
+fn dead_and_resetting_upstreams_trip_the_breaker_without_a_retry_storm() {
+    use sluice_integration::upstream::Behavior;
+    use std::time::{Duration, Instant};
+
+    let dead_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr").port()
+    }; // closed again: nothing listens there
+    let resetting = Upstream::start("resetting");
+    resetting.set_behavior(Behavior::Reset);
+    let retry = json!({"retry_on": "connect-failure,reset,5xx", "num_retries": 2});
+    let routes = vec![
+        json!({"match": {"prefix": "/dead"}, "route": {"cluster": "dead", "retry_policy": retry}}),
+        json!({"match": {"prefix": "/"}, "route": {"cluster": "resetting", "retry_policy": retry}}),
+    ];
+    let config = Bootstrap::new()
+        .cluster("dead", dead_port)
+        .cluster("resetting", resetting.port())
+        .routes_json(routes)
+        .wasm_filter(
+            "breaker",
+            r#"{"breakers": [
+                {"cluster": "dead", "consecutiveErrors": 3, "interval": "1h", "baseEjectionTime": "60s"},
+                {"cluster": "resetting", "consecutiveErrors": 3, "interval": "1h",
+                 "baseEjectionTime": "1s", "maxEjectionTime": "2s"}]}"#,
+        )
+        .render();
+    let envoy = Envoy::start(&config).unwrap_or_else(|e| panic!("{e:#}"));
+    let port = envoy.listener_port(LISTENER_NAME);
+    let send = |path: &str| {
+        client::send(&Request::get(port, path).timeout(Duration::from_secs(20)))
+            .unwrap_or_else(|e| panic!("{path}: {e:#}\n{}", envoy.log()))
+    };
+    let reject_header = sluice_core::wire::BREAKER_REJECT_HEADER;
+
+    for (path, cluster) in [("/dead", "dead"), ("/", "resetting")] {
+        let responses: Vec<Response> = (0..30).map(|_| send(path)).collect();
+        for (i, r) in responses.iter().enumerate() {
+            assert!(r.status >= 500, "{cluster} request {i}: {}", r.status);
+        }
+        let rejected = responses
+            .iter()
+            .filter(|r| r.header(reject_header).is_some())
+            .count();
+        assert!(
+            rejected >= 26,
+            "{cluster}: only {rejected} of 30 rejected by the breaker"
+        );
+        let attempts = envoy
+            .stat(&format!("cluster.{cluster}.upstream_rq_total"))
+            .unwrap_or(0)
+            + envoy
+                .stat(&format!("cluster.{cluster}.upstream_cx_connect_fail"))
+                .unwrap_or(0);
+        // 3 admitted requests x (1 try + 2 retries), plus at most one half-open probe of the
+        // resetting cluster (1 s ejection) with its retries.
+        assert!(
+            attempts <= 12,
+            "{cluster}: {attempts} upstream attempts for 30 requests"
+        );
+        assert!(
+            attempts >= 3,
+            "{cluster}: the upstream was never tried ({attempts})"
+        );
+    }
+    assert!(resetting.request_count() <= 12);
+
+    // Recovery: the resetting upstream answers again; after the ejection time a probe gets
+    // through and closes the breaker.
+    resetting.set_behavior(Behavior::Ok);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = send("/");
+        if r.status == 200 {
+            assert_eq!(r.served_by(), Some("resetting"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never recovered\n{}",
+            envoy.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for _ in 0..10 {
+        assert_eq!(send("/").status, 200);
+    }
+    // The dead one stays open: its ejection (60 s) is not over, nothing more was tried.
+    assert!(send("/dead").header(reject_header).is_some());
+    let log = envoy.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
