@@ -150,6 +150,9 @@ pub struct Cluster {
     pub policy: TrafficPolicy,
     /// The sluice breaker guarding this cluster, if configured.
     pub breaker: Option<sluice_core::breaker::BreakerSettings>,
+    /// Active health checking (`sluice.dev/health-check` on the DestinationRule, else on the
+    /// ServiceEntry).
+    pub health_check: Option<crate::native::HealthCheck>,
 }
 
 /// Istio's cluster name.
@@ -474,6 +477,10 @@ fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagno
                                 &policy,
                             ),
                             policy,
+                            health_check: crate::native::health_check(
+                                dr.map(|(r, _)| *r),
+                                svc.resource,
+                            ),
                         },
                     );
                     empty

@@ -210,6 +210,91 @@ pub fn at_port(policy: &crate::istio::TrafficPolicy, port: u32) -> crate::istio:
     out
 }
 
+/// The annotation (on a ServiceEntry or DestinationRule) that turns on Envoy's active HTTP
+/// health checking of the host's endpoints; its value is YAML:
+/// `{path: /healthz, interval: 10s, timeout: 1s, unhealthyThreshold: 3, healthyThreshold: 1}`
+/// (those are the defaults; only `path` is required).
+pub const HEALTH_CHECK_ANNOTATION: &str = "sluice.dev/health-check";
+
+/// The `sluice.dev/health-check` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Path probed with GET; a 200 is healthy.
+    pub path: String,
+    /// Time between probes (default 10s).
+    pub interval: Option<String>,
+    /// Probe timeout (default 1s).
+    pub timeout: Option<String>,
+    /// Failed probes before a healthy endpoint is taken out (default 3).
+    pub unhealthy_threshold: Option<u32>,
+    /// Passed probes before an unhealthy endpoint is put back (default 1).
+    pub healthy_threshold: Option<u32>,
+}
+
+fn parse_health_check(text: &str) -> Result<HealthCheck, String> {
+    let docs = crate::yaml::parse_documents(text)
+        .map_err(|e| format!("line {}: {}", e.pos.line, e.message))?;
+    let json = docs
+        .into_iter()
+        .next()
+        .map_or(serde_json::Value::Null, |d| d.root.to_json());
+    let hc: HealthCheck = serde_json::from_value(json).map_err(|e| e.to_string())?;
+    for (field, value) in [("interval", &hc.interval), ("timeout", &hc.timeout)] {
+        if let Some(v) = value
+            && sluice_core::duration::parse(v).is_err()
+        {
+            return Err(format!("{field}: invalid duration {v:?}"));
+        }
+    }
+    if !hc.path.starts_with('/') {
+        return Err(format!("path {:?} must start with '/'", hc.path));
+    }
+    if hc.unhealthy_threshold == Some(0) || hc.healthy_threshold == Some(0) {
+        return Err("thresholds are at least 1".into());
+    }
+    Ok(hc)
+}
+
+/// The health check of a host: the DestinationRule's annotation, else the ServiceEntry's
+/// (invalid ones are reported by [`check_health_check`]).
+pub fn health_check(dr: Option<&Resource>, se: &Resource) -> Option<HealthCheck> {
+    dr.into_iter()
+        .chain([se])
+        .find_map(|r| r.metadata.annotations.get(HEALTH_CHECK_ANNOTATION))
+        .and_then(|text| parse_health_check(text).ok())
+}
+
+/// Reports a `sluice.dev/health-check` annotation that does not parse, or sits on a kind that
+/// has no endpoints.
+pub fn check_health_check(r: &Resource, out: &mut Vec<Diagnostic>) {
+    let Some(text) = r.metadata.annotations.get(HEALTH_CHECK_ANNOTATION) else {
+        return;
+    };
+    let at = FieldPath::root()
+        .key("metadata")
+        .key("annotations")
+        .key(HEALTH_CHECK_ANNOTATION);
+    if !matches!(
+        r.spec,
+        crate::parse::Spec::ServiceEntry(_) | crate::parse::Spec::DestinationRule(_)
+    ) {
+        out.push(r.error(
+            &at,
+            format!("`{HEALTH_CHECK_ANNOTATION}` belongs on a ServiceEntry or DestinationRule"),
+            "move it to the resource of the host whose endpoints are probed",
+        ));
+        return;
+    }
+    if let Err(e) = parse_health_check(text) {
+        out.push(r.error(
+            &at,
+            format!("invalid health check: {e}"),
+            "e.g. {path: /healthz, interval: 10s, timeout: 1s, unhealthyThreshold: 3, healthyThreshold: 1}",
+        ));
+    }
+}
+
 /// A mirror resolved to its cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mirror {

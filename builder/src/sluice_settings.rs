@@ -602,10 +602,20 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
         }
         for key in r.metadata.annotations.keys() {
             if key.starts_with("sluice.dev/")
-                && ![CANARY_ANNOTATION, FAULT_ANNOTATION, BREAKER_ANNOTATION]
-                    .contains(&key.as_str())
+                && ![
+                    CANARY_ANNOTATION,
+                    FAULT_ANNOTATION,
+                    BREAKER_ANNOTATION,
+                    crate::native::HEALTH_CHECK_ANNOTATION,
+                ]
+                .contains(&key.as_str())
             {
-                let known = [CANARY_ANNOTATION, FAULT_ANNOTATION, BREAKER_ANNOTATION];
+                let known = [
+                    CANARY_ANNOTATION,
+                    FAULT_ANNOTATION,
+                    BREAKER_ANNOTATION,
+                    crate::native::HEALTH_CHECK_ANNOTATION,
+                ];
                 let hint = match did_you_mean(key, known) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("sluice reads {}", known.join(", ")),

@@ -42,6 +42,7 @@ pub const HTTP_PROTOCOLS: &[&str] = &["HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP
 pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for r in resources {
+        crate::native::check_health_check(r, &mut out);
         let spec = FieldPath::root().key("spec");
         match &r.spec {
             Spec::Gateway(g) => {

@@ -235,3 +235,27 @@ spec:
     expected.sort();
     assert_eq!(seen, expected);
 }
+
+#[test]
+fn health_check_annotation_maps_to_envoy_and_reports_mistakes() {
+    let annotated = |value: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: shop\n  annotations:\n    sluice.dev/health-check: '{value}'\nspec:\n  host: shop\n"
+        )
+    };
+    let yaml = envoy_yaml(&annotated("{path: /ready, interval: 2s}"));
+    insta::assert_snapshot!(
+        "health_check",
+        section(&yaml, "health_checks:", "unhealthy_threshold")
+    );
+    let errors = diagnose(&annotated("{path: /ready, every: 2s}"));
+    assert!(
+        errors.contains("invalid health check: unknown field `every`"),
+        "{errors}"
+    );
+    let errors = diagnose(&annotated("{path: ready}"));
+    assert!(
+        errors.contains("path \"ready\" must start with '/'"),
+        "{errors}"
+    );
+}

@@ -499,3 +499,46 @@ spec:
     );
     assert_eq!(shop.request_count(), 1);
 }
+
+#[test]
+fn active_health_checks_take_a_failing_endpoint_out() {
+    let (good, bad) = (Upstream::start("good"), Upstream::start("bad"));
+    bad.set_behavior(Behavior::Status(503));
+    let mesh = service("shop", 8000, &[(&good, "v1"), (&bad, "v1")])
+        + "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: shop
+  annotations:
+    sluice.dev/health-check: |
+      path: /healthz
+      interval: 200ms
+      timeout: 1s
+      unhealthyThreshold: 2
+      healthyThreshold: 1
+spec:
+  host: shop
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+";
+    let envoy = start(&mesh);
+    let port = envoy.listener_port("listener_8000");
+    envoy
+        .wait_for_stat(
+            "cluster.outbound|8000||shop.membership_healthy",
+            |n| n == 1,
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", envoy.log()));
+    assert!(bad.requests().iter().all(|r| r.path == "/healthz"));
+    assert!(good.requests().iter().any(|r| r.path == "/healthz"));
+    let responses =
+        client::get_many(port, "shop", "/", NO_HEADERS, 20).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        client::served_by_counts(&responses),
+        [("good".to_owned(), 20)].into_iter().collect()
+    );
+    // The unhealthy endpoint saw probes only: no request was sent to it and retried elsewhere.
+    assert!(bad.requests().iter().all(|r| r.path == "/healthz"));
+}

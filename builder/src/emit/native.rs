@@ -426,6 +426,22 @@ pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
         cluster["typed_extension_protocol_options"][key]["common_http_protocol_options"]["max_connection_duration"] =
             json!(sluice_core::duration::format(d));
     }
+    if let Some(hc) = &c.health_check {
+        let d = |v: &Option<String>, default: u64| {
+            dur(v.as_deref()).unwrap_or(std::time::Duration::from_secs(default))
+        };
+        let mut http = json!({"path": hc.path});
+        if c.http2 {
+            http["codec_client_type"] = json!("HTTP2");
+        }
+        cluster["health_checks"] = json!([{
+            "interval": sluice_core::duration::format(d(&hc.interval, 10)),
+            "timeout": sluice_core::duration::format(d(&hc.timeout, 1)),
+            "unhealthy_threshold": hc.unhealthy_threshold.unwrap_or(3),
+            "healthy_threshold": hc.healthy_threshold.unwrap_or(1),
+            "http_health_check": http,
+        }]);
+    }
     if let Some(tls) = &policy.tls
         && matches!(tls.mode.as_deref(), Some("SIMPLE" | "MUTUAL"))
     {
