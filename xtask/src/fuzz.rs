@@ -47,24 +47,37 @@ pub fn fuzz(seconds: u32, required: bool) -> Result<()> {
         return Ok(());
     }
     let dir = crate::repo_root().join("fuzz");
+    // Build every target once, then run each binary: `cargo fuzz run` would check the build
+    // again per target.
+    let status = Command::new("cargo")
+        .current_dir(&dir)
+        .args(["+nightly", "fuzz", "build", "-O"])
+        .status()
+        .context("run cargo fuzz build")?;
+    if !status.success() {
+        bail!("cargo +nightly fuzz build -O failed ({status})");
+    }
+    let bin_dir = dir.join("target/x86_64-unknown-linux-gnu/release");
     let mut failed = Vec::new();
     for target in TARGETS {
         let corpus = dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus).with_context(|| format!("mkdir {}", corpus.display()))?;
         println!("fuzz: {target} for {seconds}s");
-        let status = Command::new("cargo")
+        let artifacts = dir.join("artifacts").join(target);
+        std::fs::create_dir_all(&artifacts)
+            .with_context(|| format!("mkdir {}", artifacts.display()))?;
+        let status = Command::new(bin_dir.join(target))
             .current_dir(&dir)
-            .args(["+nightly", "fuzz", "run", "-O", target])
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
             .arg(&corpus)
             .args([
-                "--",
                 &format!("-max_total_time={seconds}"),
                 "-max_len=8192",
                 "-rss_limit_mb=2048",
                 "-timeout=10",
             ])
             .status()
-            .with_context(|| format!("run cargo fuzz run {target}"))?;
+            .with_context(|| format!("run the fuzz target {target}"))?;
         if !status.success() {
             failed.push(target);
         }
