@@ -285,7 +285,12 @@ spec:
         "{:?}",
         began.elapsed()
     );
-    assert!(began.elapsed() >= Duration::from_millis(300));
+    // Envoy's timer may fire a few milliseconds early relative to the client's clock.
+    assert!(
+        began.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        began.elapsed()
+    );
 }
 
 #[test]
@@ -530,7 +535,16 @@ spec:
             |n| n == 1,
             Duration::from_secs(20),
         )
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", envoy.log()));
+        .unwrap_or_else(|e| {
+            let stats = envoy.admin_get("/stats?filter=health_check|membership");
+            panic!(
+                "{e:#}\n{stats:?}\ngood saw {:?}",
+                good.requests()
+                    .iter()
+                    .map(|r| (r.path.clone(), r.authority.clone()))
+                    .collect::<Vec<_>>()
+            )
+        });
     assert!(bad.requests().iter().all(|r| r.path == "/healthz"));
     assert!(good.requests().iter().any(|r| r.path == "/healthz"));
     let responses =

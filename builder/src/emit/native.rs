@@ -430,12 +430,18 @@ pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
         let d = |v: &Option<String>, default: u64| {
             dur(v.as_deref()).unwrap_or(std::time::Duration::from_secs(default))
         };
-        let mut http = json!({"path": hc.path});
+        // Probes carry the service host, as real requests do (not Envoy's default, the cluster
+        // name, which is no valid authority).
+        let mut http = json!({"path": hc.path, "host": c.host});
         if c.http2 {
             http["codec_client_type"] = json!("HTTP2");
         }
+        let interval = sluice_core::duration::format(d(&hc.interval, 10));
         cluster["health_checks"] = json!([{
-            "interval": sluice_core::duration::format(d(&hc.interval, 10)),
+            // Envoy probes a cluster that has had no traffic only every 60s by default: an
+            // endpoint whose first probe failed would stay out that long. Probe at `interval`.
+            "no_traffic_interval": interval,
+            "interval": interval,
             "timeout": sluice_core::duration::format(d(&hc.timeout, 1)),
             "unhealthy_threshold": hc.unhealthy_threshold.unwrap_or(3),
             "healthy_threshold": hc.healthy_threshold.unwrap_or(1),
