@@ -10,11 +10,7 @@ use sluice_core::host::MockHost;
 pub fn request_from(bytes: &[u8]) -> MockHost {
     let mut host = MockHost::default();
     for line in bytes.split(|&b| b == b'\n') {
-        let split = line
-            .iter()
-            .skip(1)
-            .position(|&b| b == b':')
-            .map(|p| p + 1);
+        let split = line.iter().skip(1).position(|&b| b == b':').map(|p| p + 1);
         let (name, value) = match split {
             Some(at) => (&line[..at], &line[at + 1..]),
             None => (line, &b""[..]),
