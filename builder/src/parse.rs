@@ -506,11 +506,7 @@ mod tests {
         );
         assert_eq!(d.len(), 3, "{d:#?}");
         assert!(d[0].starts_with("t.yaml:7:5: error: VirtualService/a: spec.http[0].mach: unknown field `mach`\n  hint: did you mean `match`?"), "{}", d[0]);
-        assert!(
-            d[2].contains("`delegate` is not supported yet"),
-            "{}",
-            d[2]
-        );
+        assert!(d[2].contains("`delegate` is not supported yet"), "{}", d[2]);
     }
 
     #[test]

@@ -111,7 +111,9 @@ case!(
 );
 case!(
     bad_duration_in_a_schedule,
-    canary("rollout:\n  schedule:\n    steps:\n    - {weights: [90, 10], hold: 30 minutes}\n    - {weights: [0, 100], hold: 0s}")
+    canary(
+        "rollout:\n  schedule:\n    steps:\n    - {weights: [90, 10], hold: 30 minutes}\n    - {weights: [0, 100], hold: 0s}"
+    )
 );
 case!(
     schedule_weights_length_mismatch,
@@ -119,7 +121,9 @@ case!(
 );
 case!(
     all_zero_schedule_step,
-    canary("rollout:\n  schedule:\n    steps:\n    - {weights: [90, 10], hold: 30s}\n    - {weights: [0, 0], hold: 30s}")
+    canary(
+        "rollout:\n  schedule:\n    steps:\n    - {weights: [90, 10], hold: 30s}\n    - {weights: [0, 0], hold: 30s}"
+    )
 );
 case!(
     schedule_on_a_single_destination_route,
@@ -147,9 +151,15 @@ case!(
 );
 case!(
     breaker_unknown_subset_and_bad_override,
-    breaker("consecutiveErrors: 5\nsubsets:\n  v3: {consecutiveErrors: 3}\n  v2: {baseEjectionTime: 10m, maxEjectionTime: 1m}")
+    breaker(
+        "consecutiveErrors: 5\nsubsets:\n  v3: {consecutiveErrors: 3}\n  v2: {baseEjectionTime: 10m, maxEjectionTime: 1m}"
+    )
 );
 case!(
     invalid_yaml_inside_annotation,
-    mesh(" {}", "\n    sluice.dev/fault: |\n      maxActiveFaults: [1\n      debugHeader: true", "")
+    mesh(
+        " {}",
+        "\n    sluice.dev/fault: |\n      maxActiveFaults: [1\n      debugHeader: true",
+        ""
+    )
 );

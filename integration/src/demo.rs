@@ -354,12 +354,14 @@ pub fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<Report> {
     );
 
     let mut facts = Facts::default();
-    let mut steps = Vec::new();
-    steps.push(tour.routing(out, &mut facts));
-    steps.push(tour.split(out, &mut facts));
-    steps.push(tour.fault(out, &mut facts));
-    steps.push(tour.breaker(out, &mut facts));
-    steps.push(tour.counters(out, &mut facts));
+    // In order: each step prints as it goes, and later steps rely on the state earlier ones left.
+    let steps = vec![
+        tour.routing(out, &mut facts),
+        tour.split(out, &mut facts),
+        tour.fault(out, &mut facts),
+        tour.breaker(out, &mut facts),
+        tour.counters(out, &mut facts),
+    ];
     drop(envoy);
     Ok(Report {
         steps,
@@ -438,7 +440,7 @@ fn splice_ports(name: &str, text: &str, edits: &mut [(usize, usize, i64, u16)]) 
         .collect();
     let mut result = text.to_owned();
     // From the end, so earlier offsets stay valid.
-    edits.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    edits.sort_unstable_by_key(|&(line, col, _, _)| std::cmp::Reverse((line, col)));
     for &mut (line, col, old, new) in edits {
         let start = line_starts
             .get(line.wrapping_sub(1))
