@@ -26,7 +26,10 @@ fn the_minimal_bootstrap_routes_with_the_router_filter() {
     let config = text
         .replace("port_value: 9901", "port_value: 0")
         .replace("port_value: 10000", "port_value: 0")
-        .replace("port_value: 8080", &format!("port_value: {}", backend.port()));
+        .replace(
+            "port_value: 8080",
+            &format!("port_value: {}", backend.port()),
+        );
     let envoy = Envoy::start_with(EnvoyOptions {
         config_yaml: config,
         // The module path in the file is relative to the repository root, as documented.
@@ -36,14 +39,18 @@ fn the_minimal_bootstrap_routes_with_the_router_filter() {
     .unwrap_or_else(|e| panic!("{e:#}"));
     let port = envoy.listener_port("main");
 
-    let jason = client::get(port, "example", "/", &[("end-user", "jason")])
-        .expect("request as jason");
+    let jason =
+        client::get(port, "example", "/", &[("end-user", "jason")]).expect("request as jason");
     assert_eq!(jason.status, 200);
     assert_eq!(jason.header("x-served-by"), Some(b"backend".as_slice()));
 
     let anonymous = client::get(port, "example", "/", client::NO_HEADERS).expect("request");
     assert_eq!(anonymous.status, 404, "no rule matches: the router's 404");
-    assert_eq!(backend.request_count(), 1, "only jason's request reached the backend");
+    assert_eq!(
+        backend.request_count(),
+        1,
+        "only jason's request reached the backend"
+    );
 }
 
 #[test]
