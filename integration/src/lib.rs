@@ -23,6 +23,7 @@
 //! - [`bootstrap`]: hand-written Envoy bootstraps for tests of one filter or a chain.
 //! - [`upstream`]: HTTP/1.1 + h2c servers that say who served and can fail, hang, reset or delay.
 //! - [`client`]: synchronous HTTP/1.1, h2c and gRPC clients, single or many in parallel.
+//! - [`mesh`]: Istio YAML -> the builder -> a running Envoy, for builder-driven tests.
 //! - [`binomial`]: bounds for statistical assertions that never flake (p < 1e-6).
 //!
 //! Everything is safe to use from tests running in parallel threads of one process, and from
@@ -33,6 +34,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod demo;
 pub mod envoy;
+pub mod mesh;
 mod runtime;
 pub mod upstream;
 pub mod wasm;

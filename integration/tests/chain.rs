@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use sluice::{Inputs, Options, WasmModules};
+use sluice::Inputs;
 use sluice_integration::binomial::assert_plausible;
 use sluice_integration::client::{self, Request};
 use sluice_integration::envoy::Envoy;
+use sluice_integration::mesh;
 use sluice_integration::upstream::{Behavior, Upstream};
-use sluice_integration::wasm;
 
 const LISTENER: &str = "listener_9080";
 
@@ -81,22 +81,10 @@ spec:
     )
 }
 
-/// Generates the mesh with the library API and starts Envoy on it.
+/// Generates the mesh with the builder, checks all four filters are in the chain, starts Envoy.
 fn start(mesh: &str) -> Envoy {
-    for filter in ["router", "canary", "fault", "breaker"] {
-        if let Err(e) = wasm::module(filter) {
-            panic!("{e:#}");
-        }
-    }
-    let options = Options {
-        listen_address: "127.0.0.1".into(),
-        ephemeral_ports: true,
-        wasm: WasmModules::Reference(wasm::module_dir()),
-        ..Options::default()
-    };
-    let output = sluice::generate(&Inputs::from_text("mesh.yaml", mesh), &options)
-        .unwrap_or_else(|d| panic!("the mesh does not generate:\n{d}\n{mesh}"));
-    let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8 YAML");
+    let yaml = mesh::envoy_yaml(&Inputs::from_text("mesh.yaml", mesh))
+        .unwrap_or_else(|e| panic!("{e:#}\n{mesh}"));
     for filter in [
         "sluice-router",
         "sluice-canary",

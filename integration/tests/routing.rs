@@ -7,49 +7,10 @@
 //!
 //! Needs the modules: `cargo build --release --target wasm32-wasip1 -p sluice-router -p sluice-canary`.
 
-use std::fmt::Write as _;
-
-use sluice::{Inputs, Options, WasmModules};
 use sluice_integration::client::{self, NO_HEADERS};
 use sluice_integration::envoy::Envoy;
 use sluice_integration::upstream::Upstream;
-use sluice_integration::{binomial, wasm};
-
-/// A ServiceEntry for `host` on `port`, one endpoint per (upstream, version label).
-fn service(host: &str, port: u16, endpoints: &[(&Upstream, &str)]) -> String {
-    let mut yaml = format!(
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}}}\nspec:\n  hosts: [{host}]\n  ports:\n  - {{number: {port}, name: http, protocol: HTTP}}\n  resolution: STATIC\n  endpoints:\n"
-    );
-    for (upstream, version) in endpoints {
-        writeln!(
-            yaml,
-            "  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: {version}}}}}",
-            upstream.port()
-        )
-        .expect("write to a String");
-    }
-    yaml.push_str("---\n");
-    yaml
-}
-
-/// Generates with the library API and starts Envoy on it.
-fn start(mesh: &str) -> Envoy {
-    for filter in ["router", "canary"] {
-        if let Err(e) = wasm::module(filter) {
-            panic!("{e:#}");
-        }
-    }
-    let options = Options {
-        listen_address: "127.0.0.1".into(),
-        ephemeral_ports: true,
-        wasm: WasmModules::Reference(wasm::module_dir()),
-        ..Options::default()
-    };
-    let output = sluice::generate(&Inputs::from_text("mesh.yaml", mesh), &options)
-        .unwrap_or_else(|d| panic!("the mesh does not generate:\n{d}\n{mesh}"));
-    let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8 YAML");
-    Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"))
-}
+use sluice_integration::{binomial, mesh};
 
 /// Who served a GET on `listener` (`None`: Envoy or the router answered, with `status`).
 fn who(
@@ -115,8 +76,8 @@ fn bookinfo_jason_gets_reviews_v2_everyone_else_v1() {
         Upstream::start("reviews-v3"),
     );
     let ratings = Upstream::start("ratings-v1");
-    let mesh = service("reviews", 9080, &[(&v1, "v1"), (&v2, "v2"), (&v3, "v3")])
-        + &service("ratings", 9080, &[(&ratings, "v1")])
+    let mesh = mesh::service_entry("reviews", 9080, &[(&v1, "v1"), (&v2, "v2"), (&v3, "v3")])
+        + &mesh::service_entry("ratings", 9080, &[(&ratings, "v1")])
         + REVIEWS_RULES;
     let envoy = start(&mesh);
     assert_eq!(
@@ -171,7 +132,7 @@ fn uri_matches_exact_prefix_regex_and_ignore_case_first_match_wins() {
     let ups: Vec<Upstream> = names.iter().map(|n| Upstream::start(n)).collect();
     let mut mesh = String::new();
     for (n, u) in names.iter().zip(&ups) {
-        mesh += &service(&format!("svc-{n}"), 8000, &[(u, "v1")]);
+        mesh += &mesh::service_entry(&format!("svc-{n}"), 8000, &[(u, "v1")]);
     }
     mesh += "\
 apiVersion: networking.istio.io/v1
@@ -230,7 +191,7 @@ fn header_matches_and_without_headers() {
         Upstream::start("mobile"),
         Upstream::start("stable"),
     );
-    let mesh = service(
+    let mesh = mesh::service_entry(
         "app",
         8000,
         &[(&beta, "beta"), (&mobile, "mobile"), (&stable, "stable")],
@@ -292,8 +253,8 @@ spec:
 #[test]
 fn authority_selects_the_virtual_host_and_unknown_hosts_get_404() {
     let (shop, blog) = (Upstream::start("shop"), Upstream::start("blog"));
-    let mesh = service("shop-svc", 8000, &[(&shop, "v1")])
-        + &service("blog-svc", 8000, &[(&blog, "v1")])
+    let mesh = mesh::service_entry("shop-svc", 8000, &[(&shop, "v1")])
+        + &mesh::service_entry("blog-svc", 8000, &[(&blog, "v1")])
         + "\
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -361,7 +322,7 @@ spec:
 #[test]
 fn gateway_bound_and_mesh_bound_rules_stay_on_their_listeners() {
     let (edge, internal) = (Upstream::start("edge"), Upstream::start("internal"));
-    let mesh = service("web", 9080, &[(&edge, "edge"), (&internal, "internal")])
+    let mesh = mesh::service_entry("web", 9080, &[(&edge, "edge"), (&internal, "internal")])
         + "\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -421,7 +382,7 @@ spec:
 #[test]
 fn weighted_route_splits_by_istio_weights() {
     let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
-    let mesh = service("shop", 8000, &[(&v1, "v1"), (&v2, "v2")])
+    let mesh = mesh::service_entry("shop", 8000, &[(&v1, "v1"), (&v2, "v2")])
         + "\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -471,7 +432,7 @@ fn route_timeout_from_the_virtual_service_applies() {
     slow.set_behavior(sluice_integration::upstream::Behavior::Delay(
         std::time::Duration::from_secs(5),
     ));
-    let mesh = service("slow", 8000, &[(&slow, "v1")])
+    let mesh = mesh::service_entry("slow", 8000, &[(&slow, "v1")])
         + "\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -498,7 +459,7 @@ fn retries_from_the_virtual_service_retry_503() {
         count: 2,
         status: 503,
     });
-    let mesh = service("flaky", 8000, &[(&flaky, "v1")])
+    let mesh = mesh::service_entry("flaky", 8000, &[(&flaky, "v1")])
         + "\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -519,4 +480,9 @@ spec:
         3,
         "two failures retried, the third attempt served"
     );
+}
+
+/// Generates `mesh` with the builder and starts Envoy on it.
+fn start(mesh: &str) -> Envoy {
+    mesh::start_text(mesh).unwrap_or_else(|e| panic!("{e:#}"))
 }

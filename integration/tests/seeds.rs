@@ -11,12 +11,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice::{Inputs, Options, WasmModules};
+use sluice::Inputs;
 use sluice_integration::binomial::assert_plausible;
 use sluice_integration::client::{self, Request, Response};
 use sluice_integration::envoy::Envoy;
+use sluice_integration::mesh;
 use sluice_integration::upstream::Upstream;
-use sluice_integration::wasm;
 
 const HOST: &str = "ecommerce.example.com";
 /// The seed's gateway listens on port 80.
@@ -94,21 +94,7 @@ spec:
 }
 
 fn start(inputs: &Inputs) -> Envoy {
-    for filter in ["router", "canary", "fault", "breaker"] {
-        if let Err(e) = wasm::module(filter) {
-            panic!("{e:#}");
-        }
-    }
-    let options = Options {
-        listen_address: "127.0.0.1".into(),
-        ephemeral_ports: true,
-        wasm: WasmModules::Reference(wasm::module_dir()),
-        ..Options::default()
-    };
-    let output =
-        sluice::generate(inputs, &options).unwrap_or_else(|d| panic!("does not generate:\n{d}"));
-    let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8 YAML");
-    Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"))
+    mesh::start(inputs).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// `n` GETs, 8 at a time: the seed's DestinationRule allows 10 pending requests
