@@ -47,10 +47,15 @@ pub struct BenchOptions {
     pub command_line: String,
 }
 
-/// The configurations, in the order of the tables.
-pub const CONFIGS: [&str; 7] = [
+/// The configurations, in the order of the tables. `noop-wasm-<n>` chains `n` filters of
+/// `bench/noop-filter` (a proxy-wasm filter that returns `Continue` and makes no host call):
+/// the floor of what Envoy's wasm host costs per filter, under every sluice figure.
+pub const CONFIGS: [&str; 10] = [
     "plain",
     "native",
+    "noop-wasm-1",
+    "noop-wasm-2",
+    "noop-wasm-4",
     "sluice-router",
     "sluice-canary",
     "sluice-fault",
@@ -112,13 +117,14 @@ const HOST: &str = "reviews";
 /// Runs the benchmark and writes the report.
 pub fn bench(options: &BenchOptions, wasm_dir: &Path) -> Result<Report> {
     ensure_wrk()?;
+    let noop = build_noop_filter()?;
     let pinned = pin_self_to_cpu1();
     let upstream = start_upstream(pinned)?;
     let upstream_port = upstream.listener_port("upstream");
 
     let mut envoys = Vec::new();
     for name in CONFIGS {
-        let config = config_for(name, upstream_port, wasm_dir)?;
+        let config = config_for(name, upstream_port, wasm_dir, &noop)?;
         let envoy = Envoy::start_with(EnvoyOptions {
             config_yaml: config,
             concurrency: 1,
@@ -304,7 +310,7 @@ fn loopback(port: u16) -> Value {
 /// 90/10 split of v1 and v2; a fault rule that never fires (0 %); a breaker on the clusters.
 /// Requests of the benchmark carry no `end-user`, so they take the split (the costlier path):
 /// every configuration evaluates the header rule, misses it, then picks a member.
-fn config_for(name: &str, upstream_port: u16, wasm_dir: &Path) -> Result<String> {
+fn config_for(name: &str, upstream_port: u16, wasm_dir: &Path, noop: &Path) -> Result<String> {
     let module = |filter: &str| wasm::module_in(wasm_dir, filter);
     let plain_clusters = |b: Bootstrap| {
         b.cluster("reviews-v1", upstream_port)
@@ -357,6 +363,18 @@ fn config_for(name: &str, upstream_port: u16, wasm_dir: &Path) -> Result<String>
                         {"name": "reviews-v1", "weight": 90}, {"name": "reviews-v2", "weight": 10}]}}}),
                 ])
         }
+        noop_chain if noop_chain.starts_with("noop-wasm-") => {
+            let count: usize = noop_chain
+                .trim_start_matches("noop-wasm-")
+                .parse()
+                .with_context(|| format!("bad configuration name {noop_chain}"))?;
+            (0..count)
+                .fold(plain_clusters(Bootstrap::new()), |b, i| {
+                    b.http_filter_json(noop_filter_json(i, noop))
+                })
+                .route_to_cluster("reviews-v1")
+                .forward_internal_headers()
+        }
         "sluice-router" => plain_clusters(Bootstrap::new())
             .wasm_filter_at("router", &module("router")?, &router_alone.to_string())
             .route_cluster_header(),
@@ -406,6 +424,50 @@ fn config_for(name: &str, upstream_port: u16, wasm_dir: &Path) -> Result<String>
         other => bail!("unknown configuration {other}"),
     };
     Ok(bootstrap.render())
+}
+
+/// Package, module file name and wasm `root_id` of the no-op filter.
+const NOOP_PACKAGE: &str = "sluice-noop-filter";
+const NOOP_MODULE: &str = "sluice_noop_filter.wasm";
+
+/// Builds `bench/noop-filter` exactly as the filters are built (release profile of the
+/// workspace, then `wasm-opt -Oz`) and returns the module's path.
+fn build_noop_filter() -> Result<PathBuf> {
+    crate::run(crate::cargo(&[
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip1",
+        "-p",
+        NOOP_PACKAGE,
+    ]))?;
+    let path = crate::target_dir()
+        .join("wasm32-wasip1")
+        .join("release")
+        .join(NOOP_MODULE);
+    optimize_module(&path)?;
+    Ok(path)
+}
+
+/// The `index`-th no-op filter of a chain: its own filter name, one VM (`vm_id` "noop") shared
+/// by the chain as the sluice filters share theirs, FAIL_CLOSED like them.
+fn noop_filter_json(index: usize, module: &Path) -> Value {
+    json!({
+        "name": format!("noop-{index}"),
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": format!("noop-{index}"),
+                "root_id": "",
+                "vm_config": {
+                    "vm_id": "noop",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": module.to_string_lossy()}},
+                },
+                "failure_policy": "FAIL_CLOSED",
+            },
+        },
+    })
 }
 
 /// One request through `port` must succeed before the configuration is measured.
@@ -686,18 +748,24 @@ fn render(report: &Report, options: &BenchOptions, pinned: bool) -> String {
     );
     let _ = writeln!(
         md,
-        "| configuration | req/s | vs plain | vs native | Envoy CPU us/req | RSS MiB |"
+        "| configuration | req/s | vs plain | vs native | Envoy CPU us/req | CPU over plain | capacity vs plain (CPU) | RSS MiB |"
     );
-    let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        md,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let plain_cpu = median(&plain.cpu_us_per_request);
     for name in CONFIGS {
         let c = get(name);
         let rps = median(&c.rps);
+        let cpu = median(&c.cpu_us_per_request);
         let _ = writeln!(
             md,
-            "| {name} | {rps:.0} | {:.1} % | {:.1} % | {:.1} | {:.1} |",
+            "| {name} | {rps:.0} | {:.1} % | {:.1} % | {cpu:.1} | {:+.1} | {:.1} % | {:.1} |",
             100.0 * rps / plain_rps,
             100.0 * rps / native_rps,
-            median(&c.cpu_us_per_request),
+            cpu - plain_cpu,
+            100.0 * plain_cpu / cpu,
             c.rss_kib as f64 / 1024.0
         );
     }
@@ -782,22 +850,25 @@ pub fn optimize_modules(dir: &Path) -> Result<()> {
         .context("install wasm-opt (Debian package `binaryen`)")?;
     }
     for filter in wasm::FILTERS {
-        let path = wasm::module_in(dir, filter)?;
-        let optimized = path.with_extension("opt.wasm");
-        let mut command = Command::new("wasm-opt");
-        command
-            .arg("-Oz")
-            .args(WASM_FEATURES)
-            .arg(&path)
-            .arg("-o")
-            .arg(&optimized);
-        crate::run(command)?;
-        // A rename, not a write through the file: cargo hard-links it to deps/, whose copy
-        // stays the unoptimised original cargo compares against.
-        std::fs::rename(&optimized, &path)
-            .with_context(|| format!("replace {}", path.display()))?;
+        optimize_module(&wasm::module_in(dir, filter)?)?;
     }
     Ok(())
+}
+
+/// `wasm-opt -Oz` on one module, in place.
+fn optimize_module(path: &Path) -> Result<()> {
+    let optimized = path.with_extension("opt.wasm");
+    let mut command = Command::new("wasm-opt");
+    command
+        .arg("-Oz")
+        .args(WASM_FEATURES)
+        .arg(path)
+        .arg("-o")
+        .arg(&optimized);
+    crate::run(command)?;
+    // A rename, not a write through the file: cargo hard-links it to deps/, whose copy
+    // stays the unoptimised original cargo compares against.
+    std::fs::rename(&optimized, path).with_context(|| format!("replace {}", path.display()))
 }
 
 #[cfg(test)]
