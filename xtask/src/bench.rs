@@ -123,7 +123,7 @@ pub fn bench(options: &BenchOptions, wasm_dir: &Path) -> Result<Report> {
     let upstream_port = upstream.listener_port("upstream");
 
     let mut envoys = Vec::new();
-    for name in CONFIGS {
+    for name in selected_configs()? {
         let config = config_for(name, upstream_port, wasm_dir, &noop)?;
         let envoy = Envoy::start_with(EnvoyOptions {
             config_yaml: config,
@@ -230,6 +230,25 @@ pub fn bench(options: &BenchOptions, wasm_dir: &Path) -> Result<Report> {
         .with_context(|| format!("write {}", options.output.display()))?;
     println!("{markdown}");
     Ok(report)
+}
+
+/// Environment variable restricting a run to some configurations, comma-separated (e.g.
+/// `plain,noop-wasm-1,sluice-router`), for targeted before/after comparisons; `plain` is always
+/// measured (the open-loop rate derives from its peak).
+pub const ONLY_ENV: &str = "SLUICE_BENCH_ONLY";
+
+fn selected_configs() -> Result<Vec<&'static str>> {
+    let Ok(only) = std::env::var(ONLY_ENV) else {
+        return Ok(CONFIGS.to_vec());
+    };
+    let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+    if let Some(unknown) = wanted.iter().find(|w| !CONFIGS.contains(w)) {
+        bail!("{ONLY_ENV}: unknown configuration {unknown:?}; known: {CONFIGS:?}");
+    }
+    Ok(CONFIGS
+        .into_iter()
+        .filter(|name| *name == "plain" || wanted.contains(name))
+        .collect())
 }
 
 /// `wrk` on PATH, else `apt-get install -y wrk` (Debian; CI runs as root).
@@ -755,7 +774,7 @@ fn render(report: &Report, options: &BenchOptions, pinned: bool) -> String {
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let plain_cpu = median(&plain.cpu_us_per_request);
-    for name in CONFIGS {
+    for name in CONFIGS.iter().filter(|n| report.configs.contains_key(**n)) {
         let c = get(name);
         let rps = median(&c.rps);
         let cpu = median(&c.cpu_us_per_request);
@@ -782,7 +801,7 @@ fn render(report: &Report, options: &BenchOptions, pinned: bool) -> String {
         md,
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    for name in CONFIGS {
+    for name in CONFIGS.iter().filter(|n| report.configs.contains_key(**n)) {
         let c = get(name);
         let pick = |f: fn(&OpenLoopReport) -> u64| median_u64(c.latency.iter().map(f));
         let p99 = pick(|l| l.p99_us);
