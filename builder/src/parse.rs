@@ -33,6 +33,9 @@ pub struct SourceFile {
 pub struct Inputs {
     /// The files.
     pub files: Vec<SourceFile>,
+    /// Problems found while reading the files (a file that is not UTF-8), reported by [`parse`]
+    /// with the other diagnostics so the user sees them all at once.
+    pub read_errors: Vec<Diagnostic>,
 }
 
 impl Inputs {
@@ -43,6 +46,7 @@ impl Inputs {
                 name: name.to_owned(),
                 text: text.to_owned(),
             }],
+            read_errors: Vec::new(),
         }
     }
 
@@ -59,18 +63,57 @@ impl Inputs {
             }
         }
         let mut files = Vec::with_capacity(found.len());
+        let mut read_errors = Vec::new();
         for path in found {
-            let text = std::fs::read_to_string(&path)
+            let bytes = std::fs::read(&path)
                 .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-            files.push(SourceFile {
-                name: path.display().to_string(),
-                text,
-            });
+            let name = path.display().to_string();
+            let text = match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(e) => {
+                    let bytes = e.into_bytes();
+                    read_errors.push(not_utf8(&name, &bytes));
+                    // The rest of the file is still checked (invalid bytes become U+FFFD), so
+                    // one run reports every problem and other files' references still resolve.
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+            };
+            files.push(SourceFile { name, text });
         }
         if files.is_empty() {
             return Err("no input: give YAML files or directories with -f".into());
         }
-        Ok(Self { files })
+        Ok(Self { files, read_errors })
+    }
+}
+
+/// The error for a file that is not UTF-8, at its first invalid byte (column in characters, as
+/// YAML positions are).
+fn not_utf8(name: &str, bytes: &[u8]) -> Diagnostic {
+    let valid_up_to = std::str::from_utf8(bytes).map_or_else(|e| e.valid_up_to(), |s| s.len());
+    let prefix = bytes.get(..valid_up_to).unwrap_or_default();
+    // The prefix is valid UTF-8 by construction.
+    let prefix = std::str::from_utf8(prefix).unwrap_or_default();
+    let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+    let pos = Pos {
+        line: prefix.matches('\n').count() + 1,
+        col: prefix.get(line_start..).map_or(0, |l| l.chars().count()) + 1,
+    };
+    let byte = bytes.get(valid_up_to).copied().unwrap_or_default();
+    Diagnostic {
+        file: name.to_owned(),
+        pos,
+        severity: Severity::Error,
+        resource: String::new(),
+        path: FieldPath::root(),
+        message: format!(
+            "the file is not UTF-8: invalid byte 0x{byte:02x} at byte offset {valid_up_to}"
+        ),
+        hint: Some(
+            "save the file as UTF-8 (Kubernetes and Istio read YAML as UTF-8), e.g. \
+             `iconv -f latin1 -t utf-8`"
+                .into(),
+        ),
     }
 }
 
@@ -206,7 +249,7 @@ impl Resource {
 /// Parses every file; returns the resources that parsed and every problem found.
 pub fn parse(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>) {
     let mut resources = Vec::new();
-    let mut diags = Vec::new();
+    let mut diags = inputs.read_errors.clone();
     for file in &inputs.files {
         match yaml::parse_documents(&file.text) {
             Err(e) => diags.push(Diagnostic {
@@ -215,8 +258,14 @@ pub fn parse(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>) {
                 severity: Severity::Error,
                 resource: String::new(),
                 path: FieldPath::root(),
+                hint: Some(if e.message.contains("(the cap on") {
+                    "the caps bound the builder's memory; write the repeated blocks out, or \
+                     split the input into several files"
+                        .into()
+                } else {
+                    "fix the YAML syntax (indentation, quotes, brackets)".into()
+                }),
                 message: format!("invalid YAML: {}", e.message),
-                hint: Some("fix the YAML syntax (indentation, quotes, brackets)".into()),
             }),
             Ok(docs) => {
                 for doc in docs {
@@ -267,20 +316,43 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
         .and_then(Node::as_str)
         .unwrap_or("")
         .to_owned();
-    let label = format!("{kind_text}/{name}");
+    let label = if kind_text.is_empty() {
+        format!("<missing kind>/{name}")
+    } else {
+        format!("{kind_text}/{name}")
+    };
     let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == kind_text) else {
-        let pos = root.get("kind").map_or(root.pos, |n| n.pos);
+        let kind_node = root.get("kind");
+        let pos = kind_node.map_or(root.pos, |n| n.pos);
         let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        let supported = format!(
+            "sluice reads {} (apiVersion {})",
+            known.join(", "),
+            API_VERSIONS.join(", ")
+        );
         let hint = match did_you_mean(kind_text, known.iter().copied()) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None => format!("sluice reads {}", known.join(", ")),
+            Some(s) => format!("did you mean `{s}`? {supported}"),
+            None => supported,
         };
-        let message = if kind_text.is_empty() {
-            "missing `kind`".to_owned()
-        } else {
-            format!("kind `{kind_text}` is not supported")
+        let message = match kind_node {
+            None => "the resource has no `kind`".to_owned(),
+            Some(n) if n.as_str().is_none() => {
+                format!(
+                    "expected the kind's name (a string), found a {}",
+                    n.type_name()
+                )
+            }
+            Some(_) => format!("`{kind_text}` is not a kind sluice reads"),
         };
-        diags.push(bare_error(file, pos, label, message, &hint));
+        diags.push(Diagnostic {
+            file: file.to_owned(),
+            pos,
+            severity: Severity::Error,
+            resource: label,
+            path: FieldPath::root().key("kind"),
+            message,
+            hint: Some(hint),
+        });
         return None;
     };
     let api_version = root.get("apiVersion").and_then(Node::as_str).unwrap_or("");
@@ -425,7 +497,7 @@ fn typed<S: DeserializeOwned>(
 }
 
 /// serde names Rust types (`expected u32`); say what a YAML author writes instead.
-fn friendly_type_error(message: &str) -> String {
+pub(crate) fn friendly_type_error(message: &str) -> String {
     [
         ("expected i64", "expected an integer"),
         ("expected u32", "expected a non-negative integer"),

@@ -488,9 +488,39 @@ impl Embedded<'_> {
         }
     }
 
-    /// Deserializes `node` (at `path` in the tree) as `T`; a type error or unknown field is
-    /// reported at its position.
+    /// Deserializes `node` (at `path` in the tree) as `T`; every type error and unknown field
+    /// is reported at its position.
+    ///
+    /// serde stops at the first problem, so a mapping is first checked one entry at a time
+    /// (every field of the settings structs is optional, so a one-entry mapping is a complete
+    /// value): the user sees all bad fields of the annotation in one run, as elsewhere.
     fn typed<T: DeserializeOwned>(
+        &self,
+        tree: &Node,
+        path: &FieldPath,
+        node: &Node,
+        out: &mut Vec<Diagnostic>,
+    ) -> Option<T> {
+        if let Value::Map(entries) = &node.value
+            && entries.len() > 1
+        {
+            let before = out.len();
+            for entry in entries {
+                let one = Node {
+                    pos: node.pos,
+                    value: Value::Map(vec![entry.clone()]),
+                };
+                let _ = self.typed_whole::<T>(tree, path, &one, out);
+            }
+            if out.len() > before {
+                return None;
+            }
+        }
+        self.typed_whole(tree, path, node, out)
+    }
+
+    /// Deserializes `node` as `T`; the first error (serde's) is reported.
+    fn typed_whole<T: DeserializeOwned>(
         &self,
         tree: &Node,
         path: &FieldPath,
@@ -508,7 +538,7 @@ impl Embedded<'_> {
                         _ => {}
                     }
                 }
-                let message = e.into_inner().to_string();
+                let message = crate::parse::friendly_type_error(&e.into_inner().to_string());
                 let hint = unknown_field_hint(&message);
                 out.push(self.error(tree, &at, message, &hint));
                 None
@@ -752,7 +782,36 @@ fn check_canary(
             splits: vec![split],
             rules: Vec::new(),
         };
-        if let Err(message) = CompiledCanary::compile(&config) {
+        // The compile step stops at the first problem: compile each step alone first, so
+        // every bad step is reported; the whole schedule (cross-step rules) only if they pass.
+        let step_errors: Vec<(usize, String)> = config
+            .splits
+            .first()
+            .and_then(|s| s.schedule.as_ref())
+            .map(|schedule| {
+                (0..schedule.steps.len())
+                    .filter_map(|i| {
+                        let mut one = config.clone();
+                        if let Some(sc) = one.splits.first_mut().and_then(|s| s.schedule.as_mut()) {
+                            sc.steps = schedule.steps.get(i).cloned().into_iter().collect();
+                        }
+                        CompiledCanary::compile(&one).err().map(|m| (i, m))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let errors = if step_errors.is_empty() {
+            CompiledCanary::compile(&config)
+                .err()
+                .into_iter()
+                .collect::<Vec<_>>()
+        } else {
+            step_errors
+                .into_iter()
+                .map(|(i, m)| m.replacen("steps[0]", &format!("steps[{i}]"), 1))
+                .collect()
+        };
+        for message in errors {
             let prefix = format!("splits[0] ({key:?})");
             let message = message
                 .strip_prefix(&prefix)
@@ -901,11 +960,21 @@ fn check_breaker(
                 .collect(),
         ),
     };
-    let Some(host) = e.typed::<BreakerFields>(&tree, &FieldPath::root(), &host_node, out) else {
-        return;
+    let host = e.typed::<BreakerFields>(&tree, &FieldPath::root(), &host_node, out);
+    // The fields that are well typed are still checked when others are not.
+    let host_fields_ok = check_breaker_fields(
+        &e,
+        &tree,
+        &FieldPath::root(),
+        &host
+            .clone()
+            .unwrap_or_else(|| well_typed_breaker_fields(&host_node)),
+        out,
+    );
+    let host_ok = match &host {
+        Some(host) => host_fields_ok && compile_breaker(&e, &tree, &FieldPath::root(), host, out),
+        None => false,
     };
-    check_count_as(&e, &tree, &FieldPath::root(), &host, out);
-    let host_ok = compile_breaker(&e, &tree, &FieldPath::root(), &host, out);
     let Some(subsets_node) = tree.get("subsets") else {
         return;
     };
@@ -938,13 +1007,66 @@ fn check_breaker(
             continue;
         }
         let Some(over) = e.typed::<BreakerFields>(&tree, &at, node, out) else {
+            check_breaker_fields(&e, &tree, &at, &well_typed_breaker_fields(node), out);
             continue;
         };
-        check_count_as(&e, &tree, &at, &over, out);
-        if host_ok {
+        let fields_ok = check_breaker_fields(&e, &tree, &at, &over, out);
+        if let Some(host) = &host
+            && host_ok
+            && fields_ok
+        {
             compile_breaker(&e, &tree, &at, &host.merged(&over), out);
         }
     }
+}
+
+/// The entries of a breaker mapping that deserialize on their own, merged (the others were
+/// reported by [`Embedded::typed`]).
+fn well_typed_breaker_fields(node: &Node) -> BreakerFields {
+    let Value::Map(entries) = &node.value else {
+        return BreakerFields::default();
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let one = Node {
+                pos: node.pos,
+                value: Value::Map(vec![entry.clone()]),
+            };
+            serde_json::from_value::<BreakerFields>(one.to_json()).ok()
+        })
+        .fold(BreakerFields::default(), |acc, f| acc.merged(&f))
+}
+
+/// Field-by-field checks of breaker settings (every unknown outcome, every bad duration), so
+/// all problems are reported before the breaker's own compile step, which stops at the first.
+/// True when all fields are fine.
+fn check_breaker_fields(
+    e: &Embedded<'_>,
+    tree: &Node,
+    at: &FieldPath,
+    fields: &BreakerFields,
+    out: &mut Vec<Diagnostic>,
+) -> bool {
+    let before = out.len();
+    check_count_as(e, tree, at, fields, out);
+    for (name, value) in [
+        ("interval", &fields.interval),
+        ("baseEjectionTime", &fields.base_ejection_time),
+        ("maxEjectionTime", &fields.max_ejection_time),
+    ] {
+        if let Some(text) = value
+            && let Err(err) = sluice_core::duration::parse(text)
+        {
+            out.push(e.error(
+                tree,
+                &at.key(name),
+                err.to_string(),
+                "write a duration such as \"500ms\", \"10s\" or \"5m\"",
+            ));
+        }
+    }
+    out.len() == before
 }
 
 fn check_count_as(

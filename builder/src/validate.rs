@@ -409,8 +409,12 @@ fn check_match(r: &Resource, at: &FieldPath, block: &HttpMatchRequest, out: &mut
         check_port(r, &at.key("port"), Some(p), out);
     }
     // Compile with the router's own engine, so the builder refuses exactly what the filter would.
-    if let Ok(core) = to_core_match(block)
-        && let Err(e) = MatchSet::compile(std::slice::from_ref(&core))
+    // A port out of range was reported just above: the engine would report it a second time.
+    if let Ok(mut core) = to_core_match(block)
+        && let Err(e) = {
+            core.port = core.port.filter(|p| (1..=65535).contains(p));
+            MatchSet::compile(std::slice::from_ref(&core))
+        }
     {
         // The engine names the field inside the block (`match[0].uri.regex: ...`): move it into
         // the diagnostic's path so the position points at the field itself.
@@ -424,11 +428,13 @@ fn check_match(r: &Resource, at: &FieldPath, block: &HttpMatchRequest, out: &mut
             ),
             None => (at.clone(), e),
         };
-        out.push(r.error(
-            &path,
-            message,
-            "fix the match; regexes are RE2-style, anchored at both ends, ASCII-only classes",
-        ));
+        let hint = if path.to_string().ends_with("regex") {
+            "fix the match; regexes are RE2-style, anchored at both ends, ASCII-only classes"
+        } else {
+            "fix the match (Istio HTTPMatchRequest: uri, scheme, method, authority, headers, \
+             queryParams, withoutHeaders, port, ignoreUriCase)"
+        };
+        out.push(r.error(&path, message, hint));
     }
 }
 
