@@ -77,6 +77,9 @@ pub struct Options {
     /// Where the wasm modules come from.
     pub wasm: WasmModules,
 }
+    /// Gateway `credentialName: NAME` reads `DIR/NAME/{tls.crt,tls.key[,ca.crt]}` (see
+    /// [`model::build_with_credentials`]); `None`: such servers get no listener (a warning).
+    pub credentials_dir: Option<PathBuf>,
 
 impl Default for Options {
     fn default() -> Self {
@@ -87,6 +90,7 @@ impl Default for Options {
             ephemeral_ports: false,
             wasm: WasmModules::Reference(default_wasm_dir()),
         }
+            credentials_dir: None,
     }
 }
 
@@ -116,7 +120,8 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     let (resources, mut diags) = parse::parse(inputs);
     diags.extend(validate::check_resources(&resources));
     diags.extend(sluice_settings::check(&resources, inputs));
-    let (mesh, model_diags) = model::build(&resources);
+    let (mesh, model_diags) =
+        model::build_with_credentials(&resources, options.credentials_dir.as_deref());
     diags.extend(model_diags);
     let mut diags = Diagnostics(diags);
     diags.sort();

@@ -132,6 +132,11 @@ enum TargetArg {
     Compose,
 }
 
+    /// Resolve Gateway `tls.credentialName: NAME` to DIR/NAME/tls.crt, tls.key (and ca.crt for
+    /// MUTUAL): the key names of a Kubernetes TLS secret. Without it, such servers get no
+    /// listener (a warning).
+    #[arg(long, value_name = "DIR")]
+    credentials_dir: Option<PathBuf>,
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -269,3 +274,4 @@ fn generate(args: GenerateArgs) -> ExitCode {
         }
     }
 }
+        credentials_dir: args.credentials_dir.clone(),

@@ -6,6 +6,7 @@
 //! linear in the size of the input (no quadratic scans over services).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Severity, did_you_mean};
@@ -213,15 +214,84 @@ impl Registry<'_> {
     }
 }
 
-/// Builds the mesh; the diagnostics are the cross-reference problems found.
+/// Builds the mesh; the diagnostics are the cross-reference problems found. Gateway
+/// `credentialName`s are not resolved (a server naming only a secret gets no listener).
 pub fn build(resources: &[Resource]) -> (Mesh, Vec<Diagnostic>) {
+    build_with_credentials(resources, None)
+}
+
+/// [`build`], resolving each Gateway server's `tls.credentialName: NAME` to the files of a
+/// Kubernetes TLS secret laid out in `credentials_dir`: `NAME/tls.crt`, `NAME/tls.key` and, for
+/// MUTUAL / OPTIONAL_MUTUAL, `NAME/ca.crt` (the secret's key names, as `kubectl get secret -o
+/// yaml` shows them). Files are checked now, so a missing one is an error at `credentialName`
+/// rather than an Envoy that refuses its config.
+pub fn build_with_credentials(
+    resources: &[Resource],
+    credentials_dir: Option<&Path>,
+) -> (Mesh, Vec<Diagnostic>) {
     let mut out = Vec::new();
     check_duplicates(resources, &mut out);
     let registry = register(resources, &mut out);
     let mut mesh = Mesh::default();
     build_clusters(&registry, &mut mesh, &mut out);
-    build_listeners(resources, &registry, &mut mesh, &mut out);
+    build_listeners(resources, &registry, credentials_dir, &mut mesh, &mut out);
     (mesh, out)
+}
+
+/// A Gateway server's `tls` with `credentialName` replaced by the secret's files in
+/// `credentials_dir` (see [`build_with_credentials`]); `None` when a file is missing (reported).
+/// Explicit file paths win over the secret, as in Istio.
+fn resolve_credential(
+    r: &Resource,
+    at: &FieldPath,
+    tls: &serde_json::Value,
+    credentials_dir: &Path,
+    out: &mut Vec<Diagnostic>,
+) -> Option<serde_json::Value> {
+    let Some(name) = tls.get("credentialName").and_then(|v| v.as_str()) else {
+        return Some(tls.clone());
+    };
+    if tls.get("serverCertificate").is_some() || tls.get("privateKey").is_some() {
+        return Some(tls.clone());
+    }
+    let mutual = matches!(
+        tls.get("mode").and_then(|v| v.as_str()),
+        Some("MUTUAL" | "OPTIONAL_MUTUAL")
+    );
+    let secret = credentials_dir.join(name);
+    let mut files = vec![("serverCertificate", "tls.crt"), ("privateKey", "tls.key")];
+    if mutual && tls.get("caCertificates").is_none() {
+        files.push(("caCertificates", "ca.crt"));
+    }
+    let mut resolved = tls.clone();
+    let mut missing = Vec::new();
+    for (field, file) in files {
+        let path = secret.join(file);
+        if !path.is_file() {
+            missing.push(path.display().to_string());
+        }
+        let absolute = std::path::absolute(&path).unwrap_or(path);
+        if let Some(map) = resolved.as_object_mut() {
+            map.insert(field.into(), absolute.display().to_string().into());
+            map.remove("credentialName");
+        }
+    }
+    if !missing.is_empty() {
+        out.push(r.error(
+            &at.key("tls").key("credentialName"),
+            format!(
+                "secret {name:?} not found in the credentials directory: missing {}",
+                missing.join(", ")
+            ),
+            &format!(
+                "put the secret's files in {}/ (tls.crt, tls.key{}), e.g. from `kubectl get secret {name} -o yaml`",
+                secret.display(),
+                if mutual { ", ca.crt" } else { "" }
+            ),
+        ));
+        return None;
+    }
+    Some(resolved)
 }
 
 fn check_duplicates(resources: &[Resource], out: &mut Vec<Diagnostic>) {
@@ -542,6 +612,7 @@ fn server_host_matches(pattern: &str, host: &str) -> bool {
 fn build_listeners(
     resources: &[Resource],
     registry: &Registry<'_>,
+    credentials_dir: Option<&Path>,
     mesh: &mut Mesh,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -558,7 +629,16 @@ fn build_listeners(
             let protocol = port.protocol.as_deref().unwrap_or("").to_ascii_uppercase();
             if HTTP_PROTOCOLS.contains(&protocol.as_str()) {
                 let at = FieldPath::root().key("spec").key("servers").index(i);
-                match crate::native::server_tls(r, &at, &protocol, s.tls.as_ref(), out) {
+                let tls = match (credentials_dir, s.tls.as_ref()) {
+                    (Some(dir), Some(tls)) if protocol == "HTTPS" => {
+                        match resolve_credential(r, &at, tls, dir, out) {
+                            Some(tls) => Some(tls),
+                            None => continue,
+                        }
+                    }
+                    (_, tls) => tls.cloned(),
+                };
+                match crate::native::server_tls(r, &at, &protocol, tls.as_ref(), out) {
                     None => continue,
                     Some(crate::native::ServerTlsUse::None) => {}
                     Some(crate::native::ServerTlsUse::HttpsRedirect) => {
@@ -1034,6 +1114,70 @@ fn retry_policy(r: &crate::istio::HttpRetry) -> RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HTTPS_GATEWAY: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: web}\nspec:\n  hosts: [web.example.com]\n  ports: [{number: 8080, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [web.example.com]\n    tls:\n      mode: SIMPLE\n      credentialName: web-cert\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\nspec:\n  hosts: [web.example.com]\n  gateways: [gw]\n  http:\n  - route: [{destination: {host: web.example.com}}]\n";
+
+    fn generate_gateway(credentials_dir: Option<&Path>) -> Result<String, String> {
+        let options = crate::Options {
+            credentials_dir: credentials_dir.map(Path::to_path_buf),
+            wasm: crate::WasmModules::Reference("wasm".into()),
+            ..crate::Options::default()
+        };
+        crate::generate(
+            &crate::Inputs::from_text("gw.yaml", HTTPS_GATEWAY),
+            &options,
+        )
+        .map(|o| {
+            String::from_utf8_lossy(o.files.get("envoy.yaml").map_or(&[][..], |f| f)).into_owned()
+                + &o.warnings.to_string()
+        })
+        .map_err(|d| d.to_string())
+    }
+
+    #[test]
+    fn credential_name_reads_the_secret_files_from_the_credentials_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("web-cert");
+        std::fs::create_dir(&secret).expect("mkdir");
+        std::fs::write(secret.join("tls.crt"), "cert").expect("write");
+        std::fs::write(secret.join("tls.key"), "key").expect("write");
+        let envoy = generate_gateway(Some(dir.path())).expect("generates");
+        let crt = secret.join("tls.crt").display().to_string();
+        let key = secret.join("tls.key").display().to_string();
+        assert!(envoy.contains(&crt) && envoy.contains(&key), "{envoy}");
+        assert!(envoy.contains("listener_443"), "{envoy}");
+        assert!(!envoy.contains("credentialName"), "{envoy}");
+    }
+
+    #[test]
+    fn a_missing_secret_file_is_an_error_at_credential_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("web-cert");
+        std::fs::create_dir(&secret).expect("mkdir");
+        std::fs::write(secret.join("tls.crt"), "cert").expect("write");
+        let errors = generate_gateway(Some(dir.path())).expect_err("tls.key is missing");
+        let key = secret.join("tls.key").display().to_string();
+        assert!(
+            errors.starts_with(&format!(
+                "gw.yaml:19:7: error: Gateway/gw: spec.servers[0].tls.credentialName: secret \"web-cert\" not found in the credentials directory: missing {key}\n  hint: put the secret's files in "
+            )),
+            "{errors}"
+        );
+        assert!(
+            errors.ends_with("1 error; nothing was written\n"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn without_a_credentials_dir_credential_name_stays_a_warning() {
+        let out = generate_gateway(None).expect("still generates");
+        assert!(!out.contains("listener_443"), "{out}");
+        assert!(
+            out.contains("gw.yaml:19:7: warning: Gateway/gw: spec.servers[0].tls.credentialName:"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn gateway_host_patterns() {

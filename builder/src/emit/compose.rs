@@ -126,6 +126,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
         admin_port: options.admin_port,
         ephemeral_ports: false,
         wasm: WasmModules::Reference(WASM_MOUNT.into()),
+        credentials_dir: None,
     };
     let envoy = super::envoy::emit(&compose_mesh, &envoy_options)?;
     let mut files = envoy.files;
