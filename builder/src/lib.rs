@@ -22,6 +22,7 @@ pub mod model;
 pub mod native;
 pub mod oci;
 pub mod parse;
+pub mod schema;
 pub mod sluice_settings;
 pub mod validate;
 pub mod yaml;

@@ -40,6 +40,30 @@ enum Command {
     /// installed, print module / size / sha256, and optionally write an OCI image layout.
     #[command(after_help = BUILD_HELP)]
     Build(BuildArgs),
+    /// Print or write the JSON Schemas of the filters' plugin configs (draft 2020-12).
+    #[command(after_help = SCHEMA_HELP)]
+    Schema(SchemaArgs),
+}
+
+const SCHEMA_HELP: &str = "\
+Examples:
+  # Write docs/schemas/sluice-{router,canary,fault,breaker}.schema.json:
+  sluice schema --out docs/schemas
+
+  # Print one filter's schema:
+  sluice schema canary
+
+The schemas are generated from the types the filters deserialize: unknown fields are refused
+(additionalProperties: false), as the filters refuse them.";
+
+#[derive(clap::Args)]
+struct SchemaArgs {
+    /// The filter whose schema to print or write (default with --out: all four).
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(sluice::schema::FILTERS))]
+    filter: Option<String>,
+    /// Write sluice-<filter>.schema.json files into DIR instead of printing.
+    #[arg(long, value_name = "DIR", required_unless_present = "filter")]
+    out: Option<PathBuf>,
 }
 
 const BUILD_HELP: &str = "\
@@ -142,6 +166,49 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Generate(args) => generate(args),
         Command::Build(args) => build(args),
+        Command::Schema(args) => schema(args),
+    }
+}
+
+fn schema(args: SchemaArgs) -> ExitCode {
+    let Some(dir) = args.out else {
+        // clap guarantees a filter when --out is absent, and only known names.
+        let filter = args.filter.unwrap_or_default();
+        return match sluice::schema::schema(&filter) {
+            Some(schema) => {
+                print!("{}", sluice::schema::render(&schema));
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("error: unknown filter {filter:?}");
+                ExitCode::from(2)
+            }
+        };
+    };
+    let written = match &args.filter {
+        Some(filter) => match sluice::schema::schema(filter) {
+            Some(schema) => std::fs::create_dir_all(&dir).and_then(|()| {
+                let path = dir.join(sluice::schema::file_name(filter));
+                std::fs::write(&path, sluice::schema::render(&schema)).map(|()| vec![path])
+            }),
+            None => {
+                eprintln!("error: unknown filter {filter:?}");
+                return ExitCode::from(2);
+            }
+        },
+        None => sluice::schema::write_all(&dir),
+    };
+    match written {
+        Ok(paths) => {
+            for path in paths {
+                eprintln!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", dir.display());
+            ExitCode::from(2)
+        }
     }
 }
 

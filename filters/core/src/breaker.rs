@@ -57,6 +57,7 @@ use crate::duration;
 ///  "default": {"consecutiveErrors": 20}}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Where the breaker learns the request's cluster.
@@ -91,27 +92,33 @@ pub struct BreakerConfig {
 /// The settings fields are repeated rather than `#[serde(flatten)]`ed because serde cannot
 /// combine `flatten` with `deny_unknown_fields`, and a misspelt field must be refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Breaker {
     /// The Envoy cluster this breaker guards.
     pub cluster: String,
     /// See [`BreakerSettings::consecutive_errors`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub consecutive_errors: Option<u32>,
     /// See [`BreakerSettings::error_ratio`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_ratio: Option<ErrorRatio>,
     /// See [`BreakerSettings::interval`].
     #[serde(default = "default_interval")]
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
     pub interval: String,
     /// See [`BreakerSettings::base_ejection_time`].
     #[serde(default = "default_base_ejection_time")]
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
     pub base_ejection_time: String,
     /// See [`BreakerSettings::max_ejection_time`].
     #[serde(default = "default_max_ejection_time")]
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
     pub max_ejection_time: String,
     /// See [`BreakerSettings::half_open_probes`].
     #[serde(default = "default_half_open_probes")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub half_open_probes: u32,
     /// See [`BreakerSettings::count_as`].
     #[serde(default = "default_count_as")]
@@ -123,11 +130,13 @@ pub struct Breaker {
 
 /// How a breaker trips, recovers and limits concurrency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BreakerSettings {
     /// Trip after this many consecutive errors (Istio's `consecutive5xxErrors`), counted across
     /// all workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub consecutive_errors: Option<u32>,
     /// Trip when the share of errors within one `interval` reaches a threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,15 +144,19 @@ pub struct BreakerSettings {
     /// The error-ratio window, and the period after which a closed breaker forgets one trip.
     /// Default `"10s"` (Istio's outlier-detection interval).
     #[serde(default = "default_interval")]
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
     pub interval: String,
     /// Ejection time of the first trip; trip `n` ejects for `n x` this. Default `"30s"`.
     #[serde(default = "default_base_ejection_time")]
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
     pub base_ejection_time: String,
     /// Cap of the backed-off ejection time. Default `"300s"` (Envoy's default).
     #[serde(default = "default_max_ejection_time")]
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
     pub max_ejection_time: String,
     /// How many requests may be in flight at once while half-open. Default 1.
     #[serde(default = "default_half_open_probes")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub half_open_probes: u32,
     /// Which outcomes are errors. Default `["5xx"]`, which includes the 503/504 Envoy answers
     /// for connect failures, resets and timeouts.
@@ -202,9 +215,11 @@ impl Breaker {
 
 /// Trip on the share of errors in one window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ErrorRatio {
     /// Trip when `errors x 100 >= thresholdPercent x requests` (1..=100).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 100)))]
     pub threshold_percent: u32,
     /// ... and the window holds at least this many requests. Default 20.
     #[serde(default = "default_min_request_volume")]
@@ -213,6 +228,7 @@ pub struct ErrorRatio {
 
 /// A kind of upstream outcome that may count as an error (names as Envoy's `retry_on`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Outcome {
     /// Any 5xx response, from the upstream or generated by Envoy for it.
     #[serde(rename = "5xx")]

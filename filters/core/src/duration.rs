@@ -95,6 +95,12 @@ fn scaled(num: &str, per_unit_us: u128) -> Option<u128> {
     Some(value)
 }
 
+/// The JSON Schema `pattern` (ECMA-262) of a duration string: a superset of what [`parse`]
+/// accepts (it does not check the number's digits), so editors flag `"5"` or `"5 sec"` without
+/// ever refusing a valid duration.
+#[cfg(feature = "schema")]
+pub const SCHEMA_PATTERN: &str = r"^\s*([0-9.]+(h|m|s|ms|us|µs))+\s*$";
+
 /// Formats a duration the way Istio and Envoy's JSON write it (`"5s"`, `"0.100s"`).
 pub fn format(d: Duration) -> String {
     let nanos = d.subsec_nanos();

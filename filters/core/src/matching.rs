@@ -62,6 +62,7 @@ const REGEX_NEST_LIMIT: u32 = 64;
 
 /// One Istio `HTTPMatchRequest` block: every field set must match (AND).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatchRequest {
     /// Optional name of the block (Istio uses it in route names; informational here).
@@ -99,6 +100,7 @@ fn is_false(b: &bool) -> bool {
 
 /// Istio's `StringMatch`: one of `{"exact": ..}`, `{"prefix": ..}`, `{"regex": ..}`, or `{}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(try_from = "StringMatchJson", into = "StringMatchJson")]
 pub enum StringMatch {
     /// The value equals this string (bytes compared).
@@ -113,6 +115,8 @@ pub enum StringMatch {
 
 /// The JSON shape of a `StringMatch` (a protobuf oneof): at most one field set.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("maxProperties" = 1)))]
 #[serde(deny_unknown_fields)]
 struct StringMatchJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]

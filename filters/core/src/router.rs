@@ -23,14 +23,17 @@ use crate::wire;
 
 /// The router filter's plugin configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouterConfig {
     /// Virtual hosts, selected by `:authority` as Envoy selects them.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub virtual_hosts: Vec<VirtualHost>,
 }
 
 /// A set of domains and the rules for requests addressed to them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualHost {
     /// Name, for errors and logs.
@@ -44,6 +47,7 @@ pub struct VirtualHost {
 
 /// One route: Istio match blocks (OR-ed; none = match all) and where matching requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
     /// Unique across the whole config: sent to later filters in `x-sluice-rule` and used in the
@@ -58,6 +62,7 @@ pub struct Rule {
 
 /// A rule's destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Destination {
     /// `{"cluster": "<envoy cluster>"}`: sent in `x-sluice-cluster`, which Envoy's route reads.

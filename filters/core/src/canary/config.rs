@@ -22,6 +22,7 @@ use crate::matching::HttpMatchRequest;
 
 /// The whole plugin configuration of one canary filter instance.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryConfig {
     /// `true`: the sluice router runs first and names the split to resolve in `x-sluice-split`;
@@ -39,6 +40,7 @@ pub struct CanaryConfig {
 
 /// A weighted set of clusters one request is spread over (an Istio weighted `route`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Split {
     /// Unique name; the router's `x-sluice-split` header and `rules[].split` refer to it, and
@@ -63,6 +65,7 @@ pub struct Split {
 
 /// One destination of a split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Member {
     /// The Envoy cluster name written to `x-sluice-cluster` when this member is picked.
@@ -76,6 +79,7 @@ pub struct Member {
 /// Where the sticky key comes from. Exactly one of `header`, `cookie`, `sourceAddress` may be
 /// set; with none of them, `setCookie` is required and its cookie is the key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sticky {
     /// Request header whose value is the key (e.g. `end-user`); matched case-insensitively.
@@ -96,11 +100,13 @@ pub struct Sticky {
 
 /// The cookie the filter sets to pin a client that brought no key of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetCookie {
     /// Cookie name (an RFC 6265 token).
     pub name: String,
     /// Lifetime, a duration string (`"24h"`), sent as `Max-Age` in whole seconds.
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
     pub ttl: String,
     /// Cookie `Path`; default `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +116,7 @@ pub struct SetCookie {
 /// A progressive rollout: step `i` applies once the holds of the steps before it have elapsed
 /// since the schedule started (the first time any worker loaded it); the last step stays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Schedule {
     /// The steps, in order; at least one.
@@ -122,17 +129,20 @@ pub struct Schedule {
 
 /// One step of a [`Schedule`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Step {
     /// One weight per member, in the order of `members`.
     pub weights: Vec<u32>,
     /// How long this step lasts before the next one applies (duration string, `"10m"`).
     /// Ignored for the last step, which holds forever.
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
     pub hold: String,
 }
 
 /// Names the split for the requests it matches, when the filter runs without the router.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryRule {
     /// Istio `HTTPMatchRequest` blocks, OR-ed; empty matches every request.

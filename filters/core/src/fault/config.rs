@@ -35,6 +35,7 @@ pub const DEFAULT_HEADER_MAX_DELAY: &str = "10s";
 
 /// The whole plugin configuration of one fault filter instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultConfig {
     /// `true`: the sluice router runs first and names the matched rule in `x-sluice-rule`;
@@ -86,6 +87,7 @@ fn default_max_active_faults() -> u32 {
 
 /// The fault of one rule: Istio's `HTTPFaultInjection` plus the rule it belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultRule {
     /// The rule's name: the router's rule name (matched against `x-sluice-rule` when
@@ -108,10 +110,12 @@ pub struct FaultRule {
 
 /// Istio `HTTPFaultInjection.Delay` (fixed delays only, as Istio supports).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delay {
     /// How long to hold the request, e.g. `"5s"` or `"100ms"`; at least 1ms, whole
     /// milliseconds (Istio's duration rules).
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
     pub fixed_delay: String,
     /// Share of requests delayed. Absent: falls back to `percent`; both absent: no request
     /// is delayed (Istio's behaviour).
@@ -119,16 +123,19 @@ pub struct Delay {
     pub percentage: Option<Percent>,
     /// Istio's deprecated integer percentage (0-100), used only when `percentage` is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(max = 100)))]
     pub percent: Option<u32>,
 }
 
 /// Istio `HTTPFaultInjection.Abort`: exactly one of `httpStatus` / `grpcStatus`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Abort {
     /// HTTP status to answer with, 200-599. A gRPC request gets it as the matching gRPC
     /// status (Envoy's HTTP-to-gRPC mapping, e.g. 503 -> UNAVAILABLE) in a trailers-only reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 200, max = 599)))]
     pub http_status: Option<u32>,
     /// gRPC status name to answer with (`"UNAVAILABLE"`, `"NOT_FOUND"`, ...: the names of
     /// grpc/doc/statuscodes.md). A non-gRPC request gets the matching HTTP status
@@ -142,9 +149,11 @@ pub struct Abort {
 
 /// Istio `Percent`: a share of requests in percent, 0.0 or 0.0001 to 100.0.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Percent {
     /// The percentage, e.g. `0.1` for one request in a thousand. Honoured to 0.0001%.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 100.0)))]
     pub value: f64,
 }
 
@@ -154,6 +163,7 @@ pub struct Percent {
 /// code>`, `x-envoy-fault-abort-request-percentage: <0-100>`. A header fault replaces the
 /// rule's fault of the same kind for that request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderFaults {
     /// Client networks allowed to request faults, e.g. `["10.0.0.0/8", "::1/128"]`; a bare
@@ -170,6 +180,7 @@ pub struct HeaderFaults {
     /// Longest delay a header may ask for (default `"10s"`); longer requests are clamped so a
     /// client cannot park streams for hours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
     pub max_delay: Option<String>,
 }
 
