@@ -40,13 +40,19 @@ pub fn options() -> Options {
     }
 }
 
-/// Generates `inputs` and returns the Envoy bootstrap text. Fails with every diagnostic when
-/// the mesh does not generate, and with the command that builds the modules when one is missing.
+/// Generates `inputs` with [`options`] and returns the Envoy bootstrap text. Fails with every
+/// diagnostic when the mesh does not generate, and with the command that builds the modules when
+/// one is missing.
 pub fn envoy_yaml(inputs: &Inputs) -> Result<String> {
+    envoy_yaml_with(inputs, &options())
+}
+
+/// [`envoy_yaml`] with other generation options (start from [`options`]).
+pub fn envoy_yaml_with(inputs: &Inputs, options: &Options) -> Result<String> {
     for filter in wasm::FILTERS {
         wasm::module(filter)?;
     }
-    let output = sluice::generate(inputs, &options())
+    let output = sluice::generate(inputs, options)
         .map_err(|d| anyhow!("the mesh does not generate:\n{d}"))?;
     let yaml = output
         .files

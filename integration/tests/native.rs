@@ -5,48 +5,17 @@
 //!
 //! Needs the modules: `cargo build --release --target wasm32-wasip1 -p sluice-router -p sluice-canary`.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use sluice::{Inputs, Options, WasmModules};
+use sluice::Inputs;
 use sluice_integration::client::{self, NO_HEADERS, Request};
 use sluice_integration::envoy::Envoy;
+use sluice_integration::mesh;
 use sluice_integration::upstream::{Behavior, Upstream};
-use sluice_integration::wasm;
 
-/// A ServiceEntry for `host` on `port`, one endpoint per (upstream, version label).
-fn service(host: &str, port: u16, endpoints: &[(&Upstream, &str)]) -> String {
-    let mut yaml = format!(
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}}}\nspec:\n  hosts: [{host}]\n  ports:\n  - {{number: {port}, name: http, protocol: HTTP}}\n  resolution: STATIC\n  endpoints:\n"
-    );
-    for (upstream, version) in endpoints {
-        writeln!(
-            yaml,
-            "  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: {version}}}}}",
-            upstream.port()
-        )
-        .expect("write to a String");
-    }
-    yaml.push_str("---\n");
-    yaml
-}
-
+/// Generates `mesh` with the builder and starts Envoy on it.
 fn start(mesh: &str) -> Envoy {
-    for filter in ["router", "canary"] {
-        if let Err(e) = wasm::module(filter) {
-            panic!("{e:#}");
-        }
-    }
-    let options = Options {
-        listen_address: "127.0.0.1".into(),
-        ephemeral_ports: true,
-        wasm: WasmModules::Reference(wasm::module_dir()),
-        ..Options::default()
-    };
-    let output = sluice::generate(&Inputs::from_text("mesh.yaml", mesh), &options)
-        .unwrap_or_else(|d| panic!("the mesh does not generate:\n{d}\n{mesh}"));
-    let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8 YAML");
-    Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"))
+    mesh::start_text(mesh).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn send(envoy: &Envoy, request: Request) -> client::Response {
@@ -121,8 +90,8 @@ fn rewrite_redirect_direct_response_headers_cors_and_mirror() {
         Upstream::start("shop-v2"),
         Upstream::start("shadow"),
     );
-    let mesh = service("shop", 8000, &[(&v1, "v1"), (&v2, "v2")])
-        + &service("shadow", 8000, &[(&shadow, "v1")])
+    let mesh = mesh::service_entry("shop", 8000, &[(&v1, "v1"), (&v2, "v2")])
+        + &mesh::service_entry("shadow", 8000, &[(&shadow, "v1")])
         + EDGE;
     let envoy = start(&mesh);
     let port = envoy.listener_port("listener_8000");
@@ -215,9 +184,9 @@ fn istio_default_retries_timeout_and_explicit_retries() {
         Upstream::start("slow"),
         Upstream::start("twice"),
     );
-    let mesh = service("flaky", 8000, &[(&flaky, "v1")])
-        + &service("slow", 8000, &[(&slow, "v1")])
-        + &service("twice", 8000, &[(&twice, "v1")])
+    let mesh = mesh::service_entry("flaky", 8000, &[(&flaky, "v1")])
+        + &mesh::service_entry("slow", 8000, &[(&slow, "v1")])
+        + &mesh::service_entry("twice", 8000, &[(&twice, "v1")])
         + "\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -296,7 +265,7 @@ spec:
 #[test]
 fn consistent_hash_keeps_each_session_on_one_endpoint() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
-    let mesh = service("shop", 8000, &[(&a, "v1"), (&b, "v1")])
+    let mesh = mesh::service_entry("shop", 8000, &[(&a, "v1"), (&b, "v1")])
         + "\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -326,7 +295,7 @@ spec:
 fn connection_pool_overflow_answers_503() {
     let slow = Upstream::start("slow");
     slow.set_behavior(Behavior::Delay(Duration::from_millis(1500)));
-    let mesh = service("shop", 8000, &[(&slow, "v1")])
+    let mesh = mesh::service_entry("shop", 8000, &[(&slow, "v1")])
         + "\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -368,7 +337,7 @@ spec:
 fn outlier_detection_ejects_the_failing_endpoint() {
     let (good, bad) = (Upstream::start("good"), Upstream::start("bad"));
     bad.set_behavior(Behavior::Status(500));
-    let mesh = service("shop", 8000, &[(&good, "v1"), (&bad, "v1")])
+    let mesh = mesh::service_entry("shop", 8000, &[(&good, "v1"), (&bad, "v1")])
         + "\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -458,7 +427,7 @@ fn curl_https(port: u16, host: &str, ca: &str) -> (u16, String) {
 fn gateway_terminates_tls_and_redirects_plain_http() {
     let shop = Upstream::start("shop-v1");
     let (_dir, cert, key) = self_signed("shop.example.com");
-    let mesh = service("shop", 8000, &[(&shop, "v1")])
+    let mesh = mesh::service_entry("shop", 8000, &[(&shop, "v1")])
         + &format!(
             "\
 apiVersion: networking.istio.io/v1
@@ -505,11 +474,69 @@ spec:
     assert_eq!(shop.request_count(), 1);
 }
 
+/// Gateway `credentialName` resolved through `--credentials-dir`: DIR/<name>/{tls.crt,tls.key},
+/// the key names of a Kubernetes TLS secret.
+#[test]
+fn gateway_credential_name_reads_the_certificate_from_the_credentials_dir() {
+    let shop = Upstream::start("shop-v1");
+    let (generated, cert, key) = self_signed("shop.example.com");
+    let credentials = tempfile::tempdir().expect("temp dir");
+    let secret = credentials.path().join("shop-cert");
+    std::fs::create_dir(&secret).expect("secret dir");
+    std::fs::copy(&cert, secret.join("tls.crt")).expect("copy tls.crt");
+    std::fs::copy(&key, secret.join("tls.key")).expect("copy tls.key");
+    drop(generated);
+    let mesh = mesh::service_entry("shop", 8000, &[(&shop, "v1")])
+        + "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge]
+  http:
+  - route: [{destination: {host: shop}}]
+";
+    let options = sluice::Options {
+        credentials_dir: Some(credentials.path().to_path_buf()),
+        ..mesh::options()
+    };
+    let yaml = mesh::envoy_yaml_with(&Inputs::from_text("mesh.yaml", &mesh), &options)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"));
+    let ca = secret.join("tls.crt").display().to_string();
+    let (status, head) = curl_https(
+        envoy.listener_port("listener_8443"),
+        "shop.example.com",
+        &ca,
+    );
+    assert_eq!(status, 200, "{head}\n{}", envoy.log());
+    assert!(head.contains("x-served-by: shop-v1"), "{head}");
+
+    // Without the directory the server cannot be served: a warning, and no listener.
+    let output = sluice::generate(&Inputs::from_text("mesh.yaml", &mesh), &mesh::options())
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert!(
+        output.warnings.to_string().contains("credentialName"),
+        "{}",
+        output.warnings
+    );
+}
+
 #[test]
 fn active_health_checks_take_a_failing_endpoint_out() {
     let (good, bad) = (Upstream::start("good"), Upstream::start("bad"));
     bad.set_behavior(Behavior::Status(503));
-    let mesh = service("shop", 8000, &[(&good, "v1"), (&bad, "v1")])
+    let mesh = mesh::service_entry("shop", 8000, &[(&good, "v1"), (&bad, "v1")])
         + "\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
