@@ -357,3 +357,104 @@ fn dead_and_resetting_upstreams_trip_the_breaker_without_a_retry_storm() {
     let log = envoy.log();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A slow upstream (slower than the route timeout) trips a breaker that counts timeouts, and
+/// recovers once it answers in time; a flapping upstream (one failure, one success, ...) never
+/// makes three *consecutive* errors, so it is never ejected — and nothing is retried behind the
+/// client's back: the upstream sees exactly the requests sent.
+#[test]
+fn slow_and_flapping_upstreams_follow_the_documented_breaker_semantics() {
+    use sluice_integration::upstream::Behavior;
+    use std::time::{Duration, Instant};
+
+    let slow = Upstream::start("slow");
+    slow.set_behavior(Behavior::Delay(Duration::from_secs(3)));
+    let flapping = Upstream::start("flapping");
+    let routes = vec![
+        json!({"match": {"prefix": "/slow"}, "route": {"cluster": "slow", "timeout": "0.3s"}}),
+        json!({"match": {"prefix": "/"}, "route": {"cluster": "flapping"}}),
+    ];
+    let config = Bootstrap::new()
+        .cluster("slow", slow.port())
+        .cluster("flapping", flapping.port())
+        .routes_json(routes)
+        .wasm_filter(
+            "breaker",
+            r#"{"breakers": [
+                {"cluster": "slow", "consecutiveErrors": 3, "interval": "1h",
+                 "baseEjectionTime": "1s", "maxEjectionTime": "2s", "countAs": ["timeout"]},
+                {"cluster": "flapping", "consecutiveErrors": 3, "interval": "1h",
+                 "baseEjectionTime": "60s", "countAs": ["5xx"]}]}"#,
+        )
+        .render();
+    let envoy = Envoy::start(&config).unwrap_or_else(|e| panic!("{e:#}"));
+    let port = envoy.listener_port(LISTENER_NAME);
+    let send = |path: &str| {
+        client::send(&Request::get(port, path).timeout(Duration::from_secs(20)))
+            .unwrap_or_else(|e| panic!("{path}: {e:#}\n{}", envoy.log()))
+    };
+    let reject_header = sluice_core::wire::BREAKER_REJECT_HEADER;
+
+    // Slow: three route timeouts (504), then the breaker answers without trying the upstream.
+    for i in 0..3 {
+        let r = send("/slow");
+        assert_eq!(r.status, 504, "timeout {i}");
+        assert!(
+            r.header(reject_header).is_none(),
+            "request {i} was admitted"
+        );
+    }
+    for i in 0..10 {
+        let r = send("/slow");
+        assert_eq!(r.status, 503, "rejected {i}");
+        assert!(
+            r.header(reject_header).is_some(),
+            "rejected {i} by the breaker"
+        );
+    }
+    assert_eq!(
+        envoy.stat("cluster.slow.upstream_rq_timeout"),
+        Some(3),
+        "only the three admitted requests reached the slow upstream"
+    );
+    // Recovery: once the upstream is fast again, a probe after the ejection time closes it.
+    slow.set_behavior(Behavior::Ok);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while send("/slow").status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "never recovered\n{}",
+            envoy.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for _ in 0..5 {
+        assert_eq!(send("/slow").served_by(), Some("slow"));
+    }
+
+    // Flapping: fail, succeed, fail, succeed... never three errors in a row.
+    for i in 0..20 {
+        flapping.set_behavior(Behavior::FailNext {
+            count: 1,
+            status: 503,
+        });
+        assert_eq!(send("/").status, 503, "flap {i}: the upstream's own 503");
+        let ok = send("/");
+        assert_eq!(ok.status, 200, "flap {i}: admitted and served");
+        assert_eq!(ok.served_by(), Some("flapping"));
+    }
+    assert_eq!(flapping.request_count(), 40, "no retry, no rejection");
+    // Three in a row do trip it.
+    flapping.set_behavior(Behavior::FailNext {
+        count: 3,
+        status: 503,
+    });
+    for _ in 0..3 {
+        assert_eq!(send("/").status, 503);
+    }
+    let r = send("/");
+    assert!(r.header(reject_header).is_some(), "open after 3 in a row");
+    assert_eq!(flapping.request_count(), 43);
+    let log = envoy.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
