@@ -852,8 +852,8 @@ pub fn server_tls(
             out.push(r.diag(
                 crate::diag::Severity::Warning,
                 &tat.key("credentialName"),
-                "`credentialName` names a Kubernetes secret, which the envoy target cannot read: this server gets no listener",
-                Some("give `serverCertificate` and `privateKey` (and `caCertificates` for MUTUAL) file paths".into()),
+                "`credentialName` names a Kubernetes secret, which the envoy target cannot read without `--credentials-dir`: this server gets no listener",
+                Some("pass `--credentials-dir DIR` with DIR/<credentialName>/tls.crt and tls.key (and ca.crt for MUTUAL), or give `serverCertificate` and `privateKey` file paths".into()),
             ));
         } else {
             out.push(r.error(
