@@ -77,10 +77,10 @@ pub struct Options {
     pub ephemeral_ports: bool,
     /// Where the wasm modules come from.
     pub wasm: WasmModules,
-}
     /// Gateway `credentialName: NAME` reads `DIR/NAME/{tls.crt,tls.key[,ca.crt]}` (see
     /// [`model::build_with_credentials`]); `None`: such servers get no listener (a warning).
     pub credentials_dir: Option<PathBuf>,
+}
 
 impl Default for Options {
     fn default() -> Self {
@@ -90,8 +90,8 @@ impl Default for Options {
             admin_port: 9901,
             ephemeral_ports: false,
             wasm: WasmModules::Reference(default_wasm_dir()),
-        }
             credentials_dir: None,
+        }
     }
 }
 

@@ -132,6 +132,11 @@ struct GenerateArgs {
     /// Bind all listeners and the admin interface to port 0 (for tests).
     #[arg(long)]
     ephemeral_ports: bool,
+    /// Resolve Gateway `tls.credentialName: NAME` to DIR/NAME/tls.crt, tls.key (and ca.crt for
+    /// MUTUAL): the key names of a Kubernetes TLS secret. Without it, such servers get no
+    /// listener (a warning).
+    #[arg(long, value_name = "DIR")]
+    credentials_dir: Option<PathBuf>,
     /// istio target: registry the WasmPlugins pull from, oci://<REGISTRY>/sluice-<filter>:<TAG>.
     #[arg(long, value_name = "REGISTRY", default_value = sluice::emit::istio_target::DEFAULT_REGISTRY)]
     image_registry: String,
@@ -156,11 +161,6 @@ enum TargetArg {
     Compose,
 }
 
-    /// Resolve Gateway `tls.credentialName: NAME` to DIR/NAME/tls.crt, tls.key (and ca.crt for
-    /// MUTUAL): the key names of a Kubernetes TLS secret. Without it, such servers get no
-    /// listener (a warning).
-    #[arg(long, value_name = "DIR")]
-    credentials_dir: Option<PathBuf>,
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -320,6 +320,7 @@ fn generate(args: GenerateArgs) -> ExitCode {
         admin_port: args.admin_port,
         ephemeral_ports: args.ephemeral_ports,
         wasm,
+        credentials_dir: args.credentials_dir.clone(),
     };
     match sluice::generate(&inputs, &options) {
         Ok(output) => {
@@ -341,4 +342,3 @@ fn generate(args: GenerateArgs) -> ExitCode {
         }
     }
 }
-        credentials_dir: args.credentials_dir.clone(),
