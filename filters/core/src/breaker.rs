@@ -464,7 +464,7 @@ impl CompiledBreakers {
 impl BreakerConfig {
     /// Parses the plugin config JSON, naming the offending field on error.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        serde_json::from_slice(bytes)
+        crate::json::from_slice(bytes)
             .map_err(|e| ConfigError(format!("invalid breaker config: {e}")))
     }
 

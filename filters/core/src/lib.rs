@@ -19,6 +19,7 @@ pub mod canary;
 pub mod duration;
 pub mod fault;
 pub mod host;
+pub mod json;
 pub mod matching;
 pub mod metrics;
 pub mod router;

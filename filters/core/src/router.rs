@@ -221,7 +221,7 @@ impl CompiledRouter {
         if json.iter().all(u8::is_ascii_whitespace) {
             return Err("empty plugin configuration: expected {\"virtualHosts\": [...]}".into());
         }
-        let config: RouterConfig = serde_json::from_slice(json)
+        let config: RouterConfig = crate::json::from_slice(json)
             .map_err(|e| format!("invalid router configuration JSON: {e}"))?;
         Self::compile(&config).map_err(|e| format!("invalid router configuration: {e}"))
     }

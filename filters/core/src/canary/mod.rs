@@ -189,7 +189,7 @@ impl CompiledCanary {
     /// Parses and validates the plugin configuration JSON.
     pub fn from_json(json: &[u8]) -> Result<Self, String> {
         let config: CanaryConfig =
-            serde_json::from_slice(json).map_err(|e| format!("invalid canary config: {e}"))?;
+            crate::json::from_slice(json).map_err(|e| format!("invalid canary config: {e}"))?;
         Self::compile(&config)
     }
 

@@ -78,7 +78,7 @@ impl Default for FaultConfig {
 /// Parses the plugin configuration JSON; the error says where and why (serde's line, column
 /// and field).
 pub fn parse(json: &[u8]) -> Result<FaultConfig, String> {
-    serde_json::from_slice(json).map_err(|err| format!("invalid fault filter config: {err}"))
+    crate::json::from_slice(json).map_err(|err| format!("invalid fault filter config: {err}"))
 }
 
 fn default_max_active_faults() -> u32 {

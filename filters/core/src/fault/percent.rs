@@ -13,10 +13,50 @@ pub fn validate_percentage(value: f64) -> Result<(), String> {
     // refused explicitly (Go's check would let it through).
     if value.is_nan() || !(0.0..=100.0).contains(&value) || (value > 0.0 && value < 0.0001) {
         return Err(format!(
-            "percentage {value} is neither 0.0, nor in range [0.0001, 100.0]"
+            "percentage {} is neither 0.0, nor in range [0.0001, 100.0]",
+            decimal(value)
         ));
     }
     Ok(())
+}
+
+/// `value` as `{value}` prints it (the shortest decimal that reads back as `value`, never an
+/// exponent), without `f64`'s Display: that alone links core's float formatting, about 16 KB
+/// of each wasm module. Tried with 0, 1, 2, ... decimals; the first that parses back to the
+/// same `f64` is the shortest. Magnitudes of 1e17 and more print their integer value.
+fn decimal(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".to_owned();
+    }
+    if value.is_infinite() {
+        return if value < 0.0 { "-inf" } else { "inf" }.to_owned();
+    }
+    let sign = if value.is_sign_negative() { "-" } else { "" };
+    let magnitude = value.abs();
+    if magnitude >= 1e17 {
+        // Integral already (beyond 2^53); u128 holds every f64 below 3.4e38, saturates above.
+        return format!("{sign}{}", magnitude as u128);
+    }
+    let mut scale = 1.0_f64;
+    for decimals in 0..=20_usize {
+        let scaled = (magnitude * scale).round();
+        if scaled < 1e18 {
+            // In [0, 1e18): the cast is exact.
+            let digits = format!("{:0>width$}", scaled as u64, width = decimals + 1);
+            let (int, frac) = digits.split_at(digits.len() - decimals);
+            let text = if decimals == 0 {
+                format!("{sign}{int}")
+            } else {
+                format!("{sign}{int}.{frac}")
+            };
+            if text.parse::<f64>().ok() == Some(value) {
+                return text;
+            }
+        }
+        scale *= 10.0;
+    }
+    // Below 1e-20 (not a percentage anyone writes): the integer part, which is 0.
+    format!("{sign}0")
 }
 
 /// A validated percentage in parts per million, rounded to the nearest ppm (Istio truncates,
@@ -59,6 +99,39 @@ pub fn fires(ppm: u32, next_u32: &mut impl FnMut() -> u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_prints_like_display() {
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -5.0,
+            150.0,
+            100.5,
+            100.01,
+            -0.1,
+            0.00005,
+            0.0001,
+            0.29,
+            33.333333,
+            1e-7,
+            123456.789,
+            1e16,
+            99999999999999999.0,
+            1e17,
+            1e20,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.1 + 0.2,
+            1.0 / 3.0,
+            2.5e-5,
+            7e-12,
+        ] {
+            assert_eq!(decimal(v), format!("{v}"), "{v:e}");
+        }
+    }
 
     /// splitmix64: a small, well-mixed generator for the statistical tests.
     fn rng(seed: u64) -> impl FnMut() -> u32 {

@@ -1,0 +1,845 @@
+//! A small JSON reader for the plugin configs: a `serde::Deserializer` over the config bytes.
+//!
+//! Why not `serde_json`: the filters parse one small JSON document per configuration, yet
+//! serde_json's reader, its number parsers and the float formatting its error messages link
+//! (serde's `Unexpected::Float` Display) cost each wasm module tens of KB (BENCHMARKS.md,
+//! "Module size"). This reader keeps the same types and derives (the builder still writes the
+//! configs with serde_json) and accepts exactly the JSON text grammar (RFC 8259): the same
+//! documents parse to the same values. Errors read like serde_json's (`unknown field `x`,
+//! expected ... at line 1 column 20`); only their wording for a few invalid-JSON cases
+//! differs. One deliberate difference: a struct must be a JSON object (serde_json also takes
+//! an array of its field values, a form no sluice config uses).
+//!
+//! Borrowed strings are handed to visitors without copying when they have no escape.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IntoDeserializer, Unexpected, Visitor};
+
+/// Nesting limit of arrays and objects, as serde_json's: a hostile config cannot exhaust the
+/// stack.
+const MAX_DEPTH: u32 = 128;
+
+/// Why a document was refused, with the line (1-based) and column (bytes consumed on that
+/// line) where reading stopped, as serde_json reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    message: String,
+    line: usize,
+    column: usize,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            f.write_str(&self.message)
+        } else {
+            write!(
+                f,
+                "{} at line {} column {}",
+                self.message, self.line, self.column
+            )
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl de::Error for Error {
+    fn custom<T: fmt::Display>(message: T) -> Self {
+        Error {
+            message: message.to_string(),
+            line: 0,
+            column: 0,
+        }
+    }
+
+    // serde's defaults print `Unexpected` with its Display, which formats floats: that alone
+    // links core's float formatting (~16 KB) into every module. Same words, no float digits.
+    fn invalid_type(unexpected: Unexpected<'_>, expected: &dyn de::Expected) -> Self {
+        Self::custom(format_args!(
+            "invalid type: {}, expected {expected}",
+            Describe(unexpected)
+        ))
+    }
+
+    fn invalid_value(unexpected: Unexpected<'_>, expected: &dyn de::Expected) -> Self {
+        Self::custom(format_args!(
+            "invalid value: {}, expected {expected}",
+            Describe(unexpected)
+        ))
+    }
+}
+
+/// serde's wording of an unexpected value (serde_json's for `null`), floats without digits.
+struct Describe<'a>(Unexpected<'a>);
+
+impl fmt::Display for Describe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Unexpected::Bool(b) => write!(f, "boolean `{b}`"),
+            Unexpected::Unsigned(n) => write!(f, "integer `{n}`"),
+            Unexpected::Signed(n) => write!(f, "integer `{n}`"),
+            Unexpected::Float(_) => f.write_str("floating point number"),
+            Unexpected::Char(c) => write!(f, "character `{c}`"),
+            Unexpected::Str(s) => write!(f, "string {s:?}"),
+            Unexpected::Bytes(_) => f.write_str("byte array"),
+            Unexpected::Unit => f.write_str("null"),
+            Unexpected::Option => f.write_str("Option value"),
+            Unexpected::NewtypeStruct => f.write_str("newtype struct"),
+            Unexpected::Seq => f.write_str("sequence"),
+            Unexpected::Map => f.write_str("map"),
+            Unexpected::Enum => f.write_str("enum"),
+            Unexpected::UnitVariant => f.write_str("unit variant"),
+            Unexpected::NewtypeVariant => f.write_str("newtype variant"),
+            Unexpected::TupleVariant => f.write_str("tuple variant"),
+            Unexpected::StructVariant => f.write_str("struct variant"),
+            Unexpected::Other(other) => f.write_str(other),
+        }
+    }
+}
+
+/// Deserializes a `T` from one JSON document (surrounding whitespace allowed, nothing else).
+pub fn from_slice<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<T, Error> {
+    let mut reader = Reader {
+        input,
+        pos: 0,
+        depth: MAX_DEPTH,
+    };
+    let value = T::deserialize(&mut reader).map_err(|e| reader.locate(e))?;
+    match reader.peek() {
+        None => Ok(value),
+        Some(_) => Err(reader.error("trailing characters")),
+    }
+}
+
+/// The cursor over the document.
+struct Reader<'de> {
+    input: &'de [u8],
+    pos: usize,
+    depth: u32,
+}
+
+impl<'de> Reader<'de> {
+    /// The next byte that is not JSON whitespace, not consumed.
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&b) = self.input.get(self.pos) {
+            if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                return Some(b);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    /// Consumes `expected` (after whitespace) or fails with `what`.
+    fn expect(&mut self, expected: u8, what: &str) -> Result<(), Error> {
+        if self.peek() == Some(expected) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(what))
+        }
+    }
+
+    /// Consumes the literal `word` (`null`, `true`, `false`).
+    fn literal(&mut self, word: &[u8]) -> Result<(), Error> {
+        if self.input.get(self.pos..self.pos + word.len()) == Some(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.error("expected value"))
+        }
+    }
+
+    /// `message` at the current position.
+    fn error(&self, message: &str) -> Error {
+        self.locate(Error {
+            message: message.to_owned(),
+            line: 0,
+            column: 0,
+        })
+    }
+
+    /// Adds the current line and column to an error that has none.
+    fn locate(&self, mut error: Error) -> Error {
+        if error.line == 0 {
+            let before = self.input.get(..self.pos).unwrap_or(self.input);
+            error.line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+            // Bytes consumed on the line, as serde_json counts (0 before the first byte).
+            error.column = before.iter().rev().take_while(|&&b| b != b'\n').count();
+        }
+        error
+    }
+
+    fn enter(&mut self) -> Result<(), Error> {
+        self.depth = self
+            .depth
+            .checked_sub(1)
+            .ok_or_else(|| self.error("recursion limit exceeded"))?;
+        Ok(())
+    }
+
+    /// A string whose opening quote is consumed: borrowed from the input when it has no
+    /// escape, else unescaped into a new `String`.
+    fn string(&mut self) -> Result<Text<'de>, Error> {
+        let start = self.pos;
+        let mut owned: Option<Vec<u8>> = None;
+        let mut run = start;
+        loop {
+            let Some(&b) = self.input.get(self.pos) else {
+                return Err(self.error("EOF while parsing a string"));
+            };
+            match b {
+                b'"' => {
+                    let tail = self.input.get(run..self.pos).unwrap_or_default();
+                    self.pos += 1;
+                    return match owned {
+                        None => std::str::from_utf8(tail)
+                            .map(Text::Borrowed)
+                            .map_err(|_| self.error("invalid unicode code point")),
+                        Some(mut bytes) => {
+                            bytes.extend_from_slice(tail);
+                            String::from_utf8(bytes)
+                                .map(Text::Owned)
+                                .map_err(|_| self.error("invalid unicode code point"))
+                        }
+                    };
+                }
+                b'\\' => {
+                    let bytes = owned.get_or_insert_with(Vec::new);
+                    bytes.extend_from_slice(self.input.get(run..self.pos).unwrap_or_default());
+                    self.pos += 1;
+                    let escaped = self.escape()?;
+                    let mut utf8 = [0; 4];
+                    bytes.extend_from_slice(escaped.encode_utf8(&mut utf8).as_bytes());
+                    run = self.pos;
+                }
+                0..=0x1f => {
+                    return Err(self.error(
+                        "control character (\\u0000-\\u001F) found while parsing a string",
+                    ));
+                }
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    /// The character of an escape whose backslash is consumed.
+    fn escape(&mut self) -> Result<char, Error> {
+        let Some(&b) = self.input.get(self.pos) else {
+            return Err(self.error("EOF while parsing a string"));
+        };
+        self.pos += 1;
+        Ok(match b {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let first = self.hex4()?;
+                if (0xDC00..0xE000).contains(&first) {
+                    return Err(self.error("lone trailing surrogate in hex escape"));
+                }
+                if (0xD800..0xDC00).contains(&first) {
+                    if self.input.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                        return Err(self.error("lone leading surrogate in hex escape"));
+                    }
+                    self.pos += 2;
+                    let second = self.hex4()?;
+                    if !(0xDC00..0xE000).contains(&second) {
+                        return Err(self.error("lone leading surrogate in hex escape"));
+                    }
+                    let code = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                    char::from_u32(code).ok_or_else(|| self.error("invalid unicode code point"))?
+                } else {
+                    char::from_u32(first).ok_or_else(|| self.error("invalid unicode code point"))?
+                }
+            }
+            _ => return Err(self.error("invalid escape")),
+        })
+    }
+
+    fn hex4(&mut self) -> Result<u32, Error> {
+        let digits = self
+            .input
+            .get(self.pos..self.pos + 4)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|d| u32::from_str_radix(d, 16).ok())
+            .ok_or_else(|| self.error("invalid escape"))?;
+        self.pos += 4;
+        Ok(digits)
+    }
+
+    /// A number per the JSON grammar, as u64, i64 or f64 (integers too large for 64 bits
+    /// become f64, as in serde_json).
+    fn number(&mut self) -> Result<Token<'de>, Error> {
+        let start = self.pos;
+        let digits = |r: &mut Self| {
+            let from = r.pos;
+            while r.input.get(r.pos).is_some_and(u8::is_ascii_digit) {
+                r.pos += 1;
+            }
+            r.pos - from
+        };
+        let negative = self.input.get(self.pos) == Some(&b'-');
+        if negative {
+            self.pos += 1;
+        }
+        let int_start = self.pos;
+        let int_digits = digits(self);
+        if int_digits == 0 {
+            return Err(self.error("invalid number"));
+        }
+        if int_digits > 1 && self.input.get(int_start) == Some(&b'0') {
+            return Err(self.error("invalid number"));
+        }
+        let mut integer = true;
+        if self.input.get(self.pos) == Some(&b'.') {
+            integer = false;
+            self.pos += 1;
+            if digits(self) == 0 {
+                return Err(self.error("invalid number"));
+            }
+        }
+        if matches!(self.input.get(self.pos), Some(b'e' | b'E')) {
+            integer = false;
+            self.pos += 1;
+            if matches!(self.input.get(self.pos), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            if digits(self) == 0 {
+                return Err(self.error("invalid number"));
+            }
+        }
+        // ASCII by construction.
+        let text = self
+            .input
+            .get(start..self.pos)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or_default();
+        if integer {
+            if negative {
+                if let Ok(n) = text.parse::<i64>() {
+                    return Ok(Token::I64(n));
+                }
+            } else if let Ok(n) = text.parse::<u64>() {
+                return Ok(Token::U64(n));
+            }
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Token::F64(f)),
+            _ => Err(self.error("number out of range")),
+        }
+    }
+
+    /// The next value's token: a whole scalar, or the opening of an array or object (consumed).
+    /// Not generic, so each visitor's `deserialize_any` is only a dispatch on the token: the
+    /// reader's code exists once in the module, not once per config type.
+    #[inline(never)]
+    fn token(&mut self) -> Result<Token<'de>, Error> {
+        let Some(first) = self.peek() else {
+            return Err(self.error("EOF while parsing a value"));
+        };
+        Ok(match first {
+            b'n' => {
+                self.literal(b"null")?;
+                Token::Null
+            }
+            b't' => {
+                self.literal(b"true")?;
+                Token::Bool(true)
+            }
+            b'f' => {
+                self.literal(b"false")?;
+                Token::Bool(false)
+            }
+            b'"' => {
+                self.pos += 1;
+                Token::Str(self.string()?)
+            }
+            b'[' | b'{' => {
+                self.pos += 1;
+                self.enter()?;
+                if first == b'[' {
+                    Token::SeqStart
+                } else {
+                    Token::MapStart
+                }
+            }
+            b'-' | b'0'..=b'9' => self.number()?,
+            _ => return Err(self.error("expected value")),
+        })
+    }
+
+    /// After a visited array or object: leaves its nesting level and consumes `close`.
+    #[inline(never)]
+    fn close(&mut self, close: u8) -> Result<(), Error> {
+        self.depth += 1;
+        let what = if close == b']' {
+            "trailing characters in array"
+        } else {
+            "trailing characters in object"
+        };
+        self.expect(close, what)
+    }
+
+    /// Before an element or member: whether one follows (consuming the `,` between them); the
+    /// container's `close` byte ends it, a `,` before it is a trailing comma.
+    #[inline(never)]
+    fn has_next(&mut self, close: u8, first: &mut bool) -> Result<bool, Error> {
+        if self.peek() == Some(close) {
+            return Ok(false);
+        }
+        if !std::mem::replace(first, false) {
+            let what = if close == b']' {
+                "expected `,` or `]`"
+            } else {
+                "expected `,` or `}`"
+            };
+            self.expect(b',', what)?;
+            if self.peek() == Some(close) {
+                return Err(self.error("trailing comma"));
+            }
+        }
+        Ok(true)
+    }
+
+    /// An object key (the `:` after it is read with the value).
+    #[inline(never)]
+    fn key(&mut self) -> Result<Text<'de>, Error> {
+        self.expect(b'"', "key must be a string")?;
+        self.string()
+    }
+}
+
+/// One lexical step of a document.
+enum Token<'de> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(Text<'de>),
+    /// `[`, consumed.
+    SeqStart,
+    /// `{`, consumed.
+    MapStart,
+}
+
+/// A parsed string: borrowed from the input or unescaped.
+enum Text<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl<'de> Text<'de> {
+    fn visit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Text::Borrowed(s) => visitor.visit_borrowed_str(s),
+            Text::Owned(s) => visitor.visit_string(s),
+        }
+    }
+}
+
+impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.token()? {
+            Token::Null => visitor.visit_unit(),
+            Token::Bool(b) => visitor.visit_bool(b),
+            Token::U64(n) => visitor.visit_u64(n),
+            Token::I64(n) => visitor.visit_i64(n),
+            Token::F64(f) => visitor.visit_f64(f),
+            Token::Str(text) => text.visit(visitor),
+            Token::SeqStart => {
+                let value = visitor.visit_seq(Elements {
+                    reader: self,
+                    first: true,
+                })?;
+                self.close(b']')?;
+                Ok(value)
+            }
+            Token::MapStart => {
+                let value = visitor.visit_map(Entries {
+                    reader: self,
+                    first: true,
+                })?;
+                self.close(b'}')?;
+                Ok(value)
+            }
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if self.peek() == Some(b'n') {
+            self.literal(b"null")?;
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    /// Externally tagged, as serde_json: `"Unit"` or `{"Variant": value}`.
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match self.peek() {
+            Some(b'"') => {
+                self.pos += 1;
+                match self.string()? {
+                    Text::Borrowed(s) => visitor.visit_enum(s.into_deserializer()),
+                    Text::Owned(s) => visitor.visit_enum(s.into_deserializer()),
+                }
+            }
+            Some(b'{') => {
+                self.pos += 1;
+                self.enter()?;
+                let value = visitor.visit_enum(Variant { reader: self })?;
+                self.close(b'}')?;
+                Ok(value)
+            }
+            _ => Err(de::Error::invalid_type(Unexpected::Other("value"), &"enum")),
+        }
+    }
+
+    // Containers and strings accept only their own token (what serde_json's do): through
+    // `deserialize_any`, every struct's visitor would also be instantiated for scalars, only
+    // to refuse them, which costs bytes in the module per config type.
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.container(visitor, false)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.container(visitor, false)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.container(visitor, true)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.token()? {
+            Token::Str(text) => text.visit(visitor),
+            other => Err(de::Error::invalid_type(other.unexpected(), &visitor)),
+        }
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_string(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf
+        unit unit_struct tuple tuple_struct identifier ignored_any
+    }
+}
+
+impl<'de> Reader<'de> {
+    /// An array (`array`) or an object for its visitor. Structs are objects only: serde_json
+    /// also takes a struct as an array of its field values in order, a form nothing writes for
+    /// these configs, and whose code (a `visit_seq` per config type) would cost module bytes.
+    fn container<V: Visitor<'de>>(&mut self, visitor: V, array: bool) -> Result<V::Value, Error> {
+        match self.token()? {
+            Token::SeqStart if array => {
+                let value = visitor.visit_seq(Elements {
+                    reader: self,
+                    first: true,
+                })?;
+                self.close(b']')?;
+                Ok(value)
+            }
+            Token::MapStart if !array => {
+                let value = visitor.visit_map(Entries {
+                    reader: self,
+                    first: true,
+                })?;
+                self.close(b'}')?;
+                Ok(value)
+            }
+            other => Err(de::Error::invalid_type(other.unexpected(), &visitor)),
+        }
+    }
+}
+
+impl Token<'_> {
+    /// The token as serde names a value of the wrong type.
+    fn unexpected(&self) -> Unexpected<'_> {
+        match self {
+            Token::Null => Unexpected::Unit,
+            Token::Bool(b) => Unexpected::Bool(*b),
+            Token::U64(n) => Unexpected::Unsigned(*n),
+            Token::I64(n) => Unexpected::Signed(*n),
+            Token::F64(f) => Unexpected::Float(*f),
+            Token::Str(Text::Borrowed(s)) => Unexpected::Str(s),
+            Token::Str(Text::Owned(s)) => Unexpected::Str(s),
+            Token::SeqStart => Unexpected::Seq,
+            Token::MapStart => Unexpected::Map,
+        }
+    }
+}
+
+/// The elements of an array whose `[` is consumed.
+struct Elements<'a, 'de> {
+    reader: &'a mut Reader<'de>,
+    first: bool,
+}
+
+impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
+    type Error = Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        if !self.reader.has_next(b']', &mut self.first)? {
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.reader).map(Some)
+    }
+}
+
+/// The members of an object whose `{` is consumed.
+struct Entries<'a, 'de> {
+    reader: &'a mut Reader<'de>,
+    first: bool,
+}
+
+impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        if !self.reader.has_next(b'}', &mut self.first)? {
+            return Ok(None);
+        }
+        let key = self.reader.key()?;
+        seed.deserialize(Key(key)).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        self.reader.expect(b':', "expected `:`")?;
+        seed.deserialize(&mut *self.reader)
+    }
+}
+
+/// An object key: a string, whatever type the visitor asks for (field names, map keys).
+struct Key<'de>(Text<'de>);
+
+impl<'de> de::Deserializer<'de> for Key<'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.0.visit(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+/// `{"Variant": value}` with its `{` consumed.
+struct Variant<'a, 'de> {
+    reader: &'a mut Reader<'de>,
+}
+
+impl<'a, 'de> de::EnumAccess<'de> for Variant<'a, 'de> {
+    type Error = Error;
+    type Variant = Self;
+
+    fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self), Error> {
+        let key = self.reader.key()?;
+        let variant = seed.deserialize(Key(key))?;
+        self.reader.expect(b':', "expected `:`")?;
+        Ok((variant, self))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for Variant<'_, 'de> {
+    type Error = Error;
+
+    fn unit_variant(self) -> Result<(), Error> {
+        de::Deserialize::deserialize(&mut *self.reader)
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
+        seed.deserialize(&mut *self.reader)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {
+        de::Deserializer::deserialize_any(&mut *self.reader, visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        de::Deserializer::deserialize_any(&mut *self.reader, visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Sample {
+        name: String,
+        #[serde(default)]
+        weight: u32,
+        ratio: Option<f64>,
+        tags: Vec<String>,
+        labels: BTreeMap<String, i64>,
+        kind: Kind,
+        #[serde(default)]
+        unit: Option<Kind>,
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    enum Kind {
+        Plain,
+        Cluster(String),
+        Pair { a: u8, b: bool },
+    }
+
+    /// The same documents give the same values as serde_json (which the builder writes with).
+    #[test]
+    fn agrees_with_serde_json_on_valid_documents() {
+        let docs = [
+            r#"{"name":"a","weight":7,"ratio":0.25,"tags":[],"labels":{},"kind":"plain"}"#,
+            " {\n \"name\" : \"\\u00e9\\n\\\"q\\\" \\ud83d\\ude00/\\/\" , \"ratio\":null,\
+             \"tags\":[\"x\",\"y\"],\"labels\":{\"n\":-5,\"m\":0},\"kind\":{\"cluster\":\"c\"},\
+             \"unit\":\"plain\"}\n",
+            r#"{"name":"","ratio":1e2,"tags":["é"],"labels":{"z":9223372036854775807},"kind":{"pair":{"a":255,"b":true}}}"#,
+            r#"{"kind":"plain","labels":{},"tags":[],"name":"b","ratio":-0.5E-1,"weight":4294967295}"#,
+        ];
+        for doc in docs {
+            let ours: Sample = from_slice(doc.as_bytes()).unwrap();
+            let theirs: Sample = serde_json::from_str(doc).unwrap();
+            assert_eq!(ours, theirs, "{doc}");
+        }
+    }
+
+    /// Every document serde_json refuses is refused here too.
+    #[test]
+    fn refuses_what_serde_json_refuses() {
+        let ok = r#""name":"a","tags":[],"labels":{},"kind":"plain""#;
+        let docs = [
+            String::new(),
+            "  ".to_owned(),
+            format!("{{{ok}}} x"),
+            format!("{{{ok},}}"),
+            format!("{{{ok},\"extra\":1}}"),
+            format!("{{{ok},\"weight\":-1}}"),
+            format!("{{{ok},\"weight\":4294967296}}"),
+            format!("{{{ok},\"weight\":1.5}}"),
+            format!("{{{ok},\"weight\":01}}"),
+            format!("{{{ok},\"weight\":1.}}"),
+            format!("{{{ok},\"ratio\":\"1\"}}"),
+            format!("{{{ok},\"name\":\"dup\"}}"),
+            format!("{{{ok},\"unit\":\"nope\"}}"),
+            format!("{{{ok},\"unit\":{{\"cluster\":\"c\",\"plain\":null}}}}"),
+            r#"{"name":"a\x","tags":[],"labels":{},"kind":"plain"}"#.to_owned(),
+            r#"{"name":"\ud800","tags":[],"labels":{},"kind":"plain"}"#.to_owned(),
+            "{\"name\":\"a\u{1}\",\"tags\":[],\"labels\":{},\"kind\":\"plain\"}".to_owned(),
+            r#"{"name":"a","tags":["x",],"labels":{},"kind":"plain"}"#.to_owned(),
+            r#"{"name":"a","tags":[,],"labels":{},"kind":"plain"}"#.to_owned(),
+            r#"{"name":"a","tags":[] "labels":{},"kind":"plain"}"#.to_owned(),
+            r#"{name:"a"}"#.to_owned(),
+            r#"{"name":"a","tags":[],"labels":{},"kind":plain}"#.to_owned(),
+            r#"{"name":"a","tags":[],"labels":{},"kind":"plain""#.to_owned(),
+            r#"{"name":"a","tags":[],"labels":{"k":1e999},"kind":"plain"}"#.to_owned(),
+            r#"{"name":tru,"tags":[],"labels":{},"kind":"plain"}"#.to_owned(),
+        ];
+        for doc in &docs {
+            assert!(
+                serde_json::from_str::<Sample>(doc).is_err(),
+                "serde_json accepts {doc}"
+            );
+            let err = from_slice::<Sample>(doc.as_bytes()).unwrap_err();
+            assert!(err.line >= 1, "{doc}: {err}");
+        }
+        let invalid_utf8 = b"{\"name\":\"\xff\",\"tags\":[],\"labels\":{},\"kind\":\"plain\"}";
+        assert!(from_slice::<Sample>(invalid_utf8).is_err());
+    }
+
+    /// serde's messages, with serde_json's position suffix and no float digits.
+    #[test]
+    fn errors_read_like_serde_json() {
+        let err = from_slice::<Sample>(b"{\n  \"nam\": 1}").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown field `nam`, expected one of `name`, `weight`, `ratio`, `tags`, \
+             `labels`, `kind`, `unit` at line 2 column 7"
+        );
+        let err = from_slice::<Sample>(br#"{"name": 2.5}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid type: floating point number, expected a string at line 1 column 12"
+        );
+        let err = from_slice::<u8>(b"300").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value: integer `300`, expected u8 at line 1 column 3"
+        );
+    }
+
+    /// The one deliberate difference from serde_json: no struct as an array of field values.
+    #[test]
+    fn structs_are_objects_only() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Pair {
+            a: u8,
+            b: bool,
+        }
+        assert!(serde_json::from_str::<Pair>("[1,true]").is_ok());
+        let err = from_slice::<Pair>(b"[1,true]").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid type: sequence, expected struct Pair at line 1 column 1"
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        let err = from_slice::<de::IgnoredAny>(deep.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("recursion limit"), "{err}");
+        let fine = "[".repeat(100) + &"]".repeat(100);
+        assert!(from_slice::<de::IgnoredAny>(fine.as_bytes()).is_ok());
+    }
+}
