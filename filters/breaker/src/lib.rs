@@ -340,8 +340,14 @@ impl HttpContext for BreakerHttp {
         let verdict = breaker::classify(code, flags, entry.policy.count_as);
         let now = now_ms();
         let policy = entry.policy;
+        // Whether the final (successful) attempt wrote a new state: a healthy closed breaker
+        // records most outcomes without any change, and then the gauges, set after every
+        // write and on the 1 s tick, are already right (two host calls saved per request).
+        let mut wrote = false;
         match breaker::update(&HostStore, &entry.key, |s| {
-            s.record(&policy, ticket, verdict, now)
+            let (transition, next) = s.record(&policy, ticket, verdict, now);
+            wrote = next.is_some();
+            (transition, next)
         }) {
             Ok((transition, state)) => {
                 match transition {
@@ -363,7 +369,9 @@ impl HttpContext for BreakerHttp {
                     }
                     Transition::None => {}
                 }
-                entry.publish(&state, now);
+                if wrote {
+                    entry.publish(&state, now);
+                }
             }
             Err(e) => log(
                 LogLevel::Warn,
