@@ -332,10 +332,7 @@ impl<'de> Reader<'de> {
                 return Ok(Token::U64(n));
             }
         }
-        match text.parse::<f64>() {
-            Ok(f) if f.is_finite() => Ok(Token::F64(f)),
-            _ => Err(self.error("number out of range")),
-        }
+        Ok(Token::Float(text))
     }
 
     /// The next value's token: a whole scalar, or the opening of an array or object (consumed).
@@ -424,7 +421,10 @@ enum Token<'de> {
     Bool(bool),
     U64(u64),
     I64(i64),
-    F64(f64),
+    /// A number with a fraction or exponent (or an integer beyond 64 bits), as written: it is
+    /// converted only by `deserialize_f64`, so modules whose configs have no `f64` field do
+    /// not link the float parser (6 KB).
+    Float(&'de str),
     Str(Text<'de>),
     /// `[`, consumed.
     SeqStart,
@@ -456,7 +456,10 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
             Token::Bool(b) => visitor.visit_bool(b),
             Token::U64(n) => visitor.visit_u64(n),
             Token::I64(n) => visitor.visit_i64(n),
-            Token::F64(f) => visitor.visit_f64(f),
+            // Only visitors that refuse floats get here (an `f64` is read through
+            // `deserialize_f64`, also inside options, sequences and maps) and IgnoredAny: the
+            // value is not needed, and the error never prints it (see `Describe`).
+            Token::Float(_) => visitor.visit_f64(0.0),
             Token::Str(text) => text.visit(visitor),
             Token::SeqStart => {
                 let value = visitor.visit_seq(Elements {
@@ -551,8 +554,24 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         self.deserialize_string(visitor)
     }
 
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.token()? {
+            Token::U64(n) => visitor.visit_u64(n),
+            Token::I64(n) => visitor.visit_i64(n),
+            Token::Float(text) => match text.parse::<f64>() {
+                Ok(f) if f.is_finite() => visitor.visit_f64(f),
+                _ => Err(self.error("number out of range")),
+            },
+            other => Err(de::Error::invalid_type(other.unexpected(), &visitor)),
+        }
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_f64(visitor)
+    }
+
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 char bytes byte_buf
         unit unit_struct tuple tuple_struct identifier ignored_any
     }
 }
@@ -592,7 +611,7 @@ impl Token<'_> {
             Token::Bool(b) => Unexpected::Bool(*b),
             Token::U64(n) => Unexpected::Unsigned(*n),
             Token::I64(n) => Unexpected::Signed(*n),
-            Token::F64(f) => Unexpected::Float(*f),
+            Token::Float(_) => Unexpected::Float(0.0),
             Token::Str(Text::Borrowed(s)) => Unexpected::Str(s),
             Token::Str(Text::Owned(s)) => Unexpected::Str(s),
             Token::SeqStart => Unexpected::Seq,
@@ -815,6 +834,28 @@ mod tests {
             err.to_string(),
             "invalid value: integer `300`, expected u8 at line 1 column 3"
         );
+    }
+
+    /// f64 values parse the same wherever they sit (fields, options, sequences, maps), from
+    /// integers too; out-of-range ones are refused like serde_json does.
+    #[test]
+    fn floats_in_every_position() {
+        type Floats = (f64, Option<f64>, Vec<f64>, BTreeMap<String, f64>, f32);
+        for doc in [
+            r#"[0.1, 2.5e-3, [1, -2, 3.25, 100000000000000000000], {"a": -0.0, "b": 7}, 0.5]"#,
+            r#"[100, null, [], {}, 1e-1]"#,
+        ] {
+            let ours: Floats = from_slice(doc.as_bytes()).unwrap();
+            let theirs: Floats = serde_json::from_str(doc).unwrap();
+            assert_eq!(format!("{ours:?}"), format!("{theirs:?}"), "{doc}");
+        }
+        for doc in [
+            r#"[1e999, null, [], {}, 0]"#,
+            r#"[0, null, [-1e400], {}, 0]"#,
+        ] {
+            assert!(serde_json::from_str::<Floats>(doc).is_err(), "{doc}");
+            assert!(from_slice::<Floats>(doc.as_bytes()).is_err(), "{doc}");
+        }
     }
 
     /// The one deliberate difference from serde_json: no struct as an array of field values.
