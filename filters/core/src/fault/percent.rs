@@ -49,7 +49,10 @@ fn decimal(value: f64) -> String {
             } else {
                 format!("{sign}{int}.{frac}")
             };
-            if text.parse::<f64>().ok() == Some(value) {
+            // `scaled / scale` is `text` read back, correctly rounded, without linking the
+            // general float parser: both are exact f64s (scaled < 1e18 is an integer, scale
+            // a power of ten up to 1e20).
+            if scaled / scale == magnitude {
                 return text;
             }
         }

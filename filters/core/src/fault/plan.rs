@@ -312,7 +312,7 @@ impl HeaderPolicy {
 fn header_ppm(value: Option<&[u8]>) -> u32 {
     value
         .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|v| crate::json::parse_decimal(v.trim()))
         .filter(|p| percent::validate_percentage(*p).is_ok())
         .map_or(PPM_ALL, percent::percentage_to_ppm)
 }
