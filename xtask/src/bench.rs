@@ -251,20 +251,9 @@ fn selected_configs() -> Result<Vec<&'static str>> {
         .collect())
 }
 
-/// `wrk` on PATH, else `apt-get install -y wrk` (Debian; CI runs as root).
+/// `wrk` on PATH, else installed from Debian.
 fn ensure_wrk() -> Result<()> {
-    if Command::new("wrk").arg("--version").output().is_ok() {
-        return Ok(());
-    }
-    eprintln!("bench: wrk missing, installing it with apt-get");
-    crate::run({
-        let mut command = Command::new("apt-get");
-        command
-            .args(["install", "-y", "wrk"])
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        command
-    })
-    .context("install wrk (Debian package `wrk`)")
+    crate::apt::ensure("wrk", &["--version"], "wrk")
 }
 
 /// Pins this process (the open-loop generator's threads are spawned later and inherit it) to
@@ -857,17 +846,7 @@ const WASM_FEATURES: [&str; 6] = [
 /// BENCHMARKS.md). The harness and the builder read these very files. cargo re-links its
 /// unoptimised copy on every build, so this runs after each build (a few seconds).
 pub fn optimize_modules(dir: &Path) -> Result<()> {
-    if Command::new("wasm-opt").arg("--version").output().is_err() {
-        eprintln!("xtask: wasm-opt missing, installing binaryen with apt-get");
-        crate::run({
-            let mut command = Command::new("apt-get");
-            command
-                .args(["install", "-y", "binaryen"])
-                .env("DEBIAN_FRONTEND", "noninteractive");
-            command
-        })
-        .context("install wasm-opt (Debian package `binaryen`)")?;
-    }
+    crate::apt::ensure("wasm-opt", &["--version"], "binaryen")?;
     for filter in wasm::FILTERS {
         optimize_module(&wasm::module_in(dir, filter)?)?;
     }

@@ -8,6 +8,7 @@
 //! - `cargo xtask soak`: a long load on the four chained filters (counters, VM failures, RSS).
 //! - `cargo xtask fuzz`: short libFuzzer runs of every fuzz target (nightly + cargo-fuzz).
 
+mod apt;
 mod bench;
 mod fuzz;
 mod soak;
@@ -273,22 +274,7 @@ fn step(steps: &mut Vec<Step>, name: &'static str, action: impl FnOnce() -> Resu
 /// `docker-compose` on PATH, else `apt-get install -y docker-compose` (Debian; CI runs as
 /// root): builder/tests/compose.rs runs `docker-compose config` on the generated project.
 fn ensure_docker_compose() -> Result<()> {
-    if Command::new("docker-compose")
-        .arg("version")
-        .output()
-        .is_ok()
-    {
-        return Ok(());
-    }
-    eprintln!("xtask: docker-compose missing, installing it with apt-get");
-    run({
-        let mut command = Command::new("apt-get");
-        command
-            .args(["install", "-y", "docker-compose"])
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        command
-    })
-    .context("install docker-compose (Debian package `docker-compose`)")
+    apt::ensure("docker-compose", &["version"], "docker-compose")
 }
 
 fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {

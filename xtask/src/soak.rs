@@ -77,19 +77,7 @@ fn wrk_chunk(port: u16, connections: u32, seconds: u32) -> Result<u64> {
 }
 
 fn ensure_wrk() -> Result<()> {
-    if Command::new("wrk").arg("--version").output().is_ok() {
-        return Ok(());
-    }
-    eprintln!("soak: wrk missing, installing it with apt-get");
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "wrk"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("run apt-get")?;
-    if !status.success() {
-        bail!("apt-get install -y wrk failed ({status})");
-    }
-    Ok(())
+    crate::apt::ensure("wrk", &["--version"], "wrk")
 }
 
 /// Runs the soak; `Err` names the first property that did not hold.
