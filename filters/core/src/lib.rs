@@ -23,4 +23,5 @@ pub mod json;
 pub mod matching;
 pub mod metrics;
 pub mod router;
+pub mod suite;
 pub mod wire;

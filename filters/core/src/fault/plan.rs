@@ -220,11 +220,44 @@ impl FaultPlan {
         next_u32: &mut impl FnMut() -> u32,
     ) -> Decision {
         let mut lookup = Lookup::new(req);
+        let rule = self.select_rule(&mut lookup);
+        self.decide_with(rule, &mut lookup, client_ip, active_faults, next_u32)
+    }
+
+    /// Like [`FaultPlan::decide`] for a caller that already knows the rule (an index into
+    /// [`FaultPlan::rules`], `None` when no rule has a fault): the suite module resolves it
+    /// at configure time, so no `x-sluice-rule` header is read or compared per request.
+    pub fn decide_for_rule<V: RequestView>(
+        &self,
+        rule: Option<usize>,
+        req: &V,
+        client_ip: impl FnOnce() -> Option<IpAddr>,
+        active_faults: u32,
+        next_u32: &mut impl FnMut() -> u32,
+    ) -> Decision {
+        self.decide_with(
+            rule,
+            &mut Lookup::new(req),
+            client_ip,
+            active_faults,
+            next_u32,
+        )
+    }
+
+    /// The draws and caps of [`FaultPlan::decide`] once the rule is known.
+    fn decide_with<'a, V: RequestView>(
+        &'a self,
+        rule: Option<usize>,
+        lookup: &mut Lookup<'a, V>,
+        client_ip: impl FnOnce() -> Option<IpAddr>,
+        active_faults: u32,
+        next_u32: &mut impl FnMut() -> u32,
+    ) -> Decision {
         let mut injection = Injection {
             delay: None,
             abort: None,
         };
-        if let Some(index) = self.select_rule(&mut lookup)
+        if let Some(index) = rule
             && let Some(rule) = self.rules.get(index)
         {
             // Independent draws, delay first, as Envoy's fault filter.
@@ -240,7 +273,7 @@ impl FaultPlan {
             }
         }
         if let Some(policy) = &self.header {
-            policy.apply(&mut lookup, client_ip, &mut injection, next_u32);
+            policy.apply(lookup, client_ip, &mut injection, next_u32);
         }
         if injection.delay.is_none() && injection.abort.is_none() {
             Decision::Pass
