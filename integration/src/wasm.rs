@@ -12,6 +12,10 @@ use anyhow::{Result, bail};
 /// The filters that ship as wasm modules, in their order in the HTTP filter chain.
 pub const FILTERS: [&str; 4] = ["router", "canary", "fault", "breaker"];
 
+/// Every wasm module: the four filters, plus `suite`, which does all four in one filter
+/// (`filters/suite`, configured with `sluice_core::suite::SuiteConfig`).
+pub const MODULES: [&str; 5] = ["router", "canary", "fault", "breaker", "suite"];
+
 /// Environment variable naming a directory holding `sluice_<name>.wasm` files.
 pub const WASM_DIR_ENV: &str = "SLUICE_WASM_DIR";
 
@@ -27,7 +31,7 @@ pub fn module_dir() -> PathBuf {
     }
 }
 
-/// The path of the module of filter `name` (`"router"`, `"canary"`, `"fault"` or `"breaker"`).
+/// The path of the module of filter `name` (`"router"`, `"canary"`, `"fault"`, `"breaker"` or `"suite"`).
 ///
 /// Fails if the name is unknown or the module was not built, saying how to build it.
 pub fn module(name: &str) -> Result<PathBuf> {
@@ -37,10 +41,10 @@ pub fn module(name: &str) -> Result<PathBuf> {
 /// Like [`module`], looking in `dir` (tests of the harness use it instead of changing the
 /// process-wide environment under other tests' feet).
 pub fn module_in(dir: &Path, name: &str) -> Result<PathBuf> {
-    if !FILTERS.contains(&name) {
+    if !MODULES.contains(&name) {
         bail!(
             "unknown sluice filter {name:?}: expected one of {}",
-            FILTERS.join(", ")
+            MODULES.join(", ")
         );
     }
     let path = dir.join(format!("sluice_{name}.wasm"));

@@ -208,7 +208,7 @@ pub fn bench(options: &BenchOptions, wasm_dir: &Path) -> Result<Report> {
     drop(envoys);
     drop(upstream);
 
-    for filter in wasm::FILTERS {
+    for filter in wasm::MODULES {
         let path = wasm::module_in(wasm_dir, filter)?;
         let size = std::fs::metadata(&path)
             .with_context(|| format!("stat {}", path.display()))?
@@ -847,7 +847,7 @@ const WASM_FEATURES: [&str; 6] = [
 /// unoptimised copy on every build, so this runs after each build (a few seconds).
 pub fn optimize_modules(dir: &Path) -> Result<()> {
     crate::apt::ensure("wasm-opt", &["--version"], "binaryen")?;
-    for filter in wasm::FILTERS {
+    for filter in wasm::MODULES {
         optimize_module(&wasm::module_in(dir, filter)?)?;
     }
     Ok(())

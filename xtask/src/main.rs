@@ -165,7 +165,7 @@ fn run(mut command: Command) -> Result<()> {
 }
 
 fn filter_packages() -> Vec<String> {
-    wasm::FILTERS
+    wasm::MODULES
         .iter()
         .flat_map(|filter| ["-p".to_owned(), format!("sluice-{filter}")])
         .collect()
@@ -178,7 +178,7 @@ fn build_wasm() -> Result<PathBuf> {
     let dir = target_dir().join("wasm32-wasip1").join("release");
     bench::optimize_modules(&dir)?;
     println!("{:<10} {:>10}  {:<64}  path", "module", "bytes", "sha256");
-    for filter in wasm::FILTERS {
+    for filter in wasm::MODULES {
         let path = wasm::module_in(&dir, filter)?;
         let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
         println!(
