@@ -1,6 +1,7 @@
-//! `sluice build`: the four filters compiled for `wasm32-wasip1` in release, optionally shrunk
-//! with `wasm-opt -Oz` (Debian's binaryen), copied to one output directory and optionally
-//! packaged as an OCI image layout for Istio ([`crate::oci`]).
+//! `sluice build`: the four filters (or, with `--suite`, the one suite module that `sluice
+//! generate --suite` loads) compiled for `wasm32-wasip1` in release, optionally shrunk with
+//! `wasm-opt -Oz` (Debian's binaryen), copied to one output directory and optionally packaged as
+//! an OCI image layout for Istio ([`crate::oci`]).
 //!
 //! The modules land in their own directory (`target/sluice-build/` by default), never back in
 //! cargo's `target/wasm32-wasip1/release/`: other tools (and the test harness) read cargo's
@@ -11,7 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::emit::envoy::FILTERS;
+use crate::emit::filters::SUITE;
 use crate::oci;
+
+/// The modules of the default layout, the four-filter chain, in chain order.
+pub const CHAIN_MODULES: [&str; 4] = FILTERS;
+/// The module of the one-module layout (`--suite`).
+pub const SUITE_MODULES: [&str; 1] = [SUITE];
 
 /// What to build and where to put it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +35,15 @@ pub struct BuildOptions {
     pub oci: Option<PathBuf>,
     /// Tag of the OCI images (`sluice-router:<tag>`).
     pub tag: String,
+    /// The modules to build, by short name (cargo package `sluice-<name>`, file
+    /// `sluice_<name>.wasm`): [`CHAIN_MODULES`] or [`SUITE_MODULES`].
+    pub modules: Vec<&'static str>,
 }
 
 /// One finished module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuiltModule {
-    /// Filter short name (`router`).
+    /// Filter short name (`router`, or `suite`).
     pub filter: &'static str,
     /// The final module.
     pub path: PathBuf,
@@ -100,7 +110,7 @@ pub fn build(
     let source_dir = match &options.prebuilt {
         Some(dir) => dir.clone(),
         None => {
-            cargo_build(&options.repo, progress)?;
+            cargo_build(&options.repo, &options.modules, progress)?;
             options.repo.join("target/wasm32-wasip1/release")
         }
     };
@@ -115,7 +125,7 @@ pub fn build(
     } else {
         None
     };
-    for filter in FILTERS {
+    for &filter in &options.modules {
         let file = module_file(filter);
         let source = source_dir.join(&file);
         let cargo_bytes = std::fs::read(&source).map_err(|e| {
@@ -150,18 +160,25 @@ pub fn build(
     Ok(report)
 }
 
-fn cargo_build(repo: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), String> {
+fn cargo_build(
+    repo: &Path,
+    modules: &[&str],
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(repo)
         .args(["build", "--release", "--target", "wasm32-wasip1"]);
-    for filter in FILTERS {
+    for filter in modules {
         command.args(["-p", &format!("sluice-{filter}")]);
     }
+    let packages = match modules {
+        [one] => one.to_string(),
+        many => format!("{{{}}}", many.join(",")),
+    };
     progress(&format!(
-        "cargo build --release --target wasm32-wasip1 -p sluice-{{{}}} (in {})",
-        FILTERS.join(","),
+        "cargo build --release --target wasm32-wasip1 -p sluice-{packages} (in {})",
         repo.display()
     ));
     // cargo's own progress goes straight to the user's terminal (inherited stderr).

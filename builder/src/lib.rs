@@ -80,6 +80,11 @@ pub struct Options {
     /// Gateway `credentialName: NAME` reads `DIR/NAME/{tls.crt,tls.key[,ca.crt]}` (see
     /// [`model::build_with_credentials`]); `None`: such servers get no listener (a warning).
     pub credentials_dir: Option<PathBuf>,
+    /// Attach the one `sluice-suite` filter (`sluice_suite.wasm`: router, canary, fault and
+    /// breaker in one module, config [`sluice_core::suite::SuiteConfig`]) instead of the chain
+    /// `sluice-router -> sluice-canary -> sluice-fault -> sluice-breaker`. Routes, clusters and
+    /// everything native stay the same; see [`emit::filters`].
+    pub suite: bool,
 }
 
 impl Default for Options {
@@ -91,6 +96,7 @@ impl Default for Options {
             ephemeral_ports: false,
             wasm: WasmModules::Reference(default_wasm_dir()),
             credentials_dir: None,
+            suite: false,
         }
     }
 }
@@ -131,7 +137,7 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     }
     let emitted = match &options.target {
         Target::Envoy => emit::envoy::emit(&mesh, options),
-        Target::Istio(istio) => emit::istio_target::emit(&resources, &mesh, istio),
+        Target::Istio(istio) => emit::istio_target::emit(&resources, &mesh, istio, options.suite),
         Target::Compose => emit::compose::emit(&mesh, options),
     };
     match emitted {

@@ -18,6 +18,9 @@ Examples:
   # (a relative directory resolves against Envoy's working directory):
   sluice generate -f examples/bookinfo -o envoy-configs/bookinfo --wasm-dir target/wasm32-wasip1/release
 
+  # One filter, sluice-suite, instead of the four-filter chain (less CPU per request):
+  sluice generate -f examples/demo -o out/demo --suite
+
 Inputs are Istio networking.istio.io resources (v1, v1beta1, v1alpha3): Gateway, VirtualService,
 DestinationRule, ServiceEntry (endpoints give hosts their addresses), WorkloadEntry.
 Every problem is reported as `file:line:col: error: Kind/name: field.path: message` with a hint;
@@ -36,8 +39,9 @@ enum Command {
     /// Validate Istio YAML and generate configs for a target.
     #[command(after_help = AFTER_HELP)]
     Generate(GenerateArgs),
-    /// Build the four filter modules (release, wasm32-wasip1), shrink them with wasm-opt when
-    /// installed, print module / size / sha256, and optionally write an OCI image layout.
+    /// Build the four filter modules (or with --suite the one suite module) (release,
+    /// wasm32-wasip1), shrink them with wasm-opt when installed, print module / size / sha256,
+    /// and optionally write an OCI image layout.
     #[command(after_help = BUILD_HELP)]
     Build(BuildArgs),
     /// Print or write the JSON Schemas of the filters' plugin configs (draft 2020-12).
@@ -47,7 +51,7 @@ enum Command {
 
 const SCHEMA_HELP: &str = "\
 Examples:
-  # Write docs/schemas/sluice-{router,canary,fault,breaker}.schema.json:
+  # Write docs/schemas/sluice-{router,canary,fault,breaker,suite}.schema.json:
   sluice schema --out docs/schemas
 
   # Print one filter's schema:
@@ -58,8 +62,8 @@ The schemas are generated from the types the filters deserialize: unknown fields
 
 #[derive(clap::Args)]
 struct SchemaArgs {
-    /// The filter whose schema to print or write (default with --out: all four).
-    #[arg(value_parser = clap::builder::PossibleValuesParser::new(sluice::schema::FILTERS))]
+    /// The filter whose schema to print or write (default with --out: all five).
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(sluice::schema::CONFIGS))]
     filter: Option<String>,
     /// Write sluice-<filter>.schema.json files into DIR instead of printing.
     #[arg(long, value_name = "DIR", required_unless_present = "filter")]
@@ -78,6 +82,9 @@ Examples:
 
   # Package modules built elsewhere (no cargo run):
   sluice build --modules target/wasm32-wasip1/release --oci out/oci
+
+  # The one-module layout of `sluice generate --suite`: sluice_suite.wasm, image sluice-suite:
+  sluice build --suite --oci out/oci --tag 0.1.0
 
 Each image has one gzip-tar layer holding plugin.wasm (the \"compat\" variant Istio's fetcher
 reads). wasm-opt comes from Debian's binaryen package; without it the modules are used as cargo
@@ -100,6 +107,10 @@ struct BuildArgs {
     /// Do not run wasm-opt even when it is installed.
     #[arg(long)]
     no_wasm_opt: bool,
+    /// Build and package the one-module layout instead: sluice_suite.wasm (image sluice-suite),
+    /// the module `sluice generate --suite` loads.
+    #[arg(long)]
+    suite: bool,
 }
 
 #[derive(clap::Args)]
@@ -149,6 +160,15 @@ struct GenerateArgs {
     /// istio target: Istio's root namespace, where the mesh-wide WasmPlugins go.
     #[arg(long, default_value = "istio-system")]
     root_namespace: String,
+    /// Attach ONE filter, sluice-suite (sluice_suite.wasm: router, canary, fault and breaker in
+    /// one module, their four configs nested in one), instead of the chain sluice-router ->
+    /// sluice-canary -> sluice-fault -> sluice-breaker; routes and clusters stay the same.
+    /// Faster: Envoy enters the wasm VM once per callback instead of once per filter, and the
+    /// internal headers are read once (see BENCHMARKS.md). The default four-filter layout lets
+    /// you attach, reorder or replace filters one by one. Every target: envoy and compose load
+    /// sluice_suite.wasm, istio writes one WasmPlugin sluice-suite.
+    #[arg(long)]
+    suite: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -230,6 +250,11 @@ fn build(args: BuildArgs) -> ExitCode {
         optimize: !args.no_wasm_opt,
         oci: args.oci,
         tag: args.tag,
+        modules: if args.suite {
+            sluice::build::SUITE_MODULES.to_vec()
+        } else {
+            sluice::build::CHAIN_MODULES.to_vec()
+        },
     };
     match sluice::build::build(&options, &mut |line| eprintln!("==> {line}")) {
         Ok(report) => {
@@ -259,7 +284,7 @@ fn istio_options(args: &GenerateArgs) -> sluice::emit::istio_target::IstioOption
         .clone()
         .unwrap_or_else(sluice::default_wasm_dir);
     let mut sha256 = std::collections::BTreeMap::new();
-    for filter in sluice::emit::envoy::FILTERS {
+    for filter in sluice::emit::envoy::MODULES {
         let Ok(wasm) = std::fs::read(dir.join(format!("sluice_{filter}.wasm"))) else {
             continue;
         };
@@ -321,6 +346,7 @@ fn generate(args: GenerateArgs) -> ExitCode {
         ephemeral_ports: args.ephemeral_ports,
         wasm,
         credentials_dir: args.credentials_dir.clone(),
+        suite: args.suite,
     };
     match sluice::generate(&inputs, &options) {
         Ok(output) => {

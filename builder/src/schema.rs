@@ -1,6 +1,6 @@
-//! JSON Schemas (draft 2020-12) of the four filters' plugin configs, generated from the very
-//! types the filters deserialize (`sluice_core`'s `schema` feature derives them), so they cannot
-//! drift from what the filters accept.
+//! JSON Schemas (draft 2020-12) of the plugin configs of the four filters and of the suite
+//! module (whose config nests the four), generated from the very types the modules deserialize
+//! (`sluice_core`'s `schema` feature derives them), so they cannot drift from what they accept.
 //!
 //! The serde attributes carry over: camelCase names, `deny_unknown_fields` as
 //! `"additionalProperties": false`, `#[serde(default)]` fields optional with their `default`,
@@ -21,6 +21,9 @@ use serde_json::Value;
 /// The filters with a plugin config, in chain order (same as [`crate::emit::envoy::FILTERS`]).
 pub const FILTERS: [&str; 4] = crate::emit::envoy::FILTERS;
 
+/// Every module with a schema: the four filters, then the suite (`sluice-suite.schema.json`).
+pub const CONFIGS: [&str; 5] = crate::emit::envoy::MODULES;
+
 /// The schema file name of `filter`: `sluice-<filter>.schema.json`.
 pub fn file_name(filter: &str) -> String {
     format!("sluice-{filter}.schema.json")
@@ -34,6 +37,7 @@ pub fn schema(filter: &str) -> Option<Value> {
         "canary" => generator.root_schema_for::<sluice_core::canary::config::CanaryConfig>(),
         "fault" => generator.root_schema_for::<sluice_core::fault::config::FaultConfig>(),
         "breaker" => generator.root_schema_for::<sluice_core::breaker::BreakerConfig>(),
+        "suite" => generator.root_schema_for::<sluice_core::suite::SuiteConfig>(),
         _ => return None,
     };
     schema.insert(
@@ -65,15 +69,15 @@ pub fn render(schema: &Value) -> String {
     text
 }
 
-/// `(file name, contents)` of every filter's schema.
+/// `(file name, contents)` of every module's schema.
 pub fn files() -> Vec<(String, String)> {
-    FILTERS
+    CONFIGS
         .iter()
         .filter_map(|f| Some((file_name(f), render(&schema(f)?))))
         .collect()
 }
 
-/// Writes every schema into `dir` (created if missing); returns the paths written.
+/// Writes every module's schema into `dir` (created if missing); returns the paths written.
 pub fn write_all(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     files()

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::model::{Discovery, Endpoint, Mesh};
 use crate::{Options, WasmModules};
 
-use super::envoy::{EmitError, Emitted, FILTERS};
+use super::envoy::{EmitError, Emitted, MODULES};
 
 /// The Envoy image: the version sluice is tested with.
 pub const ENVOY_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
@@ -120,13 +120,13 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
             })
             .collect();
     }
+    // Every other option (the filter layout among them) carries over to the bootstrap.
     let envoy_options = Options {
         target: crate::Target::Envoy,
         listen_address: "0.0.0.0".into(),
-        admin_port: options.admin_port,
         ephemeral_ports: false,
         wasm: WasmModules::Reference(WASM_MOUNT.into()),
-        credentials_dir: None,
+        ..options.clone()
     };
     let envoy = super::envoy::emit(&compose_mesh, &envoy_options)?;
     let mut files = envoy.files;
@@ -143,7 +143,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
         WasmModules::Bundle { from, .. } => from.clone(),
         WasmModules::Reference(dir) => dir.clone(),
     };
-    for filter in FILTERS {
+    for filter in MODULES {
         let file = format!("sluice_{filter}.wasm");
         if !envoy_yaml.contains(&format!("{WASM_MOUNT}/{file}")) {
             continue;

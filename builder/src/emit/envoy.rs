@@ -1,26 +1,36 @@
 //! Target `envoy`: one static bootstrap, `envoy.yaml`, that `envoy -c` runs as-is.
 //!
-//! Per listener: an HTTP connection manager whose filters are the sluice router (plugin config =
-//! [`sluice_core::router::RouterConfig`], the very type the filter parses), the sluice canary
-//! when a rule splits traffic ([`sluice_core::canary::CanaryConfig`]), then Envoy's router.
+//! Per listener: an HTTP connection manager whose filters are the sluice filters the listener
+//! uses (the chain router -> canary -> fault -> breaker, or with `--suite` the one
+//! `sluice-suite` filter; see [`super::filters`]), Envoy-native filters, then Envoy's router.
 //! Envoy's routes match the `x-sluice-rule` header the router sets, one route per rule, so
 //! per-rule native policy (timeout, retries) sits on that route; the cluster comes from
-//! `x-sluice-cluster`. Both configs are compiled here with the filters' own `compile`, so a
+//! `x-sluice-cluster`. Every plugin config is compiled here with the filters' own code, so a
 //! config Envoy would refuse at load time is refused at build time instead.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_core::canary::{CanaryConfig, CompiledCanary, Member, Split};
-use sluice_core::router::{self, CompiledRouter, RouterConfig};
+use sluice_core::canary::{CanaryConfig, Member, Split};
+use sluice_core::router::{self, RouterConfig};
 use sluice_core::wire;
 
 use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule, Target};
 use crate::{Options, WasmModules};
 
-/// The sluice filters this target can reference, by short name (`sluice_<name>.wasm`).
+/// The sluice filters of the chain layout, by short name (`sluice_<name>.wasm`), in chain order.
 pub const FILTERS: [&str; 4] = ["router", "canary", "fault", "breaker"];
+
+/// Every module a generated config can load: the four filters, and the suite
+/// ([`super::filters::SUITE`]) that replaces them with `--suite`.
+pub const MODULES: [&str; 5] = [
+    "router",
+    "canary",
+    "fault",
+    "breaker",
+    super::filters::SUITE,
+];
 
 /// Envoy's "unlimited" for circuit-breaker thresholds, as Istio emits by default (Envoy's own
 /// default of 1024 would silently cap a busy service).
@@ -211,25 +221,12 @@ fn listener_json(
     used: &mut std::collections::BTreeSet<&'static str>,
 ) -> Result<Value, EmitError> {
     let name = listener.name();
-    let router = router_config(listener);
-    CompiledRouter::compile(&router)
-        .map_err(|e| format!("{name}: the router filter would refuse this config: {e}"))?;
-    let router_json = serde_json::to_string(&router).map_err(|e| e.to_string())?;
-    let mut http_filters = vec![wasm_filter("router", router_json, options)];
-    used.insert("router");
-    if let Some(canary) = canary_config(listener) {
-        CompiledCanary::compile(&canary)
-            .map_err(|e| format!("{name}: the canary filter would refuse this config: {e}"))?;
-        let canary_json = serde_json::to_string(&canary).map_err(|e| e.to_string())?;
-        http_filters.push(wasm_filter("canary", canary_json, options));
-        used.insert("canary");
+    let configs = super::filters::PluginConfigs::of(listener, mesh, &name)?;
+    let mut http_filters = Vec::new();
+    for (module, json) in configs.layout(options.suite, &name)? {
+        http_filters.push(wasm_filter(module, json, options));
+        used.insert(module);
     }
-    http_filters.extend(super::filters::chain_filters(
-        listener,
-        mesh,
-        |filter, json| wasm_filter(filter, json, options),
-        used,
-    )?);
     http_filters.extend(super::native::http_filters(listener));
     http_filters.push(json!({
         "name": "envoy.filters.http.router",

@@ -1,15 +1,25 @@
-//! The fault and breaker plugin configs of one listener, in the filters' own types
-//! ([`sluice_core::fault::config::FaultConfig`], [`sluice_core::breaker::BreakerConfig`]), and
-//! their place in the chain: `sluice-router -> sluice-canary -> sluice-fault -> sluice-breaker ->
-//! envoy.filters.http.router`. A filter appears only on listeners that use it.
+//! The sluice plugin configs of one listener, in the filters' own types, and the two layouts
+//! that carry them: the chain `sluice-router -> sluice-canary -> sluice-fault -> sluice-breaker
+//! -> envoy.filters.http.router` (a filter only on listeners that use it), or the one
+//! `sluice-suite` filter (`--suite`) whose config nests the same four sections.
+//!
+//! The trade: the suite enters the wasm VM once per callback instead of once per filter and
+//! reads the internal headers once, so it costs less CPU per request (BENCHMARKS.md); the chain
+//! lets you attach, reorder or replace the filters one by one.
 
-use serde_json::Value;
 use sluice_core::breaker::{Breaker, BreakerConfig};
+use sluice_core::canary::{CanaryConfig, CompiledCanary};
 use sluice_core::fault::config::{DEFAULT_MAX_ACTIVE_FAULTS, FaultConfig};
 use sluice_core::fault::plan::FaultPlan;
+use sluice_core::router::{CompiledRouter, RouterConfig};
+use sluice_core::suite::SuiteConfig;
 
 use crate::model::{Listener, Mesh, Target};
 use crate::sluice_settings;
+
+/// Short name of the one-module layout (`sluice_suite.wasm`, root_id `sluice_suite`, Envoy
+/// filter and WasmPlugin `sluice-suite`).
+pub const SUITE: &str = "suite";
 
 /// The fault filter's config of `listener`: one fault per rule that has one, keyed by the rule
 /// name (the router's `x-sluice-rule`); `None` when no rule on the listener has a fault.
@@ -69,30 +79,96 @@ pub fn breaker_config(listener: &Listener, mesh: &Mesh) -> Option<BreakerConfig>
     })
 }
 
-/// The fault and breaker filters of `listener`, compiled with the filters' own code first, so a
-/// config Envoy would refuse is refused here. `wasm_filter(name, json)` builds the Envoy filter.
-pub fn chain_filters(
-    listener: &Listener,
-    mesh: &Mesh,
-    wasm_filter: impl Fn(&str, String) -> Value,
-    used: &mut std::collections::BTreeSet<&'static str>,
-) -> Result<Vec<Value>, String> {
-    let name = listener.name();
-    let mut filters = Vec::new();
-    if let Some(fault) = fault_config(listener) {
-        FaultPlan::compile(&fault)
-            .map_err(|e| format!("{name}: the fault filter would refuse this config: {e}"))?;
-        let json = serde_json::to_string(&fault).map_err(|e| e.to_string())?;
-        filters.push(wasm_filter("fault", json));
-        used.insert("fault");
+/// The sluice plugin configs of one listener (or of the istio target's merged listener), each
+/// already compiled with the filter's own code, so a config Envoy would refuse at load time is
+/// refused at build time instead.
+///
+/// They become either the chain `sluice-router -> sluice-canary -> sluice-fault ->
+/// sluice-breaker` ([`PluginConfigs::chain`]) or the one `sluice-suite` filter
+/// ([`PluginConfigs::suite`]), whose config nests these very values: the two layouts decide
+/// the same way by construction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfigs {
+    /// Always present: every listener routes through the router.
+    pub router: RouterConfig,
+    /// When a rule splits traffic.
+    pub canary: Option<CanaryConfig>,
+    /// When a rule has a fault.
+    pub fault: Option<FaultConfig>,
+    /// When a destination has breaker settings.
+    pub breaker: Option<BreakerConfig>,
+}
+
+impl PluginConfigs {
+    /// The configs of `listener`, each compiled with its filter's code. `Err` names `label`
+    /// (the listener, or what stands for it) and the filter that would refuse its config, and why.
+    pub fn of(listener: &Listener, mesh: &Mesh, label: &str) -> Result<Self, String> {
+        let refused = |filter: &str, e: &dyn std::fmt::Display| {
+            format!("{label}: the {filter} filter would refuse this config: {e}")
+        };
+        let router = super::envoy::router_config(listener);
+        CompiledRouter::compile(&router).map_err(|e| refused("router", &e))?;
+        let canary = super::envoy::canary_config(listener);
+        if let Some(canary) = &canary {
+            CompiledCanary::compile(canary).map_err(|e| refused("canary", &e))?;
+        }
+        let fault = fault_config(listener);
+        if let Some(fault) = &fault {
+            FaultPlan::compile(fault).map_err(|e| refused("fault", &e))?;
+        }
+        let breaker = breaker_config(listener, mesh);
+        if let Some(breaker) = &breaker {
+            breaker.compile().map_err(|e| refused("breaker", &e))?;
+        }
+        Ok(Self {
+            router,
+            canary,
+            fault,
+            breaker,
+        })
     }
-    if let Some(breaker) = breaker_config(listener, mesh) {
-        breaker
+
+    /// The four-filter layout: `(filter, JSON config)` in chain order, only the filters in use.
+    pub fn chain(&self) -> Result<Vec<(&'static str, String)>, String> {
+        let mut filters = vec![("router", to_json(&self.router)?)];
+        if let Some(canary) = &self.canary {
+            filters.push(("canary", to_json(canary)?));
+        }
+        if let Some(fault) = &self.fault {
+            filters.push(("fault", to_json(fault)?));
+        }
+        if let Some(breaker) = &self.breaker {
+            filters.push(("breaker", to_json(breaker)?));
+        }
+        Ok(filters)
+    }
+
+    /// The one-module layout: the suite config nesting the same configs, compiled with the
+    /// suite's own code (it also checks what only holds across sections). `label` names the
+    /// listener in the error.
+    pub fn suite(&self, label: &str) -> Result<SuiteConfig, String> {
+        let suite = SuiteConfig {
+            router: self.router.clone(),
+            canary: self.canary.clone(),
+            fault: self.fault.clone(),
+            breaker: self.breaker.clone(),
+        };
+        suite
             .compile()
-            .map_err(|e| format!("{name}: the breaker filter would refuse this config: {e}"))?;
-        let json = serde_json::to_string(&breaker).map_err(|e| e.to_string())?;
-        filters.push(wasm_filter("breaker", json));
-        used.insert("breaker");
+            .map_err(|e| format!("{label}: the suite filter would refuse this config: {e}"))?;
+        Ok(suite)
     }
-    Ok(filters)
+
+    /// The filters of the layout `suite` selects: `(module, JSON config)` in chain order.
+    pub fn layout(&self, suite: bool, label: &str) -> Result<Vec<(&'static str, String)>, String> {
+        if suite {
+            Ok(vec![(SUITE, to_json(&self.suite(label)?)?)])
+        } else {
+            self.chain()
+        }
+    }
+}
+
+fn to_json(config: &impl serde::Serialize) -> Result<String, String> {
+    serde_json::to_string(config).map_err(|e| e.to_string())
 }

@@ -1,6 +1,7 @@
 //! Target `istio`: manifests for a mesh whose proxies are Istio's, in three files.
 //!
-//! - `wasmplugins.yaml`: one `extensions.istio.io/v1alpha1` WasmPlugin per sluice filter in use,
+//! - `wasmplugins.yaml`: one `extensions.istio.io/v1alpha1` WasmPlugin per sluice filter in use
+//!   (with `--suite`: the one WasmPlugin `sluice-suite`, priority 40, holding the nested config),
 //!   in Istio's root namespace without a selector (so every sidecar and gateway gets it), `match:
 //!   mode: CLIENT` (outbound sidecar listeners and gateways: where routing decisions are made),
 //!   `phase: STATS` (after Istio's authn/authz filters: a denied request is never routed) and
@@ -26,13 +27,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
-use sluice_core::router::CompiledRouter;
 use sluice_core::wire;
 
 use crate::model::{Listener, Mesh, Target};
 use crate::parse::{Kind, Resource};
 
-use super::envoy::{EmitError, Emitted, FILTERS, canary_config, router_config};
+use super::envoy::{EmitError, Emitted};
+use super::filters::PluginConfigs;
 
 /// Where the WasmPlugins fetch the modules from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,54 +77,36 @@ impl Default for IstioOptions {
 /// Registry used when `--image-registry` is not given.
 pub const DEFAULT_REGISTRY: &str = "ghcr.io/sluice-proxy";
 
-/// WasmPlugin priority per filter: descending priority is execution order within a phase.
-const PRIORITY: [(&str, i32); 4] = [
+/// WasmPlugin priority per filter: descending priority is execution order within a phase. The
+/// suite, alone in its layout, takes the router's place: first of sluice's plugins, so a
+/// plugin someone adds after it (lower priority) sees its decision headers.
+const PRIORITY: [(&str, i32); 5] = [
     ("router", 40),
     ("canary", 30),
     ("fault", 20),
     ("breaker", 10),
+    ("suite", 40),
 ];
 
-/// Writes the Istio manifests.
+/// Writes the Istio manifests; `suite`: one WasmPlugin `sluice-suite` (`sluice_suite.wasm`)
+/// instead of one per filter ([`crate::Options::suite`]).
 pub fn emit(
     resources: &[Resource],
     mesh: &Mesh,
     options: &IstioOptions,
+    suite: bool,
 ) -> Result<Emitted, Vec<EmitError>> {
     let merged = merged_listener(mesh);
+    // The istio target has one config per filter for every listener, merged.
+    let label = "the merged config of all listeners";
+    let plugin_configs = PluginConfigs::of(&merged, mesh, label).map_err(|e| vec![e])?;
     let mut configs: BTreeMap<&'static str, Value> = BTreeMap::new();
-    let router = router_config(&merged);
-    CompiledRouter::compile(&router).map_err(|e| {
-        vec![format!(
-            "the router filter would refuse the merged config: {e}"
-        )]
-    })?;
-    configs.insert("router", to_value(&router)?);
-    if let Some(canary) = canary_config(&merged) {
-        sluice_core::canary::CompiledCanary::compile(&canary)
-            .map_err(|e| vec![format!("the canary filter would refuse this config: {e}")])?;
-        configs.insert("canary", to_value(&canary)?);
+    for (module, json) in plugin_configs.layout(suite, label).map_err(|e| vec![e])? {
+        let config = serde_json::from_str(&json).map_err(|e| vec![e.to_string()])?;
+        configs.insert(module, config);
     }
-    let mut used = BTreeSet::new();
-    let chain = super::filters::chain_filters(
-        &merged,
-        mesh,
-        |filter, json| json!({"filter": filter, "config": json}),
-        &mut used,
-    )
-    .map_err(|e| vec![e])?;
-    for entry in chain {
-        let filter = FILTERS
-            .iter()
-            .find(|f| entry["filter"] == **f)
-            .copied()
-            .unwrap_or("unknown");
-        let config: Value = entry["config"]
-            .as_str()
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or(Value::Null);
-        configs.insert(filter, config);
-    }
+    // The VirtualServices keep Istio's own `fault` only when no sluice filter injects it.
+    let sluice_faults = plugin_configs.fault.is_some();
 
     let plugins: Vec<Value> = configs
         .iter()
@@ -132,7 +115,7 @@ pub fn emit(
     let virtual_services: Vec<Value> = resources
         .iter()
         .filter(|r| r.kind == Kind::VirtualService)
-        .map(|r| rewrite_virtual_service(r, &merged, mesh, configs.contains_key("fault")))
+        .map(|r| rewrite_virtual_service(r, &merged, mesh, sluice_faults))
         .collect();
     let others: Vec<Value> = resources
         .iter()
@@ -145,10 +128,6 @@ pub fn emit(
     files.insert("virtualservices.yaml".into(), documents(&virtual_services));
     files.insert("resources.yaml".into(), documents(&others));
     Ok(Emitted { files })
-}
-
-fn to_value(config: &impl serde::Serialize) -> Result<Value, Vec<EmitError>> {
-    serde_json::to_value(config).map_err(|e| vec![e.to_string()])
 }
 
 /// All listeners' virtual hosts in one: a sidecar or gateway sees every port. A virtual host
