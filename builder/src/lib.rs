@@ -18,6 +18,7 @@ pub mod build;
 pub mod diag;
 pub mod emit;
 pub mod istio;
+pub mod locality;
 pub mod model;
 pub mod native;
 pub mod oci;
@@ -85,6 +86,10 @@ pub struct Options {
     /// `sluice-router -> sluice-canary -> sluice-fault -> sluice-breaker`. Routes, clusters and
     /// everything native stay the same; see [`emit::filters`].
     pub suite: bool,
+    /// The proxy's own locality (`--locality REGION[/ZONE[/SUBZONE]]`): written to the
+    /// bootstrap's `node.locality` and needed to apply DestinationRule `localityLbSetting`
+    /// (see [`locality`]); `None`: that setting is not applied (a warning).
+    pub locality: Option<locality::Locality>,
 }
 
 impl Default for Options {
@@ -96,6 +101,7 @@ impl Default for Options {
             ephemeral_ports: false,
             wasm: WasmModules::Reference(default_wasm_dir()),
             credentials_dir: None,
+            locality: None,
             suite: false,
         }
     }
@@ -127,9 +133,11 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     let (resources, mut diags) = parse::parse(inputs);
     diags.extend(validate::check_resources(&resources));
     diags.extend(sluice_settings::check(&resources, inputs));
-    let (mesh, model_diags) =
+    diags.extend(locality::check(&resources, options.locality.as_ref()));
+    let (mut mesh, model_diags) =
         model::build_with_credentials(&resources, options.credentials_dir.as_deref());
     diags.extend(model_diags);
+    locality::apply(&mut mesh, options.locality.as_ref());
     let mut diags = Diagnostics(diags);
     diags.sort();
     if diags.has_errors() {

@@ -148,6 +148,11 @@ struct GenerateArgs {
     /// listener (a warning).
     #[arg(long, value_name = "DIR")]
     credentials_dir: Option<PathBuf>,
+    /// The proxy's own locality, REGION[/ZONE[/SUBZONE]] (e.g. us-east/zone-a): written to the
+    /// bootstrap's node.locality, and what DestinationRule localityLbSetting (distribute,
+    /// failover) is applied against; without it that setting is not applied (a warning).
+    #[arg(long, value_name = "REGION[/ZONE[/SUBZONE]]", value_parser = parse_locality)]
+    locality: Option<sluice::locality::Locality>,
     /// istio target: registry the WasmPlugins pull from, oci://<REGISTRY>/sluice-<filter>:<TAG>.
     #[arg(long, value_name = "REGISTRY", default_value = sluice::emit::istio_target::DEFAULT_REGISTRY)]
     image_registry: String,
@@ -169,6 +174,10 @@ struct GenerateArgs {
     /// sluice_suite.wasm, istio writes one WasmPlugin sluice-suite.
     #[arg(long)]
     suite: bool,
+}
+
+fn parse_locality(text: &str) -> Result<sluice::locality::Locality, String> {
+    sluice::locality::Locality::parse(text)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -346,6 +355,7 @@ fn generate(args: GenerateArgs) -> ExitCode {
         ephemeral_ports: args.ephemeral_ports,
         wasm,
         credentials_dir: args.credentials_dir.clone(),
+        locality: args.locality.clone(),
         suite: args.suite,
     };
     match sluice::generate(&inputs, &options) {

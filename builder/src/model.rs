@@ -26,6 +26,9 @@ pub struct Mesh {
     pub listeners: BTreeMap<u32, Listener>,
     /// Clusters named like Istio's: `outbound|<port>|<subset>|<host>`.
     pub clusters: BTreeMap<String, Cluster>,
+    /// The proxy's own locality (`--locality`), for the bootstrap's `node.locality`; set by
+    /// [`crate::locality::apply`].
+    pub proxy_locality: Option<crate::locality::Locality>,
 }
 
 /// One listening port.
@@ -106,6 +109,8 @@ pub struct RetryPolicy {
     pub ignore_previous_hosts: bool,
     /// Base back-off interval.
     pub backoff: Option<Duration>,
+    /// Retry in other priorities (localities) than the ones tried (`retryRemoteLocalities`).
+    pub remote_localities: bool,
 }
 
 /// How a cluster finds its endpoints.
@@ -154,6 +159,12 @@ pub struct Cluster {
     /// Active health checking (`sluice.dev/health-check` on the DestinationRule, else on the
     /// ServiceEntry).
     pub health_check: Option<crate::native::HealthCheck>,
+    /// The locality of each endpoint (`region/zone/subzone`, empty when unset), in the order
+    /// of `endpoints`.
+    pub endpoint_localities: Vec<String>,
+    /// Endpoints grouped by locality, with weights and priorities (see
+    /// [`crate::locality::apply`]); empty groups: one flat group.
+    pub locality: crate::locality::ClusterLocality,
 }
 
 /// Istio's cluster name.
@@ -516,8 +527,8 @@ fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagno
             };
             let mut make =
                 |subset: &str, labels: Option<&BTreeMap<String, String>>, policy: TrafficPolicy| {
-                    let mut endpoints: Vec<Endpoint> = if svc.dns_host {
-                        vec![dns_endpoint()]
+                    let mut located: Vec<(Endpoint, String)> = if svc.dns_host {
+                        vec![(dns_endpoint(), String::new())]
                     } else {
                         all.iter()
                             .filter(|(_, spec)| {
@@ -525,10 +536,12 @@ fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagno
                                     l.iter().all(|(k, v)| spec.labels.get(k) == Some(v))
                                 })
                             })
-                            .map(|(e, _)| e.clone())
+                            .map(|(e, spec)| (e.clone(), spec.locality.clone().unwrap_or_default()))
                             .collect()
                     };
-                    endpoints.sort();
+                    located.sort();
+                    let (endpoints, endpoint_localities): (Vec<Endpoint>, Vec<String>) =
+                        located.into_iter().unzip();
                     let empty = endpoints.is_empty();
                     let name = cluster_name(port.number, subset, host);
                     mesh.clusters.insert(
@@ -551,6 +564,8 @@ fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagno
                                 dr.map(|(r, _)| *r),
                                 svc.resource,
                             ),
+                            endpoint_localities,
+                            locality: crate::locality::ClusterLocality::default(),
                         },
                     );
                     empty
@@ -1104,6 +1119,7 @@ fn retry_policy(r: &crate::istio::HttpRetry) -> RetryPolicy {
         retry_on,
         status_codes,
         ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
+        remote_localities: r.retry_remote_localities == Some(true),
         backoff: r
             .backoff
             .as_deref()

@@ -498,29 +498,6 @@ fn check_traffic_policy(
     if let Some(cb) = &tp.circuit_breaker {
         check_breaker(r, &at.key("circuitBreaker"), cb, out);
     }
-    if let Some(lb) = &tp.load_balancer {
-        let lat = at.key("loadBalancer");
-        for (name, set) in [("localityLbSetting", lb.locality_lb_setting.is_some())] {
-            if set {
-                out.push(not_emitted(
-                    r,
-                    &lat.key(name),
-                    "Envoy's load-balancer settings",
-                ));
-            }
-        }
-    }
-}
-
-/// A setting that is parsed, checked and kept in the model, but that the envoy target does not
-/// write out yet: a warning, so it is never dropped silently.
-fn not_emitted(r: &Resource, at: &FieldPath, mapped_by: &str) -> Diagnostic {
-    r.diag(
-        crate::diag::Severity::Warning,
-        at,
-        format!("accepted, but not applied yet: the envoy target does not map it to {mapped_by}"),
-        Some("generation continues without it".into()),
-    )
 }
 
 fn check_pool(
@@ -569,6 +546,15 @@ fn check_pool(
             out,
         );
         check_duration(r, &h.key("idleTimeout"), http.idle_timeout.as_deref(), out);
+        if let Some(p) = http.h2_upgrade_policy.as_deref()
+            && !matches!(p, "DEFAULT" | "DO_NOT_UPGRADE" | "UPGRADE")
+        {
+            out.push(r.error(
+                &h.key("h2UpgradePolicy"),
+                format!("unknown h2UpgradePolicy {p:?}"),
+                "use DEFAULT, DO_NOT_UPGRADE or UPGRADE",
+            ));
+        }
     }
 }
 

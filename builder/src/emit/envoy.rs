@@ -73,6 +73,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
         "stats_config": {"stats_tags": stats_tags()},
         "static_resources": {"listeners": listeners, "clusters": clusters},
     });
+    let bootstrap = super::native::decorate_bootstrap(mesh, bootstrap);
     let mut files = BTreeMap::new();
     for filter in &used_filters {
         if let WasmModules::Bundle { from, .. } = &options.wasm {

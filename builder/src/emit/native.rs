@@ -61,6 +61,19 @@ pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
         return vec![base];
     }
     decorate_forwarding(n, &mut base);
+    if rule.retries.as_ref().is_some_and(|r| r.remote_localities)
+        && base["route"]["retry_policy"].is_object()
+    {
+        // Istio's `retryRemoteLocalities`: after two attempts in a priority, retries skip the
+        // priorities (localities) already tried.
+        base["route"]["retry_policy"]["retry_priority"] = json!({
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 2,
+            },
+        });
+    }
     add_headers(&mut base, n.headers.as_ref());
     match &rule.target {
         Target::Cluster(c) => {
@@ -453,6 +466,119 @@ pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
     {
         cluster["transport_socket"] = upstream_tls(c, tls);
     }
+    upstream_protocol(c, cluster);
+    locality_endpoints(c, cluster);
+}
+
+/// The `HttpProtocolOptions` of `cluster`, created with the port's protocol when absent.
+fn protocol_options<'a>(c: &Cluster, cluster: &'a mut Value) -> &'a mut Value {
+    let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let options = &mut cluster["typed_extension_protocol_options"][key];
+    if options.is_null() {
+        *options = json!({
+            "@type": format!("type.googleapis.com/{key}"),
+            "explicit_http_config": if c.http2 {
+                json!({"http2_protocol_options": {}})
+            } else {
+                json!({"http_protocol_options": {}})
+            },
+        });
+    }
+    options
+}
+
+/// `connectionPool.http` `maxConcurrentStreams`, `useClientProtocol` and `h2UpgradePolicy`, in
+/// Istio's order (pilot's `applyConnectionPool`, then `applyH2Upgrade`): the stream limit goes
+/// on an HTTP2/GRPC port's explicit HTTP/2 options; `useClientProtocol` replaces them with
+/// `use_downstream_protocol_config`; `UPGRADE` then makes the cluster HTTP/2 whatever came
+/// before. Both replacements start from fresh HTTP/2 options, as Istio's do, so the stream limit
+/// only survives on an HTTP2/GRPC port without them. `DEFAULT` is Istio's mesh default
+/// (`DO_NOT_UPGRADE`): the port's protocol decides.
+fn upstream_protocol(c: &Cluster, cluster: &mut Value) {
+    let Some(http) = c
+        .policy
+        .connection_pool
+        .as_ref()
+        .and_then(|p| p.http.as_ref())
+    else {
+        return;
+    };
+    if let Some(n) = http.max_concurrent_streams.filter(|n| *n > 0)
+        && c.http2
+    {
+        protocol_options(c, cluster)["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"] =
+            json!(n);
+    }
+    if http.use_client_protocol == Some(true) {
+        let options = protocol_options(c, cluster);
+        if let Some(o) = options.as_object_mut() {
+            o.remove("explicit_http_config");
+        }
+        options["use_downstream_protocol_config"] =
+            json!({"http_protocol_options": {}, "http2_protocol_options": {}});
+    }
+    if http.h2_upgrade_policy.as_deref() == Some("UPGRADE") {
+        let options = protocol_options(c, cluster);
+        if let Some(o) = options.as_object_mut() {
+            o.remove("use_downstream_protocol_config");
+        }
+        options["explicit_http_config"] = json!({"http2_protocol_options": {}});
+    }
+}
+
+/// Envoy's `core.Locality` of `l`, without empty parts.
+fn locality_json(l: &crate::locality::Locality) -> Value {
+    let mut out = Map::new();
+    for (key, v) in [
+        ("region", &l.region),
+        ("zone", &l.zone),
+        ("sub_zone", &l.subzone),
+    ] {
+        if !v.is_empty() {
+            out.insert(key.into(), json!(v));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Replaces the cluster's single endpoint group by one `locality_lb_endpoints` per locality
+/// (see [`crate::locality`]), and turns on locality-weighted balancing when the cluster's
+/// `localityLbSetting` asks for it.
+fn locality_endpoints(c: &Cluster, cluster: &mut Value) {
+    let plan = &c.locality;
+    if plan.groups.is_empty() {
+        return;
+    }
+    let flat = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"].take();
+    let flat = flat.as_array().cloned().unwrap_or_default();
+    let groups: Vec<Value> = plan
+        .groups
+        .iter()
+        .map(|g| {
+            let mut group = json!({
+                "locality": locality_json(&g.locality),
+                "lb_endpoints": g.endpoints.iter().filter_map(|i| flat.get(*i)).collect::<Vec<_>>(),
+                "load_balancing_weight": g.weight,
+            });
+            if g.priority > 0 {
+                group["priority"] = json!(g.priority);
+            }
+            group
+        })
+        .collect();
+    cluster["load_assignment"]["endpoints"] = Value::Array(groups);
+    if plan.weighted {
+        cluster["common_lb_config"]["locality_weighted_lb_config"] = json!({});
+    }
+}
+
+/// Adds what the bootstrap needs beyond listeners and clusters: the proxy's `node.locality`
+/// (`--locality`), which Envoy's priority and locality load balancing are relative to.
+pub fn decorate_bootstrap(mesh: &crate::model::Mesh, mut bootstrap: Value) -> Value {
+    if let Some(l) = &mesh.proxy_locality {
+        bootstrap["node"] = json!({"locality": locality_json(l)});
+    }
+    bootstrap
 }
 
 fn upstream_tls(c: &Cluster, tls: &crate::native::ClientTls) -> Value {
