@@ -169,7 +169,11 @@ pub struct ClusterLocality {
 
 /// The `localityLbSetting` of a policy, if it parses (errors are [`check`]'s).
 pub fn setting(policy: &TrafficPolicy) -> Option<LocalityLbSetting> {
-    let raw = policy.load_balancer.as_ref()?.locality_lb_setting.as_ref()?;
+    let raw = policy
+        .load_balancer
+        .as_ref()?
+        .locality_lb_setting
+        .as_ref()?;
     serde_json::from_value(raw.clone()).ok()
 }
 
@@ -186,7 +190,14 @@ pub fn check(resources: &[Resource], proxy: Option<&Locality>) -> Vec<Diagnostic
                 let host = dr.traffic_policy.as_ref();
                 let host_outlier = host.is_some_and(|p| p.outlier_detection.is_some());
                 if let Some(p) = host {
-                    check_policy(r, &spec.key("trafficPolicy"), p, false, &mut first, &mut out);
+                    check_policy(
+                        r,
+                        &spec.key("trafficPolicy"),
+                        p,
+                        false,
+                        &mut first,
+                        &mut out,
+                    );
                 }
                 for (i, s) in dr.subsets.iter().enumerate() {
                     if let Some(p) = &s.traffic_policy {
@@ -339,11 +350,10 @@ fn check_setting(
                 "Istio requires the `to` weights of a rule to sum to 100",
             ));
         }
-        let dests: Vec<(FieldPath, &str)> = d
-            .to
-            .keys()
-            .map(|k| (dat.key("to").key(k), k.as_str()))
-            .collect();
+        let dests: Vec<(FieldPath, &str)> =
+            d.to.keys()
+                .map(|k| (dat.key("to").key(k), k.as_str()))
+                .collect();
         check_patterns(r, &dests, out);
     }
     check_patterns(r, &sources, out);
@@ -570,7 +580,11 @@ mod tests {
             weight: 1,
             priority: 0,
         };
-        let mut groups = vec![group("eu-west/z"), group("us-east/zone-b"), group("us-west/z")];
+        let mut groups = vec![
+            group("eu-west/z"),
+            group("us-east/zone-b"),
+            group("us-west/z"),
+        ];
         failover(
             &proxy,
             &[Failover {
@@ -602,10 +616,17 @@ mod tests {
         ];
         let rule = Distribute {
             from: Some("us-east/*".into()),
-            to: [("us-east/zone-a".to_owned(), 60), ("us-west/*".to_owned(), 40)].into(),
+            to: [
+                ("us-east/zone-a".to_owned(), 60),
+                ("us-west/*".to_owned(), 40),
+            ]
+            .into(),
         };
         distribute(&proxy, &[rule], &mut groups);
-        let w: Vec<(u32, usize)> = groups.iter().map(|g| (g.weight, g.endpoints.len())).collect();
+        let w: Vec<(u32, usize)> = groups
+            .iter()
+            .map(|g| (g.weight, g.endpoints.len()))
+            .collect();
         assert_eq!(w, vec![(1, 0), (60, 1), (10, 1), (30, 1)]);
     }
 }

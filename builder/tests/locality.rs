@@ -38,8 +38,8 @@ fn section(yaml: &str, from: &str, to: &str) -> String {
 
 #[test]
 fn example_for_a_proxy_in_us_east_zone_a() {
-    let output = generate(&example(), &options(Some("us-east/zone-a")))
-        .unwrap_or_else(|d| panic!("{d}"));
+    let output =
+        generate(&example(), &options(Some("us-east/zone-a"))).unwrap_or_else(|d| panic!("{d}"));
     assert!(
         output.warnings.0.is_empty(),
         "no warnings expected:\n{}",
@@ -65,7 +65,11 @@ fn example_for_a_proxy_in_us_east_zone_a() {
 fn without_locality_endpoints_are_grouped_and_a_warning_says_to_pass_it() {
     let output = generate(&example(), &options(None)).unwrap_or_else(|d| panic!("{d}"));
     let warnings = output.warnings.to_string();
-    assert_eq!(warnings.matches("pass `--locality").count(), 2, "{warnings}");
+    assert_eq!(
+        warnings.matches("pass `--locality").count(),
+        2,
+        "{warnings}"
+    );
     let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8");
     assert!(!yaml.contains("node:"), "{yaml}");
     assert!(!yaml.contains(" priority: "), "{yaml}");

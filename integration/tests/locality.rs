@@ -112,7 +112,10 @@ fn failover_keeps_traffic_local_until_outlier_detection_ejects_the_local_endpoin
     // ... and priority 0 has no healthy host left: all traffic fails over to us-west.
     let after = send_all(&envoy, "shop", 40);
     assert_eq!(statuses(&after), BTreeMap::from([(200, 40)]));
-    assert_eq!(client::served_by_counts(&after), BTreeMap::from([("remote".into(), 40)]));
+    assert_eq!(
+        client::served_by_counts(&after),
+        BTreeMap::from([("remote".into(), 40)])
+    );
     assert_eq!(local.request_count(), 1);
 }
 
@@ -170,7 +173,10 @@ fn retry_remote_localities_moves_the_third_attempt_to_the_next_locality() {
     // only local host), attempt 3 skips it and lands in us-west.
     let with = send_all(&envoy, "remote-retries", 10);
     assert_eq!(statuses(&with), BTreeMap::from([(200, 10)]));
-    assert_eq!(client::served_by_counts(&with), BTreeMap::from([("remote".into(), 10)]));
+    assert_eq!(
+        client::served_by_counts(&with),
+        BTreeMap::from([("remote".into(), 10)])
+    );
     assert_eq!((local.request_count(), remote.request_count()), (20, 10));
 
     // Without it every attempt stays in priority 0.
@@ -229,7 +235,11 @@ fn use_client_protocol_and_h2_upgrade_choose_the_upstream_protocol() {
         let h1 = client::send(&Request::get(port, "/").authority(host))
             .unwrap_or_else(|e| panic!("{e:#}\n{}", envoy.log()));
         assert_eq!(h1.status, 200, "{host} over HTTP/1.1");
-        assert_eq!(versions(upstream), vec![h1_expected], "{host}, HTTP/1.1 client");
+        assert_eq!(
+            versions(upstream),
+            vec![h1_expected],
+            "{host}, HTTP/1.1 client"
+        );
         let h2 = client::send(&Request::get(port, "/").authority(host).h2c())
             .unwrap_or_else(|e| panic!("{e:#}\n{}", envoy.log()));
         assert_eq!(h2.status, 200, "{host} over h2c");
