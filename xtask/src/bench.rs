@@ -50,7 +50,9 @@ pub struct BenchOptions {
 /// The configurations, in the order of the tables. `noop-wasm-<n>` chains `n` filters of
 /// `bench/noop-filter` (a proxy-wasm filter that returns `Continue` and makes no host call):
 /// the floor of what Envoy's wasm host costs per filter, under every sluice figure.
-pub const CONFIGS: [&str; 10] = [
+/// `sluice-suite` is the four-filter chain; `sluice-suite-module` the same routes, split, 0 %
+/// fault and breakers in the one-filter suite module (`filters/suite`).
+pub const CONFIGS: [&str; 11] = [
     "plain",
     "native",
     "noop-wasm-1",
@@ -61,6 +63,7 @@ pub const CONFIGS: [&str; 10] = [
     "sluice-fault",
     "sluice-breaker",
     "sluice-suite",
+    "sluice-suite-module",
 ];
 
 /// One configuration's measurements, one entry per round.
@@ -427,6 +430,19 @@ fn config_for(name: &str, upstream_port: u16, wasm_dir: &Path, noop: &Path) -> R
                 "breaker",
                 &module("breaker")?,
                 &json!({"afterRouter": true, "default": breaker}).to_string(),
+            )
+            .route_cluster_header(),
+        "sluice-suite-module" => plain_clusters(Bootstrap::new())
+            .wasm_filter_at(
+                "suite",
+                &module("suite")?,
+                &json!({
+                    "router": router,
+                    "canary": {"afterRouter": true, "splits": [split]},
+                    "fault": {"afterRouter": true, "faults": [fault_rule]},
+                    "breaker": {"afterRouter": true, "default": breaker},
+                })
+                .to_string(),
             )
             .route_cluster_header(),
         other => bail!("unknown configuration {other}"),
