@@ -42,6 +42,41 @@ pub struct Listener {
     pub tls: Option<crate::native::ServerTls>,
     /// Redirect every plain-HTTP request to HTTPS (a Gateway server's `tls.httpsRedirect`).
     pub https_redirect: bool,
+    /// Gateway HTTPS servers of this port with different certificates, as Istio serves them:
+    /// one filter chain each, chosen by the client's SNI. Empty when one certificate (`tls`)
+    /// serves the whole port.
+    pub sni_servers: Vec<SniServer>,
+}
+
+/// One certificate of a port that serves several (see [`Listener::sni_servers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniServer {
+    /// The servers' hosts without their `namespace/` prefix, sorted (Istio's SNI hosts): the
+    /// chain's `server_names`, and the virtual hosts the chain routes. `*` matches any SNI.
+    pub hosts: Vec<String>,
+    /// The certificate and client verification of these hosts.
+    pub tls: crate::native::ServerTls,
+}
+
+impl SniServer {
+    /// Envoy `filter_chain_match.server_names`: the hosts (`*.example.com` as Envoy takes
+    /// wildcards); none for a server of `*`, whose chain takes any SNI and none.
+    pub fn server_names(&self) -> Vec<String> {
+        if self.hosts.iter().any(|h| h == "*") {
+            Vec::new()
+        } else {
+            self.hosts.clone()
+        }
+    }
+
+    /// Whether this chain routes the Envoy domain `domain` (`host` or `host:port`).
+    pub fn routes_domain(&self, domain: &str) -> bool {
+        let host = match domain.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => domain,
+        };
+        self.hosts.iter().any(|p| server_host_matches(p, host))
+    }
 }
 
 impl Listener {
@@ -601,6 +636,39 @@ fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagno
                 }
             }
         }
+        check_passthrough(host, svc, dr.map(|(r, _)| *r), mesh, out);
+    }
+}
+
+/// PASSTHROUGH forwards to the `ip:port` a request names, checked against the service's
+/// endpoints: they must be IP addresses (Envoy's `ORIGINAL_DST` takes no DNS names).
+fn check_passthrough(
+    host: &str,
+    svc: &Service<'_>,
+    dr: Option<&Resource>,
+    mesh: &Mesh,
+    out: &mut Vec<Diagnostic>,
+) {
+    let Some(dr) = dr else { return };
+    let by_name = mesh.clusters.values().filter(|c| c.host == host);
+    let mut passthrough = by_name.filter(|c| crate::native::is_passthrough(c));
+    let Some(first) = passthrough.next() else {
+        return;
+    };
+    let named = first
+        .endpoints
+        .iter()
+        .find(|e| e.address.parse::<std::net::IpAddr>().is_err());
+    if svc.dns_host || named.is_some() {
+        let what = named.map_or_else(|| host.to_owned(), |e| e.address.clone());
+        out.push(dr.error(
+            &FieldPath::root().key("spec").key("host"),
+            format!(
+                "PASSTHROUGH needs IP endpoints, but {what:?} of ServiceEntry/{} is a DNS name",
+                svc.resource.name
+            ),
+            "give the ServiceEntry endpoints IP addresses, or use another load balancer",
+        ));
     }
 }
 
@@ -613,7 +681,7 @@ struct Binding<'a> {
 
 /// Host pattern match as Istio applies gateway server hosts: `*`, `*.suffix`, exact; an
 /// optional `namespace/` prefix is ignored.
-fn server_host_matches(pattern: &str, host: &str) -> bool {
+pub(crate) fn server_host_matches(pattern: &str, host: &str) -> bool {
     let pattern = pattern.rsplit('/').next().unwrap_or(pattern);
     if pattern == "*" || pattern == host || host == "*" {
         return true;
@@ -622,6 +690,56 @@ fn server_host_matches(pattern: &str, host: &str) -> bool {
         return host.ends_with(suffix) || host.strip_prefix('*') == Some(suffix);
     }
     false
+}
+
+/// Adds Gateway server `s` (terminating with `tls`) to its port's certificates: merged into the
+/// entry with the same certificate, else a new SNI-selected entry. A host already served with
+/// another certificate on this port is an error (Envoy would refuse two chains matching one
+/// SNI); returns false then.
+fn add_sni_server(
+    r: &Resource,
+    at: &FieldPath,
+    s: &crate::istio::Server,
+    tls: crate::native::ServerTls,
+    servers: &mut Vec<SniServer>,
+    out: &mut Vec<Diagnostic>,
+) -> bool {
+    let hosts: BTreeSet<String> = s
+        .hosts
+        .iter()
+        .map(|h| h.rsplit('/').next().unwrap_or(h).to_owned())
+        .collect();
+    for (hi, host) in s.hosts.iter().enumerate() {
+        let sni = host.rsplit('/').next().unwrap_or(host);
+        if let Some(other) = servers
+            .iter()
+            .find(|o| o.tls != tls && o.hosts.iter().any(|h| h == sni))
+        {
+            out.push(r.error(
+                &at.key("hosts").index(hi),
+                format!(
+                    "host {sni:?} is already served with another certificate on port {}",
+                    s.port.as_ref().and_then(|p| p.number).unwrap_or_default()
+                ),
+                &format!(
+                    "one certificate per SNI host: serve {sni:?} from one server (the other has certificate {})",
+                    other.tls.certificate
+                ),
+            ));
+            return false;
+        }
+    }
+    match servers.iter_mut().find(|o| o.tls == tls) {
+        Some(same) => {
+            let merged: BTreeSet<String> = same.hosts.drain(..).chain(hosts).collect();
+            same.hosts = merged.into_iter().collect();
+        }
+        None => servers.push(SniServer {
+            hosts: hosts.into_iter().collect(),
+            tls,
+        }),
+    }
+    true
 }
 
 fn build_listeners(
@@ -633,7 +751,7 @@ fn build_listeners(
 ) {
     // Gateway servers that get a listener, and warnings for those that cannot.
     let mut gateway_ports = BTreeSet::new();
-    let mut gateway_tls: BTreeMap<u32, crate::native::ServerTls> = BTreeMap::new();
+    let mut gateway_tls: BTreeMap<u32, Vec<SniServer>> = BTreeMap::new();
     let mut https_redirect_ports = BTreeSet::new();
     for (r, g) in registry.gateways.values() {
         for (i, s) in g.servers.iter().enumerate() {
@@ -660,14 +778,9 @@ fn build_listeners(
                         https_redirect_ports.insert(number);
                     }
                     Some(crate::native::ServerTlsUse::Terminate(tls)) => {
-                        if let Some(other) = gateway_tls.insert(number, tls.clone())
-                            && other != tls
-                        {
-                            out.push(r.error(
-                                &at.key("tls"),
-                                format!("port {number} already terminates TLS with other certificates"),
-                                "serve one certificate per port (SNI-selected certificates are not supported yet)",
-                            ));
+                        let servers = gateway_tls.entry(number).or_default();
+                        if !add_sni_server(r, &at, s, tls, servers, out) {
+                            continue;
                         }
                     }
                 }
@@ -782,9 +895,16 @@ fn build_listeners(
         let mut listener = Listener {
             port,
             virtual_hosts: Vec::new(),
-            tls: gateway_tls.get(&port).cloned(),
+            tls: None,
             https_redirect: https_redirect_ports.contains(&port),
+            sni_servers: Vec::new(),
         };
+        match gateway_tls.get(&port).map_or(&[][..], Vec::as_slice) {
+            [] => {}
+            // One certificate: one chain for any SNI (and clients that send none).
+            [only] => listener.tls = Some(only.tls.clone()),
+            several => listener.sni_servers = several.to_vec(),
+        }
         let mut domain_owner: BTreeMap<String, String> = BTreeMap::new();
         let mut rule_owner: BTreeMap<String, String> = BTreeMap::new();
         for b in bindings.get(&port).map_or(&[][..], Vec::as_slice) {
@@ -866,6 +986,11 @@ fn build_listeners(
                 .clusters
                 .get(&cluster)
                 .and_then(crate::native::cluster_hash);
+            let passthrough_endpoints = mesh
+                .clusters
+                .get(&cluster)
+                .map(crate::native::passthrough_endpoints)
+                .unwrap_or_default();
             listener.virtual_hosts.push(VirtualHost {
                 name: format!("{host}:{port}"),
                 domains: domains_for(host, port),
@@ -879,6 +1004,7 @@ fn build_listeners(
                     sluice: crate::sluice_settings::RuleSettings::default(),
                     native: crate::native::RouteExtras {
                         hash,
+                        passthrough_endpoints,
                         ..Default::default()
                     },
                 }],
@@ -1087,7 +1213,40 @@ fn native_extras(
             .get(cluster)
             .and_then(crate::native::cluster_hash)
     };
-    crate::native::route_extras(h, &clusters, resolve, hash_of, at)
+    let mut extras = crate::native::route_extras(h, &clusters, resolve, hash_of, at);
+    // Envoy cannot copy the request's port into a redirect; Istio knows the port each route is
+    // generated for and writes it (`FROM_REQUEST_PORT`). `FROM_PROTOCOL_DEFAULT` sets no port,
+    // as Istio leaves Envoy's `port_redirect` unset.
+    if let Some(redirect) = extras.redirect.as_mut()
+        && redirect.derive_port.as_deref() == Some("FROM_REQUEST_PORT")
+    {
+        redirect.port = Some(listener_port);
+    }
+    match target {
+        Target::Cluster(c) => {
+            extras.passthrough_endpoints = mesh
+                .clusters
+                .get(c)
+                .map(crate::native::passthrough_endpoints)
+                .unwrap_or_default();
+        }
+        Target::Split(members) => {
+            // The destination of a PASSTHROUGH cluster is named by the request, so it cannot
+            // share a request with weighted clusters that are not.
+            if let Some((c, _)) = members.iter().find(|(c, _)| {
+                mesh.clusters
+                    .get(c)
+                    .is_some_and(crate::native::is_passthrough)
+            }) {
+                out.push(r.error(
+                    &at.key("route"),
+                    format!("{c} load-balances PASSTHROUGH: it cannot be one of weighted destinations"),
+                    "route to it alone (the request names its endpoint), or drop PASSTHROUGH from its DestinationRule",
+                ));
+            }
+        }
+    }
+    extras
 }
 
 fn retry_policy(r: &crate::istio::HttpRetry) -> RetryPolicy {

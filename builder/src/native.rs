@@ -346,6 +346,40 @@ pub struct RouteExtras {
     pub hash: Option<HashKey>,
     /// URI match blocks of the rule, for the prefix rewrite of `rewrite.uri`.
     pub uri_matches: Vec<(StringMatch, bool)>,
+    /// The destination is a `PASSTHROUGH` cluster: the `ip:port` endpoints of its service, the
+    /// only values a client may name in [`ORIGINAL_DST_HEADER`] (empty otherwise).
+    pub passthrough_endpoints: Vec<String>,
+}
+
+/// The request header an Envoy `ORIGINAL_DST` cluster reads its destination from
+/// (`original_dst_lb_config.use_http_header`), for DestinationRule `PASSTHROUGH`.
+pub const ORIGINAL_DST_HEADER: &str = "x-envoy-original-dst-host";
+
+/// Whether `cluster` is a DestinationRule `loadBalancer.simple: PASSTHROUGH` cluster: Envoy
+/// `ORIGINAL_DST` forwarding to the endpoint the request names (see [`ORIGINAL_DST_HEADER`]).
+pub fn is_passthrough(cluster: &crate::model::Cluster) -> bool {
+    cluster
+        .policy
+        .load_balancer
+        .as_ref()
+        .and_then(|lb| lb.simple.as_deref())
+        == Some("PASSTHROUGH")
+}
+
+/// The endpoints a request to PASSTHROUGH `cluster` may name, as `ip:port` (how Envoy reads
+/// [`ORIGINAL_DST_HEADER`]); empty for any other cluster.
+pub fn passthrough_endpoints(cluster: &crate::model::Cluster) -> Vec<String> {
+    if !is_passthrough(cluster) {
+        return Vec::new();
+    }
+    cluster
+        .endpoints
+        .iter()
+        .map(|e| match e.address.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{}", e.port),
+            _ => format!("{}:{}", e.address, e.port),
+        })
+        .collect()
 }
 
 impl RouteExtras {
@@ -423,6 +457,7 @@ pub fn route_extras(
             .iter()
             .filter_map(|m| Some((m.uri.clone()?, m.ignore_uri_case.unwrap_or(false))))
             .collect(),
+        passthrough_endpoints: Vec::new(),
     }
 }
 

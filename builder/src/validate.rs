@@ -475,16 +475,13 @@ fn check_traffic_policy(
         && let Some(simple) = lb.simple.as_deref()
     {
         match simple {
-            "UNSPECIFIED" | "ROUND_ROBIN" | "LEAST_CONN" | "LEAST_REQUEST" | "RANDOM" => {}
-            "PASSTHROUGH" => out.push(r.error(
-                &at.key("loadBalancer").key("simple"),
-                "PASSTHROUGH is not supported yet by sluice",
-                "use ROUND_ROBIN, LEAST_REQUEST or RANDOM",
-            )),
+            // PASSTHROUGH: the request names its endpoint (see `native::ORIGINAL_DST_HEADER`).
+            "UNSPECIFIED" | "ROUND_ROBIN" | "LEAST_CONN" | "LEAST_REQUEST" | "RANDOM"
+            | "PASSTHROUGH" => {}
             other => out.push(r.error(
                 &at.key("loadBalancer").key("simple"),
                 format!("unknown load balancer {other:?}"),
-                "use ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN or RANDOM",
+                "use ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM or PASSTHROUGH",
             )),
         }
     }

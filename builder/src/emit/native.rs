@@ -76,6 +76,10 @@ pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
     }
     add_headers(&mut base, n.headers.as_ref());
     match &rule.target {
+        Target::Cluster(c) if !n.passthrough_endpoints.is_empty() => {
+            add_headers(&mut base, n.destination_headers.get(c));
+            passthrough_routes(rule, base)
+        }
         Target::Cluster(c) => {
             add_headers(&mut base, n.destination_headers.get(c));
             vec![base]
@@ -100,6 +104,48 @@ pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
             out
         }
     }
+}
+
+/// The routes of a rule whose destination is a PASSTHROUGH cluster. Envoy's `ORIGINAL_DST`
+/// trusts [`crate::native::ORIGINAL_DST_HEADER`] blindly (any client could reach any address,
+/// this Envoy's admin port included), so the forwarding route requires the header to name one
+/// of the service's endpoints, and a second route answers every other request 403, saying why.
+fn passthrough_routes(rule: &Rule, mut forward: Value) -> Vec<Value> {
+    let endpoints: Vec<String> = rule
+        .native
+        .passthrough_endpoints
+        .iter()
+        .map(|e| escape_regex(e))
+        .collect();
+    let mut refuse = forward.clone();
+    if let Some(headers) = forward["match"]["headers"].as_array_mut() {
+        headers.push(json!({
+            "name": crate::native::ORIGINAL_DST_HEADER,
+            // Envoy's safe_regex matches the whole value.
+            "string_match": {"safe_regex": {"regex": endpoints.join("|")}},
+        }));
+    }
+    strip_action(&mut refuse);
+    if let Some(o) = refuse.as_object_mut() {
+        for key in [
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "typed_per_filter_config",
+        ] {
+            o.remove(key);
+        }
+    }
+    refuse["name"] = json!(format!("{}.passthrough-refused", rule.name));
+    refuse["direct_response"] = json!({
+        "status": 403,
+        "body": {"inline_string": format!(
+            "{}: {} must name an endpoint of the PASSTHROUGH service: {}\n",
+            rule.name,
+            crate::native::ORIGINAL_DST_HEADER,
+            rule.native.passthrough_endpoints.join(", ")
+        )},
+    });
+    vec![forward, refuse]
 }
 
 fn strip_action(route: &mut Value) {
@@ -468,6 +514,37 @@ pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
     }
     upstream_protocol(c, cluster);
     locality_endpoints(c, cluster);
+    if crate::native::is_passthrough(c) {
+        passthrough_cluster(cluster);
+    }
+}
+
+/// Istio's PASSTHROUGH cluster (`ORIGINAL_DST`, `CLUSTER_PROVIDED`, no endpoints), reading the
+/// destination from [`crate::native::ORIGINAL_DST_HEADER`]. Without traffic capture the
+/// connection's own destination is this Envoy, and Envoy uses it only when a listener filter
+/// restored it (sluice adds none), so a request without the header gets no host (503), never a
+/// loop. Which values the header may carry is the routes' business: see [`routes`].
+fn passthrough_cluster(cluster: &mut Value) {
+    cluster["type"] = json!("ORIGINAL_DST");
+    cluster["lb_policy"] = json!("CLUSTER_PROVIDED");
+    cluster["original_dst_lb_config"] = json!({
+        "use_http_header": true,
+        "http_header_name": crate::native::ORIGINAL_DST_HEADER,
+    });
+    if let Some(o) = cluster.as_object_mut() {
+        // Settings of the load balancers and endpoint lists an ORIGINAL_DST cluster has not.
+        for key in [
+            "load_assignment",
+            "dns_lookup_family",
+            "health_checks",
+            "round_robin_lb_config",
+            "least_request_lb_config",
+            "ring_hash_lb_config",
+            "maglev_lb_config",
+        ] {
+            o.remove(key);
+        }
+    }
 }
 
 /// The `HttpProtocolOptions` of `cluster`, created with the port's protocol when absent.
@@ -637,7 +714,55 @@ pub fn decorate_listener(listener: &Listener, value: &mut Value) {
             vh["require_tls"] = json!("ALL");
         }
     }
-    let Some(tls) = &listener.tls else { return };
+    if let Some(tls) = &listener.tls {
+        value["filter_chains"][0]["transport_socket"] = downstream_tls(tls);
+    }
+    if !listener.sni_servers.is_empty() {
+        sni_chains(listener, value);
+    }
+}
+
+/// Istio's filter chains for a port serving several certificates: one per certificate, matched
+/// on the client's SNI (`server_names`), with its own certificate and only the virtual hosts
+/// (and domains) of its servers, so a request cannot reach another server's routes through a
+/// connection made for this one (Envoy answers 404). No chain matches an unknown SNI, so that
+/// handshake fails, as on an Istio gateway. The TLS inspector reads the SNI first.
+fn sni_chains(listener: &Listener, value: &mut Value) {
+    let template = value["filter_chains"][0].clone();
+    let chains: Vec<Value> = listener
+        .sni_servers
+        .iter()
+        .map(|server| {
+            let mut chain = template.clone();
+            let names = server.server_names();
+            if !names.is_empty() {
+                chain["filter_chain_match"] = json!({"server_names": names});
+            }
+            chain["transport_socket"] = downstream_tls(&server.tls);
+            if let Some(hosts) =
+                chain["filters"][0]["typed_config"]["route_config"]["virtual_hosts"].as_array_mut()
+            {
+                hosts.retain_mut(|vh| {
+                    if let Some(domains) = vh["domains"].as_array_mut() {
+                        domains.retain(|d| d.as_str().is_some_and(|d| server.routes_domain(d)));
+                        !domains.is_empty()
+                    } else {
+                        false
+                    }
+                });
+            }
+            chain
+        })
+        .collect();
+    value["filter_chains"] = Value::Array(chains);
+    value["listener_filters"] = json!([{
+        "name": "envoy.filters.listener.tls_inspector",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
+    }]);
+}
+
+/// The listener `transport_socket` terminating TLS with `tls`.
+fn downstream_tls(tls: &crate::native::ServerTls) -> Value {
     let mut common = json!({
         "tls_certificates": [{
             "certificate_chain": {"filename": tls.certificate},
@@ -676,8 +801,7 @@ pub fn decorate_listener(listener: &Listener, value: &mut Value) {
         }
     }
     context["common_tls_context"] = common;
-    value["filter_chains"][0]["transport_socket"] =
-        json!({"name": "envoy.transport_sockets.tls", "typed_config": context});
+    json!({"name": "envoy.transport_sockets.tls", "typed_config": context})
 }
 
 #[cfg(test)]
