@@ -192,6 +192,11 @@ pub struct HttpMatchRequest {
     pub query_params: BTreeMap<String, StringMatch>,
     /// Local port match.
     pub port: Option<u32>,
+    /// URI scheme match (`http`, `https`): Istio matches the `:scheme` pseudo-header.
+    pub scheme: Option<StringMatch>,
+    /// Envoy route `stat_prefix`: the rule's route statistics are kept under
+    /// `vhost.<virtual host>.route.<statPrefix>.`.
+    pub stat_prefix: Option<String>,
 }
 
 /// `VirtualService.spec.http[].route[]`.
@@ -525,10 +530,8 @@ pub const UNSUPPORTED: &[&str] = &[
     "spec.http.*.delegate",
     "spec.http.*.mirror_percent",
     "spec.http.*.match.*.gateways",
-    "spec.http.*.match.*.scheme",
     "spec.http.*.match.*.sourceLabels",
     "spec.http.*.match.*.sourceNamespace",
-    "spec.http.*.match.*.statPrefix",
     "spec.http.*.fault.delay.exponentialDelay",
     "spec.http.*.fault.abort.http2Error",
     "spec.workloadSelector",
@@ -648,6 +651,7 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "uriRegexRewrite",
     "redirect",
     "derivePort",
+    "statPrefix",
     "scheme",
     "redirectCode",
     "prefixRewrite",

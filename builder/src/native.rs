@@ -349,6 +349,8 @@ pub struct RouteExtras {
     /// The destination is a `PASSTHROUGH` cluster: the `ip:port` endpoints of its service, the
     /// only values a client may name in [`ORIGINAL_DST_HEADER`] (empty otherwise).
     pub passthrough_endpoints: Vec<String>,
+    /// Envoy route `stat_prefix`, from the match blocks' `statPrefix`.
+    pub stat_prefix: Option<String>,
 }
 
 /// The request header an Envoy `ORIGINAL_DST` cluster reads its destination from
@@ -458,6 +460,7 @@ pub fn route_extras(
             .filter_map(|m| Some((m.uri.clone()?, m.ignore_uri_case.unwrap_or(false))))
             .collect(),
         passthrough_endpoints: Vec::new(),
+        stat_prefix: h.matches.iter().find_map(|m| m.stat_prefix.clone()),
     }
 }
 
@@ -500,6 +503,21 @@ pub fn cluster_hash(cluster: &crate::model::Cluster) -> Option<HashKey> {
 
 /// Checks of the native fields of one `http[]` route.
 pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Diagnostic>) {
+    // Istio has one Envoy route per match block; sluice has one per rule, so one prefix.
+    let mut prefixes = h
+        .matches
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| Some((i, m.stat_prefix.as_deref()?)));
+    if let Some((_, first)) = prefixes.next()
+        && let Some((i, other)) = prefixes.find(|(_, p)| p != &first)
+    {
+        out.push(r.error(
+            &at.key("match").index(i).key("statPrefix"),
+            format!("statPrefix {other:?} differs from {first:?} in an earlier match block of this rule"),
+            "sluice keeps one Envoy route (and so one stat prefix) per rule: use one statPrefix, or split the rule",
+        ));
+    }
     let locally = [
         ("redirect", h.redirect.is_some()),
         ("directResponse", h.direct_response.is_some()),

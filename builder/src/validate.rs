@@ -391,6 +391,7 @@ fn check_match(r: &Resource, at: &FieldPath, block: &HttpMatchRequest, out: &mut
         ("uri", &block.uri),
         ("method", &block.method),
         ("authority", &block.authority),
+        ("scheme", &block.scheme),
     ] {
         if let Some(m) = m {
             one_of(&at.key(name), m);
@@ -404,6 +405,22 @@ fn check_match(r: &Resource, at: &FieldPath, block: &HttpMatchRequest, out: &mut
         for (k, m) in map {
             one_of(&at.key(name).key(k), m);
         }
+    }
+    if block.scheme.is_some() && block.headers.contains_key(SCHEME_HEADER) {
+        out.push(r.error(
+            &at.key("scheme"),
+            "`scheme` and a `:scheme` entry in `headers` match the same pseudo-header",
+            "keep `scheme`",
+        ));
+    }
+    if let Some(prefix) = &block.stat_prefix
+        && (prefix.is_empty() || prefix.contains(|c: char| c.is_whitespace() || c == ':'))
+    {
+        out.push(r.error(
+            &at.key("statPrefix"),
+            format!("statPrefix {prefix:?} is no usable stat name"),
+            "a non-empty name without spaces or `:` (it becomes part of Envoy's stat names)",
+        ));
     }
     if let Some(p) = block.port {
         check_port(r, &at.key("port"), Some(p), out);
@@ -438,7 +455,11 @@ fn check_match(r: &Resource, at: &FieldPath, block: &HttpMatchRequest, out: &mut
     }
 }
 
+/// The pseudo-header Istio's `match.scheme` reads.
+const SCHEME_HEADER: &str = ":scheme";
+
 /// Converts a parsed Istio match block to the router's type (one JSON shape, one meaning).
+/// `scheme` becomes a `:scheme` header match, as Istio translates it for Envoy.
 pub fn to_core_match(
     block: &HttpMatchRequest,
 ) -> Result<sluice_core::matching::HttpMatchRequest, String> {
@@ -456,7 +477,13 @@ pub fn to_core_match(
         name: block.name.clone(),
         uri: block.uri.as_ref().map(sm).transpose()?,
         ignore_uri_case: block.ignore_uri_case.unwrap_or(false),
-        headers: map(&block.headers)?,
+        headers: {
+            let mut headers = map(&block.headers)?;
+            if let Some(scheme) = &block.scheme {
+                headers.insert(SCHEME_HEADER.to_owned(), sm(scheme)?);
+            }
+            headers
+        },
         without_headers: map(&block.without_headers)?,
         query_params: map(&block.query_params)?,
         method: block.method.as_ref().map(sm).transpose()?,

@@ -243,3 +243,50 @@ spec:
 "
     ));
 }
+
+#[test]
+fn scheme_is_a_scheme_header_match_and_stat_prefix_names_the_route() {
+    let yaml = envoy_yaml(
+        "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [svc-a]
+  http:
+  - name: secure
+    match: [{scheme: {exact: https}, statPrefix: svc_a_secure}]
+    route: [{destination: {host: svc-a}}]
+",
+    );
+    // The router's match (what picks the rule) reads `:scheme`.
+    assert!(
+        yaml.contains(r#"\"headers\":{\":scheme\":{\"exact\":\"https\"}}"#),
+        "{yaml}"
+    );
+    insta::assert_snapshot!(
+        "stat_prefix_route",
+        section(&yaml, "- name: secure", "stat_prefix")
+    );
+}
+
+#[test]
+fn mistakes_in_scheme_and_stat_prefix() {
+    insta::assert_snapshot!(diagnose(
+        "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [svc-a]
+  http:
+  - match:
+    - {scheme: {exact: https}, headers: {':scheme': {exact: http}}}
+    - {statPrefix: one}
+    - {statPrefix: two}
+    route: [{destination: {host: svc-a}}]
+  - match: [{statPrefix: 'has space', scheme: {exact: http, prefix: h}}]
+    route: [{destination: {host: svc-a}}]
+"
+    ));
+}

@@ -251,3 +251,59 @@ spec:
     assert_eq!(r.status, 403, "{r:?}");
     assert_eq!(outsider.request_count(), 0);
 }
+
+/// `match.scheme` matches the `:scheme` pseudo-header (as Istio translates it; Envoy derives it
+/// for HTTP/1 from a trusted `x-forwarded-proto`, else from the connection), and `statPrefix`
+/// names the route's statistics (`vhost.<virtual host>.route.<statPrefix>.`).
+#[test]
+fn scheme_matches_and_stat_prefix_names_the_route_stats() {
+    let (a, b) = (Upstream::start("secure"), Upstream::start("plain"));
+    let mesh = mesh::service_entry("secure", 8001, &[(&a, "v1")])
+        + &mesh::service_entry("plain", 8002, &[(&b, "v1")])
+        + "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop]
+  http:
+  - name: https-only
+    match: [{scheme: {exact: https}, statPrefix: shop_https}]
+    route: [{destination: {host: secure, port: {number: 8001}}}]
+  - name: the-rest
+    match: [{scheme: {prefix: http}, statPrefix: shop_http}]
+    route: [{destination: {host: plain, port: {number: 8002}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: shop}
+spec:
+  hosts: [shop]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+";
+    let envoy = start(&mesh);
+    let port = envoy.listener_port("listener_8080");
+    for _ in 0..2 {
+        let r = send(&envoy, Request::get(port, "/").authority("shop"));
+        assert_eq!((r.status, r.served_by()), (200, Some("plain")), "{r:?}");
+    }
+    let r = send(
+        &envoy,
+        Request::get(port, "/")
+            .authority("shop")
+            .header("x-forwarded-proto", "https"),
+    );
+    assert_eq!((r.status, r.served_by()), (200, Some("secure")), "{r:?}");
+    assert_eq!(
+        envoy.stat("vhost.default.shop.route.shop_http.upstream_rq_completed"),
+        Some(2),
+        "{}",
+        envoy.stats_text().unwrap_or_default()
+    );
+    assert_eq!(
+        envoy.stat("vhost.default.shop.route.shop_https.upstream_rq_completed"),
+        Some(1)
+    );
+}

@@ -39,6 +39,10 @@ pub fn http_filters(listener: &Listener) -> Vec<Value> {
 /// (matching the cluster the canary picked), then `base` as the fallback.
 pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
     let n = &rule.native;
+    if let Some(prefix) = &n.stat_prefix {
+        // Istio's `statPrefix`: route stats under `vhost.<virtual host>.route.<prefix>.`.
+        base["stat_prefix"] = json!(prefix);
+    }
     if let Some(redirect) = &n.redirect {
         strip_action(&mut base);
         base["redirect"] = redirect_json(redirect);
