@@ -69,13 +69,27 @@ impl SniServer {
         }
     }
 
-    /// Whether this chain routes the Envoy domain `domain` (`host` or `host:port`).
-    pub fn routes_domain(&self, domain: &str) -> bool {
-        let host = match domain.rsplit_once(':') {
-            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-            _ => domain,
+    /// What the Envoy domain `domain` (`host` or `host:port`) of a virtual host becomes in this
+    /// chain, as Istio intersects VirtualService and server hosts: kept when a server host
+    /// covers it, narrowed to the server hosts it covers when it is the wider wildcard
+    /// (`*.example.com` on a server of `a.example.com` routes `a.example.com` only), dropped
+    /// when they do not meet.
+    pub fn chain_domains(&self, domain: &str) -> Vec<String> {
+        let (host, port) = match domain.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (host, Some(port)),
+            _ => (domain, None),
         };
-        self.hosts.iter().any(|p| server_host_matches(p, host))
+        if self.hosts.iter().any(|p| server_host_matches(p, host)) {
+            return vec![domain.to_owned()];
+        }
+        self.hosts
+            .iter()
+            .filter(|p| server_host_matches(host, p))
+            .map(|p| match port {
+                Some(port) => format!("{p}:{port}"),
+                None => p.clone(),
+            })
+            .collect()
     }
 }
 

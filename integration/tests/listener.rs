@@ -307,3 +307,56 @@ spec:
         Some(1)
     );
 }
+
+/// SNI chains in their other shapes pass `envoy --mode validate`: wildcard and `ns/` hosts,
+/// two servers sharing a certificate (one chain), and a `*` server (the chain without
+/// `server_names`, taken by any other SNI and by clients sending none).
+#[test]
+fn sni_chains_with_wildcards_and_a_catch_all_pass_envoy_validate() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let (cert_a, key_a) = self_signed(certs.path(), "a.example.com");
+    let (cert_any, key_any) = self_signed(certs.path(), "any.example.com");
+    let upstream = Upstream::start("svc");
+    let mesh = mesh::service_entry("svc", 8001, &[(&upstream, "v1")])
+        + &format!(
+            "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge}}
+spec:
+  servers:
+  - port: {{number: 8443, name: https-a, protocol: HTTPS}}
+    hosts: [default/a.example.com, '*.a.example.com']
+    tls: {{mode: SIMPLE, serverCertificate: {cert_a}, privateKey: {key_a}}}
+  - port: {{number: 8443, name: https-a2, protocol: HTTPS}}
+    hosts: [a2.example.com]
+    tls: {{mode: SIMPLE, serverCertificate: {cert_a}, privateKey: {key_a}}}
+  - port: {{number: 8443, name: https-any, protocol: HTTPS}}
+    hosts: ['*']
+    tls: {{mode: SIMPLE, serverCertificate: {cert_any}, privateKey: {key_any}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: all}}
+spec:
+  hosts: ['*.example.com']
+  gateways: [edge]
+  http:
+  - route: [{{destination: {{host: svc}}}}]
+"
+        );
+    let yaml = mesh::envoy_yaml(&Inputs::from_text("mesh.yaml", &mesh))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(yaml.matches("server_names:").count(), 1, "{yaml}");
+    Envoy::validate_yaml(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"));
+
+    // Served: a wildcard SNI gets a's certificate, an unknown one the catch-all's.
+    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"));
+    let port = envoy.listener_port("listener_8443");
+    let r = curl_https(port, "api.a.example.com", "api.a.example.com", None);
+    assert_eq!(r.status, 200, "{r:?}\n{}", envoy.log());
+    let r = curl_https(port, "a2.example.com", "a2.example.com", Some(&cert_a));
+    assert_eq!(r.status, 0, "a2 is not in a's certificate: {r:?}");
+    let r = curl_https(port, "any.example.com", "any.example.com", Some(&cert_any));
+    assert_eq!(r.status, 200, "{r:?}");
+}

@@ -746,13 +746,20 @@ fn sni_chains(listener: &Listener, value: &mut Value) {
             if let Some(hosts) =
                 chain["filters"][0]["typed_config"]["route_config"]["virtual_hosts"].as_array_mut()
             {
+                // Envoy wants each domain once per route table: the first virtual host keeps it.
+                let mut seen = std::collections::BTreeSet::new();
                 hosts.retain_mut(|vh| {
-                    if let Some(domains) = vh["domains"].as_array_mut() {
-                        domains.retain(|d| d.as_str().is_some_and(|d| server.routes_domain(d)));
-                        !domains.is_empty()
-                    } else {
-                        false
-                    }
+                    let domains: Vec<String> = vh["domains"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .flat_map(|d| server.chain_domains(d))
+                        .filter(|d| seen.insert(d.clone()))
+                        .collect();
+                    vh["domains"] = json!(domains);
+                    !domains.is_empty()
                 });
             }
             chain
