@@ -18,6 +18,7 @@ fn examples() -> Vec<(String, Vec<String>)> {
     let mut list = vec![
         ("bookinfo".to_owned(), vec!["examples/bookinfo".to_owned()]),
         ("demo".to_owned(), vec!["examples/demo".to_owned()]),
+        ("locality".to_owned(), vec!["examples/locality".to_owned()]),
     ];
     // `examples/native-*/`: one example per directory (Envoy-native Istio features).
     let mut native: Vec<String> = std::fs::read_dir(repo().join("examples"))
@@ -69,10 +70,19 @@ fn checked_in_options() -> Options {
     }
 }
 
+/// The proxy locality the `locality` example is generated for (its README's command:
+/// `sluice generate --locality us-east/zone-a -f examples/locality`); other examples set none.
+const LOCALITY_EXAMPLE_PROXY: &str = "us-east/zone-a";
+
 fn generate_example(inputs: &[String]) -> Vec<u8> {
     let paths: Vec<PathBuf> = inputs.iter().map(|p| repo().join(p)).collect();
+    let mut options = checked_in_options();
+    if inputs.iter().any(|i| i == "examples/locality") {
+        options.locality =
+            Some(sluice::locality::Locality::parse(LOCALITY_EXAMPLE_PROXY).expect("valid"));
+    }
     let inputs = Inputs::read(&paths).expect("example inputs are readable");
-    let output = generate(&inputs, &checked_in_options())
+    let output = generate(&inputs, &options)
         .unwrap_or_else(|d| panic!("example does not generate:\n{d}"));
     assert_eq!(
         output.files.len(),
