@@ -22,23 +22,41 @@ const MAX_DEPTH: u32 = 128;
 
 /// Why a document was refused, with the line (1-based) and column (bytes consumed on that
 /// line) where reading stopped, as serde_json reports them.
+///
+/// Boxed, so that every `Result<T, Error>` the config types' visitors pass around is one
+/// pointer wider than `T` rather than five words: that alone is several KB of the modules.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
+pub struct Error(Box<Located>);
+
+/// An [`Error`]'s message and position (`line` 0: not located yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Located {
     message: String,
     line: usize,
     column: usize,
 }
 
+impl Error {
+    fn unlocated(message: String) -> Self {
+        Error(Box::new(Located {
+            message,
+            line: 0,
+            column: 0,
+        }))
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            f.write_str(&self.message)
+        let Located {
+            message,
+            line,
+            column,
+        } = &*self.0;
+        if *line == 0 {
+            f.write_str(message)
         } else {
-            write!(
-                f,
-                "{} at line {} column {}",
-                self.message, self.line, self.column
-            )
+            write!(f, "{message} at line {line} column {column}")
         }
     }
 }
@@ -47,11 +65,7 @@ impl std::error::Error for Error {}
 
 impl de::Error for Error {
     fn custom<T: fmt::Display>(message: T) -> Self {
-        Error {
-            message: message.to_string(),
-            line: 0,
-            column: 0,
-        }
+        Error::unlocated(message.to_string())
     }
 
     // serde's defaults print `Unexpected` with its Display, which formats floats: that alone
@@ -154,20 +168,16 @@ impl<'de> Reader<'de> {
 
     /// `message` at the current position.
     fn error(&self, message: &str) -> Error {
-        self.locate(Error {
-            message: message.to_owned(),
-            line: 0,
-            column: 0,
-        })
+        self.locate(Error::unlocated(message.to_owned()))
     }
 
     /// Adds the current line and column to an error that has none.
     fn locate(&self, mut error: Error) -> Error {
-        if error.line == 0 {
+        if error.0.line == 0 {
             let before = self.input.get(..self.pos).unwrap_or(self.input);
-            error.line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+            error.0.line = 1 + before.iter().filter(|&&b| b == b'\n').count();
             // Bytes consumed on the line, as serde_json counts (0 before the first byte).
-            error.column = before.iter().rev().take_while(|&&b| b != b'\n').count();
+            error.0.column = before.iter().rev().take_while(|&&b| b != b'\n').count();
         }
         error
     }
@@ -885,7 +895,7 @@ mod tests {
                 "serde_json accepts {doc}"
             );
             let err = from_slice::<Sample>(doc.as_bytes()).unwrap_err();
-            assert!(err.line >= 1, "{doc}: {err}");
+            assert!(err.0.line >= 1, "{doc}: {err}");
         }
         let invalid_utf8 = b"{\"name\":\"\xff\",\"tags\":[],\"labels\":{},\"kind\":\"plain\"}";
         assert!(from_slice::<Sample>(invalid_utf8).is_err());

@@ -24,4 +24,5 @@ pub mod matching;
 pub mod metrics;
 pub mod router;
 pub mod suite;
+pub mod unique;
 pub mod wire;

@@ -12,13 +12,14 @@
 //!   {"name": "default", "route": {"split": "reviews-canary"}}]}]}
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::host::RequestView;
 use crate::matching::{HttpMatchRequest, Lookup, MatchSet};
 use crate::metrics;
+use crate::unique::FirstSeen;
 use crate::wire;
 
 /// The router filter's plugin configuration.
@@ -116,6 +117,12 @@ struct Domains {
     any: Option<usize>,
 }
 
+/// Sorts wildcard domains longest first (stable: equal lengths keep their config order). One
+/// function for both tables, so the module carries one instance of the sort.
+fn longest_first(domains: &mut [(Box<[u8]>, usize)]) {
+    domains.sort_by_key(|(affix, _)| std::cmp::Reverse(affix.len()));
+}
+
 /// A validated router config, ready to decide per request.
 #[derive(Debug, Clone, Default)]
 pub struct CompiledRouter {
@@ -133,9 +140,11 @@ impl CompiledRouter {
     /// `virtualHosts[0] "reviews": rules[1] "jason": match[0].uri.regex: invalid regex ...`.
     pub fn compile(config: &RouterConfig) -> Result<Self, String> {
         let mut router = Self::default();
-        let mut domain_owner: BTreeMap<String, usize> = BTreeMap::new();
-        let mut rule_owner: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-        let mut metric_owner: BTreeMap<String, &str> = BTreeMap::new();
+        // Values: the virtual host of a domain; the index in `router.rules` of a rule name and
+        // of a counter name.
+        let mut domain_owner = FirstSeen::new();
+        let mut rule_owner = FirstSeen::new();
+        let mut metric_owner = FirstSeen::new();
         if config.virtual_hosts.is_empty() {
             return Err("virtualHosts: at least one virtual host is required".into());
         }
@@ -152,7 +161,7 @@ impl CompiledRouter {
             for (domain_index, domain) in host.domains.iter().enumerate() {
                 let lower = domain.to_ascii_lowercase();
                 let field = format!("{at}.domains[{domain_index}] {domain:?}");
-                if let Some(&first) = domain_owner.get(&lower) {
+                if let Some(first) = domain_owner.get(&lower) {
                     return Err(format!(
                         "{field}: duplicate domain, already in virtualHosts[{first}] {:?} (Envoy requires unique domains)",
                         config
@@ -165,19 +174,30 @@ impl CompiledRouter {
                     .domains
                     .insert(&lower, host_index)
                     .map_err(|why| format!("{field}: {why}"))?;
-                domain_owner.insert(lower, host_index);
+                domain_owner.insert(&lower, host_index);
             }
             let first_rule = router.rules.len();
             for (rule_index, rule) in host.rules.iter().enumerate() {
                 let at = format!("{at}: rules[{rule_index}] {:?}", rule.name);
                 check_header_value(&rule.name).map_err(|why| format!("{at}.name: {why}"))?;
-                if let Some((h, r)) = rule_owner.insert(&rule.name, (host_index, rule_index)) {
+                if let Some(first) = rule_owner.insert(&rule.name, router.rules.len()) {
+                    // The first rule is in an earlier host, or earlier in this one.
+                    let (h, r) = router
+                        .hosts
+                        .iter()
+                        .enumerate()
+                        .find(|(_, h)| h.rules.contains(&first))
+                        .map_or_else(
+                            || (host_index, first.saturating_sub(first_rule)),
+                            |(h, host)| (h, first.saturating_sub(host.rules.start)),
+                        );
                     return Err(format!(
                         "{at}.name: duplicate rule name, already virtualHosts[{h}].rules[{r}] (rule names are unique across the config)"
                     ));
                 }
                 let metric_name = metrics::router_rule_matched(&rule.name);
-                if let Some(other) = metric_owner.insert(metric_name.clone(), &rule.name) {
+                if let Some(first) = metric_owner.insert(&metric_name, router.rules.len()) {
+                    let other = router.rules.get(first).map_or("", |r| r.name.as_str());
                     return Err(format!(
                         "{at}.name: rules {other:?} and {:?} would share the counter {metric_name:?} (names are sanitised to [A-Za-z0-9_-]); rename one",
                         rule.name
@@ -312,10 +332,8 @@ impl Domains {
     }
 
     fn sort(&mut self) {
-        self.suffixes
-            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        self.prefixes
-            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        longest_first(&mut self.suffixes);
+        longest_first(&mut self.prefixes);
     }
 
     /// The virtual host for an authority, case-insensitively. Each class (exact, suffix, prefix)
@@ -665,6 +683,25 @@ mod tests {
             {"name":"b","domains":["y.com"],"rules":[{"name":"r","route":{"cluster":"c"}}]}]}"#;
         let err = compile(two).unwrap_err();
         assert!(err.contains("already virtualHosts[0].rules[0]"), "{err}");
+        // The first holder is found by position, in an earlier host or earlier in this one.
+        let three = r#"{"virtualHosts":[
+            {"name":"a","domains":["x.com"],"rules":[{"name":"a0","route":{"cluster":"c"}}]},
+            {"name":"b","domains":["y.com"],"rules":[{"name":"b0","route":{"cluster":"c"}},
+                {"name":"r","route":{"cluster":"c"}}]},
+            {"name":"c","domains":["z.com"],"rules":[{"name":"c0","route":{"cluster":"c"}},
+                {"name":"c1","route":{"cluster":"c"}},{"name":"r","route":{"cluster":"c"}}]}]}"#;
+        let err = compile(three).unwrap_err();
+        assert!(
+            err.contains(
+                "rules[2] \"r\".name: duplicate rule name, already virtualHosts[1].rules[1]"
+            ),
+            "{err}"
+        );
+        let same_host = r#"{"virtualHosts":[{"name":"a","domains":["x.com"],"rules":[
+            {"name":"a0","route":{"cluster":"c"}},{"name":"r","route":{"cluster":"c"}},
+            {"name":"r","route":{"cluster":"c"}}]}]}"#;
+        let err = compile(same_host).unwrap_err();
+        assert!(err.contains("already virtualHosts[0].rules[1]"), "{err}");
     }
 
     #[test]

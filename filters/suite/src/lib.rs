@@ -40,7 +40,6 @@
 )]
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -62,6 +61,7 @@ use sluice_core::fault::{
 use sluice_core::host::RequestView;
 use sluice_core::metrics;
 use sluice_core::suite::{CompiledSuite, Target};
+use sluice_core::unique::FirstSeen;
 use sluice_core::wire;
 
 /// The module's entry point. Private: Envoy finds the SDK's `_initialize` export through its
@@ -269,11 +269,13 @@ impl Runtime {
 /// or canary can choose linked to its breaker once (no lookup by name per request).
 fn runtime(suite: CompiledSuite) -> Runtime {
     let now = now_ms();
-    let mut by_cluster: BTreeMap<String, Rc<Guard>> = BTreeMap::new();
+    // Every guard once, in creation order, and each cluster's index in it.
+    let mut guards: Vec<Rc<Guard>> = Vec::new();
+    let mut guard_index = FirstSeen::new();
     let mut guard_of = |cluster: &str| -> Option<Rc<Guard>> {
         let policy = *suite.breaker.as_ref()?.policy_for(cluster)?;
-        if let Some(guard) = by_cluster.get(cluster) {
-            return Some(Rc::clone(guard));
+        if let Some(index) = guard_index.get(cluster) {
+            return guards.get(index).cloned();
         }
         let guard = Rc::new(Guard::new(cluster, policy));
         // Create the key before traffic, so request-time updates always compare-and-set.
@@ -289,7 +291,8 @@ fn runtime(suite: CompiledSuite) -> Runtime {
             .and_then(BreakerState::decode)
             .unwrap_or_default();
         guard.publish(&state, now);
-        by_cluster.insert(cluster.to_owned(), Rc::clone(&guard));
+        guard_index.insert(cluster, guards.len());
+        guards.push(Rc::clone(&guard));
         Some(guard)
     };
     let rules = suite.router.rules();
@@ -350,7 +353,7 @@ fn runtime(suite: CompiledSuite) -> Runtime {
             .collect(),
         no_match: define(MetricType::Counter, metrics::ROUTER_NO_MATCH),
         rule_guards,
-        guards: by_cluster.into_values().collect(),
+        guards,
         splits,
         fault,
         housekeeping,

@@ -9,11 +9,11 @@ pub mod bucket;
 pub mod config;
 pub mod schedule;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::host::RequestView;
 use crate::matching::MatchSet;
+use crate::unique::FirstSeen;
 use crate::{duration, metrics};
 
 pub use bucket::{Choice, choose, locate, sticky_point};
@@ -196,14 +196,14 @@ impl CompiledCanary {
     /// Validates a config; the error names the field (`splits[1].schedule.steps[0].weights`)
     /// and what is wrong.
     pub fn compile(config: &CanaryConfig) -> Result<Self, String> {
-        let mut names = BTreeSet::new();
+        let mut names = FirstSeen::new();
         let mut splits = Vec::with_capacity(config.splits.len());
         for (index, split) in config.splits.iter().enumerate() {
             let at = format!("splits[{index}] ({:?})", split.name);
             if split.name.is_empty() {
                 return Err(format!("splits[{index}].name is empty"));
             }
-            if !names.insert(split.name.as_str()) {
+            if names.insert(&split.name, index).is_some() {
                 return Err(format!("{at}: duplicate split name {:?}", split.name));
             }
             splits.push(compile_split(&at, split)?);
@@ -281,12 +281,12 @@ fn compile_split(at: &str, split: &Split) -> Result<CompiledSplit, String> {
             bucket::MAX_MEMBERS
         ));
     }
-    let mut clusters = BTreeSet::new();
+    let mut clusters = FirstSeen::new();
     for (index, member) in split.members.iter().enumerate() {
         if member.cluster.is_empty() {
             return Err(format!("{at}.members[{index}].cluster is empty"));
         }
-        if !clusters.insert(member.cluster.as_str()) {
+        if clusters.insert(&member.cluster, index).is_some() {
             return Err(format!(
                 "{at}.members[{index}]: duplicate cluster {:?} (merge the weights into one member)",
                 member.cluster

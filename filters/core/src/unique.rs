@@ -1,0 +1,50 @@
+//! Duplicate-name checks at configure time, all through one map type.
+//!
+//! Why a type of its own: each distinct `BTreeMap<K, V>` the filters instantiate costs about
+//! 4 KB of wasm (insertion, splitting, search and drop code are generic over `K` and `V`). The
+//! configs' duplicate checks (domains, rule names, counter names, splits, members, guarded
+//! clusters) used five different key/value pairs; they now share this one.
+
+use std::collections::BTreeMap;
+
+/// Names seen so far, each with the index (the caller's choice) where it was first seen.
+#[derive(Debug, Default, Clone)]
+pub struct FirstSeen(BTreeMap<String, usize>);
+
+impl FirstSeen {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `name` at `index`, unless it was seen before: then returns where, and keeps the
+    /// first index.
+    pub fn insert(&mut self, name: &str, index: usize) -> Option<usize> {
+        if let Some(&first) = self.0.get(name) {
+            return Some(first);
+        }
+        self.0.insert(name.to_owned(), index);
+        None
+    }
+
+    /// Where `name` was first seen, if it was.
+    pub fn get(&self, name: &str) -> Option<usize> {
+        self.0.get(name).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FirstSeen;
+
+    #[test]
+    fn keeps_the_first_index_and_reports_it() {
+        let mut seen = FirstSeen::new();
+        assert_eq!(seen.insert("a", 0), None);
+        assert_eq!(seen.insert("b", 1), None);
+        assert_eq!(seen.insert("a", 2), Some(0));
+        assert_eq!(seen.get("a"), Some(0));
+        assert_eq!(seen.get("b"), Some(1));
+        assert_eq!(seen.get("c"), None);
+    }
+}
