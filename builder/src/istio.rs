@@ -197,6 +197,10 @@ pub struct HttpMatchRequest {
     /// Envoy route `stat_prefix`: the rule's route statistics are kept under
     /// `vhost.<virtual host>.route.<statPrefix>.`.
     pub stat_prefix: Option<String>,
+    /// Gateways (`ns/name`, `name` in the VirtualService's namespace, or `mesh`) on which this
+    /// block applies, replacing the VirtualService's `gateways` for it.
+    #[serde(default)]
+    pub gateways: Vec<String>,
 }
 
 /// `VirtualService.spec.http[].route[]`.
@@ -338,6 +342,10 @@ pub struct TrafficPolicy {
     /// Per-port overrides (see [`crate::native::at_port`]).
     #[serde(default)]
     pub port_level_settings: Vec<crate::native::PortTrafficPolicy>,
+    /// PROXY protocol header sent on each upstream connection (see [`crate::native`]).
+    pub proxy_protocol: Option<crate::native::ProxyProtocol>,
+    /// Cap on concurrent retries relative to active requests (see [`crate::native`]).
+    pub retry_budget: Option<crate::native::RetryBudget>,
 }
 
 /// `LoadBalancerSettings`.
@@ -470,7 +478,8 @@ pub struct ServiceEntrySpec {
     /// Visibility across namespaces; unused.
     #[serde(default)]
     pub export_to: Vec<String>,
-    /// Upstream certificate names; unused without upstream TLS.
+    /// Names the upstream certificate must carry when a DestinationRule originates TLS without
+    /// `subjectAltNames` of its own (Istio's fallback).
     #[serde(default)]
     pub subject_alt_names: Vec<String>,
 }
@@ -529,7 +538,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "spec.tls",
     "spec.http.*.delegate",
     "spec.http.*.mirror_percent",
-    "spec.http.*.match.*.gateways",
     "spec.http.*.match.*.sourceLabels",
     "spec.http.*.match.*.sourceNamespace",
     "spec.http.*.fault.delay.exponentialDelay",
@@ -537,8 +545,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "spec.workloadSelector",
     // Traffic policies, at host or subset level (`**` = any prefix).
     "**.trafficPolicy.tunnel",
-    "**.trafficPolicy.proxyProtocol",
-    "**.trafficPolicy.retryBudget",
     "**.connectionPool.http.http2KeepAlive",
     "**.loadBalancer.zoneAwareLbSetting",
     "**.outlierDetection.outlierDetectionHttpErrorCodes",
@@ -683,4 +689,9 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "sni",
     "insecureSkipVerify",
     "portLevelSettings",
+    "proxyProtocol",
+    "version",
+    "retryBudget",
+    "minRetryConcurrency",
+    "budgetInterval",
 ];

@@ -80,6 +80,8 @@ pub struct Options {
     pub wasm: WasmModules,
     /// Gateway `credentialName: NAME` reads `DIR/NAME/{tls.crt,tls.key[,ca.crt]}` (see
     /// [`model::build_with_credentials`]); `None`: such servers get no listener (a warning).
+    /// DestinationRule `tls.credentialName` reads its client secret from the same layout; it is
+    /// an error without a directory.
     pub credentials_dir: Option<PathBuf>,
     /// Attach the one `sluice-suite` filter (`sluice_suite.wasm`: router, canary, fault and
     /// breaker in one module, config [`sluice_core::suite::SuiteConfig`]) instead of the chain

@@ -145,7 +145,8 @@ struct GenerateArgs {
     ephemeral_ports: bool,
     /// Resolve Gateway `tls.credentialName: NAME` to DIR/NAME/tls.crt, tls.key (and ca.crt for
     /// MUTUAL): the key names of a Kubernetes TLS secret. Without it, such servers get no
-    /// listener (a warning).
+    /// listener (a warning). DestinationRule `tls.credentialName` reads the client secret the
+    /// same way (tls.crt, tls.key for MUTUAL; ca.crt verifies the server) and needs it.
     #[arg(long, value_name = "DIR")]
     credentials_dir: Option<PathBuf>,
     /// The proxy's own locality, REGION[/ZONE[/SUBZONE]] (e.g. us-east/zone-a): written to the

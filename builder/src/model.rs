@@ -284,7 +284,9 @@ pub fn build(resources: &[Resource]) -> (Mesh, Vec<Diagnostic>) {
 /// Kubernetes TLS secret laid out in `credentials_dir`: `NAME/tls.crt`, `NAME/tls.key` and, for
 /// MUTUAL / OPTIONAL_MUTUAL, `NAME/ca.crt` (the secret's key names, as `kubectl get secret -o
 /// yaml` shows them). Files are checked now, so a missing one is an error at `credentialName`
-/// rather than an Envoy that refuses its config.
+/// rather than an Envoy that refuses its config. DestinationRule `tls.credentialName`s are
+/// resolved from the same directory: MUTUAL reads `NAME/tls.crt`, `NAME/tls.key` and, if
+/// present, `NAME/ca.crt`; SIMPLE reads `NAME/ca.crt`.
 pub fn build_with_credentials(
     resources: &[Resource],
     credentials_dir: Option<&Path>,
@@ -293,7 +295,8 @@ pub fn build_with_credentials(
     check_duplicates(resources, &mut out);
     let registry = register(resources, &mut out);
     let mut mesh = Mesh::default();
-    build_clusters(&registry, &mut mesh, &mut out);
+    check_client_credentials(&registry, credentials_dir, &mut out);
+    build_clusters(&registry, credentials_dir, &mut mesh, &mut out);
     build_listeners(resources, &registry, credentials_dir, &mut mesh, &mut out);
     (mesh, out)
 }
@@ -540,13 +543,189 @@ fn merge_policy(
         circuit_breaker: sub.circuit_breaker.clone().or(host.circuit_breaker),
         tls: sub.tls.clone().or(host.tls),
         port_level_settings: Vec::new(),
+        proxy_protocol: sub.proxy_protocol.clone().or(host.proxy_protocol),
+        retry_budget: sub.retry_budget.clone().or(host.retry_budget),
     }
 }
 
-fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagnostic>) {
+/// The files of a DestinationRule client secret `tls.credentialName: NAME`, laid out in the
+/// credentials directory like the Gateway's (the keys of a Kubernetes TLS secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClientSecret {
+    /// `NAME/tls.crt` and `NAME/tls.key`: the client certificate (MUTUAL).
+    certificate: Option<(String, String)>,
+    /// `NAME/ca.crt`: verifies the server.
+    ca: Option<String>,
+}
+
+/// Reads secret `name` from `dir` as Istio reads a DestinationRule client secret: MUTUAL needs
+/// `tls.crt` and `tls.key` (`ca.crt` is optional, the system bundle verifies the server
+/// without it); SIMPLE needs `ca.crt`, the only thing it can take from a secret. `Err`: the
+/// missing files and the names of the ones expected.
+fn client_secret(
+    name: &str,
+    mutual: bool,
+    dir: &Path,
+) -> Result<ClientSecret, (Vec<String>, &'static str)> {
+    let secret = dir.join(name);
+    let file = |f: &str| {
+        let path = secret.join(f);
+        let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+        (path.is_file(), absolute.display().to_string())
+    };
+    let (crt, key, ca) = (file("tls.crt"), file("tls.key"), file("ca.crt"));
+    let (required, expected): (Vec<&(bool, String)>, _) = if mutual {
+        (vec![&crt, &key], "tls.crt, tls.key and optionally ca.crt")
+    } else {
+        (vec![&ca], "ca.crt")
+    };
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|(present, _)| !present)
+        .map(|(_, p)| p.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err((missing, expected));
+    }
+    Ok(ClientSecret {
+        certificate: mutual.then(|| (crt.1.clone(), key.1.clone())),
+        ca: ca.0.then_some(ca.1),
+    })
+}
+
+/// Every `tls` block of a DestinationRule, with its path: the host's, its port-level ones, and
+/// the same for each subset.
+fn client_tls_blocks(dr: &DestinationRuleSpec) -> Vec<(FieldPath, &crate::native::ClientTls)> {
+    fn of_policy<'a>(
+        at: &FieldPath,
+        tp: Option<&'a TrafficPolicy>,
+        found: &mut Vec<(FieldPath, &'a crate::native::ClientTls)>,
+    ) {
+        let Some(tp) = tp else { return };
+        if let Some(tls) = &tp.tls {
+            found.push((at.key("tls"), tls));
+        }
+        for (i, p) in tp.port_level_settings.iter().enumerate() {
+            if let Some(tls) = &p.tls {
+                found.push((at.key("portLevelSettings").index(i).key("tls"), tls));
+            }
+        }
+    }
+    let mut blocks = Vec::new();
+    let spec = FieldPath::root().key("spec");
+    of_policy(
+        &spec.key("trafficPolicy"),
+        dr.traffic_policy.as_ref(),
+        &mut blocks,
+    );
+    for (i, s) in dr.subsets.iter().enumerate() {
+        of_policy(
+            &spec.key("subsets").index(i).key("trafficPolicy"),
+            s.traffic_policy.as_ref(),
+            &mut blocks,
+        );
+    }
+    blocks
+}
+
+/// Reports DestinationRule `tls.credentialName`s that `--credentials-dir` does not resolve
+/// (see [`client_secret`]), so a cluster never goes out with a certificate missing.
+fn check_client_credentials(
+    registry: &Registry<'_>,
+    credentials_dir: Option<&Path>,
+    out: &mut Vec<Diagnostic>,
+) {
+    for (r, dr) in registry.rules.values() {
+        for (at, tls) in client_tls_blocks(dr) {
+            let Some(name) = tls.credential_name.as_deref() else {
+                continue;
+            };
+            let mutual = match tls.mode.as_deref() {
+                Some("MUTUAL") => true,
+                Some("SIMPLE") => false,
+                _ => continue, // DISABLE uses no secret; other modes are reported by validate
+            };
+            let at = at.key("credentialName");
+            let Some(dir) = credentials_dir else {
+                out.push(r.error(
+                    &at,
+                    format!("secret {name:?} needs `--credentials-dir`: sluice reads secrets from files"),
+                    &format!(
+                        "pass `--credentials-dir DIR` with DIR/{name}/{}, or give the file paths instead",
+                        if mutual { "tls.crt and tls.key (ca.crt to verify the server)" } else { "ca.crt" }
+                    ),
+                ));
+                continue;
+            };
+            if let Err((missing, expected)) = client_secret(name, mutual, dir) {
+                out.push(r.error(
+                    &at,
+                    format!(
+                        "secret {name:?} not found in the credentials directory: missing {}",
+                        missing.join(", ")
+                    ),
+                    &format!(
+                        "put the secret's files in {}/ ({expected}), e.g. from `kubectl get secret {name} -o yaml`",
+                        dir.join(name).display()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// The upstream TLS of a cluster as Envoy gets it: a `credentialName` replaced by the secret's
+/// files (unresolved ones were reported by [`check_client_credentials`]), and, as Istio does,
+/// the ServiceEntry's `subjectAltNames` verifying the server when the DestinationRule names
+/// none.
+fn finish_client_tls(
+    mut policy: TrafficPolicy,
+    credentials_dir: Option<&Path>,
+    service_sans: &[String],
+) -> TrafficPolicy {
+    let Some(tls) = policy.tls.as_mut() else {
+        return policy;
+    };
+    let mutual = match tls.mode.as_deref() {
+        Some("MUTUAL") => true,
+        Some("SIMPLE") => false,
+        _ => return policy,
+    };
+    if let (Some(name), Some(dir)) = (tls.credential_name.take(), credentials_dir)
+        && let Ok(secret) = client_secret(&name, mutual, dir)
+    {
+        if let Some((cert, key)) = secret.certificate {
+            tls.client_certificate = Some(cert);
+            tls.private_key = Some(key);
+        }
+        tls.ca_certificates = secret.ca;
+    }
+    if tls.subject_alt_names.is_empty() {
+        tls.subject_alt_names = service_sans.to_vec();
+    }
+    policy
+}
+
+fn build_clusters(
+    registry: &Registry<'_>,
+    credentials_dir: Option<&Path>,
+    mesh: &mut Mesh,
+    out: &mut Vec<Diagnostic>,
+) {
     for (host, svc) in &registry.services {
         let dr = registry.rules.get(host);
         let host_policy = dr.and_then(|(_, d)| d.traffic_policy.as_ref());
+        let service_sans: &[String] = match &svc.resource.spec {
+            Spec::ServiceEntry(se) => &se.subject_alt_names,
+            _ => &[],
+        };
+        let policy_of = |subset: Option<&TrafficPolicy>, port: u32| {
+            finish_client_tls(
+                merge_policy(host_policy, subset, port),
+                credentials_dir,
+                service_sans,
+            )
+        };
         for port in &svc.ports {
             let endpoint_for = |ep: &WorkloadEntrySpec| -> Option<Endpoint> {
                 let number = port
@@ -619,7 +798,7 @@ fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagno
                     );
                     empty
                 };
-            make("", None, merge_policy(host_policy, None, port.number));
+            make("", None, policy_of(None, port.number));
             if let Some((dr_res, dr)) = dr {
                 for (i, s) in dr.subsets.iter().enumerate() {
                     let Some(name) = s.name.as_deref() else {
@@ -628,7 +807,7 @@ fn build_clusters(registry: &Registry<'_>, mesh: &mut Mesh, out: &mut Vec<Diagno
                     let empty = make(
                         name,
                         Some(&s.labels),
-                        merge_policy(host_policy, s.traffic_policy.as_ref(), port.number),
+                        policy_of(s.traffic_policy.as_ref(), port.number),
                     );
                     if empty && !svc.dns_host && !svc.endpoints.is_empty() {
                         out.push(
@@ -691,6 +870,121 @@ struct Binding<'a> {
     resource: &'a Resource,
     vs: &'a VirtualServiceSpec,
     hosts: BTreeSet<String>,
+    /// The VirtualService's gateways (`ns/name`, or `mesh`) that put it on this listener, for
+    /// the match blocks' own `gateways`.
+    gateways: BTreeSet<String>,
+}
+
+/// A gateway reference of a VirtualService in `namespace` as Istio resolves it: `mesh`, else
+/// `ns/name` (a bare name is in the VirtualService's namespace).
+fn canonical_gateway(gref: &str, namespace: &str) -> String {
+    if gref == "mesh" || gref.contains('/') {
+        gref.to_owned()
+    } else {
+        format!("{namespace}/{gref}")
+    }
+}
+
+/// Checks the `gateways` of each match block: known gateways, and ones the VirtualService is
+/// bound to (Istio attaches a VirtualService by its top-level `gateways` only, so a block
+/// naming another gateway never applies).
+fn check_match_gateways(
+    registry: &Registry<'_>,
+    r: &Resource,
+    vs: &VirtualServiceSpec,
+    refs: &BTreeSet<String>,
+    out: &mut Vec<Diagnostic>,
+) {
+    for (i, h) in vs.http.iter().enumerate() {
+        for (mi, m) in h.matches.iter().enumerate() {
+            for (gi, g) in m.gateways.iter().enumerate() {
+                let at = FieldPath::root()
+                    .key("spec")
+                    .key("http")
+                    .index(i)
+                    .key("match")
+                    .index(mi)
+                    .key("gateways")
+                    .index(gi);
+                let canonical = canonical_gateway(g, &r.namespace);
+                if canonical != "mesh"
+                    && let Some((ns, name)) = canonical.split_once('/')
+                    && !registry
+                        .gateways
+                        .contains_key(&(ns.to_owned(), name.to_owned()))
+                {
+                    let names = registry.gateways.keys().map(|(_, n)| n.as_str());
+                    let hint = match did_you_mean(name, names) {
+                        Some(s) => format!("did you mean {s:?}?"),
+                        None => {
+                            "name a Gateway of the VirtualService's `gateways`, or `mesh`".into()
+                        }
+                    };
+                    out.push(r.error(
+                        &at,
+                        format!(
+                            "unknown gateway {g:?} (looked for Gateway/{name} in namespace {ns:?})"
+                        ),
+                        &hint,
+                    ));
+                } else if !refs.contains(&canonical) {
+                    out.push(r.diag(
+                        Severity::Warning,
+                        &at,
+                        format!("gateway {g:?} is not in the VirtualService's `gateways`: this match block applies nowhere"),
+                        Some(format!("add {g:?} to spec.gateways (Istio binds a VirtualService by its top-level gateways only)")),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// `h` as it applies on a listener reached through `gateways`: the match blocks whose own
+/// `gateways` name none of them are dropped (Istio's `sourceMatchHTTP`); `None` when every
+/// block is dropped, and so the whole rule (Istio emits no route for it there). A block naming
+/// only some of the gateways that share this port is kept, with a warning: one listener
+/// cannot tell them apart.
+fn rule_on_gateways<'h>(
+    r: &Resource,
+    at: &FieldPath,
+    h: &'h crate::istio::HttpRoute,
+    gateways: &BTreeSet<String>,
+    port: u32,
+    out: &mut Vec<Diagnostic>,
+) -> Option<std::borrow::Cow<'h, crate::istio::HttpRoute>> {
+    if h.matches.iter().all(|m| m.gateways.is_empty()) {
+        return Some(std::borrow::Cow::Borrowed(h));
+    }
+    let mut kept = h.clone();
+    kept.matches.clear();
+    for (mi, m) in h.matches.iter().enumerate() {
+        let named: BTreeSet<String> = m
+            .gateways
+            .iter()
+            .map(|g| canonical_gateway(g, &r.namespace))
+            .collect();
+        if named.is_empty() || gateways.iter().all(|g| named.contains(g)) {
+            kept.matches.push(m.clone());
+        } else if gateways.iter().any(|g| named.contains(g)) {
+            let others: Vec<&str> = gateways
+                .iter()
+                .filter(|g| !named.contains(*g))
+                .map(String::as_str)
+                .collect();
+            out.push(r.diag(
+                Severity::Warning,
+                &at.key("match").index(mi).key("gateways"),
+                format!(
+                    "port {port} is also served for {}: one Envoy listener cannot tell the gateways apart, so this block applies there too",
+                    others.join(", ")
+                ),
+                Some("give the gateways different ports to keep the block to the ones it names".into()),
+            ));
+            kept.matches.push(m.clone());
+        }
+    }
+    (!kept.matches.is_empty()).then_some(std::borrow::Cow::Owned(kept))
 }
 
 /// Host pattern match as Istio applies gateway server hosts: `*`, `*.suffix`, exact; an
@@ -811,11 +1105,22 @@ fn build_listeners(
         };
         let spec = FieldPath::root().key("spec");
         let mut per_port: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+        let mut port_gateways: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
         let refs: Vec<String> = if vs.gateways.is_empty() {
             vec!["mesh".into()]
         } else {
             vs.gateways.clone()
         };
+        check_match_gateways(
+            registry,
+            r,
+            vs,
+            &refs
+                .iter()
+                .map(|g| canonical_gateway(g, &r.namespace))
+                .collect(),
+            out,
+        );
         // Unknown hosts, ports and subsets are reported even for a VirtualService that binds to
         // no listener (identical reports from the per-listener pass below are deduplicated).
         let mut destinations_ok = true;
@@ -837,6 +1142,7 @@ fn build_listeners(
                     }
                     for p in ports {
                         per_port.entry(p).or_default().insert(host.clone());
+                        port_gateways.entry(p).or_default().insert("mesh".into());
                     }
                     if let Some(e) = exposed.get_mut(hi) {
                         *e = true;
@@ -877,6 +1183,10 @@ fn build_listeners(
                         }
                         if gateway_ports.contains(&number) {
                             per_port.entry(number).or_default().insert(host.clone());
+                            port_gateways
+                                .entry(number)
+                                .or_default()
+                                .insert(format!("{ns}/{name}"));
                         }
                     }
                 }
@@ -896,6 +1206,7 @@ fn build_listeners(
                 resource: r,
                 vs,
                 hosts,
+                gateways: port_gateways.remove(&port).unwrap_or_default(),
             });
         }
     }
@@ -954,6 +1265,10 @@ fn build_listeners(
                         "rule names are unique per listener (they key metrics and faults)",
                     ));
                 }
+                let Some(h) = rule_on_gateways(b.resource, &at, h, &b.gateways, port, out) else {
+                    continue;
+                };
+                let h = h.as_ref();
                 let target = if crate::native::answers_locally(h) {
                     Target::Cluster(crate::native::NO_UPSTREAM.into())
                 } else if let Some(t) =

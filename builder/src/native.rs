@@ -168,6 +168,39 @@ pub struct ClientTls {
     pub insecure_skip_verify: Option<bool>,
 }
 
+/// `TrafficPolicy.ProxyProtocol`: the PROXY protocol header Envoy writes at the start of each
+/// upstream connection, naming the downstream client (Istio wraps the cluster's transport socket
+/// in `envoy.transport_sockets.upstream_proxy_protocol`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyProtocol {
+    /// `V1` (text line, Istio's default) or `V2` (binary).
+    pub version: Option<String>,
+}
+
+/// `TrafficPolicy.RetryBudget`: Envoy's `circuit_breakers.thresholds[].retry_budget`, which
+/// replaces the fixed `max_retries` limit of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryBudget {
+    /// Concurrent retries allowed, as a percentage of active plus pending requests (Envoy's
+    /// default: 20).
+    pub percent: Option<f64>,
+    /// Concurrent retries always allowed, whatever the percentage gives (Envoy's default: 3).
+    pub min_retry_concurrency: Option<u32>,
+    /// Istio's field; Envoy's budget counts requests active right now and has no interval.
+    pub budget_interval: Option<String>,
+}
+
+/// The Envoy `ProxyProtocolConfig.Version` of an Istio `proxyProtocol.version` (unset = `V1`).
+pub fn proxy_protocol_version(p: &ProxyProtocol) -> Option<&'static str> {
+    match p.version.as_deref() {
+        None | Some("V1") => Some("V1"),
+        Some("V2") => Some("V2"),
+        Some(_) => None,
+    }
+}
+
 /// `TrafficPolicy.PortTrafficPolicy`: overrides for one service port.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -759,10 +792,63 @@ pub fn check_policy(
             )),
         }
         if tls.credential_name.is_some() {
+            // Istio's validation: the secret carries the certificates, so files are exclusive.
+            let files = [
+                ("clientCertificate", &tls.client_certificate),
+                ("privateKey", &tls.private_key),
+                ("caCertificates", &tls.ca_certificates),
+            ];
+            for (field, _) in files.iter().filter(|(_, v)| v.is_some()) {
+                out.push(r.error(
+                    &tat.key(field),
+                    format!("`{field}` cannot be combined with `credentialName`"),
+                    "the secret holds the certificates (DIR/<credentialName>/tls.crt, tls.key, ca.crt with `--credentials-dir DIR`): keep one of them",
+                ));
+            }
+        }
+    }
+    if let Some(pp) = &tp.proxy_protocol
+        && proxy_protocol_version(pp).is_none()
+    {
+        out.push(r.error(
+            &at.key("proxyProtocol").key("version"),
+            format!(
+                "unknown PROXY protocol version {:?}",
+                pp.version.as_deref().unwrap_or_default()
+            ),
+            "use V1 (text) or V2 (binary)",
+        ));
+    }
+    if let Some(rb) = &tp.retry_budget {
+        let rat = at.key("retryBudget");
+        if let Some(p) = rb.percent
+            && !(0.0..=100.0).contains(&p)
+        {
             out.push(r.error(
-                &tat.key("credentialName"),
-                "`credentialName` needs Kubernetes secrets; sluice reads certificate files",
-                "give `clientCertificate`, `privateKey` and `caCertificates` paths",
+                &rat.key("percent"),
+                format!("{p} is not a percentage"),
+                "use a value from 0 to 100 (Envoy's default is 20)",
+            ));
+        }
+        if rb.budget_interval.is_some() {
+            out.push(r.diag(
+                crate::diag::Severity::Warning,
+                &rat.key("budgetInterval"),
+                "ignored: Envoy's retry budget counts the requests active at each moment and has no interval",
+                Some("remove `budgetInterval`; `percent` and `minRetryConcurrency` apply".into()),
+            ));
+        }
+        if let Some(n) = tp
+            .connection_pool
+            .as_ref()
+            .and_then(|c| c.http.as_ref())
+            .and_then(|h| h.max_retries)
+        {
+            out.push(r.diag(
+                crate::diag::Severity::Warning,
+                &at.key("connectionPool").key("http").key("maxRetries"),
+                format!("maxRetries {n} has no effect: Envoy ignores the retry limit of a cluster with a retry budget"),
+                Some("remove `maxRetries`, or the `retryBudget` if a fixed limit is what you want".into()),
             ));
         }
     }

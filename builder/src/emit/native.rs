@@ -516,11 +516,50 @@ pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
     {
         cluster["transport_socket"] = upstream_tls(c, tls);
     }
+    if let Some(rb) = &policy.retry_budget {
+        let mut budget = Map::new();
+        if let Some(p) = rb.percent {
+            budget.insert("budget_percent".into(), json!({"value": p}));
+        }
+        if let Some(n) = rb.min_retry_concurrency {
+            budget.insert("min_retry_concurrency".into(), json!(n));
+        }
+        // Envoy then ignores the threshold's `max_retries` (`connectionPool.http.maxRetries`).
+        cluster["circuit_breakers"]["thresholds"][0]["retry_budget"] = Value::Object(budget);
+    }
+    if let Some(version) = policy
+        .proxy_protocol
+        .as_ref()
+        .and_then(crate::native::proxy_protocol_version)
+    {
+        wrap_in_proxy_protocol(cluster, version);
+    }
     upstream_protocol(c, cluster);
     locality_endpoints(c, cluster);
     if crate::native::is_passthrough(c) {
         passthrough_cluster(cluster);
     }
+}
+
+/// Istio's `proxyProtocol`: the cluster's transport socket (TLS, else plain) wrapped in
+/// `upstream_proxy_protocol`, so the PROXY header naming the downstream client goes first on
+/// each upstream connection, before any TLS handshake.
+fn wrap_in_proxy_protocol(cluster: &mut Value, version: &str) {
+    let inner = match cluster["transport_socket"].take() {
+        Value::Null => json!({
+            "name": "envoy.transport_sockets.raw_buffer",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"},
+        }),
+        socket => socket,
+    };
+    cluster["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.upstream_proxy_protocol",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport",
+            "config": {"version": version},
+            "transport_socket": inner,
+        },
+    });
 }
 
 /// Istio's PASSTHROUGH cluster (`ORIGINAL_DST`, `CLUSTER_PROVIDED`, no endpoints), reading the
@@ -680,7 +719,12 @@ fn upstream_tls(c: &Cluster, tls: &crate::native::ClientTls) -> Value {
             v["match_typed_subject_alt_names"] = tls
                 .subject_alt_names
                 .iter()
-                .map(|san| json!({"san_type": "DNS", "matcher": {"exact": san}}))
+                .map(|san| {
+                    // A SPIFFE identity (`spiffe://...`, what ServiceEntry subjectAltNames
+                    // usually hold) is a URI SAN; anything else a DNS name.
+                    let san_type = if san.contains("://") { "URI" } else { "DNS" };
+                    json!({"san_type": san_type, "matcher": {"exact": san}})
+                })
                 .collect();
         }
         if let Some(crl) = &tls.ca_crl {
