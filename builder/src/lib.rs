@@ -80,8 +80,9 @@ pub struct Options {
     pub wasm: WasmModules,
     /// Gateway `credentialName: NAME` reads `DIR/NAME/{tls.crt,tls.key[,ca.crt]}` (see
     /// [`model::build_with_credentials`]); `None`: such servers get no listener (a warning).
-    /// DestinationRule `tls.credentialName` reads its client secret from the same layout; it is
-    /// an error without a directory.
+    /// DestinationRule `tls.credentialName` reads its client secret from the same layout; for
+    /// the envoy and compose targets it is an error without a directory (the istio target
+    /// leaves the secret to Istio).
     pub credentials_dir: Option<PathBuf>,
     /// Attach the one `sluice-suite` filter (`sluice_suite.wasm`: router, canary, fault and
     /// breaker in one module, config [`sluice_core::suite::SuiteConfig`]) instead of the chain
@@ -139,6 +140,12 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     let (mut mesh, model_diags) =
         model::build_with_credentials(&resources, options.credentials_dir.as_deref());
     diags.extend(model_diags);
+    if !matches!(options.target, Target::Istio(_)) {
+        diags.extend(model::check_client_credentials(
+            &resources,
+            options.credentials_dir.as_deref(),
+        ));
+    }
     locality::apply(&mut mesh, options.locality.as_ref());
     let mut diags = Diagnostics(diags);
     diags.sort();

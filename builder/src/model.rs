@@ -295,7 +295,6 @@ pub fn build_with_credentials(
     check_duplicates(resources, &mut out);
     let registry = register(resources, &mut out);
     let mut mesh = Mesh::default();
-    check_client_credentials(&registry, credentials_dir, &mut out);
     build_clusters(&registry, credentials_dir, &mut mesh, &mut out);
     build_listeners(resources, &registry, credentials_dir, &mut mesh, &mut out);
     (mesh, out)
@@ -628,14 +627,19 @@ fn client_tls_blocks(dr: &DestinationRuleSpec) -> Vec<(FieldPath, &crate::native
     blocks
 }
 
-/// Reports DestinationRule `tls.credentialName`s that `--credentials-dir` does not resolve
-/// (see [`client_secret`]), so a cluster never goes out with a certificate missing.
-fn check_client_credentials(
-    registry: &Registry<'_>,
+/// Reports DestinationRule `tls.credentialName`s that `credentials_dir` does not resolve (MUTUAL
+/// needs `NAME/tls.crt` and `NAME/tls.key`, SIMPLE `NAME/ca.crt`), so no cluster goes out
+/// with a certificate missing. For the targets whose Envoy config sluice writes; the istio
+/// target hands DestinationRules to Istio, which reads the secret itself.
+pub fn check_client_credentials(
+    resources: &[Resource],
     credentials_dir: Option<&Path>,
-    out: &mut Vec<Diagnostic>,
-) {
-    for (r, dr) in registry.rules.values() {
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for r in resources {
+        let Spec::DestinationRule(dr) = &r.spec else {
+            continue;
+        };
         for (at, tls) in client_tls_blocks(dr) {
             let Some(name) = tls.credential_name.as_deref() else {
                 continue;
@@ -672,6 +676,7 @@ fn check_client_credentials(
             }
         }
     }
+    out
 }
 
 /// The upstream TLS of a cluster as Envoy gets it: a `credentialName` replaced by the secret's

@@ -305,3 +305,46 @@ spec:
             .replace(&dir.path().display().to_string(), "<DIR>")
     );
 }
+
+/// The istio target hands DestinationRules to Istio as written: a `credentialName` needs no
+/// `--credentials-dir` there (Istio reads the secret), and stays in the output.
+#[test]
+fn istio_target_leaves_credential_name_to_istio() {
+    let text = format!(
+        "{SERVICES}\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api}}
+spec:
+  host: api.internal
+  trafficPolicy:
+    tls: {{mode: MUTUAL, credentialName: client}}
+"
+    );
+    let options = Options {
+        target: sluice::Target::Istio(sluice::emit::istio_target::IstioOptions::default()),
+        ..options(None)
+    };
+    let output = generate(&Inputs::from_text("mesh.yaml", &text), &options)
+        .unwrap_or_else(|d| panic!("{d}"));
+    let written: String = output
+        .files
+        .values()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert!(written.contains("credentialName: client"), "{written}");
+    // The envoy target cannot: it has to read the files.
+    let out = diagnose(
+        "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api}
+spec:
+  host: api.internal
+  trafficPolicy:
+    tls: {mode: MUTUAL, credentialName: client}
+",
+        None,
+    );
+    assert!(out.contains("needs `--credentials-dir`"), "{out}");
+}

@@ -516,3 +516,74 @@ spec:
     assert_eq!(r.served_by(), Some("main"), "{r:?}");
     assert_eq!((beta.request_count(), main.request_count()), (1, 2));
 }
+
+/// Every field of this file at once (a budget with both fields, V2 around MUTUAL TLS from a
+/// secret, ServiceEntry SANs with a SPIFFE URI, match blocks per gateway) passes
+/// `envoy --mode validate`.
+#[test]
+fn all_cluster2_fields_pass_envoy_validate() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = self_signed(certs.path(), "api.internal");
+    let credentials = tempfile::tempdir().expect("temp dir");
+    let secret = credentials.path().join("client");
+    std::fs::create_dir(&secret).expect("secret dir");
+    for (from, to) in [(&cert, "tls.crt"), (&key, "tls.key"), (&cert, "ca.crt")] {
+        std::fs::copy(from, secret.join(to)).expect("secret file");
+    }
+    let mesh = tls_service_entry(
+        "api.internal",
+        8443,
+        9443,
+        &["spiffe://example.org/ns/default/sa/api", "api.internal"],
+    ) + "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api}
+spec:
+  host: api.internal
+  trafficPolicy:
+    retryBudget: {percent: 25, minRetryConcurrency: 5}
+    proxyProtocol: {version: V2}
+    tls: {mode: MUTUAL, credentialName: client}
+  subsets:
+  - name: plain
+    labels: {}
+    trafficPolicy: {tls: {mode: DISABLE}, proxyProtocol: {version: V1}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge-a}
+spec:
+  servers:
+  - port: {number: 8081, name: http, protocol: HTTP}
+    hosts: [api.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge-b}
+spec:
+  servers:
+  - port: {number: 8082, name: http, protocol: HTTP}
+    hosts: [api.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api.example.com]
+  gateways: [edge-a, edge-b]
+  http:
+  - match: [{uri: {prefix: /plain}, gateways: [edge-b]}]
+    route: [{destination: {host: api.internal, subset: plain}}]
+  - route: [{destination: {host: api.internal}}]
+";
+    let options = sluice::Options {
+        credentials_dir: Some(credentials.path().to_path_buf()),
+        ..mesh::options()
+    };
+    let yaml = mesh::envoy_yaml_with(&Inputs::from_text("mesh.yaml", &mesh), &options)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(yaml.contains("upstream_proxy_protocol"), "{yaml}");
+    assert!(yaml.contains("retry_budget"), "{yaml}");
+    Envoy::validate_yaml(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"));
+}
