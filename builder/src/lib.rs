@@ -140,7 +140,9 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     let (mut mesh, model_diags) =
         model::build_with_credentials(&resources, options.credentials_dir.as_deref());
     diags.extend(model_diags);
-    if !matches!(options.target, Target::Istio(_)) {
+    if matches!(options.target, Target::Istio(_)) {
+        diags.extend(model::check_match_gateways_for_istio(&resources));
+    } else {
         diags.extend(model::check_client_credentials(
             &resources,
             options.credentials_dir.as_deref(),

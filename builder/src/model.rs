@@ -945,6 +945,37 @@ fn check_match_gateways(
     }
 }
 
+/// The istio target's limit on `match.gateways`: its one sluice router config serves every
+/// gateway and sidecar (see `emit::istio_target::merged_listener`), so a match block cannot be
+/// kept to some of them; each such block is an error there.
+pub fn check_match_gateways_for_istio(resources: &[Resource]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for r in resources {
+        let Spec::VirtualService(vs) = &r.spec else {
+            continue;
+        };
+        for (i, h) in vs.http.iter().enumerate() {
+            for (mi, m) in h.matches.iter().enumerate() {
+                if m.gateways.is_empty() {
+                    continue;
+                }
+                out.push(r.error(
+                    &FieldPath::root()
+                        .key("spec")
+                        .key("http")
+                        .index(i)
+                        .key("match")
+                        .index(mi)
+                        .key("gateways"),
+                    "the istio target has one sluice router config for every gateway, so a match block cannot apply on some of them only",
+                    "bind a separate VirtualService to each gateway (its `gateways`), or use the envoy target",
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// `h` as it applies on a listener reached through `gateways`: the match blocks whose own
 /// `gateways` name none of them are dropped (Istio's `sourceMatchHTTP`); `None` when every
 /// block is dropped, and so the whole rule (Istio emits no route for it there). A block naming

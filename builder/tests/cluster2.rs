@@ -348,3 +348,30 @@ spec:
     );
     assert!(out.contains("needs `--credentials-dir`"), "{out}");
 }
+
+/// The istio target's one router config serves every gateway, so it refuses match blocks kept
+/// to some gateways (with the position and what to do instead).
+#[test]
+fn istio_target_refuses_match_gateways() {
+    let text = format!(
+        "{SERVICES}{TWO_GATEWAYS}\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge-a, edge-b]
+  http:
+  - match: [{{gateways: [edge-a]}}]
+    route: [{{destination: {{host: web.internal}}}}]
+"
+    );
+    let options = Options {
+        target: sluice::Target::Istio(sluice::emit::istio_target::IstioOptions::default()),
+        ..options(None)
+    };
+    let Err(d) = generate(&Inputs::from_text("mesh.yaml", &text), &options) else {
+        panic!("the istio target accepted match.gateways");
+    };
+    insta::assert_snapshot!("istio_target_match_gateways", d.to_string());
+}
