@@ -107,6 +107,12 @@ pub struct VirtualServiceSpec {
     /// HTTP rules, first match wins.
     #[serde(default)]
     pub http: Vec<HttpRoute>,
+    /// TCP rules for the hosts' non-HTTP ports (see [`crate::tcp`]).
+    #[serde(default)]
+    pub tcp: Vec<crate::tcp::TcpRoute>,
+    /// TLS passthrough rules, routed by SNI (see [`crate::tcp`]).
+    #[serde(default)]
+    pub tls: Vec<crate::tcp::TlsRoute>,
     /// Visibility across namespaces; one Envoy sees everything, so unused.
     #[serde(default)]
     pub export_to: Vec<String>,
@@ -346,6 +352,8 @@ pub struct TrafficPolicy {
     pub proxy_protocol: Option<crate::native::ProxyProtocol>,
     /// Cap on concurrent retries relative to active requests (see [`crate::native`]).
     pub retry_budget: Option<crate::native::RetryBudget>,
+    /// Tunnel `tcp`/`tls` routes' connections through this destination (see [`crate::tcp`]).
+    pub tunnel: Option<crate::tcp::TunnelSettings>,
 }
 
 /// `LoadBalancerSettings`.
@@ -534,8 +542,13 @@ pub struct WorkloadEntrySpec {
 pub const UNSUPPORTED: &[&str] = &[
     "spec.servers.*.bind",
     "spec.servers.*.defaultEndpoint",
-    "spec.tcp",
-    "spec.tls",
+    "spec.tcp.*.match.*.sourceLabels",
+    "spec.tcp.*.match.*.sourceNamespace",
+    "spec.tcp.*.match.*.gateways",
+    "spec.tcp.*.match.*.sourceSubnet",
+    "spec.tls.*.match.*.sourceLabels",
+    "spec.tls.*.match.*.sourceNamespace",
+    "spec.tls.*.match.*.gateways",
     "spec.http.*.delegate",
     "spec.http.*.mirror_percent",
     "spec.http.*.match.*.sourceLabels",
@@ -544,7 +557,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "spec.http.*.fault.abort.http2Error",
     "spec.workloadSelector",
     // Traffic policies, at host or subset level (`**` = any prefix).
-    "**.trafficPolicy.tunnel",
     "**.connectionPool.http.http2KeepAlive",
     "**.loadBalancer.zoneAwareLbSetting",
     "**.outlierDetection.outlierDetectionHttpErrorCodes",
@@ -694,4 +706,9 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "retryBudget",
     "minRetryConcurrency",
     "budgetInterval",
+    "destinationSubnets",
+    "sniHosts",
+    "tunnel",
+    "targetHost",
+    "targetPort",
 ];

@@ -25,6 +25,7 @@ pub mod oci;
 pub mod parse;
 pub mod schema;
 pub mod sluice_settings;
+pub mod tcp;
 pub mod validate;
 pub mod yaml;
 

@@ -46,6 +46,10 @@ pub struct Listener {
     /// one filter chain each, chosen by the client's SNI. Empty when one certificate (`tls`)
     /// serves the whole port.
     pub sni_servers: Vec<SniServer>,
+    /// A TCP port's filter chains (VirtualService `tcp`/`tls` routes, TLS passthrough, Istio's
+    /// default TCP route; see [`crate::tcp`]): when non-empty the listener proxies connections
+    /// and has no virtual hosts.
+    pub tcp_chains: Vec<crate::tcp::TcpChain>,
 }
 
 /// One certificate of a port that serves several (see [`Listener::sni_servers`]).
@@ -297,6 +301,7 @@ pub fn build_with_credentials(
     let mut mesh = Mesh::default();
     build_clusters(&registry, credentials_dir, &mut mesh, &mut out);
     build_listeners(resources, &registry, credentials_dir, &mut mesh, &mut out);
+    crate::tcp::build(resources, &mut mesh, &mut out);
     (mesh, out)
 }
 
@@ -544,6 +549,7 @@ fn merge_policy(
         port_level_settings: Vec::new(),
         proxy_protocol: sub.proxy_protocol.clone().or(host.proxy_protocol),
         retry_budget: sub.retry_budget.clone().or(host.retry_budget),
+        tunnel: sub.tunnel.clone().or(host.tunnel),
     }
 }
 
@@ -1104,7 +1110,9 @@ fn build_listeners(
             };
             let Some(number) = port.number else { continue };
             let protocol = port.protocol.as_deref().unwrap_or("").to_ascii_uppercase();
-            if HTTP_PROTOCOLS.contains(&protocol.as_str()) {
+            // A passthrough server routes by SNI, not HTTP: see crate::tcp.
+            if HTTP_PROTOCOLS.contains(&protocol.as_str()) && !crate::tcp::is_passthrough_server(s)
+            {
                 let at = FieldPath::root().key("spec").key("servers").index(i);
                 let tls = match (credentials_dir, s.tls.as_ref()) {
                     (Some(dir), Some(tls)) if protocol == "HTTPS" => {
@@ -1259,6 +1267,7 @@ fn build_listeners(
             tls: None,
             https_redirect: https_redirect_ports.contains(&port),
             sni_servers: Vec::new(),
+            tcp_chains: Vec::new(),
         };
         match gateway_tls.get(&port).map_or(&[][..], Vec::as_slice) {
             [] => {}

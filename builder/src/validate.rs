@@ -43,6 +43,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for r in resources {
         crate::native::check_health_check(r, &mut out);
+        crate::tcp::check(r, &mut out);
         let spec = FieldPath::root().key("spec");
         match &r.spec {
             Spec::Gateway(g) => {
@@ -71,14 +72,15 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                                 )),
                                 Some(proto)
                                     if !HTTP_PROTOCOLS
-                                        .contains(&proto.to_ascii_uppercase().as_str()) =>
+                                        .contains(&proto.to_ascii_uppercase().as_str())
+                                        && !crate::tcp::is_tcp_server_protocol(proto) =>
                                 {
                                     out.push(r.error(
                                         &at.key("port").key("protocol"),
                                         format!(
                                             "protocol {proto:?} is not supported yet by sluice"
                                         ),
-                                        "sluice serves HTTP, HTTP2, GRPC and HTTPS gateway servers",
+                                        "sluice serves HTTP, HTTP2, GRPC, HTTPS, TLS (passthrough) and TCP gateway servers",
                                     ));
                                 }
                                 Some(_) => {}
@@ -269,11 +271,11 @@ fn check_virtual_service(
             "list the hosts (authorities) these routes serve",
         ));
     }
-    if vs.http.is_empty() {
+    if vs.http.is_empty() && vs.tcp.is_empty() && vs.tls.is_empty() {
         out.push(r.error(
             &spec,
             "no `http` routes",
-            "add `http:` with at least one `route`",
+            "add `http:` with at least one `route` (or `tcp:` / `tls:` for a TCP port)",
         ));
     }
     for (i, h) in vs.http.iter().enumerate() {

@@ -54,6 +54,16 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
     let mut used_filters = std::collections::BTreeSet::new();
     let mut listeners = Vec::new();
     for listener in mesh.listeners.values() {
+        if !listener.tcp_chains.is_empty() {
+            let port = if options.ephemeral_ports {
+                0
+            } else {
+                listener.port
+            };
+            let address = socket(&options.listen_address, port);
+            listeners.push(crate::tcp::listener_json(listener, address));
+            continue;
+        }
         match listener_json(listener, mesh, options, &mut used_filters) {
             Ok(mut l) => {
                 super::native::decorate_listener(listener, &mut l);

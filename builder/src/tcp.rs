@@ -1,0 +1,1057 @@
+//! The TCP and TLS side of Istio's traffic API: VirtualService `tcp` and `tls` routes on the
+//! non-HTTP ports of services and gateways, and Gateway servers in TLS `PASSTHROUGH` mode.
+//!
+//! As Istio's listener builder does (`pilot/pkg/networking/core`, TCP/TLS filter chains), a port
+//! whose protocol is not HTTP gets a listener of filter chains, each ending in
+//! `envoy.filters.network.tcp_proxy` to one cluster or to `weighted_clusters`. A chain is chosen
+//! by Envoy's `filter_chain_match`: `server_names` (a `tls` route's `sniHosts`, read from the
+//! client hello by the `tls_inspector` listener filter, the TLS itself passing through untouched)
+//! and `prefix_ranges` (`destinationSubnets`). `match.port` selects the listener. A service's TCP
+//! port that no VirtualService routes gets Istio's default chain to the service's cluster (for a
+//! `TLS` port, matched on the service host as SNI).
+//!
+//! One Envoy binds a port once and sees no original destination address, so connections on a
+//! port are told apart only by SNI and destination subnet: two services whose connections cannot
+//! be told apart on a port are an error, not a silent choice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::diag::{Diagnostic, Severity};
+use crate::istio::{Destination, DestinationRuleSpec, GatewaySpec, Server, ServiceEntrySpec};
+use crate::model::{Listener, Mesh, Target, cluster_name, server_host_matches};
+use crate::parse::{Resource, Spec};
+use crate::yaml::FieldPath;
+
+/// Port protocols Istio proxies as opaque TCP (its `IsTCP` protocols; MONGO, MYSQL and REDIS
+/// without their protocol filters, as Istio's default). `HTTPS` service ports stay HTTP in
+/// sluice (it has no traffic capture to sniff them); `HTTPS` and `TLS` gateway servers are TCP
+/// only in TLS `PASSTHROUGH` mode.
+pub const TCP_PROTOCOLS: &[&str] = &["TCP", "TLS", "MONGO", "MYSQL", "REDIS"];
+
+/// `VirtualService.spec.tcp[]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRoute {
+    /// Conditions, OR-ed; none matches every connection.
+    #[serde(default, rename = "match")]
+    pub matches: Vec<L4MatchAttributes>,
+    /// Destinations with weights.
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// `VirtualService.spec.tls[]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRoute {
+    /// Conditions, OR-ed; at least one, each naming `sniHosts`.
+    #[serde(default, rename = "match")]
+    pub matches: Vec<TlsMatchAttributes>,
+    /// Destinations with weights.
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// `L4MatchAttributes` (`sourceLabels`, `sourceNamespace` and `gateways` are refused).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4MatchAttributes {
+    /// Destination IPs or CIDRs (`10.0.0.1`, `10.0.0.0/24`): Envoy's `prefix_ranges`.
+    #[serde(default)]
+    pub destination_subnets: Vec<String>,
+    /// The port the connection came in on (selects the listener).
+    pub port: Option<u32>,
+}
+
+/// `TLSMatchAttributes` (`sourceLabels`, `sourceNamespace` and `gateways` are refused).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsMatchAttributes {
+    /// SNI values (`a.example.com`, `*.example.com`): Envoy's `server_names`.
+    #[serde(default)]
+    pub sni_hosts: Vec<String>,
+    /// Destination IPs or CIDRs.
+    #[serde(default)]
+    pub destination_subnets: Vec<String>,
+    /// The port the connection came in on (selects the listener).
+    pub port: Option<u32>,
+}
+
+/// `RouteDestination` of a `tcp` or `tls` route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteDestination {
+    /// Where to send.
+    pub destination: Option<Destination>,
+    /// Relative weight; 0 or unset among several destinations gets no connections.
+    pub weight: Option<i64>,
+}
+
+/// DestinationRule `trafficPolicy.tunnel`: the destination is an HTTP proxy, and a `tcp`/`tls`
+/// route's connection is carried in a CONNECT (or POST) request to `targetHost:targetPort`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelSettings {
+    /// `CONNECT` (default) or `POST`.
+    pub protocol: Option<String>,
+    /// Host the proxy connects to.
+    pub target_host: Option<String>,
+    /// Port the proxy connects to.
+    pub target_port: Option<u32>,
+}
+
+/// A resolved tunnel: Envoy's `tunneling_config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    /// `targetHost:targetPort` (IPv6 in brackets), the CONNECT authority or POST Host.
+    pub hostname: String,
+    /// `protocol: POST`.
+    pub use_post: bool,
+}
+
+/// One filter chain of a TCP listener: which connections it takes and where they go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpChain {
+    /// `<namespace>.<vs>.tcp.<i>` / `.tls.<i>`, or the cluster name of a default chain: the
+    /// chain's name and the tcp_proxy `stat_prefix`.
+    pub name: String,
+    /// SNI values (`filter_chain_match.server_names`); empty: any SNI, or none.
+    pub server_names: Vec<String>,
+    /// Destination address prefixes and lengths (`filter_chain_match.prefix_ranges`).
+    pub destination_subnets: Vec<(String, u32)>,
+    /// One cluster, or weighted clusters (weights > 0).
+    pub target: Target,
+    /// Tunnel the connection through the (single) destination, an HTTP proxy.
+    pub tunnel: Option<Tunnel>,
+}
+
+/// Whether a Gateway server passes TLS through (`tls.mode` PASSTHROUGH or AUTO_PASSTHROUGH):
+/// such a server is routed by SNI, never by HTTP routes.
+pub fn is_passthrough_server(s: &Server) -> bool {
+    matches!(tls_mode(s), Some("PASSTHROUGH" | "AUTO_PASSTHROUGH"))
+}
+
+fn tls_mode(s: &Server) -> Option<&str> {
+    s.tls.as_ref()?.get("mode")?.as_str()
+}
+
+fn protocol_of(p: Option<&str>) -> String {
+    p.unwrap_or("").to_ascii_uppercase()
+}
+
+/// Whether a Gateway server protocol is one the TCP side serves (the HTTP side refuses the rest).
+pub fn is_tcp_server_protocol(protocol: &str) -> bool {
+    TCP_PROTOCOLS.contains(&protocol.to_ascii_uppercase().as_str())
+}
+
+/// What a Gateway server routes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerKind {
+    /// VirtualService `tcp` routes.
+    Tcp,
+    /// VirtualService `tls` routes, by SNI, TLS untouched.
+    Passthrough,
+}
+
+fn server_kind(s: &Server) -> Option<ServerKind> {
+    let protocol = protocol_of(s.port.as_ref().and_then(|p| p.protocol.as_deref()));
+    match (protocol.as_str(), tls_mode(s)) {
+        ("HTTPS" | "TLS", Some("PASSTHROUGH")) => Some(ServerKind::Passthrough),
+        ("TLS", _) => None, // terminating TLS for TCP routes: refused in `check`
+        (p, _) if TCP_PROTOCOLS.contains(&p) => Some(ServerKind::Tcp),
+        _ => None,
+    }
+}
+
+/// Parses `10.0.0.0/24` or `10.0.0.1` (a /32 or /128) into Envoy's `CidrRange` parts.
+fn parse_subnet(text: &str) -> Result<(String, u32), String> {
+    let (ip, len) = match text.split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (text, None),
+    };
+    let addr: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if n <= max => n,
+            _ => return Err(format!("prefix length {l:?} is not 0-{max}")),
+        },
+    };
+    Ok((addr.to_string(), len))
+}
+
+/// Checks the `tcp` and `tls` routes of a VirtualService and the TCP and passthrough servers of
+/// a Gateway, on their own (cross-resource checks are in [`build`]).
+pub fn check(r: &Resource, out: &mut Vec<Diagnostic>) {
+    let spec = FieldPath::root().key("spec");
+    match &r.spec {
+        Spec::Gateway(g) => check_gateway(r, g, &spec, out),
+        Spec::VirtualService(vs) => {
+            for (i, t) in vs.tcp.iter().enumerate() {
+                let at = spec.key("tcp").index(i);
+                for (m, block) in t.matches.iter().enumerate() {
+                    let mat = at.key("match").index(m);
+                    check_l4(r, &mat, &block.destination_subnets, block.port, out);
+                }
+                check_destinations(r, &at, &t.route, out);
+            }
+            for (i, t) in vs.tls.iter().enumerate() {
+                let at = spec.key("tls").index(i);
+                if t.matches.is_empty() {
+                    out.push(r.error(
+                        &at,
+                        "a `tls` route needs a `match` with `sniHosts`",
+                        "add `match: [{sniHosts: [a.example.com]}]`: TLS passthrough routes by the client's SNI",
+                    ));
+                }
+                for (m, block) in t.matches.iter().enumerate() {
+                    let mat = at.key("match").index(m);
+                    check_l4(r, &mat, &block.destination_subnets, block.port, out);
+                    if block.sni_hosts.is_empty() {
+                        out.push(r.error(
+                            &mat,
+                            "missing `sniHosts`",
+                            "list the SNI names this rule takes, e.g. `sniHosts: [a.example.com]`",
+                        ));
+                    }
+                    for (s, sni) in block.sni_hosts.iter().enumerate() {
+                        if !vs.hosts.iter().any(|h| server_host_matches(h, sni)) {
+                            out.push(r.error(
+                                &mat.key("sniHosts").index(s),
+                                format!("SNI host {sni:?} is not one of the VirtualService's hosts"),
+                                &format!(
+                                    "Istio takes only SNI names its `hosts` cover ({}): add it there, or fix the spelling",
+                                    vs.hosts.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                }
+                check_destinations(r, &at, &t.route, out);
+            }
+        }
+        Spec::DestinationRule(dr) => {
+            let policies = dr
+                .traffic_policy
+                .iter()
+                .map(|tp| (spec.key("trafficPolicy"), tp))
+                .chain(dr.subsets.iter().enumerate().filter_map(|(i, s)| {
+                    let at = spec.key("subsets").index(i).key("trafficPolicy");
+                    s.traffic_policy.as_ref().map(|tp| (at, tp))
+                }));
+            for (at, tp) in policies {
+                if let Some(t) = &tp.tunnel {
+                    check_tunnel(r, &at.key("tunnel"), t, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_tunnel(r: &Resource, at: &FieldPath, t: &TunnelSettings, out: &mut Vec<Diagnostic>) {
+    match t.protocol.as_deref() {
+        None | Some("CONNECT" | "POST") => {}
+        Some(other) => out.push(r.error(
+            &at.key("protocol"),
+            format!("unknown tunnel protocol {other:?}"),
+            "use CONNECT or POST",
+        )),
+    }
+    if t.target_host.as_deref().is_none_or(str::is_empty) {
+        out.push(r.error(
+            at,
+            "missing `targetHost`",
+            "name the host the proxy connects to, e.g. `targetHost: db.example.com`",
+        ));
+    }
+    match t.target_port {
+        None => out.push(r.error(
+            at,
+            "missing `targetPort`",
+            "give the port the proxy connects to, e.g. `targetPort: 5432`",
+        )),
+        Some(p) if !(1..=65535).contains(&p) => out.push(r.error(
+            &at.key("targetPort"),
+            format!("port {p} is out of range"),
+            "use 1-65535",
+        )),
+        Some(_) => {}
+    }
+}
+
+/// The tunnel of a destination as Istio picks it: a subset's own `tunnel` when the destination
+/// names a subset (the host's is not inherited), else the host's.
+fn tunnel_of(dr: Option<&crate::istio::DestinationRuleSpec>, subset: &str) -> Option<Tunnel> {
+    let dr = dr?;
+    let settings = if subset.is_empty() {
+        dr.traffic_policy.as_ref()?.tunnel.as_ref()?
+    } else {
+        dr.subsets
+            .iter()
+            .find(|s| s.name.as_deref() == Some(subset))?
+            .traffic_policy
+            .as_ref()?
+            .tunnel
+            .as_ref()?
+    };
+    let host = settings.target_host.as_deref()?;
+    let port = settings.target_port?;
+    let hostname = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Some(Tunnel {
+        hostname,
+        use_post: settings.protocol.as_deref() == Some("POST"),
+    })
+}
+
+fn check_gateway(r: &Resource, g: &GatewaySpec, spec: &FieldPath, out: &mut Vec<Diagnostic>) {
+    for (i, s) in g.servers.iter().enumerate() {
+        let at = spec.key("servers").index(i);
+        let protocol = protocol_of(s.port.as_ref().and_then(|p| p.protocol.as_deref()));
+        match tls_mode(s) {
+            Some("AUTO_PASSTHROUGH") => out.push(r.error(
+                &at.key("tls").key("mode"),
+                "TLS mode AUTO_PASSTHROUGH is not supported by the envoy target",
+                "AUTO_PASSTHROUGH routes by Istio's SNI naming of clusters (outbound_.PORT_.SUBSET_.HOST), which only istiod's endpoints serve; use PASSTHROUGH with VirtualService `tls` routes",
+            )),
+            Some("PASSTHROUGH") if !matches!(protocol.as_str(), "HTTPS" | "TLS") => {
+                out.push(r.error(
+                    &at.key("tls").key("mode"),
+                    format!("PASSTHROUGH on a {protocol} server"),
+                    "TLS passthrough needs `protocol: TLS` (or HTTPS)",
+                ));
+            }
+            Some("PASSTHROUGH") => {}
+            _ if protocol == "TLS" => out.push(r.error(
+                &at.key("tls"),
+                "a TLS server that terminates TLS for `tcp` routes is not supported yet by sluice",
+                "use `tls: {mode: PASSTHROUGH}` and VirtualService `tls` routes (the backend terminates), or an HTTPS server with `http` routes",
+            )),
+            _ => {}
+        }
+    }
+}
+
+fn check_l4(
+    r: &Resource,
+    at: &FieldPath,
+    subnets: &[String],
+    port: Option<u32>,
+    out: &mut Vec<Diagnostic>,
+) {
+    for (s, subnet) in subnets.iter().enumerate() {
+        if let Err(e) = parse_subnet(subnet) {
+            out.push(r.error(
+                &at.key("destinationSubnets").index(s),
+                format!("invalid subnet {subnet:?}: {e}"),
+                "use an IP address or CIDR, e.g. 10.0.0.0/24",
+            ));
+        }
+    }
+    if let Some(p) = port
+        && !(1..=65535).contains(&p)
+    {
+        out.push(r.error(
+            &at.key("port"),
+            format!("port {p} is out of range"),
+            "use 1-65535",
+        ));
+    }
+}
+
+fn check_destinations(
+    r: &Resource,
+    at: &FieldPath,
+    route: &[RouteDestination],
+    out: &mut Vec<Diagnostic>,
+) {
+    if route.is_empty() {
+        out.push(r.error(
+            at,
+            "missing `route`",
+            "add `route: [{destination: {host: ...}}]`",
+        ));
+    }
+    let mut sum: i64 = 0;
+    for (d, dest) in route.iter().enumerate() {
+        let dat = at.key("route").index(d);
+        if dest
+            .destination
+            .as_ref()
+            .and_then(|dd| dd.host.as_deref())
+            .is_none_or(str::is_empty)
+        {
+            out.push(r.error(
+                &dat,
+                "missing `destination.host`",
+                "add `destination: {host: ...}`",
+            ));
+        }
+        match dest.weight {
+            Some(w) if w < 0 => out.push(r.error(
+                &dat.key("weight"),
+                format!("weight {w} is negative"),
+                "weights are non-negative; they are shares of the total",
+            )),
+            Some(w) => sum = sum.saturating_add(w),
+            None => {}
+        }
+    }
+    if route.len() > 1 && sum == 0 && route.iter().all(|d| d.weight.is_none_or(|w| w >= 0)) {
+        out.push(r.error(
+            &at.key("route"),
+            "the weights are all zero (or missing), so no destination gets connections",
+            "give each destination a `weight`, e.g. 90 and 10",
+        ));
+    }
+}
+
+/// A service host and the protocol of each of its ports.
+struct TcpService<'a> {
+    resource: &'a Resource,
+    /// Port number -> (index in `spec.ports`, upper-case protocol).
+    ports: BTreeMap<u32, (usize, String)>,
+}
+
+/// Who put a chain on a port, for conflict reports.
+struct Owner<'a> {
+    resource: &'a Resource,
+    at: FieldPath,
+}
+
+/// Chains of one port, in order, with their owners.
+#[derive(Default)]
+struct PortChains<'a> {
+    chains: Vec<(TcpChain, Owner<'a>)>,
+}
+
+impl<'a> PortChains<'a> {
+    /// Adds `chain` unless an earlier chain takes the same connections: Envoy refuses two equal
+    /// matches, and Istio's first rule wins. Same resource: a warning (a rule that never
+    /// matches); another resource: an error (two owners of the same connections).
+    fn push(&mut self, port: u32, chain: TcpChain, owner: Owner<'a>, out: &mut Vec<Diagnostic>) {
+        let same = |c: &TcpChain| {
+            c.server_names == chain.server_names
+                && c.destination_subnets == chain.destination_subnets
+        };
+        if let Some((first, by)) = self.chains.iter().find(|(c, _)| same(c)) {
+            let what = if chain.server_names.is_empty() {
+                "every connection".to_owned()
+            } else {
+                format!("SNI {}", chain.server_names.join(", "))
+            };
+            if std::ptr::eq(by.resource, owner.resource) {
+                out.push(owner.resource.diag(
+                    Severity::Warning,
+                    &owner.at,
+                    format!(
+                        "never matches on port {port}: {} above already takes {what}",
+                        first.name
+                    ),
+                    Some("give the rule a narrower `match`, or remove it".into()),
+                ));
+            } else {
+                out.push(owner.resource.error(
+                    &owner.at,
+                    format!(
+                        "port {port}: {what} is already routed by {} ({})",
+                        by.resource.id(),
+                        first.name
+                    ),
+                    "one Envoy port tells TCP connections apart only by SNI and destination subnet: give the services different ports, or route them by `tls` sniHosts",
+                ));
+            }
+            return;
+        }
+        self.chains.push((chain, owner));
+    }
+}
+
+/// Builds the TCP listeners of `mesh` (after its clusters and HTTP listeners): a TCP port's
+/// listener replaces the HTTP default routes the HTTP side gave it.
+pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>) {
+    let services = tcp_services(resources);
+    let hosts: BTreeSet<&str> = mesh.clusters.values().map(|c| c.host.as_str()).collect();
+    let resolve = |host: &str, namespace: &str| -> Option<String> {
+        if hosts.contains(host) {
+            return Some(host.to_owned());
+        }
+        let long = format!("{host}.{namespace}.svc.cluster.local");
+        if !host.contains('.') && hosts.contains(long.as_str()) {
+            return Some(long);
+        }
+        let short = host.strip_suffix(".svc.cluster.local")?.split('.').next()?;
+        hosts.contains(short).then(|| short.to_owned())
+    };
+    let gateways: BTreeMap<(String, String), (&Resource, &GatewaySpec)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Gateway(g) => Some(((r.namespace.clone(), r.name.clone()), (r, g))),
+            _ => None,
+        })
+        .collect();
+
+    // DestinationRules by the canonical host (duplicates and unknown hosts are reported by the
+    // model; the first wins, as there).
+    let mut destination_rules: BTreeMap<String, &DestinationRuleSpec> = BTreeMap::new();
+    for r in resources {
+        if let Spec::DestinationRule(dr) = &r.spec
+            && let Some(host) = dr.host.as_deref().and_then(|h| resolve(h, &r.namespace))
+        {
+            destination_rules.entry(host).or_insert(dr);
+        }
+    }
+    let mut ports: BTreeMap<u32, PortChains<'_>> = BTreeMap::new();
+    // Gateway ports that take TCP, and what each serves.
+    let mut gateway_tcp_ports: BTreeMap<u32, ServerKind> = BTreeMap::new();
+    for (r, g) in gateways.values() {
+        for (i, s) in g.servers.iter().enumerate() {
+            let (Some(kind), Some(number)) =
+                (server_kind(s), s.port.as_ref().and_then(|p| p.number))
+            else {
+                continue;
+            };
+            if let Some(l) = mesh.listeners.get(&number)
+                && !l.virtual_hosts.is_empty()
+                && !services.values().any(|svc| svc.ports.contains_key(&number))
+            {
+                out.push(
+                    r.error(
+                        &FieldPath::root()
+                            .key("spec")
+                            .key("servers")
+                            .index(i)
+                            .key("port"),
+                        format!("port {number} is served both as HTTP and as TCP"),
+                        "one Envoy binds a port once: give the TCP server another port",
+                    ),
+                );
+                continue;
+            }
+            if gateway_tcp_ports
+                .insert(number, kind)
+                .is_some_and(|k| k != kind)
+            {
+                out.push(
+                    r.error(
+                        &FieldPath::root()
+                            .key("spec")
+                            .key("servers")
+                            .index(i)
+                            .key("port"),
+                        format!("port {number} is served both as TLS passthrough and as plain TCP"),
+                        "one Envoy binds a port once: give the servers different ports",
+                    ),
+                );
+            }
+        }
+    }
+    // Mesh TCP ports: every service port of a TCP protocol.
+    let mut mesh_tcp_ports: BTreeSet<u32> = BTreeSet::new();
+    for svc in services.values() {
+        for (&number, (pi, protocol)) in &svc.ports {
+            if !TCP_PROTOCOLS.contains(&protocol.as_str()) {
+                continue;
+            }
+            let http_here = services.values().any(|o| {
+                o.ports
+                    .get(&number)
+                    .is_some_and(|(_, p)| !TCP_PROTOCOLS.contains(&p.as_str()))
+            });
+            if http_here || gateway_tcp_ports.get(&number) == Some(&ServerKind::Passthrough) {
+                out.push(svc.resource.error(
+                    &FieldPath::root().key("spec").key("ports").index(*pi).key("protocol"),
+                    format!("port {number} is {protocol} here but served differently elsewhere"),
+                    "one Envoy binds a port once, with one protocol: give this service another port number",
+                ));
+                continue;
+            }
+            mesh_tcp_ports.insert(number);
+        }
+    }
+
+    // VirtualService routes.
+    let mut routed: BTreeSet<(u32, String)> = BTreeSet::new(); // (port, service host)
+    for r in resources {
+        let Spec::VirtualService(vs) = &r.spec else {
+            continue;
+        };
+        if vs.tcp.is_empty() && vs.tls.is_empty() {
+            continue;
+        }
+        let refs: Vec<String> = if vs.gateways.is_empty() {
+            vec!["mesh".into()]
+        } else {
+            vs.gateways.clone()
+        };
+        // (listener port, server hosts for SNI narrowing on gateways, routes `tls`?)
+        let mut listeners: Vec<(u32, Option<Vec<String>>, ServerKind)> = Vec::new();
+        for gref in &refs {
+            if gref == "mesh" {
+                for host in &vs.hosts {
+                    let Some(canonical) = resolve(host, &r.namespace) else {
+                        continue;
+                    };
+                    let Some(svc) = services.get(&canonical) else {
+                        continue;
+                    };
+                    for (&number, (_, protocol)) in &svc.ports {
+                        if !mesh_tcp_ports.contains(&number) {
+                            continue;
+                        }
+                        let kind = if protocol == "TLS" {
+                            ServerKind::Passthrough
+                        } else {
+                            ServerKind::Tcp
+                        };
+                        routed.insert((number, canonical.clone()));
+                        listeners.push((number, None, kind));
+                    }
+                }
+                continue;
+            }
+            let key = match gref.split_once('/') {
+                Some((ns, name)) => (ns.to_owned(), name.to_owned()),
+                None => (r.namespace.clone(), gref.clone()),
+            };
+            // An unknown gateway is reported by the HTTP side.
+            let Some((_, g)) = gateways.get(&key) else {
+                continue;
+            };
+            for s in &g.servers {
+                let (Some(kind), Some(number)) =
+                    (server_kind(s), s.port.as_ref().and_then(|p| p.number))
+                else {
+                    continue;
+                };
+                if vs
+                    .hosts
+                    .iter()
+                    .any(|h| s.hosts.iter().any(|p| server_host_matches(p, h)))
+                {
+                    let hosts = s
+                        .hosts
+                        .iter()
+                        .map(|h| h.rsplit('/').next().unwrap_or(h).to_owned())
+                        .collect();
+                    listeners.push((number, Some(hosts), kind));
+                }
+            }
+        }
+        listeners.sort_by_key(|(p, _, _)| *p);
+        listeners.dedup_by_key(|(p, _, _)| *p);
+        let bound = !listeners.is_empty();
+        let spec = FieldPath::root().key("spec");
+        let lookup = Lookup {
+            resolve: &resolve,
+            rules: &destination_rules,
+            mesh,
+        };
+        for (port, server_hosts, kind) in &listeners {
+            let rules: Vec<(FieldPath, String, Vec<Match>, &[RouteDestination])> = match kind {
+                ServerKind::Tcp => vs
+                    .tcp
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let ms = t
+                            .matches
+                            .iter()
+                            .map(|m| Match {
+                                sni: Vec::new(),
+                                subnets: m.destination_subnets.clone(),
+                                port: m.port,
+                            })
+                            .collect();
+                        (
+                            spec.key("tcp").index(i),
+                            format!("tcp.{i}"),
+                            ms,
+                            t.route.as_slice(),
+                        )
+                    })
+                    .collect(),
+                ServerKind::Passthrough => vs
+                    .tls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let ms = t
+                            .matches
+                            .iter()
+                            .map(|m| Match {
+                                sni: m.sni_hosts.clone(),
+                                subnets: m.destination_subnets.clone(),
+                                port: m.port,
+                            })
+                            .collect();
+                        (
+                            spec.key("tls").index(i),
+                            format!("tls.{i}"),
+                            ms,
+                            t.route.as_slice(),
+                        )
+                    })
+                    .collect(),
+            };
+            for (at, suffix, matches, route) in rules {
+                let Some((target, tunnel)) = resolve_target(r, &at, route, *port, &lookup, out)
+                else {
+                    continue;
+                };
+                let name = format!("{}.{}.{suffix}", r.namespace, r.name);
+                let any = [Match::default()];
+                let blocks = if matches.is_empty() {
+                    &any[..]
+                } else {
+                    &matches[..]
+                };
+                for m in blocks {
+                    if m.port.is_some_and(|p| p != *port) {
+                        continue;
+                    }
+                    // On a gateway, only the SNI names its server exposes (Istio's intersection).
+                    let mut server_names: Vec<String> = m
+                        .sni
+                        .iter()
+                        .flat_map(|sni| narrow(sni, server_hosts.as_deref()))
+                        .collect();
+                    server_names.sort();
+                    server_names.dedup();
+                    if !m.sni.is_empty() && server_names.is_empty() {
+                        continue;
+                    }
+                    if server_names.iter().any(|n| n == "*") {
+                        server_names.clear();
+                    }
+                    let mut destination_subnets: Vec<(String, u32)> = m
+                        .subnets
+                        .iter()
+                        .filter_map(|s| parse_subnet(s).ok())
+                        .collect();
+                    destination_subnets.sort();
+                    ports.entry(*port).or_default().push(
+                        *port,
+                        TcpChain {
+                            name: name.clone(),
+                            server_names,
+                            destination_subnets,
+                            target: target.clone(),
+                            tunnel: tunnel.clone(),
+                        },
+                        Owner {
+                            resource: r,
+                            at: at.clone(),
+                        },
+                        out,
+                    );
+                }
+            }
+        }
+        if !bound {
+            let field = if vs.tcp.is_empty() { "tls" } else { "tcp" };
+            out.push(r.diag(
+                Severity::Warning,
+                &spec.key(field),
+                "these routes apply to no TCP port: no host of this VirtualService has a TCP or TLS port, or a TCP or passthrough server of its gateways",
+                Some("give the ServiceEntry port `protocol: TCP` (TLS for `tls` routes), or bind the VirtualService to a Gateway server of that protocol".into()),
+            ));
+        }
+    }
+
+    // Istio's default chain for every service TCP port no VirtualService routes.
+    for (host, svc) in &services {
+        for (&number, (pi, protocol)) in &svc.ports {
+            if !mesh_tcp_ports.contains(&number) || routed.contains(&(number, host.clone())) {
+                continue;
+            }
+            let cluster = cluster_name(number, "", host);
+            let server_names = if protocol == "TLS" && !host.contains('*') {
+                vec![host.clone()]
+            } else {
+                Vec::new()
+            };
+            ports.entry(number).or_default().push(
+                number,
+                TcpChain {
+                    name: cluster.clone(),
+                    server_names,
+                    destination_subnets: Vec::new(),
+                    target: Target::Cluster(cluster),
+                    tunnel: tunnel_of(destination_rules.get(host).copied(), ""),
+                },
+                Owner {
+                    resource: svc.resource,
+                    at: FieldPath::root().key("spec").key("ports").index(*pi),
+                },
+                out,
+            );
+        }
+    }
+
+    for (port, chains) in ports {
+        let tcp_chains: Vec<TcpChain> = chains.chains.into_iter().map(|(c, _)| c).collect();
+        mesh.listeners.insert(
+            port,
+            Listener {
+                port,
+                tcp_chains,
+                ..Listener::default()
+            },
+        );
+    }
+    // A mesh TCP port nothing routes keeps no HTTP listener either.
+    for port in &mesh_tcp_ports {
+        if mesh
+            .listeners
+            .get(port)
+            .is_some_and(|l| l.tcp_chains.is_empty())
+        {
+            mesh.listeners.remove(port);
+        }
+    }
+}
+
+/// A `tcp` or `tls` match block in one shape.
+#[derive(Default)]
+struct Match {
+    sni: Vec<String>,
+    subnets: Vec<String>,
+    port: Option<u32>,
+}
+
+/// The SNI names of `sni` a gateway server of `server_hosts` serves (the narrower of the two
+/// when one is a wildcard covering the other); on the mesh (`None`), `sni` itself.
+fn narrow(sni: &str, server_hosts: Option<&[String]>) -> Vec<String> {
+    let Some(hosts) = server_hosts else {
+        return vec![sni.to_owned()];
+    };
+    if hosts.iter().any(|h| server_host_matches(h, sni)) && !sni.starts_with('*') {
+        return vec![sni.to_owned()];
+    }
+    let mut names: Vec<String> = hosts
+        .iter()
+        .filter(|h| server_host_matches(sni, h))
+        .cloned()
+        .collect();
+    if names.is_empty() && hosts.iter().any(|h| server_host_matches(h, sni)) {
+        names.push(sni.to_owned());
+    }
+    names
+}
+
+/// What destinations resolve against: service hosts (`resolve(host, namespace)` gives the
+/// registered form), DestinationRules by host, and the clusters.
+struct Lookup<'a> {
+    resolve: &'a dyn Fn(&str, &str) -> Option<String>,
+    rules: &'a BTreeMap<String, &'a DestinationRuleSpec>,
+    mesh: &'a Mesh,
+}
+
+/// The clusters of a rule's destinations on listener `port`: one, or several with weights > 0.
+fn resolve_target(
+    r: &Resource,
+    at: &FieldPath,
+    route: &[RouteDestination],
+    port: u32,
+    lookup: &Lookup<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<(Target, Option<Tunnel>)> {
+    let Lookup {
+        resolve,
+        rules,
+        mesh,
+    } = lookup;
+    let mut members = Vec::new();
+    for (d, dest) in route.iter().enumerate() {
+        let dat = at.key("route").index(d).key("destination");
+        let dd = dest.destination.as_ref()?;
+        let host = dd.host.as_deref()?;
+        let Some(canonical) = resolve(host, &r.namespace) else {
+            out.push(r.error(
+                &dat.key("host"),
+                format!("unknown destination host {host:?}: no ServiceEntry defines it"),
+                "add a ServiceEntry with this host, its ports and endpoints",
+            ));
+            return None;
+        };
+        let svc_ports: BTreeSet<u32> = mesh
+            .clusters
+            .values()
+            .filter(|c| c.host == canonical)
+            .map(|c| c.port)
+            .collect();
+        let number = match dd.port.as_ref().and_then(|p| p.number) {
+            Some(n) if svc_ports.contains(&n) => n,
+            Some(n) => {
+                let have: Vec<String> = svc_ports.iter().map(u32::to_string).collect();
+                out.push(r.error(
+                    &dat.key("port").key("number"),
+                    format!("host {host:?} has no port {n}"),
+                    &format!("its ports: {}", have.join(", ")),
+                ));
+                return None;
+            }
+            None if svc_ports.len() == 1 => svc_ports.first().copied()?,
+            None if svc_ports.contains(&port) => port,
+            None => {
+                out.push(r.error(
+                    &dat,
+                    format!("host {host:?} has several ports; which one?"),
+                    "set `port: {number: ...}` on the destination",
+                ));
+                return None;
+            }
+        };
+        let subset = dd.subset.as_deref().unwrap_or("");
+        let cluster = cluster_name(number, subset, &canonical);
+        if !mesh.clusters.contains_key(&cluster) {
+            let known: Vec<&str> = mesh
+                .clusters
+                .values()
+                .filter(|c| c.host == canonical && c.port == number && !c.subset.is_empty())
+                .map(|c| c.subset.as_str())
+                .collect();
+            out.push(r.error(
+                &dat.key("subset"),
+                format!("unknown subset {subset:?} of host {host:?}"),
+                &if known.is_empty() {
+                    format!(
+                        "add a DestinationRule for host {canonical:?} defining subset {subset:?}"
+                    )
+                } else {
+                    format!("subsets of {canonical:?}: {}", known.join(", "))
+                },
+            ));
+            return None;
+        }
+        let weight =
+            u32::try_from(dest.weight.unwrap_or(0).clamp(0, i64::from(u32::MAX))).unwrap_or(0);
+        let tunnel = tunnel_of(rules.get(&canonical).copied(), subset);
+        members.push((cluster, weight, tunnel));
+    }
+    if members.len() > 1 {
+        // Istio drops destinations of weight 0 (Envoy's weighted_clusters wants a total > 0).
+        members.retain(|(_, w, _)| *w > 0);
+    }
+    match members.as_slice() {
+        [] => None,
+        [(cluster, _, tunnel)] => Some((Target::Cluster(cluster.clone()), tunnel.clone())),
+        many => {
+            if let Some((cluster, _, _)) = many.iter().find(|(_, _, t)| t.is_some()) {
+                // Envoy tunnels a tcp_proxy, not one of its weighted clusters; Istio would drop
+                // the tunnel silently here.
+                out.push(r.error(
+                    &at.key("route"),
+                    format!("{cluster} tunnels (its DestinationRule sets `tunnel`): it cannot be one of weighted destinations"),
+                    "route to the tunnelling destination alone, or drop `tunnel` from its DestinationRule",
+                ));
+                return None;
+            }
+            let split = many.iter().map(|(c, w, _)| (c.clone(), *w)).collect();
+            Some((Target::Split(split), None))
+        }
+    }
+}
+
+/// ServiceEntry hosts with their ports' protocols.
+fn tcp_services(resources: &[Resource]) -> BTreeMap<String, TcpService<'_>> {
+    let mut services = BTreeMap::new();
+    for r in resources {
+        let Spec::ServiceEntry(se) = &r.spec else {
+            continue;
+        };
+        let ServiceEntrySpec { hosts, ports, .. } = se;
+        let ports: BTreeMap<u32, (usize, String)> = ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((p.number?, (i, protocol_of(p.protocol.as_deref())))))
+            .collect();
+        for host in hosts {
+            services.entry(host.clone()).or_insert(TcpService {
+                resource: r,
+                ports: ports.clone(),
+            });
+        }
+    }
+    services
+}
+
+/// The Envoy listener of a TCP port: one filter chain per [`TcpChain`], each a `tcp_proxy`, and
+/// the `tls_inspector` when a chain matches on SNI.
+pub fn listener_json(listener: &Listener, address: Value) -> Value {
+    let chains: Vec<Value> = listener
+        .tcp_chains
+        .iter()
+        .map(|c| {
+            let mut proxy = json!({
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": c.name,
+            });
+            match &c.target {
+                Target::Cluster(name) => proxy["cluster"] = json!(name),
+                Target::Split(members) => {
+                    let clusters: Vec<Value> = members
+                        .iter()
+                        .map(|(name, weight)| json!({"name": name, "weight": weight}))
+                        .collect();
+                    proxy["weighted_clusters"] = json!({"clusters": clusters});
+                }
+            }
+            if let Some(t) = &c.tunnel {
+                let mut config = json!({"hostname": t.hostname});
+                if t.use_post {
+                    config["use_post"] = json!(true);
+                }
+                proxy["tunneling_config"] = config;
+            }
+            let mut chain = json!({
+                "name": c.name,
+                "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}],
+            });
+            let mut m = serde_json::Map::new();
+            if !c.server_names.is_empty() {
+                m.insert("server_names".into(), json!(c.server_names));
+            }
+            if !c.destination_subnets.is_empty() {
+                let ranges: Vec<Value> = c
+                    .destination_subnets
+                    .iter()
+                    .map(|(a, l)| json!({"address_prefix": a, "prefix_len": l}))
+                    .collect();
+                m.insert("prefix_ranges".into(), json!(ranges));
+            }
+            if !m.is_empty() {
+                chain["filter_chain_match"] = Value::Object(m);
+            }
+            chain
+        })
+        .collect();
+    let mut value = json!({
+        "name": listener.name(),
+        "address": address,
+        "filter_chains": chains,
+    });
+    if listener
+        .tcp_chains
+        .iter()
+        .any(|c| !c.server_names.is_empty())
+    {
+        value["listener_filters"] = json!([{
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
+        }]);
+    }
+    value
+}

@@ -1,0 +1,314 @@
+//! VirtualService `tcp` and `tls` routes and Gateway TLS `PASSTHROUGH`: the TCP listeners the
+//! builder emits (insta snapshots of the Envoy config) and the diagnostics for their mistakes.
+//! The behaviour through Envoy is in `integration/tests/tcp.rs`.
+
+use sluice::{Inputs, Options, WasmModules, generate};
+
+const SERVICES: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.internal]
+  ports: [{number: 5432, name: tcp-db, protocol: TCP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 10.0.0.1, labels: {version: v1}}
+  - {address: 10.0.0.2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db}
+spec:
+  host: db.internal
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cache}
+spec:
+  hosts: [cache.internal]
+  ports: [{number: 6379, name: redis, protocol: REDIS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: backends}
+spec:
+  hosts: [a.backend, b.backend]
+  ports: [{number: 8443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+";
+
+fn options() -> Options {
+    Options {
+        wasm: WasmModules::Reference("/opt/sluice/wasm".into()),
+        ..Options::default()
+    }
+}
+
+fn envoy_yaml(mesh: &str) -> String {
+    let text = format!("{SERVICES}{mesh}");
+    let output = generate(&Inputs::from_text("mesh.yaml", &text), &options())
+        .unwrap_or_else(|d| panic!("{d}"));
+    String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8")
+}
+
+fn diagnose(mesh: &str) -> String {
+    let text = format!("{SERVICES}{mesh}");
+    match generate(&Inputs::from_text("mesh.yaml", &text), &options()) {
+        Ok(_) => panic!("expected errors for:\n{mesh}"),
+        Err(d) => d.to_string(),
+    }
+}
+
+/// The listeners of the config (they come after the clusters).
+fn listeners(yaml: &str) -> String {
+    let start = yaml
+        .find("  listeners:")
+        .unwrap_or_else(|| panic!("no listeners in\n{yaml}"));
+    let end = yaml.find("\nstats_config:").unwrap_or(yaml.len());
+    yaml[start..end].to_owned()
+}
+
+/// `tcp` routes: a destination-subnet rule to one subset, then a weighted split for the rest;
+/// a TCP service without a VirtualService gets Istio's default chain; TLS service ports get
+/// one SNI chain per host.
+#[test]
+fn tcp_routes_become_tcp_proxy_chains() {
+    let yaml = envoy_yaml(
+        "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db.internal]
+  tcp:
+  - match: [{destinationSubnets: [10.1.0.0/16, 192.168.0.7]}]
+    route: [{destination: {host: db.internal, subset: v2}}]
+  - route:
+    - {destination: {host: db.internal, subset: v1}, weight: 90}
+    - {destination: {host: db.internal, subset: v2}, weight: 10}
+",
+    );
+    let listeners = listeners(&yaml);
+    assert!(
+        !listeners.contains("http_connection_manager"),
+        "{listeners}"
+    );
+    insta::assert_snapshot!(listeners);
+}
+
+/// A Gateway server in PASSTHROUGH mode routes by SNI with the VirtualServices' `tls` routes
+/// and never terminates TLS.
+#[test]
+fn passthrough_server_routes_by_sni() {
+    let yaml = envoy_yaml(
+        "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [a.example.com, b.example.com]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: [a.example.com, b.example.com]
+  gateways: [edge]
+  tls:
+  - match: [{sniHosts: [a.example.com], port: 443}]
+    route: [{destination: {host: a.backend}}]
+  - match: [{sniHosts: [b.example.com]}]
+    route: [{destination: {host: b.backend}}]
+",
+    );
+    let listeners = listeners(&yaml);
+    let edge = &listeners[listeners.find("name: listener_443").expect("listener_443")..];
+    assert!(
+        !edge.contains("transport_socket"),
+        "TLS passes through:\n{edge}"
+    );
+    insta::assert_snapshot!(listeners);
+}
+
+/// Mistakes, each with its position and a hint.
+#[test]
+fn mistakes_in_tcp_and_tls_routes() {
+    insta::assert_snapshot!(diagnose(
+        "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  servers:
+  - port: {number: 443, name: auto, protocol: TLS}
+    hosts: ['*']
+    tls: {mode: AUTO_PASSTHROUGH}
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, serverCertificate: /c.crt, privateKey: /c.key}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db.internal]
+  tcp:
+  - match: [{destinationSubnets: [10.1.0.0/33, db.internal], sourceLabels: {app: x}}]
+    route: [{destination: {host: db.internl}}]
+  - route:
+    - {destination: {host: db.internal, subset: v3}, weight: 1}
+  - route:
+    - {destination: {host: db.internal}}
+    - {destination: {host: db.internal, subset: v1}}
+  tls:
+  - route: [{destination: {host: a.backend}}]
+  - match: [{sniHosts: [c.example.com]}]
+    route: [{destination: {host: a.backend}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db-copy}
+spec:
+  hosts: [db-copy.internal]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: DNS
+"
+    ));
+}
+
+/// Two services on one TCP port cannot be told apart, and one VirtualService rule that repeats
+/// an earlier one's match never matches.
+#[test]
+fn connections_that_cannot_be_told_apart() {
+    let text = format!(
+        "{SERVICES}\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db-copy}}
+spec:
+  hosts: [db-copy.internal]
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: cache}}
+spec:
+  hosts: [cache.internal]
+  tcp:
+  - route: [{{destination: {{host: cache.internal}}}}]
+  - route: [{{destination: {{host: cache.internal}}}}]
+"
+    );
+    let d = match generate(&Inputs::from_text("mesh.yaml", &text), &options()) {
+        Ok(_) => panic!("expected errors"),
+        Err(d) => d.to_string(),
+    };
+    insta::assert_snapshot!(d);
+}
+
+const TUNNEL_PROXY: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: proxy}
+spec:
+  hosts: [proxy.internal]
+  ports: [{number: 3128, name: tcp-proxy, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.9, labels: {pool: a}}]
+---
+";
+
+/// DestinationRule `tunnel`: a `tcp` route to the proxy carries the connection in a CONNECT
+/// (or POST, for the subset that says so) to `targetHost:targetPort`, as Istio's
+/// `tunneling_config`; a subset without its own `tunnel` does not inherit the host's (Istio).
+#[test]
+fn tunnel_wraps_tcp_routes_in_connect() {
+    let yaml = envoy_yaml(&format!(
+        "{TUNNEL_PROXY}\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: proxy}}
+spec:
+  host: proxy.internal
+  trafficPolicy:
+    tunnel: {{targetHost: db.example.com, targetPort: 5432}}
+  subsets:
+  - name: post
+    labels: {{pool: a}}
+    trafficPolicy:
+      tunnel: {{protocol: POST, targetHost: '2001:db8::1', targetPort: 6379}}
+  - name: plain
+    labels: {{pool: a}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db}}
+spec:
+  hosts: [db.internal]
+  tcp:
+  - route: [{{destination: {{host: proxy.internal}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: cache}}
+spec:
+  hosts: [cache.internal]
+  tcp:
+  - match: [{{destinationSubnets: [10.0.0.0/8]}}]
+    route: [{{destination: {{host: proxy.internal, subset: post}}}}]
+  - route: [{{destination: {{host: proxy.internal, subset: plain}}}}]
+"
+    ));
+    let tunnels: Vec<&str> = yaml
+        .lines()
+        .filter(|l| {
+            l.contains("tunneling_config")
+                || l.contains("hostname")
+                || l.contains("use_post")
+                || l.contains("- name: default.")
+                || l.contains("- name: \"outbound")
+        })
+        .collect();
+    insta::assert_snapshot!(tunnels.join("\n"));
+}
+
+/// Tunnel mistakes, and a tunnelling destination among weighted ones.
+#[test]
+fn mistakes_in_tunnels() {
+    insta::assert_snapshot!(diagnose(&format!(
+        "{TUNNEL_PROXY}\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: proxy}}
+spec:
+  host: proxy.internal
+  trafficPolicy:
+    tunnel: {{protocol: GET, targetPort: 0}}
+  subsets:
+  - name: a
+    labels: {{pool: a}}
+    trafficPolicy:
+      tunnel: {{targetHost: db.example.com, targetPort: 5432}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db}}
+spec:
+  hosts: [db.internal]
+  tcp:
+  - route:
+    - {{destination: {{host: proxy.internal, subset: a}}, weight: 50}}
+    - {{destination: {{host: db.internal}}, weight: 50}}
+"
+    )));
+}
