@@ -1061,10 +1061,27 @@ pub enum UpdateError {
 pub fn update<S: SharedStore + ?Sized, T>(
     store: &S,
     key: &str,
+    step: impl FnMut(&BreakerState) -> (T, Option<BreakerState>),
+) -> Result<(T, BreakerState), UpdateError> {
+    update_from(store, key, None, step)
+}
+
+/// What [`SharedStore::get`] returned: the value and its CAS token.
+pub type Snapshot = (Option<Vec<u8>>, Option<u32>);
+
+/// [`update`], starting from `snapshot` when the caller has just read `key` (the suite reads a
+/// member's breaker for the canary's failover, then admits through the same breaker): one
+/// shared-data read fewer per request, and as exact. A decision that writes nothing is the
+/// decision at the time of that read; one that writes is CAS-checked against it, and a
+/// conflict re-reads the store as usual.
+pub fn update_from<S: SharedStore + ?Sized, T>(
+    store: &S,
+    key: &str,
+    mut snapshot: Option<Snapshot>,
     mut step: impl FnMut(&BreakerState) -> (T, Option<BreakerState>),
 ) -> Result<(T, BreakerState), UpdateError> {
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let (value, cas) = store.get(key);
+        let (value, cas) = snapshot.take().unwrap_or_else(|| store.get(key));
         let current = value
             .as_deref()
             .and_then(BreakerState::decode)
@@ -1556,6 +1573,7 @@ mod tests {
         next_cas: Cell<u32>,
         /// Rival writes to perform right after the next gets, one per get.
         rivals: RefCell<Vec<BreakerState>>,
+        gets: Cell<u32>,
         sets: Cell<u32>,
     }
 
@@ -1570,6 +1588,7 @@ mod tests {
 
     impl SharedStore for FakeStore {
         fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.gets.set(self.gets.get() + 1);
             let out = match self.map.borrow().get(key) {
                 Some((v, cas)) => (Some(v.clone()), Some(*cas)),
                 None => (None, None),
@@ -1623,6 +1642,47 @@ mod tests {
         assert_eq!(store.sets.get(), 3, "two conflicts, then success");
         let (stored, _) = store.get(&key);
         assert_eq!(BreakerState::decode(&stored.unwrap()), Some(state));
+    }
+
+    #[test]
+    fn update_from_a_snapshot_reads_nothing_more_and_stays_exact() {
+        let store = FakeStore::default();
+        let key = shared_data_key("c");
+        ensure_exists(&store, &key).unwrap();
+        let p = consecutive(2);
+        let ticket = Ticket {
+            probe: false,
+            holds_slot: false,
+            generation: 0,
+        };
+        // A decision that writes nothing is made on the snapshot alone.
+        let snapshot = store.get(&key);
+        store.gets.set(0);
+        let (_, state) = update_from(&store, &key, Some(snapshot), |s| {
+            s.record(&p, ticket, Verdict::Success, 5)
+        })
+        .unwrap();
+        assert_eq!(store.gets.get(), 0, "the snapshot stands in for the read");
+        assert_eq!(state, BreakerState::default());
+        // A rival writes after the snapshot: our write fails its CAS, and the retry re-reads,
+        // so the rival's failure and ours both count (the second one trips the breaker).
+        let snapshot = store.get(&key);
+        let rival = BreakerState {
+            consecutive_errors: 1,
+            ..Default::default()
+        };
+        store.put(&key, rival.encode());
+        store.gets.set(0);
+        store.sets.set(0);
+        let (transition, state) = update_from(&store, &key, Some(snapshot), |s| {
+            s.record(&p, ticket, Verdict::Failure, 5)
+        })
+        .unwrap();
+        assert!(
+            matches!(transition, Transition::Tripped { .. }),
+            "{state:?}"
+        );
+        assert_eq!((store.gets.get(), store.sets.get()), (1, 2));
     }
 
     #[test]

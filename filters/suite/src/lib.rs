@@ -581,7 +581,7 @@ impl RootContext for SuiteRoot {
                 continue;
             }
             if let Some(guard) = pending.guard {
-                match admit(guard) {
+                match admit(guard, None, None) {
                     Ok(admission) => {
                         if let Ok(mut slot) = pending.admitted.try_borrow_mut() {
                             *slot = admission;
@@ -664,7 +664,12 @@ impl SuiteHttp {
 
     /// The canary's pick for split `index`: the member's cluster and breaker, or `None`
     /// after answering 503 because every member is unavailable.
-    fn pick<'r>(&mut self, runtime: &'r Runtime, index: usize) -> Option<Picked<'r>> {
+    fn pick<'r>(
+        &mut self,
+        runtime: &'r Runtime,
+        index: usize,
+        seen: &mut Seen<'r>,
+    ) -> Option<Picked<'r>> {
         let canary = runtime.suite.canary.as_ref()?;
         let (split, run) = (canary.splits.get(index)?, runtime.splits.get(index)?);
         let weights = runtime.weights(split, run);
@@ -690,9 +695,8 @@ impl SuiteHttp {
             None => self.worker.next_u32(),
         };
         let choice = if split.failover {
-            let mut now = None;
             canary::choose(weights, point, |member| {
-                !breaker_open(run.breaker_keys.get(member), &mut now)
+                !breaker_open(run.breaker_keys.get(member), seen)
             })
         } else {
             canary::locate(weights, point).map_or(Choice::AllUnavailable, Choice::Member)
@@ -843,12 +847,15 @@ impl HttpContext for SuiteHttp {
                 .copied()
                 .flatten(),
         );
+        // What the canary's failover read (the clock, the chosen member's breaker), reused by
+        // the admission below: the same callback, so as exact as reading again.
+        let mut seen = Seen::default();
         let (cluster, guard) = match route.target {
             Target::Cluster(cluster) => (
                 cluster,
                 runtime.rule_guards.get(route.rule_index).cloned().flatten(),
             ),
-            Target::Split(index) => match self.pick(&runtime, index) {
+            Target::Split(index) => match self.pick(&runtime, index, &mut seen) {
                 Some(picked) => (picked.cluster, picked.guard),
                 None => return Action::Pause,
             },
@@ -859,7 +866,8 @@ impl HttpContext for SuiteHttp {
             return action;
         }
         if let Some(guard) = guard {
-            match admit(guard) {
+            let snapshot = seen.breaker.filter(|(key, _)| *key == guard.key);
+            match admit(guard, snapshot.map(|(_, read)| read), seen.now_ms) {
                 Ok(admission) => self.admitted = admission,
                 Err(()) => return Action::Pause,
             }
@@ -925,11 +933,16 @@ fn write_internal_headers(rule: &str, cluster: &str) {
 
 /// Breaker admission on the current (or effective) stream. `Ok(Some)` admitted with a ticket
 /// to give back, `Ok(None)` admitted without one (state unreachable: fail open), `Err` the
-/// request was answered 503.
-fn admit(guard: Rc<Guard>) -> Result<Option<Admission>, ()> {
-    let now = now_ms();
+/// request was answered 503. `snapshot` and `now_ms`: this breaker's state and the clock as
+/// this callback already read them, if it did.
+fn admit(
+    guard: Rc<Guard>,
+    snapshot: Option<breaker::Snapshot>,
+    now_ms: Option<u64>,
+) -> Result<Option<Admission>, ()> {
+    let now = now_ms.unwrap_or_else(self::now_ms);
     let policy = guard.policy;
-    match breaker::update(&HostStore, &guard.key, |s| s.admit(&policy, now)) {
+    match breaker::update_from(&HostStore, &guard.key, snapshot, |s| s.admit(&policy, now)) {
         Ok((breaker::Decision::Admit(ticket), state)) => {
             guard.count(|m| m.requests);
             if ticket.probe || ticket.holds_slot {
@@ -1015,15 +1028,27 @@ fn record_outcome(guard: &Guard, ticket: Ticket) {
     }
 }
 
+/// What one request's callback has read from the host so far, for reuse within the callback.
+#[derive(Default)]
+struct Seen<'r> {
+    /// The clock (ms), read at most once.
+    now_ms: Option<u64>,
+    /// The last breaker state read, under its key.
+    breaker: Option<(&'r str, breaker::Snapshot)>,
+}
+
 /// Whether the breaker under `key` is open now. The clock is read at most once per request,
-/// and only for a member whose breaker has state at all.
-fn breaker_open(key: Option<&String>, now: &mut Option<u64>) -> bool {
+/// and only for a member whose breaker has state at all; the state read is kept in `seen`
+/// for the admission of the member picked (usually the last one asked).
+fn breaker_open<'r>(key: Option<&'r String>, seen: &mut Seen<'r>) -> bool {
     let Some(key) = key else { return false };
-    let Ok((Some(value), _)) = hostcalls::get_shared_data(key) else {
+    let Ok((Some(value), cas)) = hostcalls::get_shared_data(key) else {
         return false;
     };
-    let now_ms = *now.get_or_insert_with(now_ms);
-    breaker::is_open(Some(&value), now_ms)
+    let now_ms = *seen.now_ms.get_or_insert_with(now_ms);
+    let open = breaker::is_open(Some(&value), now_ms);
+    seen.breaker = Some((key, (Some(value), cas)));
+    open
 }
 
 /// Answers 404 like Istio's "no route" and stops the filter chain.
