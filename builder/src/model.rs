@@ -1246,6 +1246,11 @@ fn build_listeners(
             }
         }
         for (port, hosts) in per_port {
+            // `tcp`/`tls` routes only: the HTTP side keeps the hosts' default routes (crate::tcp
+            // routes the TCP ports).
+            if vs.http.is_empty() && !(vs.tcp.is_empty() && vs.tls.is_empty()) {
+                continue;
+            }
             bindings.entry(port).or_default().push(Binding {
                 resource: r,
                 vs,

@@ -513,6 +513,26 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
         }
     }
     let mut ports: BTreeMap<u32, PortChains<'_>> = BTreeMap::new();
+    // Ports served as HTTP: HTTP gateway servers and service ports of an HTTP protocol.
+    let mut http_ports: BTreeSet<u32> = BTreeSet::new();
+    for (_, g) in gateways.values() {
+        for s in &g.servers {
+            let protocol = protocol_of(s.port.as_ref().and_then(|p| p.protocol.as_deref()));
+            if crate::validate::HTTP_PROTOCOLS.contains(&protocol.as_str())
+                && !is_passthrough_server(s)
+                && let Some(number) = s.port.as_ref().and_then(|p| p.number)
+            {
+                http_ports.insert(number);
+            }
+        }
+    }
+    for svc in services.values() {
+        for (&number, (_, protocol)) in &svc.ports {
+            if !TCP_PROTOCOLS.contains(&protocol.as_str()) {
+                http_ports.insert(number);
+            }
+        }
+    }
     // Gateway ports that take TCP, and what each serves.
     let mut gateway_tcp_ports: BTreeMap<u32, ServerKind> = BTreeMap::new();
     for (r, g) in gateways.values() {
@@ -522,10 +542,7 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
             else {
                 continue;
             };
-            if let Some(l) = mesh.listeners.get(&number)
-                && !l.virtual_hosts.is_empty()
-                && !services.values().any(|svc| svc.ports.contains_key(&number))
-            {
+            if http_ports.contains(&number) {
                 out.push(
                     r.error(
                         &FieldPath::root()
@@ -534,7 +551,7 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                             .index(i)
                             .key("port"),
                         format!("port {number} is served both as HTTP and as TCP"),
-                        "one Envoy binds a port once: give the TCP server another port",
+                        "one Envoy binds a port once, with one protocol: give the TCP server another port",
                     ),
                 );
                 continue;
@@ -564,15 +581,12 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
             if !TCP_PROTOCOLS.contains(&protocol.as_str()) {
                 continue;
             }
-            let http_here = services.values().any(|o| {
-                o.ports
-                    .get(&number)
-                    .is_some_and(|(_, p)| !TCP_PROTOCOLS.contains(&p.as_str()))
-            });
-            if http_here || gateway_tcp_ports.get(&number) == Some(&ServerKind::Passthrough) {
+            if http_ports.contains(&number)
+                || gateway_tcp_ports.get(&number) == Some(&ServerKind::Passthrough)
+            {
                 out.push(svc.resource.error(
                     &FieldPath::root().key("spec").key("ports").index(*pi).key("protocol"),
-                    format!("port {number} is {protocol} here but served differently elsewhere"),
+                    format!("port {number} is {protocol} here, but an HTTP (or TLS passthrough) port of another service or gateway server"),
                     "one Envoy binds a port once, with one protocol: give this service another port number",
                 ));
                 continue;

@@ -312,3 +312,68 @@ spec:
 "
     )));
 }
+
+/// A VirtualService with only `tcp` routes leaves its host's HTTP ports to Istio's default
+/// route (it does not take the host from them), and routes the TCP port.
+#[test]
+fn tcp_only_virtual_service_keeps_the_http_default_route() {
+    let yaml = envoy_yaml(
+        "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mixed}
+spec:
+  hosts: [mixed.internal]
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  - {number: 7000, name: tcp, protocol: TCP}
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: mixed}
+spec:
+  hosts: [mixed.internal]
+  tcp:
+  - route: [{destination: {host: mixed.internal, port: {number: 7000}}}]
+",
+    );
+    let listeners = listeners(&yaml);
+    let http = &listeners[listeners
+        .find("name: listener_8080")
+        .expect("listener_8080")..];
+    assert!(
+        http.contains("name: \"outbound|8080||mixed.internal\""),
+        "the default route stays:\n{http}"
+    );
+    let tcp = &listeners[listeners
+        .find("name: listener_7000")
+        .expect("listener_7000")..];
+    let tcp = &tcp[..tcp.find("- name: listener_").unwrap_or(tcp.len())];
+    assert!(
+        tcp.contains("stat_prefix: default.mixed.tcp.0")
+            && tcp.contains("cluster: \"outbound|7000||mixed.internal\""),
+        "{tcp}"
+    );
+}
+
+/// A port is HTTP or TCP, never both: an HTTP gateway server on a TCP service's port, and a
+/// TCP gateway server on an HTTP one, are errors at the port.
+#[test]
+fn a_port_is_http_or_tcp() {
+    insta::assert_snapshot!(diagnose(
+        "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  servers:
+  - port: {number: 5432, name: http, protocol: HTTP}
+    hosts: ['*']
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ['*']
+  - port: {number: 8080, name: tcp, protocol: TCP}
+    hosts: ['*']
+"
+    ));
+}
