@@ -845,24 +845,31 @@ struct Match {
     port: Option<u32>,
 }
 
-/// The SNI names of `sni` a gateway server of `server_hosts` serves (the narrower of the two
-/// when one is a wildcard covering the other); on the mesh (`None`), `sni` itself.
+/// The SNI names of `sni` a gateway server of `server_hosts` serves, as Istio intersects them:
+/// `sni` itself when a server host covers it, else the server hosts a wildcard `sni` covers
+/// (`*.example.com` on a server of `a.example.com` takes `a.example.com`); on the mesh
+/// (`None`), `sni` itself.
 fn narrow(sni: &str, server_hosts: Option<&[String]>) -> Vec<String> {
     let Some(hosts) = server_hosts else {
         return vec![sni.to_owned()];
     };
-    if hosts.iter().any(|h| server_host_matches(h, sni)) && !sni.starts_with('*') {
+    if hosts.iter().any(|h| covers(h, sni)) {
         return vec![sni.to_owned()];
     }
-    let mut names: Vec<String> = hosts
-        .iter()
-        .filter(|h| server_host_matches(sni, h))
-        .cloned()
-        .collect();
-    if names.is_empty() && hosts.iter().any(|h| server_host_matches(h, sni)) {
-        names.push(sni.to_owned());
+    hosts.iter().filter(|h| covers(sni, h)).cloned().collect()
+}
+
+/// Whether host pattern `pattern` (`*`, `*.suffix`, exact) takes every name `host` (a name or a
+/// wildcard) stands for.
+fn covers(pattern: &str, host: &str) -> bool {
+    if pattern == "*" || pattern == host {
+        return true;
     }
-    names
+    match (pattern.strip_prefix('*'), host.strip_prefix('*')) {
+        // `*.example.com` covers `a.example.com` and `*.a.example.com`, not `*.com`.
+        (Some(suffix), _) => host.ends_with(suffix) && host.len() > suffix.len(),
+        (None, _) => false,
+    }
 }
 
 /// What destinations resolve against: service hosts (`resolve(host, namespace)` gives the
@@ -1068,4 +1075,34 @@ pub fn listener_json(listener: &Listener, address: Value) -> Value {
         }]);
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_names_are_the_intersection_with_the_server_hosts() {
+        let hosts = |h: &[&str]| h.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let any = hosts(&["*"]);
+        assert_eq!(narrow("*.example.com", Some(&any)), ["*.example.com"]);
+        assert_eq!(narrow("a.example.com", Some(&any)), ["a.example.com"]);
+        let wild = hosts(&["*.example.com"]);
+        assert_eq!(narrow("a.example.com", Some(&wild)), ["a.example.com"]);
+        assert_eq!(narrow("*.a.example.com", Some(&wild)), ["*.a.example.com"]);
+        let two = hosts(&["a.example.com", "b.other.com"]);
+        assert_eq!(narrow("*.example.com", Some(&two)), ["a.example.com"]);
+        assert!(narrow("c.example.com", Some(&two)).is_empty());
+        assert_eq!(narrow("*.com", Some(&wild)), ["*.example.com"]);
+        assert_eq!(narrow("x.org", None), ["x.org"]);
+    }
+
+    #[test]
+    fn subnets_parse_to_cidr_ranges() {
+        assert_eq!(parse_subnet("10.0.0.0/8"), Ok(("10.0.0.0".into(), 8)));
+        assert_eq!(parse_subnet("192.168.0.7"), Ok(("192.168.0.7".into(), 32)));
+        assert_eq!(parse_subnet("fd00::/8"), Ok(("fd00::".into(), 8)));
+        assert!(parse_subnet("10.0.0.0/33").is_err());
+        assert!(parse_subnet("db.internal").is_err());
+    }
 }
