@@ -117,8 +117,14 @@ pub struct Tunnel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpChain {
     /// `<namespace>.<vs>.tcp.<i>` / `.tls.<i>`, or the cluster name of a default chain: the
-    /// chain's name and the tcp_proxy `stat_prefix`.
+    /// filter chain's name.
     pub name: String,
+    /// The tcp_proxy `stat_prefix`, as Istio names it: the cluster of a single destination,
+    /// `<vs>.<namespace>` for weighted clusters (Envoy counts under `tcp.<stat_prefix>.`).
+    pub stat_prefix: String,
+    /// Hash connections by client IP (`hash_policy: source_ip`): the destination's
+    /// DestinationRule `consistentHash.useSourceIp`, as Istio's `maybeSetHashPolicy`.
+    pub hash_source_ip: bool,
     /// SNI values (`filter_chain_match.server_names`); empty: any SNI, or none.
     pub server_names: Vec<String>,
     /// Destination address prefixes and lengths (`filter_chain_match.prefix_ranges`).
@@ -725,6 +731,11 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                     continue;
                 };
                 let name = format!("{}.{}.{suffix}", r.namespace, r.name);
+                let stat_prefix = match &target {
+                    Target::Cluster(cluster) => cluster.clone(),
+                    Target::Split(_) => format!("{}.{}", r.name, r.namespace),
+                };
+                let hash_source_ip = hashes_source_ip(&target, mesh);
                 let any = [Match::default()];
                 let blocks = if matches.is_empty() {
                     &any[..]
@@ -759,6 +770,8 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                         *port,
                         TcpChain {
                             name: name.clone(),
+                            stat_prefix: stat_prefix.clone(),
+                            hash_source_ip,
                             server_names,
                             destination_subnets,
                             target: target.clone(),
@@ -791,6 +804,8 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                 continue;
             }
             let cluster = cluster_name(number, "", host);
+            let target = Target::Cluster(cluster.clone());
+            let hash_source_ip = hashes_source_ip(&target, mesh);
             let server_names = if protocol == "TLS" && !host.contains('*') {
                 vec![host.clone()]
             } else {
@@ -800,9 +815,11 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                 number,
                 TcpChain {
                     name: cluster.clone(),
+                    stat_prefix: cluster,
+                    hash_source_ip,
                     server_names,
                     destination_subnets: Vec::new(),
-                    target: Target::Cluster(cluster),
+                    target,
                     tunnel: tunnel_of(destination_rules.get(host).copied(), ""),
                 },
                 Owner {
@@ -870,6 +887,18 @@ fn covers(pattern: &str, host: &str) -> bool {
         (Some(suffix), _) => host.ends_with(suffix) && host.len() > suffix.len(),
         (None, _) => false,
     }
+}
+
+/// Whether a single-destination target's cluster hashes on the client IP (its merged policy:
+/// a subset's `loadBalancer` replaces the host's, as in Istio's `maybeSetHashPolicy`).
+fn hashes_source_ip(target: &Target, mesh: &Mesh) -> bool {
+    let Target::Cluster(cluster) = target else {
+        return false;
+    };
+    mesh.clusters
+        .get(cluster)
+        .and_then(crate::native::cluster_hash)
+        == Some(crate::native::HashKey::SourceIp)
 }
 
 /// What destinations resolve against: service hosts (`resolve(host, namespace)` gives the
@@ -1018,8 +1047,11 @@ pub fn listener_json(listener: &Listener, address: Value) -> Value {
         .map(|c| {
             let mut proxy = json!({
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                "stat_prefix": c.name,
+                "stat_prefix": c.stat_prefix,
             });
+            if c.hash_source_ip {
+                proxy["hash_policy"] = json!([{"source_ip": {}}]);
+            }
             match &c.target {
                 Target::Cluster(name) => proxy["cluster"] = json!(name),
                 Target::Split(members) => {

@@ -75,8 +75,8 @@ fn listeners(yaml: &str) -> String {
 }
 
 /// `tcp` routes: a destination-subnet rule to one subset, then a weighted split for the rest;
-/// a TCP service without a VirtualService gets Istio's default chain; TLS service ports get
-/// one SNI chain per host.
+/// a TCP service without a VirtualService gets Istio's default chain (hashing on the client
+/// IP, as its DestinationRule says); TLS service ports get one SNI chain per host.
 #[test]
 fn tcp_routes_become_tcp_proxy_chains() {
     let yaml = envoy_yaml(
@@ -92,6 +92,14 @@ spec:
   - route:
     - {destination: {host: db.internal, subset: v1}, weight: 90}
     - {destination: {host: db.internal, subset: v2}, weight: 10}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cache}
+spec:
+  host: cache.internal
+  trafficPolicy:
+    loadBalancer: {consistentHash: {useSourceIp: true}}
 ",
     );
     let listeners = listeners(&yaml);
@@ -351,7 +359,7 @@ spec:
         .expect("listener_7000")..];
     let tcp = &tcp[..tcp.find("- name: listener_").unwrap_or(tcp.len())];
     assert!(
-        tcp.contains("stat_prefix: default.mixed.tcp.0")
+        tcp.contains("name: default.mixed.tcp.0")
             && tcp.contains("cluster: \"outbound|7000||mixed.internal\""),
         "{tcp}"
     );

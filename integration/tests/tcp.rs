@@ -135,9 +135,9 @@ spec:
     let plain = envoy.listener_port("listener_9001");
     assert_eq!(exchange(&envoy, plain, "ping"), "other:ping");
     assert_eq!(
-        envoy.stat("tcp.default.echo.tcp.1.downstream_cx_total"),
+        envoy.stat("tcp.outbound|9000|v1|echo.downstream_cx_total"),
         Some(5),
-        "the 127.0.0.0/8 chain took the five connections"
+        "the 127.0.0.0/8 chain took the five connections (Istio's stat prefix: the cluster)"
     );
 }
 
@@ -178,6 +178,33 @@ spec:
         }
     }
     binomial::assert_plausible("connections to v2", to_v2, n, 0.25);
+    // Istio names a weighted tcp_proxy's statistics `<vs>.<namespace>`.
+    assert_eq!(envoy.stat("tcp.echo.default.downstream_cx_total"), Some(n));
+}
+
+/// DestinationRule `consistentHash.useSourceIp` on a TCP destination: the tcp_proxy hashes on
+/// the client address (Istio's `hash_policy: source_ip`), so every connection from 127.0.0.1
+/// reaches the same endpoint. Without hashing, 25 connections all landing on one of two
+/// endpoints has probability 2^-24 < 1e-6.
+#[test]
+fn source_ip_hash_keeps_a_client_on_one_endpoint() {
+    let (v1, v2) = (Echo::start("v1"), Echo::start("v2"));
+    let text = tcp_service("echo", 9000, "TCP", &[&v1, &v2])
+        + "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo}
+spec:
+  host: echo
+  trafficPolicy:
+    loadBalancer: {consistentHash: {useSourceIp: true}}
+";
+    let envoy = mesh::start_text(&text).unwrap_or_else(|e| panic!("{e:#}"));
+    let port = envoy.listener_port("listener_9000");
+    let first = exchange(&envoy, port, "x");
+    for _ in 1..25 {
+        assert_eq!(exchange(&envoy, port, "x"), first, "{}", envoy.log());
+    }
 }
 
 /// A self-signed certificate for `host` made with the `openssl` CLI: (cert, key) in `dir`.
