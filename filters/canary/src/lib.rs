@@ -29,19 +29,20 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 use rand_core::{Rng, SeedableRng};
 use rand_pcg::Pcg32;
 use sluice_core::breaker;
-use sluice_core::canary::{
-    self, Choice, CompiledCanary, CompiledSplit, ScheduleRecord, SharedStore, schedule,
-};
-use sluice_core::host::RequestView;
+use sluice_core::canary::{self, Choice, CompiledCanary, CompiledSplit, ScheduleRecord, schedule};
 use sluice_core::wire;
+use sluice_glue::{HostRequest, HostStore, log, now_ms, request_header, source_address};
+
+/// Log prefix of this filter.
+const FILTER: &str = "sluice-canary";
 
 /// The module's entry point; Envoy calls the exported `_start` once per VM.
 #[allow(missing_docs)] // the macro's exported function cannot carry a doc comment
@@ -135,19 +136,8 @@ impl Context for CanaryRoot {}
 
 impl RootContext for CanaryRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let json = match hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        ) {
-            Ok(json) => json.unwrap_or_default(),
-            Err(status) => {
-                log(
-                    LogLevel::Error,
-                    &format!("sluice-canary: cannot read the plugin configuration: {status:?}"),
-                );
-                return false;
-            }
+        let Some(json) = sluice_glue::plugin_config(FILTER, plugin_configuration_size) else {
+            return false;
         };
         let canary = match CompiledCanary::from_json(&json) {
             Ok(canary) => canary,
@@ -163,7 +153,7 @@ impl RootContext for CanaryRoot {
             .map(|split| split_runtime(split, now_ms))
             .collect();
         let runtime = Runtime {
-            rng: RefCell::new(Pcg32::seed_from_u64(random_seed())),
+            rng: RefCell::new(Pcg32::seed_from_u64(sluice_glue::random_seed(FILTER))),
             splits,
             canary,
         };
@@ -272,7 +262,7 @@ impl HttpContext for CanaryHttp {
         };
         let canary = &runtime.canary;
         let index = if canary.after_router {
-            let Some(name) = header(wire::SPLIT_HEADER) else {
+            let Some(name) = request_header(wire::SPLIT_HEADER) else {
                 // The router chose a single cluster: nothing to resolve.
                 return Action::Continue;
             };
@@ -385,89 +375,7 @@ fn reject(reason: &str, counter: Option<u32>) -> Action {
     Action::Pause
 }
 
-fn header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
-}
-
-/// Envoy's `source.address` property: the client address as text, `ip:port`.
-fn source_address() -> Option<Vec<u8>> {
-    hostcalls::get_property(vec!["source", "address"])
-        .ok()
-        .flatten()
-}
-
-/// The current request, read lazily from the host: only the headers a rule or key looks at.
-struct HostRequest;
-
-impl RequestView for HostRequest {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        header(name)
-    }
-
-    /// Envoy's `destination.port` property: the local port, as an 8-byte little-endian integer.
-    fn local_port(&self) -> Option<u32> {
-        let bytes = hostcalls::get_property(vec!["destination", "port"])
-            .ok()
-            .flatten()?;
-        let le: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
-        u32::try_from(u64::from_le_bytes(le)).ok()
-    }
-}
-
-/// Proxy-wasm shared data (scoped by `vm_id`) as the schedule's store.
-struct HostStore;
-
-impl SharedStore for HostStore {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), breaker::StoreError> {
-        hostcalls::set_shared_data(key, Some(value), cas).map_err(|status| match status {
-            Status::CasMismatch => breaker::StoreError::CasMismatch,
-            _ => breaker::StoreError::Other,
-        })
-    }
-}
-
-/// Milliseconds since the Unix epoch by the host's clock (0 if it is unavailable).
-fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A seed from WASI `random_get` (Envoy's V8 provides it); the clock if that fails, which
-/// still gives each worker a different stream.
-fn random_seed() -> u64 {
-    getrandom::u64().unwrap_or_else(|error| {
-        log(
-            LogLevel::Warn,
-            &format!("sluice-canary: random_get failed ({error}); seeding from the clock"),
-        );
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0x5eed, |d| d.as_nanos() as u64)
-    })
-}
-
+/// Defines one of the canary's metrics (a refusal is logged, and the metric skipped).
 fn define(kind: MetricType, name: &str) -> Option<u32> {
-    match hostcalls::define_metric(kind, name) {
-        Ok(id) => Some(id),
-        Err(status) => {
-            log(
-                LogLevel::Warn,
-                &format!("sluice-canary: cannot define metric {name}: {status:?}"),
-            );
-            None
-        }
-    }
-}
-
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+    sluice_glue::define(FILTER, kind, name)
 }

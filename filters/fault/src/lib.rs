@@ -42,13 +42,11 @@
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{
-    Action, BufferType, ContextType, GrpcStatusCode, LogLevel, MapType, MetricType,
-};
+use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel, MapType, MetricType};
 use rand_core::Rng;
 use rand_pcg::Pcg32;
 use sluice_core::fault::plan::{ABORT_BODY, DEBUG_HEADER};
@@ -58,6 +56,10 @@ use sluice_core::fault::{
 };
 use sluice_core::host::RequestView;
 use sluice_core::wire;
+use sluice_glue::{HostRequest, count, count_by, log, now_nanos, source_address};
+
+/// Log prefix of this filter.
+const FILTER: &str = "sluice-fault";
 
 /// The module's entry point. Private: Envoy finds the SDK's `_initialize` export through its
 /// `#[no_mangle]` symbol, not through Rust visibility.
@@ -169,19 +171,8 @@ impl Context for FaultRoot {}
 
 impl RootContext for FaultRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let json = match hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        ) {
-            Ok(json) => json.unwrap_or_default(),
-            Err(status) => {
-                log(
-                    LogLevel::Error,
-                    &format!("sluice-fault: cannot read the plugin configuration: {status:?}"),
-                );
-                return false;
-            }
+        let Some(json) = sluice_glue::plugin_config(FILTER, plugin_configuration_size) else {
+            return false;
         };
         // An empty configuration means defaults (no faults), as for Envoy's own filters.
         let config: FaultConfig = if json.iter().all(u8::is_ascii_whitespace) {
@@ -458,10 +449,7 @@ fn is_grpc_request() -> bool {
 
 /// The downstream client's IP (Envoy's `source.address`), read only for fault headers.
 fn client_ip() -> Option<IpAddr> {
-    let value = hostcalls::get_property(vec!["source", "address"])
-        .ok()
-        .flatten()?;
-    net::parse_socket_ip(&value)
+    net::parse_socket_ip(&source_address()?)
 }
 
 /// Sends the abort reply on the current (or effective) stream.
@@ -520,58 +508,7 @@ fn apply_timer(change: TimerChange) {
     let _ = hostcalls::set_tick_period(period);
 }
 
-/// Host clock in nanoseconds since the epoch (0 if the host refuses, which Envoy never does).
-fn now_nanos() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| u64::try_from(d.as_nanos()).ok())
-        .unwrap_or(0)
-}
-
-/// The current request, read lazily from the host: only the headers some rule looks at.
-struct HostRequest;
-
-impl RequestView for HostRequest {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
-    }
-
-    /// Envoy's `destination.port` property: the local port, as an 8-byte little-endian integer.
-    fn local_port(&self) -> Option<u32> {
-        let bytes = hostcalls::get_property(vec!["destination", "port"])
-            .ok()
-            .flatten()?;
-        let le: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
-        u32::try_from(u64::from_le_bytes(le)).ok()
-    }
-}
-
+/// Defines one of the fault filter's metrics (a refusal is logged, and the metric skipped).
 fn define(kind: MetricType, name: &str) -> Option<u32> {
-    match hostcalls::define_metric(kind, name) {
-        Ok(id) => Some(id),
-        Err(status) => {
-            log(
-                LogLevel::Warn,
-                &format!("sluice-fault: cannot define metric {name}: {status:?}"),
-            );
-            None
-        }
-    }
-}
-
-fn count(counter: Option<u32>) {
-    count_by(counter, 1);
-}
-
-fn count_by(metric: Option<u32>, offset: i64) {
-    if let Some(id) = metric {
-        let _ = hostcalls::increment_metric(id, offset);
-    }
-}
-
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+    sluice_glue::define(FILTER, kind, name)
 }

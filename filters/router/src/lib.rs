@@ -25,11 +25,11 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
-use sluice_core::host::RequestView;
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 use sluice_core::metrics;
 use sluice_core::router::{CompiledRouter, Destination};
 use sluice_core::wire;
+use sluice_glue::{HostRequest, log};
 
 /// The module's entry point. Private: the SDK's `_initialize` export is found by Envoy through
 /// its `#[no_mangle]` symbol, not through Rust visibility.
@@ -42,6 +42,8 @@ mod entry {
     }}
 }
 
+/// Log prefix of this filter.
+const FILTER: &str = "sluice-router";
 /// Body of the 404 sent when no rule matches.
 const NO_MATCH_BODY: &[u8] = b"route not found";
 /// Response header marking a 404 as the router's (vs. an upstream's).
@@ -65,19 +67,8 @@ impl Context for RouterRoot {}
 
 impl RootContext for RouterRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let json = match hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        ) {
-            Ok(json) => json.unwrap_or_default(),
-            Err(status) => {
-                log(
-                    LogLevel::Error,
-                    &format!("sluice-router: cannot read the plugin configuration: {status:?}"),
-                );
-                return false;
-            }
+        let Some(json) = sluice_glue::plugin_config(FILTER, plugin_configuration_size) else {
+            return false;
         };
         let router = match CompiledRouter::from_json(&json) {
             Ok(router) => router,
@@ -175,39 +166,7 @@ fn respond_no_match(counter: Option<u32>) -> Action {
     Action::Pause
 }
 
-/// The current request, read lazily from the host: only the headers some rule looks at.
-struct HostRequest;
-
-impl RequestView for HostRequest {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
-    }
-
-    /// Envoy's `destination.port` property: the local port, as an 8-byte little-endian integer.
-    fn local_port(&self) -> Option<u32> {
-        let bytes = hostcalls::get_property(vec!["destination", "port"])
-            .ok()
-            .flatten()?;
-        let le: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
-        u32::try_from(u64::from_le_bytes(le)).ok()
-    }
-}
-
+/// Defines one of the router's counters (a refusal is logged, and the counter skipped).
 fn define_counter(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Counter, name) {
-        Ok(id) => Some(id),
-        Err(status) => {
-            log(
-                LogLevel::Warn,
-                &format!("sluice-router: cannot define counter {name}: {status:?}"),
-            );
-            None
-        }
-    }
-}
-
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+    sluice_glue::define(FILTER, MetricType::Counter, name)
 }

@@ -42,13 +42,11 @@
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{
-    Action, BufferType, ContextType, GrpcStatusCode, LogLevel, MapType, MetricType, Status,
-};
+use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel, MapType, MetricType};
 use rand_core::{Rng, SeedableRng};
 use rand_pcg::Pcg32;
 use sluice_core::breaker::{self, BreakerState, Policy, SharedStore, Ticket, Transition};
@@ -63,6 +61,9 @@ use sluice_core::metrics;
 use sluice_core::suite::{CompiledSuite, Target};
 use sluice_core::unique::FirstSeen;
 use sluice_core::wire;
+use sluice_glue::{
+    HostRequest, HostStore, count, count_by, log, now_ms, now_nanos, property_u64, source_address,
+};
 
 /// The module's entry point. Private: Envoy finds the SDK's `_initialize` export through its
 /// `#[no_mangle]` symbol, not through Rust visibility.
@@ -75,6 +76,8 @@ mod entry {
     }}
 }
 
+/// Log prefix of this filter.
+const FILTER: &str = "sluice-suite";
 /// Body of the router's 404.
 const NO_MATCH_BODY: &[u8] = b"route not found";
 /// Response header marking a 404 as the router's (vs. an upstream's).
@@ -454,7 +457,7 @@ struct Worker {
 impl Worker {
     fn new() -> Self {
         Self {
-            rng: RefCell::new(Pcg32::seed_from_u64(random_seed())),
+            rng: RefCell::new(Pcg32::seed_from_u64(sluice_glue::random_seed(FILTER))),
             queue: RefCell::new(DelayQueue::new()),
             active: Cell::new(0),
             queue_period: Cell::new(None),
@@ -515,19 +518,8 @@ impl Context for SuiteRoot {}
 
 impl RootContext for SuiteRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let json = match hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        ) {
-            Ok(json) => json.unwrap_or_default(),
-            Err(status) => {
-                log(
-                    LogLevel::Error,
-                    &format!("sluice-suite: cannot read the plugin configuration: {status:?}"),
-                );
-                return false;
-            }
+        let Some(json) = sluice_glue::plugin_config(FILTER, plugin_configuration_size) else {
+            return false;
         };
         let suite = match CompiledSuite::from_json(&json) {
             Ok(suite) => suite,
@@ -1126,43 +1118,6 @@ fn grpc_code(code: u8) -> GrpcStatusCode {
 // Host access
 // ---------------------------------------------------------------------------------------------
 
-/// The current request, read lazily from the host: only the headers some rule looks at.
-struct HostRequest;
-
-impl RequestView for HostRequest {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
-    }
-
-    /// Envoy's `destination.port` property: the local port, as an 8-byte little-endian integer.
-    fn local_port(&self) -> Option<u32> {
-        let bytes = hostcalls::get_property(vec!["destination", "port"])
-            .ok()
-            .flatten()?;
-        let le: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
-        u32::try_from(u64::from_le_bytes(le)).ok()
-    }
-}
-
-/// Proxy-wasm shared data (scoped by `vm_id`): breaker states and schedule records.
-struct HostStore;
-
-/// (The canary's schedule store is the same trait.)
-impl SharedStore for HostStore {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), breaker::StoreError> {
-        hostcalls::set_shared_data(key, Some(value), cas).map_err(|status| match status {
-            Status::CasMismatch => breaker::StoreError::CasMismatch,
-            _ => breaker::StoreError::Other,
-        })
-    }
-}
-
 /// Whether the current request is gRPC (read only when an abort fires).
 fn is_grpc_request() -> bool {
     HostRequest
@@ -1175,69 +1130,7 @@ fn client_ip() -> Option<IpAddr> {
     net::parse_socket_ip(&source_address()?)
 }
 
-/// Envoy's `source.address` property: the client address as text, `ip:port`.
-fn source_address() -> Option<Vec<u8>> {
-    hostcalls::get_property(vec!["source", "address"])
-        .ok()
-        .flatten()
-}
-
-/// An integer property (`response.code`, `response.flags`): 8 bytes, little endian.
-fn property_u64(path: &[&str]) -> Option<u64> {
-    let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
-    let array: [u8; 8] = bytes.as_slice().try_into().ok()?;
-    Some(u64::from_le_bytes(array))
-}
-
-/// Milliseconds since the Unix epoch by the host's clock (0 if it is unavailable).
-fn now_ms() -> u64 {
-    now_nanos() / 1_000_000
-}
-
-/// Host clock in nanoseconds since the epoch (0 if the host refuses, which Envoy never does).
-fn now_nanos() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| u64::try_from(d.as_nanos()).ok())
-        .unwrap_or(0)
-}
-
-/// A seed from WASI `random_get` (Envoy's V8 provides it); the clock if that fails, which
-/// still gives each worker a different stream.
-fn random_seed() -> u64 {
-    getrandom::u64().unwrap_or_else(|error| {
-        log(
-            LogLevel::Warn,
-            &format!("sluice-suite: random_get failed ({error}); seeding from the clock"),
-        );
-        now_nanos() | 1
-    })
-}
-
+/// Defines one of the suite's metrics (a refusal is logged, and the metric skipped).
 fn define(kind: MetricType, name: &str) -> Option<u32> {
-    match hostcalls::define_metric(kind, name) {
-        Ok(id) => Some(id),
-        Err(status) => {
-            log(
-                LogLevel::Warn,
-                &format!("sluice-suite: cannot define metric {name}: {status:?}"),
-            );
-            None
-        }
-    }
-}
-
-fn count(counter: Option<u32>) {
-    count_by(counter, 1);
-}
-
-fn count_by(metric: Option<u32>, offset: i64) {
-    if let Some(id) = metric {
-        let _ = hostcalls::increment_metric(id, offset);
-    }
-}
-
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+    sluice_glue::define(FILTER, kind, name)
 }

@@ -1,0 +1,156 @@
+//! Host glue shared by the sluice proxy-wasm filters (router, canary, fault, breaker, suite).
+//!
+//! Each filter's `lib.rs` is thin glue around `sluice-core`; what that glue has in common lives
+//! here once: the request and shared-data ports of `sluice-core` over proxy-wasm host calls,
+//! the clock, integer properties, metrics and logging. Every function goes through
+//! `proxy_wasm::hostcalls`, whose errors are values: a failed call degrades (a header treated
+//! as absent, a counter not bumped, the clock read as 0) and never traps the VM. `filter` is
+//! the log prefix (`sluice-router`, ...), so operators see which filter spoke.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+use sluice_core::breaker::{SharedStore, StoreError};
+use sluice_core::host::RequestView;
+
+/// The current request, read lazily from the host: only the headers some rule looks at.
+pub struct HostRequest;
+
+impl RequestView for HostRequest {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        request_header(name)
+    }
+
+    /// Envoy's `destination.port` property: the local port, as an 8-byte little-endian integer.
+    fn local_port(&self) -> Option<u32> {
+        let bytes = hostcalls::get_property(vec!["destination", "port"])
+            .ok()
+            .flatten()?;
+        let le: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+        u32::try_from(u64::from_le_bytes(le)).ok()
+    }
+}
+
+/// A request header's value as bytes (`None` when absent or the host refuses).
+pub fn request_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+}
+
+/// Envoy's `source.address` property: the client address as text, `ip:port`.
+pub fn source_address() -> Option<Vec<u8>> {
+    hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()
+}
+
+/// An integer property (`response.code`, `response.flags`): Envoy encodes them as 8 bytes,
+/// little endian.
+pub fn property_u64(path: &[&str]) -> Option<u64> {
+    let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+    let array: [u8; 8] = bytes.as_slice().try_into().ok()?;
+    Some(u64::from_le_bytes(array))
+}
+
+/// Proxy-wasm shared data, scoped by the plugin's `vm_id`: breaker states, schedule records.
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(|status| match status {
+            Status::CasMismatch => StoreError::CasMismatch,
+            _ => StoreError::Other,
+        })
+    }
+}
+
+/// Host clock in nanoseconds since the Unix epoch (0 if the host refuses, which Envoy never
+/// does).
+pub fn now_nanos() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// Host clock in milliseconds since the Unix epoch (0 if it is unavailable).
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A PRNG seed from WASI `random_get` (Envoy's V8 provides it); the clock if that fails (logged),
+/// which still gives each worker a different stream.
+pub fn random_seed(filter: &str) -> u64 {
+    getrandom::u64().unwrap_or_else(|error| {
+        log(
+            LogLevel::Warn,
+            &format!("{filter}: random_get failed ({error}); seeding from the clock"),
+        );
+        now_nanos() | 1
+    })
+}
+
+/// The plugin configuration (empty when there is none), or `None` after logging why the host
+/// would not give it: `on_configure` then refuses the configuration.
+pub fn plugin_config(filter: &str, size: usize) -> Option<Vec<u8>> {
+    match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
+        Ok(json) => Some(json.unwrap_or_default()),
+        Err(status) => {
+            log(
+                LogLevel::Error,
+                &format!("{filter}: cannot read the plugin configuration: {status:?}"),
+            );
+            None
+        }
+    }
+}
+
+/// Defines a metric; `None` (logged) if the host refuses, and the filter then skips it.
+pub fn define(filter: &str, kind: MetricType, name: &str) -> Option<u32> {
+    match hostcalls::define_metric(kind, name) {
+        Ok(id) => Some(id),
+        Err(status) => {
+            log(
+                LogLevel::Warn,
+                &format!("{filter}: cannot define metric {name}: {status:?}"),
+            );
+            None
+        }
+    }
+}
+
+/// Adds 1 to a counter, if it was defined.
+pub fn count(counter: Option<u32>) {
+    count_by(counter, 1);
+}
+
+/// Adds `offset` to a counter or gauge, if it was defined.
+pub fn count_by(metric: Option<u32>, offset: i64) {
+    if let Some(id) = metric {
+        let _ = hostcalls::increment_metric(id, offset);
+    }
+}
+
+/// Logs at `level` (a refused log line is dropped).
+pub fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
