@@ -678,55 +678,60 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
             rules: &destination_rules,
             mesh,
         };
+        let tcp_rules: Vec<Rule<'_>> = vs
+            .tcp
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let ms = t
+                    .matches
+                    .iter()
+                    .map(|m| Match {
+                        sni: Vec::new(),
+                        subnets: m.destination_subnets.clone(),
+                        port: m.port,
+                    })
+                    .collect();
+                (
+                    spec.key("tcp").index(i),
+                    format!("tcp.{i}"),
+                    ms,
+                    t.route.as_slice(),
+                )
+            })
+            .collect();
+        let tls_rules: Vec<Rule<'_>> = vs
+            .tls
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let ms = t
+                    .matches
+                    .iter()
+                    .map(|m| Match {
+                        sni: m.sni_hosts.clone(),
+                        subnets: m.destination_subnets.clone(),
+                        port: m.port,
+                    })
+                    .collect();
+                (
+                    spec.key("tls").index(i),
+                    format!("tls.{i}"),
+                    ms,
+                    t.route.as_slice(),
+                )
+            })
+            .collect();
         for (port, server_hosts, kind) in &listeners {
-            let rules: Vec<(FieldPath, String, Vec<Match>, &[RouteDestination])> = match kind {
-                ServerKind::Tcp => vs
-                    .tcp
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| {
-                        let ms = t
-                            .matches
-                            .iter()
-                            .map(|m| Match {
-                                sni: Vec::new(),
-                                subnets: m.destination_subnets.clone(),
-                                port: m.port,
-                            })
-                            .collect();
-                        (
-                            spec.key("tcp").index(i),
-                            format!("tcp.{i}"),
-                            ms,
-                            t.route.as_slice(),
-                        )
-                    })
-                    .collect(),
-                ServerKind::Passthrough => vs
-                    .tls
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| {
-                        let ms = t
-                            .matches
-                            .iter()
-                            .map(|m| Match {
-                                sni: m.sni_hosts.clone(),
-                                subnets: m.destination_subnets.clone(),
-                                port: m.port,
-                            })
-                            .collect();
-                        (
-                            spec.key("tls").index(i),
-                            format!("tls.{i}"),
-                            ms,
-                            t.route.as_slice(),
-                        )
-                    })
-                    .collect(),
+            // Istio: a gateway passthrough server takes the `tls` routes; a mesh TLS port the
+            // `tls` routes, then the `tcp` ones; a TCP port the `tcp` routes.
+            let rules: Vec<&Rule<'_>> = match (kind, server_hosts) {
+                (ServerKind::Tcp, _) => tcp_rules.iter().collect(),
+                (ServerKind::Passthrough, Some(_)) => tls_rules.iter().collect(),
+                (ServerKind::Passthrough, None) => tls_rules.iter().chain(&tcp_rules).collect(),
             };
             for (at, suffix, matches, route) in rules {
-                let Some((target, tunnel)) = resolve_target(r, &at, route, *port, &lookup, out)
+                let Some((target, tunnel)) = resolve_target(r, at, route, *port, &lookup, out)
                 else {
                     continue;
                 };
@@ -853,6 +858,9 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
         }
     }
 }
+
+/// A `tcp` or `tls` rule in one shape: its field path, name suffix, match blocks, destinations.
+type Rule<'a> = (FieldPath, String, Vec<Match>, &'a [RouteDestination]);
 
 /// A `tcp` or `tls` match block in one shape.
 #[derive(Default)]

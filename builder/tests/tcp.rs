@@ -385,3 +385,28 @@ spec:
 "
     ));
 }
+
+/// On a mesh TLS port Istio takes a VirtualService's `tls` routes first, then its `tcp` routes
+/// (here the catch-all for connections whose SNI no `tls` route names).
+#[test]
+fn a_mesh_tls_port_takes_tls_routes_then_tcp_routes() {
+    let yaml = envoy_yaml(
+        "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backends}
+spec:
+  hosts: [a.backend]
+  tls:
+  - match: [{sniHosts: [a.backend]}]
+    route: [{destination: {host: a.backend}}]
+  tcp:
+  - route: [{destination: {host: b.backend}}]
+",
+    );
+    let listeners = listeners(&yaml);
+    let tls = &listeners[listeners
+        .find("name: listener_8443")
+        .expect("listener_8443")..];
+    insta::assert_snapshot!(tls);
+}

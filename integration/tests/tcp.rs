@@ -369,7 +369,8 @@ spec:
 }
 
 /// The builder's TCP listeners in their other shapes pass `envoy --mode validate`: prefix
-/// ranges, weighted clusters, SNI default chains of TLS service ports, a DNS TCP service.
+/// ranges, weighted clusters, SNI default chains of TLS service ports next to a VirtualService's
+/// `tls` chain and its `tcp` catch-all on the same port, a DNS TCP service.
 #[test]
 fn tcp_listener_shapes_pass_envoy_validate() {
     let text = "\
@@ -412,10 +413,22 @@ spec:
   - route:
     - {destination: {host: db.internal, subset: v1}, weight: 90}
     - {destination: {host: db.internal, subset: v2}, weight: 10}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backends}
+spec:
+  hosts: [a.backend]
+  tls:
+  - match: [{sniHosts: [a.backend]}]
+    route: [{destination: {host: a.backend}}]
+  tcp:
+  - route: [{destination: {host: b.backend}}]
 ";
     let yaml =
         mesh::envoy_yaml(&Inputs::from_text("mesh.yaml", text)).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(yaml.contains("weighted_clusters") && yaml.contains("prefix_ranges"));
+    assert!(yaml.contains("name: default.backends.tcp.0"), "{yaml}");
     Envoy::validate_yaml(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"));
 }
 
