@@ -133,6 +133,8 @@ pub struct TcpChain {
     pub target: Target,
     /// Tunnel the connection through the (single) destination, an HTTP proxy.
     pub tunnel: Option<Tunnel>,
+    /// Terminate TLS on this chain (a Gateway `TLS` server in SIMPLE or MUTUAL mode).
+    pub tls: Option<crate::native::ServerTls>,
 }
 
 /// Whether a Gateway server passes TLS through (`tls.mode` PASSTHROUGH or AUTO_PASSTHROUGH):
@@ -161,13 +163,27 @@ enum ServerKind {
     Tcp,
     /// VirtualService `tls` routes, by SNI, TLS untouched.
     Passthrough,
+    /// A `TLS` server terminating TLS (SIMPLE, MUTUAL): VirtualService `tcp` routes on the
+    /// decrypted stream, the chain matched on the server's hosts as SNI.
+    Terminate,
+}
+
+impl ServerKind {
+    fn describe(self) -> &'static str {
+        match self {
+            ServerKind::Tcp => "plain TCP",
+            ServerKind::Passthrough => "TLS passthrough",
+            ServerKind::Terminate => "terminated TLS",
+        }
+    }
 }
 
 fn server_kind(s: &Server) -> Option<ServerKind> {
     let protocol = protocol_of(s.port.as_ref().and_then(|p| p.protocol.as_deref()));
     match (protocol.as_str(), tls_mode(s)) {
         ("HTTPS" | "TLS", Some("PASSTHROUGH")) => Some(ServerKind::Passthrough),
-        ("TLS", _) => None, // terminating TLS for TCP routes: refused in `check`
+        ("TLS", Some("AUTO_PASSTHROUGH" | "ISTIO_MUTUAL")) => None, // refused
+        ("TLS", _) => Some(ServerKind::Terminate),
         (p, _) if TCP_PROTOCOLS.contains(&p) => Some(ServerKind::Tcp),
         _ => None,
     }
@@ -339,11 +355,7 @@ fn check_gateway(r: &Resource, g: &GatewaySpec, spec: &FieldPath, out: &mut Vec<
                 ));
             }
             Some("PASSTHROUGH") => {}
-            _ if protocol == "TLS" => out.push(r.error(
-                &at.key("tls"),
-                "a TLS server that terminates TLS for `tcp` routes is not supported yet by sluice",
-                "use `tls: {mode: PASSTHROUGH}` and VirtualService `tls` routes (the backend terminates), or an HTTPS server with `http` routes",
-            )),
+            // Checked (with the certificate files) when the listener is built.
             _ => {}
         }
     }
@@ -480,6 +492,15 @@ impl<'a> PortChains<'a> {
             }
             return;
         }
+        // Chain names are unique per listener: a rule on several servers of one port gets one
+        // chain per server.
+        let mut chain = chain;
+        let base = chain.name.clone();
+        let mut n = 1;
+        while self.chains.iter().any(|(c, _)| c.name == chain.name) {
+            chain.name = format!("{base}.{n}");
+            n += 1;
+        }
         self.chains.push((chain, owner));
     }
 }
@@ -539,15 +560,28 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
             }
         }
     }
-    // Gateway ports that take TCP, and what each serves.
+    // Gateway ports that take TCP, and what each serves; the certificates of terminating
+    // servers by (gateway, server index).
     let mut gateway_tcp_ports: BTreeMap<u32, ServerKind> = BTreeMap::new();
-    for (r, g) in gateways.values() {
+    let mut terminating: BTreeMap<(&(String, String), usize), crate::native::ServerTls> =
+        BTreeMap::new();
+    for (key, (r, g)) in &gateways {
         for (i, s) in g.servers.iter().enumerate() {
             let (Some(kind), Some(number)) =
                 (server_kind(s), s.port.as_ref().and_then(|p| p.number))
             else {
                 continue;
             };
+            if kind == ServerKind::Terminate {
+                let at = FieldPath::root().key("spec").key("servers").index(i);
+                // The HTTPS rules: certificate files, client CA for MUTUAL, versions, ciphers.
+                match crate::native::server_tls(r, &at, "HTTPS", s.tls.as_ref(), out) {
+                    Some(crate::native::ServerTlsUse::Terminate(tls)) => {
+                        terminating.insert((key, i), tls);
+                    }
+                    _ => continue,
+                }
+            }
             if http_ports.contains(&number) {
                 out.push(
                     r.error(
@@ -562,21 +596,27 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                 );
                 continue;
             }
-            if gateway_tcp_ports
-                .insert(number, kind)
-                .is_some_and(|k| k != kind)
-            {
-                out.push(
+            // SNI-matched servers (passthrough, terminating) share a port; plain TCP does not.
+            let sni = |k: ServerKind| k != ServerKind::Tcp;
+            match gateway_tcp_ports.get(&number) {
+                Some(&other) if other != kind && !(sni(other) && sni(kind)) => out.push(
                     r.error(
                         &FieldPath::root()
                             .key("spec")
                             .key("servers")
                             .index(i)
                             .key("port"),
-                        format!("port {number} is served both as TLS passthrough and as plain TCP"),
+                        format!(
+                            "port {number} is served both as {} and as {}",
+                            other.describe(),
+                            kind.describe()
+                        ),
                         "one Envoy binds a port once: give the servers different ports",
                     ),
-                );
+                ),
+                _ => {
+                    gateway_tcp_ports.entry(number).or_insert(kind);
+                }
             }
         }
     }
@@ -616,7 +656,7 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
             vs.gateways.clone()
         };
         // (listener port, server hosts for SNI narrowing on gateways, routes `tls`?)
-        let mut listeners: Vec<(u32, Option<Vec<String>>, ServerKind)> = Vec::new();
+        let mut listeners: Vec<Binding> = Vec::new();
         for gref in &refs {
             if gref == "mesh" {
                 for host in &vs.hosts {
@@ -636,7 +676,12 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                             ServerKind::Tcp
                         };
                         routed.insert((number, canonical.clone()));
-                        listeners.push((number, None, kind));
+                        listeners.push(Binding {
+                            port: number,
+                            server_hosts: None,
+                            kind,
+                            tls: None,
+                        });
                     }
                 }
                 continue;
@@ -649,12 +694,16 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
             let Some((_, g)) = gateways.get(&key) else {
                 continue;
             };
-            for s in &g.servers {
+            for (i, s) in g.servers.iter().enumerate() {
                 let (Some(kind), Some(number)) =
                     (server_kind(s), s.port.as_ref().and_then(|p| p.number))
                 else {
                     continue;
                 };
+                let tls = terminating.get(&(&key, i)).cloned();
+                if kind == ServerKind::Terminate && tls.is_none() {
+                    continue; // its certificate problem is reported above
+                }
                 if vs
                     .hosts
                     .iter()
@@ -665,12 +714,19 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                         .iter()
                         .map(|h| h.rsplit('/').next().unwrap_or(h).to_owned())
                         .collect();
-                    listeners.push((number, Some(hosts), kind));
+                    listeners.push(Binding {
+                        port: number,
+                        server_hosts: Some(hosts),
+                        kind,
+                        tls,
+                    });
                 }
             }
         }
-        listeners.sort_by_key(|(p, _, _)| *p);
-        listeners.dedup_by_key(|(p, _, _)| *p);
+        // One binding per port and server hosts (servers of one port with other hosts keep
+        // theirs: their SNI tells them apart).
+        listeners.sort_by(|a, b| (a.port, &a.server_hosts).cmp(&(b.port, &b.server_hosts)));
+        listeners.dedup_by(|a, b| a.port == b.port && a.server_hosts == b.server_hosts);
         let bound = !listeners.is_empty();
         let spec = FieldPath::root().key("spec");
         let lookup = Lookup {
@@ -722,11 +778,17 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                 )
             })
             .collect();
-        for (port, server_hosts, kind) in &listeners {
+        for Binding {
+            port,
+            server_hosts,
+            kind,
+            tls,
+        } in &listeners
+        {
             // Istio: a gateway passthrough server takes the `tls` routes; a mesh TLS port the
             // `tls` routes, then the `tcp` ones; a TCP port the `tcp` routes.
             let rules: Vec<&Rule<'_>> = match (kind, server_hosts) {
-                (ServerKind::Tcp, _) => tcp_rules.iter().collect(),
+                (ServerKind::Tcp | ServerKind::Terminate, _) => tcp_rules.iter().collect(),
                 (ServerKind::Passthrough, Some(_)) => tls_rules.iter().collect(),
                 (ServerKind::Passthrough, None) => tls_rules.iter().chain(&tcp_rules).collect(),
             };
@@ -751,12 +813,16 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                     if m.port.is_some_and(|p| p != *port) {
                         continue;
                     }
-                    // On a gateway, only the SNI names its server exposes (Istio's intersection).
-                    let mut server_names: Vec<String> = m
-                        .sni
-                        .iter()
-                        .flat_map(|sni| narrow(sni, server_hosts.as_deref()))
-                        .collect();
+                    // On a gateway, only the SNI names its server exposes (Istio's intersection);
+                    // a terminating server's chain takes its hosts (Istio's server SNI hosts).
+                    let mut server_names: Vec<String> = if *kind == ServerKind::Terminate {
+                        server_hosts.clone().unwrap_or_default()
+                    } else {
+                        m.sni
+                            .iter()
+                            .flat_map(|sni| narrow(sni, server_hosts.as_deref()))
+                            .collect()
+                    };
                     server_names.sort();
                     server_names.dedup();
                     if !m.sni.is_empty() && server_names.is_empty() {
@@ -781,6 +847,7 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                             destination_subnets,
                             target: target.clone(),
                             tunnel: tunnel.clone(),
+                            tls: tls.clone(),
                         },
                         Owner {
                             resource: r,
@@ -826,6 +893,7 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
                     destination_subnets: Vec::new(),
                     target,
                     tunnel: tunnel_of(destination_rules.get(host).copied(), ""),
+                    tls: None,
                 },
                 Owner {
                     resource: svc.resource,
@@ -857,6 +925,16 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
             mesh.listeners.remove(port);
         }
     }
+}
+
+/// A listener a VirtualService's `tcp`/`tls` routes land on.
+struct Binding {
+    port: u32,
+    /// The gateway server's hosts (`ns/` dropped); `None` on the mesh.
+    server_hosts: Option<Vec<String>>,
+    kind: ServerKind,
+    /// The certificate of a terminating server.
+    tls: Option<crate::native::ServerTls>,
 }
 
 /// A `tcp` or `tls` rule in one shape: its field path, name suffix, match blocks, destinations.
@@ -1096,6 +1174,9 @@ pub fn listener_json(listener: &Listener, address: Value) -> Value {
             if !m.is_empty() {
                 chain["filter_chain_match"] = Value::Object(m);
             }
+            if let Some(tls) = &c.tls {
+                chain["transport_socket"] = downstream_tls(tls);
+            }
             chain
         })
         .collect();
@@ -1115,6 +1196,51 @@ pub fn listener_json(listener: &Listener, address: Value) -> Value {
         }]);
     }
     value
+}
+
+/// The `DownstreamTlsContext` of a terminating chain: the server's certificate, client
+/// verification for MUTUAL / OPTIONAL_MUTUAL, protocol versions and ciphers. No ALPN: the
+/// stream is not HTTP.
+fn downstream_tls(tls: &crate::native::ServerTls) -> Value {
+    let mut common = json!({
+        "tls_certificates": [{
+            "certificate_chain": {"filename": tls.certificate},
+            "private_key": {"filename": tls.private_key},
+        }],
+    });
+    let mut params = serde_json::Map::new();
+    if let Some(v) = &tls.min_version {
+        params.insert("tls_minimum_protocol_version".into(), json!(v));
+    }
+    if let Some(v) = &tls.max_version {
+        params.insert("tls_maximum_protocol_version".into(), json!(v));
+    }
+    if !tls.cipher_suites.is_empty() {
+        params.insert("cipher_suites".into(), json!(tls.cipher_suites));
+    }
+    if !params.is_empty() {
+        common["tls_params"] = Value::Object(params);
+    }
+    if let Some(ca) = &tls.client_ca {
+        let mut validation = json!({"trusted_ca": {"filename": ca}});
+        if !tls.subject_alt_names.is_empty() {
+            let names: Vec<Value> = tls
+                .subject_alt_names
+                .iter()
+                .map(|n| json!({"san_type": "DNS", "matcher": {"exact": n}}))
+                .collect();
+            validation["match_typed_subject_alt_names"] = json!(names);
+        }
+        common["validation_context"] = validation;
+    }
+    let mut context = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": common,
+    });
+    if tls.require_client_certificate {
+        context["require_client_certificate"] = json!(true);
+    }
+    json!({"name": "envoy.transport_sockets.tls", "typed_config": context})
 }
 
 #[cfg(test)]

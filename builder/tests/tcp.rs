@@ -410,3 +410,40 @@ spec:
         .expect("listener_8443")..];
     insta::assert_snapshot!(tls);
 }
+
+/// A Gateway `TLS` server in SIMPLE mode terminates TLS with its certificate (no ALPN: the
+/// stream is not HTTP), matched on its hosts as SNI, and routes the decrypted stream with the
+/// VirtualService's `tcp` routes; a MUTUAL server on the same port verifies clients.
+#[test]
+fn tls_server_terminates_for_tcp_routes() {
+    let yaml = envoy_yaml(
+        "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  servers:
+  - port: {number: 5433, name: tls-db, protocol: TLS}
+    hosts: [db.example.com]
+    tls: {mode: SIMPLE, serverCertificate: /certs/db.crt, privateKey: /certs/db.key, minProtocolVersion: TLSV1_2}
+  - port: {number: 5433, name: tls-admin, protocol: TLS}
+    hosts: [admin.example.com]
+    tls: {mode: MUTUAL, serverCertificate: /certs/admin.crt, privateKey: /certs/admin.key, caCertificates: /certs/ca.crt}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db.example.com, admin.example.com]
+  gateways: [edge]
+  tcp:
+  - route: [{destination: {host: db.internal, subset: v1}}]
+",
+    );
+    let listeners = listeners(&yaml);
+    let edge = &listeners[listeners
+        .find("name: listener_5433")
+        .expect("listener_5433")..];
+    let edge = &edge[..edge.find("- name: listener_").unwrap_or(edge.len())];
+    insta::assert_snapshot!(edge);
+}
