@@ -301,14 +301,14 @@ pub fn build_with_credentials(
     let mut mesh = Mesh::default();
     build_clusters(&registry, credentials_dir, &mut mesh, &mut out);
     build_listeners(resources, &registry, credentials_dir, &mut mesh, &mut out);
-    crate::tcp::build(resources, &mut mesh, &mut out);
+    crate::tcp::build(resources, credentials_dir, &mut mesh, &mut out);
     (mesh, out)
 }
 
 /// A Gateway server's `tls` with `credentialName` replaced by the secret's files in
 /// `credentials_dir` (see [`build_with_credentials`]); `None` when a file is missing (reported).
 /// Explicit file paths win over the secret, as in Istio.
-fn resolve_credential(
+pub(crate) fn resolve_credential(
     r: &Resource,
     at: &FieldPath,
     tls: &serde_json::Value,

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -507,7 +508,12 @@ impl<'a> PortChains<'a> {
 
 /// Builds the TCP listeners of `mesh` (after its clusters and HTTP listeners): a TCP port's
 /// listener replaces the HTTP default routes the HTTP side gave it.
-pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>) {
+pub fn build(
+    resources: &[Resource],
+    credentials_dir: Option<&Path>,
+    mesh: &mut Mesh,
+    out: &mut Vec<Diagnostic>,
+) {
     let services = tcp_services(resources);
     let hosts: BTreeSet<&str> = mesh.clusters.values().map(|c| c.host.as_str()).collect();
     let resolve = |host: &str, namespace: &str| -> Option<String> {
@@ -574,8 +580,18 @@ pub fn build(resources: &[Resource], mesh: &mut Mesh, out: &mut Vec<Diagnostic>)
             };
             if kind == ServerKind::Terminate {
                 let at = FieldPath::root().key("spec").key("servers").index(i);
-                // The HTTPS rules: certificate files, client CA for MUTUAL, versions, ciphers.
-                match crate::native::server_tls(r, &at, "HTTPS", s.tls.as_ref(), out) {
+                // The HTTPS rules: certificate files (or a `credentialName` secret read from
+                // `--credentials-dir`), client CA for MUTUAL, versions, ciphers.
+                let tls = match (credentials_dir, s.tls.as_ref()) {
+                    (Some(dir), Some(tls)) => {
+                        match crate::model::resolve_credential(r, &at, tls, dir, out) {
+                            Some(tls) => Some(tls),
+                            None => continue,
+                        }
+                    }
+                    (_, tls) => tls.cloned(),
+                };
+                match crate::native::server_tls(r, &at, "HTTPS", tls.as_ref(), out) {
                     Some(crate::native::ServerTlsUse::Terminate(tls)) => {
                         terminating.insert((key, i), tls);
                     }

@@ -447,3 +447,59 @@ spec:
     let edge = &edge[..edge.find("- name: listener_").unwrap_or(edge.len())];
     insta::assert_snapshot!(edge);
 }
+
+/// A terminating `TLS` server may name its certificate as a Kubernetes secret, read from
+/// `--credentials-dir` like an HTTPS server's; a missing secret is an error at
+/// `credentialName`.
+#[test]
+fn tls_server_certificate_from_credentials_dir() {
+    let credentials = tempfile::tempdir().expect("temp dir");
+    let secret = credentials.path().join("db-cert");
+    std::fs::create_dir(&secret).expect("secret dir");
+    std::fs::write(secret.join("tls.crt"), "cert").expect("tls.crt");
+    std::fs::write(secret.join("tls.key"), "key").expect("tls.key");
+    let mesh = |name: &str| {
+        format!(
+            "{SERVICES}\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge}}
+spec:
+  servers:
+  - port: {{number: 5433, name: tls-db, protocol: TLS}}
+    hosts: [db.example.com]
+    tls: {{mode: SIMPLE, credentialName: {name}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db}}
+spec:
+  hosts: [db.example.com]
+  gateways: [edge]
+  tcp:
+  - route: [{{destination: {{host: db.internal, subset: v1}}}}]
+"
+        )
+    };
+    let options = Options {
+        credentials_dir: Some(credentials.path().to_path_buf()),
+        ..options()
+    };
+    let output = generate(&Inputs::from_text("mesh.yaml", &mesh("db-cert")), &options)
+        .unwrap_or_else(|d| panic!("{d}"));
+    let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8");
+    let crt = std::path::absolute(secret.join("tls.crt")).expect("absolute");
+    assert!(
+        yaml.contains(&format!("filename: {}", crt.display())),
+        "{}",
+        listeners(&yaml)
+    );
+    let errors = match generate(&Inputs::from_text("mesh.yaml", &mesh("nope")), &options) {
+        Ok(_) => panic!("a missing secret is an error"),
+        Err(d) => d.to_string(),
+    };
+    assert!(
+        errors.contains("spec.servers[0].tls.credentialName: secret \"nope\" not found"),
+        "{errors}"
+    );
+}
