@@ -1,5 +1,6 @@
 //! The TCP and TLS side of Istio's traffic API: VirtualService `tcp` and `tls` routes on the
-//! non-HTTP ports of services and gateways, and Gateway servers in TLS `PASSTHROUGH` mode.
+//! non-HTTP ports of services and gateways, Gateway `TLS` servers (passing TLS through, or
+//! terminating it for `tcp` routes) and DestinationRule `tunnel`.
 //!
 //! As Istio's listener builder does (`pilot/pkg/networking/core`, TCP/TLS filter chains), a port
 //! whose protocol is not HTTP gets a listener of filter chains, each ending in
@@ -8,7 +9,9 @@
 //! client hello by the `tls_inspector` listener filter, the TLS itself passing through untouched)
 //! and `prefix_ranges` (`destinationSubnets`). `match.port` selects the listener. A service's TCP
 //! port that no VirtualService routes gets Istio's default chain to the service's cluster (for a
-//! `TLS` port, matched on the service host as SNI).
+//! `TLS` port, matched on the service host as SNI). A terminating `TLS` server's chain carries
+//! its `DownstreamTlsContext`; a destination whose DestinationRule sets `tunnel` gets the
+//! tcp_proxy's `tunneling_config` (CONNECT or POST through that HTTP proxy).
 //!
 //! One Envoy binds a port once and sees no original destination address, so connections on a
 //! port are told apart only by SNI and destination subnet: two services whose connections cannot
@@ -29,8 +32,8 @@ use crate::yaml::FieldPath;
 
 /// Port protocols Istio proxies as opaque TCP (its `IsTCP` protocols; MONGO, MYSQL and REDIS
 /// without their protocol filters, as Istio's default). `HTTPS` service ports stay HTTP in
-/// sluice (it has no traffic capture to sniff them); `HTTPS` and `TLS` gateway servers are TCP
-/// only in TLS `PASSTHROUGH` mode.
+/// sluice (it has no traffic capture to sniff them); an `HTTPS` gateway server is TCP only in
+/// TLS `PASSTHROUGH` mode.
 pub const TCP_PROTOCOLS: &[&str] = &["TCP", "TLS", "MONGO", "MYSQL", "REDIS"];
 
 /// `VirtualService.spec.tcp[]`.
@@ -643,12 +646,16 @@ pub fn build(
             if !TCP_PROTOCOLS.contains(&protocol.as_str()) {
                 continue;
             }
+            // A gateway's SNI-matched servers and a service's TCP port would share one listener,
+            // the service's chain taking every connection without a known SNI: refused.
             if http_ports.contains(&number)
-                || gateway_tcp_ports.get(&number) == Some(&ServerKind::Passthrough)
+                || gateway_tcp_ports
+                    .get(&number)
+                    .is_some_and(|k| *k != ServerKind::Tcp)
             {
                 out.push(svc.resource.error(
                     &FieldPath::root().key("spec").key("ports").index(*pi).key("protocol"),
-                    format!("port {number} is {protocol} here, but an HTTP (or TLS passthrough) port of another service or gateway server"),
+                    format!("port {number} is {protocol} here, but an HTTP or TLS port of another service or gateway server"),
                     "one Envoy binds a port once, with one protocol: give this service another port number",
                 ));
                 continue;
@@ -671,7 +678,7 @@ pub fn build(
         } else {
             vs.gateways.clone()
         };
-        // (listener port, server hosts for SNI narrowing on gateways, routes `tls`?)
+        // The listeners (mesh ports, gateway servers) the routes land on.
         let mut listeners: Vec<Binding> = Vec::new();
         for gref in &refs {
             if gref == "mesh" {
