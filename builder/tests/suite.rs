@@ -149,19 +149,20 @@ fn examples() -> Vec<(String, Inputs)> {
     list
 }
 
-/// Each listener's `http_filters` of an Envoy bootstrap, by listener name.
+/// Each HTTP listener's `http_filters` of an Envoy bootstrap, by listener name (TCP listeners,
+/// whose chains run `tcp_proxy`, have none and carry no sluice filter in either layout).
 fn http_filters(bootstrap: &mut Value) -> Vec<(String, &mut Vec<Value>)> {
     bootstrap["static_resources"]["listeners"]
         .as_array_mut()
         .expect("listeners")
         .iter_mut()
-        .map(|listener| {
+        .filter_map(|listener| {
             let name = listener["name"].as_str().expect("a name").to_owned();
-            let filters =
-                listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
-                    .as_array_mut()
-                    .expect("http_filters");
-            (name, filters)
+            let filters = listener["filter_chains"][0]["filters"][0]["typed_config"]
+                .get_mut("http_filters")?
+                .as_array_mut()
+                .expect("http_filters is a list");
+            Some((name, filters))
         })
         .collect()
 }

@@ -270,7 +270,11 @@ fn rewrite_virtual_service(
             http.push(out);
         }
     }
-    doc["spec"]["http"] = Value::Array(http);
+    // A VirtualService of only `tcp`/`tls` routes keeps no `http` key (Istio passes those
+    // routes through unchanged; an empty `http: []` would be noise in the manifest).
+    if !http.is_empty() || doc["spec"].get("http").is_some() {
+        doc["spec"]["http"] = Value::Array(http);
+    }
     doc["metadata"]["annotations"]["sluice.dev/generated-by"] =
         json!("sluice generate --target istio: routes on x-sluice-rule/x-sluice-cluster");
     doc
