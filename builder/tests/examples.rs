@@ -82,8 +82,8 @@ fn generate_example(inputs: &[String]) -> Vec<u8> {
             Some(sluice::locality::Locality::parse(LOCALITY_EXAMPLE_PROXY).expect("valid"));
     }
     let inputs = Inputs::read(&paths).expect("example inputs are readable");
-    let output = generate(&inputs, &options)
-        .unwrap_or_else(|d| panic!("example does not generate:\n{d}"));
+    let output =
+        generate(&inputs, &options).unwrap_or_else(|d| panic!("example does not generate:\n{d}"));
     assert_eq!(
         output.files.len(),
         1,
