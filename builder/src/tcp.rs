@@ -36,25 +36,21 @@ use crate::yaml::FieldPath;
 /// TLS `PASSTHROUGH` mode.
 pub const TCP_PROTOCOLS: &[&str] = &["TCP", "TLS", "MONGO", "MYSQL", "REDIS"];
 
-/// `VirtualService.spec.tcp[]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TcpRoute {
-    /// Conditions, OR-ed; none matches every connection.
-    #[serde(default, rename = "match")]
-    pub matches: Vec<L4MatchAttributes>,
-    /// Destinations with weights.
-    #[serde(default)]
-    pub route: Vec<RouteDestination>,
-}
+/// `VirtualService.spec.tcp[]`: conditions are [`L4MatchAttributes`]; none matches every
+/// connection.
+pub type TcpRoute = L4Route<L4MatchAttributes>;
 
-/// `VirtualService.spec.tls[]`.
+/// `VirtualService.spec.tls[]`: conditions are [`TlsMatchAttributes`]; at least one, each naming
+/// `sniHosts`.
+pub type TlsRoute = L4Route<TlsMatchAttributes>;
+
+/// A `tcp[]` or `tls[]` route of a VirtualService: the two differ only in their match type.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TlsRoute {
-    /// Conditions, OR-ed; at least one, each naming `sniHosts`.
+pub struct L4Route<M> {
+    /// Conditions, OR-ed.
     #[serde(default, rename = "match")]
-    pub matches: Vec<TlsMatchAttributes>,
+    pub matches: Vec<M>,
     /// Destinations with weights.
     #[serde(default)]
     pub route: Vec<RouteDestination>,
@@ -1198,7 +1194,8 @@ pub fn listener_json(listener: &Listener, address: Value) -> Value {
                 chain["filter_chain_match"] = Value::Object(m);
             }
             if let Some(tls) = &c.tls {
-                chain["transport_socket"] = downstream_tls(tls);
+                // No ALPN: the stream is not HTTP.
+                chain["transport_socket"] = crate::emit::native::downstream_tls(tls, &[]);
             }
             chain
         })
@@ -1219,51 +1216,6 @@ pub fn listener_json(listener: &Listener, address: Value) -> Value {
         }]);
     }
     value
-}
-
-/// The `DownstreamTlsContext` of a terminating chain: the server's certificate, client
-/// verification for MUTUAL / OPTIONAL_MUTUAL, protocol versions and ciphers. No ALPN: the
-/// stream is not HTTP.
-fn downstream_tls(tls: &crate::native::ServerTls) -> Value {
-    let mut common = json!({
-        "tls_certificates": [{
-            "certificate_chain": {"filename": tls.certificate},
-            "private_key": {"filename": tls.private_key},
-        }],
-    });
-    let mut params = serde_json::Map::new();
-    if let Some(v) = &tls.min_version {
-        params.insert("tls_minimum_protocol_version".into(), json!(v));
-    }
-    if let Some(v) = &tls.max_version {
-        params.insert("tls_maximum_protocol_version".into(), json!(v));
-    }
-    if !tls.cipher_suites.is_empty() {
-        params.insert("cipher_suites".into(), json!(tls.cipher_suites));
-    }
-    if !params.is_empty() {
-        common["tls_params"] = Value::Object(params);
-    }
-    if let Some(ca) = &tls.client_ca {
-        let mut validation = json!({"trusted_ca": {"filename": ca}});
-        if !tls.subject_alt_names.is_empty() {
-            let names: Vec<Value> = tls
-                .subject_alt_names
-                .iter()
-                .map(|n| json!({"san_type": "DNS", "matcher": {"exact": n}}))
-                .collect();
-            validation["match_typed_subject_alt_names"] = json!(names);
-        }
-        common["validation_context"] = validation;
-    }
-    let mut context = json!({
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-        "common_tls_context": common,
-    });
-    if tls.require_client_certificate {
-        context["require_client_certificate"] = json!(true);
-    }
-    json!({"name": "envoy.transport_sockets.tls", "typed_config": context})
 }
 
 #[cfg(test)]

@@ -763,7 +763,7 @@ pub fn decorate_listener(listener: &Listener, value: &mut Value) {
         }
     }
     if let Some(tls) = &listener.tls {
-        value["filter_chains"][0]["transport_socket"] = downstream_tls(tls);
+        value["filter_chains"][0]["transport_socket"] = downstream_tls(tls, HTTP_ALPN);
     }
     if !listener.sni_servers.is_empty() {
         sni_chains(listener, value);
@@ -786,7 +786,7 @@ fn sni_chains(listener: &Listener, value: &mut Value) {
             if !names.is_empty() {
                 chain["filter_chain_match"] = json!({"server_names": names});
             }
-            chain["transport_socket"] = downstream_tls(&server.tls);
+            chain["transport_socket"] = downstream_tls(&server.tls, HTTP_ALPN);
             if let Some(hosts) =
                 chain["filters"][0]["typed_config"]["route_config"]["virtual_hosts"].as_array_mut()
             {
@@ -816,15 +816,23 @@ fn sni_chains(listener: &Listener, value: &mut Value) {
     }]);
 }
 
-/// The listener `transport_socket` terminating TLS with `tls`.
-fn downstream_tls(tls: &crate::native::ServerTls) -> Value {
+/// The ALPN an HTTP listener offers: HTTP/2 first, HTTP/1.1 for the rest.
+const HTTP_ALPN: &[&str] = &["h2", "http/1.1"];
+
+/// The `transport_socket` terminating TLS with `tls`: the server's certificate, client
+/// verification for MUTUAL / OPTIONAL_MUTUAL, protocol versions and ciphers. `alpn` is what the
+/// server offers: [`HTTP_ALPN`] on an HTTP listener, none on a TCP chain (its stream is not
+/// HTTP).
+pub(crate) fn downstream_tls(tls: &crate::native::ServerTls, alpn: &[&str]) -> Value {
     let mut common = json!({
         "tls_certificates": [{
             "certificate_chain": {"filename": tls.certificate},
             "private_key": {"filename": tls.private_key},
         }],
-        "alpn_protocols": ["h2", "http/1.1"],
     });
+    if !alpn.is_empty() {
+        common["alpn_protocols"] = json!(alpn);
+    }
     let mut params = Map::new();
     if let Some(v) = &tls.min_version {
         params.insert("tls_minimum_protocol_version".into(), json!(v));
