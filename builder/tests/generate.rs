@@ -1,20 +1,10 @@
 //! Focused inputs and their generated Envoy config (insta snapshots), the plugin configs
 //! round-tripping through the filters' own types, and generation time for a large mesh.
 
-use sluice::{Inputs, Options, WasmModules, generate};
+mod common;
 
-fn options() -> Options {
-    Options {
-        wasm: WasmModules::Reference("/opt/sluice/wasm".into()),
-        ..Options::default()
-    }
-}
-
-fn envoy_yaml(mesh: &str) -> String {
-    let output = generate(&Inputs::from_text("mesh.yaml", mesh), &options())
-        .unwrap_or_else(|d| panic!("{d}"));
-    String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8")
-}
+use common::{envoy_yaml, options};
+use sluice::{Inputs, generate};
 
 const CANARY: &str = "\
 apiVersion: networking.istio.io/v1

@@ -3,7 +3,9 @@
 //! generated Envoy config, and the diagnostics for their mistakes). The behaviour through Envoy
 //! is in `integration/tests/listener.rs`.
 
-use sluice::{Inputs, Options, WasmModules, generate};
+mod common;
+
+use common::section;
 
 const SERVICES: &str = "\
 apiVersion: networking.istio.io/v1
@@ -29,40 +31,12 @@ spec:
 ---
 ";
 
-fn options() -> Options {
-    Options {
-        wasm: WasmModules::Reference("/opt/sluice/wasm".into()),
-        ..Options::default()
-    }
-}
-
 fn envoy_yaml(mesh: &str) -> String {
-    let text = format!("{SERVICES}{mesh}");
-    let output = generate(&Inputs::from_text("mesh.yaml", &text), &options())
-        .unwrap_or_else(|d| panic!("{d}"));
-    String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8")
+    common::envoy_yaml(&format!("{SERVICES}{mesh}"))
 }
 
 fn diagnose(mesh: &str) -> String {
-    let text = format!("{SERVICES}{mesh}");
-    match generate(&Inputs::from_text("mesh.yaml", &text), &options()) {
-        Ok(_) => panic!("expected errors for:\n{mesh}"),
-        Err(d) => d.to_string(),
-    }
-}
-
-/// The lines from the first containing `from` to the first after it containing `to`.
-fn section(yaml: &str, from: &str, to: &str) -> String {
-    let lines: Vec<&str> = yaml.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| l.contains(from))
-        .unwrap_or_else(|| panic!("no {from:?} in\n{yaml}"));
-    let end = lines[start + 1..]
-        .iter()
-        .position(|l| l.contains(to))
-        .map_or(lines.len(), |i| start + 2 + i);
-    lines[start..end].join("\n")
+    common::diagnose(&format!("{SERVICES}{mesh}"))
 }
 
 /// The filter-chain skeleton of a listener: matches, virtual-host domains and certificates, in

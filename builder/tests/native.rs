@@ -3,7 +3,9 @@
 //! typical mistakes. The full example is `examples/native-traffic` (diffed by `examples.rs`);
 //! the behaviour through Envoy is in `integration/tests/native.rs`.
 
-use sluice::{Inputs, Options, WasmModules, generate};
+mod common;
+
+use common::section;
 
 const SERVICE: &str = "\
 apiVersion: networking.istio.io/v1
@@ -19,41 +21,12 @@ spec:
 ---
 ";
 
-fn options() -> Options {
-    Options {
-        wasm: WasmModules::Reference("/opt/sluice/wasm".into()),
-        ..Options::default()
-    }
-}
-
 fn envoy_yaml(mesh: &str) -> String {
-    let text = format!("{SERVICE}{mesh}");
-    let output = generate(&Inputs::from_text("mesh.yaml", &text), &options())
-        .unwrap_or_else(|d| panic!("{d}"));
-    String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8")
-}
-
-/// The part of the YAML from the first line containing `from` to the first line after it
-/// containing `to` (snapshots stay focused on the feature).
-fn section(yaml: &str, from: &str, to: &str) -> String {
-    let lines: Vec<&str> = yaml.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| l.contains(from))
-        .unwrap_or_else(|| panic!("no {from:?} in\n{yaml}"));
-    let end = lines[start + 1..]
-        .iter()
-        .position(|l| l.contains(to))
-        .map_or(lines.len(), |i| start + 2 + i);
-    lines[start..end].join("\n")
+    common::envoy_yaml(&format!("{SERVICE}{mesh}"))
 }
 
 fn diagnose(mesh: &str) -> String {
-    let text = format!("{SERVICE}{mesh}");
-    match generate(&Inputs::from_text("mesh.yaml", &text), &options()) {
-        Ok(_) => panic!("expected errors for:\n{mesh}"),
-        Err(d) => d.to_string(),
-    }
+    common::diagnose(&format!("{SERVICE}{mesh}"))
 }
 
 const GATEWAY_VS: &str = "\

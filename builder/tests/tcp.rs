@@ -2,7 +2,10 @@
 //! builder emits (insta snapshots of the Envoy config) and the diagnostics for their mistakes.
 //! The behaviour through Envoy is in `integration/tests/tcp.rs`.
 
-use sluice::{Inputs, Options, WasmModules, generate};
+mod common;
+
+use common::options;
+use sluice::{Inputs, Options, generate};
 
 const SERVICES: &str = "\
 apiVersion: networking.istio.io/v1
@@ -43,26 +46,12 @@ spec:
 ---
 ";
 
-fn options() -> Options {
-    Options {
-        wasm: WasmModules::Reference("/opt/sluice/wasm".into()),
-        ..Options::default()
-    }
-}
-
 fn envoy_yaml(mesh: &str) -> String {
-    let text = format!("{SERVICES}{mesh}");
-    let output = generate(&Inputs::from_text("mesh.yaml", &text), &options())
-        .unwrap_or_else(|d| panic!("{d}"));
-    String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8")
+    common::envoy_yaml(&format!("{SERVICES}{mesh}"))
 }
 
 fn diagnose(mesh: &str) -> String {
-    let text = format!("{SERVICES}{mesh}");
-    match generate(&Inputs::from_text("mesh.yaml", &text), &options()) {
-        Ok(_) => panic!("expected errors for:\n{mesh}"),
-        Err(d) => d.to_string(),
-    }
+    common::diagnose(&format!("{SERVICES}{mesh}"))
 }
 
 /// The listeners of the config (they come after the clusters).

@@ -1,0 +1,46 @@
+//! Helpers the builder's test files share (`mod common;`): generation with the reference wasm
+//! location, the diagnostics of a mesh that must not generate, and a slice of the emitted YAML.
+
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
+
+use sluice::{Inputs, Options, WasmModules, generate};
+
+/// The options of the snapshot tests: modules referenced at `/opt/sluice/wasm`, the rest default.
+pub fn options() -> Options {
+    Options {
+        wasm: WasmModules::Reference("/opt/sluice/wasm".into()),
+        ..Options::default()
+    }
+}
+
+/// The `envoy.yaml` generated from `text` (as file `mesh.yaml`) with [`options`]; panics with
+/// the diagnostics when it does not generate.
+pub fn envoy_yaml(text: &str) -> String {
+    let output = generate(&Inputs::from_text("mesh.yaml", text), &options())
+        .unwrap_or_else(|d| panic!("{d}"));
+    String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8")
+}
+
+/// The errors of `text` (as file `mesh.yaml`) with [`options`]; panics when it generates.
+pub fn diagnose(text: &str) -> String {
+    match generate(&Inputs::from_text("mesh.yaml", text), &options()) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(d) => d.to_string(),
+    }
+}
+
+/// The lines of `yaml` from the first containing `from` through the first after it containing
+/// `to` (to the end when none does): snapshots stay on the feature.
+pub fn section(yaml: &str, from: &str, to: &str) -> String {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains(from))
+        .unwrap_or_else(|| panic!("no {from:?} in\n{yaml}"));
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.contains(to))
+        .map_or(lines.len(), |i| start + 2 + i);
+    lines[start..end].join("\n")
+}
