@@ -71,3 +71,34 @@ pub fn start(inputs: &Inputs) -> Result<Envoy> {
 pub fn start_text(mesh: &str) -> Result<Envoy> {
     start(&Inputs::from_text("mesh.yaml", mesh)).with_context(|| format!("mesh:\n{mesh}"))
 }
+
+/// The text of `integration/fixtures/<name>` with each `${KEY}` of `vars` replaced by its value:
+/// a mesh several test files share, with the ports known only at run time. Panics when the file
+/// is missing or a `${` is left unreplaced (a fixture and its callers disagree).
+pub fn fixture(name: &str, vars: &[(&str, String)]) -> String {
+    let path = crate::repo_root().join("integration/fixtures").join(name);
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    for (key, value) in vars {
+        text = text.replace(&format!("${{{key}}}"), value);
+    }
+    assert!(
+        !text.contains("${"),
+        "fixture {name}: a ${{...}} is left unreplaced by {vars:?}"
+    );
+    text
+}
+
+/// The mesh of the chain tests (`fixtures/chain-mesh.yaml`): `shop` v1 / v2 on `v1` and `v2`, a
+/// breaker annotation (v2 opens after 3 errors), a header rule to v2 (`x-tester: yes`), an abort
+/// (`x-fault: abort`, 555) and a delay rule (`x-fault: delay`, 1.5 s), and a 90/10 split sticky
+/// on `end-user`.
+pub fn chain_mesh(v1: &Upstream, v2: &Upstream) -> String {
+    fixture(
+        "chain-mesh.yaml",
+        &[
+            ("V1_PORT", v1.port().to_string()),
+            ("V2_PORT", v2.port().to_string()),
+        ],
+    )
+}

@@ -17,70 +17,6 @@ use sluice_integration::upstream::{Behavior, Upstream};
 
 const LISTENER: &str = "listener_9080";
 
-/// `shop` with subsets v1 (stable) and v2 (canary); a breaker annotation on the host, and
-/// on the VirtualService: header routing, two faulty rules, and a sticky 90/10 split.
-fn mesh(v1: &Upstream, v2: &Upstream) -> String {
-    format!(
-        "\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: shop}}
-spec:
-  hosts: [shop]
-  ports: [{{number: 9080, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints:
-  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: v1}}}}
-  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: shop
-  annotations:
-    sluice.dev/breaker: |
-      consecutiveErrors: 10
-      baseEjectionTime: 120s
-      subsets:
-        v2: {{consecutiveErrors: 3}}
-spec:
-  host: shop
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: shop
-  annotations:
-    sluice.dev/canary: |
-      rollout:
-        sticky: {{header: end-user}}
-spec:
-  hosts: [shop]
-  http:
-  - name: testers
-    match: [{{headers: {{x-tester: {{exact: 'yes'}}}}}}]
-    route: [{{destination: {{host: shop, subset: v2}}}}]
-  - name: broken
-    match: [{{headers: {{x-fault: {{exact: abort}}}}}}]
-    fault: {{abort: {{httpStatus: 555, percentage: {{value: 100}}}}}}
-    route: [{{destination: {{host: shop, subset: v1}}}}]
-  - name: slow
-    match: [{{headers: {{x-fault: {{exact: delay}}}}}}]
-    fault: {{delay: {{fixedDelay: 1500ms, percentage: {{value: 100}}}}}}
-    route: [{{destination: {{host: shop, subset: v1}}}}]
-  - name: rollout
-    route:
-    - {{destination: {{host: shop, subset: v1}}, weight: 90}}
-    - {{destination: {{host: shop, subset: v2}}, weight: 10}}
-",
-        v1.port(),
-        v2.port()
-    )
-}
-
 /// Generates the mesh with the builder, checks all four filters are in the chain, starts Envoy.
 fn start(mesh: &str) -> Envoy {
     let yaml = mesh::envoy_yaml(&Inputs::from_text("mesh.yaml", mesh))
@@ -107,7 +43,7 @@ fn get(envoy: &Envoy, headers: &[(&str, &str)]) -> client::Response {
 #[test]
 fn header_routing_and_a_sticky_weighted_split() {
     let (v1, v2) = (Upstream::start("shop-v1"), Upstream::start("shop-v2"));
-    let envoy = start(&mesh(&v1, &v2));
+    let envoy = start(&mesh::chain_mesh(&v1, &v2));
     for _ in 0..5 {
         let r = get(&envoy, &[("x-tester", "yes")]);
         assert_eq!((r.status, r.served_by()), (200, Some("shop-v2")));
@@ -144,7 +80,7 @@ fn header_routing_and_a_sticky_weighted_split() {
 #[test]
 fn faults_apply_to_their_header_matched_rules_only() {
     let (v1, v2) = (Upstream::start("shop-v1"), Upstream::start("shop-v2"));
-    let envoy = start(&mesh(&v1, &v2));
+    let envoy = start(&mesh::chain_mesh(&v1, &v2));
     for _ in 0..20 {
         let r = get(&envoy, &[("x-fault", "abort")]);
         assert_eq!(r.status, 555, "abort 100% gives the configured status");
@@ -171,7 +107,7 @@ fn faults_apply_to_their_header_matched_rules_only() {
 #[test]
 fn breaker_opens_on_the_failing_subset_and_the_canary_fails_over() {
     let (v1, v2) = (Upstream::start("shop-v1"), Upstream::start("shop-v2"));
-    let envoy = start(&mesh(&v1, &v2));
+    let envoy = start(&mesh::chain_mesh(&v1, &v2));
     v2.set_behavior(Behavior::Status(500));
     // The v2 override (consecutiveErrors: 3) applies: three errors pass, then the breaker opens.
     for _ in 0..3 {

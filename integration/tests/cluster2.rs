@@ -10,14 +10,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice::Inputs;
 use sluice_integration::client::{self, Request};
 use sluice_integration::envoy::Envoy;
 use sluice_integration::mesh;
+use sluice_integration::tls::{OpensslServer, Serve, self_signed};
 use sluice_integration::upstream::{Behavior, Upstream};
 
 fn start(mesh: &str) -> Envoy {
@@ -263,68 +262,6 @@ spec:
     }
 }
 
-/// A self-signed certificate for `host` (also its own CA): (cert, key) in `dir`.
-fn self_signed(dir: &Path, host: &str) -> (String, String) {
-    let cert = dir.join(format!("{host}.crt")).display().to_string();
-    let key = dir.join(format!("{host}.key")).display().to_string();
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-keyout", &key, "-out", &cert, "-subj"])
-        .arg(format!("/CN={host}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{host}"))
-        .stderr(Stdio::null())
-        .status()
-        .expect("the openssl CLI runs (apt-get install openssl)");
-    assert!(status.success(), "openssl req failed");
-    (cert, key)
-}
-
-/// `openssl s_server -www` on a free port: an HTTPS upstream answering 200, presenting
-/// `cert`, and, with `client_ca`, refusing clients without a certificate that CA signed.
-struct TlsUpstream {
-    child: Child,
-    port: u16,
-}
-
-impl TlsUpstream {
-    fn start(cert: &str, key: &str, client_ca: Option<&str>) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut cmd = Command::new("openssl");
-        cmd.args(["s_server", "-www", "-quiet", "-naccept", "1000"])
-            .args(["-accept", &format!("127.0.0.1:{port}")])
-            .args(["-cert", cert, "-key", key]);
-        if let Some(ca) = client_ca {
-            // -Verify (capital): a client certificate is required.
-            cmd.args(["-Verify", "1", "-CAfile", ca]);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("openssl s_server starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "openssl s_server did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
-    }
-}
-
-impl Drop for TlsUpstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn tls_service_entry(host: &str, number: u16, upstream: u16, sans: &[&str]) -> String {
     format!(
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}}}\nspec:\n  hosts: [{host}]\n  ports: [{{number: {number}, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  subjectAltNames: {sans:?}\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {upstream}}}}}]\n---\n"
@@ -340,7 +277,12 @@ fn credential_name_presents_the_client_certificate_of_the_secret() {
     let certs = tempfile::tempdir().expect("temp dir");
     let (server_cert, server_key) = self_signed(certs.path(), "secure.internal");
     let (client_cert, client_key) = self_signed(certs.path(), "client.sluice");
-    let upstream = TlsUpstream::start(&server_cert, &server_key, Some(&client_cert));
+    let upstream = OpensslServer::start(
+        Serve::StatusPage,
+        &server_cert,
+        &server_key,
+        Some(&client_cert),
+    );
     let credentials = tempfile::tempdir().expect("temp dir");
     let secret = credentials.path().join("client-secret");
     std::fs::create_dir(&secret).expect("secret dir");
@@ -351,7 +293,7 @@ fn credential_name_presents_the_client_certificate_of_the_secret() {
     let ca_only = credentials.path().join("server-ca");
     std::fs::create_dir(&ca_only).expect("secret dir");
     std::fs::copy(&server_cert, ca_only.join("ca.crt")).expect("ca.crt");
-    let mesh = tls_service_entry("secure.internal", 8001, upstream.port, &[])
+    let mesh = tls_service_entry("secure.internal", 8001, upstream.port(), &[])
         + "\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -409,10 +351,10 @@ spec:
 fn service_entry_subject_alt_names_verify_the_upstream_certificate() {
     let certs = tempfile::tempdir().expect("temp dir");
     let (cert, key) = self_signed(certs.path(), "secure.internal");
-    let upstream = TlsUpstream::start(&cert, &key, None);
-    let mesh = tls_service_entry("good", 8001, upstream.port, &["secure.internal"])
-        + &tls_service_entry("bad", 8002, upstream.port, &["other.internal"])
-        + &tls_service_entry("overridden", 8003, upstream.port, &["other.internal"])
+    let upstream = OpensslServer::start(Serve::StatusPage, &cert, &key, None);
+    let mesh = tls_service_entry("good", 8001, upstream.port(), &["secure.internal"])
+        + &tls_service_entry("bad", 8002, upstream.port(), &["other.internal"])
+        + &tls_service_entry("overridden", 8003, upstream.port(), &["other.internal"])
         + &format!(
             "\
 apiVersion: networking.istio.io/v1

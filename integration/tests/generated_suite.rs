@@ -33,70 +33,6 @@ fn suite_module() -> PathBuf {
     wasm::module("suite").unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// The mesh of `chain.rs`: `shop` v1 / v2, a breaker annotation (v2 opens after 3 errors), a
-/// header rule, two faulty rules and a sticky 90/10 split.
-fn mesh(v1: &Upstream, v2: &Upstream) -> String {
-    format!(
-        "\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: shop}}
-spec:
-  hosts: [shop]
-  ports: [{{number: 9080, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints:
-  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: v1}}}}
-  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: shop
-  annotations:
-    sluice.dev/breaker: |
-      consecutiveErrors: 10
-      baseEjectionTime: 120s
-      subsets:
-        v2: {{consecutiveErrors: 3}}
-spec:
-  host: shop
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: shop
-  annotations:
-    sluice.dev/canary: |
-      rollout:
-        sticky: {{header: end-user}}
-spec:
-  hosts: [shop]
-  http:
-  - name: testers
-    match: [{{headers: {{x-tester: {{exact: 'yes'}}}}}}]
-    route: [{{destination: {{host: shop, subset: v2}}}}]
-  - name: broken
-    match: [{{headers: {{x-fault: {{exact: abort}}}}}}]
-    fault: {{abort: {{httpStatus: 555, percentage: {{value: 100}}}}}}
-    route: [{{destination: {{host: shop, subset: v1}}}}]
-  - name: slow
-    match: [{{headers: {{x-fault: {{exact: delay}}}}}}]
-    fault: {{delay: {{fixedDelay: 1500ms, percentage: {{value: 100}}}}}}
-    route: [{{destination: {{host: shop, subset: v1}}}}]
-  - name: rollout
-    route:
-    - {{destination: {{host: shop, subset: v1}}, weight: 90}}
-    - {{destination: {{host: shop, subset: v2}}, weight: 10}}
-",
-        v1.port(),
-        v2.port()
-    )
-}
-
 fn layout_options(suite: bool) -> Options {
     Options {
         suite,
@@ -146,7 +82,7 @@ fn header_route_split_and_sticky_users_as_in_the_chain() {
     for suite in LAYOUTS {
         let layout = layout_name(suite);
         let (v1, v2) = (Upstream::start("shop-v1"), Upstream::start("shop-v2"));
-        let envoy = start(&mesh(&v1, &v2), suite);
+        let envoy = start(&mesh::chain_mesh(&v1, &v2), suite);
         for _ in 0..5 {
             let r = get(&envoy, &[("x-tester", "yes")]);
             assert_eq!(
@@ -209,7 +145,7 @@ fn faults_apply_to_their_rules_only_as_in_the_chain() {
     for suite in LAYOUTS {
         let layout = layout_name(suite);
         let (v1, v2) = (Upstream::start("shop-v1"), Upstream::start("shop-v2"));
-        let envoy = start(&mesh(&v1, &v2), suite);
+        let envoy = start(&mesh::chain_mesh(&v1, &v2), suite);
         for _ in 0..20 {
             let r = get(&envoy, &[("x-fault", "abort")]);
             assert_eq!(
@@ -250,7 +186,7 @@ fn breaker_opens_on_the_failing_subset_and_the_split_fails_over_as_in_the_chain(
     for suite in LAYOUTS {
         let layout = layout_name(suite);
         let (v1, v2) = (Upstream::start("shop-v1"), Upstream::start("shop-v2"));
-        let envoy = start(&mesh(&v1, &v2), suite);
+        let envoy = start(&mesh::chain_mesh(&v1, &v2), suite);
         v2.set_behavior(Behavior::Status(500));
         // The v2 override (consecutiveErrors: 3): three errors pass, then the breaker opens.
         for _ in 0..3 {

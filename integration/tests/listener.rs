@@ -9,6 +9,7 @@ use sluice::Inputs;
 use sluice_integration::client::{self, Request};
 use sluice_integration::envoy::Envoy;
 use sluice_integration::mesh;
+use sluice_integration::tls::{self, Https, self_signed};
 use sluice_integration::upstream::Upstream;
 
 /// Generates `mesh` with the builder and starts Envoy on it.
@@ -20,58 +21,10 @@ fn send(envoy: &Envoy, request: Request) -> client::Response {
     client::send(&request).unwrap_or_else(|e| panic!("{e:#}\n{}", envoy.log()))
 }
 
-/// A self-signed certificate for `host` made with the `openssl` CLI: (cert, key) in `dir`.
-fn self_signed(dir: &std::path::Path, host: &str) -> (String, String) {
-    let cert = dir.join(format!("{host}.crt")).display().to_string();
-    let key = dir.join(format!("{host}.key")).display().to_string();
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-keyout", &key, "-out", &cert, "-subj"])
-        .arg(format!("/CN={host}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{host}"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("the openssl CLI runs (apt-get install openssl)");
-    assert!(status.success(), "openssl req failed");
-    (cert, key)
-}
-
-/// What one HTTPS request through `curl` saw.
-#[derive(Debug)]
-struct Https {
-    /// HTTP status; 0 when no response came (handshake or verification failed).
-    status: u16,
-    /// Response head.
-    head: String,
-}
-
-/// `curl` over HTTPS to 127.0.0.1:`port`, sending SNI `sni` (the URL's host), trusting only
-/// `ca` (or nothing when `None`: `--insecure`), with `Host: authority`.
+/// `curl` over HTTPS to 127.0.0.1:`port`, sending SNI `sni`, trusting only `ca` (or nothing
+/// when `None`), with `Host: authority`.
 fn curl_https(port: u16, sni: &str, authority: &str, ca: Option<&str>) -> Https {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-s", "-o", "/dev/null", "-D", "-", "--max-time", "10"]);
-    match ca {
-        Some(ca) => cmd.args(["--cacert", ca]),
-        None => cmd.arg("--insecure"),
-    };
-    let output = cmd
-        // curl sends the URL's host as SNI; --connect-to sends the connection to Envoy.
-        .arg("--connect-to")
-        .arg(format!("{sni}:443:127.0.0.1:{port}"))
-        .args(["-H", &format!("Host: {authority}")])
-        .arg(format!("https://{sni}/sni"))
-        .output()
-        .expect("the curl CLI runs (apt-get install curl)");
-    let head = String::from_utf8_lossy(&output.stdout).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Https { status, head }
+    tls::curl_https(port, sni, authority, "/sni", ca)
 }
 
 /// Two HTTPS servers on one port with their own certificates (one from files, one from a

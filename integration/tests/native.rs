@@ -11,6 +11,7 @@ use sluice::Inputs;
 use sluice_integration::client::{self, NO_HEADERS, Request};
 use sluice_integration::envoy::Envoy;
 use sluice_integration::mesh;
+use sluice_integration::tls;
 use sluice_integration::upstream::{Behavior, Upstream};
 
 /// Generates `mesh` with the builder and starts Envoy on it.
@@ -374,53 +375,17 @@ spec:
     );
 }
 
-/// A self-signed certificate for `host` made with the `openssl` CLI: (dir, cert, key).
+/// A self-signed certificate for `host` in a new temporary directory: (dir, cert, key).
 fn self_signed(host: &str) -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let cert = dir.path().join("tls.crt").display().to_string();
-    let key = dir.path().join("tls.key").display().to_string();
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-keyout", &key, "-out", &cert, "-subj"])
-        .arg(format!("/CN={host}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{host}"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("the openssl CLI runs (apt-get install openssl)");
-    assert!(status.success(), "openssl req failed");
+    let (cert, key) = tls::self_signed(dir.path(), host);
     (dir, cert, key)
 }
 
-/// `curl` over HTTPS to 127.0.0.1:`port` as `host`, trusting `ca`: (status, served-by).
+/// `curl` over HTTPS to 127.0.0.1:`port` as `host`, trusting `ca`: (status, head).
 fn curl_https(port: u16, host: &str, ca: &str) -> (u16, String) {
-    let output = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-D",
-            "-",
-            "--max-time",
-            "10",
-            "--cacert",
-            ca,
-        ])
-        // The authority stays `host` (no port), as a client of a real :443 would send it.
-        .arg("--connect-to")
-        .arg(format!("{host}:443:127.0.0.1:{port}"))
-        .arg(format!("https://{host}/tls"))
-        .output()
-        .expect("the curl CLI runs (apt-get install curl)");
-    let head = String::from_utf8_lossy(&output.stdout).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head)
+    let r = tls::curl_https(port, host, host, "/tls", Some(ca));
+    (r.status, r.head)
 }
 
 #[test]

@@ -13,6 +13,7 @@ use sluice::Inputs;
 use sluice_integration::binomial;
 use sluice_integration::envoy::Envoy;
 use sluice_integration::mesh;
+use sluice_integration::tls::{self, OpensslServer, Serve, self_signed};
 
 /// A raw TCP server on 127.0.0.1 that answers each connection with `<name>:` followed by every
 /// byte the client sends, until the client closes its side.
@@ -207,30 +208,10 @@ spec:
     }
 }
 
-/// A self-signed certificate for `host` made with the `openssl` CLI: (cert, key) in `dir`.
-fn self_signed(dir: &std::path::Path, host: &str) -> (String, String) {
-    let cert = dir.join(format!("{host}.crt")).display().to_string();
-    let key = dir.join(format!("{host}.key")).display().to_string();
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-keyout", &key, "-out", &cert, "-subj"])
-        .arg(format!("/CN={host}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{host}"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("the openssl CLI runs (apt-get install openssl)");
-    assert!(status.success(), "openssl req failed");
-    (cert, key)
-}
-
 /// An HTTPS backend that terminates TLS itself: `openssl s_server -WWW` serving the file `who`
-/// (containing `name`) from its own directory with `host`'s certificate. Killed on drop.
+/// (containing `name`) from its own directory with `host`'s certificate. Stops on drop.
 struct TlsBackend {
-    child: std::process::Child,
-    port: u16,
+    server: OpensslServer,
     cert: String,
     _dir: tempfile::TempDir,
 }
@@ -240,58 +221,20 @@ impl TlsBackend {
         let dir = tempfile::tempdir().expect("temp dir");
         let (cert, key) = self_signed(dir.path(), host);
         std::fs::write(dir.path().join("who"), name).expect("write who");
-        // A free port: bind, read, release (s_server binds it right after).
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = std::process::Command::new("openssl")
-            .args(["s_server", "-quiet", "-WWW", "-accept"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-cert", &cert, "-key", &key])
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("openssl s_server runs");
-        // Owned from here on, so every path (the panic below included) kills and waits for it.
-        let backend = Self {
-            child,
-            port,
+        let server = OpensslServer::start(Serve::Files(dir.path()), &cert, &key, None);
+        Self {
+            server,
             cert,
             _dir: dir,
-        };
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return backend;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("openssl s_server did not listen on {port}");
-    }
-}
-
-impl Drop for TlsBackend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
 /// `curl https://<sni>/who` through 127.0.0.1:`port`, trusting only `ca`: the body, or `None`
 /// when no verified response came.
 fn curl_who(port: u16, sni: &str, ca: &str) -> Option<String> {
-    let output = std::process::Command::new("curl")
-        .args(["-s", "--fail", "--max-time", "10", "--cacert", ca])
-        .arg("--connect-to")
-        .arg(format!("{sni}:443:127.0.0.1:{port}"))
-        .arg(format!("https://{sni}/who"))
-        .output()
-        .expect("the curl CLI runs (apt-get install curl)");
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    let r = tls::curl_https(port, sni, sni, "/who", Some(ca));
+    (r.status == 200).then_some(r.body)
 }
 
 /// A Gateway server in TLS PASSTHROUGH mode sends each connection by its SNI to the backend its
@@ -342,7 +285,8 @@ spec:
   - match: [{{sniHosts: [b.example.com]}}]
     route: [{{destination: {{host: b.backend}}}}]
 ",
-        a.port, b.port
+        a.server.port(),
+        b.server.port()
     );
     let yaml = mesh::envoy_yaml(&Inputs::from_text("mesh.yaml", &text))
         .unwrap_or_else(|e| panic!("{e:#}"));
