@@ -40,77 +40,38 @@
 )]
 
 use std::cell::{Cell, RefCell};
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel, MapType, MetricType};
-use rand_core::Rng;
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use rand_core::{Rng, SeedableRng};
 use rand_pcg::Pcg32;
-use sluice_core::fault::plan::{ABORT_BODY, DEBUG_HEADER};
+use sluice_core::fault::plan::DEBUG_HEADER;
 use sluice_core::fault::{
-    Decision, DelayQueue, FaultConfig, FaultPlan, Injection, Origin, Reply, TimerChange,
-    abort_reply, is_grpc_content_type, net, stats,
+    Decision, DelayQueue, FaultConfig, FaultPlan, Injection, TimerChange, abort_reply,
 };
 use sluice_core::host::RequestView;
 use sluice_core::wire;
-use sluice_glue::{HostRequest, count, count_by, log, now_nanos, source_address};
+use sluice_glue::fault::{FaultCounters, PendingAbort, client_ip, is_grpc_request};
+use sluice_glue::{HostRequest, count, count_by, log, now_nanos};
 
 /// Log prefix of this filter.
 const FILTER: &str = "sluice-fault";
 
-/// The module's entry point. Private: Envoy finds the SDK's `_initialize` export through its
-/// `#[no_mangle]` symbol, not through Rust visibility.
-mod entry {
-    use super::{FaultRoot, LogLevel, RootContext};
-
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FaultRoot::new()) });
-    }}
-}
+sluice_glue::root_context!(FaultRoot);
 
 /// The compiled config and the ids of its metrics, shared by the worker's HTTP contexts.
 struct Configured {
     plan: FaultPlan,
-    /// Per rule, indexed like [`FaultPlan::rules`].
-    rule_delays: Vec<Option<u32>>,
-    rule_aborts: Vec<Option<u32>>,
-    header_delays: Option<u32>,
-    header_aborts: Option<u32>,
-    overflow: Option<u32>,
-    active_gauge: Option<u32>,
-}
-
-impl Configured {
-    fn delay_counter(&self, origin: Origin) -> Option<u32> {
-        match origin {
-            Origin::Rule(index) => self.rule_delays.get(index).copied().flatten(),
-            Origin::Header => self.header_delays,
-        }
-    }
-
-    fn abort_counter(&self, origin: Origin) -> Option<u32> {
-        match origin {
-            Origin::Rule(index) => self.rule_aborts.get(index).copied().flatten(),
-            Origin::Header => self.header_aborts,
-        }
-    }
+    counters: FaultCounters,
 }
 
 /// What a parked stream does when its delay ends.
 struct Pending {
     /// `None`: resume it. `Some`: answer with this abort instead.
     abort: Option<PendingAbort>,
-}
-
-/// An abort drawn together with a delay, sent when the delay ends.
-struct PendingAbort {
-    reply: Reply,
-    debug: Option<String>,
-    counter: Option<u32>,
 }
 
 /// State of one worker (one VM per worker thread, one root context per plugin instance):
@@ -128,28 +89,9 @@ impl Worker {
         Self {
             queue: RefCell::new(DelayQueue::new()),
             active: Cell::new(0),
-            rng: RefCell::new(seeded_rng()),
+            rng: RefCell::new(Pcg32::seed_from_u64(sluice_glue::random_seed(FILTER))),
         }
     }
-}
-
-/// A PCG seeded from WASI `random_get`; if that fails, from the clock (still fine for
-/// sampling, which needs no secrecy).
-fn seeded_rng() -> Pcg32 {
-    let mut seed = [0u8; 16];
-    if getrandom::fill(&mut seed).is_err() {
-        log(
-            LogLevel::Warn,
-            "sluice-fault: getrandom failed; seeding the sampler from the clock",
-        );
-        if let Some(head) = seed.get_mut(..8) {
-            head.copy_from_slice(&now_nanos().to_le_bytes());
-        }
-    }
-    let (state, stream) = seed.split_at(8);
-    let state = state.try_into().map_or(0, u64::from_le_bytes);
-    let stream = stream.try_into().map_or(0, u64::from_le_bytes);
-    Pcg32::new(state, stream)
 }
 
 /// The root context: parses the config, owns the timer that ends delays.
@@ -158,8 +100,8 @@ struct FaultRoot {
     worker: Rc<Worker>,
 }
 
-impl FaultRoot {
-    fn new() -> Self {
+impl Default for FaultRoot {
+    fn default() -> Self {
         Self {
             configured: None,
             worker: Rc::new(Worker::new()),
@@ -201,20 +143,7 @@ impl RootContext for FaultRoot {
         }
         // Metrics are defined once per configuration, never on the request path.
         let configured = Configured {
-            rule_delays: plan
-                .rules()
-                .iter()
-                .map(|r| define(MetricType::Counter, &stats::rule_delays_injected(&r.name)))
-                .collect(),
-            rule_aborts: plan
-                .rules()
-                .iter()
-                .map(|r| define(MetricType::Counter, &stats::rule_aborts_injected(&r.name)))
-                .collect(),
-            header_delays: define(MetricType::Counter, stats::HEADER_DELAYS_INJECTED),
-            header_aborts: define(MetricType::Counter, stats::HEADER_ABORTS_INJECTED),
-            overflow: define(MetricType::Counter, stats::FAULTS_OVERFLOW),
-            active_gauge: define(MetricType::Gauge, stats::ACTIVE_FAULTS),
+            counters: FaultCounters::define(FILTER, &plan),
             plan,
         };
         log(
@@ -252,10 +181,7 @@ impl RootContext for FaultRoot {
                 None => {
                     let _ = hostcalls::resume_http_request();
                 }
-                Some(abort) => {
-                    count(abort.counter);
-                    send_abort(abort.reply, abort.debug.as_deref());
-                }
+                Some(abort) => abort.send(),
             }
         }
     }
@@ -306,7 +232,7 @@ impl FaultHttp {
         self.worker
             .active
             .set(self.worker.active.get().saturating_add(1));
-        count_by(configured.active_gauge, 1);
+        count_by(configured.counters.active_gauge, 1);
         let debug = configured
             .plan
             .debug_header
@@ -314,7 +240,7 @@ impl FaultHttp {
         let abort = injection.abort.map(|(code, origin)| PendingAbort {
             reply: abort_reply(code, is_grpc_request()),
             debug: debug.clone(),
-            counter: configured.abort_counter(origin),
+            counter: configured.counters.abort_counter(origin),
         });
         if injection.delay.is_some() && abort.is_none() {
             // A delay-only fault shows on the upstream's response; an abort carries the header
@@ -323,13 +249,12 @@ impl FaultHttp {
         }
         match (injection.delay, abort) {
             (Some((delay, origin)), abort) => {
-                count(configured.delay_counter(origin));
+                count(configured.counters.delay_counter(origin));
                 self.park(delay, Pending { abort });
                 Action::Pause
             }
             (None, Some(abort)) => {
-                count(abort.counter);
-                send_abort(abort.reply, abort.debug.as_deref());
+                abort.send();
                 Action::Pause
             }
             (None, None) => Action::Continue,
@@ -365,7 +290,7 @@ impl FaultHttp {
                 .active
                 .set(self.worker.active.get().saturating_sub(1));
             if let Some(configured) = &self.configured {
-                count_by(configured.active_gauge, -1);
+                count_by(configured.counters.active_gauge, -1);
             }
         }
     }
@@ -408,7 +333,7 @@ impl HttpContext for FaultHttp {
         match decision {
             Decision::Pass => Action::Continue,
             Decision::Overflow => {
-                count(configured.overflow);
+                count(configured.counters.overflow);
                 Action::Continue
             }
             Decision::Inject(injection) => self.inject(&configured, injection),
@@ -440,64 +365,6 @@ impl HttpContext for FaultHttp {
     }
 }
 
-/// Whether the current request is gRPC (read only when an abort fires).
-fn is_grpc_request() -> bool {
-    HostRequest
-        .header("content-type")
-        .is_some_and(|value| is_grpc_content_type(&value))
-}
-
-/// The downstream client's IP (Envoy's `source.address`), read only for fault headers.
-fn client_ip() -> Option<IpAddr> {
-    net::parse_socket_ip(&source_address()?)
-}
-
-/// Sends the abort reply on the current (or effective) stream.
-fn send_abort(reply: Reply, debug: Option<&str>) {
-    match reply {
-        Reply::Http(status) => {
-            let mut headers = vec![("content-type", "text/plain")];
-            if let Some(value) = debug {
-                headers.push((DEBUG_HEADER, value));
-            }
-            let _ = hostcalls::send_http_response(
-                u32::from(status),
-                headers,
-                Some(ABORT_BODY.as_bytes()),
-            );
-        }
-        Reply::Grpc(code) => {
-            let metadata: Vec<(&str, &[u8])> = debug
-                .map(|value| (DEBUG_HEADER, value.as_bytes()))
-                .into_iter()
-                .collect();
-            let _ = hostcalls::send_grpc_response(grpc_code(code), Some(ABORT_BODY), metadata);
-        }
-    }
-}
-
-fn grpc_code(code: u8) -> GrpcStatusCode {
-    match code {
-        0 => GrpcStatusCode::Ok,
-        1 => GrpcStatusCode::Cancelled,
-        3 => GrpcStatusCode::InvalidArgument,
-        4 => GrpcStatusCode::DeadlineExceeded,
-        5 => GrpcStatusCode::NotFound,
-        6 => GrpcStatusCode::AlreadyExists,
-        7 => GrpcStatusCode::PermissionDenied,
-        8 => GrpcStatusCode::ResourceExhausted,
-        9 => GrpcStatusCode::FailedPrecondition,
-        10 => GrpcStatusCode::Aborted,
-        11 => GrpcStatusCode::OutOfRange,
-        12 => GrpcStatusCode::Unimplemented,
-        13 => GrpcStatusCode::Internal,
-        14 => GrpcStatusCode::Unavailable,
-        15 => GrpcStatusCode::DataLoss,
-        16 => GrpcStatusCode::Unauthenticated,
-        _ => GrpcStatusCode::Unknown,
-    }
-}
-
 /// Applies a timer decision of the delay queue to this root context's tick period.
 fn apply_timer(change: TimerChange) {
     let period = match change {
@@ -506,9 +373,4 @@ fn apply_timer(change: TimerChange) {
         TimerChange::Off => Duration::ZERO,
     };
     let _ = hostcalls::set_tick_period(period);
-}
-
-/// Defines one of the fault filter's metrics (a refusal is logged, and the metric skipped).
-fn define(kind: MetricType, name: &str) -> Option<u32> {
-    sluice_glue::define(FILTER, kind, name)
 }

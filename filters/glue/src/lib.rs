@@ -6,6 +6,16 @@
 //! `proxy_wasm::hostcalls`, whose errors are values: a failed call degrades (a header treated
 //! as absent, a counter not bumped, the clock read as 0) and never traps the VM. `filter` is
 //! the log prefix (`sluice-router`, ...), so operators see which filter spoke.
+//!
+//! Beyond the ports, the replies and bookkeeping two or more filters share (the suite runs all
+//! four filters' logic, so each of these has two callers):
+//!
+//! - [`router`]: the 404 of an unmatched request, writing the internal headers;
+//! - [`canary`]: a split's run-time state (counters, schedule), the point a request takes, the
+//!   member chosen with failover, the 503 when none is left;
+//! - [`fault`]: fault counters, the abort reply (HTTP or gRPC);
+//! - [`breaker`]: one guarded cluster (key, reply headers, metrics), admission and outcome;
+//! - [`root_context!`]: the module's entry point.
 #![cfg_attr(
     not(test),
     deny(
@@ -16,12 +26,43 @@
     )
 )]
 
+pub mod breaker;
+pub mod canary;
+pub mod fault;
+pub mod router;
+
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 use sluice_core::breaker::{SharedStore, StoreError};
 use sluice_core::host::RequestView;
+
+/// The proxy-wasm SDK, for [`root_context!`]'s expansion.
+#[doc(hidden)]
+pub use proxy_wasm;
+
+/// Declares the module's entry point (`_initialize`): log level `Info` and one `$root` (built
+/// with `Default::default()`) per plugin instance. Private: Envoy finds the SDK's export through
+/// its `#[no_mangle]` symbol, not through Rust visibility.
+#[macro_export]
+macro_rules! root_context {
+    ($root:ident) => {
+        #[allow(missing_docs)] // the SDK macro's exported function cannot carry a doc comment
+        mod entry {
+            use $crate::proxy_wasm;
+
+            proxy_wasm::main! {{
+                proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+                proxy_wasm::set_root_context(
+                    |_| -> Box<dyn proxy_wasm::traits::RootContext> {
+                        Box::new(<super::$root as Default>::default())
+                    },
+                );
+            }}
+        }
+    };
+}
 
 /// The current request, read lazily from the host: only the headers some rule looks at.
 pub struct HostRequest;
@@ -124,6 +165,22 @@ pub fn plugin_config(filter: &str, size: usize) -> Option<Vec<u8>> {
     }
 }
 
+/// The plugin configuration parsed by `parse`, or `None` after logging why not (the host's
+/// refusal, or `{filter}: {reason}`): `on_configure` then refuses the configuration.
+pub fn parse_config<T, E: std::fmt::Display>(
+    filter: &str,
+    size: usize,
+    parse: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Option<T> {
+    match parse(&plugin_config(filter, size)?) {
+        Ok(config) => Some(config),
+        Err(reason) => {
+            log(LogLevel::Error, &format!("{filter}: {reason}"));
+            None
+        }
+    }
+}
+
 /// Defines a metric; `None` (logged) if the host refuses, and the filter then skips it.
 pub fn define(filter: &str, kind: MetricType, name: &str) -> Option<u32> {
     match hostcalls::define_metric(kind, name) {
@@ -153,4 +210,11 @@ pub fn count_by(metric: Option<u32>, offset: i64) {
 /// Logs at `level` (a refused log line is dropped).
 pub fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
+}
+
+/// Asks Envoy to re-pick the route after the internal headers changed. ABI 0.2.1 modules (this
+/// SDK) already make Envoy re-pick it when headers change; newer ABIs need this explicit call.
+/// Hosts without it answer NotFound: nothing to do.
+pub fn clear_route_cache() {
+    let _ = hostcalls::call_foreign_function("clear_route_cache", None);
 }

@@ -23,31 +23,18 @@
 
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 use sluice_core::metrics;
 use sluice_core::router::{CompiledRouter, Destination};
 use sluice_core::wire;
-use sluice_glue::{HostRequest, log};
+use sluice_glue::router::{respond_no_match, write_internal_headers};
+use sluice_glue::{HostRequest, count, log};
 
-/// The module's entry point. Private: the SDK's `_initialize` export is found by Envoy through
-/// its `#[no_mangle]` symbol, not through Rust visibility.
-mod entry {
-    use super::{LogLevel, RootContext, RouterRoot};
-
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RouterRoot::default()) });
-    }}
-}
+sluice_glue::root_context!(RouterRoot);
 
 /// Log prefix of this filter.
 const FILTER: &str = "sluice-router";
-/// Body of the 404 sent when no rule matches.
-const NO_MATCH_BODY: &[u8] = b"route not found";
-/// Response header marking a 404 as the router's (vs. an upstream's).
-const NO_MATCH_HEADER: (&str, &str) = ("x-sluice-router", "no-match");
 
 /// The configured router and the ids of its counters, shared by the worker's HTTP contexts.
 struct Configured {
@@ -67,15 +54,10 @@ impl Context for RouterRoot {}
 
 impl RootContext for RouterRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let Some(json) = sluice_glue::plugin_config(FILTER, plugin_configuration_size) else {
+        let Some(router) =
+            sluice_glue::parse_config(FILTER, plugin_configuration_size, CompiledRouter::from_json)
+        else {
             return false;
-        };
-        let router = match CompiledRouter::from_json(&json) {
-            Ok(router) => router,
-            Err(reason) => {
-                log(LogLevel::Error, &format!("sluice-router: {reason}"));
-                return false;
-            }
         };
         // Metrics are defined here, once per configuration, never on the request path.
         let rule_matched = router
@@ -132,38 +114,18 @@ impl HttpContext for RouterHttp {
             Destination::Cluster(cluster) => (wire::CLUSTER_HEADER, cluster, wire::SPLIT_HEADER),
             Destination::Split(split) => (wire::SPLIT_HEADER, split, wire::CLUSTER_HEADER),
         };
-        // Replacing drops every client-sent copy (Envoy's setCopy removes all values of the
-        // name first); the third internal header is removed. Three host calls cover all of
-        // wire::INTERNAL_HEADERS, so no client picks its own destination.
-        const _: () = assert!(
-            wire::INTERNAL_HEADERS.len() == 3,
-            "strip the new internal header"
+        // The rule header, `set` and `remove` cover all of wire::INTERNAL_HEADERS: no client
+        // picks its own destination.
+        write_internal_headers(Some(decision.rule_name), (set, value), remove);
+        count(
+            configured
+                .rule_matched
+                .get(decision.rule_index)
+                .copied()
+                .flatten(),
         );
-        let headers = MapType::HttpRequestHeaders;
-        let _ = hostcalls::set_map_value(headers, wire::RULE_HEADER, Some(decision.rule_name));
-        let _ = hostcalls::set_map_value(headers, set, Some(value));
-        let _ = hostcalls::remove_map_value(headers, remove);
-        // ABI 0.2.1 modules (this SDK) already make Envoy re-pick the route when headers change;
-        // newer ABIs need this explicit call. Hosts without it answer NotFound: nothing to do.
-        let _ = hostcalls::call_foreign_function("clear_route_cache", None);
-        if let Some(Some(id)) = configured.rule_matched.get(decision.rule_index) {
-            let _ = hostcalls::increment_metric(*id, 1);
-        }
         Action::Continue
     }
-}
-
-/// Answers 404 like Istio's "no route" and stops the filter chain.
-fn respond_no_match(counter: Option<u32>) -> Action {
-    if let Some(id) = counter {
-        let _ = hostcalls::increment_metric(id, 1);
-    }
-    let _ = hostcalls::send_http_response(
-        404,
-        vec![NO_MATCH_HEADER, ("content-type", "text/plain")],
-        Some(NO_MATCH_BODY),
-    );
-    Action::Pause
 }
 
 /// Defines one of the router's counters (a refusal is logged, and the counter skipped).

@@ -40,50 +40,32 @@
 )]
 
 use std::cell::{Cell, RefCell};
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 use rand_core::{Rng, SeedableRng};
 use rand_pcg::Pcg32;
-use sluice_core::breaker::{self, BreakerState, Policy, SharedStore, Ticket, Transition};
-use sluice_core::canary::{self, Choice, CompiledSplit, ScheduleRecord, schedule};
-use sluice_core::fault::plan::{ABORT_BODY, DEBUG_HEADER};
-use sluice_core::fault::{
-    self, DelayQueue, Injection, Origin, Reply, TimerChange, abort_reply, is_grpc_content_type,
-    net, stats,
-};
-use sluice_core::host::RequestView;
+use sluice_core::breaker::{self, Ticket};
+use sluice_core::canary::{self, Choice};
+use sluice_core::fault::plan::DEBUG_HEADER;
+use sluice_core::fault::{self, DelayQueue, Injection, TimerChange, abort_reply};
 use sluice_core::metrics;
 use sluice_core::suite::{CompiledSuite, Target};
 use sluice_core::unique::FirstSeen;
 use sluice_core::wire;
-use sluice_glue::{
-    HostRequest, HostStore, count, count_by, log, now_ms, now_nanos, property_u64, source_address,
-};
+use sluice_glue::breaker::{self as breaker_glue, Guard, record_outcome};
+use sluice_glue::canary::{Seen, SplitState, choose_member, reject, schedule_period, split_point};
+use sluice_glue::fault::{FaultCounters, PendingAbort, client_ip, is_grpc_request};
+use sluice_glue::router::{respond_no_match, write_internal_headers};
+use sluice_glue::{HostRequest, count, count_by, log, now_ms, now_nanos};
 
-/// The module's entry point. Private: Envoy finds the SDK's `_initialize` export through its
-/// `#[no_mangle]` symbol, not through Rust visibility.
-mod entry {
-    use super::{LogLevel, RootContext, SuiteRoot};
-
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(SuiteRoot::new()) });
-    }}
-}
+sluice_glue::root_context!(SuiteRoot);
 
 /// Log prefix of this filter.
 const FILTER: &str = "sluice-suite";
-/// Body of the router's 404.
-const NO_MATCH_BODY: &[u8] = b"route not found";
-/// Response header marking a 404 as the router's (vs. an upstream's).
-const NO_MATCH_HEADER: (&str, &str) = ("x-sluice-router", "no-match");
-/// Body of the breaker's 503s.
-const REJECT_BODY: &[u8] = b"upstream circuit breaker rejected the request\n";
 /// How often breaker gauges are refreshed from shared data (as the breaker filter).
 const GAUGE_REFRESH: Duration = Duration::from_secs(1);
 
@@ -91,110 +73,12 @@ const GAUGE_REFRESH: Duration = Duration::from_secs(1);
 // Configuration-time state
 // ---------------------------------------------------------------------------------------------
 
-/// The breaker of one cluster: its shared-data key, reply headers and metric ids.
-struct Guard {
-    name: String,
-    key: String,
-    open_header: String,
-    overflow_header: String,
-    policy: Policy,
-    metrics: Option<GuardMetrics>,
-}
-
-/// Metric ids of one guarded cluster (`sluice.breaker.cluster.<cluster>.<what>`).
-struct GuardMetrics {
-    requests: u32,
-    trips: u32,
-    rejected_open: u32,
-    rejected_overflow: u32,
-    state: u32,
-    in_flight: u32,
-}
-
-impl GuardMetrics {
-    fn define(cluster: &str) -> Option<Self> {
-        let counter = |what| define(MetricType::Counter, &breaker::metric_name(cluster, what));
-        let gauge = |what| define(MetricType::Gauge, &breaker::metric_name(cluster, what));
-        Some(Self {
-            requests: counter("requests")?,
-            trips: counter("trips")?,
-            rejected_open: counter("rejected_open")?,
-            rejected_overflow: counter("rejected_overflow")?,
-            state: gauge("state")?,
-            in_flight: gauge("in_flight")?,
-        })
-    }
-}
-
-impl Guard {
-    fn new(name: &str, policy: Policy) -> Self {
-        Self {
-            name: name.to_owned(),
-            key: breaker::shared_data_key(name),
-            open_header: format!("{name} open"),
-            overflow_header: format!("{name} overflow"),
-            policy,
-            metrics: GuardMetrics::define(name),
-        }
-    }
-
-    fn count(&self, pick: impl Fn(&GuardMetrics) -> u32) {
-        if let Some(m) = &self.metrics {
-            let _ = hostcalls::increment_metric(pick(m), 1);
-        }
-    }
-
-    /// Sets the gauges from the (process-wide) shared state.
-    fn publish(&self, state: &BreakerState, now: u64) {
-        if let Some(m) = &self.metrics {
-            let _ = hostcalls::record_metric(m.state, state.effective_phase(now) as u64);
-            let _ = hostcalls::record_metric(m.in_flight, u64::from(state.in_flight));
-        }
-    }
-}
-
 /// What a canary split needs at run time besides its config.
 struct SplitRuntime {
-    /// Counter id per member.
-    routed: Vec<Option<u32>>,
-    /// Counter of 503s for lack of a healthy member.
-    unavailable: Option<u32>,
-    /// Shared-data key of each member's breaker (read for failover).
-    breaker_keys: Vec<String>,
+    /// Counters, breaker keys, schedule (as the canary filter).
+    state: SplitState,
     /// Breaker guarding each member's cluster, if any.
     guards: Vec<Option<Rc<Guard>>>,
-    /// Gauge of the current schedule step.
-    step_gauge: Option<u32>,
-    /// The shared schedule record this worker follows (`None` without a schedule).
-    record: Cell<Option<ScheduleRecord>>,
-    /// The step last reported in the gauge and log.
-    step: Cell<usize>,
-}
-
-/// Fault metric ids.
-struct FaultMetrics {
-    rule_delays: Vec<Option<u32>>,
-    rule_aborts: Vec<Option<u32>>,
-    header_delays: Option<u32>,
-    header_aborts: Option<u32>,
-    overflow: Option<u32>,
-    active_gauge: Option<u32>,
-}
-
-impl FaultMetrics {
-    fn delay_counter(&self, origin: Origin) -> Option<u32> {
-        match origin {
-            Origin::Rule(index) => self.rule_delays.get(index).copied().flatten(),
-            Origin::Header => self.header_delays,
-        }
-    }
-
-    fn abort_counter(&self, origin: Origin) -> Option<u32> {
-        match origin {
-            Origin::Rule(index) => self.rule_aborts.get(index).copied().flatten(),
-            Origin::Header => self.header_aborts,
-        }
-    }
 }
 
 /// The configured suite, shared by the worker's root and HTTP contexts.
@@ -209,61 +93,28 @@ struct Runtime {
     guards: Vec<Rc<Guard>>,
     /// Indexed like the canary's splits.
     splits: Vec<SplitRuntime>,
-    fault: FaultMetrics,
+    /// The fault plan's counters (none defined without a plan).
+    fault: FaultCounters,
     /// Period of the housekeeping (gauges, schedules); `None` when there is none.
     housekeeping: Option<Duration>,
 }
 
 impl Runtime {
-    /// The weights a request to split `index` is picked with now (a scheduled split reads the
-    /// clock, so that every worker switches steps at the same instant).
-    fn weights<'a>(&'a self, split: &'a CompiledSplit, run: &SplitRuntime) -> &'a [u32] {
-        match (&split.schedule, run.record.get()) {
-            (Some(schedule), Some(record)) => {
-                schedule.weights(schedule.step_at(record.elapsed_ms(now_ms())))
-            }
-            _ => &split.weights,
-        }
-    }
-
-    /// Re-reads each scheduled split's shared record (when `refresh`) and reports its step.
+    /// Reports each scheduled split's step at `now_ms`, re-reading the shared records first
+    /// when `refresh`.
     fn advance_schedules(&self, now_ms: u64, refresh: bool) {
         let Some(canary) = &self.suite.canary else {
             return;
         };
         for (split, run) in canary.splits.iter().zip(&self.splits) {
-            let (Some(schedule), Some(mut record)) = (&split.schedule, run.record.get()) else {
-                continue;
-            };
-            if refresh {
-                record = schedule::refresh_on_tick(&HostStore, &split.name, record);
-                run.record.set(Some(record));
-            }
-            let step = schedule.step_at(record.elapsed_ms(now_ms));
-            if step != run.step.get() {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "sluice-suite: split {:?} moves to step {step} (weights {:?})",
-                        split.name,
-                        schedule.weights(step)
-                    ),
-                );
-                run.step.set(step);
-            }
-            if let Some(id) = run.step_gauge {
-                let _ = hostcalls::record_metric(id, step as u64);
-            }
+            run.state.advance_schedule(FILTER, split, now_ms, refresh);
         }
     }
 
     /// Breaker gauges from shared data (every worker, every second, as the breaker filter).
     fn refresh_gauges(&self, now_ms: u64) {
         for guard in &self.guards {
-            let (value, _) = HostStore.get(&guard.key);
-            if let Some(state) = value.as_deref().and_then(BreakerState::decode) {
-                guard.publish(&state, now_ms);
-            }
+            guard.refresh_gauges(now_ms);
         }
     }
 }
@@ -280,20 +131,8 @@ fn runtime(suite: CompiledSuite) -> Runtime {
         if let Some(index) = guard_index.get(cluster) {
             return guards.get(index).cloned();
         }
-        let guard = Rc::new(Guard::new(cluster, policy));
-        // Create the key before traffic, so request-time updates always compare-and-set.
-        if breaker::ensure_exists(&HostStore, &guard.key).is_err() {
-            log(
-                LogLevel::Warn,
-                &format!("sluice-suite: cannot create shared breaker state of {cluster}"),
-            );
-        }
-        let (value, _) = HostStore.get(&guard.key);
-        let state = value
-            .as_deref()
-            .and_then(BreakerState::decode)
-            .unwrap_or_default();
-        guard.publish(&state, now);
+        let guard = Rc::new(Guard::new(FILTER, cluster, policy, true));
+        guard.prepare(FILTER, now);
         guard_index.insert(cluster, guards.len());
         guards.push(Rc::clone(&guard));
         Some(guard)
@@ -310,7 +149,10 @@ fn runtime(suite: CompiledSuite) -> Runtime {
         .canary
         .iter()
         .flat_map(|canary| &canary.splits)
-        .map(|split| split_runtime(split, now, &mut guard_of))
+        .map(|split| SplitRuntime {
+            state: SplitState::new(FILTER, split, now),
+            guards: split.clusters.iter().map(|c| guard_of(c)).collect(),
+        })
         .collect();
     // Guards of listed clusters that no rule or split reaches still show up at zero, as in
     // the breaker filter.
@@ -319,29 +161,11 @@ fn runtime(suite: CompiledSuite) -> Runtime {
             guard_of(cluster);
         }
     }
-    let (rule_delays, rule_aborts) = match &suite.fault {
-        Some(plan) => (
-            plan.rules()
-                .iter()
-                .map(|r| define(MetricType::Counter, &stats::rule_delays_injected(&r.name)))
-                .collect(),
-            plan.rules()
-                .iter()
-                .map(|r| define(MetricType::Counter, &stats::rule_aborts_injected(&r.name)))
-                .collect(),
-        ),
-        None => (Vec::new(), Vec::new()),
-    };
-    let with_fault = suite.fault.is_some();
-    let fault_metric = |kind, name: &str| with_fault.then(|| define(kind, name)).flatten();
-    let fault = FaultMetrics {
-        rule_delays,
-        rule_aborts,
-        header_delays: fault_metric(MetricType::Counter, stats::HEADER_DELAYS_INJECTED),
-        header_aborts: fault_metric(MetricType::Counter, stats::HEADER_ABORTS_INJECTED),
-        overflow: fault_metric(MetricType::Counter, stats::FAULTS_OVERFLOW),
-        active_gauge: fault_metric(MetricType::Gauge, stats::ACTIVE_FAULTS),
-    };
+    let fault = suite
+        .fault
+        .as_ref()
+        .map(|plan| FaultCounters::define(FILTER, plan))
+        .unwrap_or_default();
     let housekeeping = [
         suite.breaker.as_ref().map(|_| GAUGE_REFRESH),
         suite.canary.as_ref().and_then(schedule_period),
@@ -364,56 +188,6 @@ fn runtime(suite: CompiledSuite) -> Runtime {
     }
 }
 
-fn split_runtime(
-    split: &CompiledSplit,
-    now_ms: u64,
-    guard_of: &mut impl FnMut(&str) -> Option<Rc<Guard>>,
-) -> SplitRuntime {
-    let record = split
-        .schedule
-        .as_ref()
-        .map(|s| schedule::sync_on_configure(&HostStore, &split.name, s, now_ms));
-    SplitRuntime {
-        routed: split
-            .clusters
-            .iter()
-            .map(|cluster| {
-                define(
-                    MetricType::Counter,
-                    &canary::routed_metric(&split.name, cluster),
-                )
-            })
-            .collect(),
-        unavailable: define(
-            MetricType::Counter,
-            &canary::unavailable_metric(&split.name),
-        ),
-        breaker_keys: split
-            .clusters
-            .iter()
-            .map(|cluster| breaker::shared_data_key(cluster))
-            .collect(),
-        guards: split.clusters.iter().map(|c| guard_of(c)).collect(),
-        step_gauge: split
-            .schedule
-            .as_ref()
-            .and_then(|_| define(MetricType::Gauge, &canary::step_metric(&split.name))),
-        record: Cell::new(record),
-        step: Cell::new(0),
-    }
-}
-
-/// The canary filter's schedule tick: a quarter of the shortest hold, within 50 ms .. 1 s.
-fn schedule_period(canary: &canary::CompiledCanary) -> Option<Duration> {
-    let shortest = canary
-        .splits
-        .iter()
-        .filter_map(|s| s.schedule.as_ref())
-        .map(|s| s.shortest_hold_ms().unwrap_or(4_000))
-        .min()?;
-    Some(Duration::from_millis((shortest / 4).clamp(50, 1_000)))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Worker state and the timer
 // ---------------------------------------------------------------------------------------------
@@ -429,13 +203,6 @@ struct Pending {
     guard: Option<Rc<Guard>>,
     /// Where the admission goes, for the stream's `on_log`.
     admitted: Rc<RefCell<Option<Admission>>>,
-}
-
-/// An abort drawn together with a delay, sent when the delay ends.
-struct PendingAbort {
-    reply: Reply,
-    debug: Option<String>,
-    counter: Option<u32>,
 }
 
 /// State of one worker (one VM per worker thread): the PRNG, the delayed streams, the faults
@@ -505,8 +272,8 @@ struct SuiteRoot {
     worker: Rc<Worker>,
 }
 
-impl SuiteRoot {
-    fn new() -> Self {
+impl Default for SuiteRoot {
+    fn default() -> Self {
         Self {
             runtime: None,
             worker: Rc::new(Worker::new()),
@@ -518,15 +285,10 @@ impl Context for SuiteRoot {}
 
 impl RootContext for SuiteRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let Some(json) = sluice_glue::plugin_config(FILTER, plugin_configuration_size) else {
+        let Some(suite) =
+            sluice_glue::parse_config(FILTER, plugin_configuration_size, CompiledSuite::from_json)
+        else {
             return false;
-        };
-        let suite = match CompiledSuite::from_json(&json) {
-            Ok(suite) => suite,
-            Err(reason) => {
-                log(LogLevel::Error, &format!("sluice-suite: {reason}"));
-                return false;
-            }
         };
         for warning in suite.warnings() {
             log(LogLevel::Warn, &format!("sluice-suite: {warning}"));
@@ -568,8 +330,7 @@ impl RootContext for SuiteRoot {
                 continue;
             }
             if let Some(abort) = pending.abort {
-                count(abort.counter);
-                send_abort(abort.reply, abort.debug.as_deref());
+                abort.send();
                 continue;
             }
             if let Some(guard) = pending.guard {
@@ -664,41 +425,15 @@ impl SuiteHttp {
     ) -> Option<Picked<'r>> {
         let canary = runtime.suite.canary.as_ref()?;
         let (split, run) = (canary.splits.get(index)?, runtime.splits.get(index)?);
-        let weights = runtime.weights(split, run);
-        let point = match &split.sticky {
-            Some(sticky) => match sticky.key(&HostRequest, source_address) {
-                Some(key) => canary::sticky_point(&split.name, &key),
-                None => match &sticky.pin_cookie {
-                    // A made-up key the browser brings back, so it stays in this bucket.
-                    Some(pin) => {
-                        let token = format!(
-                            "{:016x}",
-                            self.worker
-                                .rng
-                                .try_borrow_mut()
-                                .map_or(0, |mut r| r.next_u64())
-                        );
-                        self.set_cookie = Some(pin.header_value(&token));
-                        canary::sticky_point(&split.name, token.as_bytes())
-                    }
-                    None => self.worker.next_u32(),
-                },
-            },
-            None => self.worker.next_u32(),
-        };
-        let choice = if split.failover {
-            canary::choose(weights, point, |member| {
-                !breaker_open(run.breaker_keys.get(member), seen)
-            })
-        } else {
-            canary::locate(weights, point).map_or(Choice::AllUnavailable, Choice::Member)
-        };
+        let weights = run.state.weights(split);
+        let point = split_point(split, &self.worker.rng, &mut self.set_cookie);
+        let choice = choose_member(split, &run.state, weights, point, seen);
         let Choice::Member(member) = choice else {
             self.set_cookie = None;
-            reject_unavailable(run.unavailable);
+            reject(canary::ALL_MEMBERS_UNAVAILABLE, run.state.unavailable);
             return None;
         };
-        count(run.routed.get(member).copied().flatten());
+        run.state.count_routed(member);
         Some(Picked {
             cluster: split.clusters.get(member)?,
             guard: run.guards.get(member).cloned().flatten(),
@@ -758,8 +493,7 @@ impl SuiteHttp {
                 Some(Action::Pause)
             }
             (None, Some(abort)) => {
-                count(abort.counter);
-                send_abort(abort.reply, abort.debug.as_deref());
+                abort.send();
                 Some(Action::Pause)
             }
             (None, None) => None,
@@ -853,7 +587,11 @@ impl HttpContext for SuiteHttp {
             },
         };
         // Written before a delay parks the stream, so resuming only has to continue.
-        write_internal_headers(route.rule_name, cluster);
+        write_internal_headers(
+            Some(route.rule_name),
+            (wire::CLUSTER_HEADER, cluster),
+            wire::SPLIT_HEADER,
+        );
         if let Some(action) = self.inject(&runtime, route.fault_rule, &guard) {
             return action;
         }
@@ -901,26 +639,9 @@ impl HttpContext for SuiteHttp {
                 .and_then(|d| d.admitted.try_borrow_mut().ok()?.take())
         });
         if let Some((guard, ticket)) = admission {
-            record_outcome(&guard, ticket);
+            record_outcome(FILTER, &guard, ticket);
         }
     }
-}
-
-/// Replaces every client copy of the internal headers with the decision and re-picks the
-/// route: three header calls and one foreign call, once per request.
-fn write_internal_headers(rule: &str, cluster: &str) {
-    const _: () = assert!(
-        wire::INTERNAL_HEADERS.len() == 3,
-        "strip the new internal header"
-    );
-    let headers = MapType::HttpRequestHeaders;
-    // Envoy's setCopy removes every value of the name first.
-    let _ = hostcalls::set_map_value(headers, wire::RULE_HEADER, Some(rule));
-    let _ = hostcalls::set_map_value(headers, wire::CLUSTER_HEADER, Some(cluster));
-    let _ = hostcalls::remove_map_value(headers, wire::SPLIT_HEADER);
-    // ABI 0.2.1 modules (this SDK) already make Envoy re-pick the route when headers change;
-    // newer ABIs need this explicit call. Hosts without it answer NotFound: nothing to do.
-    let _ = hostcalls::call_foreign_function("clear_route_cache", None);
 }
 
 /// Breaker admission on the current (or effective) stream. `Ok(Some)` admitted with a ticket
@@ -933,202 +654,16 @@ fn admit(
     now_ms: Option<u64>,
 ) -> Result<Option<Admission>, ()> {
     let now = now_ms.unwrap_or_else(self::now_ms);
-    let policy = guard.policy;
-    match breaker::update_from(&HostStore, &guard.key, snapshot, |s| s.admit(&policy, now)) {
-        Ok((breaker::Decision::Admit(ticket), state)) => {
-            guard.count(|m| m.requests);
-            if ticket.probe || ticket.holds_slot {
-                guard.publish(&state, now);
-            }
-            Ok(Some((guard, ticket)))
-        }
-        Ok((breaker::Decision::Reject(rejection), state)) => {
-            let header = match rejection {
-                breaker::Rejection::Open => {
-                    guard.count(|m| m.rejected_open);
-                    &guard.open_header
-                }
-                breaker::Rejection::Overflow => {
-                    guard.count(|m| m.rejected_overflow);
-                    &guard.overflow_header
-                }
-            };
-            guard.publish(&state, now);
-            let _ = hostcalls::send_http_response(
-                503,
-                vec![(wire::BREAKER_REJECT_HEADER, header)],
-                Some(REJECT_BODY),
-            );
-            Err(())
-        }
-        Err(e) => {
-            // Fail open: a breaker that cannot reach its state must not take traffic down.
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "sluice-suite: {}: admission not recorded: {e:?}",
-                    guard.name
-                ),
-            );
-            Ok(None)
-        }
-    }
-}
-
-/// Records an admitted request's outcome in its breaker (the breaker filter's `on_log`).
-fn record_outcome(guard: &Guard, ticket: Ticket) {
-    let code = property_u64(&["response", "code"]).and_then(|c| u32::try_from(c).ok());
-    let flags = property_u64(&["response", "flags"]).unwrap_or(0);
-    let verdict = breaker::classify(code, flags, guard.policy.count_as);
-    let now = now_ms();
-    let policy = guard.policy;
-    // Gauges are set after a write only: a healthy closed breaker usually writes nothing.
-    let mut wrote = false;
-    match breaker::update(&HostStore, &guard.key, |s| {
-        let (transition, next) = s.record(&policy, ticket, verdict, now);
-        wrote = next.is_some();
-        (transition, next)
-    }) {
-        Ok((transition, state)) => {
-            match transition {
-                Transition::Tripped { ejection_ms } => {
-                    guard.count(|m| m.trips);
-                    log(
-                        LogLevel::Info,
-                        &format!(
-                            "sluice-suite: {} open for {ejection_ms}ms (trip {})",
-                            guard.name, state.trips
-                        ),
-                    );
-                }
-                Transition::Closed => {
-                    log(
-                        LogLevel::Info,
-                        &format!("sluice-suite: {} closed", guard.name),
-                    );
-                }
-                Transition::None => {}
-            }
-            if wrote {
-                guard.publish(&state, now);
-            }
-        }
-        Err(e) => log(
-            LogLevel::Warn,
-            &format!("sluice-suite: {}: outcome not recorded: {e:?}", guard.name),
-        ),
-    }
-}
-
-/// What one request's callback has read from the host so far, for reuse within the callback.
-#[derive(Default)]
-struct Seen<'r> {
-    /// The clock (ms), read at most once.
-    now_ms: Option<u64>,
-    /// The last breaker state read, under its key.
-    breaker: Option<(&'r str, breaker::Snapshot)>,
-}
-
-/// Whether the breaker under `key` is open now. The clock is read at most once per request,
-/// and only for a member whose breaker has state at all; the state read is kept in `seen`
-/// for the admission of the member picked (usually the last one asked).
-fn breaker_open<'r>(key: Option<&'r String>, seen: &mut Seen<'r>) -> bool {
-    let Some(key) = key else { return false };
-    let Ok((Some(value), cas)) = hostcalls::get_shared_data(key) else {
-        return false;
-    };
-    let now_ms = *seen.now_ms.get_or_insert_with(now_ms);
-    let open = breaker::is_open(Some(&value), now_ms);
-    seen.breaker = Some((key, (Some(value), cas)));
-    open
-}
-
-/// Answers 404 like Istio's "no route" and stops the filter chain.
-fn respond_no_match(counter: Option<u32>) -> Action {
-    count(counter);
-    let _ = hostcalls::send_http_response(
-        404,
-        vec![NO_MATCH_HEADER, ("content-type", "text/plain")],
-        Some(NO_MATCH_BODY),
-    );
-    Action::Pause
-}
-
-/// Answers 503 when no member of a split is available (the canary filter's reply).
-fn reject_unavailable(counter: Option<u32>) {
-    count(counter);
-    let reason = canary::ALL_MEMBERS_UNAVAILABLE;
-    let _ = hostcalls::send_http_response(
-        503,
-        vec![
-            (canary::CANARY_HEADER, reason),
-            ("content-type", "text/plain"),
-        ],
-        Some(reason.as_bytes()),
-    );
-}
-
-/// Sends a fault abort on the current (or effective) stream.
-fn send_abort(reply: Reply, debug: Option<&str>) {
-    match reply {
-        Reply::Http(status) => {
-            let mut headers = vec![("content-type", "text/plain")];
-            if let Some(value) = debug {
-                headers.push((DEBUG_HEADER, value));
-            }
-            let _ = hostcalls::send_http_response(
-                u32::from(status),
-                headers,
-                Some(ABORT_BODY.as_bytes()),
-            );
-        }
-        Reply::Grpc(code) => {
-            let metadata: Vec<(&str, &[u8])> = debug
-                .map(|value| (DEBUG_HEADER, value.as_bytes()))
-                .into_iter()
-                .collect();
-            let _ = hostcalls::send_grpc_response(grpc_code(code), Some(ABORT_BODY), metadata);
-        }
-    }
-}
-
-fn grpc_code(code: u8) -> GrpcStatusCode {
-    match code {
-        0 => GrpcStatusCode::Ok,
-        1 => GrpcStatusCode::Cancelled,
-        3 => GrpcStatusCode::InvalidArgument,
-        4 => GrpcStatusCode::DeadlineExceeded,
-        5 => GrpcStatusCode::NotFound,
-        6 => GrpcStatusCode::AlreadyExists,
-        7 => GrpcStatusCode::PermissionDenied,
-        8 => GrpcStatusCode::ResourceExhausted,
-        9 => GrpcStatusCode::FailedPrecondition,
-        10 => GrpcStatusCode::Aborted,
-        11 => GrpcStatusCode::OutOfRange,
-        12 => GrpcStatusCode::Unimplemented,
-        13 => GrpcStatusCode::Internal,
-        14 => GrpcStatusCode::Unavailable,
-        15 => GrpcStatusCode::DataLoss,
-        16 => GrpcStatusCode::Unauthenticated,
-        _ => GrpcStatusCode::Unknown,
+    match breaker_glue::admit(FILTER, &guard, snapshot, now) {
+        breaker_glue::Admission::Admitted(ticket) => Ok(Some((guard, ticket))),
+        breaker_glue::Admission::FailedOpen => Ok(None),
+        breaker_glue::Admission::Rejected => Err(()),
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Host access
 // ---------------------------------------------------------------------------------------------
-
-/// Whether the current request is gRPC (read only when an abort fires).
-fn is_grpc_request() -> bool {
-    HostRequest
-        .header("content-type")
-        .is_some_and(|value| is_grpc_content_type(&value))
-}
-
-/// The downstream client's IP (Envoy's `source.address`), read only for fault headers.
-fn client_ip() -> Option<IpAddr> {
-    net::parse_socket_ip(&source_address()?)
-}
 
 /// Defines one of the suite's metrics (a refusal is logged, and the metric skipped).
 fn define(kind: MetricType, name: &str) -> Option<u32> {

@@ -1,0 +1,217 @@
+//! Breaker glue, shared by the breaker filter and the suite: one guarded cluster (its
+//! shared-data key, reply headers and metrics), admission, and recording the outcome.
+//!
+//! Metrics (`sluice.breaker.cluster.<cluster>.<what>`): counters `requests` (admitted),
+//! `trips`, `rejected_open`, `rejected_overflow`; gauges `state` and `in_flight`, *set* from the
+//! process-wide shared state after each update that wrote it and on the owner's 1 s refresh.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MetricType};
+use sluice_core::breaker::{
+    self, BreakerState, Decision, Policy, Rejection, SharedStore, Snapshot, Ticket, Transition,
+};
+use sluice_core::wire;
+
+use crate::{HostStore, define, log, property_u64};
+
+/// Body of the breaker's 503s.
+const REJECT_BODY: &[u8] = b"upstream circuit breaker rejected the request\n";
+
+/// One guarded cluster: everything admission needs, computed once per worker.
+pub struct Guard {
+    /// The cluster's name.
+    pub name: String,
+    /// Its shared-data key.
+    pub key: String,
+    /// `x-sluice-breaker` values of its rejections.
+    open_header: String,
+    overflow_header: String,
+    /// Its breaker's policy.
+    pub policy: Policy,
+    metrics: Option<GuardMetrics>,
+}
+
+/// Metric ids of one guarded cluster.
+struct GuardMetrics {
+    requests: u32,
+    trips: u32,
+    rejected_open: u32,
+    rejected_overflow: u32,
+    state: u32,
+    in_flight: u32,
+}
+
+impl GuardMetrics {
+    fn define(filter: &str, cluster: &str) -> Option<Self> {
+        let metric = |kind, what| define(filter, kind, &breaker::metric_name(cluster, what));
+        Some(Self {
+            requests: metric(MetricType::Counter, "requests")?,
+            trips: metric(MetricType::Counter, "trips")?,
+            rejected_open: metric(MetricType::Counter, "rejected_open")?,
+            rejected_overflow: metric(MetricType::Counter, "rejected_overflow")?,
+            state: metric(MetricType::Gauge, "state")?,
+            in_flight: metric(MetricType::Gauge, "in_flight")?,
+        })
+    }
+}
+
+impl Guard {
+    /// A guard for `cluster`; its metrics are defined only `with_metrics` (a filter that guards
+    /// names it does not list bounds how many it defines).
+    pub fn new(filter: &str, cluster: &str, policy: Policy, with_metrics: bool) -> Self {
+        Self {
+            name: cluster.to_owned(),
+            key: breaker::shared_data_key(cluster),
+            open_header: format!("{cluster} open"),
+            overflow_header: format!("{cluster} overflow"),
+            policy,
+            metrics: if with_metrics {
+                GuardMetrics::define(filter, cluster)
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Creates the shared state if absent (before traffic, so that request-time updates always
+    /// compare-and-set) and sets the gauges from it, so a listed cluster shows up at zero.
+    pub fn prepare(&self, filter: &str, now_ms: u64) {
+        if breaker::ensure_exists(&HostStore, &self.key).is_err() {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "{filter}: cannot create shared breaker state of {}",
+                    self.name
+                ),
+            );
+        }
+        let (value, _) = HostStore.get(&self.key);
+        let state = value
+            .as_deref()
+            .and_then(BreakerState::decode)
+            .unwrap_or_default();
+        self.publish(&state, now_ms);
+    }
+
+    /// Sets the gauges from the shared state as it is now (the periodic refresh).
+    pub fn refresh_gauges(&self, now_ms: u64) {
+        let (value, _) = HostStore.get(&self.key);
+        if let Some(state) = value.as_deref().and_then(BreakerState::decode) {
+            self.publish(&state, now_ms);
+        }
+    }
+
+    fn count(&self, pick: impl Fn(&GuardMetrics) -> u32) {
+        if let Some(m) = &self.metrics {
+            let _ = hostcalls::increment_metric(pick(m), 1);
+        }
+    }
+
+    /// Sets the gauges from the (process-wide) shared state.
+    fn publish(&self, state: &BreakerState, now_ms: u64) {
+        if let Some(m) = &self.metrics {
+            let _ = hostcalls::record_metric(m.state, state.effective_phase(now_ms) as u64);
+            let _ = hostcalls::record_metric(m.in_flight, u64::from(state.in_flight));
+        }
+    }
+}
+
+/// The outcome of [`admit`].
+pub enum Admission {
+    /// Admitted: give the ticket back through [`record_outcome`] when the stream ends.
+    Admitted(Ticket),
+    /// Rejected: the 503 with `x-sluice-breaker` was sent on the current stream.
+    Rejected,
+    /// Admitted without a ticket: the state was unreachable (logged), and a breaker that cannot
+    /// reach its state must not take traffic down.
+    FailedOpen,
+}
+
+/// Breaker admission on the current (or effective) stream. `snapshot`: this breaker's state as
+/// the callback already read it, if it did (saves the read; a write is still CAS-checked).
+pub fn admit(filter: &str, guard: &Guard, snapshot: Option<Snapshot>, now_ms: u64) -> Admission {
+    let policy = guard.policy;
+    match breaker::update_from(&HostStore, &guard.key, snapshot, |s| {
+        s.admit(&policy, now_ms)
+    }) {
+        Ok((Decision::Admit(ticket), state)) => {
+            guard.count(|m| m.requests);
+            if ticket.probe || ticket.holds_slot {
+                guard.publish(&state, now_ms);
+            }
+            Admission::Admitted(ticket)
+        }
+        Ok((Decision::Reject(rejection), state)) => {
+            let header = match rejection {
+                Rejection::Open => {
+                    guard.count(|m| m.rejected_open);
+                    &guard.open_header
+                }
+                Rejection::Overflow => {
+                    guard.count(|m| m.rejected_overflow);
+                    &guard.overflow_header
+                }
+            };
+            guard.publish(&state, now_ms);
+            let _ = hostcalls::send_http_response(
+                503,
+                vec![(wire::BREAKER_REJECT_HEADER, header)],
+                Some(REJECT_BODY),
+            );
+            Admission::Rejected
+        }
+        Err(e) => {
+            log(
+                LogLevel::Warn,
+                &format!("{filter}: {}: admission not recorded: {e:?}", guard.name),
+            );
+            Admission::FailedOpen
+        }
+    }
+}
+
+/// Records an admitted request's outcome (`response.code`, `response.flags`) in its breaker and
+/// gives its ticket back; logs trips and closings. Runs in `on_log`, once per stream whatever
+/// ended it.
+pub fn record_outcome(filter: &str, guard: &Guard, ticket: Ticket) {
+    let code = property_u64(&["response", "code"]).and_then(|c| u32::try_from(c).ok());
+    let flags = property_u64(&["response", "flags"]).unwrap_or(0);
+    let verdict = breaker::classify(code, flags, guard.policy.count_as);
+    let now = crate::now_ms();
+    let policy = guard.policy;
+    // Whether the final (successful) attempt wrote a new state: a healthy closed breaker
+    // records most outcomes without any change, and then the gauges, set after every write
+    // and on the 1 s refresh, are already right (two host calls saved per request).
+    let mut wrote = false;
+    match breaker::update(&HostStore, &guard.key, |s| {
+        let (transition, next) = s.record(&policy, ticket, verdict, now);
+        wrote = next.is_some();
+        (transition, next)
+    }) {
+        Ok((transition, state)) => {
+            match transition {
+                Transition::Tripped { ejection_ms } => {
+                    guard.count(|m| m.trips);
+                    log(
+                        LogLevel::Info,
+                        &format!(
+                            "{filter}: {} open for {ejection_ms}ms (trip {})",
+                            guard.name, state.trips
+                        ),
+                    );
+                }
+                Transition::Closed => {
+                    log(LogLevel::Info, &format!("{filter}: {} closed", guard.name));
+                }
+                Transition::None => {}
+            }
+            if wrote {
+                guard.publish(&state, now);
+            }
+        }
+        Err(e) => log(
+            LogLevel::Warn,
+            &format!("{filter}: {}: outcome not recorded: {e:?}", guard.name),
+        ),
+    }
+}

@@ -1,0 +1,207 @@
+//! The canary's run-time glue, shared by the canary filter and the suite: a split's counters
+//! and schedule state, the point a request takes, the member chosen (with failover), and the
+//! 503 when no member is left.
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, LogLevel, MetricType};
+use rand_core::Rng;
+use sluice_core::breaker::{self, Snapshot};
+use sluice_core::canary::{self, Choice, CompiledCanary, CompiledSplit, ScheduleRecord, schedule};
+
+use crate::{HostRequest, HostStore, count, define, log, now_ms, source_address};
+
+/// What a split needs at run time besides its config.
+pub struct SplitState {
+    /// Counter id per member (`None` if the host refused it).
+    routed: Vec<Option<u32>>,
+    /// Counter of 503s for lack of a healthy member.
+    pub unavailable: Option<u32>,
+    /// Shared-data key of each member's breaker (read for failover), built once.
+    pub breaker_keys: Vec<String>,
+    /// Gauge of the current schedule step.
+    step_gauge: Option<u32>,
+    /// The shared schedule record this worker follows (`None` without a schedule).
+    record: Cell<Option<ScheduleRecord>>,
+    /// The step last reported in the gauge and log.
+    step: Cell<usize>,
+}
+
+impl SplitState {
+    /// Defines the split's metrics and joins (or starts) its shared schedule.
+    pub fn new(filter: &str, split: &CompiledSplit, now_ms: u64) -> Self {
+        let record = split
+            .schedule
+            .as_ref()
+            .map(|s| schedule::sync_on_configure(&HostStore, &split.name, s, now_ms));
+        let counter = |name: &str| define(filter, MetricType::Counter, name);
+        Self {
+            routed: split
+                .clusters
+                .iter()
+                .map(|cluster| counter(&canary::routed_metric(&split.name, cluster)))
+                .collect(),
+            unavailable: counter(&canary::unavailable_metric(&split.name)),
+            breaker_keys: split
+                .clusters
+                .iter()
+                .map(|cluster| breaker::shared_data_key(cluster))
+                .collect(),
+            step_gauge: split
+                .schedule
+                .as_ref()
+                .and_then(|_| define(filter, MetricType::Gauge, &canary::step_metric(&split.name))),
+            record: Cell::new(record),
+            step: Cell::new(0),
+        }
+    }
+
+    /// The weights a request to `split` is picked with now. A scheduled split reads the clock
+    /// (one cheap host call) so that every worker switches steps at the same instant; the
+    /// shared start itself is cached and only re-read on the tick.
+    pub fn weights<'a>(&self, split: &'a CompiledSplit) -> &'a [u32] {
+        match (&split.schedule, self.record.get()) {
+            (Some(schedule), Some(record)) => {
+                schedule.weights(schedule.step_at(record.elapsed_ms(now_ms())))
+            }
+            _ => &split.weights,
+        }
+    }
+
+    /// Re-reads the split's shared schedule record (when `refresh`) and reports its step at
+    /// `now_ms` in the gauge, logging a step change.
+    pub fn advance_schedule(
+        &self,
+        filter: &str,
+        split: &CompiledSplit,
+        now_ms: u64,
+        refresh: bool,
+    ) {
+        let (Some(schedule), Some(mut record)) = (&split.schedule, self.record.get()) else {
+            return;
+        };
+        if refresh {
+            record = schedule::refresh_on_tick(&HostStore, &split.name, record);
+            self.record.set(Some(record));
+        }
+        let step = schedule.step_at(record.elapsed_ms(now_ms));
+        if step != self.step.get() {
+            log(
+                LogLevel::Info,
+                &format!(
+                    "{filter}: split {:?} moves to step {step} (weights {:?})",
+                    split.name,
+                    schedule.weights(step)
+                ),
+            );
+            self.step.set(step);
+        }
+        if let Some(id) = self.step_gauge {
+            let _ = hostcalls::record_metric(id, step as u64);
+        }
+    }
+
+    /// Counts a request routed to `member`.
+    pub fn count_routed(&self, member: usize) {
+        count(self.routed.get(member).copied().flatten());
+    }
+}
+
+/// The canary's schedule tick: a quarter of the shortest hold, within 50 ms .. 1 s, often
+/// enough that the step gauge lags little and workers that raced on the shared start converge
+/// quickly; `None` without schedules.
+pub fn schedule_period(canary: &CompiledCanary) -> Option<Duration> {
+    let shortest = canary
+        .splits
+        .iter()
+        .filter_map(|s| s.schedule.as_ref())
+        .map(|s| s.shortest_hold_ms().unwrap_or(4_000))
+        .min()?;
+    Some(Duration::from_millis((shortest / 4).clamp(50, 1_000)))
+}
+
+/// The point of `[0, 2^32)` a request takes in `split`: the sticky key's fixed hash; for a
+/// client without one, a fresh token pinned in the split's cookie (its `set-cookie` value
+/// goes to `set_cookie`) when the split pins, else the worker's PRNG.
+pub fn split_point<R: Rng>(
+    split: &CompiledSplit,
+    rng: &RefCell<R>,
+    set_cookie: &mut Option<String>,
+) -> u32 {
+    let Some(sticky) = &split.sticky else {
+        return next_u32(rng);
+    };
+    if let Some(key) = sticky.key(&HostRequest, source_address) {
+        return canary::sticky_point(&split.name, &key);
+    }
+    let Some(pin) = &sticky.pin_cookie else {
+        return next_u32(rng);
+    };
+    // A made-up key the browser brings back, so it stays in this bucket.
+    let next_u64 = rng.try_borrow_mut().map_or(0, |mut rng| rng.next_u64());
+    let token = format!("{next_u64:016x}");
+    *set_cookie = Some(pin.header_value(&token));
+    canary::sticky_point(&split.name, token.as_bytes())
+}
+
+/// The worker PRNG's next draw (0 if it is borrowed, which a single-threaded VM never does).
+fn next_u32<R: Rng>(rng: &RefCell<R>) -> u32 {
+    rng.try_borrow_mut().map_or(0, |mut rng| rng.next_u32())
+}
+
+/// The member of `split` whose bucket holds `point`; with `failover`, members whose breaker is
+/// open are skipped (their state read from shared data, kept in `seen`).
+pub fn choose_member<'r>(
+    split: &CompiledSplit,
+    state: &'r SplitState,
+    weights: &[u32],
+    point: u32,
+    seen: &mut Seen<'r>,
+) -> Choice {
+    if split.failover {
+        canary::choose(weights, point, |member| {
+            !breaker_open(state.breaker_keys.get(member), seen)
+        })
+    } else {
+        canary::locate(weights, point).map_or(Choice::AllUnavailable, Choice::Member)
+    }
+}
+
+/// What one request's callback has read from the host so far, for reuse within the callback.
+#[derive(Default)]
+pub struct Seen<'r> {
+    /// The clock (ms), read at most once.
+    pub now_ms: Option<u64>,
+    /// The last breaker state read, under its key.
+    pub breaker: Option<(&'r str, Snapshot)>,
+}
+
+/// Whether the breaker under `key` is open now. The clock is read at most once per request,
+/// and only for a member whose breaker has state at all; the state read is kept in `seen`
+/// for the admission of the member picked (usually the last one asked).
+fn breaker_open<'r>(key: Option<&'r String>, seen: &mut Seen<'r>) -> bool {
+    let Some(key) = key else { return false };
+    let Ok((Some(value), cas)) = hostcalls::get_shared_data(key) else {
+        return false;
+    };
+    let now_ms = *seen.now_ms.get_or_insert_with(now_ms);
+    let open = breaker::is_open(Some(&value), now_ms);
+    seen.breaker = Some((key, (Some(value), cas)));
+    open
+}
+
+/// Answers 503 at once, naming the reason in `x-sluice-canary` (and as the body), and counts it.
+pub fn reject(reason: &str, counter: Option<u32>) -> Action {
+    count(counter);
+    let _ = hostcalls::send_http_response(
+        503,
+        vec![
+            (canary::CANARY_HEADER, reason),
+            ("content-type", "text/plain"),
+        ],
+        Some(reason.as_bytes()),
+    );
+    Action::Pause
+}
