@@ -932,7 +932,7 @@ mod tests {
             assert_eq!(c.latency[0].errors, 0, "{name}: {c:?}");
             assert!(c.rss_kib > 0, "{name}");
         }
-        assert_eq!(report.module_sizes.len(), 4);
+        assert_eq!(report.module_sizes.len(), wasm::MODULES.len());
         let markdown = std::fs::read_to_string(&options.output).unwrap();
         for name in CONFIGS {
             assert!(markdown.contains(&format!("| {name} |")), "{markdown}");

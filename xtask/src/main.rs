@@ -411,10 +411,10 @@ mod tests {
     }
 
     #[test]
-    fn filter_packages_name_the_four_crates() {
+    fn filter_packages_name_every_module_crate() {
         assert_eq!(
             filter_packages().join(" "),
-            "-p sluice-router -p sluice-canary -p sluice-fault -p sluice-breaker"
+            "-p sluice-router -p sluice-canary -p sluice-fault -p sluice-breaker -p sluice-suite"
         );
     }
 }
