@@ -463,7 +463,7 @@ spec:
 /// secret, ServiceEntry SANs with a SPIFFE URI, match blocks per gateway) passes
 /// `envoy --mode validate`.
 #[test]
-fn all_cluster2_fields_pass_envoy_validate() {
+fn all_upstream_policy_fields_pass_envoy_validate() {
     let certs = tempfile::tempdir().expect("temp dir");
     let (cert, key) = self_signed(certs.path(), "api.internal");
     let credentials = tempfile::tempdir().expect("temp dir");

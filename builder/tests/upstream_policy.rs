@@ -2,7 +2,7 @@
 //! (through `--credentials-dir`), ServiceEntry `subjectAltNames` and HTTP `match.gateways`:
 //! insta snapshots of the generated Envoy config and the diagnostics for their mistakes. The
 //! behaviour through Envoy (and Envoy's acceptance of these configs) is in
-//! `integration/tests/cluster2.rs`.
+//! `integration/tests/upstream_policy.rs`.
 
 use sluice::{Inputs, Options, WasmModules, generate};
 
@@ -235,7 +235,7 @@ spec:
 }
 
 #[test]
-fn mistakes_in_cluster2_fields() {
+fn mistakes_in_upstream_policy_fields() {
     insta::assert_snapshot!(
         "mistakes",
         diagnose(
