@@ -270,13 +270,20 @@ fn step(steps: &mut Vec<Step>, name: &'static str, action: impl FnOnce() -> Resu
     });
 }
 
-/// Runs every step even after a failure, so one run reports every problem, then summarises.
 /// `docker-compose` on PATH, else `apt-get install -y docker-compose` (Debian; CI runs as
 /// root): builder/tests/compose.rs runs `docker-compose config` on the generated project.
 fn ensure_docker_compose() -> Result<()> {
     apt::ensure("docker-compose", &["version"], "docker-compose")
 }
 
+/// The TLS peers of the Envoy tests: `curl` (the HTTPS client sending SNI) and `openssl`
+/// (test certificates and `openssl s_server` upstreams), installed from Debian when missing.
+fn ensure_tls_test_tools() -> Result<()> {
+    apt::ensure("curl", &["--version"], "curl")?;
+    apt::ensure("openssl", &["version"], "openssl")
+}
+
+/// Runs every step even after a failure, so one run reports every problem, then summarises.
 fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
     let mut steps = Vec::new();
     if !no_lint {
@@ -313,6 +320,11 @@ fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
         &mut steps,
         "docker-compose (checks the compose target)",
         ensure_docker_compose,
+    );
+    step(
+        &mut steps,
+        "curl and openssl (TLS peers of the Envoy tests)",
+        ensure_tls_test_tools,
     );
     let mut envoy_binary = None;
     step(&mut steps, "provision Envoy", || {
