@@ -211,10 +211,3 @@ pub fn count_by(metric: Option<u32>, offset: i64) {
 pub fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
-
-/// Asks Envoy to re-pick the route after the internal headers changed. ABI 0.2.1 modules (this
-/// SDK) already make Envoy re-pick it when headers change; newer ABIs need this explicit call.
-/// Hosts without it answer NotFound: nothing to do.
-pub fn clear_route_cache() {
-    let _ = hostcalls::call_foreign_function("clear_route_cache", None);
-}

@@ -23,9 +23,18 @@ pub fn respond_no_match(counter: Option<u32>) -> Action {
 }
 
 /// Replaces every client copy of the internal headers with a decision: `x-sluice-rule` (when
-/// given) and `set` are written, `remove` is removed, and the route cache cleared. Envoy's
-/// setCopy removes every value of the name first, so with the rule header, `set` and `remove`
-/// covering all of [`wire::INTERNAL_HEADERS`], no client picks its own destination.
+/// given) and `set` are written, `remove` is removed. Envoy's setCopy removes every value of
+/// the name first, so with the rule header, `set` and `remove` covering all of
+/// [`wire::INTERNAL_HEADERS`], no client picks its own destination.
+///
+/// No `clear_route_cache` foreign call: these modules export `proxy_abi_version_0_2_1`
+/// (proxy-wasm 0.2.5), and Envoy clears the route cache itself whenever a module of ABI 0.2.1
+/// or older replaces or removes a request header (only newer ABIs must ask, per Envoy's
+/// changelog). `set` is always written, so every decision re-picks the route. If a future SDK
+/// raises the ABI, the routing tests through Envoy fail (`router.rs`
+/// `routes_by_end_user_header_like_bookinfo` and
+/// `client_cannot_pick_its_destination_with_internal_headers`, `canary.rs`, `suite.rs`):
+/// the call must then come back here, once per decision.
 pub fn write_internal_headers(rule: Option<&str>, set: (&str, &str), remove: &str) {
     const _: () = assert!(
         wire::INTERNAL_HEADERS.len() == 3,
@@ -37,5 +46,4 @@ pub fn write_internal_headers(rule: Option<&str>, set: (&str, &str), remove: &st
     }
     let _ = hostcalls::set_map_value(headers, set.0, Some(set.1));
     let _ = hostcalls::remove_map_value(headers, remove);
-    crate::clear_route_cache();
 }
