@@ -183,7 +183,11 @@ impl HttpContext for CanaryHttp {
         let Some(cluster) = split.clusters.get(member) else {
             return Action::Continue;
         };
-        write_internal_headers(None, (wire::CLUSTER_HEADER, cluster), wire::SPLIT_HEADER);
+        write_internal_headers(
+            None,
+            (wire::CLUSTER_HEADER, cluster),
+            Some(wire::SPLIT_HEADER),
+        );
         state.count_routed(member);
         Action::Continue
     }

@@ -23,9 +23,11 @@ pub fn respond_no_match(counter: Option<u32>) -> Action {
 }
 
 /// Replaces every client copy of the internal headers with a decision: `x-sluice-rule` (when
-/// given) and `set` are written, `remove` is removed. Envoy's setCopy removes every value of
-/// the name first, so with the rule header, `set` and `remove` covering all of
-/// [`wire::INTERNAL_HEADERS`], no client picks its own destination.
+/// given) and `set` are written, `remove` (when given) is removed. Envoy's setCopy removes
+/// every value of the name first, so with the rule header, `set` and `remove` covering all of
+/// [`wire::INTERNAL_HEADERS`], no client picks its own destination. The suite passes no
+/// `remove`: in its layout nothing reads the header it would remove (`x-sluice-split`, no
+/// canary filter follows) and the routes strip every internal header before the upstream.
 ///
 /// No `clear_route_cache` foreign call: these modules export `proxy_abi_version_0_2_1`
 /// (proxy-wasm 0.2.5), and Envoy clears the route cache itself whenever a module of ABI 0.2.1
@@ -35,7 +37,7 @@ pub fn respond_no_match(counter: Option<u32>) -> Action {
 /// `routes_by_end_user_header_like_bookinfo` and
 /// `client_cannot_pick_its_destination_with_internal_headers`, `canary.rs`, `suite.rs`):
 /// the call must then come back here, once per decision.
-pub fn write_internal_headers(rule: Option<&str>, set: (&str, &str), remove: &str) {
+pub fn write_internal_headers(rule: Option<&str>, set: (&str, &str), remove: Option<&str>) {
     const _: () = assert!(
         wire::INTERNAL_HEADERS.len() == 3,
         "strip the new internal header"
@@ -45,5 +47,7 @@ pub fn write_internal_headers(rule: Option<&str>, set: (&str, &str), remove: &st
         let _ = hostcalls::set_map_value(headers, wire::RULE_HEADER, Some(rule));
     }
     let _ = hostcalls::set_map_value(headers, set.0, Some(set.1));
-    let _ = hostcalls::remove_map_value(headers, remove);
+    if let Some(remove) = remove {
+        let _ = hostcalls::remove_map_value(headers, remove);
+    }
 }

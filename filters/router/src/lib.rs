@@ -116,7 +116,7 @@ impl HttpContext for RouterHttp {
         };
         // The rule header, `set` and `remove` cover all of wire::INTERNAL_HEADERS: no client
         // picks its own destination.
-        write_internal_headers(Some(decision.rule_name), (set, value), remove);
+        write_internal_headers(Some(decision.rule_name), (set, value), Some(remove));
         count(
             configured
                 .rule_matched

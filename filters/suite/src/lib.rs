@@ -3,7 +3,7 @@
 //! The four-filter chain pays the proxy-wasm floor (context create, request headers, response
 //! headers, log, done, delete: ~3.5 us per filter per request, BENCHMARKS.md) four times, and
 //! repeats work across the filters: the canary reads back the split the router wrote, the fault
-//! re-reads `x-sluice-rule`, the route cache is cleared twice. This module takes the same
+//! re-reads `x-sluice-rule`. This module takes the same
 //! configs nested in one ([`sluice_core::suite::SuiteConfig`]), links them at configure time,
 //! and per request runs, in one `on_http_request_headers`:
 //!
@@ -15,8 +15,10 @@
 //!    in the worker's delay queue and steps 4-5 run when its timer fires);
 //! 4. breaker admission for the chosen cluster, which is known in-process (no `xds.cluster_name`
 //!    read; open or full: 503 with `x-sluice-breaker`);
-//! 5. the internal headers written once (`x-sluice-rule` and `x-sluice-cluster` replace every
-//!    client copy, `x-sluice-split` removed) and the route cache cleared once.
+//! 5. the internal headers written once: `x-sluice-rule` and `x-sluice-cluster` replace every
+//!    client copy (Envoy then clears the route cache itself, `sluice_glue::router`). A
+//!    client-sent `x-sluice-split` is left for the route to strip: nothing in this layout
+//!    reads it.
 //!
 //! `on_log` records the breaker outcome; `on_done` gives back a fault slot and forgets a
 //! pending delay (a client that leaves while delayed was never admitted, so it holds no
@@ -586,12 +588,12 @@ impl HttpContext for SuiteHttp {
                 None => return Action::Pause,
             },
         };
-        // Written before a delay parks the stream, so resuming only has to continue.
-        write_internal_headers(
-            Some(route.rule_name),
-            (wire::CLUSTER_HEADER, cluster),
-            wire::SPLIT_HEADER,
-        );
+        // Written before a delay parks the stream, so resuming only has to continue. A
+        // client-sent `x-sluice-split` stays: no filter after this one reads it (the suite is
+        // alone in its layout), Envoy's route reads only `x-sluice-cluster`, and the routes
+        // strip every internal header before the upstream (`request_headers_to_remove` in the
+        // envoy target, `headers.request.remove` in the istio target). One host call saved.
+        write_internal_headers(Some(route.rule_name), (wire::CLUSTER_HEADER, cluster), None);
         if let Some(action) = self.inject(&runtime, route.fault_rule, &guard) {
             return action;
         }
