@@ -806,6 +806,23 @@ impl BreakerState {
         verdict: Verdict,
         now_ms: u64,
     ) -> (Transition, Option<Self>) {
+        self.record_with_clock(policy, ticket, verdict, || now_ms)
+    }
+
+    /// [`record`](Self::record) with the clock read only when the outcome uses it: a ratio
+    /// window to roll, a trip, or a half-open episode closing. Any other outcome (the common
+    /// success on a closed consecutive-errors breaker, an ignored one, an error below the
+    /// threshold) never calls `now_ms`, which saves the caller a host call per healthy request.
+    /// `now_ms` is called at most once.
+    pub fn record_with_clock(
+        &self,
+        policy: &Policy,
+        ticket: Ticket,
+        verdict: Verdict,
+        mut now_ms: impl FnMut() -> u64,
+    ) -> (Transition, Option<Self>) {
+        let mut clock = None;
+        let mut now_ms = || *clock.get_or_insert_with(&mut now_ms);
         let mut next = *self;
         if ticket.holds_slot {
             next.in_flight = next.in_flight.saturating_sub(1);
@@ -826,15 +843,16 @@ impl BreakerState {
                     next.consecutive_errors = 0;
                 }
                 if policy.tracks_window() {
-                    next.roll_window(policy, now_ms);
+                    next.roll_window(policy, now_ms());
                     next.window_requests = next.window_requests.saturating_add(1);
                 }
                 if decides {
                     next.phase = Phase::Closed;
                     next.probes_in_flight = 0;
                     next.consecutive_errors = 0;
-                    next.closed_since_ms = now_ms;
-                    next.reset_window(now_ms);
+                    let now = now_ms();
+                    next.closed_since_ms = now;
+                    next.reset_window(now);
                     transition = Transition::Closed;
                 }
             }
@@ -843,7 +861,7 @@ impl BreakerState {
                     next.consecutive_errors = next.consecutive_errors.saturating_add(1);
                 }
                 if policy.tracks_window() {
-                    next.roll_window(policy, now_ms);
+                    next.roll_window(policy, now_ms());
                     next.window_requests = next.window_requests.saturating_add(1);
                     next.window_errors = next.window_errors.saturating_add(1);
                 }
@@ -854,7 +872,7 @@ impl BreakerState {
                 };
                 if trip {
                     transition = Transition::Tripped {
-                        ejection_ms: next.trip(policy, now_ms),
+                        ejection_ms: next.trip(policy, now_ms()),
                     };
                 }
             }
@@ -1401,6 +1419,71 @@ mod tests {
             BreakerState::default().record(&q, t, Verdict::Success, 0).1,
             None
         );
+    }
+
+    #[test]
+    fn record_reads_the_clock_only_when_the_outcome_uses_it() {
+        // Counts clock reads; the answer is the same `now` `record` would be given.
+        fn recorded(
+            state: &BreakerState,
+            p: &Policy,
+            ticket: Ticket,
+            verdict: Verdict,
+            now: u64,
+        ) -> (usize, (Transition, Option<BreakerState>)) {
+            let reads = Cell::new(0);
+            let result = state.record_with_clock(p, ticket, verdict, || {
+                reads.set(reads.get() + 1);
+                now
+            });
+            assert_eq!(
+                result,
+                state.record(p, ticket, verdict, now),
+                "same as record"
+            );
+            (reads.get(), result)
+        }
+        let plain = Ticket {
+            probe: false,
+            holds_slot: false,
+            generation: 0,
+        };
+        let p = consecutive(2);
+        let clean = BreakerState::default();
+        // Healthy traffic on a clean closed breaker: no clock, no write.
+        assert_eq!(
+            recorded(&clean, &p, plain, Verdict::Success, 7),
+            (0, (Transition::None, None))
+        );
+        assert_eq!(recorded(&clean, &p, plain, Verdict::Ignored, 7).0, 0);
+        // An error below the threshold counts without the clock; the one that trips reads it once.
+        let (reads, (_, one_error)) = recorded(&clean, &p, plain, Verdict::Failure, 7);
+        assert_eq!(reads, 0);
+        let one_error = one_error.expect("the error is counted");
+        let (reads, (trip, _)) = recorded(&one_error, &p, plain, Verdict::Failure, 7);
+        assert_eq!(reads, 1);
+        assert!(matches!(trip, Transition::Tripped { .. }));
+        // A success resetting the error count writes, still without the clock.
+        let (reads, (_, reset)) = recorded(&one_error, &p, plain, Verdict::Success, 7);
+        assert_eq!((reads, reset.map(|s| s.consecutive_errors)), (0, Some(0)));
+        // A probe closing a half-open episode stamps the time.
+        let mut half_open = clean;
+        half_open.phase = Phase::HalfOpen;
+        half_open.probes_in_flight = 1;
+        let probe = Ticket {
+            probe: true,
+            ..plain
+        };
+        let (reads, (closed, after)) = recorded(&half_open, &p, probe, Verdict::Success, 9);
+        assert_eq!((reads, closed), (1, Transition::Closed));
+        assert_eq!(after.map(|s| s.closed_since_ms), Some(9));
+        // A ratio window rolls on every outcome, so it always reads the clock (once).
+        let ratio = policy(
+            r#"{"errorRatio": {"thresholdPercent": 50, "minRequestVolume": 4},
+                "interval": "10s", "baseEjectionTime": "1s"}"#,
+        );
+        assert_eq!(recorded(&clean, &ratio, plain, Verdict::Success, 7).0, 1);
+        assert_eq!(recorded(&clean, &ratio, plain, Verdict::Failure, 7).0, 1);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! `trips`, `rejected_open`, `rejected_overflow`; gauges `state` and `in_flight`, *set* from the
 //! process-wide shared state after each update that wrote it and on the owner's 1 s refresh.
 
+use std::cell::Cell;
+
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
 use sluice_core::breaker::{
@@ -171,20 +173,32 @@ pub fn admit(filter: &str, guard: &Guard, snapshot: Option<Snapshot>, now_ms: u6
 }
 
 /// Records an admitted request's outcome (`response.code`, `response.flags`) in its breaker and
-/// gives its ticket back; logs trips and closings. Runs in `on_log`, once per stream whatever
+/// gives its ticket back; logs trips and closings. The clock is read only when the outcome or
+/// the gauges need it ([`BreakerState::record_with_clock`]). Runs in `on_log`, once per stream whatever
 /// ended it.
 pub fn record_outcome(filter: &str, guard: &Guard, ticket: Ticket) {
     let code = property_u64(&["response", "code"]).and_then(|c| u32::try_from(c).ok());
     let flags = property_u64(&["response", "flags"]).unwrap_or(0);
     let verdict = breaker::classify(code, flags, guard.policy.count_as);
-    let now = crate::now_ms();
+    // The clock is read only if the outcome uses it (a window, a trip, a closing) or the
+    // gauges are published; a success on a clean closed breaker never does, one host call
+    // saved per healthy request. Read once at most, even across CAS retries.
+    let clock = Cell::new(None);
+    let now = || match clock.get() {
+        Some(now) => now,
+        None => {
+            let now = crate::now_ms();
+            clock.set(Some(now));
+            now
+        }
+    };
     let policy = guard.policy;
     // Whether the final (successful) attempt wrote a new state: a healthy closed breaker
     // records most outcomes without any change, and then the gauges, set after every write
     // and on the 1 s refresh, are already right (two host calls saved per request).
     let mut wrote = false;
     match breaker::update(&HostStore, &guard.key, |s| {
-        let (transition, next) = s.record(&policy, ticket, verdict, now);
+        let (transition, next) = s.record_with_clock(&policy, ticket, verdict, now);
         wrote = next.is_some();
         (transition, next)
     }) {
@@ -206,7 +220,7 @@ pub fn record_outcome(filter: &str, guard: &Guard, ticket: Ticket) {
                 Transition::None => {}
             }
             if wrote {
-                guard.publish(&state, now);
+                guard.publish(&state, now());
             }
         }
         Err(e) => log(
