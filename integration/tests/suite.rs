@@ -74,6 +74,21 @@ fn get(envoy: &Envoy, headers: &[(&str, &str)]) -> Response {
         .unwrap_or_else(|e| panic!("GET {headers:?}: {e:#}\n{}", envoy.log()))
 }
 
+/// Waits until the per-request counter `name` (rule matched, member routed, breaker requests)
+/// equals `expected`, and fails if it does not within 10 s. The suite batches those counters
+/// per worker and publishes them on the worker's tick, at most 1 s late
+/// (`filters/suite/README.md`), so they are waited for, never read at once; the others
+/// ([`stat`]) are published immediately.
+fn settled(envoy: &Envoy, name: &str, expected: u64) {
+    envoy
+        .wait_for_stat(
+            &format!("wasmcustom.{name}"),
+            |v| v == expected,
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", envoy.stats_text().unwrap_or_default()));
+}
+
 fn stat(envoy: &Envoy, name: &str) -> u64 {
     envoy
         .stat(&format!("wasmcustom.{name}"))
@@ -128,25 +143,26 @@ fn header_routing_a_sticky_90_10_split_and_counters_equal_to_the_upstreams() {
 
     // The four filters' counters, by their names, equal what the upstreams saw.
     let (seen_v1, seen_v2) = (v1.request_count() as u64, v2.request_count() as u64);
-    assert_eq!(stat(&envoy, "sluice.router.rule.testers.matched"), 5);
-    assert_eq!(stat(&envoy, "sluice.router.rule.rollout.matched"), 3000);
+    settled(&envoy, "sluice.router.rule.testers.matched", 5);
+    settled(&envoy, "sluice.router.rule.rollout.matched", 3000);
+    // v2 served the 5 testers and its split share; v1 only its split share.
+    settled(
+        &envoy,
+        "sluice.canary.split.rollout.member.shop-v2.routed",
+        seen_v2 - 5,
+    );
+    settled(
+        &envoy,
+        "sluice.canary.split.rollout.member.shop-v1.routed",
+        seen_v1,
+    );
     assert_eq!(
         stat(&envoy, "sluice.canary.split.rollout.member.shop-v1.routed")
             + stat(&envoy, "sluice.canary.split.rollout.member.shop-v2.routed"),
         3000
     );
-    assert_eq!(
-        stat(&envoy, "sluice.canary.split.rollout.member.shop-v2.routed") + 5,
-        seen_v2
-    );
-    assert_eq!(
-        stat(&envoy, "sluice.breaker.cluster.shop-v1.requests"),
-        seen_v1
-    );
-    assert_eq!(
-        stat(&envoy, "sluice.breaker.cluster.shop-v2.requests"),
-        seen_v2
-    );
+    settled(&envoy, "sluice.breaker.cluster.shop-v1.requests", seen_v1);
+    settled(&envoy, "sluice.breaker.cluster.shop-v2.requests", seen_v2);
     // No internal header reaches an upstream, not even the client-sent `x-sluice-split` the
     // suite leaves in place (the route strips them all, as generated configs do).
     for upstream in [&v1, &v2] {
@@ -171,6 +187,9 @@ fn faults_abort_their_rules_only_and_skip_breaker_admission() {
         0,
         "aborted requests never reach the upstream"
     );
+    // Once the rule's 20 matches are published, so is every admission those requests made
+    // (one batch per worker, flushed whole): none.
+    settled(&envoy, "sluice.router.rule.broken.matched", 20);
     assert_eq!(
         stat(&envoy, "sluice.breaker.cluster.shop-v1.requests"),
         0,
@@ -198,9 +217,10 @@ fn faults_abort_their_rules_only_and_skip_breaker_admission() {
         stat(&envoy, "sluice.fault.rule.flaky.aborts_injected"),
         aborted
     );
-    assert_eq!(
-        stat(&envoy, "sluice.breaker.cluster.shop-v1.requests"),
-        n as u64 - aborted
+    settled(
+        &envoy,
+        "sluice.breaker.cluster.shop-v1.requests",
+        n as u64 - aborted,
     );
 }
 
@@ -216,7 +236,7 @@ fn a_delay_holds_the_request_then_the_breaker_admits_it() {
         elapsed >= Duration::from_millis(1500),
         "delayed only {elapsed:?}"
     );
-    assert_eq!(stat(&envoy, "sluice.breaker.cluster.shop-v1.requests"), 1);
+    settled(&envoy, "sluice.breaker.cluster.shop-v1.requests", 1);
     // The rule without a fault is not delayed by the others' faults (no timing bound: the
     // response simply comes from v2, and the delay counter did not move).
     let r = get(&envoy, &[("x-tester", "yes")]);
@@ -243,7 +263,9 @@ fn a_delay_holds_the_request_then_the_breaker_admits_it() {
     // Wait past the delay: a leaked queue entry would now admit (or resume) a dead stream.
     std::thread::sleep(Duration::from_millis(1800));
     assert_eq!(v1.request_count(), 1, "no abandoned request reached v1");
-    assert_eq!(stat(&envoy, "sluice.breaker.cluster.shop-v1.requests"), 1);
+    // The 11 delayed matches published: so is any admission made before the last flush.
+    settled(&envoy, "sluice.router.rule.slow.matched", 11);
+    settled(&envoy, "sluice.breaker.cluster.shop-v1.requests", 1);
     assert_eq!(stat(&envoy, "sluice.breaker.cluster.shop-v1.in_flight"), 0);
     let r = get(&envoy, &[("x-fault", "delay")]);
     assert_eq!((r.status, r.served_by()), (200, Some("shop-v1")));
@@ -302,6 +324,29 @@ fn breakers_open_across_workers_the_canary_fails_over_then_answers_all_unavailab
     }
     assert_eq!(v1.request_count(), before);
     assert_eq!(stat(&envoy, "sluice.canary.split.rollout.unavailable"), 5);
+}
+
+#[test]
+fn batched_counters_are_published_without_breakers_or_schedules() {
+    // No breaker and no schedule: no housekeeping tick, so the first increment after a flush
+    // must start the worker's tick itself, and the tick stops again once all is published.
+    let (v1, v2) = (Upstream::start("shop-v1"), Upstream::start("shop-v2"));
+    let mut config = config(1000);
+    config
+        .as_object_mut()
+        .and_then(|sections| sections.remove("breaker"))
+        .expect("the test config has a breaker section");
+    let envoy = start(&v1, &v2, &config);
+    for round in 1..=2u64 {
+        for _ in 0..10 {
+            let r = get(&envoy, &[("x-tester", "yes")]);
+            assert_eq!((r.status, r.served_by()), (200, Some("shop-v2")));
+        }
+        settled(&envoy, "sluice.router.rule.testers.matched", 10 * round);
+        // Idle for longer than a flush period: the tick stops, and the next round restarts it.
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    assert_eq!(v2.request_count(), 20);
 }
 
 #[test]

@@ -34,7 +34,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use sluice_core::breaker::{BreakerConfig, CompiledBreakers, Ticket};
 use sluice_glue::breaker::{Admission, Guard, admit, record_outcome};
-use sluice_glue::{log, now_ms};
+use sluice_glue::{Immediate, log, now_ms};
 
 sluice_glue::root_context!(BreakerRoot);
 
@@ -166,7 +166,7 @@ impl HttpContext for BreakerHttp {
         let Some(entry) = shared.entry(&cluster) else {
             return Action::Continue;
         };
-        match admit(FILTER, &entry, None, now_ms()) {
+        match admit(FILTER, &entry, None, now_ms(), &Immediate) {
             Admission::Admitted(ticket) => {
                 self.admitted = Some((entry, ticket));
                 Action::Continue

@@ -14,7 +14,7 @@ use sluice_core::breaker::{
 };
 use sluice_core::wire;
 
-use crate::{HostStore, define, log, property_u64};
+use crate::{Counts, HostStore, define, log, property_u64};
 
 /// Body of the breaker's 503s.
 const REJECT_BODY: &[u8] = b"upstream circuit breaker rejected the request\n";
@@ -103,6 +103,11 @@ impl Guard {
         }
     }
 
+    /// The `requests` counter (admissions), if the metrics are defined.
+    pub fn requests_counter(&self) -> Option<u32> {
+        self.metrics.as_ref().map(|m| m.requests)
+    }
+
     fn count(&self, pick: impl Fn(&GuardMetrics) -> u32) {
         if let Some(m) = &self.metrics {
             let _ = hostcalls::increment_metric(pick(m), 1);
@@ -131,13 +136,23 @@ pub enum Admission {
 
 /// Breaker admission on the current (or effective) stream. `snapshot`: this breaker's state as
 /// the callback already read it, if it did (saves the read; a write is still CAS-checked).
-pub fn admit(filter: &str, guard: &Guard, snapshot: Option<Snapshot>, now_ms: u64) -> Admission {
+/// `counts` takes the `requests` increment of an admission (the rare rejections and trips are
+/// always counted at once).
+pub fn admit(
+    filter: &str,
+    guard: &Guard,
+    snapshot: Option<Snapshot>,
+    now_ms: u64,
+    counts: &impl Counts,
+) -> Admission {
     let policy = guard.policy;
     match breaker::update_from(&HostStore, &guard.key, snapshot, |s| {
         s.admit(&policy, now_ms)
     }) {
         Ok((Decision::Admit(ticket), state)) => {
-            guard.count(|m| m.requests);
+            if let Some(id) = guard.requests_counter() {
+                counts.add_one(id);
+            }
             if ticket.probe || ticket.holds_slot {
                 guard.publish(&state, now_ms);
             }

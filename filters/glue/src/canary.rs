@@ -103,9 +103,14 @@ impl SplitState {
         }
     }
 
+    /// The counter of requests routed to `member`, if defined.
+    pub fn routed_counter(&self, member: usize) -> Option<u32> {
+        self.routed.get(member).copied().flatten()
+    }
+
     /// Counts a request routed to `member`.
     pub fn count_routed(&self, member: usize) {
-        count(self.routed.get(member).copied().flatten());
+        count(self.routed_counter(member));
     }
 }
 

@@ -195,6 +195,22 @@ pub fn define(filter: &str, kind: MetricType, name: &str) -> Option<u32> {
     }
 }
 
+/// Where a per-request counter increment goes: straight to the host ([`Immediate`], the four
+/// filters), or into the suite's per-worker batch, published on its tick.
+pub trait Counts {
+    /// Adds 1 to counter `id`.
+    fn add_one(&self, id: u32);
+}
+
+/// One `increment_metric` per increment, visible in Envoy's stats at once.
+pub struct Immediate;
+
+impl Counts for Immediate {
+    fn add_one(&self, id: u32) {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
 /// Adds 1 to a counter, if it was defined.
 pub fn count(counter: Option<u32>) {
     count_by(counter, 1);
