@@ -7,27 +7,15 @@ mod common;
 use common::options;
 use sluice::{Inputs, Options, generate};
 
-const SERVICES: &str = "\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: db}
-spec:
-  hosts: [db.internal]
-  ports: [{number: 5432, name: tcp-db, protocol: TCP}]
-  resolution: STATIC
-  endpoints:
-  - {address: 10.0.0.1, labels: {version: v1}}
-  - {address: 10.0.0.2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: db}
-spec:
-  host: db.internal
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
+/// The services of every mesh here: `db` (STATIC, subsets v1 and v2, shared with the
+/// integration test that runs these shapes through Envoy), `cache` (a REDIS port: TCP to
+/// Istio) and the TLS `backends`.
+const SERVICES: &str = concat!(
+    include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../integration/fixtures/tcp-db.yaml"
+    )),
+    "\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: cache}
@@ -36,15 +24,12 @@ spec:
   ports: [{number: 6379, name: redis, protocol: REDIS}]
   resolution: DNS
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: backends}
-spec:
-  hosts: [a.backend, b.backend]
-  ports: [{number: 8443, name: tls, protocol: TLS}]
-  resolution: DNS
----
-";
+",
+    include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../integration/fixtures/tcp-backends.yaml"
+    )),
+);
 
 fn envoy_yaml(mesh: &str) -> String {
     common::envoy_yaml(&format!("{SERVICES}{mesh}"))

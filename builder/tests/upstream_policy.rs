@@ -4,7 +4,9 @@
 //! behaviour through Envoy (and Envoy's acceptance of these configs) is in
 //! `integration/tests/upstream_policy.rs`.
 
-use sluice::{Inputs, Options, WasmModules, generate};
+mod common;
+
+use sluice::{Inputs, Options, generate};
 
 const SERVICES: &str = "\
 apiVersion: networking.istio.io/v1
@@ -30,9 +32,8 @@ spec:
 
 fn options(credentials_dir: Option<&std::path::Path>) -> Options {
     Options {
-        wasm: WasmModules::Reference("/opt/sluice/wasm".into()),
         credentials_dir: credentials_dir.map(std::path::Path::to_path_buf),
-        ..Options::default()
+        ..common::options()
     }
 }
 
@@ -173,30 +174,17 @@ spec:
     );
 }
 
-const TWO_GATEWAYS: &str = "\
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge-a}
-spec:
-  servers:
-  - port: {number: 8081, name: http, protocol: HTTP}
-    hosts: [shop.example.com]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge-b}
-spec:
-  servers:
-  - port: {number: 8082, name: http, protocol: HTTP}
-    hosts: [shop.example.com]
----
-";
+/// Gateways `edge-a` (port 8081) and `edge-b` (port 8082) for `shop.example.com`.
+fn two_gateways() -> String {
+    common::fixture("two-gateways.yaml", &[("HOST", "shop.example.com")])
+}
 
 #[test]
 fn match_gateways_keeps_a_block_to_the_listeners_of_its_gateways() {
+    let two_gateways = two_gateways();
     let yaml = envoy_yaml(
         &format!(
-            "{TWO_GATEWAYS}\
+            "{two_gateways}\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: shop}}
@@ -236,11 +224,12 @@ spec:
 
 #[test]
 fn mistakes_in_upstream_policy_fields() {
+    let two_gateways = two_gateways();
     insta::assert_snapshot!(
         "mistakes",
         diagnose(
             &format!(
-                "{TWO_GATEWAYS}\
+                "{two_gateways}\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: api}}
@@ -353,8 +342,9 @@ spec:
 /// to some gateways (with the position and what to do instead).
 #[test]
 fn istio_target_refuses_match_gateways() {
+    let two_gateways = two_gateways();
     let text = format!(
-        "{SERVICES}{TWO_GATEWAYS}\
+        "{SERVICES}{two_gateways}\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: shop}}

@@ -1,5 +1,6 @@
 //! Helpers the builder's test files share (`mod common;`): generation with the reference wasm
-//! location, the diagnostics of a mesh that must not generate, and a slice of the emitted YAML.
+//! location, the diagnostics of a mesh that must not generate, a slice of the emitted YAML and the
+//! meshes shared with the integration tests (`integration/fixtures/`).
 
 // Each test binary compiles this module and uses only some of it.
 #![allow(dead_code)]
@@ -43,4 +44,23 @@ pub fn section(yaml: &str, from: &str, to: &str) -> String {
         .position(|l| l.contains(to))
         .map_or(lines.len(), |i| start + 2 + i);
     lines[start..end].join("\n")
+}
+
+/// The text of `integration/fixtures/<name>` (the meshes a builder test shares with the
+/// integration test that runs them through Envoy) with each `${KEY}` of `vars` replaced by its
+/// value. Panics when the file is missing or a `${` is left unreplaced.
+pub fn fixture(name: &str, vars: &[(&str, &str)]) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../integration/fixtures")
+        .join(name);
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    for (key, value) in vars {
+        text = text.replace(&format!("${{{key}}}"), value);
+    }
+    assert!(
+        !text.contains("${"),
+        "fixture {name}: a ${{...}} is left unreplaced by {vars:?}"
+    );
+    text
 }
