@@ -24,8 +24,8 @@
 //! - [`upstream`]: HTTP/1.1 + h2c servers that say who served and can fail, hang, reset or delay.
 //! - [`client`]: synchronous HTTP/1.1, h2c and gRPC clients, single or many in parallel.
 //! - [`mesh`]: Istio YAML -> the builder -> a running Envoy, for builder-driven tests.
-//! - [`tls`]: self-signed certificates, `openssl s_server` HTTPS servers, `curl` HTTPS requests
-//!   with a chosen SNI.
+//! - [`tls`]: self-signed certificates, `credentialName` secrets, `openssl s_server` HTTPS
+//!   servers, `curl` HTTPS requests with a chosen SNI.
 //! - [`binomial`]: bounds for statistical assertions that never flake (p < 1e-6).
 //!
 //! Everything is safe to use from tests running in parallel threads of one process, and from

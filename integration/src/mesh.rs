@@ -4,6 +4,7 @@
 //! references the modules in [`wasm::module_dir`].
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use sluice::{Inputs, Options, WasmModules};
@@ -40,6 +41,15 @@ pub fn options() -> Options {
     }
 }
 
+/// [`options`] reading the secrets that `credentialName` names from `credentials_dir` (the
+/// builder's `--credentials-dir`; see [`crate::tls::credential_secret`]).
+pub fn options_with_credentials(credentials_dir: &Path) -> Options {
+    Options {
+        credentials_dir: Some(credentials_dir.to_path_buf()),
+        ..options()
+    }
+}
+
 /// Generates `inputs` with [`options`] and returns the Envoy bootstrap text. Fails with every
 /// diagnostic when the mesh does not generate, and with the command that builds the modules when
 /// one is missing.
@@ -72,6 +82,13 @@ pub fn start_text(mesh: &str) -> Result<Envoy> {
     start(&Inputs::from_text("mesh.yaml", mesh)).with_context(|| format!("mesh:\n{mesh}"))
 }
 
+/// [`start_text`] with other generation options (start from [`options`]).
+pub fn start_text_with(mesh: &str, options: &Options) -> Result<Envoy> {
+    let yaml = envoy_yaml_with(&Inputs::from_text("mesh.yaml", mesh), options)
+        .with_context(|| format!("mesh:\n{mesh}"))?;
+    Envoy::start(&yaml).with_context(|| format!("Envoy on the generated config:\n{yaml}"))
+}
+
 /// The text of `integration/fixtures/<name>` with each `${KEY}` of `vars` replaced by its value:
 /// a mesh several test files share, with the ports known only at run time. Panics when the file
 /// is missing or a `${` is left unreplaced (a fixture and its callers disagree).
@@ -87,6 +104,12 @@ pub fn fixture(name: &str, vars: &[(&str, String)]) -> String {
         "fixture {name}: a ${{...}} is left unreplaced by {vars:?}"
     );
     text
+}
+
+/// Gateways `edge-a` (HTTP port 8081) and `edge-b` (HTTP port 8082), both for `host`
+/// (`fixtures/two-gateways.yaml`, which the builder's snapshot tests share).
+pub fn two_gateways(host: &str) -> String {
+    fixture("two-gateways.yaml", &[("HOST", host.to_owned())])
 }
 
 /// The mesh of the chain tests (`fixtures/chain-mesh.yaml`): `shop` v1 / v2 on `v1` and `v2`, a

@@ -10,6 +10,20 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Creates the Kubernetes-style TLS secret `<credentials_dir>/<name>/` that the builder's
+/// `--credentials-dir` reads for `credentialName: <name>`: each `(source, file)` of `files`
+/// copies the file at `source` to `<name>/<file>` (`tls.crt`, `tls.key`, `ca.crt`).
+///
+/// Panics when the directory or a copy fails.
+pub fn credential_secret(credentials_dir: &Path, name: &str, files: &[(&str, &str)]) {
+    let secret = credentials_dir.join(name);
+    std::fs::create_dir(&secret).unwrap_or_else(|e| panic!("secret dir {}: {e}", secret.display()));
+    for (source, file) in files {
+        std::fs::copy(source, secret.join(file))
+            .unwrap_or_else(|e| panic!("{source} -> {name}/{file}: {e}"));
+    }
+}
+
 /// A self-signed certificate for `host` (also its own CA: trust the certificate to verify it),
 /// made with `openssl req`: the paths of `<host>.crt` and `<host>.key` in `dir`.
 ///

@@ -38,10 +38,11 @@ fn gateway_servers_on_one_port_pick_certificate_and_routes_by_sni() {
     let (cert_b, key_b) = self_signed(certs.path(), "b.example.com");
     // b's certificate comes from a Kubernetes-style secret in the credentials directory.
     let credentials = tempfile::tempdir().expect("temp dir");
-    let secret = credentials.path().join("b-cert");
-    std::fs::create_dir(&secret).expect("secret dir");
-    std::fs::copy(&cert_b, secret.join("tls.crt")).expect("copy tls.crt");
-    std::fs::copy(&key_b, secret.join("tls.key")).expect("copy tls.key");
+    tls::credential_secret(
+        credentials.path(),
+        "b-cert",
+        &[(&cert_b, "tls.crt"), (&key_b, "tls.key")],
+    );
     let mesh = mesh::service_entry("svc-a", 8001, &[(&a, "v1")])
         + &mesh::service_entry("svc-b", 8002, &[(&b, "v1")])
         + &format!(
@@ -77,13 +78,8 @@ spec:
   - route: [{{destination: {{host: svc-b}}}}]
 "
         );
-    let options = sluice::Options {
-        credentials_dir: Some(credentials.path().to_path_buf()),
-        ..mesh::options()
-    };
-    let yaml = mesh::envoy_yaml_with(&Inputs::from_text("mesh.yaml", &mesh), &options)
+    let envoy = mesh::start_text_with(&mesh, &mesh::options_with_credentials(credentials.path()))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"));
     let port = envoy.listener_port("listener_8443");
 
     // Each SNI gets its own certificate (verified against that certificate alone) and routes.

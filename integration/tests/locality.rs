@@ -23,9 +23,7 @@ fn start(text: &str) -> Envoy {
         locality: Some(Locality::parse("us-east/zone-a").expect("a locality")),
         ..mesh::options()
     };
-    let yaml = mesh::envoy_yaml_with(&Inputs::from_text("mesh.yaml", text), &options)
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"))
+    mesh::start_text_with(text, &options).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A ServiceEntry `host` on port 8000 with `local` in us-east/zone-a and `remote` in

@@ -98,15 +98,9 @@ fn tcp_service(host: &str, number: u16, protocol: &str, endpoints: &[&Echo]) -> 
     yaml + "---\n"
 }
 
-/// `tcp` routes choose the chain by destination subnet (connections to 127.0.0.1 take the
-/// 127.0.0.0/8 rule, not the 10.0.0.0/8 one listed first), and a TCP service without a
-/// VirtualService is reached through Istio's default route; bytes flow both ways.
-#[test]
-fn tcp_routes_and_the_default_route_proxy_raw_tcp() {
-    let (v1, v2, other) = (Echo::start("v1"), Echo::start("v2"), Echo::start("other"));
-    let text = tcp_service("echo", 9000, "TCP", &[&v1, &v2])
-        + &tcp_service("plain", 9001, "MONGO", &[&other])
-        + "\
+/// The DestinationRule of `echo`: subsets v1 and v2 by the `version` label [`tcp_service`]
+/// gives each echo server.
+const ECHO_SUBSETS: &str = "\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: echo}
@@ -116,6 +110,18 @@ spec:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
 ---
+";
+
+/// `tcp` routes choose the chain by destination subnet (connections to 127.0.0.1 take the
+/// 127.0.0.0/8 rule, not the 10.0.0.0/8 one listed first), and a TCP service without a
+/// VirtualService is reached through Istio's default route; bytes flow both ways.
+#[test]
+fn tcp_routes_and_the_default_route_proxy_raw_tcp() {
+    let (v1, v2, other) = (Echo::start("v1"), Echo::start("v2"), Echo::start("other"));
+    let text = tcp_service("echo", 9000, "TCP", &[&v1, &v2])
+        + &tcp_service("plain", 9001, "MONGO", &[&other])
+        + ECHO_SUBSETS
+        + "\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: echo}
@@ -147,16 +153,8 @@ spec:
 fn weighted_tcp_route_splits_connections() {
     let (v1, v2) = (Echo::start("v1"), Echo::start("v2"));
     let text = tcp_service("echo", 9000, "TCP", &[&v1, &v2])
+        + ECHO_SUBSETS
         + "\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: echo}
-spec:
-  host: echo
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: echo}
@@ -317,35 +315,9 @@ spec:
 /// `tls` chain and its `tcp` catch-all on the same port, a DNS TCP service.
 #[test]
 fn tcp_listener_shapes_pass_envoy_validate() {
-    let text = "\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: db}
-spec:
-  hosts: [db.internal]
-  ports: [{number: 5432, name: tcp-db, protocol: TCP}]
-  resolution: STATIC
-  endpoints:
-  - {address: 10.0.0.1, labels: {version: v1}}
-  - {address: 10.0.0.2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: db}
-spec:
-  host: db.internal
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: backends}
-spec:
-  hosts: [a.backend, b.backend]
-  ports: [{number: 8443, name: tls, protocol: TLS}]
-  resolution: DNS
----
+    let text = mesh::fixture("tcp-db.yaml", &[])
+        + &mesh::fixture("tcp-backends.yaml", &[])
+        + "\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: db}
@@ -369,8 +341,8 @@ spec:
   tcp:
   - route: [{destination: {host: b.backend}}]
 ";
-    let yaml =
-        mesh::envoy_yaml(&Inputs::from_text("mesh.yaml", text)).unwrap_or_else(|e| panic!("{e:#}"));
+    let yaml = mesh::envoy_yaml(&Inputs::from_text("mesh.yaml", &text))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(yaml.contains("weighted_clusters") && yaml.contains("prefix_ranges"));
     assert!(yaml.contains("name: default.backends.tcp.0"), "{yaml}");
     Envoy::validate_yaml(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"));

@@ -16,7 +16,7 @@ use sluice::Inputs;
 use sluice_integration::client::{self, Request};
 use sluice_integration::envoy::Envoy;
 use sluice_integration::mesh;
-use sluice_integration::tls::{OpensslServer, Serve, self_signed};
+use sluice_integration::tls::{self, OpensslServer, Serve, self_signed};
 use sluice_integration::upstream::{Behavior, Upstream};
 
 fn start(mesh: &str) -> Envoy {
@@ -284,15 +284,17 @@ fn credential_name_presents_the_client_certificate_of_the_secret() {
         Some(&client_cert),
     );
     let credentials = tempfile::tempdir().expect("temp dir");
-    let secret = credentials.path().join("client-secret");
-    std::fs::create_dir(&secret).expect("secret dir");
-    std::fs::copy(&client_cert, secret.join("tls.crt")).expect("tls.crt");
-    std::fs::copy(&client_key, secret.join("tls.key")).expect("tls.key");
-    std::fs::copy(&server_cert, secret.join("ca.crt")).expect("ca.crt");
+    tls::credential_secret(
+        credentials.path(),
+        "client-secret",
+        &[
+            (&client_cert, "tls.crt"),
+            (&client_key, "tls.key"),
+            (&server_cert, "ca.crt"),
+        ],
+    );
     // The server-only secret: SIMPLE reads just ca.crt.
-    let ca_only = credentials.path().join("server-ca");
-    std::fs::create_dir(&ca_only).expect("secret dir");
-    std::fs::copy(&server_cert, ca_only.join("ca.crt")).expect("ca.crt");
+    tls::credential_secret(credentials.path(), "server-ca", &[(&server_cert, "ca.crt")]);
     let mesh = tls_service_entry("secure.internal", 8001, upstream.port(), &[])
         + "\
 apiVersion: networking.istio.io/v1
@@ -319,13 +321,8 @@ spec:
     retries: {attempts: 0}
   - route: [{destination: {host: secure.internal, subset: mutual}}]
 ";
-    let options = sluice::Options {
-        credentials_dir: Some(credentials.path().to_path_buf()),
-        ..mesh::options()
-    };
-    let yaml = mesh::envoy_yaml_with(&Inputs::from_text("mesh.yaml", &mesh), &options)
+    let envoy = mesh::start_text_with(&mesh, &mesh::options_with_credentials(credentials.path()))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"));
     let port = envoy.listener_port("listener_8001");
     let r = send(&envoy, Request::get(port, "/").authority("secure.internal"));
     assert_eq!(r.status, 200, "{r:?}\n{}", envoy.log());
@@ -409,23 +406,8 @@ fn match_gateways_applies_a_block_on_the_named_gateway_only() {
     let (beta, main) = (Upstream::start("beta"), Upstream::start("main"));
     let mesh = mesh::service_entry("shop-beta", 9001, &[(&beta, "v1")])
         + &mesh::service_entry("shop-main", 9002, &[(&main, "v1")])
+        + &mesh::two_gateways("shop.example.com")
         + "\
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge-a}
-spec:
-  servers:
-  - port: {number: 8081, name: http, protocol: HTTP}
-    hosts: [shop.example.com]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge-b}
-spec:
-  servers:
-  - port: {number: 8082, name: http, protocol: HTTP}
-    hosts: [shop.example.com]
----
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: shop}
@@ -467,11 +449,11 @@ fn all_upstream_policy_fields_pass_envoy_validate() {
     let certs = tempfile::tempdir().expect("temp dir");
     let (cert, key) = self_signed(certs.path(), "api.internal");
     let credentials = tempfile::tempdir().expect("temp dir");
-    let secret = credentials.path().join("client");
-    std::fs::create_dir(&secret).expect("secret dir");
-    for (from, to) in [(&cert, "tls.crt"), (&key, "tls.key"), (&cert, "ca.crt")] {
-        std::fs::copy(from, secret.join(to)).expect("secret file");
-    }
+    tls::credential_secret(
+        credentials.path(),
+        "client",
+        &[(&cert, "tls.crt"), (&key, "tls.key"), (&cert, "ca.crt")],
+    );
     let mesh = tls_service_entry(
         "api.internal",
         8443,
@@ -492,22 +474,10 @@ spec:
     labels: {}
     trafficPolicy: {tls: {mode: DISABLE}, proxyProtocol: {version: V1}}
 ---
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge-a}
-spec:
-  servers:
-  - port: {number: 8081, name: http, protocol: HTTP}
-    hosts: [api.example.com]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge-b}
-spec:
-  servers:
-  - port: {number: 8082, name: http, protocol: HTTP}
-    hosts: [api.example.com]
----
+";
+    let mesh = mesh
+        + &mesh::two_gateways("api.example.com")
+        + "\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: api}
@@ -519,10 +489,7 @@ spec:
     route: [{destination: {host: api.internal, subset: plain}}]
   - route: [{destination: {host: api.internal}}]
 ";
-    let options = sluice::Options {
-        credentials_dir: Some(credentials.path().to_path_buf()),
-        ..mesh::options()
-    };
+    let options = mesh::options_with_credentials(credentials.path());
     let yaml = mesh::envoy_yaml_with(&Inputs::from_text("mesh.yaml", &mesh), &options)
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(yaml.contains("upstream_proxy_protocol"), "{yaml}");
