@@ -56,11 +56,27 @@ pub fn install_command() -> String {
     )
 }
 
+/// Runs `command`, retrying a few times on `ETXTBSY` ("Text file busy"): an executable this
+/// process has just written can still be open for writing in a child that another thread forked
+/// before the file was closed (the descriptor only closes at that child's `exec`), and the kernel
+/// refuses to execute a file open for writing. The window is milliseconds.
+fn run_retrying_busy_text(command: &mut Command) -> std::io::Result<std::process::Output> {
+    const ETXTBSY: i32 = 26;
+    let mut attempt = 0;
+    loop {
+        match command.output() {
+            Err(error) if error.raw_os_error() == Some(ETXTBSY) && attempt < 20 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// What `envoy --version` says, e.g. `envoy  version: 9e55.../1.40.0/Clean/RELEASE/BoringSSL`.
 pub fn version(binary: &Path) -> Result<String> {
-    let output = Command::new(binary)
-        .arg("--version")
-        .output()
+    let output = run_retrying_busy_text(Command::new(binary).arg("--version"))
         .with_context(|| format!("cannot run {} --version", binary.display()))?;
     if !output.status.success() {
         bail!(
