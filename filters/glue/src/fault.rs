@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{GrpcStatusCode, MetricType};
+use proxy_wasm::types::{Action, GrpcStatusCode, MetricType};
 use sluice_core::fault::plan::{ABORT_BODY, DEBUG_HEADER};
 use sluice_core::fault::{FaultPlan, Origin, Reply, is_grpc_content_type, net, stats};
 use sluice_core::host::RequestView;
@@ -141,4 +141,15 @@ pub fn is_grpc_request() -> bool {
 /// The downstream client's IP (Envoy's `source.address`), read only for fault headers.
 pub fn client_ip() -> Option<IpAddr> {
     net::parse_socket_ip(&source_address()?)
+}
+
+/// What a request body or trailers callback answers while the stream's headers are held for a
+/// delay: `Continue` there would release the paused headers early, so the stream stays paused
+/// until the timer resumes it.
+pub fn hold_while_delayed(delayed: bool) -> Action {
+    if delayed {
+        Action::Pause
+    } else {
+        Action::Continue
+    }
 }

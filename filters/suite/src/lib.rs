@@ -712,20 +712,11 @@ impl HttpContext for SuiteHttp {
     }
 
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
-        // Continue here would release the paused headers early: buffer until the tick.
-        if self.is_delayed() {
-            Action::Pause
-        } else {
-            Action::Continue
-        }
+        sluice_glue::fault::hold_while_delayed(self.is_delayed())
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if self.is_delayed() {
-            Action::Pause
-        } else {
-            Action::Continue
-        }
+        sluice_glue::fault::hold_while_delayed(self.is_delayed())
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
