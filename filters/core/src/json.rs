@@ -1,11 +1,18 @@
-//! A small JSON reader for the plugin configs: a `serde::Deserializer` over the config bytes.
+//! A small JSON reader for the plugin configs: a tokenizer over the config bytes, with two
+//! front ends that accept the same documents and refuse the others with the same messages:
+//!
+//! - [`from_slice`], what the filters use: each config type reads itself by hand
+//!   ([`FromJson`], impls in `configs`) through non-generic helpers of [`Reader`];
+//! - [`serde_from_slice`], a `serde::Deserializer` for any `Deserialize` type: the oracle the
+//!   hand-written readers are tested against (the config types keep their serde derives for the
+//!   builder and the JSON schemas; a derive the wasm never instantiates costs it nothing).
 //!
 //! Why not `serde_json`: the filters parse one small JSON document per configuration, yet
 //! serde_json's reader, its number parsers and the float formatting its error messages link
 //! (serde's `Unexpected::Float` Display) cost each wasm module tens of KB (BENCHMARKS.md,
-//! "Module size"). This reader keeps the same types and derives (the builder still writes the
-//! configs with serde_json) and accepts exactly the JSON text grammar (RFC 8259): the same
-//! documents parse to the same values. Errors read like serde_json's (`unknown field `x`,
+//! "Module size"), and serde's derived visitors tens of KB more ("Suite module size"). Both
+//! front ends accept exactly the JSON text grammar (RFC 8259): the same documents parse to the
+//! same values as with serde_json. Errors read like serde_json's (`unknown field `x`,
 //! expected ... at line 1 column 20`); only their wording for a few invalid-JSON cases
 //! differs. One deliberate difference: a struct must be a JSON object (serde_json also takes
 //! an array of its field values, a form no sluice config uses).
@@ -15,6 +22,8 @@
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Unexpected, Visitor};
+
+mod configs;
 
 /// Nesting limit of arrays and objects, as serde_json's: a hostile config cannot exhaust the
 /// stack.
@@ -113,28 +122,50 @@ impl fmt::Display for Describe<'_> {
     }
 }
 
-/// Deserializes a `T` from one JSON document (surrounding whitespace allowed, nothing else).
-pub fn from_slice<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<T, Error> {
-    let mut reader = Reader {
-        input,
-        pos: 0,
-        depth: MAX_DEPTH,
-    };
-    let value = T::deserialize(&mut reader).map_err(|e| reader.locate(e))?;
-    match reader.peek() {
-        None => Ok(value),
-        Some(_) => Err(reader.error("trailing characters")),
-    }
+/// Reads a `T` from one JSON document (surrounding whitespace allowed, nothing else) with its
+/// hand-written [`FromJson`] reader: what the filters use.
+pub fn from_slice<T: FromJson>(input: &[u8]) -> Result<T, Error> {
+    let mut reader = Reader::new(input);
+    let value = T::read(&mut reader)?;
+    reader.end()?;
+    Ok(value)
 }
 
-/// The cursor over the document.
-struct Reader<'de> {
+/// Deserializes a `T` through serde from one JSON document: the same grammar, values and
+/// messages as [`from_slice`] for the config types (the differential tests in `configs` hold
+/// both to that), for any `Deserialize` type. The filters do not use it: serde's derived
+/// visitors cost each module tens of KB (BENCHMARKS.md, "Suite module size").
+pub fn serde_from_slice<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<T, Error> {
+    let mut reader = Reader::new(input);
+    let value = T::deserialize(&mut reader).map_err(|e| reader.locate(e))?;
+    reader.end()?;
+    Ok(value)
+}
+
+/// The cursor over the document, for the [`FromJson`] readers.
+pub struct Reader<'de> {
     input: &'de [u8],
     pos: usize,
     depth: u32,
 }
 
 impl<'de> Reader<'de> {
+    fn new(input: &'de [u8]) -> Self {
+        Reader {
+            input,
+            pos: 0,
+            depth: MAX_DEPTH,
+        }
+    }
+
+    /// After the document's value: only whitespace may follow.
+    fn end(&mut self) -> Result<(), Error> {
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => Err(self.error("trailing characters")),
+        }
+    }
+
     /// The next byte that is not JSON whitespace, not consumed.
     fn peek(&mut self) -> Option<u8> {
         while let Some(&b) = self.input.get(self.pos) {
@@ -192,7 +223,7 @@ impl<'de> Reader<'de> {
 
     /// A string whose opening quote is consumed: borrowed from the input when it has no
     /// escape, else unescaped into a new `String`.
-    fn string(&mut self) -> Result<Text<'de>, Error> {
+    fn string_body(&mut self) -> Result<Text<'de>, Error> {
         let start = self.pos;
         let mut owned: Option<Vec<u8>> = None;
         let mut run = start;
@@ -368,7 +399,7 @@ impl<'de> Reader<'de> {
             }
             b'"' => {
                 self.pos += 1;
-                Token::Str(self.string()?)
+                Token::Str(self.string_body()?)
             }
             b'[' | b'{' => {
                 self.pos += 1;
@@ -421,7 +452,7 @@ impl<'de> Reader<'de> {
     #[inline(never)]
     fn key(&mut self) -> Result<Text<'de>, Error> {
         self.expect(b'"', "key must be a string")?;
-        self.string()
+        self.string_body()
     }
 }
 
@@ -446,6 +477,22 @@ enum Token<'de> {
 enum Text<'de> {
     Borrowed(&'de str),
     Owned(String),
+}
+
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Borrowed(s) => s,
+            Text::Owned(s) => s,
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            Text::Borrowed(s) => s.to_owned(),
+            Text::Owned(s) => s,
+        }
+    }
 }
 
 impl<'de> Text<'de> {
@@ -517,7 +564,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         match self.peek() {
             Some(b'"') => {
                 self.pos += 1;
-                match self.string()? {
+                match self.string_body()? {
                     Text::Borrowed(s) => visitor.visit_enum(s.into_deserializer()),
                     Text::Owned(s) => visitor.visit_enum(s.into_deserializer()),
                 }
@@ -736,6 +783,364 @@ impl<'de> de::VariantAccess<'de> for Variant<'_, 'de> {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Hand-written readers
+// ---------------------------------------------------------------------------------------------
+
+/// A type read from JSON by hand, field by field, on a [`Reader`]: what the filters parse their
+/// plugin configs with ([`from_slice`]). The impls (module `configs`) accept the same documents
+/// and give the same values and errors as the types' serde derives through
+/// [`serde_from_slice`], which the builder and the schemas keep using; a derive that the wasm
+/// never instantiates costs the module nothing, whereas each derived visitor it did instantiate
+/// cost a few KB (field-identifier visitors, seeds, generic error paths).
+///
+/// The [`Reader`]'s helpers are not generic, so an impl is little more than a `match` on the
+/// field index: the tokenizer, the key lookup and every error message exist once per module.
+pub trait FromJson: Sized {
+    /// Reads one value, consuming it and nothing after it.
+    fn read(reader: &mut Reader<'_>) -> Result<Self, Error>;
+}
+
+/// An object being read by a [`FromJson`] impl: [`Reader::object`] opens it,
+/// [`Reader::field`] walks its members, [`Reader::end_object`] closes it.
+pub struct Object {
+    first: bool,
+    /// Bit `i`: field `i` of the names list was seen (a duplicate is an error, as serde's).
+    seen: u32,
+}
+
+impl<'de> Reader<'de> {
+    /// `invalid type: <what the token is>, expected <expected>`, where reading stopped.
+    #[inline(never)]
+    fn invalid_type(&self, token: &Token<'_>, expected: &str) -> Error {
+        self.error(&format!(
+            "invalid type: {}, expected {expected}",
+            Describe(token.unexpected())
+        ))
+    }
+
+    /// `invalid value: <unexpected>, expected <expected>`, where reading stopped.
+    #[inline(never)]
+    fn invalid_value(&self, unexpected: Unexpected<'_>, expected: &str) -> Error {
+        self.error(&format!(
+            "invalid value: {}, expected {expected}",
+            Describe(unexpected)
+        ))
+    }
+
+    /// The opening of an object (a struct's fields); anything else is an `invalid type` error
+    /// naming `expecting` (`struct RouterConfig`, as serde's derive words it).
+    #[inline(never)]
+    pub fn object(&mut self, expecting: &str) -> Result<Object, Error> {
+        match self.token()? {
+            Token::MapStart => Ok(Object {
+                first: true,
+                seen: 0,
+            }),
+            other => Err(self.invalid_type(&other, expecting)),
+        }
+    }
+
+    /// The next member's index in `names` (its `:` consumed, the value next), or `None` at the
+    /// object's end (then [`Reader::end_object`] after the missing-field checks, where serde's
+    /// derive makes them). A name not in `names` and a repeated one are errors worded as
+    /// serde's (`unknown field `x`, expected one of ...`, `duplicate field `x``).
+    #[inline(never)]
+    pub fn field(&mut self, object: &mut Object, names: &[&str]) -> Result<Option<usize>, Error> {
+        if !self.has_next(b'}', &mut object.first)? {
+            return Ok(None);
+        }
+        let key = self.key()?;
+        let key = key.as_str();
+        let Some(index) = names.iter().position(|name| *name == key) else {
+            return Err(self.error(&format!(
+                "unknown field `{key}`, {}",
+                Expected {
+                    names,
+                    none: "there are no fields"
+                }
+            )));
+        };
+        // Every config type has fewer than 32 fields.
+        let bit = u32::try_from(index)
+            .ok()
+            .and_then(|i| 1_u32.checked_shl(i))
+            .unwrap_or(0);
+        if object.seen & bit != 0 {
+            return Err(self.error(&format!("duplicate field `{key}`")));
+        }
+        object.seen |= bit;
+        self.expect(b':', "expected `:`")?;
+        Ok(Some(index))
+    }
+
+    /// After the last member: the object's `}`.
+    #[inline(never)]
+    pub fn end_object(&mut self) -> Result<(), Error> {
+        self.close(b'}')
+    }
+
+    /// `value`, or serde's `missing field `name`` where the object's members ended.
+    pub fn required<T>(&self, value: Option<T>, name: &str) -> Result<T, Error> {
+        match value {
+            Some(value) => Ok(value),
+            None => Err(self.missing(name)),
+        }
+    }
+
+    #[inline(never)]
+    fn missing(&self, name: &str) -> Error {
+        self.error(&format!("missing field `{name}`"))
+    }
+
+    /// A custom refusal (a `TryFrom` of a serde `try_from` type), where reading stopped.
+    #[inline(never)]
+    pub fn refuse(&self, message: &str) -> Error {
+        self.error(message)
+    }
+
+    /// `true` (consumed) if the next value is `null`: an `Option`'s `None`, as serde reads it.
+    #[inline(never)]
+    pub fn null(&mut self) -> Result<bool, Error> {
+        if self.peek() == Some(b'n') {
+            self.literal(b"null")?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// The opening `[` of an array (else `invalid type ... expected a sequence`); then
+    /// [`Reader::element`] before each element.
+    #[inline(never)]
+    pub fn array(&mut self) -> Result<Object, Error> {
+        match self.token()? {
+            Token::SeqStart => Ok(Object {
+                first: true,
+                seen: 0,
+            }),
+            other => Err(self.invalid_type(&other, "a sequence")),
+        }
+    }
+
+    /// Whether another element follows (its value next); at the end, consumes the `]`.
+    #[inline(never)]
+    pub fn element(&mut self, array: &mut Object) -> Result<bool, Error> {
+        if self.has_next(b']', &mut array.first)? {
+            Ok(true)
+        } else {
+            self.close(b']')?;
+            Ok(false)
+        }
+    }
+
+    /// The opening `{` of a map (else `invalid type ... expected a map`); then
+    /// [`Reader::entry`] for each key.
+    #[inline(never)]
+    pub fn map(&mut self) -> Result<Object, Error> {
+        match self.token()? {
+            Token::MapStart => Ok(Object {
+                first: true,
+                seen: 0,
+            }),
+            other => Err(self.invalid_type(&other, "a map")),
+        }
+    }
+
+    /// The next key of a map (its `:` consumed, the value next), or `None` after its `}`.
+    #[inline(never)]
+    pub fn entry(&mut self, map: &mut Object) -> Result<Option<String>, Error> {
+        if !self.has_next(b'}', &mut map.first)? {
+            self.close(b'}')?;
+            return Ok(None);
+        }
+        let key = self.key()?.into_string();
+        self.expect(b':', "expected `:`")?;
+        Ok(Some(key))
+    }
+
+    /// A string.
+    #[inline(never)]
+    pub fn string(&mut self) -> Result<String, Error> {
+        match self.token()? {
+            Token::Str(text) => Ok(text.into_string()),
+            other => Err(self.invalid_type(&other, "a string")),
+        }
+    }
+
+    /// `true` or `false`.
+    #[inline(never)]
+    pub fn boolean(&mut self) -> Result<bool, Error> {
+        match self.token()? {
+            Token::Bool(b) => Ok(b),
+            other => Err(self.invalid_type(&other, "a boolean")),
+        }
+    }
+
+    /// An integer in `0..=u32::MAX` (`-0` included, as serde reads it).
+    #[inline(never)]
+    pub fn u32(&mut self) -> Result<u32, Error> {
+        match self.token()? {
+            Token::U64(n) => {
+                u32::try_from(n).map_err(|_| self.invalid_value(Unexpected::Unsigned(n), "u32"))
+            }
+            Token::I64(n) => {
+                u32::try_from(n).map_err(|_| self.invalid_value(Unexpected::Signed(n), "u32"))
+            }
+            other => Err(self.invalid_type(&other, "u32")),
+        }
+    }
+
+    /// A number as the nearest `f64` (decimals through [`parse_decimal`]).
+    #[inline(never)]
+    pub fn f64(&mut self) -> Result<f64, Error> {
+        match self.token()? {
+            // As serde's f64 visitor converts integers.
+            #[allow(clippy::cast_precision_loss)]
+            Token::U64(n) => Ok(n as f64),
+            #[allow(clippy::cast_precision_loss)]
+            Token::I64(n) => Ok(n as f64),
+            Token::Float(text) => parse_decimal(text).ok_or_else(|| {
+                self.error(
+                    "number out of range (at most 15 significant digits and an exponent of 22)",
+                )
+            }),
+            other => Err(self.invalid_type(&other, "f64")),
+        }
+    }
+
+    /// The index in `names` of an externally tagged enum's variant, as serde_json writes them:
+    /// `"name"` (then `Ok((index, false))`) or `{"name": value}` (`Ok((index, true))`, the `:`
+    /// consumed, the value next and [`Reader::end_object`] after it). Errors as serde's.
+    #[inline(never)]
+    pub fn variant(&mut self, names: &[&str]) -> Result<(usize, bool), Error> {
+        let (name, wrapped) = match self.peek() {
+            Some(b'"') => {
+                self.pos += 1;
+                (self.string_body()?, false)
+            }
+            Some(b'{') => {
+                self.pos += 1;
+                self.enter()?;
+                (self.key()?, true)
+            }
+            _ => return Err(self.error("invalid type: value, expected enum")),
+        };
+        let name = name.as_str();
+        let Some(index) = names.iter().position(|n| *n == name) else {
+            return Err(self.error(&format!(
+                "unknown variant `{name}`, {}",
+                Expected {
+                    names,
+                    none: "there are no variants"
+                }
+            )));
+        };
+        if wrapped {
+            self.expect(b':', "expected `:`")?;
+        }
+        Ok((index, wrapped))
+    }
+
+    /// A newtype variant named by a bare string: serde's refusal.
+    #[inline(never)]
+    pub fn not_unit_variant(&self) -> Error {
+        self.error("invalid type: unit variant, expected newtype variant")
+    }
+
+    /// The value of a unit variant written as `{"name": value}`: `null` only.
+    #[inline(never)]
+    pub fn unit(&mut self) -> Result<(), Error> {
+        match self.token()? {
+            Token::Null => Ok(()),
+            other => Err(self.invalid_type(&other, "unit")),
+        }
+    }
+}
+
+/// serde's list of the expected names (`unknown field`/`unknown variant` messages).
+struct Expected<'a> {
+    names: &'a [&'a str],
+    none: &'a str,
+}
+
+impl fmt::Display for Expected<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.names {
+            [] => f.write_str(self.none),
+            [one] => write!(f, "expected `{one}`"),
+            [a, b] => write!(f, "expected `{a}` or `{b}`"),
+            names => {
+                f.write_str("expected one of ")?;
+                for (i, name) in names.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "`{name}`")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl FromJson for String {
+    fn read(reader: &mut Reader<'_>) -> Result<Self, Error> {
+        reader.string()
+    }
+}
+
+impl FromJson for bool {
+    fn read(reader: &mut Reader<'_>) -> Result<Self, Error> {
+        reader.boolean()
+    }
+}
+
+impl FromJson for u32 {
+    fn read(reader: &mut Reader<'_>) -> Result<Self, Error> {
+        reader.u32()
+    }
+}
+
+impl FromJson for f64 {
+    fn read(reader: &mut Reader<'_>) -> Result<Self, Error> {
+        reader.f64()
+    }
+}
+
+impl<T: FromJson> FromJson for Option<T> {
+    fn read(reader: &mut Reader<'_>) -> Result<Self, Error> {
+        if reader.null()? {
+            Ok(None)
+        } else {
+            T::read(reader).map(Some)
+        }
+    }
+}
+
+impl<T: FromJson> FromJson for Vec<T> {
+    fn read(reader: &mut Reader<'_>) -> Result<Self, Error> {
+        let mut array = reader.array()?;
+        let mut values = Vec::new();
+        while reader.element(&mut array)? {
+            values.push(T::read(reader)?);
+        }
+        Ok(values)
+    }
+}
+
+/// Later duplicates of a key replace earlier ones, as serde's `BTreeMap` visitor does.
+impl<T: FromJson> FromJson for std::collections::BTreeMap<String, T> {
+    fn read(reader: &mut Reader<'_>) -> Result<Self, Error> {
+        let mut map = reader.map()?;
+        let mut values = Self::new();
+        while let Some(key) = reader.entry(&mut map)? {
+            values.insert(key, T::read(reader)?);
+        }
+        Ok(values)
+    }
+}
+
 /// A JSON decimal number (`-12.5e-3`) as the nearest `f64`, for numbers of at most 15
 /// significant digits whose decimal exponent is at most 22 in size: both the digits and the
 /// power of ten are then exact `f64`s, so one multiplication or division rounds correctly
@@ -852,7 +1257,7 @@ mod tests {
             r#"{"kind":"plain","labels":{},"tags":[],"name":"b","ratio":-0.5E-1,"weight":4294967295}"#,
         ];
         for doc in docs {
-            let ours: Sample = from_slice(doc.as_bytes()).unwrap();
+            let ours: Sample = serde_from_slice(doc.as_bytes()).unwrap();
             let theirs: Sample = serde_json::from_str(doc).unwrap();
             assert_eq!(ours, theirs, "{doc}");
         }
@@ -894,28 +1299,28 @@ mod tests {
                 serde_json::from_str::<Sample>(doc).is_err(),
                 "serde_json accepts {doc}"
             );
-            let err = from_slice::<Sample>(doc.as_bytes()).unwrap_err();
+            let err = serde_from_slice::<Sample>(doc.as_bytes()).unwrap_err();
             assert!(err.0.line >= 1, "{doc}: {err}");
         }
         let invalid_utf8 = b"{\"name\":\"\xff\",\"tags\":[],\"labels\":{},\"kind\":\"plain\"}";
-        assert!(from_slice::<Sample>(invalid_utf8).is_err());
+        assert!(serde_from_slice::<Sample>(invalid_utf8).is_err());
     }
 
     /// serde's messages, with serde_json's position suffix and no float digits.
     #[test]
     fn errors_read_like_serde_json() {
-        let err = from_slice::<Sample>(b"{\n  \"nam\": 1}").unwrap_err();
+        let err = serde_from_slice::<Sample>(b"{\n  \"nam\": 1}").unwrap_err();
         assert_eq!(
             err.to_string(),
             "unknown field `nam`, expected one of `name`, `weight`, `ratio`, `tags`, \
              `labels`, `kind`, `unit` at line 2 column 7"
         );
-        let err = from_slice::<Sample>(br#"{"name": 2.5}"#).unwrap_err();
+        let err = serde_from_slice::<Sample>(br#"{"name": 2.5}"#).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid type: floating point number, expected a string at line 1 column 12"
         );
-        let err = from_slice::<u8>(b"300").unwrap_err();
+        let err = serde_from_slice::<u8>(b"300").unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid value: integer `300`, expected u8 at line 1 column 3"
@@ -931,7 +1336,7 @@ mod tests {
             r#"[0.1, 2.5e-3, [1, -2, 3.25, 100000000000000000000], {"a": -0.0, "b": 7}, 0.5]"#,
             r#"[100, null, [], {}, 1e-1]"#,
         ] {
-            let ours: Floats = from_slice(doc.as_bytes()).unwrap();
+            let ours: Floats = serde_from_slice(doc.as_bytes()).unwrap();
             let theirs: Floats = serde_json::from_str(doc).unwrap();
             assert_eq!(format!("{ours:?}"), format!("{theirs:?}"), "{doc}");
         }
@@ -940,7 +1345,7 @@ mod tests {
             r#"[0, null, [-1e400], {}, 0]"#,
         ] {
             assert!(serde_json::from_str::<Floats>(doc).is_err(), "{doc}");
-            assert!(from_slice::<Floats>(doc.as_bytes()).is_err(), "{doc}");
+            assert!(serde_from_slice::<Floats>(doc.as_bytes()).is_err(), "{doc}");
         }
     }
 
@@ -954,7 +1359,7 @@ mod tests {
             b: bool,
         }
         assert!(serde_json::from_str::<Pair>("[1,true]").is_ok());
-        let err = from_slice::<Pair>(b"[1,true]").unwrap_err();
+        let err = serde_from_slice::<Pair>(b"[1,true]").unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid type: sequence, expected struct Pair at line 1 column 1"
@@ -964,10 +1369,10 @@ mod tests {
     #[test]
     fn nesting_is_bounded() {
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-        let err = from_slice::<de::IgnoredAny>(deep.as_bytes()).unwrap_err();
+        let err = serde_from_slice::<de::IgnoredAny>(deep.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("recursion limit"), "{err}");
         let fine = "[".repeat(100) + &"]".repeat(100);
-        assert!(from_slice::<de::IgnoredAny>(fine.as_bytes()).is_ok());
+        assert!(serde_from_slice::<de::IgnoredAny>(fine.as_bytes()).is_ok());
     }
 
     /// The fast path gives exactly what `str::parse::<f64>` gives, wherever it answers.
