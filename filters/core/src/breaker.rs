@@ -672,6 +672,12 @@ impl BreakerState {
     pub fn is_open(&self, now_ms: u64) -> bool {
         self.effective_phase(now_ms) == Phase::Open
     }
+
+    /// [`is_open`](Self::is_open) with the clock read only for a stored open phase (the one
+    /// phase whose meaning depends on the time); `now_ms` is called at most once.
+    pub fn is_open_with_clock(&self, now_ms: impl FnOnce() -> u64) -> bool {
+        self.phase == Phase::Open && now_ms() < self.open_until_ms
+    }
 }
 
 /// The shared-data key of `cluster`'s breaker state: `sluice.breaker.<cluster>`.
@@ -687,9 +693,16 @@ pub fn shared_data_key(cluster: &str) -> String {
 /// returned; no value, or one this version cannot decode, means "not open". Half-open counts
 /// as available: the breaker itself lets its probes through and rejects the rest.
 pub fn is_open(value: Option<&[u8]>, now_ms: u64) -> bool {
+    is_open_with_clock(value, || now_ms)
+}
+
+/// [`is_open`] with the clock read only when the value decodes to a stored open phase: a
+/// closed or half-open breaker (the healthy case) is answered without a time, so a failover
+/// check costs no clock host call. `now_ms` is called at most once.
+pub fn is_open_with_clock(value: Option<&[u8]>, now_ms: impl FnOnce() -> u64) -> bool {
     value
         .and_then(BreakerState::decode)
-        .is_some_and(|state| state.is_open(now_ms))
+        .is_some_and(|state| state.is_open_with_clock(now_ms))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -764,8 +777,20 @@ impl BreakerState {
     /// Decides on a new request at `now`. Returns the decision and the new state if it changed
     /// (open -> half-open, a probe or in-flight slot taken).
     pub fn admit(&self, policy: &Policy, now_ms: u64) -> (Decision, Option<Self>) {
+        self.admit_with_clock(policy, || now_ms)
+    }
+
+    /// [`admit`](Self::admit) with the clock read only when the decision depends on it: an
+    /// open breaker whose ejection may be over. Closed and half-open breakers decide without a
+    /// time (the ejection end is the only deadline admission checks), which saves the caller a
+    /// host call per request on a healthy breaker. `now_ms` is called at most once.
+    pub fn admit_with_clock(
+        &self,
+        policy: &Policy,
+        now_ms: impl FnOnce() -> u64,
+    ) -> (Decision, Option<Self>) {
         let mut next = *self;
-        if next.phase == Phase::Open && now_ms >= next.open_until_ms {
+        if next.phase == Phase::Open && now_ms() >= next.open_until_ms {
             next.phase = Phase::HalfOpen;
             next.probes_in_flight = 0;
         }
@@ -1484,6 +1509,68 @@ mod tests {
         );
         assert_eq!(recorded(&clean, &ratio, plain, Verdict::Success, 7).0, 1);
         assert_eq!(recorded(&clean, &ratio, plain, Verdict::Failure, 7).0, 1);
+    }
+
+    #[test]
+    fn admission_and_is_open_read_the_clock_only_for_an_open_breaker() {
+        // Every phase, before and after the ejection end, with and without a concurrency
+        // limit: the lazy forms answer as the eager ones and call the clock only when the
+        // stored phase is open.
+        let limited = policy(
+            r#"{"consecutiveErrors": 2, "maxConcurrentRequests": 1, "interval": "10s",
+                "baseEjectionTime": "1s"}"#,
+        );
+        let policies = [consecutive(2), limited];
+        let mut states = Vec::new();
+        for phase in [Phase::Closed, Phase::Open, Phase::HalfOpen] {
+            for probes_in_flight in [0, 5] {
+                for in_flight in [0, 1] {
+                    states.push(BreakerState {
+                        phase,
+                        open_until_ms: 100,
+                        probes_in_flight,
+                        in_flight,
+                        generation: 3,
+                        ..BreakerState::default()
+                    });
+                }
+            }
+        }
+        for state in &states {
+            for p in &policies {
+                for now in [99, 100, 101] {
+                    let reads = Cell::new(0);
+                    let clock = || {
+                        reads.set(reads.get() + 1);
+                        now
+                    };
+                    assert_eq!(
+                        state.admit_with_clock(p, clock),
+                        state.admit(p, now),
+                        "{state:?} at {now}"
+                    );
+                    let open = state.phase == Phase::Open;
+                    assert_eq!(reads.replace(0), usize::from(open), "admit {state:?}");
+                    assert_eq!(state.is_open_with_clock(clock), state.is_open(now));
+                    assert_eq!(reads.replace(0), usize::from(open), "is_open {state:?}");
+                    let encoded = state.encode();
+                    assert_eq!(
+                        is_open_with_clock(Some(&encoded), clock),
+                        is_open(Some(&encoded), now)
+                    );
+                    assert_eq!(reads.replace(0), usize::from(open));
+                }
+            }
+        }
+        // No value, or one that does not decode: not open, and no clock.
+        let reads = Cell::new(0);
+        let clock = || {
+            reads.set(reads.get() + 1);
+            0
+        };
+        assert!(!is_open_with_clock(None, clock));
+        assert!(!is_open_with_clock(Some(b"junk"), clock));
+        assert_eq!(reads.get(), 0);
     }
 
     #[test]

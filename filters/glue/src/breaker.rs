@@ -5,8 +5,6 @@
 //! `trips`, `rejected_open`, `rejected_overflow`; gauges `state` and `in_flight`, *set* from the
 //! process-wide shared state after each update that wrote it and on the owner's 1 s refresh.
 
-use std::cell::Cell;
-
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
 use sluice_core::breaker::{
@@ -14,7 +12,7 @@ use sluice_core::breaker::{
 };
 use sluice_core::wire;
 
-use crate::{Counts, HostStore, define, log, property_u64};
+use crate::{Counts, HostStore, LazyClock, define, log, property_u64};
 
 /// Body of the breaker's 503s.
 const REJECT_BODY: &[u8] = b"upstream circuit breaker rejected the request\n";
@@ -134,10 +132,8 @@ pub enum Admission {
     FailedOpen,
 }
 
-/// Breaker admission on the current (or effective) stream. `snapshot`: this breaker's state as
-/// the callback already read it, if it did (saves the read; a write is still CAS-checked).
-/// `counts` takes the `requests` increment of an admission (the rare rejections and trips are
-/// always counted at once).
+/// Breaker admission on the current (or effective) stream at `now_ms` (see
+/// [`admit_with_clock`]).
 pub fn admit(
     filter: &str,
     guard: &Guard,
@@ -145,16 +141,32 @@ pub fn admit(
     now_ms: u64,
     counts: &impl Counts,
 ) -> Admission {
+    admit_with_clock(filter, guard, snapshot, &LazyClock::at(now_ms), counts)
+}
+
+/// Breaker admission on the current (or effective) stream. `snapshot`: this breaker's state as
+/// the callback already read it, if it did (saves the read; a write is still CAS-checked).
+/// `clock` is read only when the decision or the gauges need the time: an open breaker's
+/// ejection end, a probe or slot taken, a rejection; a closed breaker without a concurrency
+/// limit admits without it. `counts` takes the `requests` increment of an admission (the rare
+/// rejections and trips are always counted at once).
+pub fn admit_with_clock(
+    filter: &str,
+    guard: &Guard,
+    snapshot: Option<Snapshot>,
+    clock: &LazyClock,
+    counts: &impl Counts,
+) -> Admission {
     let policy = guard.policy;
     match breaker::update_from(&HostStore, &guard.key, snapshot, |s| {
-        s.admit(&policy, now_ms)
+        s.admit_with_clock(&policy, || clock.now_ms())
     }) {
         Ok((Decision::Admit(ticket), state)) => {
             if let Some(id) = guard.requests_counter() {
                 counts.add_one(id);
             }
             if ticket.probe || ticket.holds_slot {
-                guard.publish(&state, now_ms);
+                guard.publish(&state, clock.now_ms());
             }
             Admission::Admitted(ticket)
         }
@@ -169,7 +181,7 @@ pub fn admit(
                     &guard.overflow_header
                 }
             };
-            guard.publish(&state, now_ms);
+            guard.publish(&state, clock.now_ms());
             let _ = hostcalls::send_http_response(
                 503,
                 vec![(wire::BREAKER_REJECT_HEADER, header)],
@@ -198,15 +210,8 @@ pub fn record_outcome(filter: &str, guard: &Guard, ticket: Ticket) {
     // The clock is read only if the outcome uses it (a window, a trip, a closing) or the
     // gauges are published; a success on a clean closed breaker never does, one host call
     // saved per healthy request. Read once at most, even across CAS retries.
-    let clock = Cell::new(None);
-    let now = || match clock.get() {
-        Some(now) => now,
-        None => {
-            let now = crate::now_ms();
-            clock.set(Some(now));
-            now
-        }
-    };
+    let clock = LazyClock::default();
+    let now = || clock.now_ms();
     let policy = guard.policy;
     // Whether the final (successful) attempt wrote a new state: a healthy closed breaker
     // records most outcomes without any change, and then the gauges, set after every write

@@ -11,7 +11,7 @@ use rand_core::Rng;
 use sluice_core::breaker::{self, Snapshot};
 use sluice_core::canary::{self, Choice, CompiledCanary, CompiledSplit, ScheduleRecord, schedule};
 
-use crate::{HostRequest, HostStore, count, define, log, now_ms, source_address};
+use crate::{HostRequest, HostStore, LazyClock, count, define, log, now_ms, source_address};
 
 /// What a split needs at run time besides its config.
 pub struct SplitState {
@@ -177,22 +177,22 @@ pub fn choose_member<'r>(
 /// What one request's callback has read from the host so far, for reuse within the callback.
 #[derive(Default)]
 pub struct Seen<'r> {
-    /// The clock (ms), read at most once.
-    pub now_ms: Option<u64>,
+    /// The clock, read at most once, and only if a decision needs it.
+    pub clock: LazyClock,
     /// The last breaker state read, under its key.
     pub breaker: Option<(&'r str, Snapshot)>,
 }
 
-/// Whether the breaker under `key` is open now. The clock is read at most once per request,
-/// and only for a member whose breaker has state at all; the state read is kept in `seen`
-/// for the admission of the member picked (usually the last one asked).
+/// Whether the breaker under `key` is open now. The clock is read only for a breaker stored
+/// open (whether its ejection is over depends on the time; closed and half-open do not), at
+/// most once per request; the state read is kept in `seen` for the admission of the member
+/// picked (usually the last one asked).
 fn breaker_open<'r>(key: Option<&'r String>, seen: &mut Seen<'r>) -> bool {
     let Some(key) = key else { return false };
     let Ok((Some(value), cas)) = hostcalls::get_shared_data(key) else {
         return false;
     };
-    let now_ms = *seen.now_ms.get_or_insert_with(now_ms);
-    let open = breaker::is_open(Some(&value), now_ms);
+    let open = breaker::is_open_with_clock(Some(&value), || seen.clock.now_ms());
     seen.breaker = Some((key, (Some(value), cas)));
     open
 }

@@ -31,6 +31,7 @@ pub mod canary;
 pub mod fault;
 pub mod router;
 
+use std::cell::Cell;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
@@ -136,6 +137,31 @@ pub fn now_ms() -> u64 {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The host clock (ms) read at most once, and only when asked: the decisions of one callback
+/// share one reading, and a decision that needs no time (a closed breaker's admission, a
+/// success on a clean breaker) makes no host call for it.
+#[derive(Debug, Default)]
+pub struct LazyClock(Cell<Option<u64>>);
+
+impl LazyClock {
+    /// A clock already read at `now_ms`: it never calls the host.
+    pub fn at(now_ms: u64) -> Self {
+        Self(Cell::new(Some(now_ms)))
+    }
+
+    /// The time in ms, from the host on the first call ([`now_ms`]), the same value after.
+    pub fn now_ms(&self) -> u64 {
+        match self.0.get() {
+            Some(now) => now,
+            None => {
+                let now = now_ms();
+                self.0.set(Some(now));
+                now
+            }
+        }
+    }
 }
 
 /// A PRNG seed from WASI `random_get` (Envoy's V8 provides it); the clock if that fails (logged),

@@ -68,7 +68,7 @@ use sluice_glue::breaker::{self as breaker_glue, Guard, record_outcome};
 use sluice_glue::canary::{Seen, SplitState, choose_member, reject, schedule_period, split_point};
 use sluice_glue::fault::{FaultCounters, PendingAbort, client_ip, is_grpc_request};
 use sluice_glue::router::{respond_no_match, write_internal_headers};
-use sluice_glue::{Counts, HostRequest, count, count_by, log, now_ms, now_nanos};
+use sluice_glue::{Counts, HostRequest, LazyClock, count, count_by, log, now_ms, now_nanos};
 
 sluice_glue::root_context!(SuiteRoot);
 
@@ -435,7 +435,7 @@ impl RootContext for SuiteRoot {
                 continue;
             }
             if let Some(guard) = pending.guard {
-                match admit(guard, None, None, worker) {
+                match admit(guard, None, &LazyClock::default(), worker) {
                     Ok(admission) => {
                         if let Ok(mut slot) = pending.admitted.try_borrow_mut() {
                             *slot = admission;
@@ -674,8 +674,9 @@ impl HttpContext for SuiteHttp {
                 .copied()
                 .flatten(),
         );
-        // What the canary's failover read (the clock, the chosen member's breaker), reused by
-        // the admission below: the same callback, so as exact as reading again.
+        // What the canary's failover read (the chosen member's breaker, the clock if a breaker
+        // was stored open), reused by the admission below: the same callback, so as exact as
+        // reading again. A healthy breaker never needs the clock, here or at admission.
         let mut seen = Seen::default();
         let (cluster, guard) = match route.target {
             Target::Cluster(cluster) => (
@@ -701,7 +702,7 @@ impl HttpContext for SuiteHttp {
             match admit(
                 guard,
                 snapshot.map(|(_, read)| read),
-                seen.now_ms,
+                &seen.clock,
                 &self.worker,
             ) {
                 Ok(admission) => self.admitted = admission,
@@ -743,16 +744,15 @@ impl HttpContext for SuiteHttp {
 
 /// Breaker admission on the current (or effective) stream. `Ok(Some)` admitted with a ticket
 /// to give back, `Ok(None)` admitted without one (state unreachable: fail open), `Err` the
-/// request was answered 503. `snapshot` and `now_ms`: this breaker's state and the clock as
-/// this callback already read them, if it did.
+/// request was answered 503. `snapshot` and `clock`: this breaker's state as this callback
+/// already read it, if it did, and the callback's clock (read only if a decision needs it).
 fn admit(
     guard: Rc<Guard>,
     snapshot: Option<breaker::Snapshot>,
-    now_ms: Option<u64>,
+    clock: &LazyClock,
     worker: &Worker,
 ) -> Result<Option<Admission>, ()> {
-    let now = now_ms.unwrap_or_else(self::now_ms);
-    match breaker_glue::admit(FILTER, &guard, snapshot, now, worker) {
+    match breaker_glue::admit_with_clock(FILTER, &guard, snapshot, clock, worker) {
         breaker_glue::Admission::Admitted(ticket) => Ok(Some((guard, ticket))),
         breaker_glue::Admission::FailedOpen => Ok(None),
         breaker_glue::Admission::Rejected => Err(()),
