@@ -874,18 +874,28 @@ impl<'de> Reader<'de> {
         Ok(Some(index))
     }
 
-    /// After the last member: the object's `}`.
+    /// After a struct's last member: serde's `missing field `name`` for the first field (in
+    /// `names` order, the declaration order serde checks in) whose bit is in `required` but was
+    /// not read, then the object's `}`.
     #[inline(never)]
-    pub fn end_object(&mut self) -> Result<(), Error> {
+    pub fn end_struct(
+        &mut self,
+        object: &Object,
+        names: &[&str],
+        required: u32,
+    ) -> Result<(), Error> {
+        let lacking = required & !object.seen;
+        if lacking != 0 {
+            let index = usize::try_from(lacking.trailing_zeros()).unwrap_or(usize::MAX);
+            return Err(self.missing(names.get(index).copied().unwrap_or_default()));
+        }
         self.close(b'}')
     }
 
-    /// `value`, or serde's `missing field `name`` where the object's members ended.
-    pub fn required<T>(&self, value: Option<T>, name: &str) -> Result<T, Error> {
-        match value {
-            Some(value) => Ok(value),
-            None => Err(self.missing(name)),
-        }
+    /// After the value of an enum variant written as `{"name": value}`: the object's `}`.
+    #[inline(never)]
+    pub fn end_object(&mut self) -> Result<(), Error> {
+        self.close(b'}')
     }
 
     #[inline(never)]

@@ -6,11 +6,15 @@
 //! [`super::serde_from_slice`] accept the same documents with the same values and refuse the
 //! others with the same message at the same position; the tests below run both over every
 //! config in the repository and over broken variants of them. A new field goes into the
-//! type, its `NAMES` list (declaration order: serde's `expected one of` lists them so) and its
-//! `match`, in that order.
+//! type, its `NAMES` list (declaration order: serde's `expected one of` lists them so), its
+//! `REQUIRED` bit if it has no serde default, and its `match` arm.
 //!
-//! Why by hand: serde's derived visitors were ~87 KB of the suite module (BENCHMARKS.md, "Suite
-//! module size"); these impls are a `match` per type over non-generic helpers.
+//! The shape of every impl: start from the serde defaults (required fields hold a placeholder
+//! that allocates nothing), read each member straight into place, and let
+//! [`Reader::end_struct`] refuse a missing required field by its bit in the object's seen
+//! set. So an impl holds no per-field `Option` slots, and an error path drops one value.
+//! Why by hand at all: serde's derived visitors were ~87 KB of the suite module (BENCHMARKS.md,
+//! "Suite module size"); these impls are a `match` per type over non-generic helpers.
 
 use super::{Error, FromJson, Reader};
 use crate::breaker::{Breaker, BreakerConfig, BreakerSettings, ErrorRatio, Outcome};
@@ -20,25 +24,17 @@ use crate::matching::{HttpMatchRequest, StringMatch};
 use crate::router::{Destination, RouterConfig, Rule, VirtualHost};
 use crate::suite::SuiteConfig;
 
-/// `Some(value)` for a field that was set, read as its type reads.
-fn set<T: FromJson>(reader: &mut Reader<'_>) -> Result<Option<T>, Error> {
-    T::read(reader).map(Some)
-}
-
 // --- router -----------------------------------------------------------------------------------
 
 impl FromJson for RouterConfig {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["virtualHosts"];
-        let mut virtual_hosts = None;
+        let mut value = Self::default();
         let mut object = r.object("struct RouterConfig")?;
-        while let Some(_field) = r.field(&mut object, NAMES)? {
-            virtual_hosts = set(r)?;
+        while r.field(&mut object, NAMES)?.is_some() {
+            value.virtual_hosts = FromJson::read(r)?;
         }
-        let value = Self {
-            virtual_hosts: r.required(virtual_hosts, "virtualHosts")?,
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b1)?;
         Ok(value)
     }
 }
@@ -46,21 +42,16 @@ impl FromJson for RouterConfig {
 impl FromJson for VirtualHost {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["name", "domains", "rules"];
-        let (mut name, mut domains, mut rules) = (None, None, None);
+        let mut value = Self::default();
         let mut object = r.object("struct VirtualHost")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => name = set(r)?,
-                1 => domains = set(r)?,
-                _ => rules = set(r)?,
+                0 => value.name = r.string()?,
+                1 => value.domains = FromJson::read(r)?,
+                _ => value.rules = FromJson::read(r)?,
             }
         }
-        let value = Self {
-            name: r.required(name, "name")?,
-            domains: r.required(domains, "domains")?,
-            rules: rules.unwrap_or_default(),
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b011)?;
         Ok(value)
     }
 }
@@ -68,21 +59,20 @@ impl FromJson for VirtualHost {
 impl FromJson for Rule {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["name", "match", "route"];
-        let (mut name, mut match_, mut route) = (None, None, None);
+        let mut value = Self {
+            name: String::new(),
+            match_: Vec::new(),
+            route: Destination::Cluster(String::new()),
+        };
         let mut object = r.object("struct Rule")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => name = set(r)?,
-                1 => match_ = set(r)?,
-                _ => route = set(r)?,
+                0 => value.name = r.string()?,
+                1 => value.match_ = FromJson::read(r)?,
+                _ => value.route = FromJson::read(r)?,
             }
         }
-        let value = Self {
-            name: r.required(name, "name")?,
-            match_: match_.unwrap_or_default(),
-            route: r.required(route, "route")?,
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b101)?;
         Ok(value)
     }
 }
@@ -93,12 +83,12 @@ impl FromJson for Destination {
         if !wrapped {
             return Err(r.not_unit_variant());
         }
-        let cluster = r.string()?;
+        let name = r.string()?;
         r.end_object()?;
         Ok(if variant == 0 {
-            Self::Cluster(cluster)
+            Self::Cluster(name)
         } else {
-            Self::Split(cluster)
+            Self::Split(name)
         })
     }
 }
@@ -120,7 +110,6 @@ impl FromJson for HttpMatchRequest {
         ];
         let mut value = Self::default();
         let mut object = r.object("struct HttpMatchRequest")?;
-        // Every field has a default, so each is read straight into place.
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
                 0 => value.name = FromJson::read(r)?,
@@ -134,7 +123,7 @@ impl FromJson for HttpMatchRequest {
                 _ => value.port = FromJson::read(r)?,
             }
         }
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0)?;
         Ok(value)
     }
 }
@@ -144,7 +133,7 @@ impl FromJson for HttpMatchRequest {
 impl FromJson for StringMatch {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["exact", "prefix", "regex"];
-        let mut set_one: Option<StringMatch> = None;
+        let mut value = StringMatch::Present;
         let mut several = false;
         let mut object = r.object("struct StringMatchJson")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
@@ -152,20 +141,20 @@ impl FromJson for StringMatch {
             let Some(text) = Option::<String>::read(r)? else {
                 continue;
             };
-            several |= set_one.is_some();
-            set_one = Some(match field {
+            several |= !matches!(value, StringMatch::Present);
+            value = match field {
                 0 => StringMatch::Exact(text),
                 1 => StringMatch::Prefix(text),
                 _ => StringMatch::Regex(text),
-            });
+            };
         }
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0)?;
         if several {
             return Err(r.refuse(
                 "a StringMatch sets at most one of \"exact\", \"prefix\", \"regex\" ({} means any value)",
             ));
         }
-        Ok(set_one.unwrap_or(StringMatch::Present))
+        Ok(value)
     }
 }
 
@@ -174,21 +163,16 @@ impl FromJson for StringMatch {
 impl FromJson for CanaryConfig {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["afterRouter", "splits", "rules"];
-        let (mut after_router, mut splits, mut rules) = (None, None, None);
+        let mut value = Self::default();
         let mut object = r.object("struct CanaryConfig")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => after_router = set(r)?,
-                1 => splits = set(r)?,
-                _ => rules = set(r)?,
+                0 => value.after_router = r.boolean()?,
+                1 => value.splits = FromJson::read(r)?,
+                _ => value.rules = FromJson::read(r)?,
             }
         }
-        let value = Self {
-            after_router: after_router.unwrap_or_default(),
-            splits: r.required(splits, "splits")?,
-            rules: rules.unwrap_or_default(),
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b010)?;
         Ok(value)
     }
 }
@@ -196,26 +180,24 @@ impl FromJson for CanaryConfig {
 impl FromJson for Split {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["name", "members", "sticky", "schedule", "failover"];
-        let (mut name, mut members, mut sticky, mut schedule, mut failover) =
-            (None, None, None, None, None);
+        let mut value = Self {
+            name: String::new(),
+            members: Vec::new(),
+            sticky: None,
+            schedule: None,
+            failover: true,
+        };
         let mut object = r.object("struct Split")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => name = set(r)?,
-                1 => members = set(r)?,
-                2 => sticky = set(r)?,
-                3 => schedule = set(r)?,
-                _ => failover = set(r)?,
+                0 => value.name = r.string()?,
+                1 => value.members = FromJson::read(r)?,
+                2 => value.sticky = FromJson::read(r)?,
+                3 => value.schedule = FromJson::read(r)?,
+                _ => value.failover = r.boolean()?,
             }
         }
-        let value = Self {
-            name: r.required(name, "name")?,
-            members: r.required(members, "members")?,
-            sticky: sticky.flatten(),
-            schedule: schedule.flatten(),
-            failover: failover.unwrap_or(true),
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b00011)?;
         Ok(value)
     }
 }
@@ -223,19 +205,18 @@ impl FromJson for Split {
 impl FromJson for Member {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["cluster", "weight"];
-        let (mut cluster, mut weight) = (None, None);
+        let mut value = Self {
+            cluster: String::new(),
+            weight: 0,
+        };
         let mut object = r.object("struct Member")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => cluster = set(r)?,
-                _ => weight = set(r)?,
+                0 => value.cluster = r.string()?,
+                _ => value.weight = r.u32()?,
             }
         }
-        let value = Self {
-            cluster: r.required(cluster, "cluster")?,
-            weight: weight.unwrap_or_default(),
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b01)?;
         Ok(value)
     }
 }
@@ -253,7 +234,7 @@ impl FromJson for Sticky {
                 _ => value.set_cookie = FromJson::read(r)?,
             }
         }
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0)?;
         Ok(value)
     }
 }
@@ -261,21 +242,20 @@ impl FromJson for Sticky {
 impl FromJson for SetCookie {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["name", "ttl", "path"];
-        let (mut name, mut ttl, mut path) = (None, None, None);
+        let mut value = Self {
+            name: String::new(),
+            ttl: String::new(),
+            path: None,
+        };
         let mut object = r.object("struct SetCookie")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => name = set(r)?,
-                1 => ttl = set(r)?,
-                _ => path = set(r)?,
+                0 => value.name = r.string()?,
+                1 => value.ttl = r.string()?,
+                _ => value.path = FromJson::read(r)?,
             }
         }
-        let value = Self {
-            name: r.required(name, "name")?,
-            ttl: r.required(ttl, "ttl")?,
-            path: path.flatten(),
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b011)?;
         Ok(value)
     }
 }
@@ -283,19 +263,18 @@ impl FromJson for SetCookie {
 impl FromJson for Schedule {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["steps", "paused"];
-        let (mut steps, mut paused) = (None, None);
+        let mut value = Self {
+            steps: Vec::new(),
+            paused: false,
+        };
         let mut object = r.object("struct Schedule")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => steps = set(r)?,
-                _ => paused = set(r)?,
+                0 => value.steps = FromJson::read(r)?,
+                _ => value.paused = r.boolean()?,
             }
         }
-        let value = Self {
-            steps: r.required(steps, "steps")?,
-            paused: paused.unwrap_or_default(),
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b01)?;
         Ok(value)
     }
 }
@@ -303,19 +282,18 @@ impl FromJson for Schedule {
 impl FromJson for Step {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["weights", "hold"];
-        let (mut weights, mut hold) = (None, None);
+        let mut value = Self {
+            weights: Vec::new(),
+            hold: String::new(),
+        };
         let mut object = r.object("struct Step")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => weights = set(r)?,
-                _ => hold = set(r)?,
+                0 => value.weights = FromJson::read(r)?,
+                _ => value.hold = r.string()?,
             }
         }
-        let value = Self {
-            weights: r.required(weights, "weights")?,
-            hold: r.required(hold, "hold")?,
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b11)?;
         Ok(value)
     }
 }
@@ -323,19 +301,18 @@ impl FromJson for Step {
 impl FromJson for CanaryRule {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["match", "split"];
-        let (mut matches, mut split) = (None, None);
+        let mut value = Self {
+            matches: Vec::new(),
+            split: String::new(),
+        };
         let mut object = r.object("struct CanaryRule")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => matches = set(r)?,
-                _ => split = set(r)?,
+                0 => value.matches = FromJson::read(r)?,
+                _ => value.split = r.string()?,
             }
         }
-        let value = Self {
-            matches: matches.unwrap_or_default(),
-            split: r.required(split, "split")?,
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b10)?;
         Ok(value)
     }
 }
@@ -351,7 +328,7 @@ impl FromJson for FaultConfig {
             "headerFaults",
             "debugHeader",
         ];
-        // `max_active_faults` defaults to DEFAULT_MAX_ACTIVE_FAULTS, as in serde.
+        // `max_active_faults` defaults to DEFAULT_MAX_ACTIVE_FAULTS here as in serde.
         let mut value = Self::default();
         let mut object = r.object("struct FaultConfig")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
@@ -363,7 +340,7 @@ impl FromJson for FaultConfig {
                 _ => value.debug_header = r.boolean()?,
             }
         }
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0)?;
         Ok(value)
     }
 }
@@ -371,23 +348,22 @@ impl FromJson for FaultConfig {
 impl FromJson for FaultRule {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["rule", "match", "delay", "abort"];
-        let (mut rule, mut matches, mut delay, mut abort) = (None, None, None, None);
+        let mut value = Self {
+            rule: String::new(),
+            matches: Vec::new(),
+            delay: None,
+            abort: None,
+        };
         let mut object = r.object("struct FaultRule")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => rule = set(r)?,
-                1 => matches = set(r)?,
-                2 => delay = set(r)?,
-                _ => abort = set(r)?,
+                0 => value.rule = r.string()?,
+                1 => value.matches = FromJson::read(r)?,
+                2 => value.delay = FromJson::read(r)?,
+                _ => value.abort = FromJson::read(r)?,
             }
         }
-        let value = Self {
-            rule: r.required(rule, "rule")?,
-            matches: matches.unwrap_or_default(),
-            delay: delay.flatten(),
-            abort: abort.flatten(),
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b0001)?;
         Ok(value)
     }
 }
@@ -395,21 +371,20 @@ impl FromJson for FaultRule {
 impl FromJson for Delay {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["fixedDelay", "percentage", "percent"];
-        let (mut fixed_delay, mut percentage, mut percent) = (None, None, None);
+        let mut value = Self {
+            fixed_delay: String::new(),
+            percentage: None,
+            percent: None,
+        };
         let mut object = r.object("struct Delay")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => fixed_delay = set(r)?,
-                1 => percentage = set(r)?,
-                _ => percent = set(r)?,
+                0 => value.fixed_delay = r.string()?,
+                1 => value.percentage = FromJson::read(r)?,
+                _ => value.percent = FromJson::read(r)?,
             }
         }
-        let value = Self {
-            fixed_delay: r.required(fixed_delay, "fixedDelay")?,
-            percentage: percentage.flatten(),
-            percent: percent.flatten(),
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b001)?;
         Ok(value)
     }
 }
@@ -430,7 +405,7 @@ impl FromJson for Abort {
                 _ => value.percentage = FromJson::read(r)?,
             }
         }
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0)?;
         Ok(value)
     }
 }
@@ -438,39 +413,35 @@ impl FromJson for Abort {
 impl FromJson for Percent {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["value"];
-        let mut value = None;
+        let mut value = Self { value: 0.0 };
         let mut object = r.object("struct Percent")?;
-        while let Some(_field) = r.field(&mut object, NAMES)? {
-            value = Some(r.f64()?);
+        while r.field(&mut object, NAMES)?.is_some() {
+            value.value = r.f64()?;
         }
-        let percent = Self {
-            value: r.required(value, "value")?,
-        };
-        r.end_object()?;
-        Ok(percent)
+        r.end_struct(&object, NAMES, 0b1)?;
+        Ok(value)
     }
 }
 
 impl FromJson for HeaderFaults {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["trustedCidrs", "delay", "abort", "maxDelay"];
-        let (mut trusted_cidrs, mut delay, mut abort, mut max_delay) = (None, None, None, None);
+        let mut value = Self {
+            trusted_cidrs: Vec::new(),
+            delay: true,
+            abort: true,
+            max_delay: None,
+        };
         let mut object = r.object("struct HeaderFaults")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => trusted_cidrs = set(r)?,
-                1 => delay = set(r)?,
-                2 => abort = set(r)?,
-                _ => max_delay = set(r)?,
+                0 => value.trusted_cidrs = FromJson::read(r)?,
+                1 => value.delay = r.boolean()?,
+                2 => value.abort = r.boolean()?,
+                _ => value.max_delay = FromJson::read(r)?,
             }
         }
-        let value = Self {
-            trusted_cidrs: r.required(trusted_cidrs, "trustedCidrs")?,
-            delay: delay.unwrap_or(true),
-            abort: abort.unwrap_or(true),
-            max_delay: max_delay.flatten(),
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b0001)?;
         Ok(value)
     }
 }
@@ -490,14 +461,15 @@ impl FromJson for BreakerConfig {
                 _ => value.default = FromJson::read(r)?,
             }
         }
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0)?;
         Ok(value)
     }
 }
 
-/// The settings fields of [`Breaker`] and [`BreakerSettings`], in declaration order (a
-/// [`Breaker`] has `cluster` before them).
-const SETTINGS: [&str; 8] = [
+/// The fields of a [`Breaker`] in declaration order: `cluster`, then the [`BreakerSettings`]
+/// fields, which are those after it.
+const BREAKER: [&str; 9] = [
+    "cluster",
     "consecutiveErrors",
     "errorRatio",
     "interval",
@@ -508,21 +480,24 @@ const SETTINGS: [&str; 8] = [
     "maxConcurrentRequests",
 ];
 
-/// Reads settings field `index` of [`SETTINGS`] into `settings`, whose other fields hold the
-/// defaults ([`BreakerSettings::default`], the serde defaults of both types).
-fn read_setting(
+/// Reads the member at `index` of [`BREAKER`] (`cluster` or a setting) into place. A
+/// [`Breaker`] is read as its cluster plus [`BreakerSettings`] (whose `Default` is the serde
+/// defaults of both types), so the settings' code exists once.
+fn read_breaker_field(
     r: &mut Reader<'_>,
     index: usize,
+    cluster: &mut String,
     settings: &mut BreakerSettings,
 ) -> Result<(), Error> {
     match index {
-        0 => settings.consecutive_errors = FromJson::read(r)?,
-        1 => settings.error_ratio = FromJson::read(r)?,
-        2 => settings.interval = r.string()?,
-        3 => settings.base_ejection_time = r.string()?,
-        4 => settings.max_ejection_time = r.string()?,
-        5 => settings.half_open_probes = r.u32()?,
-        6 => settings.count_as = FromJson::read(r)?,
+        0 => *cluster = r.string()?,
+        1 => settings.consecutive_errors = FromJson::read(r)?,
+        2 => settings.error_ratio = FromJson::read(r)?,
+        3 => settings.interval = r.string()?,
+        4 => settings.base_ejection_time = r.string()?,
+        5 => settings.max_ejection_time = r.string()?,
+        6 => settings.half_open_probes = r.u32()?,
+        7 => settings.count_as = FromJson::read(r)?,
         _ => settings.max_concurrent_requests = FromJson::read(r)?,
     }
     Ok(())
@@ -530,61 +505,46 @@ fn read_setting(
 
 impl FromJson for BreakerSettings {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let names = BREAKER.get(1..).unwrap_or_default();
         let mut value = Self::default();
         let mut object = r.object("struct BreakerSettings")?;
-        while let Some(field) = r.field(&mut object, &SETTINGS)? {
-            read_setting(r, field, &mut value)?;
+        while let Some(field) = r.field(&mut object, names)? {
+            read_breaker_field(r, field + 1, &mut String::new(), &mut value)?;
         }
-        r.end_object()?;
+        r.end_struct(&object, names, 0)?;
         Ok(value)
     }
 }
 
 impl FromJson for Breaker {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
-        const NAMES: &[&str] = &[
-            "cluster",
-            "consecutiveErrors",
-            "errorRatio",
-            "interval",
-            "baseEjectionTime",
-            "maxEjectionTime",
-            "halfOpenProbes",
-            "countAs",
-            "maxConcurrentRequests",
-        ];
-        let mut cluster: Option<String> = None;
+        let mut cluster = String::new();
         let mut settings = BreakerSettings::default();
         let mut object = r.object("struct Breaker")?;
-        while let Some(field) = r.field(&mut object, NAMES)? {
-            match field.checked_sub(1) {
-                None => cluster = set(r)?,
-                Some(setting) => read_setting(r, setting, &mut settings)?,
-            }
+        while let Some(field) = r.field(&mut object, &BREAKER)? {
+            read_breaker_field(r, field, &mut cluster, &mut settings)?;
         }
-        let value = Self::new(r.required(cluster, "cluster")?, settings);
-        r.end_object()?;
-        Ok(value)
+        r.end_struct(&object, &BREAKER, 0b1)?;
+        Ok(Self::new(cluster, settings))
     }
 }
 
 impl FromJson for ErrorRatio {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["thresholdPercent", "minRequestVolume"];
-        let (mut threshold_percent, mut min_request_volume) = (None, None);
+        let mut value = Self {
+            threshold_percent: 0,
+            // breaker.rs `default_min_request_volume` (private there); the tests below pin it.
+            min_request_volume: 20,
+        };
         let mut object = r.object("struct ErrorRatio")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => threshold_percent = set(r)?,
-                _ => min_request_volume = set(r)?,
+                0 => value.threshold_percent = r.u32()?,
+                _ => value.min_request_volume = r.u32()?,
             }
         }
-        let value = Self {
-            threshold_percent: r.required(threshold_percent, "thresholdPercent")?,
-            // breaker.rs `default_min_request_volume` (private there); the tests below pin it.
-            min_request_volume: min_request_volume.unwrap_or(20),
-        };
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b01)?;
         Ok(value)
     }
 }
@@ -618,19 +578,17 @@ impl FromJson for Outcome {
 impl FromJson for SuiteConfig {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         const NAMES: &[&str] = &["router", "canary", "fault", "breaker"];
-        let mut router = None;
         let mut value = Self::default();
         let mut object = r.object("struct SuiteConfig")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
             match field {
-                0 => router = set(r)?,
+                0 => value.router = FromJson::read(r)?,
                 1 => value.canary = FromJson::read(r)?,
                 2 => value.fault = FromJson::read(r)?,
                 _ => value.breaker = FromJson::read(r)?,
             }
         }
-        value.router = r.required(router, "router")?;
-        r.end_object()?;
+        r.end_struct(&object, NAMES, 0b0001)?;
         Ok(value)
     }
 }
