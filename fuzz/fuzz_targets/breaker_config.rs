@@ -4,8 +4,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use sluice_core::breaker::{BreakerConfig, BreakerState, is_open};
+use sluice_core::json;
 
 fuzz_target!(|data: &[u8]| {
+    // The filter's hand-written reader and the serde derive agree on every input.
+    assert_eq!(
+        json::from_slice::<BreakerConfig>(data),
+        json::serde_from_slice::<BreakerConfig>(data)
+    );
     if let Ok(config) = BreakerConfig::from_json(data)
         && let Ok(compiled) = config.compile()
     {

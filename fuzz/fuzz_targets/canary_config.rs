@@ -2,12 +2,18 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice_core::canary::CompiledCanary;
+use sluice_core::canary::{CanaryConfig, CompiledCanary};
+use sluice_core::json;
 
 mod request;
 
 fuzz_target!(|data: &[u8]| {
     let (config, req) = request::split_config(data);
+    // The filter's hand-written reader and the serde derive agree on every input.
+    assert_eq!(
+        json::from_slice::<CanaryConfig>(config),
+        json::serde_from_slice::<CanaryConfig>(config)
+    );
     if let Ok(canary) = CompiledCanary::from_json(config) {
         let host = request::request_from(req);
         if let Some(split) = canary.rule_split(&host) {
