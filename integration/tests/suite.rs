@@ -394,6 +394,52 @@ fn an_ejected_member_gets_its_share_back_when_the_ejection_ends() {
 }
 
 #[test]
+fn an_outcome_the_client_ended_neither_counts_nor_resets_the_error_streak() {
+    // A request whose client leaves is ignored (response flag `DC`): holding no slot and no
+    // probe, it changes no breaker state, so `on_log` reads neither `response.code` nor the
+    // state for it. Two errors, a client that gives up, a third error: exactly the third
+    // trips. Counted as a success, the leaver would reset the streak (no trip); counted as an
+    // error, the third request would be refused open instead of reaching v2.
+    let (v1, v2) = (Upstream::start("shop-v1"), Upstream::start("shop-v2"));
+    let envoy = start(&v1, &v2, &config(1000));
+    v2.set_behavior(Behavior::Status(500));
+    for _ in 0..2 {
+        let r = get(&envoy, &[("x-tester", "yes")]);
+        assert_eq!((r.status, r.served_by()), (500, Some("shop-v2")));
+    }
+    v2.set_behavior(Behavior::Delay(Duration::from_secs(3)));
+    let gone =
+        client::send(&request(&envoy, &[("x-tester", "yes")]).timeout(Duration::from_millis(300)));
+    assert!(gone.is_err(), "the client gave up first: {gone:?}");
+    // The stream is torn down (and its outcome logged) with its connection.
+    envoy
+        .wait_for_stat(
+            "http.ingress.downstream_cx_destroy_remote_active_rq",
+            |v| v == 1,
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(stat(&envoy, "sluice.breaker.cluster.shop-v2.trips"), 0);
+
+    v2.set_behavior(Behavior::Status(500));
+    let r = get(&envoy, &[("x-tester", "yes")]);
+    assert_eq!(
+        (r.status, r.served_by()),
+        (500, Some("shop-v2")),
+        "the third error reaches v2: the leaver did not count as an error"
+    );
+    assert_eq!(
+        stat(&envoy, "sluice.breaker.cluster.shop-v2.trips"),
+        1,
+        "the third error trips: the leaver did not reset the streak"
+    );
+    let r = get(&envoy, &[("x-tester", "yes")]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header_str(REJECT_HEADER), Some("shop-v2 open"));
+    assert_eq!(v2.request_count(), 4);
+}
+
+#[test]
 fn batched_counters_are_published_without_breakers_or_schedules() {
     // No breaker and no schedule: no housekeeping tick, so the first increment after a flush
     // must start the worker's tick itself, and the tick stops again once all is published.

@@ -739,6 +739,16 @@ pub struct Ticket {
     pub generation: u32,
 }
 
+impl Ticket {
+    /// Whether recording `verdict` with this ticket can change any breaker state. An ignored
+    /// outcome (client gone, fault abort, Envoy's own overflow, no response) of a request that
+    /// holds no in-flight slot and is no probe changes nothing in any state, so the caller may
+    /// skip reading the shared state at all.
+    pub fn records_anything(self, verdict: Verdict) -> bool {
+        verdict != Verdict::Ignored || self.probe || self.holds_slot
+    }
+}
+
 /// The admission decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -1054,6 +1064,21 @@ pub fn classify(code: Option<u32>, flags: u64, count_as: OutcomeSet) -> Verdict 
         return Verdict::Ignored;
     }
     Verdict::Success
+}
+
+/// [`classify`] with the response code asked for only when the flags leave the verdict open:
+/// a flag saying Envoy or the client ended the request makes it [`Verdict::Ignored`] whatever
+/// the code, which saves the caller the `response.code` host call. `code` is called at most
+/// once.
+pub fn classify_with_code(
+    flags: u64,
+    code: impl FnOnce() -> Option<u32>,
+    count_as: OutcomeSet,
+) -> Verdict {
+    if flags & NOT_THE_UPSTREAMS_FAULT != 0 {
+        return Verdict::Ignored;
+    }
+    classify(code(), flags, count_as)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1571,6 +1596,100 @@ mod tests {
         assert!(!is_open_with_clock(None, clock));
         assert!(!is_open_with_clock(Some(b"junk"), clock));
         assert_eq!(reads.get(), 0);
+    }
+
+    #[test]
+    fn classify_with_code_reads_the_code_only_when_the_flags_leave_it_open() {
+        use response_flags as f;
+        let all_flags = [
+            0,
+            f::UPSTREAM_CONNECTION_FAILURE,
+            f::UPSTREAM_REMOTE_RESET,
+            f::UPSTREAM_REQUEST_TIMEOUT,
+            f::DOWNSTREAM_CONNECTION_TERMINATION,
+            f::DOWNSTREAM_REMOTE_RESET,
+            f::FAULT_INJECTED,
+            f::UPSTREAM_OVERFLOW,
+            f::NO_ROUTE_FOUND,
+            f::DOWNSTREAM_CONNECTION_TERMINATION | f::UPSTREAM_CONNECTION_FAILURE,
+        ];
+        let policies = [
+            consecutive(2),
+            policy(
+                r#"{"consecutiveErrors": 2, "countAs": ["gateway-error", "reset", "connect-failure"]}"#,
+            ),
+        ];
+        for p in &policies {
+            for flags in all_flags {
+                for code in [None, Some(0), Some(200), Some(404), Some(500), Some(503)] {
+                    let reads = Cell::new(0);
+                    let verdict = classify_with_code(
+                        flags,
+                        || {
+                            reads.set(reads.get() + 1);
+                            code
+                        },
+                        p.count_as,
+                    );
+                    assert_eq!(
+                        verdict,
+                        classify(code, flags, p.count_as),
+                        "{flags:#x} {code:?}"
+                    );
+                    let decided_by_flags = flags & NOT_THE_UPSTREAMS_FAULT != 0;
+                    assert_eq!(reads.get(), usize::from(!decided_by_flags), "{flags:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_ignored_outcome_without_slot_or_probe_records_nothing_in_any_state() {
+        let limited = policy(
+            r#"{"consecutiveErrors": 2, "maxConcurrentRequests": 3,
+                "errorRatio": {"thresholdPercent": 50, "minRequestVolume": 4},
+                "interval": "10s", "baseEjectionTime": "1s"}"#,
+        );
+        let plain = Ticket {
+            probe: false,
+            holds_slot: false,
+            generation: 1,
+        };
+        for phase in [Phase::Closed, Phase::Open, Phase::HalfOpen] {
+            let state = BreakerState {
+                phase,
+                generation: 1,
+                consecutive_errors: 1,
+                probes_in_flight: 1,
+                in_flight: 2,
+                window_requests: 3,
+                window_errors: 1,
+                ..BreakerState::default()
+            };
+            for p in [&consecutive(2), &limited] {
+                assert!(!plain.records_anything(Verdict::Ignored));
+                assert_eq!(
+                    state.record(p, plain, Verdict::Ignored, 5_000),
+                    (Transition::None, None),
+                    "{phase:?}"
+                );
+                // Anything else may change the state, so it must be recorded.
+                assert!(plain.records_anything(Verdict::Success));
+                assert!(plain.records_anything(Verdict::Failure));
+                for ticket in [
+                    Ticket {
+                        probe: true,
+                        ..plain
+                    },
+                    Ticket {
+                        holds_slot: true,
+                        ..plain
+                    },
+                ] {
+                    assert!(ticket.records_anything(Verdict::Ignored));
+                }
+            }
+        }
     }
 
     #[test]

@@ -201,12 +201,19 @@ pub fn admit_with_clock(
 
 /// Records an admitted request's outcome (`response.code`, `response.flags`) in its breaker and
 /// gives its ticket back; logs trips and closings. The clock is read only when the outcome or
-/// the gauges need it ([`BreakerState::record_with_clock`]). Runs in `on_log`, once per stream whatever
-/// ended it.
+/// the gauges need it ([`BreakerState::record_with_clock`]). Runs in `on_log`, once per stream
+/// whatever ended it.
+///
+/// An outcome the flags already make ignored (client gone, Envoy's overflow, ...) needs no
+/// `response.code`, and when its request holds no slot and is no probe it changes no state,
+/// so nothing more is read ([`breaker::classify_with_code`], [`Ticket::records_anything`]).
 pub fn record_outcome(filter: &str, guard: &Guard, ticket: Ticket) {
-    let code = property_u64(&["response", "code"]).and_then(|c| u32::try_from(c).ok());
     let flags = property_u64(&["response", "flags"]).unwrap_or(0);
-    let verdict = breaker::classify(code, flags, guard.policy.count_as);
+    let code = || property_u64(&["response", "code"]).and_then(|c| u32::try_from(c).ok());
+    let verdict = breaker::classify_with_code(flags, code, guard.policy.count_as);
+    if !ticket.records_anything(verdict) {
+        return;
+    }
     // The clock is read only if the outcome uses it (a window, a trip, a closing) or the
     // gauges are published; a success on a clean closed breaker never does, one host call
     // saved per healthy request. Read once at most, even across CAS retries.
