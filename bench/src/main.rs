@@ -24,8 +24,9 @@ struct Args {
     /// Seconds of load sent first and not recorded.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Keep-alive connections, each on its own thread.
-    #[arg(long, default_value_t = 8)]
+    /// Keep-alive connections in the pool (one request in flight on each; a due request takes
+    /// an idle one).
+    #[arg(long, default_value_t = 64)]
     connections: u32,
     /// `Host` header.
     #[arg(long, default_value = "bench")]
