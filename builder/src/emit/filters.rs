@@ -11,6 +11,7 @@ use sluice_core::breaker::{Breaker, BreakerConfig};
 use sluice_core::canary::{CanaryConfig, CompiledCanary};
 use sluice_core::fault::config::{DEFAULT_MAX_ACTIVE_FAULTS, FaultConfig};
 use sluice_core::fault::plan::FaultPlan;
+use sluice_core::json::FromJson;
 use sluice_core::router::{CompiledRouter, RouterConfig};
 use sluice_core::suite::SuiteConfig;
 
@@ -169,6 +170,16 @@ impl PluginConfigs {
     }
 }
 
-fn to_json(config: &impl serde::Serialize) -> Result<String, String> {
-    serde_json::to_string(config).map_err(|e| e.to_string())
+/// The config as JSON, read back with the reader the filter itself uses
+/// (`sluice_core::json::from_slice`): every config the builder emits is one the filter's
+/// `on_configure` reads, to the same value (so every builder test also checks that).
+fn to_json<T: serde::Serialize + FromJson + PartialEq>(config: &T) -> Result<String, String> {
+    let json = serde_json::to_string(config).map_err(|e| e.to_string())?;
+    match sluice_core::json::from_slice::<T>(json.as_bytes()) {
+        Ok(read) if read == *config => Ok(json),
+        Ok(_) => Err(format!(
+            "internal error: the filter would read this config with other values: {json}"
+        )),
+        Err(e) => Err(format!("the filter would refuse this config: {e}: {json}")),
+    }
 }
