@@ -11,7 +11,7 @@
 //! Times are nanoseconds on the host clock; the timer has millisecond resolution, so periods
 //! round up and a delay ends between its deadline and about a millisecond later.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// What the caller must do with the root context's tick period.
@@ -28,9 +28,15 @@ pub enum TimerChange {
 const NANOS_PER_MILLI: u64 = 1_000_000;
 
 /// Pending delays (`context id -> payload`), earliest deadline first.
+///
+/// A deque sorted by `(deadline, context id)` rather than a `BTreeMap`: a B-tree with removal
+/// is ~9 KB of wasm per key/value type, a sorted deque a few hundred bytes. Inserting costs a
+/// binary search and a shift of the later entries, which are few: deadlines mostly arrive in
+/// order (a rule's fixed delay added to a clock that only grows), so a new one lands at or near
+/// the back; due delays leave from the front without moving the rest.
 #[derive(Debug)]
 pub struct DelayQueue<T> {
-    pending: BTreeMap<(u64, u32), T>,
+    pending: VecDeque<((u64, u32), T)>,
     /// The armed period in ms and when the timer fires next (ns); `None` while off.
     armed: Option<(u64, u64)>,
 }
@@ -38,7 +44,7 @@ pub struct DelayQueue<T> {
 impl<T> Default for DelayQueue<T> {
     fn default() -> Self {
         Self {
-            pending: BTreeMap::new(),
+            pending: VecDeque::new(),
             armed: None,
         }
     }
@@ -62,13 +68,22 @@ impl<T> DelayQueue<T> {
 
     /// Whether `context_id` is still waiting for `deadline` (not yet taken by a tick).
     pub fn contains(&self, context_id: u32, deadline: u64) -> bool {
-        self.pending.contains_key(&(deadline, context_id))
+        self.position(deadline, context_id).is_ok()
     }
 
     /// Parks `context_id` until `deadline` (ns). Re-arms the timer only when this deadline is
     /// earlier than the next tick.
     pub fn insert(&mut self, context_id: u32, deadline: u64, payload: T, now: u64) -> TimerChange {
-        self.pending.insert((deadline, context_id), payload);
+        match self.position(deadline, context_id) {
+            // The same stream parked twice for the same deadline: the later payload wins, as
+            // a map insertion would have it.
+            Ok(at) => {
+                if let Some(entry) = self.pending.get_mut(at) {
+                    entry.1 = payload;
+                }
+            }
+            Err(at) => self.pending.insert(at, ((deadline, context_id), payload)),
+        }
         match self.armed {
             Some((_, fires_at)) if fires_at <= deadline => TimerChange::Keep,
             _ => self.arm_for(deadline, now),
@@ -78,7 +93,11 @@ impl<T> DelayQueue<T> {
     /// Forgets a pending delay (the stream ended early). Returns its payload, if it was still
     /// pending. Switches the timer off when nothing is left.
     pub fn remove(&mut self, context_id: u32, deadline: u64) -> (Option<T>, TimerChange) {
-        let payload = self.pending.remove(&(deadline, context_id));
+        let payload = self
+            .position(deadline, context_id)
+            .ok()
+            .and_then(|at| self.pending.remove(at))
+            .map(|(_, payload)| payload);
         let change = if self.pending.is_empty() && self.armed.is_some() {
             self.armed = None;
             TimerChange::Off
@@ -93,14 +112,15 @@ impl<T> DelayQueue<T> {
     /// of the queue, because resuming can re-enter the filter.
     pub fn take_due(&mut self, now: u64) -> (Vec<(u32, T)>, TimerChange) {
         let mut due = Vec::new();
-        while let Some(entry) = self.pending.first_entry() {
-            if entry.key().0 > now {
+        while let Some(((deadline, _), _)) = self.pending.front() {
+            if *deadline > now {
                 break;
             }
-            let ((_, context_id), payload) = entry.remove_entry();
-            due.push((context_id, payload));
+            if let Some(((_, context_id), payload)) = self.pending.pop_front() {
+                due.push((context_id, payload));
+            }
         }
-        let change = match self.pending.first_key_value() {
+        let change = match self.pending.front() {
             None => {
                 if self.armed.take().is_some() {
                     TimerChange::Off
@@ -108,7 +128,7 @@ impl<T> DelayQueue<T> {
                     TimerChange::Keep
                 }
             }
-            Some((&(deadline, _), _)) => {
+            Some(&((deadline, _), _)) => {
                 let period_ms = period_ms(deadline, now);
                 match self.armed {
                     // Envoy re-arms with the current period after on_tick: nothing to do.
@@ -121,6 +141,12 @@ impl<T> DelayQueue<T> {
             }
         };
         (due, change)
+    }
+
+    /// Where `(deadline, context_id)` is (`Ok`) or would be inserted (`Err`).
+    fn position(&self, deadline: u64, context_id: u32) -> Result<usize, usize> {
+        self.pending
+            .binary_search_by(|(key, _)| key.cmp(&(deadline, context_id)))
     }
 
     fn arm_for(&mut self, deadline: u64, now: u64) -> TimerChange {
