@@ -281,7 +281,13 @@ spec:
         .and_then(|c| c.compile())
         .expect("breaker accepts");
     assert!(compiled.after_router);
-    let errors = |cluster: &str| compiled.by_cluster[cluster].consecutive_errors;
+    let errors = |cluster: &str| {
+        assert!(
+            compiled.clusters().any(|c| c == cluster),
+            "{cluster} listed"
+        );
+        compiled.policy_for(cluster).unwrap().consecutive_errors
+    };
     assert_eq!(errors("outbound|8000|v1|shop"), Some(5));
     assert_eq!(
         errors("outbound|8000|v2|shop"),

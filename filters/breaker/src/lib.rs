@@ -33,8 +33,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use sluice_core::breaker::{BreakerConfig, CompiledBreakers, Ticket};
-use sluice_glue::breaker::{Admission, Guard, admit, record_outcome};
-use sluice_glue::{Immediate, log, now_ms};
+use sluice_glue::breaker::{Admission, Guard, admit_with_clock, record_outcome};
+use sluice_glue::{Immediate, LazyClock, log, now_ms};
 
 sluice_glue::root_context!(BreakerRoot);
 
@@ -101,7 +101,7 @@ impl RootContext for BreakerRoot {
         // Create the listed clusters' keys now, before traffic, so that request-time updates
         // always compare-and-set, and define their metrics so they show up at zero.
         let now = now_ms();
-        let listed: Vec<String> = shared.config.by_cluster.keys().cloned().collect();
+        let listed: Vec<String> = shared.config.clusters().map(str::to_owned).collect();
         for cluster in listed {
             if let Some(entry) = shared.entry(&cluster) {
                 entry.prepare(FILTER, now);
@@ -166,7 +166,7 @@ impl HttpContext for BreakerHttp {
         let Some(entry) = shared.entry(&cluster) else {
             return Action::Continue;
         };
-        match admit(FILTER, &entry, None, now_ms(), &Immediate) {
+        match admit_with_clock(FILTER, &entry, None, &LazyClock::default(), &Immediate) {
             Admission::Admitted(ticket) => {
                 self.admitted = Some((entry, ticket));
                 Action::Continue

@@ -37,7 +37,7 @@
 //! an in-flight slot gives it back exactly once, when the stream ends (`on_log`), whatever
 //! happened to it (reset, timeout, local reply).
 
-use std::collections::BTreeMap;
+use crate::unique::FirstSeen;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -442,22 +442,46 @@ impl Policy {
 }
 
 /// A validated [`BreakerConfig`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CompiledBreakers {
     /// See [`BreakerConfig::after_router`].
     pub after_router: bool,
     /// The header read for the cluster when `after_router` (lower case).
     pub cluster_header: String,
-    /// Policies of the listed clusters.
-    pub by_cluster: BTreeMap<String, Policy>,
+    /// Policies of the listed clusters, in config order.
+    by_cluster: Vec<(String, Policy)>,
+    /// Where each listed cluster is in `by_cluster`. A [`FirstSeen`] rather than a `BTreeMap`:
+    /// the modules already carry its map code, a B-tree of policies was ~4.4 KB of wasm.
+    index: FirstSeen,
     /// Policy for any other cluster.
     pub default: Option<Policy>,
 }
 
+impl PartialEq for CompiledBreakers {
+    fn eq(&self, other: &Self) -> bool {
+        // `index` is derived from `by_cluster`.
+        self.after_router == other.after_router
+            && self.cluster_header == other.cluster_header
+            && self.by_cluster == other.by_cluster
+            && self.default == other.default
+    }
+}
+
+impl Eq for CompiledBreakers {}
+
 impl CompiledBreakers {
     /// The policy guarding `cluster`, if any.
     pub fn policy_for(&self, cluster: &str) -> Option<&Policy> {
-        self.by_cluster.get(cluster).or(self.default.as_ref())
+        self.index
+            .get(cluster)
+            .and_then(|i| self.by_cluster.get(i))
+            .map(|(_, policy)| policy)
+            .or(self.default.as_ref())
+    }
+
+    /// The listed clusters, in config order.
+    pub fn clusters(&self) -> impl Iterator<Item = &str> {
+        self.by_cluster.iter().map(|(cluster, _)| cluster.as_str())
     }
 }
 
@@ -492,18 +516,20 @@ impl BreakerConfig {
                 h.clone()
             }
         };
-        let mut by_cluster = BTreeMap::new();
+        let mut by_cluster = Vec::with_capacity(self.breakers.len());
+        let mut index = FirstSeen::new();
         for (i, breaker) in self.breakers.iter().enumerate() {
             if breaker.cluster.is_empty() {
                 return Err(ConfigError(format!("breakers[{i}].cluster is empty")));
             }
             let what = format!("breakers[{i}] (cluster {:?})", breaker.cluster);
             let policy = Policy::compile(&breaker.settings(), &what)?;
-            if by_cluster.insert(breaker.cluster.clone(), policy).is_some() {
+            if index.insert(&breaker.cluster, by_cluster.len()).is_some() {
                 return Err(ConfigError(format!(
                     "{what}: cluster listed twice; merge the two breakers"
                 )));
             }
+            by_cluster.push((breaker.cluster.clone(), policy));
         }
         let default = match &self.default {
             Some(settings) => Some(Policy::compile(settings, "default")?),
@@ -518,6 +544,7 @@ impl BreakerConfig {
             after_router: self.after_router,
             cluster_header,
             by_cluster,
+            index,
             default,
         })
     }

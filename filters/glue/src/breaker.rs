@@ -132,18 +132,6 @@ pub enum Admission {
     FailedOpen,
 }
 
-/// Breaker admission on the current (or effective) stream at `now_ms` (see
-/// [`admit_with_clock`]).
-pub fn admit(
-    filter: &str,
-    guard: &Guard,
-    snapshot: Option<Snapshot>,
-    now_ms: u64,
-    counts: &impl Counts,
-) -> Admission {
-    admit_with_clock(filter, guard, snapshot, &LazyClock::at(now_ms), counts)
-}
-
 /// Breaker admission on the current (or effective) stream. `snapshot`: this breaker's state as
 /// the callback already read it, if it did (saves the read; a write is still CAS-checked).
 /// `clock` is read only when the decision or the gauges need the time: an open breaker's

@@ -182,7 +182,7 @@ fn runtime(suite: CompiledSuite) -> Runtime {
     // Guards of listed clusters that no rule or split reaches still show up at zero, as in
     // the breaker filter.
     if let Some(breakers) = &suite.breaker {
-        for cluster in breakers.by_cluster.keys() {
+        for cluster in breakers.clusters() {
             guard_of(cluster);
         }
     }
