@@ -1,6 +1,6 @@
 //! `sluice build`: the four filters (or, with `--suite`, the one suite module that `sluice
 //! generate --suite` loads) compiled for `wasm32-wasip1` in release, optionally shrunk with
-//! `wasm-opt -Oz` (Debian's binaryen), copied to one output directory and optionally packaged as
+//! Debian's binaryen ([`optimize_module`]: unused exports dropped, `wasm-opt -Oz`), copied to one output directory and optionally packaged as
 //! an OCI image layout for Istio ([`crate::oci`]).
 //!
 //! The modules land in their own directory (`target/sluice-build/` by default), never back in
@@ -137,8 +137,8 @@ pub fn build(
         let target = options.out_dir.join(&file);
         let mut optimized_size = None;
         if wasm_opt_available {
-            progress(&format!("wasm-opt -Oz {file}"));
-            run_wasm_opt(&source, &target)?;
+            progress(&format!("wasm-metadce + wasm-opt -Oz {file}"));
+            optimize_module(&source, &target)?;
             optimized_size = Some(file_size(&target)?);
         } else {
             write_atomically(&target, &cargo_bytes)?;
@@ -200,31 +200,152 @@ pub fn wasm_opt_version() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn run_wasm_opt(input: &Path, output: &Path) -> Result<(), String> {
+/// WebAssembly features rustc 1.95 enables for wasm32-wasip1; binaryen 108 (Debian 12) must be
+/// told, or it refuses the module.
+pub const WASM_FEATURES: [&str; 6] = [
+    "--enable-bulk-memory",
+    "--enable-sign-ext",
+    "--enable-nontrapping-float-to-int",
+    "--enable-mutable-globals",
+    "--enable-multivalue",
+    "--enable-reference-types",
+];
+
+/// The exports Envoy calls an HTTP filter's module through (proxy-wasm ABI 0.2.1), kept by
+/// [`optimize_module`].
+pub const HTTP_FILTER_EXPORTS: [&str; 17] = [
+    "memory",
+    "_initialize",
+    "proxy_abi_version_0_2_1",
+    "proxy_on_memory_allocate",
+    "proxy_on_vm_start",
+    "proxy_on_configure",
+    "proxy_on_tick",
+    "proxy_on_context_create",
+    "proxy_on_request_headers",
+    "proxy_on_request_body",
+    "proxy_on_request_trailers",
+    "proxy_on_response_headers",
+    "proxy_on_response_body",
+    "proxy_on_response_trailers",
+    "proxy_on_log",
+    "proxy_on_done",
+    "proxy_on_delete",
+];
+
+/// The SDK's exports no sluice module is called through, dropped by [`optimize_module`]:
+/// network-filter callbacks (the modules are HTTP filters), the answers to HTTP/gRPC callouts,
+/// shared queues and foreign functions (none is ever started). Envoy skips a callback a module
+/// does not export.
+pub const UNUSED_EXPORTS: [&str; 12] = [
+    "proxy_on_new_connection",
+    "proxy_on_downstream_data",
+    "proxy_on_downstream_connection_close",
+    "proxy_on_upstream_data",
+    "proxy_on_upstream_connection_close",
+    "proxy_on_http_call_response",
+    "proxy_on_grpc_receive_initial_metadata",
+    "proxy_on_grpc_receive",
+    "proxy_on_grpc_receive_trailing_metadata",
+    "proxy_on_grpc_close",
+    "proxy_on_queue_ready",
+    "proxy_on_foreign_function",
+];
+
+/// Shrinks one module with binaryen, `input` to `output` (they may be the same file; `output`
+/// is replaced by a rename, never written through, so a reader never sees half a module and
+/// cargo's hard-linked copy in `deps/` stays its original):
+/// 1. the SDK's exports no HTTP filter is called through ([`UNUSED_EXPORTS`]) are dropped with
+///    `wasm-metadce`, and with them the dispatch code only they reach (about 9-10 KB a
+///    module). An export in neither list (a new SDK callback) is an error: it must be
+///    classified, never dropped silently;
+/// 2. `wasm-opt -Oz`.
+pub fn optimize_module(input: &Path, output: &Path) -> Result<(), String> {
+    let exports = exports_of(input)?;
+    if let Some(unknown) = exports.iter().find(|name| {
+        !HTTP_FILTER_EXPORTS.contains(&name.as_str()) && !UNUSED_EXPORTS.contains(&name.as_str())
+    }) {
+        return Err(format!(
+            "{} exports {unknown:?}, which sluice does not know\n  hint: add it to \
+             HTTP_FILTER_EXPORTS (Envoy calls it) or UNUSED_EXPORTS in builder/src/build.rs",
+            input.display()
+        ));
+    }
+    if let Some(missing) = HTTP_FILTER_EXPORTS
+        .iter()
+        .find(|name| !exports.iter().any(|e| e == *name))
+    {
+        return Err(format!(
+            "{} does not export {missing}: not a proxy-wasm HTTP filter built by this SDK",
+            input.display()
+        ));
+    }
+    let graph = serde_json::Value::Array(
+        HTTP_FILTER_EXPORTS
+            .iter()
+            .map(|name| {
+                serde_json::json!({"name": format!("export:{name}"), "export": name, "root": true})
+            })
+            .collect(),
+    );
+    let graph_file = output.with_extension("metadce.json");
+    let trimmed = output.with_extension("trim.wasm");
     let staging = output.with_extension("wasm.tmp");
-    let out = Command::new("wasm-opt")
-        // Rust's wasm32-wasip1 output uses these post-MVP features; wasm-opt must keep them.
-        .args([
-            "-Oz",
-            "--enable-bulk-memory",
-            "--enable-sign-ext",
-            "--enable-nontrapping-float-to-int",
-            "--enable-mutable-globals",
-        ])
-        .arg(input)
-        .arg("-o")
-        .arg(&staging)
+    std::fs::write(&graph_file, graph.to_string())
+        .map_err(|e| format!("cannot write {}: {e}", graph_file.display()))?;
+    let outcome = binaryen(
+        Command::new("wasm-metadce")
+            .args(WASM_FEATURES)
+            .arg(input)
+            .arg("--graph-file")
+            .arg(&graph_file)
+            .arg("-o")
+            .arg(&trimmed),
+    )
+    .and_then(|_| {
+        binaryen(
+            Command::new("wasm-opt")
+                .arg("-Oz")
+                .args(WASM_FEATURES)
+                .arg(&trimmed)
+                .arg("-o")
+                .arg(&staging),
+        )
+    })
+    .and_then(|_| {
+        std::fs::rename(&staging, output)
+            .map_err(|e| format!("cannot move {} into place: {e}", staging.display()))
+    });
+    for leftover in [&graph_file, &trimmed, &staging] {
+        let _ = std::fs::remove_file(leftover);
+    }
+    outcome
+}
+
+/// The names a module exports, from binaryen's text form (`wasm-dis`).
+fn exports_of(module: &Path) -> Result<Vec<String>, String> {
+    let text = binaryen(Command::new("wasm-dis").args(WASM_FEATURES).arg(module))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("(export \""))
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Runs a binaryen tool; its stdout on success, its stderr in the error.
+fn binaryen(command: &mut Command) -> Result<String, String> {
+    let shown = format!("{command:?}");
+    let out = command
         .output()
-        .map_err(|e| format!("cannot run wasm-opt: {e}"))?;
+        .map_err(|e| format!("cannot run {shown}: {e}\n  hint: apt-get install binaryen"))?;
     if !out.status.success() {
         return Err(format!(
-            "wasm-opt -Oz {} failed: {}",
-            input.display(),
+            "{shown} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    std::fs::rename(&staging, output)
-        .map_err(|e| format!("cannot move {} into place: {e}", staging.display()))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn file_size(path: &Path) -> Result<u64, String> {
@@ -307,6 +428,72 @@ pub fn table(report: &BuildReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A module in binaryen's text form exporting `exports`, each its own function that
+    /// calls a helper of its own (so dropping an export shows as dropped code too).
+    fn assembled(dir: &Path, exports: &[&str]) -> PathBuf {
+        let mut wat = String::from("(module\n (memory $m 1)\n (export \"memory\" (memory $m))\n");
+        for (i, name) in exports.iter().filter(|n| **n != "memory").enumerate() {
+            wat.push_str(&format!(
+                " (func $helper{i} (result i32) (i32.const {i}))\n \
+                 (func $f{i} (result i32) (i32.add (call $helper{i}) (i32.const 1)))\n \
+                 (export \"{name}\" (func $f{i}))\n"
+            ));
+        }
+        wat.push(')');
+        let text = dir.join("module.wat");
+        std::fs::write(&text, wat).unwrap();
+        let module = dir.join("module.wasm");
+        binaryen(Command::new("wasm-as").arg(&text).arg("-o").arg(&module))
+            .expect("binaryen installed (cargo xtask test installs it)");
+        module
+    }
+
+    #[test]
+    fn optimize_drops_exactly_the_unused_exports_and_their_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all: Vec<&str> = HTTP_FILTER_EXPORTS.to_vec();
+        all.extend(UNUSED_EXPORTS);
+        let module = assembled(dir.path(), &all);
+        let before = std::fs::metadata(&module).unwrap().len();
+        let out = dir.path().join("out.wasm");
+        optimize_module(&module, &out).unwrap();
+        let mut kept = exports_of(&out).unwrap();
+        kept.sort();
+        let mut wanted: Vec<String> = HTTP_FILTER_EXPORTS.iter().map(|e| e.to_string()).collect();
+        wanted.sort();
+        assert_eq!(kept, wanted);
+        assert!(std::fs::metadata(&out).unwrap().len() < before);
+        // Nothing left behind next to the output.
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["module.wasm", "module.wat", "out.wasm"]);
+    }
+
+    #[test]
+    fn optimize_refuses_an_export_it_does_not_know_and_a_missing_callback() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut exports: Vec<&str> = HTTP_FILTER_EXPORTS.to_vec();
+        exports.push("proxy_on_something_new");
+        let module = assembled(dir.path(), &exports);
+        let error = optimize_module(&module, &dir.path().join("out.wasm")).unwrap_err();
+        assert!(
+            error.contains("exports \"proxy_on_something_new\", which sluice does not know"),
+            "{error}"
+        );
+        let without_log: Vec<&str> = HTTP_FILTER_EXPORTS
+            .iter()
+            .copied()
+            .filter(|e| *e != "proxy_on_log")
+            .collect();
+        let module = assembled(dir.path(), &without_log);
+        let error = optimize_module(&module, &dir.path().join("out.wasm")).unwrap_err();
+        assert!(error.contains("does not export proxy_on_log"), "{error}");
+        assert!(!dir.path().join("out.wasm").exists());
+    }
 
     #[test]
     fn finds_the_checkout_it_was_compiled_from() {

@@ -1166,17 +1166,6 @@ fn render_envoy_side(md: &mut String, report: &Report) {
     }
 }
 
-/// WebAssembly features rustc 1.95 enables for wasm32-wasip1; binaryen 108 (Debian 12) must be
-/// told, or it refuses the module.
-const WASM_FEATURES: [&str; 6] = [
-    "--enable-bulk-memory",
-    "--enable-sign-ext",
-    "--enable-nontrapping-float-to-int",
-    "--enable-mutable-globals",
-    "--enable-multivalue",
-    "--enable-reference-types",
-];
-
 /// Shrinks every filter module in `dir` in place with binaryen (installed with apt-get when
 /// missing): the exports no HTTP filter is called through are dropped (`wasm-metadce`), then
 /// `wasm-opt -Oz` (measured figures in BENCHMARKS.md). The harness and the builder read these very files. cargo re-links its
@@ -1189,129 +1178,10 @@ pub fn optimize_modules(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The exports Envoy calls an HTTP filter's module through (proxy-wasm ABI 0.2.1), kept by
-/// [`trim_exports`].
-const HTTP_FILTER_EXPORTS: [&str; 17] = [
-    "memory",
-    "_initialize",
-    "proxy_abi_version_0_2_1",
-    "proxy_on_memory_allocate",
-    "proxy_on_vm_start",
-    "proxy_on_configure",
-    "proxy_on_tick",
-    "proxy_on_context_create",
-    "proxy_on_request_headers",
-    "proxy_on_request_body",
-    "proxy_on_request_trailers",
-    "proxy_on_response_headers",
-    "proxy_on_response_body",
-    "proxy_on_response_trailers",
-    "proxy_on_log",
-    "proxy_on_done",
-    "proxy_on_delete",
-];
-
-/// The SDK's exports no sluice module is called through: network-filter callbacks (the
-/// modules are HTTP filters), the answers to HTTP/gRPC callouts, shared queues and foreign
-/// functions (none is ever started). The Envoy host skips a callback a module does not export.
-const UNUSED_EXPORTS: [&str; 12] = [
-    "proxy_on_new_connection",
-    "proxy_on_downstream_data",
-    "proxy_on_downstream_connection_close",
-    "proxy_on_upstream_data",
-    "proxy_on_upstream_connection_close",
-    "proxy_on_http_call_response",
-    "proxy_on_grpc_receive_initial_metadata",
-    "proxy_on_grpc_receive",
-    "proxy_on_grpc_receive_trailing_metadata",
-    "proxy_on_grpc_close",
-    "proxy_on_queue_ready",
-    "proxy_on_foreign_function",
-];
-
-/// The names a module exports, read from binaryen's text form.
-fn exports_of(path: &Path) -> Result<Vec<String>> {
-    let output = Command::new("wasm-dis")
-        .args(WASM_FEATURES)
-        .arg(path)
-        .output()
-        .context("run wasm-dis")?;
-    if !output.status.success() {
-        bail!(
-            "wasm-dis {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.trim_start().strip_prefix("(export \""))
-        .filter_map(|rest| rest.split('"').next())
-        .map(str::to_owned)
-        .collect())
-}
-
-/// Drops the SDK's exports no HTTP filter is called through ([`UNUSED_EXPORTS`]) and, with
-/// them, the dispatch code only they reach: about 9-10 KB per module. `wasm-metadce` keeps what
-/// the graph's roots reach, so the roots are [`HTTP_FILTER_EXPORTS`]. An export in neither
-/// list (a new SDK callback) stops the build: it must be classified first, never dropped
-/// silently.
-fn trim_exports(path: &Path, trimmed: &Path) -> Result<()> {
-    let exports = exports_of(path)?;
-    for name in &exports {
-        if !HTTP_FILTER_EXPORTS.contains(&name.as_str()) && !UNUSED_EXPORTS.contains(&name.as_str())
-        {
-            bail!(
-                "{} exports {name:?}, which xtask does not know: add it to HTTP_FILTER_EXPORTS \
-                 (Envoy calls it) or UNUSED_EXPORTS (xtask/src/bench.rs)",
-                path.display()
-            );
-        }
-    }
-    for name in HTTP_FILTER_EXPORTS {
-        if !exports.iter().any(|e| e == name) {
-            bail!("{} does not export {name}", path.display());
-        }
-    }
-    let graph: Vec<Value> = HTTP_FILTER_EXPORTS
-        .iter()
-        .map(|name| json!({"name": format!("export:{name}"), "export": name, "root": true}))
-        .collect();
-    let graph_file = path.with_extension("metadce.json");
-    std::fs::write(&graph_file, serde_json::to_string(&graph)?)?;
-    let mut command = Command::new("wasm-metadce");
-    command
-        .args(WASM_FEATURES)
-        .arg(path)
-        .arg("--graph-file")
-        .arg(&graph_file)
-        .arg("-o")
-        .arg(trimmed)
-        // It lists the graph nodes it removed on stdout: not needed.
-        .stdout(std::process::Stdio::null());
-    let outcome = crate::run(command);
-    let _ = std::fs::remove_file(&graph_file);
-    outcome
-}
-
-/// Export trim, then `wasm-opt -Oz`, on one module, in place.
+/// Export trim, then `wasm-opt -Oz`, on one module, in place: the very steps of `sluice build`
+/// ([`sluice::build::optimize_module`]).
 fn optimize_module(path: &Path) -> Result<()> {
-    let trimmed = path.with_extension("trim.wasm");
-    trim_exports(path, &trimmed)?;
-    let optimized = path.with_extension("opt.wasm");
-    let mut command = Command::new("wasm-opt");
-    command
-        .arg("-Oz")
-        .args(WASM_FEATURES)
-        .arg(&trimmed)
-        .arg("-o")
-        .arg(&optimized);
-    let outcome = crate::run(command);
-    let _ = std::fs::remove_file(&trimmed);
-    outcome?;
-    // A rename, not a write through the file: cargo hard-links it to deps/, whose copy
-    // stays the unoptimised original cargo compares against.
-    std::fs::rename(&optimized, path).with_context(|| format!("replace {}", path.display()))
+    sluice::build::optimize_module(path, path).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]
