@@ -245,6 +245,50 @@ fn pin_cookie_keeps_a_browser_without_a_key_on_one_member() {
     assert_eq!(first_members.len(), 2, "{first_members:?}");
 }
 
+/// Envoy hands a filter only the first line of a repeated header; an HTTP/1.1 client may send
+/// its cookies on several `cookie` lines, and a key may be any bytes. Both stay pinned.
+#[test]
+fn a_pin_cookie_on_a_later_cookie_line_and_a_non_utf8_key_stay_pinned() {
+    let backends = Backends::start();
+    let mut config = split([50, 50]);
+    config["sticky"] =
+        json!({"header": "end-user", "setCookie": {"name": "sluice-pin", "ttl": "1h"}});
+    let (_envoy, port) = start(backends.bootstrap().wasm_filter("canary", &alone(config)));
+
+    for browser in 0..10 {
+        let first = client::get(port, "reviews", "/", NO_HEADERS).unwrap();
+        let set_cookie = first.header_str("set-cookie").unwrap();
+        let pin = set_cookie.split(';').next().unwrap().to_owned();
+        let member = first.served_by().unwrap().to_owned();
+        // Two `cookie` lines, the pin on the second; without looking past the first line
+        // each request would be a fresh 50/50 pick with a new cookie.
+        let lines = [("cookie", "theme=dark; lang=en"), ("cookie", pin.as_str())];
+        for response in client::get_many(port, "reviews", "/", &lines, 8).unwrap() {
+            assert_eq!(
+                response.served_by(),
+                Some(member.as_str()),
+                "browser {browser}"
+            );
+            assert!(response.header("set-cookie").is_none(), "browser {browser}");
+        }
+    }
+
+    let mut members = BTreeMap::new();
+    for user in 0..30u8 {
+        let key = [b'u', 0xff, 0xfe, b'0' + user, 0x80];
+        let responses =
+            client::get_many(port, "reviews", "/", &[("end-user", &key[..])], 5).unwrap();
+        let counts = client::served_by_counts(&responses);
+        assert_eq!(counts.len(), 1, "key {key:?}: {counts:?}");
+        assert!(responses.iter().all(|r| r.header("set-cookie").is_none()));
+        *members
+            .entry(responses[0].served_by().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    // Keys hash over both members (all 30 on one: probability 2^-29).
+    assert_eq!(members.len(), 2, "{members:?}");
+}
+
 #[test]
 fn source_address_key_ignores_the_client_port() {
     let backends = Backends::start();

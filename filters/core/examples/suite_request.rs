@@ -92,6 +92,11 @@ impl RequestView for Request<'_> {
         None
     }
 
+    fn header_lines(&self, _name: &str) -> Vec<Vec<u8>> {
+        HostCalls::bump(&self.0.header_reads);
+        Vec::new()
+    }
+
     fn local_port(&self) -> Option<u32> {
         None
     }

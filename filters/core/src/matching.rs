@@ -903,6 +903,12 @@ mod tests {
             self.fetches.borrow_mut().push(name.to_string());
             self.inner.header(name)
         }
+        fn header_lines(&self, name: &str) -> Vec<Vec<u8>> {
+            self.fetches
+                .borrow_mut()
+                .push(format!("{name} (all lines)"));
+            self.inner.header_lines(name)
+        }
         fn local_port(&self) -> Option<u32> {
             self.fetches.borrow_mut().push("port".into());
             self.inner.local_port()

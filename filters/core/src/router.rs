@@ -713,6 +713,10 @@ mod tests {
                 *self.1.borrow_mut() += 1;
                 self.0.header(name)
             }
+            fn header_lines(&self, name: &str) -> Vec<Vec<u8>> {
+                *self.1.borrow_mut() += 1;
+                self.0.header_lines(name)
+            }
             fn local_port(&self) -> Option<u32> {
                 self.0.local_port()
             }

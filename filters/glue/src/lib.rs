@@ -73,6 +73,20 @@ impl RequestView for HostRequest {
         request_header(name)
     }
 
+    /// All request headers are read (one host call), then filtered: the ABI has no call for
+    /// the lines of one header.
+    fn header_lines(&self, name: &str) -> Vec<Vec<u8>> {
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+            .map(|pairs| {
+                pairs
+                    .into_iter()
+                    .filter(|(key, _)| key == name)
+                    .map(|(_, value)| value)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Envoy's `destination.port` property: the local port, as an 8-byte little-endian integer.
     fn local_port(&self) -> Option<u32> {
         let bytes = hostcalls::get_property(vec!["destination", "port"])

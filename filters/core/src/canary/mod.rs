@@ -120,10 +120,22 @@ impl CompiledSticky {
 }
 
 fn cookie_in(req: &impl RequestView, name: &str) -> Option<Vec<u8>> {
-    let header = req.header("cookie")?;
-    cookie_value(&header, name)
-        .filter(|v| !v.is_empty())
-        .map(<[u8]>::to_vec)
+    let first = req.header("cookie")?;
+    let found = |line: &[u8]| {
+        cookie_value(line, name)
+            .filter(|v| !v.is_empty())
+            .map(<[u8]>::to_vec)
+    };
+    // Envoy hands a filter only the first line of a repeated header. Browsers send one
+    // `cookie` line (and Envoy joins HTTP/2's split cookies into one), but an HTTP/1.1 client
+    // may send several: look at the others only when the first lacks the cookie, so the
+    // common request pays one header read.
+    found(&first).or_else(|| {
+        req.header_lines("cookie")
+            .iter()
+            .skip(1)
+            .find_map(|line| found(line))
+    })
 }
 
 /// The value of cookie `name` in a `cookie` request header (`a=1; b=2`), quotes removed.
@@ -623,6 +635,63 @@ mod tests {
             with_pin.pin_cookie.unwrap().header_value("t0k"),
             "pin=t0k; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax"
         );
+    }
+
+    #[test]
+    fn a_cookie_on_a_later_cookie_line_is_found_and_only_then_are_all_lines_read() {
+        use crate::host::RequestView;
+        use std::cell::Cell;
+        /// Counts the costly all-lines reads.
+        struct Lines(MockHost, Cell<u32>);
+        impl RequestView for Lines {
+            fn header(&self, name: &str) -> Option<Vec<u8>> {
+                self.0.header(name)
+            }
+            fn header_lines(&self, name: &str) -> Vec<Vec<u8>> {
+                self.1.set(self.1.get() + 1);
+                self.0.header_lines(name)
+            }
+            fn local_port(&self) -> Option<u32> {
+                None
+            }
+        }
+        let sticky = compile(
+            json!({"splits": [{"name": "a", "members": [{"cluster": "x"}],
+            "sticky": {"cookie": "session"}}]}),
+        )
+        .unwrap()
+        .splits[0]
+            .sticky
+            .clone()
+            .unwrap();
+        let no_addr = || -> Option<Vec<u8>> { None };
+        let base = MockHost::request("GET", "h", "/").with("cookie", "a=1");
+        let later = Lines(
+            base.clone()
+                .with_repeated("cookie", "b=2")
+                .with_repeated("cookie", "session=été"),
+            Cell::new(0),
+        );
+        assert_eq!(later.0.header_lines("cookie").len(), 3);
+        assert_eq!(sticky.key(&later, no_addr), Some("été".as_bytes().to_vec()));
+        assert_eq!(later.1.get(), 1);
+        // On the first line: one header read, no all-lines read.
+        let first = Lines(
+            MockHost::request("GET", "h", "/")
+                .with("cookie", "session=s1")
+                .with_repeated("cookie", "session=s2"),
+            Cell::new(0),
+        );
+        assert_eq!(sticky.key(&first, no_addr), Some(b"s1".to_vec()));
+        assert_eq!(first.1.get(), 0);
+        // No cookie line at all: nothing more is read.
+        let none = Lines(MockHost::request("GET", "h", "/"), Cell::new(0));
+        assert_eq!(sticky.key(&none, no_addr), None);
+        assert_eq!(none.1.get(), 0);
+        // Lines without it: all read once, no key.
+        let absent = Lines(base.with_repeated("cookie", "b=2"), Cell::new(0));
+        assert_eq!(sticky.key(&absent, no_addr), None);
+        assert_eq!(absent.1.get(), 1);
     }
 
     #[test]
