@@ -33,7 +33,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use sluice_core::breaker::{BreakerConfig, CompiledBreakers, Ticket};
-use sluice_glue::breaker::{Admission, Guard, admit_with_clock, record_outcome};
+use sluice_glue::breaker::{Admission, Guard, admit, record_outcome};
 use sluice_glue::{Immediate, LazyClock, log, now_ms};
 
 sluice_glue::root_context!(BreakerRoot);
@@ -166,7 +166,7 @@ impl HttpContext for BreakerHttp {
         let Some(entry) = shared.entry(&cluster) else {
             return Action::Continue;
         };
-        match admit_with_clock(FILTER, &entry, None, &LazyClock::default(), &Immediate) {
+        match admit(FILTER, &entry, None, &LazyClock::default(), &Immediate) {
             Admission::Admitted(ticket) => {
                 self.admitted = Some((entry, ticket));
                 Action::Continue

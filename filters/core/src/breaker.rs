@@ -1080,17 +1080,7 @@ pub fn observed(code: Option<u32>, flags: u64) -> OutcomeSet {
 /// with no code and no upstream error flag is ignored too. The breaker's own rejections are
 /// never classified: the filter records only requests it admitted.
 pub fn classify(code: Option<u32>, flags: u64, count_as: OutcomeSet) -> Verdict {
-    let code = code.filter(|&c| c != 0);
-    if flags & NOT_THE_UPSTREAMS_FAULT != 0 {
-        return Verdict::Ignored;
-    }
-    if observed(code, flags).intersects(count_as) {
-        return Verdict::Failure;
-    }
-    if code.is_none() {
-        return Verdict::Ignored;
-    }
-    Verdict::Success
+    classify_with_code(flags, || code, count_as)
 }
 
 /// [`classify`] with the response code asked for only when the flags leave the verdict open:
@@ -1105,7 +1095,14 @@ pub fn classify_with_code(
     if flags & NOT_THE_UPSTREAMS_FAULT != 0 {
         return Verdict::Ignored;
     }
-    classify(code(), flags, count_as)
+    let code = code().filter(|&c| c != 0);
+    if observed(code, flags).intersects(count_as) {
+        return Verdict::Failure;
+    }
+    if code.is_none() {
+        return Verdict::Ignored;
+    }
+    Verdict::Success
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ pub enum Admission {
 /// ejection end, a probe or slot taken, a rejection; a closed breaker without a concurrency
 /// limit admits without it. `counts` takes the `requests` increment of an admission (the rare
 /// rejections and trips are always counted at once).
-pub fn admit_with_clock(
+pub fn admit(
     filter: &str,
     guard: &Guard,
     snapshot: Option<Snapshot>,

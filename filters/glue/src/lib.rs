@@ -160,11 +160,6 @@ pub fn now_ms() -> u64 {
 pub struct LazyClock(Cell<Option<u64>>);
 
 impl LazyClock {
-    /// A clock already read at `now_ms`: it never calls the host.
-    pub fn at(now_ms: u64) -> Self {
-        Self(Cell::new(Some(now_ms)))
-    }
-
     /// The time in ms, from the host on the first call ([`now_ms`]), the same value after.
     pub fn now_ms(&self) -> u64 {
         match self.0.get() {

@@ -752,7 +752,7 @@ fn admit(
     clock: &LazyClock,
     worker: &Worker,
 ) -> Result<Option<Admission>, ()> {
-    match breaker_glue::admit_with_clock(FILTER, &guard, snapshot, clock, worker) {
+    match breaker_glue::admit(FILTER, &guard, snapshot, clock, worker) {
         breaker_glue::Admission::Admitted(ticket) => Ok(Some((guard, ticket))),
         breaker_glue::Admission::FailedOpen => Ok(None),
         breaker_glue::Admission::Rejected => Err(()),
