@@ -22,6 +22,7 @@ pub mod host;
 pub mod json;
 pub mod matching;
 pub mod metrics;
+pub mod regex;
 pub mod router;
 pub mod suite;
 pub mod unique;

@@ -47,18 +47,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use regex_lite::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::host::RequestView;
-
-/// Upper bound, in bytes, on one compiled regex. A request's match time grows with the size of
-/// the compiled program times the input length, so this bounds per-request CPU for any config.
-/// 64 KiB admits every realistic header/uri pattern (e.g. a 200-alternative list of versions).
-pub const REGEX_SIZE_LIMIT: usize = 64 * 1024;
-
-/// Nesting depth limit for regex parsing: deep enough for any hand-written pattern.
-const REGEX_NEST_LIMIT: u32 = 64;
+use crate::regex::Regex;
+pub use crate::regex::SIZE_LIMIT as REGEX_SIZE_LIMIT;
 
 /// One Istio `HTTPMatchRequest` block: every field set must match (AND).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,20 +215,16 @@ impl Matcher {
                     head == &p[..]
                 }
             }),
-            // Not UTF-8: documented as "no match" (regex-lite matches `&str` only).
-            Pattern::Regex(re) => std::str::from_utf8(value).is_ok_and(|s| re.is_match(s)),
+            // Not UTF-8: "no match", as documented (`Regex::is_match`).
+            Pattern::Regex(re) => re.is_match(value),
         }
     }
 }
 
-/// Compiles an Envoy `safe_regex`-style pattern: a full match, with the size and nesting limits.
+/// Compiles an Envoy `safe_regex`-style pattern: a full match, with the size and nesting limits
+/// ([`crate::regex`]).
 pub fn compile_regex(pattern: &str, ignore_case: bool) -> Result<Regex, String> {
-    RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .case_insensitive(ignore_case)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .nest_limit(REGEX_NEST_LIMIT)
-        .build()
-        .map_err(|e| e.to_string())
+    Regex::new(pattern, ignore_case).map_err(|e| e.to_string())
 }
 
 /// One compiled `HTTPMatchRequest` block.

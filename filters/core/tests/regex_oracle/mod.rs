@@ -1,0 +1,161 @@
+//! The differential oracle of `sluice_core::regex`: `regex-lite` 0.1.9, run on `^(?:p)$`.
+//! Shared by tests/regex_differential.rs and fuzz/fuzz_targets/regex_differential.rs.
+//!
+//! Both must accept or reject the same patterns and give the same `is_match` on every accepted
+//! one, except for the deliberate differences below, where our engine follows RE2 (what Envoy's
+//! `safe_regex` runs) and `regex-lite` does not:
+//! - syntax only RE2 accepts: a `{` that opens no well-formed repetition is a literal (`a{`,
+//!   `a{,3}`), `(?)`, octal `\0`/`\012`, `\Q...\E`, `[` as a literal in a class (`[[]`,
+//!   `[a[b]`), `&&`/`--`/`~~` as literals in a class;
+//! - syntax only `regex-lite` accepts: stacked repetitions (`a**`, `a*+`), counts above 1000
+//!   (also as a nested product, `(a{2}){600}`), flags `x`/`R`, `\u`/`\U` escapes, `.`/`[`/`]`
+//!   in group names; and our limits (nesting 64, 64 KiB compiled) are tighter;
+//! - meaning: a repetition right after a flag group repeats the atom before it (`a(?i)*` is
+//!   `a*`; `regex-lite` repeats the empty flag group, and accepts `(?i)*` at the start),
+//!   `\<`/`\>` are literals (`regex-lite`: word start/end), `\b{start}` is `\b` then a
+//!   literal, `{01}` is literal text, RE2's `\s` has no `\v`, and under `(?i)` a negated POSIX
+//!   class is folded before it is negated (`(?i)[[:^upper:]]` matches no letter).
+
+use sluice_core::regex::Regex;
+
+/// What one comparison exercised, for the callers' coverage counts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcome {
+    /// Both engines accepted the pattern.
+    pub accepted: bool,
+    /// Both rejected it.
+    pub rejected: bool,
+    /// The engines disagreed on a deliberate difference (nothing compared).
+    pub excused: bool,
+    /// Haystacks compared (both accepted).
+    pub compared: usize,
+    /// Of those, how many matched.
+    pub matched: usize,
+}
+
+/// Compares both engines on `pattern` and `haystacks`; `Err` describes a real difference.
+pub fn compare(pattern: &str, ignore_case: bool, haystacks: &[&[u8]]) -> Result<Outcome, String> {
+    let ours = Regex::new(pattern, ignore_case);
+    let theirs = regex_lite::RegexBuilder::new(pattern)
+        .case_insensitive(ignore_case)
+        .build();
+    let mut outcome = Outcome::default();
+    match (&ours, &theirs) {
+        (Err(_), Err(_)) => {
+            outcome.rejected = true;
+            return Ok(outcome);
+        }
+        (Ok(_), Err(e)) if re2_only_syntax(pattern, &e.to_string()) => {
+            outcome.excused = true;
+            return Ok(outcome);
+        }
+        (Err(e), Ok(_)) if regex_lite_only_syntax(pattern, e) => {
+            outcome.excused = true;
+            return Ok(outcome);
+        }
+        (Ok(_), Err(e)) => return Err(format!("{pattern:?}: we accept, regex-lite says {e}")),
+        (Err(e), Ok(_)) => return Err(format!("{pattern:?}: regex-lite accepts, we say {e}")),
+        (Ok(_), Ok(_)) => outcome.accepted = true,
+    }
+    let Ok(ours) = ours else { unreachable!() };
+    let Ok(anchored) = regex_lite::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .case_insensitive(ignore_case)
+        .build()
+    else {
+        return Err(format!("{pattern:?}: regex-lite rejects it once anchored"));
+    };
+    for &haystack in haystacks {
+        let got = ours.is_match(haystack);
+        let Ok(text) = std::str::from_utf8(haystack) else {
+            if got {
+                return Err(format!("{pattern:?} matched non-UTF-8 {haystack:?}"));
+            }
+            continue;
+        };
+        let want = anchored.is_match(text);
+        if got != want && !different_meaning(pattern, ignore_case, text) {
+            return Err(format!(
+                "{pattern:?} (ignore_case {ignore_case}) on {text:?}: ours {got}, regex-lite {want}"
+            ));
+        }
+        outcome.compared += 1;
+        outcome.matched += usize::from(got);
+    }
+    Ok(outcome)
+}
+
+/// We accept, `regex-lite` rejects: only for syntax RE2 accepts and `regex-lite` does not.
+fn re2_only_syntax(pattern: &str, theirs: &str) -> bool {
+    let brace = pattern.contains('{')
+        && [
+            "counted repetition",
+            "decimal number",
+            "repetition quantifier",
+        ]
+        .iter()
+        .any(|m| theirs.contains(m));
+    let octal = (0..8).any(|d| pattern.contains(&format!("\\{d}"))) && theirs.contains("backref");
+    brace
+        || octal
+        || (pattern.contains("(?)") && theirs.contains("empty flag"))
+        || (pattern.contains("\\Q") && theirs.contains("escape"))
+        || theirs.contains("nested character class")
+        || theirs.contains("character class intersection")
+        || theirs.contains("character class difference")
+        || theirs.contains("character class symmetric difference")
+        || (theirs.contains("group name") && (pattern.contains("(?P<") || pattern.contains("(?<")))
+        || (pattern.contains("\\x{") && theirs.contains("hexadecimal"))
+}
+
+/// We reject, `regex-lite` accepts: only RE2 rules and our own limits.
+fn regex_lite_only_syntax(pattern: &str, ours: &sluice_core::regex::Error) -> bool {
+    match ours.message() {
+        "repeated repetition operator"
+        | "repetition count above 1000"
+        | "nested repetition above 1000"
+        | "nesting too deep" => true,
+        "nothing to repeat" => repeated_flag_group(pattern),
+        "invalid flag" => {
+            pattern.contains("(?") && (pattern.contains('x') || pattern.contains('R'))
+        }
+        "invalid escape" | "invalid escape in class" => {
+            pattern.contains("\\u") || pattern.contains("\\U")
+        }
+        "invalid group name" => {
+            pattern.contains('.') || pattern.contains('[') || pattern.contains(']')
+        }
+        _ => ours.offset().is_none(), // the size limit
+    }
+}
+
+/// Both accept but the meaning differs on this haystack, for a documented reason.
+fn different_meaning(pattern: &str, ignore_case: bool, text: &str) -> bool {
+    let flag_group = repeated_flag_group(pattern);
+    let looks = ["\\<", "\\>", "\\b{"].iter().any(|s| pattern.contains(s));
+    // `{01}`, `{1,02}`: RE2 reads a count with a leading zero as literal text.
+    let zero_count = pattern
+        .as_bytes()
+        .windows(3)
+        .any(|w| matches!(w, [b'{' | b',', b'0', d] if d.is_ascii_digit()));
+    let vertical_tab =
+        text.contains('\x0B') && (pattern.contains("\\s") || pattern.contains("\\S"));
+    let folded_negated_posix = (ignore_case || pattern.contains('i'))
+        && (pattern.contains(":^upper:") || pattern.contains(":^lower:"));
+    flag_group || looks || zero_count || vertical_tab || folded_negated_posix
+}
+
+/// A flag group `(?flags)` (or an empty `\Q\E`) directly followed by a repetition operator.
+fn repeated_flag_group(pattern: &str) -> bool {
+    let bytes = pattern.as_bytes();
+    let repeated = |end: usize| matches!(bytes.get(end), Some(b'*' | b'+' | b'?' | b'{'));
+    pattern.contains("\\Q")
+        || (0..bytes.len()).any(|start| {
+            bytes.get(start..start + 2) == Some(b"(?")
+                && bytes
+                    .get(start + 2..)
+                    .and_then(|rest| rest.iter().position(|&b| !b"imsU-".contains(&b)))
+                    .is_some_and(|len| {
+                        bytes.get(start + 2 + len) == Some(&b')') && repeated(start + 3 + len)
+                    })
+        })
+}
