@@ -1,9 +1,10 @@
 //! A small regex engine for Istio/Envoy `safe_regex` matches: RE2 syntax, full match,
 //! linear time, no allocation per match, and little code in a .wasm module.
 //!
-//! [`Regex::new`] parses a pattern ([`parse`]: RE2's syntax as Envoy accepts it, Perl flags on,
-//! without Unicode classes), compiles it to a Thompson program ([`compile`]) and
-//! [`Regex::is_match`] runs that program as a Pike VM ([`vm`]) over the whole haystack.
+//! [`Regex::new`] parses a pattern (`parse`: RE2's syntax as Envoy accepts it, Perl flags on,
+//! without Unicode classes) straight into a Thompson program (`compile`: no syntax tree, to
+//! keep the module small), and [`Regex::is_match`] runs that program as a Pike VM (`vm`) over
+//! the whole haystack.
 //!
 //! Why our own: the filters need only "does this whole UTF-8 value match", on header values and
 //! paths. `regex-lite` 0.1.9 (the smallest maintained engine) costs ~48 KB of the suite module;
@@ -109,12 +110,11 @@ pub struct Regex {
 impl Regex {
     /// Compiles `pattern` for a full match; `ignore_case` is an initial `(?i)`.
     pub fn new(pattern: &str, ignore_case: bool) -> Result<Self, Error> {
-        let (hir, pool) = parse::parse(pattern, ignore_case)?;
-        let program = compile::compile(&hir, pool.len())?;
-        let scratch = vm::Scratch::new(program.len());
+        let compile::Program { insts, pool } = parse::parse(pattern, ignore_case)?;
+        let scratch = vm::Scratch::new(insts.len());
         Ok(Self {
             pattern: pattern.into(),
-            program,
+            program: insts,
             pool,
             scratch: RefCell::new(scratch),
         })

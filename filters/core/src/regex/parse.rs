@@ -1,10 +1,10 @@
-//! Pattern text -> [`Hir`], a small tree of character classes, assertions, concatenations,
-//! alternations and repetitions. The syntax is RE2's (what Envoy's `safe_regex` accepts, Perl
-//! flags on) without Unicode classes; groups capture nothing (a match only answers yes/no).
+//! Pattern text -> program: RE2's syntax (what Envoy's `safe_regex` accepts, Perl flags on)
+//! without Unicode classes, read in one pass that emits the instructions as it goes (see
+//! [`super::compile`]). Groups capture nothing: a match only answers yes or no.
 //!
-//! Every character, literal or class, becomes a sorted list of disjoint `u32` ranges appended to
-//! one pool; the tree refers to it by index, so a class repeated by `{n}` is stored once.
+//! Every character, literal or class, becomes a list of `u32` ranges in the program's pool.
 
+use super::compile::{Inst, Program};
 use super::{Error, NEST_LIMIT};
 
 /// Inclusive range of Unicode scalar values. `u32`, not `char`, so complements need no checks.
@@ -32,19 +32,6 @@ pub(super) enum Look {
     NotWordBoundary,
 }
 
-/// The parsed pattern.
-#[derive(Debug)]
-pub(super) enum Hir {
-    Empty,
-    /// One character in `pool[start..end]`.
-    Class(u32, u32),
-    Look(Look),
-    Concat(Vec<Hir>),
-    Alt(Vec<Hir>),
-    /// `min` to `max` copies (`None`: unbounded).
-    Repeat(Box<Hir>, u32, Option<u32>),
-}
-
 /// Flags in effect at a point of the pattern (`U`, greediness, does not change a yes/no answer).
 #[derive(Debug, Clone, Copy)]
 struct Flags {
@@ -68,48 +55,49 @@ const DIGIT: &[(u8, u8)] = &[(b'0', b'9')];
 const SPACE: &[(u8, u8)] = &[(b'\t', b'\n'), (0x0C, b'\r'), (b' ', b' ')];
 const WORD: &[(u8, u8)] = &[(b'0', b'9'), (b'A', b'Z'), (b'_', b'_'), (b'a', b'z')];
 
-/// The POSIX classes of `[[:name:]]`, as RE2 defines them (ASCII).
-fn posix_class(name: &str) -> Option<&'static [(u8, u8)]> {
-    Some(match name {
-        "alnum" => &[(b'0', b'9'), (b'A', b'Z'), (b'a', b'z')],
-        "alpha" => &[(b'A', b'Z'), (b'a', b'z')],
-        "ascii" => &[(0, 0x7F)],
-        "blank" => &[(b'\t', b'\t'), (b' ', b' ')],
-        "cntrl" => &[(0, 0x1F), (0x7F, 0x7F)],
-        "digit" => DIGIT,
-        "graph" => &[(b'!', b'~')],
-        "lower" => &[(b'a', b'z')],
-        "print" => &[(b' ', b'~')],
-        "punct" => &[(b'!', b'/'), (b':', b'@'), (b'[', b'`'), (b'{', b'~')],
-        "space" => &[(b'\t', b'\r'), (b' ', b' ')],
-        "upper" => &[(b'A', b'Z')],
-        "word" => WORD,
-        "xdigit" => &[(b'0', b'9'), (b'A', b'F'), (b'a', b'f')],
-        _ => return None,
-    })
-}
+/// The POSIX classes of `[[:name:]]`, as RE2 defines them (ASCII). A table, not a `match`
+/// on strings: smaller code.
+const POSIX_CLASSES: [(&str, &[(u8, u8)]); 14] = [
+    ("alnum", &[(b'0', b'9'), (b'A', b'Z'), (b'a', b'z')]),
+    ("alpha", &[(b'A', b'Z'), (b'a', b'z')]),
+    ("ascii", &[(0, 0x7F)]),
+    ("blank", &[(b'\t', b'\t'), (b' ', b' ')]),
+    ("cntrl", &[(0, 0x1F), (0x7F, 0x7F)]),
+    ("digit", DIGIT),
+    ("graph", &[(b'!', b'~')]),
+    ("lower", &[(b'a', b'z')]),
+    ("print", &[(b' ', b'~')]),
+    (
+        "punct",
+        &[(b'!', b'/'), (b':', b'@'), (b'[', b'`'), (b'{', b'~')],
+    ),
+    ("space", &[(b'\t', b'\r'), (b' ', b' ')]),
+    ("upper", &[(b'A', b'Z')]),
+    ("word", WORD),
+    ("xdigit", &[(b'0', b'9'), (b'A', b'F'), (b'a', b'f')]),
+];
 
-/// Parses `pattern`; `fold` is the initial `(?i)`. Returns the tree and its range pool.
-pub(super) fn parse(pattern: &str, fold: bool) -> Result<(Hir, Vec<Range>), Error> {
+/// Parses and compiles `pattern`; `fold` is the initial `(?i)`.
+pub(super) fn parse(pattern: &str, fold: bool) -> Result<Program, Error> {
     let mut parser = Parser {
         pattern,
         pos: 0,
         depth: 0,
-        after_repetition: false,
         names: Vec::new(),
-        pool: Vec::new(),
+        program: Program::default(),
     };
     let flags = Flags {
         fold,
         multi_line: false,
         dot_nl: false,
     };
-    let hir = parser.alternation(flags)?;
+    parser.alternation(flags)?;
     // Only an unmatched `)` stops the top-level alternation early.
     if parser.pos < pattern.len() {
         return Err(Error::at("unmatched )", parser.pos));
     }
-    Ok((hir, parser.pool))
+    parser.program.push(Inst::Match)?;
+    Ok(parser.program)
 }
 
 struct Parser<'p> {
@@ -118,11 +106,9 @@ struct Parser<'p> {
     pos: usize,
     /// Open groups around the cursor.
     depth: u32,
-    /// The last token was a repetition operator (RE2's `lastRepeat`); a flag group resets it.
-    after_repetition: bool,
     /// Group names seen so far: RE2 rejects a name used twice.
     names: Vec<&'p str>,
-    pool: Vec<Range>,
+    program: Program,
 }
 
 impl<'p> Parser<'p> {
@@ -149,103 +135,109 @@ impl<'p> Parser<'p> {
     }
 
     /// `a|b|...` up to the end or a `)` (left for the caller). Flags set by `(?i)` last until
-    /// the end of the enclosing group, across `|`, as in RE2.
-    fn alternation(&mut self, mut flags: Flags) -> Result<Hir, Error> {
-        let mut alternatives = Vec::new();
-        let mut items = Vec::new();
+    /// the end of the enclosing group, across `|`, as in RE2. Returns the largest product of
+    /// nested repetition counts inside (RE2 bounds it by 1000).
+    fn alternation(&mut self, mut flags: Flags) -> Result<u32, Error> {
+        let mut jumps = Vec::new();
+        let mut product = 1;
         loop {
-            match self.peek() {
-                None | Some(')') => break,
-                Some('|') => {
-                    self.pos += 1;
-                    alternatives.push(concat(std::mem::take(&mut items)));
-                }
-                Some(_) => self.item(&mut items, &mut flags)?,
+            let start = self.program.len();
+            product = product.max(self.concat(&mut flags)?);
+            if self.peek() != Some('|') {
+                break;
             }
+            self.pos += 1;
+            jumps.push(self.program.alternative(start)?);
         }
-        alternatives.push(concat(items));
-        Ok(match alternatives.pop() {
-            Some(only) if alternatives.is_empty() => only,
-            Some(last) => {
-                alternatives.push(last);
-                Hir::Alt(alternatives)
-            }
-            None => Hir::Empty,
-        })
+        self.program.end_jumps(&jumps);
+        Ok(product)
     }
 
-    /// One atom and its repetition, appended to `items`; or a flag group, which changes `flags`.
-    fn item(&mut self, items: &mut Vec<Hir>, flags: &mut Flags) -> Result<(), Error> {
-        let start = self.pos;
-        if let Some((min, max)) = self.repetition()? {
-            // RE2 (Perl mode) rejects stacked operators: `a**`, `a*+` (possessive), `a{2}{3}`.
-            if self.after_repetition {
-                return Err(Error::at("repeated repetition operator", start));
-            }
-            // After a flag group (or an empty `\Q\E`), which adds no atom, RE2 repeats the atom
-            // before it: `a(?i)*` is `a*`. At the start of a group or alternative: an error.
-            let Some(atom) = items.pop() else {
-                return Err(Error::at("nothing to repeat", start));
-            };
-            items.push(repeat(atom, min, max, start)?);
-            self.after_repetition = true;
-            return Ok(());
-        }
-        self.after_repetition = false;
-        let Some(c) = self.bump() else {
-            return Ok(());
-        };
-        let atom = match c {
-            '(' => match self.group(start, flags)? {
-                Some(group) => group,
-                None => return Ok(()),
-            },
-            '[' => self.class(start, *flags)?,
-            '.' if flags.dot_nl => self.push_class(vec![(0, MAX_CHAR)]),
-            '.' => self.push_class(vec![(0, 9), (11, MAX_CHAR)]),
-            '^' if flags.multi_line => Hir::Look(Look::StartLine),
-            '^' => Hir::Look(Look::Start),
-            '$' if flags.multi_line => Hir::Look(Look::EndLine),
-            '$' => Hir::Look(Look::End),
-            '\\' => match self.escape(start, false)? {
-                Escape::Char(c) => self.literal(c, *flags),
-                Escape::Class(table, negated) => {
-                    let mut set = Vec::new();
-                    add_table(&mut set, table, negated, flags.fold);
-                    self.push_class(set)
+    /// Atoms and their repetitions up to `|`, `)` or the end; returns their largest product of
+    /// nested repetition counts.
+    fn concat(&mut self, flags: &mut Flags) -> Result<u32, Error> {
+        // Where the last atom starts and its product: a repetition applies to it.
+        let mut last: Option<(usize, u32)> = None;
+        let mut after_repetition = false;
+        let mut product = 1;
+        while let Some(c) = self.peek()
+            && c != '|'
+            && c != ')'
+        {
+            let at = self.pos;
+            if let Some((min, max)) = self.repetition()? {
+                // RE2 (Perl mode) rejects stacked operators: `a**`, `a*+` (possessive). After a
+                // flag group (or an empty `\Q\E`), which adds no atom, it repeats the atom
+                // before: `a(?i)*` is `a*`. At the start of a group or alternative: an error.
+                if after_repetition {
+                    return Err(Error::at("repeated repetition operator", at));
                 }
-                Escape::Look(look) => Hir::Look(look),
-                Escape::Quote => {
-                    let text = self.rest();
-                    let end = find_pair(text, b'\\', b'E');
-                    self.pos += (end + 2).min(text.len());
-                    let mut chars = text.get(..end).unwrap_or("").chars();
-                    // A repetition after `\Q...\E` applies to its last character, as in RE2.
-                    let Some(last) = chars.next_back() else {
-                        return Ok(());
+                let (start, inner) = last.ok_or(Error::at("nothing to repeat", at))?;
+                let count = max.unwrap_or(min);
+                let nested = if count >= 2 { inner * count } else { inner };
+                if nested > MAX_REPEAT {
+                    return Err(Error::at("nested repetition above 1000", at));
+                }
+                self.program.repeat(start, min, max)?;
+                last = Some((start, nested));
+                product = product.max(nested);
+                after_repetition = true;
+                continue;
+            }
+            after_repetition = false;
+            let start = self.program.len();
+            self.pos += c.len_utf8();
+            let inner = match c {
+                '(' => match self.group(at, flags)? {
+                    Some(inner) => inner,
+                    None => continue,
+                },
+                '[' => {
+                    let set = self.class(at, *flags)?;
+                    self.program.class(set)?;
+                    1
+                }
+                '.' if flags.dot_nl => self.program.class(vec![(0, MAX_CHAR)]).map(|()| 1)?,
+                '.' => self
+                    .program
+                    .class(vec![(0, 9), (11, MAX_CHAR)])
+                    .map(|()| 1)?,
+                '^' | '$' => {
+                    let look = match (c, flags.multi_line) {
+                        ('^', false) => Look::Start,
+                        ('^', true) => Look::StartLine,
+                        (_, false) => Look::End,
+                        (_, true) => Look::EndLine,
                     };
-                    for c in chars {
-                        let lit = self.literal(c as u32, *flags);
-                        items.push(lit);
-                    }
-                    self.literal(last as u32, *flags)
+                    self.program.push(Inst::Look(look))?;
+                    1
                 }
-            },
-            c => self.literal(c as u32, *flags),
-        };
-        let atom = match self.repetition()? {
-            // Stacked after it (`a**`): refused by the check above, at the next item.
-            Some((min, max)) => {
-                self.after_repetition = true;
-                repeat(atom, min, max, start)?
-            }
-            None => {
-                self.after_repetition = false;
-                atom
-            }
-        };
-        items.push(atom);
-        Ok(())
+                '\\' => match self.escape(at, false)? {
+                    Escape::Char(c) => self.literal(c, *flags).map(|()| 1)?,
+                    Escape::Class(table, negated) => {
+                        let mut set = Vec::new();
+                        add_table(&mut set, table, negated, flags.fold);
+                        self.program.class(set).map(|()| 1)?
+                    }
+                    Escape::Look(look) => self.program.push(Inst::Look(look)).map(|()| 1)?,
+                    Escape::Quote => {
+                        let text = self.rest();
+                        let end = find_pair(text, b'\\', b'E');
+                        self.pos += (end + 2).min(text.len());
+                        // Each character its own atom: a repetition after `\Q..\E` takes the last.
+                        for c in text.get(..end).unwrap_or("").chars() {
+                            last = Some((self.program.len(), 1));
+                            self.literal(c as u32, *flags)?;
+                        }
+                        continue;
+                    }
+                },
+                c => self.literal(c as u32, *flags).map(|()| 1)?,
+            };
+            last = Some((start, inner));
+            product = product.max(inner);
+        }
+        Ok(product)
     }
 
     /// A repetition operator at the cursor, consumed with its lazy `?`. A `{` that does not
@@ -307,8 +299,9 @@ impl<'p> Parser<'p> {
         }))
     }
 
-    /// After `(`: a group, or `None` for a flag setting `(?ims-U)` (which changes `flags`).
-    fn group(&mut self, open: usize, flags: &mut Flags) -> Result<Option<Hir>, Error> {
+    /// After `(`: a group (returns its nested repetition product), or `None` for a flag
+    /// setting `(?ims-U)`, which changes `flags`.
+    fn group(&mut self, open: usize, flags: &mut Flags) -> Result<Option<u32>, Error> {
         let mut inner = *flags;
         if self.eat('?') {
             let rest = self.rest();
@@ -368,17 +361,17 @@ impl<'p> Parser<'p> {
         if self.depth > NEST_LIMIT {
             return Err(Error::at("nesting too deep", open));
         }
-        let hir = self.alternation(inner)?;
+        let product = self.alternation(inner)?;
         self.depth -= 1;
         if !self.eat(')') {
             return Err(Error::at("unclosed group", open));
         }
-        Ok(Some(hir))
+        Ok(Some(product))
     }
 
     /// After `[`: a bracketed class. `]` first is literal; `-` first, last or after a range is
     /// literal (Perl mode); `[` is literal unless it opens `[:name:]`.
-    fn class(&mut self, open: usize, flags: Flags) -> Result<Hir, Error> {
+    fn class(&mut self, open: usize, flags: Flags) -> Result<Vec<Range>, Error> {
         let negated = self.eat('^');
         let mut set = Vec::new();
         let mut first = true;
@@ -399,8 +392,10 @@ impl<'p> Parser<'p> {
                             [b'^', ..] => (true, name.get(1..).unwrap_or("")),
                             _ => (false, name),
                         };
-                        let table =
-                            posix_class(name).ok_or(Error::at("unknown POSIX class", at))?;
+                        let (_, table) = POSIX_CLASSES
+                            .iter()
+                            .find(|(known, _)| *known == name)
+                            .ok_or(Error::at("unknown POSIX class", at))?;
                         add_table(&mut set, table, negated, flags.fold);
                         self.pos += end + 2;
                         first = false;
@@ -448,7 +443,7 @@ impl<'p> Parser<'p> {
         if negated {
             set = complement(&set);
         }
-        Ok(self.push_class(set))
+        Ok(set)
     }
 
     /// After `\`. `at` is the offset of the backslash.
@@ -520,54 +515,12 @@ impl<'p> Parser<'p> {
         Some(value)
     }
 
-    fn literal(&mut self, c: u32, flags: Flags) -> Hir {
+    fn literal(&mut self, c: u32, flags: Flags) -> Result<(), Error> {
         let mut set = vec![(c, c)];
         if flags.fold {
             fold_case(&mut set);
         }
-        self.push_class(set)
-    }
-
-    fn push_class(&mut self, set: Vec<Range>) -> Hir {
-        let start = self.pool.len() as u32;
-        self.pool.extend(set);
-        Hir::Class(start, self.pool.len() as u32)
-    }
-}
-
-/// `atom{min,max}`, unless RE2's nested-repetition bound refuses it (`start`: for the error).
-fn repeat(atom: Hir, min: u32, max: Option<u32>, start: usize) -> Result<Hir, Error> {
-    if repeat_budget(&atom, MAX_REPEAT / max.unwrap_or(min).max(1)) == 0 {
-        return Err(Error::at("nested repetition above 1000", start));
-    }
-    Ok(Hir::Repeat(Box::new(atom), min, max))
-}
-
-fn concat(mut items: Vec<Hir>) -> Hir {
-    match items.len() {
-        0 => Hir::Empty,
-        1 => items.pop().unwrap_or(Hir::Empty),
-        _ => Hir::Concat(items),
-    }
-}
-
-/// RE2's check that nested counted repetitions stay within 1000 copies: `budget` is divided by
-/// each count met going down (the max, or the min when unbounded); 0 means too many.
-fn repeat_budget(hir: &Hir, budget: u32) -> u32 {
-    match hir {
-        Hir::Repeat(sub, min, max) => {
-            let count = max.unwrap_or(*min);
-            // RE2 walks every repetition node but divides only by counted ones; `*`/`+`/`?`
-            // count 0 or 1 and leave the budget as is.
-            let budget = if count >= 2 { budget / count } else { budget };
-            repeat_budget(sub, budget)
-        }
-        Hir::Concat(items) | Hir::Alt(items) => items
-            .iter()
-            .map(|item| repeat_budget(item, budget))
-            .min()
-            .unwrap_or(budget),
-        _ => budget,
+        self.program.class(set)
     }
 }
 

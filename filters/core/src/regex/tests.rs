@@ -290,8 +290,8 @@ fn errors_name_the_problem_and_the_offset() {
     err_at("a{1001}", "repetition count above 1000", 1);
     err_at("a{2,1001}", "repetition count above 1000", 1);
     err_at("a{3,2}", "repetition range max < min", 1);
-    err_at("(?:a{2}){600}", "nested repetition above 1000", 0);
-    err_at("x(a{1000}){1000}", "nested repetition above 1000", 1);
+    err_at("(?:a{2}){600}", "nested repetition above 1000", 8);
+    err_at("x(a{1000}){1000}", "nested repetition above 1000", 10);
     err_at("[a", "unclosed class", 0);
     err_at("x[]", "unclosed class", 1);
     err_at("[a-", "unclosed class", 0);

@@ -126,10 +126,10 @@ fn add(
             continue;
         }
         match program.get(pc as usize) {
-            Some(Inst::Jump(to)) => stack.push(*to),
+            Some(Inst::Jump(to)) => stack.push(pc.wrapping_add_signed(*to)),
             Some(Inst::Split(first, second)) => {
-                stack.push(*second);
-                stack.push(*first);
+                stack.push(pc.wrapping_add_signed(*second));
+                stack.push(pc.wrapping_add_signed(*first));
             }
             Some(Inst::Look(look)) if holds(*look, bytes, at) => stack.push(pc + 1),
             _ => {}

@@ -6,14 +6,16 @@
 //! `safe_regex` runs) and `regex-lite` does not:
 //! - syntax only RE2 accepts: a `{` that opens no well-formed repetition is a literal (`a{`,
 //!   `a{,3}`), `(?)`, octal `\0`/`\012`, `\Q...\E`, `[` as a literal in a class (`[[]`,
-//!   `[a[b]`), `&&`/`--`/`~~` as literals in a class;
+//!   `[a[b]`), `&&`/`--`/`~~` as literals in a class, `-` after a class escape in a class
+//!   (`[\w-.]`: RE2's Perl mode reads a literal `-`);
 //! - syntax only `regex-lite` accepts: stacked repetitions (`a**`, `a*+`), counts above 1000
 //!   (also as a nested product, `(a{2}){600}`), flags `x`/`R`, `\u`/`\U` escapes, `.`/`[`/`]`
 //!   in group names; and our limits (nesting 64, 64 KiB compiled) are tighter;
 //! - meaning: a repetition right after a flag group repeats the atom before it (`a(?i)*` is
 //!   `a*`; `regex-lite` repeats the empty flag group, and accepts `(?i)*` at the start),
-//!   `\<`/`\>` are literals (`regex-lite`: word start/end), `\b{start}` is `\b` then a
-//!   literal, `{01}` is literal text, RE2's `\s` has no `\v`, and under `(?i)` a negated POSIX
+//!   `[--z]` is the range `-`..`z` (`regex-lite` reads it otherwise), `\<`/`\>` are literals
+//!   (`regex-lite`: word start/end), `\b{start}` is `\b` then a literal, `{01}` is literal
+//!   text, RE2's `\s` has no `\v`, and under `(?i)` a negated POSIX
 //!   class is folded before it is negated (`(?i)[[:^upper:]]` matches no letter).
 
 use sluice_core::regex::Regex;
@@ -99,6 +101,7 @@ fn re2_only_syntax(pattern: &str, theirs: &str) -> bool {
         || octal
         || (pattern.contains("(?)") && theirs.contains("empty flag"))
         || (pattern.contains("\\Q") && theirs.contains("escape"))
+        || theirs.contains("must start and end with a single character")
         || theirs.contains("nested character class")
         || theirs.contains("character class intersection")
         || theirs.contains("character class difference")
@@ -131,6 +134,8 @@ fn regex_lite_only_syntax(pattern: &str, ours: &sluice_core::regex::Error) -> bo
 /// Both accept but the meaning differs on this haystack, for a documented reason.
 fn different_meaning(pattern: &str, ignore_case: bool, text: &str) -> bool {
     let flag_group = repeated_flag_group(pattern);
+    // `[--z]`: RE2 reads the range `-`..`z`, regex-lite does not.
+    let dash_range = pattern.contains("[--") || pattern.contains("[^--");
     let looks = ["\\<", "\\>", "\\b{"].iter().any(|s| pattern.contains(s));
     // `{01}`, `{1,02}`: RE2 reads a count with a leading zero as literal text.
     let zero_count = pattern
@@ -141,7 +146,7 @@ fn different_meaning(pattern: &str, ignore_case: bool, text: &str) -> bool {
         text.contains('\x0B') && (pattern.contains("\\s") || pattern.contains("\\S"));
     let folded_negated_posix = (ignore_case || pattern.contains('i'))
         && (pattern.contains(":^upper:") || pattern.contains(":^lower:"));
-    flag_group || looks || zero_count || vertical_tab || folded_negated_posix
+    flag_group || dash_range || looks || zero_count || vertical_tab || folded_negated_posix
 }
 
 /// A flag group `(?flags)` (or an empty `\Q\E`) directly followed by a repetition operator.
