@@ -196,6 +196,47 @@ fn header_regex_presence_and_without_headers() {
     }
 }
 
+/// The filters' own regex engine (sluice_core::regex) through Envoy, on what it implements by
+/// itself: a class with a counted repetition inside an alternation on a header, a POSIX class,
+/// a scoped `(?i:...)` on a uri, `\d{2,4}`, and the full-match rule. Each case fails if one of
+/// those is wrong (a bound off by one, the flag leaking out of its group, a partial match).
+#[test]
+fn own_regex_engine_classes_counts_alternation_and_flags() {
+    let backends = Backends::start(&["version", "users", "default"]);
+    let envoy = backends.envoy(&any_host(json!([
+        {"name": "version",
+         "match": [{"headers": {"x-version": {"regex": "v(1|2)\\.[0-9]{1,3}(-rc[[:digit:]])?|canary-[a-f]{4}"}}}],
+         "route": {"cluster": "version"}},
+        {"name": "users", "match": [{"uri": {"regex": "/api/(?i:users)/\\d{2,4}"}}],
+         "route": {"cluster": "users"}},
+        {"name": "default", "route": {"cluster": "default"}},
+    ])));
+    let cases: &[(&str, Headers, &str)] = &[
+        ("/", &[("x-version", b"v1.2")], "version"),
+        ("/", &[("x-version", b"v2.100-rc3")], "version"),
+        ("/", &[("x-version", b"canary-beef")], "version"),
+        ("/", &[("x-version", b"v3.1")], "default"),
+        ("/", &[("x-version", b"v1.1000")], "default"),
+        ("/", &[("x-version", b"v1.")], "default"),
+        ("/", &[("x-version", b"v1.2-rc")], "default"),
+        ("/", &[("x-version", b"canary-bee")], "default"),
+        ("/", &[("x-version", b"canary-beefs")], "default"),
+        ("/", &[("x-version", b"v1.2\xff")], "default"),
+        ("/api/USERS/123", &[], "users"),
+        ("/api/users/1234?page=2", &[], "users"),
+        ("/api/users/1", &[], "default"),
+        ("/api/users/12345", &[], "default"),
+        ("/API/users/12", &[], "default"), // the flag covers only its group
+    ];
+    for (path, headers, want) in cases {
+        assert_eq!(
+            served(&envoy, "reviews", path, headers).as_deref(),
+            Some(*want),
+            "{path} {headers:?}"
+        );
+    }
+}
+
 #[test]
 fn query_params_and_method() {
     let backends = Backends::start(&["v2", "debug", "delete", "default"]);
