@@ -117,10 +117,12 @@ struct Domains {
     any: Option<usize>,
 }
 
-/// Sorts wildcard domains longest first (stable: equal lengths keep their config order). One
-/// function for both tables, so the module carries one instance of the sort.
-fn longest_first(domains: &mut [(Box<[u8]>, usize)]) {
-    domains.sort_by_key(|(affix, _)| std::cmp::Reverse(affix.len()));
+/// Inserts a wildcard domain's affix so the table stays longest first, after every affix of the
+/// same length (equal lengths keep their config order). Ordered insertion rather than a sort:
+/// it runs once per configuration, and it spares the module a sort instance (~5 KB of wasm).
+fn insert_longest_first(table: &mut Vec<(Box<[u8]>, usize)>, affix: &str, host: usize) {
+    let at = table.partition_point(|(other, _)| other.len() >= affix.len());
+    table.insert(at, (affix.as_bytes().into(), host));
 }
 
 /// A validated router config, ready to decide per request.
@@ -231,7 +233,6 @@ impl CompiledRouter {
                 rules: first_rule..router.rules.len(),
             });
         }
-        router.domains.sort();
         Ok(router)
     }
 
@@ -311,11 +312,11 @@ impl Domains {
         } else if stars == 1
             && let Some(suffix) = domain.strip_prefix('*')
         {
-            self.suffixes.push((suffix.as_bytes().into(), host));
+            insert_longest_first(&mut self.suffixes, suffix, host);
         } else if stars == 1
             && let Some(prefix) = domain.strip_suffix('*')
         {
-            self.prefixes.push((prefix.as_bytes().into(), host));
+            insert_longest_first(&mut self.prefixes, prefix, host);
         } else {
             return Err(
                 "a wildcard '*' must be the whole domain, its first or its last character".into(),
@@ -329,11 +330,6 @@ impl Domains {
         let no_other =
             self.exact.is_empty() && self.suffixes.is_empty() && self.prefixes.is_empty();
         self.any.filter(|_| no_other)
-    }
-
-    fn sort(&mut self) {
-        longest_first(&mut self.suffixes);
-        longest_first(&mut self.prefixes);
     }
 
     /// The virtual host for an authority, case-insensitively. Each class (exact, suffix, prefix)
@@ -513,7 +509,8 @@ mod tests {
             {"name":"suffix","domains":["*.example.com"],"rules":[{"name":"suffix","route":{"cluster":"c-suffix"}}]},
             {"name":"longer","domains":["*.eu.example.com"],"rules":[{"name":"longer","route":{"cluster":"c-longer"}}]},
             {"name":"exact","domains":["www.example.com"],"rules":[{"name":"exact","route":{"cluster":"c-exact"}}]},
-            {"name":"port","domains":["www.example.com:8443"],"rules":[{"name":"port","route":{"cluster":"c-port"}}]}
+            {"name":"port","domains":["www.example.com:8443"],"rules":[{"name":"port","route":{"cluster":"c-port"}}]},
+            {"name":"longer-prefix","domains":["api.v2.*"],"rules":[{"name":"longer-prefix","route":{"cluster":"c-longer-prefix"}}]}
         ]}"#,
         );
         let host = |a: &str| {
@@ -534,6 +531,11 @@ mod tests {
         assert_eq!(host("a.eu.example.com:1"), "longer");
         assert_eq!(host("api.example.com"), "suffix", "suffix before prefix");
         assert_eq!(host("api.internal"), "prefix");
+        assert_eq!(
+            host("api.v2.internal"),
+            "longer-prefix",
+            "longest prefix wins"
+        );
         assert_eq!(
             host("example.com"),
             "any",
