@@ -18,13 +18,17 @@
 //! - ASCII only: `\d`, `\w`, `\s`, `\b` and the POSIX classes are ASCII (as in RE2), and `(?i)`
 //!   folds only ASCII letters (RE2 also folds e.g. `k` with U+212A KELVIN SIGN). `\pN`,
 //!   `\p{Greek}` are rejected with an error.
-//! - RE2 where `regex-lite` differs: `\s` is `[\t\n\f\r ]` (no `\v`); a `{` that does not open a
-//!   well-formed `{n}`, `{n,}`, `{n,m}` is a literal (`a{`, `a{,3}`, `a{01}`); counts above 1000,
-//!   nested counts whose product exceeds 1000 (`(a{2}){600}`) and stacked operators (`a**`,
-//!   `a*+`) are errors; `\0` and `\012` are octal escapes; any escaped ASCII punctuation is
-//!   itself (`\<` is `<`, not a word start); `[` inside a class is a literal (no nested classes
-//!   or `&&`/`--`/`~~` set operations); `(?)` is an empty flag group; `\Q...\E` quotes; group
-//!   names are ASCII word characters, digits first allowed.
+//! - RE2 where `regex-lite` differs (each checked by the differential test's oracle,
+//!   filters/core/tests/regex_oracle): `\s` is `[\t\n\f\r ]` (no `\v`); a `{` that does not
+//!   open a well-formed `{n}`, `{n,}`, `{n,m}` is a literal (`a{`, `a{,3}`, `a{01}`); counts
+//!   above 1000, nested counts whose product exceeds 1000 (`(a{2}){600}`) and stacked operators
+//!   (`a**`, `a*+`) are errors; a repetition right after a flag group repeats the atom before
+//!   it (`a(?i)*` is `a*`); `\0` and `\012` are octal escapes; any escaped ASCII punctuation
+//!   is itself (`\<` is `<`, not a word start); in a class, `[` is a literal (no nested classes
+//!   or `&&`/`--`/`~~` set operations) and so is a `-` that cannot end a range (`[\w-.]`);
+//!   `(?)` and repeated flags (`(?ii)`) are accepted; `\Q...\E` quotes; group names are ASCII
+//!   word characters, digits first allowed; under `(?i)`, a negated Perl or POSIX class is
+//!   folded, then negated (`(?i)[[:^upper:]]` matches no letter).
 //! - Not supported (errors, as in RE2): backreferences, lookaround, `\C`, flags other than
 //!   `i`, `m`, `s`, `U`.
 //!

@@ -5,18 +5,20 @@
 //! one, except for the deliberate differences below, where our engine follows RE2 (what Envoy's
 //! `safe_regex` runs) and `regex-lite` does not:
 //! - syntax only RE2 accepts: a `{` that opens no well-formed repetition is a literal (`a{`,
-//!   `a{,3}`), `(?)`, octal `\0`/`\012`, `\Q...\E`, `[` as a literal in a class (`[[]`,
-//!   `[a[b]`), `&&`/`--`/`~~` as literals in a class, `-` after a class escape in a class
-//!   (`[\w-.]`: RE2's Perl mode reads a literal `-`);
+//!   `a{,3}`), `(?)`, a flag twice (`(?ii)`), octal `\0`/`\012`, `\Q...\E`, `\<` and `\>` as
+//!   literals (also in a class), `[` as a literal in a class (`[[]`, `[a[b]`), `&&`/`--`/`~~`
+//!   as literals in a class, `-` after a class escape in a class (`[\w-.]`: RE2's Perl mode
+//!   reads a literal `-`);
 //! - syntax only `regex-lite` accepts: stacked repetitions (`a**`, `a*+`), counts above 1000
 //!   (also as a nested product, `(a{2}){600}`), flags `x`/`R`, `\u`/`\U` escapes, `.`/`[`/`]`
-//!   in group names; and our limits (nesting 64, 64 KiB compiled) are tighter;
+//!   in group names, `[--\s]` (RE2: a range `-`..`\s`); and our limits (nesting 64, 64 KiB
+//!   compiled) are tighter;
 //! - meaning: a repetition right after a flag group repeats the atom before it (`a(?i)*` is
 //!   `a*`; `regex-lite` repeats the empty flag group, and accepts `(?i)*` at the start),
 //!   `[--z]` is the range `-`..`z` (`regex-lite` reads it otherwise), `\<`/`\>` are literals
-//!   (`regex-lite`: word start/end), `\b{start}` is `\b` then a literal, `{01}` is literal
-//!   text, RE2's `\s` has no `\v`, and under `(?i)` a negated POSIX
-//!   class is folded before it is negated (`(?i)[[:^upper:]]` matches no letter).
+//!   (`regex-lite`: word start/end), `\b{start}` is `\b` then a literal, `{01}` and `{ 6}`
+//!   are literal text, RE2's `\s` has no `\v`, and under `(?i)` a negated POSIX class is
+//!   folded before it is negated (`(?i)[[:^upper:]]` matches no letter).
 
 use sluice_core::regex::Regex;
 
@@ -100,7 +102,10 @@ fn re2_only_syntax(pattern: &str, theirs: &str) -> bool {
     brace
         || octal
         || (pattern.contains("(?)") && theirs.contains("empty flag"))
-        || (pattern.contains("\\Q") && theirs.contains("escape"))
+        || theirs.contains("duplicate inline flag")
+        || (dash_range(pattern) && theirs.contains("range"))
+        || ((pattern.contains("\\Q") || pattern.contains("\\<") || pattern.contains("\\>"))
+            && theirs.contains("escape"))
         || theirs.contains("must start and end with a single character")
         || theirs.contains("nested character class")
         || theirs.contains("character class intersection")
@@ -118,6 +123,8 @@ fn regex_lite_only_syntax(pattern: &str, ours: &sluice_core::regex::Error) -> bo
         | "nested repetition above 1000"
         | "nesting too deep" => true,
         "nothing to repeat" => repeated_flag_group(pattern),
+        // `[--\s]`: RE2 reads a range from `-` whose end is a class (an error).
+        "invalid class range" => dash_range(pattern),
         "invalid flag" => {
             pattern.contains("(?") && (pattern.contains('x') || pattern.contains('R'))
         }
@@ -134,9 +141,16 @@ fn regex_lite_only_syntax(pattern: &str, ours: &sluice_core::regex::Error) -> bo
 /// Both accept but the meaning differs on this haystack, for a documented reason.
 fn different_meaning(pattern: &str, ignore_case: bool, text: &str) -> bool {
     let flag_group = repeated_flag_group(pattern);
-    // `[--z]`: RE2 reads the range `-`..`z`, regex-lite does not.
-    let dash_range = pattern.contains("[--") || pattern.contains("[^--");
     let looks = ["\\<", "\\>", "\\b{"].iter().any(|s| pattern.contains(s));
+    // `{ 6}`, `{\x0C6}`: regex-lite skips whitespace in a count; for RE2 it is literal text.
+    let spaced_count = pattern.split('{').skip(1).any(|after| {
+        after.split_once('}').is_some_and(|(count, _)| {
+            count.contains(|c: char| c.is_ascii_whitespace())
+                && count
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == ',' || c.is_ascii_whitespace())
+        })
+    });
     // `{01}`, `{1,02}`: RE2 reads a count with a leading zero as literal text.
     let zero_count = pattern
         .as_bytes()
@@ -146,7 +160,13 @@ fn different_meaning(pattern: &str, ignore_case: bool, text: &str) -> bool {
         text.contains('\x0B') && (pattern.contains("\\s") || pattern.contains("\\S"));
     let folded_negated_posix = (ignore_case || pattern.contains('i'))
         && (pattern.contains(":^upper:") || pattern.contains(":^lower:"));
-    flag_group || dash_range || looks || zero_count || vertical_tab || folded_negated_posix
+    flag_group
+        || dash_range(pattern)
+        || spaced_count
+        || looks
+        || zero_count
+        || vertical_tab
+        || folded_negated_posix
 }
 
 /// A flag group `(?flags)` (or an empty `\Q\E`) directly followed by a repetition operator.
@@ -163,4 +183,9 @@ fn repeated_flag_group(pattern: &str) -> bool {
                         bytes.get(start + 2 + len) == Some(&b')') && repeated(start + 3 + len)
                     })
         })
+}
+
+/// `[--z]`: RE2 reads the range `-`..`z` (Perl mode); regex-lite reads the dashes otherwise.
+fn dash_range(pattern: &str) -> bool {
+    pattern.contains("[--") || pattern.contains("[^--")
 }
