@@ -41,9 +41,9 @@
 //! module ~48 KB (`regex` 1.13 costs ~800 KB); this engine costs ~12 KB (suite module
 //! 289,048 B with `regex-lite`, 252,252 B with this engine, ~239,800 B with no regex at all),
 //! which puts every module under the 256,000 B budget. `regex-lite` stays as the oracle of a
-//! differential test and a fuzz target. ASCII only, which suits header values and paths: `\d`, `\w`, `\s`, `\b`
-//! and the POSIX classes are ASCII (as in RE2), and case-insensitive matching (`(?i)`,
-//! `ignoreUriCase`) folds ASCII letters only.
+//! differential test and a fuzz target. ASCII only, which suits header values and paths:
+//! `\d`, `\w`, `\s`, `\b` and the POSIX classes are ASCII (as in RE2), and case-insensitive
+//! matching (`(?i)`, `ignoreUriCase`) folds ASCII letters only.
 //! Patterns are compiled once, in `on_configure`, with a size limit ([`REGEX_SIZE_LIMIT`]).
 
 use std::collections::BTreeMap;

@@ -5,14 +5,14 @@
 //! one, except for the deliberate differences below, where our engine follows RE2 (what Envoy's
 //! `safe_regex` runs) and `regex-lite` does not:
 //! - syntax only RE2 accepts: a `{` that opens no well-formed repetition is a literal (`a{`,
-//!   `a{,3}`), `(?)`, a flag twice (`(?ii)`), octal `\0`/`\012`, `\Q...\E`, `\<` and `\>` as
-//!   literals (also in a class), `[` as a literal in a class (`[[]`, `[a[b]`), `&&`/`--`/`~~`
-//!   as literals in a class, `-` after a class escape in a class (`[\w-.]`: RE2's Perl mode
-//!   reads a literal `-`);
+//!   `a{,3}`, `\b{a`), `(?)`, a flag twice (`(?ii)`), octal `\0`/`\012`, `\Q...\E`, `\<`
+//!   and `\>` as literals (also in a class), `[` as a literal in a class (`[[]`, `[a[b]`),
+//!   `&&`/`--`/`~~` as literals in a class, `-` after a class escape in a class (`[\w-.]`:
+//!   RE2's Perl mode reads a literal `-`);
 //! - syntax only `regex-lite` accepts: stacked repetitions (`a**`, `a*+`), counts above 1000
-//!   (also as a nested product, `(a{2}){600}`), flags `x`/`R`, `\u`/`\U` escapes, `.`/`[`/`]`
-//!   in group names, `[--\s]` (RE2: a range `-`..`\s`); and our limits (nesting 64, 64 KiB
-//!   compiled) are tighter;
+//!   (also as a nested product, `(a{2}){600}`), flags `x`/`R`/`u`, `\u`/`\U` escapes,
+//!   `.`/`[`/`]` in group names, `[--\s]` (RE2: a range `-`..`\s`); and our limits (nesting
+//!   64, 64 KiB compiled) are tighter;
 //! - meaning: a repetition right after a flag group repeats the atom before it (`a(?i)*` is
 //!   `a*`; `regex-lite` repeats the empty flag group, and accepts `(?i)*` at the start),
 //!   `[--z]` is the range `-`..`z` (`regex-lite` reads it otherwise), `\<`/`\>` are literals
@@ -103,6 +103,9 @@ fn re2_only_syntax(pattern: &str, theirs: &str) -> bool {
         || octal
         || (pattern.contains("(?)") && theirs.contains("empty flag"))
         || theirs.contains("duplicate inline flag")
+        // regex-lite's 10 MB program limit, reached where RE2 reads literal text (`x{099}`).
+        || theirs.contains("size limit")
+        || (pattern.contains("\\b{") && theirs.contains("word boundary"))
         || (dash_range(pattern) && theirs.contains("range"))
         || ((pattern.contains("\\Q") || pattern.contains("\\<") || pattern.contains("\\>"))
             && theirs.contains("escape"))
@@ -125,9 +128,7 @@ fn regex_lite_only_syntax(pattern: &str, ours: &sluice_core::regex::Error) -> bo
         "nothing to repeat" => repeated_flag_group(pattern),
         // `[--\s]`: RE2 reads a range from `-` whose end is a class (an error).
         "invalid class range" => dash_range(pattern),
-        "invalid flag" => {
-            pattern.contains("(?") && (pattern.contains('x') || pattern.contains('R'))
-        }
+        "invalid flag" => pattern.contains("(?") && pattern.contains(['x', 'R', 'u']),
         "invalid escape" | "invalid escape in class" => {
             pattern.contains("\\u") || pattern.contains("\\U")
         }
