@@ -11,8 +11,8 @@
 //!   RE2's Perl mode reads a literal `-`);
 //! - syntax only `regex-lite` accepts: stacked repetitions (`a**`, `a*+`), counts above 1000
 //!   (also as a nested product, `(a{2}){600}`), flags `x`/`R`/`u`, `\u`/`\U` escapes,
-//!   `.`/`[`/`]` in group names, `[--\s]` (RE2: a range `-`..`\s`); and our limits (nesting
-//!   64, 64 KiB compiled) are tighter;
+//!   `.`/`[`/`]` in group names, `[--\s]` and `[]-.]` (RE2: ranges, here invalid); and our
+//!   limits (nesting 64, 64 KiB compiled) are tighter;
 //! - meaning: a repetition right after a flag group repeats the atom before it (`a(?i)*` is
 //!   `a*`; `regex-lite` repeats the empty flag group, and accepts `(?i)*` at the start),
 //!   `[--z]` is the range `-`..`z` (`regex-lite` reads it otherwise), `\<`/`\>` are literals
@@ -127,7 +127,10 @@ fn regex_lite_only_syntax(pattern: &str, ours: &sluice_core::regex::Error) -> bo
         | "nesting too deep" => true,
         "nothing to repeat" => repeated_flag_group(pattern),
         // `[--\s]`: RE2 reads a range from `-` whose end is a class (an error).
-        "invalid class range" => dash_range(pattern),
+        // `[]-.]`: RE2 reads the range `]`..`.`, reversed (an error).
+        "invalid class range" => {
+            dash_range(pattern) || pattern.contains("[]-") || pattern.contains("[^]-")
+        }
         "invalid flag" => pattern.contains("(?") && pattern.contains(['x', 'R', 'u']),
         "invalid escape" | "invalid escape in class" => {
             pattern.contains("\\u") || pattern.contains("\\U")
