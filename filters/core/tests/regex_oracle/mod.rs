@@ -146,13 +146,13 @@ fn regex_lite_only_syntax(pattern: &str, ours: &sluice_core::regex::Error) -> bo
 fn different_meaning(pattern: &str, ignore_case: bool, text: &str) -> bool {
     let flag_group = repeated_flag_group(pattern);
     let looks = ["\\<", "\\>", "\\b{"].iter().any(|s| pattern.contains(s));
-    // `{ 6}`, `{\x0C6}`: regex-lite skips whitespace in a count; for RE2 it is literal text.
+    // `{ 6}`, `{0\x0B}`: regex-lite skips (Unicode) whitespace in a count; RE2 reads literal text.
     let spaced_count = pattern.split('{').skip(1).any(|after| {
         after.split_once('}').is_some_and(|(count, _)| {
-            count.contains(|c: char| c.is_ascii_whitespace())
+            count.contains(|c: char| c.is_whitespace())
                 && count
                     .chars()
-                    .all(|c| c.is_ascii_digit() || c == ',' || c.is_ascii_whitespace())
+                    .all(|c| c.is_ascii_digit() || c == ',' || c.is_whitespace())
         })
     });
     // `{01}`, `{1,02}`: RE2 reads a count with a leading zero as literal text.
