@@ -31,17 +31,19 @@
 //!   header matchers do.
 //! - `port` matches the local port the request arrived on ([`RequestView::local_port`]).
 //!
-//! Header values are bytes: `exact` and `prefix` compare bytes. A regex only runs on UTF-8; a
-//! non-UTF-8 value never matches a `regex` (and so always passes a `withoutHeaders` regex).
+//! Header values are bytes: `exact` and `prefix` compare bytes, and a `regex` matches bytes as
+//! Envoy's does: Envoy 1.40 runs RE2 in Latin-1 mode, one character per byte, so `.` matches
+//! any byte but `\n` (not a whole `é`), and a value that is not UTF-8 can match.
 //!
 //! Regexes run on our own engine, [`crate::regex`]: RE2 syntax (Envoy's `safe_regex`, minus
-//! Unicode classes), a full match, linear time (a Pike VM: no backtracking, so a hostile header
+//! Unicode classes), Envoy's byte semantics, a full match, linear time (a Pike VM: no backtracking, so a hostile header
 //! cannot stall a worker) and no allocation per match. Why not a crate: the modules load into
 //! every worker VM, and even `regex-lite` 0.1.9, the smallest maintained engine, cost the suite
 //! module ~48 KB (`regex` 1.13 costs ~800 KB); this engine costs ~12 KB (suite module
-//! 289,048 B with `regex-lite`, 252,252 B with this engine, ~239,800 B with no regex at all),
-//! which puts every module under the 256,000 B budget. `regex-lite` stays as the oracle of a
-//! differential test and a fuzz target. ASCII only, which suits header values and paths:
+//! 289,048 B with `regex-lite`; 252,252 B with this engine; ~239,800 B with no regex at all),
+//! which puts every module under the 256,000 B budget (BENCHMARKS.md has the current sizes). `regex-lite` stays as the oracle of a
+//! differential test and a fuzz target on ASCII; integration/tests/regex_envoy.rs compares the
+//! engine with Envoy itself, bytes included. ASCII only, as in Envoy:
 //! `\d`, `\w`, `\s`, `\b` and the POSIX classes are ASCII (as in RE2), and case-insensitive
 //! matching (`(?i)`, `ignoreUriCase`) folds ASCII letters only.
 //! Patterns are compiled once, in `on_configure`, with a size limit ([`REGEX_SIZE_LIMIT`]).
@@ -217,7 +219,7 @@ impl Matcher {
                     head == &p[..]
                 }
             }),
-            // Not UTF-8: "no match", as documented (`Regex::is_match`).
+            // Bytes, UTF-8 or not, as Envoy's Latin-1 RE2 reads them.
             Pattern::Regex(re) => re.is_match(value),
         }
     }
@@ -724,9 +726,14 @@ mod tests {
         let s = set(r#"[{"withoutHeaders":{"x":{"regex":"a+"}}}]"#);
         assert!(
             s.matches(&get("/").with_bytes("x", b"a\xff")),
-            "non-UTF-8: regex does not match"
+            "a+ misses a\\xff"
         );
         assert!(!s.matches(&get("/").with("x", "aaa")));
+        let s = set(r#"[{"withoutHeaders":{"x":{"regex":"a."}}}]"#);
+        assert!(
+            !s.matches(&get("/").with_bytes("x", b"a\xff")),
+            "a. matches a\\xff (bytes, as Envoy)"
+        );
     }
 
     #[test]
@@ -825,11 +832,12 @@ mod tests {
             s.matches(&get("/").with_bytes("x", b"ab\xff\xfe")),
             "prefix on bytes"
         );
-        let s = set(r#"[{"headers":{"x":{"regex":".*"}}}]"#);
+        let s = set(r#"[{"headers":{"x":{"regex":"."}}}]"#);
         assert!(
-            !s.matches(&get("/").with_bytes("x", b"\xff")),
-            "non-UTF-8 never matches a regex"
+            s.matches(&get("/").with_bytes("x", b"\xff")),
+            "a regex matches bytes, UTF-8 or not (Envoy's Latin-1 RE2)"
         );
+        assert!(!s.matches(&get("/").with("x", "é")), "`é` is two bytes");
         let s = set(r#"[{"headers":{"x":{}}}]"#);
         assert!(s.matches(&get("/").with_bytes("x", b"\xff")));
     }

@@ -6,18 +6,26 @@
 //! keep the module small), and [`Regex::is_match`] runs that program as a Pike VM (`vm`) over
 //! the whole haystack.
 //!
-//! Why our own: the filters need only "does this whole UTF-8 value match", on header values and
-//! paths. `regex-lite` 0.1.9 (the smallest maintained engine) costs ~48 KB of the suite module;
+//! Why our own: the filters need only "does this whole value match", on header values and
+//! paths, with Envoy's byte semantics (below), which no Rust engine offers for RE2 syntax. `regex-lite` 0.1.9 (the smallest maintained engine) costs ~48 KB of the suite module;
 //! this engine costs a fraction of it, which is what puts the module under its 256,000 B budget
 //! (see `matching`'s module doc for the figures). `regex-lite` remains the test oracle: a
-//! differential test and a fuzz target compare the two on generated patterns and inputs.
+//! differential test and a fuzz target compare the two on ASCII patterns and inputs, and
+//! integration/tests/regex_envoy.rs compares the engine with Envoy's own `safe_regex` on the
+//! same patterns, non-ASCII ones included.
 //!
 //! Semantics, and where they differ from RE2 or from `regex-lite`:
 //! - Full match: the program starts at the first character and accepts only at the end, as
-//!   `^(?:pattern)$`. A non-UTF-8 haystack never matches.
-//! - ASCII only: `\d`, `\w`, `\s`, `\b` and the POSIX classes are ASCII (as in RE2), and `(?i)`
-//!   folds only ASCII letters (RE2 also folds e.g. `k` with U+212A KELVIN SIGN). `\pN`,
-//!   `\p{Greek}` are rejected with an error.
+//!   `^(?:pattern)$`.
+//! - Bytes, as Envoy: Envoy 1.40's `safe_regex` runs RE2 in Latin-1 mode (measured through
+//!   Envoy: `.` does not match `é`, `..` does, `a.` matches `a\xFF`, `\x{E9}` does not match
+//!   the UTF-8 `é`, and `\x{100}` is refused). So here too a character is a byte, in the
+//!   pattern and in the haystack: any header value can match, UTF-8 or not, and a non-ASCII
+//!   literal in a pattern stands for its UTF-8 bytes (`é+` repeats its last byte, as in Envoy).
+//!   An escape above `\xFF` (or `\377`) is an error.
+//! - ASCII only: `\d`, `\w`, `\s`, `\b` and the POSIX classes are ASCII, and `(?i)` folds only
+//!   ASCII letters (Envoy does not fold `É`/`é` either). `\pN`, `\p{Greek}` and `\C` are
+//!   rejected with an error.
 //! - RE2 where `regex-lite` differs (each checked by the differential test's oracle,
 //!   filters/core/tests/regex_oracle): `\s` is `[\t\n\f\r ]` (no `\v`); a `{` that does not
 //!   open a well-formed `{n}`, `{n,}`, `{n,m}` is a literal (`a{`, `a{,3}`, `a{01}`); counts
@@ -29,8 +37,8 @@
 //!   `(?)` and repeated flags (`(?ii)`) are accepted; `\Q...\E` quotes; group names are ASCII
 //!   word characters, digits first allowed; under `(?i)`, a negated Perl or POSIX class is
 //!   folded, then negated (`(?i)[[:^upper:]]` matches no letter).
-//! - Not supported (errors, as in RE2): backreferences, lookaround, `\C`, flags other than
-//!   `i`, `m`, `s`, `U`.
+//! - Not supported (errors, as in RE2): backreferences, lookaround, flags other than `i`, `m`,
+//!   `s`, `U`.
 //!
 //! Limits, checked when compiling: [`NEST_LIMIT`] open groups, and [`SIZE_LIMIT`] bytes of
 //! program plus character ranges. A match takes O(len(haystack) x len(program)), so the size
@@ -124,17 +132,14 @@ impl Regex {
         })
     }
 
-    /// Whether all of `haystack` matches. A haystack that is not UTF-8 never matches.
+    /// Whether all of `haystack` matches, byte by byte (see the module doc).
     pub fn is_match(&self, haystack: &[u8]) -> bool {
-        let Ok(text) = std::str::from_utf8(haystack) else {
-            return false;
-        };
         match self.scratch.try_borrow_mut() {
-            Ok(mut scratch) => vm::full_match(&self.program, &self.pool, &mut scratch, text),
+            Ok(mut scratch) => vm::full_match(&self.program, &self.pool, &mut scratch, haystack),
             // Only a re-entrant call could find it borrowed; stay correct with fresh space.
             Err(_) => {
                 let mut scratch = vm::Scratch::new(self.program.len());
-                vm::full_match(&self.program, &self.pool, &mut scratch, text)
+                vm::full_match(&self.program, &self.pool, &mut scratch, haystack)
             }
         }
     }

@@ -2,15 +2,20 @@
 //! without Unicode classes, read in one pass that emits the instructions as it goes (see
 //! [`super::compile`]). Groups capture nothing: a match only answers yes or no.
 //!
-//! Every character, literal or class, becomes a list of `u32` ranges in the program's pool.
+//! The pattern is read as Latin-1, one character per byte, as Envoy's RE2 reads it (see the
+//! module doc of [`super`]): `é` in a pattern is the two characters of its UTF-8 bytes, and an
+//! escape above `\xFF` is an error. Every character, literal or class, becomes a list of byte
+//! ranges in the program's pool.
 
 use super::compile::{Inst, Program};
 use super::{Error, NEST_LIMIT};
 
-/// Inclusive range of Unicode scalar values. `u32`, not `char`, so complements need no checks.
+/// Inclusive range of characters, i.e. of bytes (Latin-1). `u32`, so that range arithmetic
+/// (`hi + 1`, complements) needs no overflow checks.
 pub(super) type Range = (u32, u32);
 
-const MAX_CHAR: u32 = 0x10_FFFF;
+/// The largest character: patterns and haystacks are bytes.
+const MAX_CHAR: u32 = 0xFF;
 
 /// RE2's bound on the counts of `{n,m}`, and on their product along a nesting (`(a{2}){600}`).
 const MAX_REPEAT: u32 = 1000;
@@ -80,7 +85,7 @@ const POSIX_CLASSES: [(&str, &[(u8, u8)]); 14] = [
 /// Parses and compiles `pattern`; `fold` is the initial `(?i)`.
 pub(super) fn parse(pattern: &str, fold: bool) -> Result<Program, Error> {
     let mut parser = Parser {
-        pattern,
+        pattern: pattern.as_bytes(),
         pos: 0,
         depth: 0,
         names: Vec::new(),
@@ -101,35 +106,37 @@ pub(super) fn parse(pattern: &str, fold: bool) -> Result<Program, Error> {
 }
 
 struct Parser<'p> {
-    pattern: &'p str,
-    /// Byte offset of the next character.
+    /// The pattern's bytes, each one character (Latin-1).
+    pattern: &'p [u8],
+    /// Offset of the next character (= byte).
     pos: usize,
     /// Open groups around the cursor.
     depth: u32,
     /// Group names seen so far: RE2 rejects a name used twice.
-    names: Vec<&'p str>,
+    names: Vec<&'p [u8]>,
     program: Program,
 }
 
 impl<'p> Parser<'p> {
-    fn rest(&self) -> &'p str {
-        self.pattern.get(self.pos..).unwrap_or("")
+    fn rest(&self) -> &'p [u8] {
+        self.pattern.get(self.pos..).unwrap_or_default()
     }
 
+    /// The next character: a byte, as a `char` so that the parser reads like the syntax.
     fn peek(&self) -> Option<char> {
-        self.rest().chars().next()
+        self.rest().first().map(|&b| char::from(b))
     }
 
     fn bump(&mut self) -> Option<char> {
         let c = self.peek()?;
-        self.pos += c.len_utf8();
+        self.pos += 1;
         Some(c)
     }
 
     fn eat(&mut self, c: char) -> bool {
         let found = self.peek() == Some(c);
         if found {
-            self.pos += c.len_utf8();
+            self.pos += 1;
         }
         found
     }
@@ -186,7 +193,7 @@ impl<'p> Parser<'p> {
             }
             after_repetition = false;
             let start = self.program.len();
-            self.pos += c.len_utf8();
+            self.pos += 1;
             let inner = match c {
                 '(' => match self.group(at, flags)? {
                     Some(inner) => inner,
@@ -225,9 +232,9 @@ impl<'p> Parser<'p> {
                         let end = find_pair(text, b'\\', b'E');
                         self.pos += (end + 2).min(text.len());
                         // Each character its own atom: a repetition after `\Q..\E` takes the last.
-                        for c in text.get(..end).unwrap_or("").chars() {
+                        for &c in text.get(..end).unwrap_or_default() {
                             last = Some((self.program.len(), 1));
-                            self.literal(c as u32, *flags)?;
+                            self.literal(c.into(), *flags)?;
                         }
                         continue;
                     }
@@ -288,13 +295,17 @@ impl<'p> Parser<'p> {
 
     /// Decimal digits, without a leading zero (RE2 reads `{01}` as literal text).
     fn number(&mut self) -> Option<u32> {
-        let digits = self.rest().bytes().take_while(u8::is_ascii_digit).count();
+        let digits = self
+            .rest()
+            .iter()
+            .take_while(|d| d.is_ascii_digit())
+            .count();
         let text = self.rest().get(..digits)?;
-        if digits == 0 || (digits > 1 && text.starts_with('0')) {
+        if digits == 0 || (digits > 1 && text.starts_with(b"0")) {
             return None;
         }
         self.pos += digits;
-        Some(text.bytes().fold(0u32, |n, d| {
+        Some(text.iter().fold(0u32, |n, d| {
             n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
         }))
     }
@@ -305,22 +316,22 @@ impl<'p> Parser<'p> {
         let mut inner = *flags;
         if self.eat('?') {
             let rest = self.rest();
-            if let [b'=' | b'!', ..] | [b'<', b'=' | b'!', ..] = rest.as_bytes() {
+            if let [b'=' | b'!', ..] | [b'<', b'=' | b'!', ..] = rest {
                 return Err(Error::at("lookaround is not supported", open));
             }
-            let name_len = match rest.as_bytes() {
+            let name_len = match rest {
                 [b'P', b'<', ..] => Some(2),
                 [b'<', ..] => Some(1),
                 _ => None,
             };
             if let Some(prefix) = name_len {
                 let name_at = self.pos + prefix;
-                let name = self.pattern.get(name_at..).unwrap_or("");
-                let Some(len) = name.bytes().position(|b| b == b'>') else {
+                let name = self.pattern.get(name_at..).unwrap_or_default();
+                let Some(len) = name.iter().position(|&b| b == b'>') else {
                     return Err(Error::at("unclosed group name", open));
                 };
-                let name = name.get(..len).unwrap_or("");
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                let name = name.get(..len).unwrap_or_default();
+                if name.is_empty() || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_')
                 {
                     return Err(Error::at("invalid group name", name_at));
                 }
@@ -387,14 +398,14 @@ impl<'p> Parser<'p> {
                     if end == rest.len() {
                         u32::from(b'[')
                     } else {
-                        let name = rest.get(1..end).unwrap_or("");
-                        let (negated, name) = match name.as_bytes() {
-                            [b'^', ..] => (true, name.get(1..).unwrap_or("")),
+                        let name = rest.get(1..end).unwrap_or_default();
+                        let (negated, name) = match name {
+                            [b'^', name @ ..] => (true, name),
                             _ => (false, name),
                         };
                         let (_, table) = POSIX_CLASSES
                             .iter()
-                            .find(|(known, _)| *known == name)
+                            .find(|(known, _)| known.as_bytes() == name)
                             .ok_or(Error::at("unknown POSIX class", at))?;
                         add_table(&mut set, table, negated, flags.fold);
                         self.pos += end + 2;
@@ -418,7 +429,7 @@ impl<'p> Parser<'p> {
             first = false;
             let mut hi = lo;
             let rest = self.rest();
-            if let [b'-', next, ..] = rest.as_bytes()
+            if let [b'-', next, ..] = rest
                 && *next != b']'
             {
                 self.pos += 1;
@@ -456,20 +467,26 @@ impl<'p> Parser<'p> {
             'n' => 10,
             'r' => 13,
             'v' => 0x0B,
-            'x' => self.hex().ok_or(Error::at("invalid hex escape", at))?,
+            'x' => self
+                .hex()
+                .ok_or(Error::at("invalid hex escape (at most \\xFF)", at))?,
             // Octal as RE2: `\0` and up to two more digits; `\1`-`\7` only with a second digit.
-            '0'..='7' if c == '0' || self.rest().starts_with(|d: char| matches!(d, '0'..='7')) => {
+            '0'..='7' if c == '0' || matches!(self.rest().first(), Some(b'0'..=b'7')) => {
                 let digits = self
                     .rest()
-                    .bytes()
+                    .iter()
                     .take(2)
                     .take_while(|d| matches!(d, b'0'..=b'7'))
                     .count();
-                let text = self.rest().get(..digits).unwrap_or("");
+                let text = self.rest().get(..digits).unwrap_or_default();
                 self.pos += digits;
-                text.bytes().fold(c as u32 - u32::from(b'0'), |n, d| {
+                let value = text.iter().fold(c as u32 - u32::from(b'0'), |n, d| {
                     n * 8 + u32::from(d - b'0')
-                })
+                });
+                if value > MAX_CHAR {
+                    return Err(Error::at("invalid octal escape (at most \\377)", at));
+                }
+                value
             }
             '1'..='9' => return Err(Error::at("backreferences are not supported", at)),
             'd' => return Ok(Escape::Class(DIGIT, false)),
@@ -490,12 +507,12 @@ impl<'p> Parser<'p> {
         }))
     }
 
-    /// After `\x`: two hex digits, or `{1+ hex digits}` up to U+10FFFF.
+    /// After `\x`: two hex digits, or `{1+ hex digits}` up to FF (Latin-1, as Envoy's RE2).
     fn hex(&mut self) -> Option<u32> {
         let rest = self.rest();
-        let (digits, len) = match rest.as_bytes() {
+        let (digits, len) = match rest {
             [b'{', ..] => {
-                let end = rest.bytes().position(|b| b == b'}')?;
+                let end = rest.iter().position(|&b| b == b'}')?;
                 (rest.get(1..end)?, end + 1)
             }
             _ => (rest.get(..2)?, 2),
@@ -504,9 +521,9 @@ impl<'p> Parser<'p> {
             return None;
         }
         let mut value = 0u32;
-        for d in digits.chars() {
+        for &d in digits {
             // Checked per digit (RE2 too), so a long run of digits cannot overflow.
-            value = value * 16 + d.to_digit(16)?;
+            value = value * 16 + char::from(d).to_digit(16)?;
             if value > MAX_CHAR {
                 return None;
             }
@@ -535,9 +552,8 @@ fn add_range(set: &mut Vec<Range>, lo: u32, hi: u32) {
     }
 }
 
-/// Byte offset of the first `first` immediately followed by `second` in `text`, or its length.
-fn find_pair(text: &str, first: u8, second: u8) -> usize {
-    let bytes = text.as_bytes();
+/// Offset of the first `first` immediately followed by `second` in `bytes`, or its length.
+fn find_pair(bytes: &[u8], first: u8, second: u8) -> usize {
     (0..bytes.len())
         .find(|&i| bytes.get(i) == Some(&first) && bytes.get(i + 1) == Some(&second))
         .unwrap_or(bytes.len())
@@ -577,7 +593,7 @@ fn fold_case(set: &mut Vec<Range>) {
     }
 }
 
-/// Every scalar value in no range of the set (sorted by start, maybe overlapping).
+/// Every character (byte) in no range of the set (sorted by start, maybe overlapping).
 fn complement(set: &[Range]) -> Vec<Range> {
     let mut out = Vec::new();
     let mut next = 0;

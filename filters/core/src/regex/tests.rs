@@ -24,6 +24,11 @@ fn no(pattern: &str, haystacks: &[&str]) {
     }
 }
 
+/// Whether `pattern` matches the bytes `haystack` (for haystacks that are not UTF-8).
+fn matches_bytes(pattern: &str, haystack: &[u8]) -> bool {
+    re(pattern).is_match(haystack)
+}
+
 fn err(pattern: &str) -> Error {
     match Regex::new(pattern, false) {
         Ok(_) => panic!("{pattern:?} should be rejected"),
@@ -50,19 +55,33 @@ fn literals_are_a_full_match() {
     no("é", &["e", "é\n"]);
 }
 
+/// Envoy's RE2 reads patterns and values as Latin-1, one character per byte; so does the
+/// engine (integration/tests/regex_envoy.rs checks these through Envoy).
 #[test]
-fn non_utf8_never_matches() {
-    let r = re(".*");
-    assert!(r.is_match(b"abc"));
-    assert!(!r.is_match(b"a\xff"));
-    assert!(!re("(?s).*").is_match(b"\xc3"));
+fn characters_are_bytes_as_in_envoy() {
+    assert!(matches_bytes(".*", b"a\xff"));
+    assert!(matches_bytes("a.", b"a\xff"));
+    assert!(matches_bytes("(?s).", b"\xc3"));
+    assert!(matches_bytes(r"\xff", b"\xff"));
+    assert!(matches_bytes(r"\x{e9}", b"\xe9"));
+    assert!(matches_bytes(r"\351", b"\xe9"));
+    // `é` is two characters: its UTF-8 bytes.
+    no(".", &["é"]);
+    yes("..", &["é"]);
+    no(r"\x{e9}", &["é"]);
+    yes("é", &["é"]);
+    // A repetition takes the last byte of a multi-byte literal.
+    yes("é+", &["é"]);
+    assert!(matches_bytes("é+", b"\xc3\xa9\xa9"));
+    no("é+", &["éé"]);
+    yes("(?:é)+", &["éé"]);
 }
 
 #[test]
 fn escapes_of_meta_and_control_characters() {
     yes(r"\.\*\+\?\(\)\[\]\{\}\|\^\$\\", &[r".*+?()[]{}|^$\"]);
     yes(r"\n\t\r\f\v\a", &["\n\t\r\x0C\x0B\x07"]);
-    yes(r"\x41\x7F\x{10FFFF}\x{e9}", &["A\x7F\u{10FFFF}é"]);
+    assert!(matches_bytes(r"\x41\x7F\x{e9}\xFF", b"A\x7F\xe9\xff"));
     yes(r"\0\012\101", &["\0\nA"]);
     // RE2: any escaped ASCII punctuation is itself (`\<` is not a word start here).
     yes(r"\<\>\_\ \-\#", &["<>_ -#"]);
@@ -79,8 +98,9 @@ fn quoted_text_is_literal_and_a_repetition_takes_its_last_char() {
 
 #[test]
 fn dot_and_the_s_flag() {
-    yes(".", &["a", "é", "\r"]);
-    no(".", &["\n", "", "ab"]);
+    yes(".", &["a", "\r"]);
+    assert!(matches_bytes(".", b"\xff"));
+    no(".", &["\n", "", "ab", "é"]);
     yes("(?s).", &["\n"]);
     yes("(?s:.)(?-s:.)", &["\na"]);
     no("(?s:.)(?-s:.)", &["a\n"]);
@@ -92,7 +112,8 @@ fn classes_ranges_and_negation() {
     no("[abc]", &["d", ""]);
     yes("[a-cx-z]+", &["abxz"]);
     no("[a-cx-z]", &["d", "w"]);
-    yes("[^a-c]", &["d", "\n", "é"]);
+    yes("[^a-c]", &["d", "\n"]);
+    yes("[^a-c]{2}", &["é"]);
     no("[^a-c]", &["a", "c"]);
     yes("[]a]", &["]", "a"]);
     yes("[^]a]", &["b"]);
@@ -103,9 +124,11 @@ fn classes_ranges_and_negation() {
     yes(r"[\]\\\-]", &["]", "\\", "-"]);
     yes("[[]", &["["]);
     yes("[a[:b]", &[":", "["]);
-    yes(r"[\x{e9}-\x{ea}]", &["é", "ê"]);
-    yes("[é-ê]", &["é", "ê"]);
-    no("[é-ê]", &["e"]);
+    assert!(matches_bytes(r"[\x{e9}-\x{ea}]", b"\xea"));
+    no(r"[\x{e9}-\x{ea}]", &["é"]);
+    // A non-ASCII character in a class is its bytes, each a member.
+    yes("[é]{2}", &["é"]);
+    no("[é]", &["é"]);
     yes(r"[\n]", &["\n"]);
 }
 
@@ -114,7 +137,8 @@ fn perl_classes_are_ascii() {
     yes(r"\d\D\w\W\s\S", &["1a_ \tx"]);
     no(r"\d", &["a", "١"]);
     no(r"\w", &["é", "-"]);
-    yes(r"\W", &["é", "-"]);
+    yes(r"\W", &["-"]);
+    yes(r"\W\W", &["é"]);
     yes(r"\s", &[" ", "\t", "\n", "\r", "\x0C"]);
     // RE2's \s has no \v (regex-lite's has).
     no(r"\s", &["\x0B"]);
@@ -129,7 +153,7 @@ fn perl_classes_are_ascii() {
 fn posix_classes() {
     yes("[[:alpha:]]+", &["aZ"]);
     no("[[:alpha:]]", &["1"]);
-    yes("[[:^alpha:]]", &["1", "é"]);
+    yes("[[:^alpha:]]+", &["1", "é"]);
     yes("[[:digit:][:upper:]]+", &["1A"]);
     yes("[[:space:]]", &["\x0B"]);
     yes("[[:punct:]]+", &["!/:@[`{~"]);
@@ -322,10 +346,12 @@ fn errors_name_the_problem_and_the_offset() {
     err_at(r"\Z", "invalid escape", 0);
     err_at(r"\é", "invalid escape", 0);
     err_at(r"[\b]", "invalid escape", 1);
-    err_at(r"\xZZ", "invalid hex escape", 0);
-    err_at(r"\x{110000}", "invalid hex escape", 0);
-    err_at(r"\x{}", "invalid hex escape", 0);
-    err_at(r"\x{41", "invalid hex escape", 0);
+    err_at(r"\xZZ", "invalid hex escape (at most \\xFF)", 0);
+    err_at(r"\x{100}", "invalid hex escape (at most \\xFF)", 0);
+    err_at(r"a\x{110000}", "invalid hex escape (at most \\xFF)", 1);
+    err_at(r"\x{}", "invalid hex escape (at most \\xFF)", 0);
+    err_at(r"\x{41", "invalid hex escape (at most \\xFF)", 0);
+    err_at(r"\400", "invalid octal escape (at most \\377)", 0);
     assert_eq!(err("ab(c").to_string(), "unclosed group at offset 2");
 }
 

@@ -1,5 +1,5 @@
-//! The matcher: a Pike VM. It advances the set of every live instruction one character at a
-//! time, so a match costs O(len(haystack) x len(program)) whatever the pattern and input: no
+//! The matcher: a Pike VM. It advances the set of every live instruction one byte (one
+//! Latin-1 character, as Envoy's RE2 reads a header) at a time, so a match costs O(len(haystack) x len(program)) whatever the pattern and input: no
 //! backtracking, nothing a hostile header can blow up. The sets and the closure stack are sized
 //! to the program at compile time, so a match allocates nothing.
 
@@ -68,35 +68,35 @@ impl Scratch {
     }
 }
 
-/// Whether `program` matches all of `text` (the VM starts at offset 0 only and accepts only
+/// Whether `program` matches all of `bytes` (the VM starts at offset 0 only and accepts only
 /// at the end: the full match Envoy's `safe_regex` means).
 pub(super) fn full_match(
     program: &[Inst],
     pool: &[Range],
     scratch: &mut Scratch,
-    text: &str,
+    bytes: &[u8],
 ) -> bool {
     let Scratch {
         current,
         next,
         stack,
     } = scratch;
-    let bytes = text.as_bytes();
     current.len = 0;
     add(program, current, stack, 0, bytes, 0);
-    for (at, c) in text.char_indices() {
+    for (at, &byte) in bytes.iter().enumerate() {
         if current.len == 0 {
             return false;
         }
         next.len = 0;
-        let after = at + c.len_utf8();
+        let c = u32::from(byte);
+        let after = at + 1;
         for &pc in current.members() {
             if let Some(Inst::Class(start, end)) = program.get(pc as usize)
                 && pool
                     .get(*start as usize..*end as usize)
                     .unwrap_or_default()
                     .iter()
-                    .any(|&(lo, hi)| lo <= c as u32 && c as u32 <= hi)
+                    .any(|&(lo, hi)| lo <= c && c <= hi)
             {
                 add(program, next, stack, pc + 1, bytes, after);
             }
@@ -137,8 +137,8 @@ fn add(
     }
 }
 
-/// Evaluates an assertion between `bytes[at - 1]` and `bytes[at]`. Bytes suffice: `\n` and the
-/// ASCII word characters never occur inside a multi-byte UTF-8 sequence.
+/// Evaluates an assertion between `bytes[at - 1]` and `bytes[at]` (`\b` and line ends are
+/// ASCII, as in RE2).
 fn holds(look: Look, bytes: &[u8], at: usize) -> bool {
     let before = at.checked_sub(1).and_then(|i| bytes.get(i)).copied();
     let after = bytes.get(at).copied();
