@@ -16,7 +16,7 @@ pub const TARGETS: [&str; 7] = [
     "fault_config",
     "breaker_config",
     "match_request",
-    "regex_differential",
+    "regex",
     "builder_yaml",
 ];
 
