@@ -3,8 +3,6 @@
 //! parameters, withoutHeaders, method, authority, port).
 #![no_main]
 
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
 use sluice_core::matching::{HttpMatchRequest, MatchSet};
 
@@ -20,23 +18,28 @@ const BLOCKS: &str = r#"[
   {"headers": {"cookie": {"regex": ".*session=[^;]+.*"}}}
 ]"#;
 
-fn matchers() -> &'static [MatchSet] {
-    static SETS: OnceLock<Vec<MatchSet>> = OnceLock::new();
-    SETS.get_or_init(|| {
-        let blocks: Vec<HttpMatchRequest> =
-            serde_json::from_str(BLOCKS).expect("the fixed blocks parse");
-        let mut sets: Vec<MatchSet> = blocks
-            .iter()
-            .map(|b| MatchSet::compile(std::slice::from_ref(b)).expect("compiles"))
-            .collect();
-        sets.push(MatchSet::compile(&blocks).expect("compiles"));
-        sets
-    })
+fn compile() -> Vec<MatchSet> {
+    let blocks: Vec<HttpMatchRequest> =
+        serde_json::from_str(BLOCKS).expect("the fixed blocks parse");
+    let mut sets: Vec<MatchSet> = blocks
+        .iter()
+        .map(|b| MatchSet::compile(std::slice::from_ref(b)).expect("compiles"))
+        .collect();
+    sets.push(MatchSet::compile(&blocks).expect("compiles"));
+    sets
+}
+
+thread_local! {
+    // Per thread, not a shared static: a compiled regex keeps its match scratch space in a
+    // RefCell (one per proxy-wasm VM, which is single-threaded), so it is not `Sync`.
+    static SETS: Vec<MatchSet> = compile();
 }
 
 fuzz_target!(|data: &[u8]| {
     let host = request::request_from(data);
-    for set in matchers() {
-        let _ = set.matches(&host);
-    }
+    SETS.with(|sets| {
+        for set in sets {
+            let _ = set.matches(&host);
+        }
+    });
 });
