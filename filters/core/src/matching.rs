@@ -46,7 +46,8 @@
 //! engine with Envoy itself, bytes included. ASCII only, as in Envoy:
 //! `\d`, `\w`, `\s`, `\b` and the POSIX classes are ASCII (as in RE2), and case-insensitive
 //! matching (`(?i)`, `ignoreUriCase`) folds ASCII letters only.
-//! Patterns are compiled once, in `on_configure`, with a size limit ([`REGEX_SIZE_LIMIT`]).
+//! Patterns are compiled once, in `on_configure`, with a size limit
+//! ([`crate::regex::SIZE_LIMIT`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,7 +56,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::RequestView;
 use crate::regex::Regex;
-pub use crate::regex::SIZE_LIMIT as REGEX_SIZE_LIMIT;
 
 /// One Istio `HTTPMatchRequest` block: every field set must match (AND).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
