@@ -165,6 +165,7 @@ fn cargo_build(
     modules: &[&str],
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), String> {
+    progress(&crate::toolchain::ensure(repo, &[])?);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command

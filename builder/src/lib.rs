@@ -26,6 +26,7 @@ pub mod parse;
 pub mod schema;
 pub mod sluice_settings;
 pub mod tcp;
+pub mod toolchain;
 pub mod validate;
 pub mod yaml;
 

@@ -1,6 +1,7 @@
-//! What the builder accepts: every YAML example of the seeds, and every field of Istio's own
-//! CRD schemas (`../shared/istio/customresourcedefinitions.gen.yaml`), which it either models
-//! or refuses as "not supported yet", never as an unknown field or with a type error.
+//! What the builder accepts: every YAML example of the seeds (kept in `tests/data/seeds/`), and
+//! every field of Istio's own CRD schemas (the project's extract in `tests/data/istio/`), which
+//! it either models or refuses as "not supported yet", never as an unknown field or with a type
+//! error.
 
 use std::path::{Path, PathBuf};
 
@@ -8,49 +9,31 @@ use serde_json::{Map, Value, json};
 use sluice::diag::Severity;
 use sluice::{Inputs, parse, validate};
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
-fn yaml_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut rest = markdown;
-    while let Some(start) = rest.find("```yaml\n") {
-        let body = &rest[start + 8..];
-        let end = body.find("```").expect("closed code block");
-        blocks.push(body[..end].to_owned());
-        rest = &body[end..][3..];
-    }
-    blocks
-}
+mod common;
 
 #[test]
 fn every_yaml_example_of_the_seeds_is_accepted() {
-    let dir = shared().join("seeds");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seeds");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("the seeds are in {}: {e}", dir.display()))
+        .unwrap_or_else(|e| panic!("the seeds' examples are in {}: {e}", dir.display()))
         .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
+    assert!(files.len() >= 13, "seed examples: {files:?}");
     let mut resources = 0;
     for file in files {
-        let text = std::fs::read_to_string(&file).expect("readable seed");
-        for (i, block) in yaml_blocks(&text).into_iter().enumerate() {
-            if !block.contains("networking.istio.io") {
-                continue; // e.g. the Kubernetes Deployment in a kubectl heredoc
-            }
-            let name = format!("{}#{i}", file.display());
-            let (parsed, mut diags) = parse::parse(&Inputs::from_text(&name, &block));
-            diags.extend(validate::check_resources(&parsed));
-            let errors: Vec<String> = diags
-                .iter()
-                .filter(|d| d.severity == Severity::Error)
-                .map(ToString::to_string)
-                .collect();
-            assert!(errors.is_empty(), "{name}:\n{}\n{block}", errors.join("\n"));
-            resources += parsed.len();
-        }
+        let text = std::fs::read_to_string(&file).expect("readable seed example");
+        let name = file.display().to_string();
+        let (parsed, mut diags) = parse::parse(&Inputs::from_text(&name, &text));
+        diags.extend(validate::check_resources(&parsed));
+        let errors: Vec<String> = diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        assert!(errors.is_empty(), "{name}:\n{}\n{text}", errors.join("\n"));
+        resources += parsed.len();
     }
     assert!(
         resources >= 12,
@@ -95,46 +78,35 @@ fn maximal(schema: &Value, depth: usize) -> Value {
 
 #[test]
 fn every_istio_crd_field_is_modelled_or_refused_as_not_supported() {
-    let path = shared().join("istio/customresourcedefinitions.gen.yaml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("Istio's CRDs are in {}: {e}", path.display()));
-    let docs = sluice::yaml::parse_documents(&text).expect("the CRD bundle parses");
     let mut checked = Vec::new();
-    for doc in docs {
-        let crd = doc.root.to_json();
-        let kind = crd["spec"]["names"]["kind"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+    for ((api_version, kind), schema) in common::crd_schemas() {
         if !parse::Kind::ALL.iter().any(|k| k.as_str() == kind) {
             continue;
         }
-        for version in crd["spec"]["versions"].as_array().expect("versions") {
-            let schema = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
-            let document = json!({
-                "apiVersion": format!("networking.istio.io/{}", version["name"].as_str().expect("name")),
-                "kind": kind,
-                "metadata": {"name": "everything"},
-                "spec": maximal(schema, 0),
-            });
-            // JSON is YAML: feed it through the real input path, positions and all.
-            let input = serde_json::to_string_pretty(&document).expect("serializable");
-            let (parsed, diags) = parse::parse(&Inputs::from_text(&kind, &input));
-            let wrong: Vec<String> = diags
-                .iter()
-                .filter(|d| !d.message.contains("is not supported yet"))
-                .map(ToString::to_string)
-                .collect();
-            assert!(
-                wrong.is_empty(),
-                "{kind} {}:\n{}",
-                version["name"],
-                wrong.join("\n")
-            );
-            assert_eq!(parsed.len(), 1, "{kind}: {diags:?}");
-            checked.push(kind.clone());
-        }
+        let schema = &schema["properties"]["spec"];
+        let document = json!({
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"name": "everything"},
+            "spec": maximal(schema, 0),
+        });
+        // JSON is YAML: feed it through the real input path, positions and all.
+        let input = serde_json::to_string_pretty(&document).expect("serializable");
+        let (parsed, diags) = parse::parse(&Inputs::from_text(&kind, &input));
+        let wrong: Vec<String> = diags
+            .iter()
+            .filter(|d| !d.message.contains("is not supported yet"))
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{kind} {api_version}:\n{}",
+            wrong.join("\n")
+        );
+        assert_eq!(parsed.len(), 1, "{kind}: {diags:?}");
+        checked.push(kind.clone());
     }
+    checked.sort();
     checked.dedup();
     assert_eq!(checked.len(), 5, "kinds checked: {checked:?}");
 }

@@ -1,5 +1,5 @@
 //! `sluice generate --target istio`: every manifest validates against the openAPIV3Schema of its
-//! kind and version in Istio's CRDs (`../shared/istio/customresourcedefinitions.gen.yaml`), the
+//! kind and version in Istio's CRDs (the project's extract, `tests/data/istio/`), the
 //! WasmPlugins order the filters and carry the filters' own configs, and the VirtualServices
 //! route on the decision headers.
 
@@ -10,50 +10,11 @@ use serde_json::Value;
 use sluice::emit::istio_target::{IstioOptions, ModuleSource};
 use sluice::{Inputs, Options, Target};
 
+mod common;
+use common::{crd_schemas, to_json_schema};
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `(apiVersion, kind)` -> the version's openAPIV3Schema, from Istio's CRD bundle.
-fn crd_schemas() -> BTreeMap<(String, String), Value> {
-    let path = repo().join("../shared/istio/customresourcedefinitions.gen.yaml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("Istio's CRDs are in {}: {e}", path.display()));
-    let mut schemas = BTreeMap::new();
-    for doc in sluice::yaml::parse_documents(&text).expect("the CRD bundle parses") {
-        let crd = doc.root.to_json();
-        let group = crd["spec"]["group"].as_str().unwrap_or_default().to_owned();
-        let kind = crd["spec"]["names"]["kind"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        for v in crd["spec"]["versions"].as_array().into_iter().flatten() {
-            let version = v["name"].as_str().unwrap_or_default();
-            schemas.insert(
-                (format!("{group}/{version}"), kind.clone()),
-                v["schema"]["openAPIV3Schema"].clone(),
-            );
-        }
-    }
-    schemas
-}
-
-/// Kubernetes structural schemas are OpenAPI: `nullable` has no JSON-schema meaning and
-/// `format: string`/`int32` are annotations; `x-kubernetes-*` keys are ignored by the validator.
-fn to_json_schema(mut schema: Value) -> Value {
-    fn walk(v: &mut Value) {
-        match v {
-            Value::Object(map) => {
-                map.remove("nullable");
-                map.remove("format");
-                map.values_mut().for_each(walk);
-            }
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    walk(&mut schema);
-    schema
 }
 
 /// Generates from `examples/<path>...`.

@@ -22,6 +22,8 @@ use sluice::emit::istio_target::IstioOptions;
 use sluice::{Inputs, Options, Target, WasmModules};
 use sluice_core::suite::SuiteConfig;
 
+mod common;
+
 /// The four chain filters' Envoy names, in chain order.
 const CHAIN: [&str; 4] = [
     "sluice-router",
@@ -254,44 +256,6 @@ fn the_suite_replaces_exactly_the_chain_and_nests_its_four_configs() {
     }
 }
 
-/// `(apiVersion, kind)` -> the version's openAPIV3Schema from Istio's CRD bundle, made a JSON
-/// Schema (`nullable` and `format` are OpenAPI annotations), as `istio_target.rs` does.
-fn crd_schema(api_version: &str, kind: &str) -> Value {
-    let path = repo().join("../shared/istio/customresourcedefinitions.gen.yaml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("Istio's CRDs are in {}: {e}", path.display()));
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(map) => {
-                map.remove("nullable");
-                map.remove("format");
-                map.values_mut().for_each(strip);
-            }
-            Value::Array(items) => items.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    for doc in sluice::yaml::parse_documents(&text).expect("the CRD bundle parses") {
-        let crd = doc.root.to_json();
-        if crd["spec"]["names"]["kind"] != kind {
-            continue;
-        }
-        for v in crd["spec"]["versions"].as_array().into_iter().flatten() {
-            if format!(
-                "{}/{}",
-                crd["spec"]["group"].as_str().unwrap_or_default(),
-                v["name"].as_str().unwrap_or_default()
-            ) == api_version
-            {
-                let mut schema = v["schema"]["openAPIV3Schema"].clone();
-                strip(&mut schema);
-                return schema;
-            }
-        }
-    }
-    panic!("no CRD schema for {api_version} {kind}")
-}
-
 #[test]
 fn istio_target_writes_one_schema_valid_wasm_plugin_and_the_same_routes() {
     let inputs = Inputs::read(&[repo().join("examples/demo")]).expect("readable example");
@@ -317,7 +281,7 @@ fn istio_target_writes_one_schema_valid_wasm_plugin_and_the_same_routes() {
     let plugins = documents(&suite["wasmplugins.yaml"]);
     assert_eq!(plugins.len(), 1, "one WasmPlugin: {plugins:#?}");
     let plugin = &plugins[0];
-    let validator = jsonschema::validator_for(&crd_schema(
+    let validator = jsonschema::validator_for(&common::crd_json_schema(
         plugin["apiVersion"].as_str().expect("apiVersion"),
         "WasmPlugin",
     ))

@@ -11,6 +11,7 @@
 mod apt;
 mod bench;
 mod fuzz;
+mod istio_schemas;
 mod soak;
 
 use std::path::PathBuf;
@@ -90,6 +91,17 @@ enum Task {
         #[arg(long, default_value_t = 15)]
         seconds: u32,
     },
+    /// Regenerate builder/tests/data/istio/crd-schemas.json, the tests' oracle of Istio's
+    /// schemas, from Istio's CRD bundle (kubernetes/customresourcedefinitions.gen.yaml of
+    /// istio/api): the schema structure of the kinds the tests need, every description removed.
+    IstioSchemas {
+        /// The bundle to read.
+        #[arg(long, value_name = "FILE")]
+        crds: PathBuf,
+        /// The istio/api commit the bundle comes from (written into the extract's header).
+        #[arg(long, default_value = istio_schemas::DEFAULT_COMMIT)]
+        commit: String,
+    },
 }
 
 fn main() {
@@ -120,6 +132,7 @@ fn main() {
             })
         }),
         Task::Fuzz { seconds } => fuzz::fuzz(seconds, true),
+        Task::IstioSchemas { crds, commit } => istio_schemas::write(&crds, &commit).map(drop),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -171,7 +184,16 @@ fn filter_packages() -> Vec<String> {
         .collect()
 }
 
+/// Makes sure the pinned toolchain has the wasm target and `components`, adding what is missing
+/// (rustup does not add the targets of rust-toolchain.toml to a toolchain it already has).
+fn ensure_toolchain(components: &[&str]) -> Result<()> {
+    let line = sluice::toolchain::ensure(&repo_root(), components).map_err(anyhow::Error::msg)?;
+    println!("{line}");
+    Ok(())
+}
+
 fn build_wasm() -> Result<PathBuf> {
+    ensure_toolchain(&[])?;
     let mut command = cargo(&["build", "--release", "--target", "wasm32-wasip1"]);
     command.args(filter_packages());
     run(command)?;
@@ -286,6 +308,11 @@ fn ensure_tls_test_tools() -> Result<()> {
 /// Runs every step even after a failure, so one run reports every problem, then summarises.
 fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
     let mut steps = Vec::new();
+    step(
+        &mut steps,
+        "toolchain (wasm32-wasip1, rustfmt, clippy)",
+        || ensure_toolchain(if no_lint { &[] } else { &["rustfmt", "clippy"] }),
+    );
     if !no_lint {
         step(&mut steps, "rustfmt --check", || {
             run(cargo(&["fmt", "--all", "--", "--check"]))

@@ -64,3 +64,48 @@ pub fn fixture(name: &str, vars: &[(&str, &str)]) -> String {
     );
     text
 }
+
+/// Istio's CRD schemas as the project keeps them (`builder/tests/data/istio/crd-schemas.json`,
+/// made by `cargo xtask istio-schemas` from Istio's bundle: structure only, no prose):
+/// `(apiVersion, kind)` -> that version's openAPIV3Schema.
+pub fn crd_schemas() -> std::collections::BTreeMap<(String, String), serde_json::Value> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/istio/crd-schemas.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("Istio's CRD schemas are in {}: {e}", path.display()));
+    let extract: serde_json::Value = serde_json::from_str(&text).expect("the extract is JSON");
+    let schemas = extract["schemas"].as_object().expect("a schemas object");
+    schemas
+        .iter()
+        .map(|(key, schema)| {
+            let (api_version, kind) = key.split_once(' ').expect("`<apiVersion> <Kind>` keys");
+            ((api_version.to_owned(), kind.to_owned()), schema.clone())
+        })
+        .collect()
+}
+
+/// The openAPIV3Schema of `api_version` `kind`, made a JSON Schema (see [`to_json_schema`]).
+pub fn crd_json_schema(api_version: &str, kind: &str) -> serde_json::Value {
+    let schema = crd_schemas()
+        .remove(&(api_version.to_owned(), kind.to_owned()))
+        .unwrap_or_else(|| panic!("no CRD schema for {api_version} {kind}"));
+    to_json_schema(schema)
+}
+
+/// Kubernetes structural schemas are OpenAPI: `nullable` has no JSON-schema meaning and
+/// `format: string`/`int32` are annotations; `x-kubernetes-*` keys are ignored by the validator.
+pub fn to_json_schema(mut schema: serde_json::Value) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("nullable");
+                map.remove("format");
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut schema);
+    schema
+}
