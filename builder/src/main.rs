@@ -38,19 +38,49 @@ struct Cli {
 enum Command {
     /// Validate Istio YAML and generate configs for a target.
     #[command(after_help = AFTER_HELP)]
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Build the four filter modules (or with --suite the one suite module) (release,
     /// wasm32-wasip1), shrink them with wasm-opt when installed, print module / size / sha256,
     /// and optionally write an OCI image layout.
     #[command(after_help = BUILD_HELP)]
     Build(BuildArgs),
-    /// Print or write the JSON Schemas of the filters' plugin configs (draft 2020-12).
+    /// List, print or write the JSON Schemas of the filters' plugin configs (draft 2020-12).
     #[command(after_help = SCHEMA_HELP)]
     Schema(SchemaArgs),
+    /// Print sluice's version, the git commit it was built from, the sha256 of each filter
+    /// module it would use, and the Envoy version it is tested with.
+    Version(VersionArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    #[command(after_help = COMPLETION_HELP)]
+    Completion {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+const COMPLETION_HELP: &str = "\
+Examples:
+  # bash, for this shell, then for every new one:
+  source <(sluice completion bash)
+  sluice completion bash > ~/.local/share/bash-completion/completions/sluice
+
+  # zsh (a folder on $fpath), fish:
+  sluice completion zsh > \"${fpath[1]}/_sluice\"
+  sluice completion fish > ~/.config/fish/completions/sluice.fish";
+
+#[derive(clap::Args)]
+struct VersionArgs {
+    /// Where the modules are (default: $SLUICE_WASM_DIR, else target/wasm32-wasip1/release of
+    /// the checkout sluice was built from).
+    #[arg(long, value_name = "DIR")]
+    wasm_dir: Option<PathBuf>,
 }
 
 const SCHEMA_HELP: &str = "\
 Examples:
+  # List the schemas:
+  sluice schema
+
   # Write docs/schemas/sluice-{router,canary,fault,breaker,suite}.schema.json:
   sluice schema --out docs/schemas
 
@@ -66,7 +96,7 @@ struct SchemaArgs {
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(sluice::schema::CONFIGS))]
     filter: Option<String>,
     /// Write sluice-<filter>.schema.json files into DIR instead of printing.
-    #[arg(long, value_name = "DIR", required_unless_present = "filter")]
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 }
 
@@ -115,7 +145,8 @@ struct BuildArgs {
 
 #[derive(clap::Args)]
 struct GenerateArgs {
-    /// Input YAML file or directory (repeatable).
+    /// Input YAML file or directory (repeatable; folders are read recursively, `-` reads
+    /// standard input). sluice's own output is never read back as input.
     #[arg(
         short = 'f',
         long = "file",
@@ -123,9 +154,24 @@ struct GenerateArgs {
         required = true
     )]
     files: Vec<PathBuf>,
-    /// Output directory; replaced atomically, and left untouched when there are errors.
+    /// Output folder: a new or empty one, or one sluice wrote before (it holds
+    /// .sluice-output.json, the list of what sluice wrote: those files are replaced, other files
+    /// are kept). Never the current directory or a folder holding an input. `-` prints the
+    /// single file of the envoy target (envoy.yaml, modules referenced where they are) or the
+    /// istio target (one multi-document YAML) to standard output. Nothing is written when
+    /// there is any error.
     #[arg(short = 'o', long = "out", value_name = "OUT_DIR")]
     out: PathBuf,
+    /// Write into an existing folder that holds files sluice did not write: sluice's files are
+    /// added beside them (a file of the same name is replaced), the others are kept.
+    #[arg(long)]
+    force: bool,
+    /// envoy target: where the modules copied to OUT_DIR/wasm/ will be on the host that runs
+    /// Envoy, as the config names them (e.g. /etc/sluice/wasm). Default `wasm`: relative to
+    /// Envoy's working directory, so run Envoy from the output folder
+    /// (`cd OUT_DIR && envoy -c envoy.yaml`), wherever it was copied.
+    #[arg(long, value_name = "DIR", conflicts_with = "wasm_dir")]
+    module_dir: Option<PathBuf>,
     /// What to generate.
     #[arg(long, value_enum, default_value_t = TargetArg::Envoy)]
     target: TargetArg,
@@ -194,16 +240,28 @@ enum TargetArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Generate(args) => generate(args),
+        Command::Generate(args) => generate(*args),
         Command::Build(args) => build(args),
         Command::Schema(args) => schema(args),
+        Command::Version(args) => version(args),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 
 fn schema(args: SchemaArgs) -> ExitCode {
     let Some(dir) = args.out else {
-        // clap guarantees a filter when --out is absent, and only known names.
-        let filter = args.filter.unwrap_or_default();
+        let Some(filter) = args.filter else {
+            println!("the filters' plugin-config schemas (sluice schema NAME prints one):");
+            for filter in sluice::schema::CONFIGS {
+                println!("  {filter:<8} {}", sluice::schema::file_name(filter));
+            }
+            println!("write them all: sluice schema --out DIR");
+            return ExitCode::SUCCESS;
+        };
         return match sluice::schema::schema(&filter) {
             Some(schema) => {
                 print!("{}", sluice::schema::render(&schema));
@@ -330,6 +388,26 @@ fn istio_options(args: &GenerateArgs) -> sluice::emit::istio_target::IstioOption
 }
 
 fn generate(args: GenerateArgs) -> ExitCode {
+    let to_stdout = args.out.as_os_str() == "-";
+    if to_stdout && matches!(args.target, TargetArg::Compose) {
+        eprintln!(
+            "error: -o - prints one file, and the compose target writes a project of several\n  hint: give an output folder, e.g. -o out/compose"
+        );
+        return ExitCode::from(2);
+    }
+    // The destination is checked before anything is read or generated: a refused folder costs
+    // nothing and changes nothing.
+    let destination = if to_stdout {
+        None
+    } else {
+        match sluice::output::Destination::check(&args.out, &args.files, args.force) {
+            Ok(destination) => Some(destination),
+            Err(refusal) => {
+                eprintln!("error: {refusal}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let inputs = match sluice::Inputs::read(&args.files) {
         Ok(i) => i,
         Err(e) => {
@@ -337,12 +415,22 @@ fn generate(args: GenerateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let out_dir = std::path::absolute(&args.out).unwrap_or_else(|_| args.out.clone());
-    let wasm = match args.wasm_dir.clone() {
-        Some(dir) => sluice::WasmModules::Reference(dir),
-        None => sluice::WasmModules::Bundle {
+    for line in &inputs.skipped {
+        eprintln!("note: skipped {line}");
+    }
+    let wasm = match (&args.wasm_dir, &args.module_dir) {
+        (Some(dir), _) => sluice::WasmModules::Reference(dir.clone()),
+        // One file on stdout: the modules are referenced where they are, not copied.
+        (None, Some(dir)) if to_stdout => sluice::WasmModules::Reference(dir.clone()),
+        (None, None) if to_stdout => sluice::WasmModules::Reference(
+            std::path::absolute(sluice::default_wasm_dir())
+                .unwrap_or_else(|_| sluice::default_wasm_dir()),
+        ),
+        (None, module_dir) => sluice::WasmModules::Bundle {
             from: sluice::default_wasm_dir(),
-            out_dir: out_dir.clone(),
+            module_dir: module_dir
+                .clone()
+                .unwrap_or_else(|| sluice::DEFAULT_MODULE_DIR.into()),
         },
     };
     let options = sluice::Options {
@@ -362,15 +450,35 @@ fn generate(args: GenerateArgs) -> ExitCode {
     match sluice::generate(&inputs, &options) {
         Ok(output) => {
             eprint!("{}", output.warnings);
-            if let Err(e) = sluice::write_output(&out_dir, &output) {
-                eprintln!("error: cannot write {}: {e}", out_dir.display());
+            let Some(destination) = destination else {
+                print!("{}", sluice::single_document(&output));
+                return ExitCode::SUCCESS;
+            };
+            if let Err(e) = destination.write(&output) {
+                eprintln!(
+                    "error: cannot write {}: {e}\n  nothing was changed",
+                    destination.dir.display()
+                );
                 return ExitCode::from(2);
             }
             eprintln!(
                 "wrote {} file(s) to {}",
                 output.files.len(),
-                out_dir.display()
+                destination.dir.display()
             );
+            if matches!(args.target, TargetArg::Envoy) && args.wasm_dir.is_none() {
+                match &args.module_dir {
+                    None => eprintln!(
+                        "run it from the output folder (the modules are referenced as wasm/...): cd {} && envoy -c envoy.yaml",
+                        args.out.display()
+                    ),
+                    Some(dir) => eprintln!(
+                        "copy {}/wasm/ to {} on the host that runs Envoy (the config names the modules there)",
+                        args.out.display(),
+                        dir.display()
+                    ),
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(diags) => {
@@ -378,4 +486,24 @@ fn generate(args: GenerateArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn version(args: VersionArgs) -> ExitCode {
+    let dir = args.wasm_dir.unwrap_or_else(sluice::default_wasm_dir);
+    println!("sluice {}", env!("CARGO_PKG_VERSION"));
+    println!("commit {}", env!("SLUICE_GIT_COMMIT"));
+    println!("tested with Envoy {}", sluice::TESTED_ENVOY_VERSION);
+    println!("modules in {}:", dir.display());
+    for filter in sluice::emit::envoy::MODULES {
+        let file = sluice::build::module_file(filter);
+        match std::fs::read(dir.join(&file)) {
+            Ok(bytes) => println!(
+                "  {file:<22} {:>9} B  sha256 {}",
+                bytes.len(),
+                sluice::oci::sha256_hex(&bytes)
+            ),
+            Err(_) => println!("  {file:<22} not built (sluice build, or --wasm-dir DIR)"),
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -56,8 +56,15 @@ fn errors_exit_1_and_leave_the_output_untouched() {
     )
     .expect("write");
     let out = tmp.path().join("out");
-    std::fs::create_dir(&out).expect("mkdir");
-    std::fs::write(out.join("envoy.yaml"), "previous").expect("write");
+    // sluice's own earlier output: a failed run must leave it exactly as it was.
+    let first = sluice()
+        .args(["generate", "-f", &repo("examples/bookinfo"), "-o"])
+        .arg(&out)
+        .args(["--wasm-dir", "/opt/wasm"])
+        .output()
+        .expect("runs");
+    assert!(first.status.success());
+    let previous = std::fs::read_to_string(out.join("envoy.yaml")).expect("written");
     let run = sluice()
         .args(["generate", "-f"])
         .arg(&bad)
@@ -78,7 +85,7 @@ fn errors_exit_1_and_leave_the_output_untouched() {
     assert!(stderr.contains("nothing was written"), "{stderr}");
     assert_eq!(
         std::fs::read_to_string(out.join("envoy.yaml")).expect("kept"),
-        "previous"
+        previous
     );
 }
 
@@ -117,4 +124,269 @@ fn missing_input_is_a_clear_error() {
         .expect("runs");
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("/nonexistent/mesh.yaml: cannot read"));
+}
+
+/// Every file under `dir` (relative path -> bytes): what a refused run must leave as it was.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("list") {
+            let path = entry.expect("entry").path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("inside")
+                .display()
+                .to_string();
+            if path.is_dir() {
+                out.insert(format!("{rel}/"), Vec::new());
+                walk(root, &path, out);
+            } else {
+                out.insert(rel, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A working folder as a user has it: their own notes and the mesh they generate from.
+fn workspace() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(tmp.path().join("notes.txt"), "mine").expect("write");
+    let mesh = tmp.path().join("bi");
+    std::fs::create_dir(&mesh).expect("mkdir");
+    for file in ["services.yaml", "routing.yaml", "destination-rules.yaml"] {
+        std::fs::copy(repo(&format!("examples/bookinfo/{file}")), mesh.join(file)).expect("copy");
+    }
+    tmp
+}
+
+fn generate_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    sluice()
+        .current_dir(dir)
+        .arg("generate")
+        .args(args)
+        .args(["--wasm-dir", "/opt/wasm"])
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn refused_outputs_change_nothing_on_disk() {
+    let ws = workspace();
+    std::fs::write(ws.path().join("afile"), "a file").expect("write");
+    std::fs::create_dir(ws.path().join("theirs")).expect("mkdir");
+    std::fs::write(ws.path().join("theirs/keep.txt"), "keep").expect("write");
+    let before = tree(ws.path());
+    for (out, says) in [
+        (".", "it is the current directory"),
+        ("bi", "it holds the input bi"),
+        ("afile", "it is a file, not a folder"),
+        ("theirs", "holds files sluice did not write (e.g. keep.txt)"),
+        ("..", "it is the current directory or holds it"),
+    ] {
+        let run = generate_in(ws.path(), &["-f", "bi", "-o", out]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "-o {out}: {stderr}");
+        assert!(stderr.contains(says), "-o {out}: {stderr}");
+        assert!(stderr.contains("hint:"), "-o {out}: {stderr}");
+        assert_eq!(tree(ws.path()), before, "-o {out} changed the disk");
+    }
+    // `-f same -o same`: the inputs themselves are never a destination.
+    let run = generate_in(
+        ws.path(),
+        &["-f", "bi/routing.yaml", "-f", "bi", "-o", "bi"],
+    );
+    assert_eq!(run.status.code(), Some(2));
+    assert_eq!(tree(ws.path()), before);
+}
+
+#[test]
+fn force_writes_beside_foreign_files_and_keeps_them() {
+    let ws = workspace();
+    std::fs::create_dir(ws.path().join("theirs")).expect("mkdir");
+    std::fs::write(ws.path().join("theirs/keep.txt"), "keep").expect("write");
+    let run = generate_in(ws.path(), &["-f", "bi", "-o", "theirs", "--force"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let files = tree(&ws.path().join("theirs"));
+    assert_eq!(files["keep.txt"], b"keep");
+    assert!(files.contains_key("envoy.yaml") && files.contains_key(".sluice-output.json"));
+}
+
+#[test]
+fn output_inside_the_input_folder_is_never_read_back() {
+    let ws = workspace();
+    for round in 0..2 {
+        let run = generate_in(ws.path(), &["-f", "bi", "-o", "bi/out"]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "round {round}: {stderr}");
+        if round == 1 {
+            assert!(
+                stderr.contains("note: skipped bi/out: sluice's own output"),
+                "{stderr}"
+            );
+        }
+    }
+    // A user's file added to sluice's folder survives regeneration.
+    std::fs::write(ws.path().join("bi/out/README.txt"), "mine").expect("write");
+    let run = generate_in(ws.path(), &["-f", "bi", "-o", "bi/out"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("bi/out/README.txt")).expect("kept"),
+        "mine"
+    );
+    // A generated file given explicitly is passed over too.
+    let run = generate_in(
+        ws.path(),
+        &["-f", "bi", "-f", "bi/out/envoy.yaml", "-o", "out2"],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("written by sluice generate, not read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_failed_generation_leaves_a_new_output_folder_uncreated() {
+    let ws = workspace();
+    std::fs::write(
+        ws.path().join("bi/broken.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: [x]\n  http:\n  - route:\n    - destination: {host: nowhere}\n",
+    )
+    .expect("write");
+    let before = tree(ws.path());
+    let run = generate_in(ws.path(), &["-f", "bi", "-o", "new/out"]);
+    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(tree(ws.path()), before, "no folder, no leftovers");
+}
+
+#[test]
+fn stdin_and_stdout_with_a_dash() {
+    use std::io::Write;
+    let mesh: String = ["services.yaml", "routing.yaml", "destination-rules.yaml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(repo(&format!("examples/bookinfo/{f}"))).expect("read"))
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let mut child = sluice()
+        .args(["generate", "-f", "-", "-o", "-", "--wasm-dir", "/opt/wasm"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(mesh.as_bytes())
+        .expect("write");
+    let run = child.wait_with_output().expect("finishes");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let yaml = String::from_utf8(run.stdout).expect("UTF-8");
+    assert!(yaml.starts_with("# Generated by `sluice generate --target envoy`"));
+    assert!(yaml.contains("filename: /opt/wasm/sluice_router.wasm"));
+    // The istio target prints its manifests as one multi-document YAML.
+    let run = sluice()
+        .args([
+            "generate",
+            "-f",
+            &repo("examples/bookinfo"),
+            "-o",
+            "-",
+            "--target",
+            "istio",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = String::from_utf8(run.stdout).expect("UTF-8");
+    let docs = sluice::yaml::parse_documents(&text).expect("one multi-document YAML");
+    assert!(docs.len() > 3, "{text}");
+    // compose writes a project of several files: not to stdout.
+    let run = sluice()
+        .args([
+            "generate",
+            "-f",
+            &repo("examples/bookinfo"),
+            "-o",
+            "-",
+            "--target",
+            "compose",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("hint:"));
+}
+
+#[test]
+fn an_empty_input_names_what_was_searched() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(tmp.path().join("empty")).expect("mkdir");
+    let run = sluice()
+        .current_dir(tmp.path())
+        .args(["generate", "-f", "empty", "-o", "out"])
+        .output()
+        .expect("runs");
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("no YAML file (*.yaml, *.yml) in empty"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("out").exists());
+}
+
+#[test]
+fn version_completion_and_schema_list() {
+    let run = sluice().arg("version").output().expect("runs");
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success());
+    assert!(
+        text.starts_with(&format!("sluice {}\ncommit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(text.contains("tested with Envoy 1.40.0"), "{text}");
+    assert!(text.contains("sluice_router.wasm"), "{text}");
+    for shell in ["bash", "zsh", "fish"] {
+        let run = sluice().args(["completion", shell]).output().expect("runs");
+        let script = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{shell}");
+        assert!(
+            script.contains("generate") && script.contains("wasm-dir"),
+            "{shell}: {script}"
+        );
+    }
+    let run = sluice().arg("schema").output().expect("runs");
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for filter in ["router", "canary", "fault", "breaker", "suite"] {
+        assert!(
+            text.contains(&format!("sluice-{filter}.schema.json")),
+            "{text}"
+        );
+    }
 }

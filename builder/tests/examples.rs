@@ -161,7 +161,7 @@ fn input_order_within_a_directory_does_not_matter() {
 }
 
 #[test]
-fn bundle_mode_copies_modules_and_references_them_absolutely() {
+fn bundle_mode_copies_modules_and_references_them_relative_to_the_output() {
     let wasm_dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(wasm_dir.path().join("sluice_router.wasm"), b"\0asm-router").expect("write");
     let out = tempfile::tempdir().expect("tempdir");
@@ -169,7 +169,7 @@ fn bundle_mode_copies_modules_and_references_them_absolutely() {
     let options = Options {
         wasm: WasmModules::Bundle {
             from: wasm_dir.path().into(),
-            out_dir: out_dir.clone(),
+            module_dir: sluice::DEFAULT_MODULE_DIR.into(),
         },
         ..Options::default()
     };
@@ -178,12 +178,25 @@ fn bundle_mode_copies_modules_and_references_them_absolutely() {
     assert_eq!(output.files["wasm/sluice_router.wasm"], b"\0asm-router");
     sluice::write_output(&out_dir, &output).expect("written");
     let yaml = std::fs::read_to_string(out_dir.join("envoy.yaml")).expect("read back");
-    let module = out_dir.join("wasm/sluice_router.wasm");
     assert!(
-        yaml.contains(&format!("filename: {}", module.display())),
+        yaml.contains("filename: wasm/sluice_router.wasm"),
+        "no machine-specific path: {yaml}"
+    );
+    assert!(out_dir.join("wasm/sluice_router.wasm").exists());
+    // --module-dir names where the modules will live on the host that runs Envoy.
+    let shipped = Options {
+        wasm: WasmModules::Bundle {
+            from: wasm_dir.path().into(),
+            module_dir: "/etc/sluice/wasm".into(),
+        },
+        ..Options::default()
+    };
+    let output = generate(&inputs, &shipped).expect("generates");
+    let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8");
+    assert!(
+        yaml.contains("filename: /etc/sluice/wasm/sluice_router.wasm"),
         "{yaml}"
     );
-    assert!(module.exists());
 }
 
 #[test]
@@ -192,7 +205,7 @@ fn bundle_mode_without_modules_fails_with_the_build_command() {
     let options = Options {
         wasm: WasmModules::Bundle {
             from: empty.path().into(),
-            out_dir: "/tmp/never".into(),
+            module_dir: sluice::DEFAULT_MODULE_DIR.into(),
         },
         ..Options::default()
     };
@@ -207,19 +220,32 @@ fn bundle_mode_without_modules_fails_with_the_build_command() {
 }
 
 #[test]
-fn write_output_replaces_the_directory_whole() {
+fn write_output_replaces_its_own_files_and_refuses_a_foreign_folder() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("out");
-    std::fs::create_dir(&dir).expect("mkdir");
-    std::fs::write(dir.join("stale.txt"), b"old").expect("write");
-    let mut output = sluice::Output::default();
-    output.files.insert("envoy.yaml".into(), b"new".to_vec());
-    sluice::write_output(&dir, &output).expect("written");
+    let mut first = sluice::Output::default();
+    first.files.insert("envoy.yaml".into(), b"old".to_vec());
+    first.files.insert("stale.yaml".into(), b"old".to_vec());
+    sluice::write_output(&dir, &first).expect("written");
+    let mut second = sluice::Output::default();
+    second.files.insert("envoy.yaml".into(), b"new".to_vec());
+    sluice::write_output(&dir, &second).expect("rewritten");
     assert_eq!(std::fs::read(dir.join("envoy.yaml")).expect("read"), b"new");
     assert!(
-        !dir.join("stale.txt").exists(),
-        "the old directory is replaced, not merged"
+        !dir.join("stale.yaml").exists(),
+        "a file of the previous generation that the new one lacks is removed"
     );
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).expect("list").collect();
-    assert_eq!(leftovers.len(), 1, "no staging directories left behind");
+    assert_eq!(leftovers.len(), 1, "no staging files left behind");
+
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).expect("mkdir");
+    std::fs::write(foreign.join("notes.txt"), b"mine").expect("write");
+    let err = sluice::write_output(&foreign, &second).expect_err("not sluice's folder");
+    assert!(err.to_string().contains("notes.txt"), "{err}");
+    assert_eq!(
+        std::fs::read(foreign.join("notes.txt")).expect("kept"),
+        b"mine"
+    );
+    assert!(!foreign.join("envoy.yaml").exists());
 }

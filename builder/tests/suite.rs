@@ -378,7 +378,7 @@ fn a_missing_suite_module_fails_with_the_command_that_builds_it() {
     let options = Options {
         wasm: WasmModules::Bundle {
             from: empty.path().into(),
-            out_dir: "/tmp/never".into(),
+            module_dir: sluice::DEFAULT_MODULE_DIR.into(),
         },
         suite: true,
         ..Options::default()

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -319,6 +319,7 @@ pub fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<Report> {
     for warning in &output.warnings.0 {
         say(out, &format!("    builder warning: {warning}"));
     }
+    forget_unmarked_demo_output(&options.out_dir);
     sluice::write_output(&options.out_dir, &output)
         .with_context(|| format!("write {}", options.out_dir.display()))?;
     let config_path = options.out_dir.join("envoy.yaml");
@@ -1206,6 +1207,21 @@ pub fn users_on(
 /// The repository's demo mesh directory (`examples/demo`).
 pub fn mesh_dir() -> PathBuf {
     crate::repo_root().join("examples").join("demo")
+}
+
+/// Demos before sluice marked its output folders wrote `<out_dir>/envoy.yaml` alone and no
+/// manifest; sluice now refuses such a folder as foreign. That file is the demo's own, so an
+/// unmarked folder holding exactly it is removed first; anything else is left for the refusal.
+fn forget_unmarked_demo_output(dir: &Path) {
+    if sluice::output::is_sluice_output(dir) {
+        return;
+    }
+    let entries: Vec<_> = std::fs::read_dir(dir)
+        .map(|list| list.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    if entries.len() == 1 && entries[0] == "envoy.yaml" {
+        let _ = std::fs::remove_file(dir.join("envoy.yaml"));
+    }
 }
 
 #[cfg(test)]

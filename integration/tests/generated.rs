@@ -46,3 +46,78 @@ fn every_checked_in_config_loads_in_envoy() {
         failures.join("\n")
     );
 }
+
+/// Copies every file of `from` into `to` (created), keeping the relative layout.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("list") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("name"));
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+/// An output folder is relocatable: copied elsewhere, it loads in Envoy run from the copy (the
+/// default, modules named `wasm/...` relative to Envoy's working directory), or with
+/// `--module-dir` naming where the modules are on the target host, from any working directory.
+#[test]
+fn a_copied_output_loads_from_another_folder() {
+    let modules = wasm::module_dir();
+    for filter in ["router", "canary"] {
+        wasm::module(filter).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let inputs =
+        sluice::Inputs::read(&[repo_root().join("examples/bookinfo")]).expect("readable example");
+    let tmp = tempfile::tempdir().expect("tempdir");
+
+    // Default: generated in one place, shipped to another, run from the shipped folder.
+    let generated = tmp.path().join("build/out");
+    let options = sluice::Options {
+        wasm: sluice::WasmModules::Bundle {
+            from: modules.clone(),
+            module_dir: sluice::DEFAULT_MODULE_DIR.into(),
+        },
+        ..sluice::Options::default()
+    };
+    let output = sluice::generate(&inputs, &options).unwrap_or_else(|d| panic!("{d}"));
+    sluice::write_output(&generated, &output).expect("written");
+    let shipped = tmp.path().join("vm/etc/sluice");
+    copy_tree(&generated, &shipped);
+    std::fs::remove_dir_all(tmp.path().join("build")).expect("the original is gone");
+    let run = Envoy::validate_in(&shipped.join("envoy.yaml"), &shipped).expect("runs");
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // --module-dir: the config names the modules' place on the target host; any working dir.
+    let host_modules = tmp.path().join("vm/opt/sluice/wasm");
+    let options = sluice::Options {
+        wasm: sluice::WasmModules::Bundle {
+            from: modules,
+            module_dir: host_modules.clone(),
+        },
+        ..sluice::Options::default()
+    };
+    let output = sluice::generate(&inputs, &options).unwrap_or_else(|d| panic!("{d}"));
+    let generated = tmp.path().join("build2");
+    sluice::write_output(&generated, &output).expect("written");
+    copy_tree(&generated.join("wasm"), &host_modules);
+    let config = tmp.path().join("vm/envoy.yaml");
+    std::fs::copy(generated.join("envoy.yaml"), &config).expect("copy");
+    std::fs::remove_dir_all(&generated).expect("the original is gone");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let run = Envoy::validate_in(&config, elsewhere.path()).expect("runs");
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}

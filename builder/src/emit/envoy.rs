@@ -116,7 +116,7 @@ fn module_file(filter: &str) -> String {
 
 fn module_path(filter: &str, options: &Options) -> String {
     match &options.wasm {
-        WasmModules::Bundle { out_dir, .. } => out_dir.join("wasm").join(module_file(filter)),
+        WasmModules::Bundle { module_dir, .. } => module_dir.join(module_file(filter)),
         WasmModules::Reference(dir) => dir.join(module_file(filter)),
     }
     .display()
