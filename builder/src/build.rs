@@ -7,13 +7,14 @@
 //! cargo's `target/wasm32-wasip1/release/`: other tools (and the test harness) read cargo's
 //! output, and rewriting a file another process may be loading would race with it.
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::Output;
 use crate::emit::envoy::FILTERS;
 use crate::emit::filters::SUITE;
 use crate::oci;
+use crate::output::Destination;
 
 /// The modules of the default layout, the four-filter chain, in chain order.
 pub const CHAIN_MODULES: [&str; 4] = FILTERS;
@@ -35,6 +36,8 @@ pub struct BuildOptions {
     pub oci: Option<PathBuf>,
     /// Tag of the OCI images (`sluice-router:<tag>`).
     pub tag: String,
+    /// Write into output folders that hold files sluice did not write (they are kept).
+    pub force: bool,
     /// The modules to build, by short name (cargo package `sluice-<name>`, file
     /// `sluice_<name>.wasm`): [`CHAIN_MODULES`] or [`SUITE_MODULES`].
     pub modules: Vec<&'static str>,
@@ -103,10 +106,22 @@ pub fn module_file(filter: &str) -> String {
 }
 
 /// Runs the build; `progress` receives one line per step.
+///
+/// The output folders (`out_dir`, and `oci` when given) follow `sluice generate -o`'s rules
+/// ([`crate::output`]): they are checked before anything is built, and nothing sluice did not
+/// write there is deleted or overwritten.
 pub fn build(
     options: &BuildOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<BuildReport, String> {
+    let modules_destination = Destination::check(&options.out_dir, &[], options.force)
+        .map_err(|refusal| refusal.to_string())?;
+    let oci_destination = match &options.oci {
+        Some(dir) => Some(
+            Destination::check(dir, &[], options.force).map_err(|refusal| refusal.to_string())?,
+        ),
+        None => None,
+    };
     let source_dir = match &options.prebuilt {
         Some(dir) => dir.clone(),
         None => {
@@ -114,8 +129,6 @@ pub fn build(
             options.repo.join("target/wasm32-wasip1/release")
         }
     };
-    std::fs::create_dir_all(&options.out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", options.out_dir.display()))?;
     let mut report = BuildReport::default();
     let wasm_opt_available = options.optimize && wasm_opt_version().is_some();
     report.wasm_opt_skipped = if !options.optimize {
@@ -125,6 +138,50 @@ pub fn build(
     } else {
         None
     };
+    // Modules are shrunk in a scratch folder, then written to the output folder all at once.
+    let scratch = std::env::temp_dir().join(format!("sluice-build-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    let shrunk = shrink_all(options, &source_dir, &scratch, wasm_opt_available, progress);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let built = shrunk?;
+    let mut files = Output::default();
+    for (filter, cargo_size, optimized_size, bytes) in &built {
+        let file = module_file(filter);
+        report.modules.push(BuiltModule {
+            filter,
+            path: modules_destination.dir.join(&file),
+            cargo_size: *cargo_size,
+            optimized_size: *optimized_size,
+            sha256: oci::sha256_hex(bytes),
+        });
+        files.files.insert(file, bytes.clone());
+    }
+    modules_destination
+        .write(&files)
+        .map_err(|e| format!("cannot write {}: {e}", modules_destination.dir.display()))?;
+    if let Some(destination) = &oci_destination {
+        progress(&format!(
+            "writing OCI image layout {}",
+            destination.dir.display()
+        ));
+        report.images = write_oci_layout(destination, &built, &options.tag)?;
+    }
+    Ok(report)
+}
+
+/// One built module: filter, size as cargo built it, size after shrinking (when it ran), bytes.
+type Built = (&'static str, u64, Option<u64>, Vec<u8>);
+
+/// Reads each module from `source_dir` and shrinks it into `scratch` when binaryen is there.
+fn shrink_all(
+    options: &BuildOptions,
+    source_dir: &Path,
+    scratch: &Path,
+    wasm_opt_available: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Built>, String> {
+    let mut built = Vec::new();
     for &filter in &options.modules {
         let file = module_file(filter);
         let source = source_dir.join(&file);
@@ -134,30 +191,27 @@ pub fn build(
                 source.display()
             )
         })?;
-        let target = options.out_dir.join(&file);
-        let mut optimized_size = None;
-        if wasm_opt_available {
-            progress(&format!("wasm-metadce + wasm-opt -Oz {file}"));
-            optimize_module(&source, &target)?;
-            optimized_size = Some(file_size(&target)?);
-        } else {
-            write_atomically(&target, &cargo_bytes)?;
+        if !wasm_opt_available {
+            built.push((filter, cargo_bytes.len() as u64, None, cargo_bytes));
+            continue;
         }
-        let final_bytes =
+        let target = scratch.join(&file);
+        match optimize_module(&source, &target)? {
+            Shrink::Shrunk => progress(&format!("wasm-metadce + wasm-opt -Oz {file}")),
+            Shrink::AlreadyShrunk => progress(&format!(
+                "{file} is shrunk already (no unused SDK exports): packaged as it is"
+            )),
+        }
+        let bytes =
             std::fs::read(&target).map_err(|e| format!("cannot read {}: {e}", target.display()))?;
-        report.modules.push(BuiltModule {
+        built.push((
             filter,
-            path: target,
-            cargo_size: cargo_bytes.len() as u64,
-            optimized_size,
-            sha256: oci::sha256_hex(&final_bytes),
-        });
+            cargo_bytes.len() as u64,
+            Some(bytes.len() as u64),
+            bytes,
+        ));
     }
-    if let Some(dir) = &options.oci {
-        progress(&format!("writing OCI image layout {}", dir.display()));
-        report.images = write_oci_layout(dir, &report.modules, &options.tag)?;
-    }
-    Ok(report)
+    Ok(built)
 }
 
 fn cargo_build(
@@ -261,7 +315,12 @@ pub const UNUSED_EXPORTS: [&str; 12] = [
 ///    module). An export in neither list (a new SDK callback) is an error: it must be
 ///    classified, never dropped silently;
 /// 2. `wasm-opt -Oz`.
-pub fn optimize_module(input: &Path, output: &Path) -> Result<(), String> {
+///
+/// Idempotent: a module that no longer exports any of [`UNUSED_EXPORTS`] went through both steps
+/// already (cargo's modules always export them), so it is copied unchanged and
+/// [`Shrink::AlreadyShrunk`] says so. Shrinking it again would change its bytes, and with them
+/// every sha256 pin computed from the first result.
+pub fn optimize_module(input: &Path, output: &Path) -> Result<Shrink, String> {
     let exports = exports_of(input)?;
     if let Some(unknown) = exports.iter().find(|name| {
         !HTTP_FILTER_EXPORTS.contains(&name.as_str()) && !UNUSED_EXPORTS.contains(&name.as_str())
@@ -280,6 +339,17 @@ pub fn optimize_module(input: &Path, output: &Path) -> Result<(), String> {
             "{} does not export {missing}: not a proxy-wasm HTTP filter built by this SDK",
             input.display()
         ));
+    }
+    if !exports
+        .iter()
+        .any(|name| UNUSED_EXPORTS.contains(&name.as_str()))
+    {
+        if input != output {
+            let bytes = std::fs::read(input)
+                .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+            write_atomically(output, &bytes)?;
+        }
+        return Ok(Shrink::AlreadyShrunk);
     }
     let graph = serde_json::Value::Array(
         HTTP_FILTER_EXPORTS
@@ -320,7 +390,16 @@ pub fn optimize_module(input: &Path, output: &Path) -> Result<(), String> {
     for leftover in [&graph_file, &trimmed, &staging] {
         let _ = std::fs::remove_file(leftover);
     }
-    outcome
+    outcome.map(|()| Shrink::Shrunk)
+}
+
+/// What [`optimize_module`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shrink {
+    /// Exports trimmed and `wasm-opt -Oz` run.
+    Shrunk,
+    /// The module was shrunk before (it exports none of [`UNUSED_EXPORTS`]): copied unchanged.
+    AlreadyShrunk,
 }
 
 /// The names a module exports, from binaryen's text form (`wasm-dis`).
@@ -349,12 +428,6 @@ fn binaryen(command: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn file_size(path: &Path) -> Result<u64, String> {
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|e| format!("cannot stat {}: {e}", path.display()))
-}
-
 /// Writes through a temporary sibling and a rename, so a reader never sees half a module.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let staging = path.with_extension("wasm.tmp");
@@ -363,39 +436,29 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Writes the OCI image layout of `modules` (image names `sluice-<filter>`) into `dir`.
-pub fn write_oci_layout(
-    dir: &Path,
-    modules: &[BuiltModule],
+/// Writes the OCI image layout of `modules` (image names `sluice-<filter>`) into `destination`.
+fn write_oci_layout(
+    destination: &Destination,
+    modules: &[Built],
     tag: &str,
 ) -> Result<Vec<oci::ImageSummary>, String> {
-    let bytes: Vec<(String, Vec<u8>)> = modules
+    let names: Vec<String> = modules
         .iter()
-        .map(|m| {
-            std::fs::read(&m.path)
-                .map(|b| (format!("sluice-{}", m.filter), b))
-                .map_err(|e| format!("cannot read {}: {e}", m.path.display()))
-        })
-        .collect::<Result<_, _>>()?;
-    let inputs: Vec<oci::Module<'_>> = bytes
+        .map(|(filter, ..)| format!("sluice-{filter}"))
+        .collect();
+    let inputs: Vec<oci::Module<'_>> = modules
         .iter()
-        .map(|(name, wasm)| oci::Module { name, wasm })
+        .zip(&names)
+        .map(|((.., wasm), name)| oci::Module { name, wasm })
         .collect();
     let layout = oci::image_layout(&inputs, tag).map_err(|e| format!("cannot pack: {e}"))?;
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot replace {}: {e}", dir.display())),
-    }
-    for (rel, content) in &layout.files {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        }
-        std::fs::write(&path, content)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+    let files = Output {
+        files: layout.files,
+        ..Output::default()
+    };
+    destination
+        .write(&files)
+        .map_err(|e| format!("cannot write {}: {e}", destination.dir.display()))?;
     Ok(layout.images)
 }
 
@@ -458,7 +521,7 @@ mod tests {
         let module = assembled(dir.path(), &all);
         let before = std::fs::metadata(&module).unwrap().len();
         let out = dir.path().join("out.wasm");
-        optimize_module(&module, &out).unwrap();
+        assert_eq!(optimize_module(&module, &out).unwrap(), Shrink::Shrunk);
         let mut kept = exports_of(&out).unwrap();
         kept.sort();
         let mut wanted: Vec<String> = HTTP_FILTER_EXPORTS.iter().map(|e| e.to_string()).collect();
@@ -472,6 +535,30 @@ mod tests {
             .collect();
         files.sort();
         assert_eq!(files, ["module.wasm", "module.wat", "out.wasm"]);
+    }
+
+    /// Shrinking a shrunk module changes nothing: same bytes, in place or to another file, so
+    /// pins computed from the first result stay true.
+    #[test]
+    fn shrinking_twice_gives_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all: Vec<&str> = HTTP_FILTER_EXPORTS.to_vec();
+        all.extend(UNUSED_EXPORTS);
+        let module = assembled(dir.path(), &all);
+        let once = dir.path().join("once.wasm");
+        optimize_module(&module, &once).unwrap();
+        let first = std::fs::read(&once).unwrap();
+        let twice = dir.path().join("twice.wasm");
+        assert_eq!(
+            optimize_module(&once, &twice).unwrap(),
+            Shrink::AlreadyShrunk
+        );
+        assert_eq!(std::fs::read(&twice).unwrap(), first);
+        assert_eq!(
+            optimize_module(&once, &once).unwrap(),
+            Shrink::AlreadyShrunk
+        );
+        assert_eq!(std::fs::read(&once).unwrap(), first);
     }
 
     #[test]

@@ -141,6 +141,10 @@ struct BuildArgs {
     /// the module `sluice generate --suite` loads.
     #[arg(long)]
     suite: bool,
+    /// Write into --out-dir or --oci folders that hold files sluice did not write (they are
+    /// kept; files of the same name are replaced).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -209,6 +213,11 @@ struct GenerateArgs {
     /// istio target: load file://DIR/sluice_<filter>.wasm (a path on the proxies) instead of OCI images.
     #[arg(long, value_name = "DIR")]
     module_path: Option<String>,
+    /// istio target: pin each WasmPlugin to the manifest digest of its image in this OCI image
+    /// layout (what `sluice build --oci DIR --tag TAG` wrote; the same digest a registry reports
+    /// after `skopeo copy`). Without it (or --wasm-dir), no pin is written.
+    #[arg(long, value_name = "DIR", conflicts_with = "module_path")]
+    oci_layout: Option<PathBuf>,
     /// istio target: Istio's root namespace, where the mesh-wide WasmPlugins go.
     #[arg(long, default_value = "istio-system")]
     root_namespace: String,
@@ -309,7 +318,10 @@ fn build(args: BuildArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The default folder lies in the checkout's target/, which belongs to the build.
+    let force = args.force || args.out_dir.is_none();
     let options = sluice::build::BuildOptions {
+        force,
         out_dir: args
             .out_dir
             .unwrap_or_else(|| repo.join("target/sluice-build")),
@@ -337,9 +349,12 @@ fn build(args: BuildArgs) -> ExitCode {
     }
 }
 
-/// The istio target's options; `sha256` pins each module found in the wasm directory.
-fn istio_options(args: &GenerateArgs) -> sluice::emit::istio_target::IstioOptions {
-    use sluice::emit::istio_target::{IstioOptions, ModuleSource};
+/// The istio target's options. The WasmPlugins' `sha256` pins come from exactly what will be
+/// shipped: the OCI layout `sluice build --oci` wrote (`--oci-layout`), or the modules in
+/// `--wasm-dir`; with neither, no pin is written (and a note says so) rather than a pin computed
+/// from bytes that may not be the ones pushed.
+fn istio_options(args: &GenerateArgs) -> Result<sluice::emit::istio_target::IstioOptions, String> {
+    use sluice::emit::istio_target::{IstioOptions, ModuleSource, PinSource};
     let source = match &args.module_path {
         Some(dir) => ModuleSource::File(dir.clone()),
         None => ModuleSource::Oci {
@@ -347,44 +362,40 @@ fn istio_options(args: &GenerateArgs) -> sluice::emit::istio_target::IstioOption
             tag: args.tag.clone(),
         },
     };
-    let dir = args
-        .wasm_dir
-        .clone()
-        .unwrap_or_else(sluice::default_wasm_dir);
-    let mut sha256 = std::collections::BTreeMap::new();
-    for filter in sluice::emit::envoy::MODULES {
-        let Ok(wasm) = std::fs::read(dir.join(format!("sluice_{filter}.wasm"))) else {
-            continue;
-        };
-        let digest = match &source {
-            ModuleSource::File(_) => sluice::oci::sha256_hex(&wasm),
-            // Istio checks an OCI image against its manifest digest; the layout is
-            // deterministic, so this is the digest `sluice build --oci --tag TAG` writes.
-            ModuleSource::Oci { tag, .. } => {
-                let name = format!("sluice-{filter}");
-                match sluice::oci::image_layout(
-                    &[sluice::oci::Module {
-                        name: &name,
-                        wasm: &wasm,
-                    }],
-                    tag,
-                ) {
-                    Ok(layout) => layout
-                        .images
-                        .first()
-                        .map(|i| i.manifest_digest.trim_start_matches("sha256:").to_owned())
-                        .unwrap_or_default(),
-                    Err(_) => continue,
-                }
+    let pin_source = match (&args.oci_layout, &args.wasm_dir) {
+        (Some(dir), _) => Some(PinSource::OciLayout(dir.clone())),
+        (None, Some(dir)) => Some(PinSource::Modules(dir.clone())),
+        (None, None) => None,
+    };
+    let filters: &[&str] = if args.suite {
+        &sluice::build::SUITE_MODULES
+    } else {
+        &sluice::build::CHAIN_MODULES
+    };
+    let sha256 = match &pin_source {
+        None => {
+            eprintln!(
+                "note: the WasmPlugins carry no sha256 pin: give --oci-layout DIR (what `sluice build --oci DIR` wrote) or --wasm-dir DIR (the modules you ship) to pin exactly those bytes"
+            );
+            Default::default()
+        }
+        Some(pin_source) => {
+            let (pins, missing) = sluice::emit::istio_target::pins(&source, pin_source, filters);
+            if !missing.is_empty() {
+                return Err(format!(
+                    "cannot pin the modules: {}\n  hint: build them first (`sluice build --oci DIR --tag {}`), or leave out --oci-layout/--wasm-dir to write no pins",
+                    missing.join("; "),
+                    args.tag
+                ));
             }
-        };
-        sha256.insert(filter.to_string(), digest);
-    }
-    IstioOptions {
+            pins
+        }
+    };
+    Ok(IstioOptions {
         source,
         sha256,
         root_namespace: args.root_namespace.clone(),
-    }
+    })
 }
 
 fn generate(args: GenerateArgs) -> ExitCode {
@@ -436,7 +447,13 @@ fn generate(args: GenerateArgs) -> ExitCode {
     let options = sluice::Options {
         target: match args.target {
             TargetArg::Envoy => sluice::Target::Envoy,
-            TargetArg::Istio => sluice::Target::Istio(istio_options(&args)),
+            TargetArg::Istio => match istio_options(&args) {
+                Ok(istio) => sluice::Target::Istio(istio),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            },
             TargetArg::Compose => sluice::Target::Compose,
         },
         listen_address: args.listen_address,

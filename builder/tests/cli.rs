@@ -390,3 +390,92 @@ fn version_completion_and_schema_list() {
         );
     }
 }
+
+/// `sluice generate --target istio` pins exactly what `sluice build --oci` packaged, pins
+/// nothing (and says so) when it cannot know the bytes, and refuses a layout without the image.
+#[test]
+fn istio_pins_come_from_what_sluice_build_packaged() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (oci, modules) = (tmp.path().join("oci"), tmp.path().join("modules"));
+    let build = sluice()
+        .args(["build", "--tag", "t1", "--modules"])
+        .arg(sluice::default_wasm_dir())
+        .arg("--oci")
+        .arg(&oci)
+        .arg("--out-dir")
+        .arg(&modules)
+        .output()
+        .expect("runs");
+    assert!(
+        build.status.success(),
+        "{}\nhint: cargo xtask build-wasm",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci.join("index.json")).expect("index"))
+            .expect("JSON");
+    let digest_of = |reference: &str| -> String {
+        index["manifests"]
+            .as_array()
+            .expect("manifests")
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == reference)
+            .and_then(|m| m["digest"].as_str())
+            .and_then(|d| d.strip_prefix("sha256:"))
+            .unwrap_or_else(|| panic!("no {reference}"))
+            .to_owned()
+    };
+    let istio = |extra: &[&str]| {
+        sluice()
+            .args([
+                "generate",
+                "-f",
+                &repo("examples/demo"),
+                "-o",
+                "-",
+                "--target",
+                "istio",
+            ])
+            .args(extra)
+            .output()
+            .expect("runs")
+    };
+    let oci_arg = oci.display().to_string();
+    let pinned = istio(&["--oci-layout", &oci_arg, "--tag", "t1"]);
+    assert!(
+        pinned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pinned.stderr)
+    );
+    let text = String::from_utf8(pinned.stdout).expect("UTF-8");
+    let mut seen = 0;
+    for doc in sluice::yaml::parse_documents(&text).expect("YAML") {
+        let doc = doc.root.to_json();
+        if doc["kind"] != "WasmPlugin" {
+            continue;
+        }
+        let name = doc["metadata"]["name"].as_str().expect("name");
+        assert_eq!(
+            doc["spec"]["sha256"],
+            digest_of(&format!("{name}-t1")),
+            "{name}"
+        );
+        seen += 1;
+    }
+    assert!(seen >= 3, "{text}");
+
+    let unpinned = istio(&[]);
+    assert!(unpinned.status.success());
+    assert!(!String::from_utf8_lossy(&unpinned.stdout).contains("sha256:"));
+    assert!(
+        String::from_utf8_lossy(&unpinned.stderr).contains("carry no sha256 pin"),
+        "{}",
+        String::from_utf8_lossy(&unpinned.stderr)
+    );
+
+    let wrong_tag = istio(&["--oci-layout", &oci_arg, "--tag", "other"]);
+    assert_eq!(wrong_tag.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&wrong_tag.stderr).contains("has no image sluice-router-other")
+    );
+}

@@ -1181,7 +1181,9 @@ pub fn optimize_modules(dir: &Path) -> Result<()> {
 /// Export trim, then `wasm-opt -Oz`, on one module, in place: the very steps of `sluice build`
 /// ([`sluice::build::optimize_module`]).
 fn optimize_module(path: &Path) -> Result<()> {
-    sluice::build::optimize_module(path, path).map_err(anyhow::Error::msg)
+    sluice::build::optimize_module(path, path)
+        .map(drop)
+        .map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]

@@ -292,10 +292,49 @@ fn step(steps: &mut Vec<Step>, name: &'static str, action: impl FnOnce() -> Resu
     });
 }
 
-/// `docker-compose` on PATH, else `apt-get install -y docker-compose` (Debian; CI runs as
-/// root): builder/tests/compose.rs runs `docker-compose config` on the generated project.
-fn ensure_docker_compose() -> Result<()> {
-    apt::ensure("docker-compose", &["version"], "docker-compose")
+/// The pinned podman-compose (PyPI), installed into `.tools/podman-compose` like Envoy's wheel.
+const PODMAN_COMPOSE: &str = "podman-compose==1.6.0";
+
+/// Where podman-compose is installed; builder/tests/compose.rs reads it from
+/// `SLUICE_PODMAN_COMPOSE_DIR`.
+fn podman_compose_dir() -> PathBuf {
+    repo_root().join(".tools").join("podman-compose")
+}
+
+/// The two compose implementations builder/tests/compose.rs checks the generated project with:
+/// `docker-compose` (Debian), and podman-compose, which needs `podman` (Debian; only `podman
+/// version` runs here, no container) and is pinned from PyPI into `.tools/podman-compose`.
+fn ensure_compose_tools() -> Result<()> {
+    apt::ensure("docker-compose", &["version"], "docker-compose")?;
+    apt::ensure("podman", &["version"], "podman")?;
+    let dir = podman_compose_dir();
+    if dir.join("podman_compose.py").is_file() {
+        return Ok(());
+    }
+    println!("xtask: installing {PODMAN_COMPOSE} into {}", dir.display());
+    let staging = dir.with_extension("new");
+    let _ = std::fs::remove_dir_all(&staging);
+    let mut pip = Command::new("python3");
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ])
+    .arg("--target")
+    .arg(&staging)
+    .arg(PODMAN_COMPOSE);
+    run(pip).context("install podman-compose with pip (python3 -m pip)")?;
+    std::fs::rename(&staging, &dir)
+        .with_context(|| format!("move {} into place", staging.display()))
+}
+
+/// The OCI registry round trip (integration/tests/oci_registry.rs): skopeo pushes and pulls,
+/// Debian's docker-registry serves on a loopback port.
+fn ensure_registry_tools() -> Result<()> {
+    apt::ensure("skopeo", &["--version"], "skopeo")?;
+    apt::ensure("docker-registry", &["--version"], "docker-registry")
 }
 
 /// The TLS peers of the Envoy tests: `curl` (the HTTPS client sending SNI) and `openssl`
@@ -345,13 +384,18 @@ fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
     });
     step(
         &mut steps,
-        "docker-compose (checks the compose target)",
-        ensure_docker_compose,
+        "docker-compose, podman-compose (check the compose target)",
+        ensure_compose_tools,
     );
     step(
         &mut steps,
         "curl and openssl (TLS peers of the Envoy tests)",
         ensure_tls_test_tools,
+    );
+    step(
+        &mut steps,
+        "skopeo and docker-registry (OCI round trip)",
+        ensure_registry_tools,
     );
     let mut envoy_binary = None;
     step(&mut steps, "provision Envoy", || {
@@ -379,6 +423,7 @@ fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
         if let Some(binary) = &envoy_binary {
             command.env(envoy::ENVOY_BIN_ENV, binary);
         }
+        command.env("SLUICE_PODMAN_COMPOSE_DIR", podman_compose_dir());
         run(command)
     });
 

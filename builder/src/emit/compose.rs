@@ -1,11 +1,19 @@
 //! Target `compose`: a docker-compose project for users with Docker.
 //!
-//! `docker-compose.yml` runs the official `envoyproxy/envoy:v1.40.0` image (the Envoy version
-//! sluice is tested with) on the generated `envoy.yaml`, with the wasm modules mounted
-//! read-only, and one small demo backend per endpoint of the input (`python:3.12-alpine`
-//! running `backend.py`, answering with `x-served-by: <service>`). Inside compose every endpoint
-//! is addressed by its compose service name, so the clusters of this `envoy.yaml` are STRICT_DNS
-//! clusters pointing at those names instead of the input's IP addresses.
+//! `docker-compose.yml` runs the official `docker.io/envoyproxy/envoy:v1.40.0` image (the Envoy
+//! version sluice is tested with) on the generated `envoy.yaml`, with the config and the wasm
+//! modules mounted read-only, and one small demo backend per endpoint of the input
+//! (`docker.io/library/python:3.12-alpine` running `backend.py`, answering with
+//! `x-served-by: <service>`). Inside compose every endpoint is addressed by its compose service
+//! name, so the clusters of this `envoy.yaml` are STRICT_DNS clusters pointing at those names
+//! instead of the input's IP addresses.
+//!
+//! As Docker and podman run it: image names are fully qualified (podman refuses short names by
+//! default); every service has a healthcheck (Envoy: admin `/ready`; a backend: an HTTP GET) and
+//! Envoy starts only once its backends are healthy (`depends_on: condition: service_healthy`);
+//! Envoy's admin listens on all interfaces *inside* the container, because a published port
+//! reaches the container's interface, not its loopback: it is reachable from the host only
+//! through the published port.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,11 +23,26 @@ use crate::{Options, WasmModules};
 use super::envoy::{EmitError, Emitted, MODULES};
 
 /// The Envoy image: the version sluice is tested with.
-pub const ENVOY_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
+pub const ENVOY_IMAGE: &str = "docker.io/envoyproxy/envoy:v1.40.0";
 /// The demo backends' image.
-pub const BACKEND_IMAGE: &str = "python:3.12-alpine";
+pub const BACKEND_IMAGE: &str = "docker.io/library/python:3.12-alpine";
 /// Where the modules are mounted inside the Envoy container.
-const WASM_MOUNT: &str = "/etc/sluice/wasm";
+pub const WASM_MOUNT: &str = "/etc/sluice/wasm";
+
+/// Envoy's healthcheck: `GET /ready` on the admin port answers `LIVE` once Envoy serves. The
+/// image has bash but no curl, so the request goes through bash's `/dev/tcp`.
+fn envoy_healthcheck(admin_port: u16) -> String {
+    format!(
+        "    healthcheck:\n      test: [\"CMD\", \"bash\", \"-c\", \"exec 3<>/dev/tcp/127.0.0.1/{admin_port} && printf 'GET /ready HTTP/1.0\\\\r\\\\n\\\\r\\\\n' >&3 && grep -q LIVE <&3\"]\n      interval: 5s\n      timeout: 3s\n      retries: 12\n      start_period: 5s\n"
+    )
+}
+
+/// A backend's healthcheck: an HTTP GET to itself with the image's Python.
+fn backend_healthcheck(port: u32) -> String {
+    format!(
+        "    healthcheck:\n      test: [\"CMD\", \"python\", \"-c\", \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/', timeout=2)\"]\n      interval: 5s\n      timeout: 3s\n      retries: 12\n      start_period: 2s\n"
+    )
+}
 
 const BACKEND_SCRIPT: &str = r#"# Demo backend written by `sluice generate --target compose`: answers every request with
 # 200 and `x-served-by: <name>`, so you can watch routing and canary splits.
@@ -135,7 +158,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_default();
     // Admin inside the container listens on all interfaces so `ports:` can publish it.
-    let envoy_yaml = envoy_yaml.replacen("address: 127.0.0.1", "address: 0.0.0.0", 1);
+    let envoy_yaml = admin_on_all_interfaces(&envoy_yaml);
     files.insert("envoy.yaml".into(), envoy_yaml.clone().into_bytes());
 
     let mut errors = Vec::new();
@@ -178,6 +201,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
     for p in &ports {
         yaml.push_str(&format!("      - \"{p}:{p}\"\n"));
     }
+    yaml.push_str(&envoy_healthcheck(options.admin_port));
     let backend_names: BTreeSet<(&String, u32)> = names
         .iter()
         .map(|((_, port), name)| (name, *port))
@@ -185,13 +209,16 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
     if !backend_names.is_empty() {
         yaml.push_str("    depends_on:\n");
         for (name, _) in &backend_names {
-            yaml.push_str(&format!("      - {name}\n"));
+            yaml.push_str(&format!(
+                "      {name}:\n        condition: service_healthy\n"
+            ));
         }
     }
     for (name, port) in &backend_names {
         yaml.push_str(&format!(
             "  {name}:\n    image: {BACKEND_IMAGE}\n    command: [\"python\", \"/srv/backend.py\", \"{name}\", \"{port}\"]\n    volumes:\n      - ./backend.py:/srv/backend.py:ro\n    expose:\n      - \"{port}\"\n"
         ));
+        yaml.push_str(&backend_healthcheck(*port));
     }
     files.insert("docker-compose.yml".into(), yaml.into_bytes());
     files.insert("backend.py".into(), BACKEND_SCRIPT.as_bytes().to_vec());
@@ -203,12 +230,36 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
              docker compose up            # Envoy {ENVOY_IMAGE} + one demo backend per endpoint\n\
              curl -si localhost:{first_port}/ -H 'host: <a host of your VirtualServices>'\n\n\
              Each backend answers with `x-served-by: <its service name>`. Envoy's admin is on\n\
-             localhost:{admin}. envoy.yaml is the envoy target's bootstrap with every cluster turned\n\
-             into STRICT_DNS on the backends' compose service names; wasm/ holds the modules it loads.\n\
-             This file was checked with `docker-compose config` when sluice was tested, not run there.\n",
+             localhost:{admin} through the published port (inside the container it listens on all\n\
+             interfaces; a published port does not reach the container's loopback). envoy.yaml is\n\
+             the envoy target's bootstrap with every cluster turned into STRICT_DNS on the\n\
+             backends' compose service names; wasm/ holds the modules it loads. Envoy starts once\n\
+             every backend's healthcheck passes.\n\
+             sluice's tests check this project with `docker-compose config` and `podman-compose\n\
+             config` and run its envoy.yaml and backends as host processes; they do not run\n\
+             containers.\n",
             admin = options.admin_port
         )
         .into_bytes(),
     );
     Ok(Emitted { files })
+}
+
+/// The bootstrap with the admin's address set to `0.0.0.0` (the envoy target binds it to
+/// loopback). Edited on the parsed document, so the YAML's quoting cannot hide it.
+fn admin_on_all_interfaces(envoy_yaml: &str) -> String {
+    let Ok(documents) = crate::yaml::parse_documents(envoy_yaml) else {
+        return envoy_yaml.to_owned();
+    };
+    let Some(document) = documents.first() else {
+        return envoy_yaml.to_owned();
+    };
+    let mut bootstrap = document.root.to_json();
+    bootstrap["admin"]["address"]["socket_address"]["address"] = "0.0.0.0".into();
+    let header: String = envoy_yaml
+        .lines()
+        .take_while(|line| line.starts_with('#'))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    format!("{header}{}", super::yaml_out::to_yaml(&bootstrap))
 }

@@ -74,6 +74,110 @@ impl Default for IstioOptions {
     }
 }
 
+/// Where the WasmPlugins' `sha256` pins come from: exactly the bytes that will be shipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSource {
+    /// An OCI image layout written by `sluice build --oci DIR`: each pin is the manifest digest
+    /// of image `sluice-<filter>` at the source's tag, as the layout records it.
+    OciLayout(std::path::PathBuf),
+    /// A folder of modules (`sluice build`'s output): the module's sha256 for `file://`, for
+    /// `oci://` the manifest digest of the image `sluice build --oci` makes of those bytes.
+    Modules(std::path::PathBuf),
+}
+
+/// The pins of `filters` from `pins`, for `source`. A filter whose module or image is not there
+/// gets no pin (and is named in the error list) rather than a wrong one: Istio refuses a module
+/// whose digest differs from the pin.
+pub fn pins(
+    source: &ModuleSource,
+    pins: &PinSource,
+    filters: &[&str],
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut found = BTreeMap::new();
+    let mut missing = Vec::new();
+    match pins {
+        PinSource::OciLayout(dir) => {
+            let tag = match source {
+                ModuleSource::Oci { tag, .. } => tag.as_str(),
+                ModuleSource::File(_) => {
+                    missing.push(
+                        "--oci-layout pins OCI images, but the modules load from files \
+                         (--module-path); give --wasm-dir with the modules instead"
+                            .to_owned(),
+                    );
+                    return (found, missing);
+                }
+            };
+            let index = std::fs::read(dir.join("index.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+            let Some(index) = index else {
+                missing.push(format!(
+                    "{} holds no readable index.json: not an OCI image layout written by `sluice build --oci`",
+                    dir.display()
+                ));
+                return (found, missing);
+            };
+            for filter in filters {
+                let reference = format!("sluice-{filter}-{tag}");
+                let digest = index["manifests"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == *reference)
+                    .and_then(|m| m["digest"].as_str())
+                    .and_then(|d| d.strip_prefix("sha256:"));
+                match digest {
+                    Some(hex) => {
+                        found.insert((*filter).to_owned(), hex.to_owned());
+                    }
+                    None => missing.push(format!(
+                        "{} has no image {reference} (sluice build --oci {} --tag {tag})",
+                        dir.display(),
+                        dir.display()
+                    )),
+                }
+            }
+        }
+        PinSource::Modules(dir) => {
+            for filter in filters {
+                let path = dir.join(format!("sluice_{filter}.wasm"));
+                let Ok(wasm) = std::fs::read(&path) else {
+                    missing.push(format!("{} is missing", path.display()));
+                    continue;
+                };
+                let digest = match source {
+                    ModuleSource::File(_) => crate::oci::sha256_hex(&wasm),
+                    // The layout is deterministic: this is the digest `sluice build --oci
+                    // --tag TAG` writes for these very bytes.
+                    ModuleSource::Oci { tag, .. } => {
+                        let name = format!("sluice-{filter}");
+                        match crate::oci::image_layout(
+                            &[crate::oci::Module {
+                                name: &name,
+                                wasm: &wasm,
+                            }],
+                            tag,
+                        ) {
+                            Ok(layout) => layout
+                                .images
+                                .first()
+                                .map(|i| i.manifest_digest.trim_start_matches("sha256:").to_owned())
+                                .unwrap_or_default(),
+                            Err(e) => {
+                                missing.push(format!("{}: cannot pack: {e}", path.display()));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                found.insert((*filter).to_owned(), digest);
+            }
+        }
+    }
+    (found, missing)
+}
+
 /// Registry used when `--image-registry` is not given.
 pub const DEFAULT_REGISTRY: &str = "ghcr.io/sluice-proxy";
 
