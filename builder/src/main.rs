@@ -213,10 +213,14 @@ struct GenerateArgs {
     /// istio target: load file://DIR/sluice_<filter>.wasm (a path on the proxies) instead of OCI images.
     #[arg(long, value_name = "DIR")]
     module_path: Option<String>,
+    /// istio target: load BASE/sluice_<filter>.wasm over http(s) (the Istio agent downloads it
+    /// and checks the sha256 pin; give --wasm-dir with the modules you serve to pin them).
+    #[arg(long, value_name = "BASE_URL", conflicts_with = "module_path")]
+    module_url: Option<String>,
     /// istio target: pin each WasmPlugin to the manifest digest of its image in this OCI image
     /// layout (what `sluice build --oci DIR --tag TAG` wrote; the same digest a registry reports
     /// after `skopeo copy`). Without it (or --wasm-dir), no pin is written.
-    #[arg(long, value_name = "DIR", conflicts_with = "module_path")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["module_path", "module_url"])]
     oci_layout: Option<PathBuf>,
     /// istio target: Istio's root namespace, where the mesh-wide WasmPlugins go.
     #[arg(long, default_value = "istio-system")]
@@ -355,9 +359,10 @@ fn build(args: BuildArgs) -> ExitCode {
 /// from bytes that may not be the ones pushed.
 fn istio_options(args: &GenerateArgs) -> Result<sluice::emit::istio_target::IstioOptions, String> {
     use sluice::emit::istio_target::{IstioOptions, ModuleSource, PinSource};
-    let source = match &args.module_path {
-        Some(dir) => ModuleSource::File(dir.clone()),
-        None => ModuleSource::Oci {
+    let source = match (&args.module_path, &args.module_url) {
+        (Some(dir), _) => ModuleSource::File(dir.clone()),
+        (None, Some(base)) => ModuleSource::Http(base.clone()),
+        (None, None) => ModuleSource::Oci {
             registry: args.image_registry.clone(),
             tag: args.tag.clone(),
         },

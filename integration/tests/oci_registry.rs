@@ -8,6 +8,9 @@
 //! layer is `application/vnd.oci.image.layer.v1.tar+gzip` holding `plugin.wasm`, and those bytes
 //! are the module Envoy ran.
 //!
+//! The http(s) path is shown the same way: the modules served over HTTP, fetched as the Istio
+//! agent fetches a WasmPlugin `url`, and checked against its `sha256` pin.
+//!
 //! Needs skopeo and docker-registry (Debian packages; `cargo xtask test` installs them) and the
 //! modules (`cargo xtask build-wasm`).
 
@@ -24,7 +27,8 @@ use sluice_integration::{repo_root, wasm};
 const TAG: &str = "registry-round-trip";
 const FILTERS: [&str; 4] = ["router", "canary", "fault", "breaker"];
 
-/// A docker-registry process on a loopback port, killed on drop.
+/// A server process (docker-registry, or the HTTP file server) on a loopback port, killed on
+/// drop.
 struct Registry {
     child: Child,
     port: u16,
@@ -307,5 +311,85 @@ fn images_pushed_and_pulled_through_a_registry_match_the_wasm_plugin_pins() {
         );
         let ran = std::fs::read(modules.join(sluice::build::module_file(filter))).expect("module");
         assert_eq!(plugin_wasm(&pulled, &name), ran, "{name}: plugin.wasm");
+    }
+}
+
+#[test]
+fn modules_served_over_http_match_the_wasm_plugin_pins() {
+    require("curl", "--version");
+    let modules: PathBuf = wasm::module_dir();
+    for filter in FILTERS {
+        wasm::module(filter).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    // A plain HTTP server on the modules' folder, as a web server or a bucket would be.
+    let port = free_port();
+    let server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(&modules)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    // Killed on drop, also when an assertion fails.
+    let _server = Registry {
+        child: server,
+        port,
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let source = ModuleSource::Http(base.clone());
+    let (sha256, missing) =
+        sluice::emit::istio_target::pins(&source, &PinSource::Modules(modules.clone()), &FILTERS);
+    assert!(missing.is_empty(), "{missing:?}");
+    let inputs = sluice::Inputs::read(&[repo_root().join("examples/demo")]).expect("readable");
+    let output = sluice::generate(
+        &inputs,
+        &sluice::Options {
+            target: sluice::Target::Istio(IstioOptions {
+                source,
+                sha256,
+                ..IstioOptions::default()
+            }),
+            ..sluice::Options::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    let plugins = wasm_plugins(&String::from_utf8_lossy(&output.files["wasmplugins.yaml"]));
+    assert!(plugins.len() >= 3, "{plugins:?}");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (name, url, pin) in plugins {
+        let filter = name.strip_prefix("sluice-").expect("sluice-<filter>");
+        assert_eq!(url, format!("{base}/sluice_{filter}.wasm"));
+        let fetched = tmp.path().join(format!("{filter}.wasm"));
+        let curl = Command::new("curl")
+            .args([
+                "-sSf",
+                "--retry",
+                "20",
+                "--retry-connrefused",
+                "--retry-delay",
+                "1",
+                "-o",
+            ])
+            .arg(&fetched)
+            .arg(&url)
+            .output()
+            .expect("curl runs");
+        assert!(
+            curl.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&curl.stderr)
+        );
+        let bytes = std::fs::read(&fetched).expect("fetched");
+        assert_eq!(sha256_hex(&bytes), pin, "{name}: the pin Istio checks");
+        let ran = std::fs::read(modules.join(sluice::build::module_file(filter))).expect("module");
+        assert_eq!(bytes, ran, "{name}: the module Envoy ran");
     }
 }

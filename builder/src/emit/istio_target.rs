@@ -47,6 +47,9 @@ pub enum ModuleSource {
     },
     /// `file://<dir>/sluice_<filter>.wasm`: modules already on every proxy's file system.
     File(String),
+    /// `<base>/sluice_<filter>.wasm` over http(s): the Istio agent downloads the module and
+    /// checks it against the WasmPlugin's `sha256` (the module's own digest).
+    Http(String),
 }
 
 /// Options of the istio target.
@@ -99,10 +102,10 @@ pub fn pins(
         PinSource::OciLayout(dir) => {
             let tag = match source {
                 ModuleSource::Oci { tag, .. } => tag.as_str(),
-                ModuleSource::File(_) => {
+                ModuleSource::File(_) | ModuleSource::Http(_) => {
                     missing.push(
                         "--oci-layout pins OCI images, but the modules load from files \
-                         (--module-path); give --wasm-dir with the modules instead"
+                         or http (--module-path, --module-url); give --wasm-dir with the modules instead"
                             .to_owned(),
                     );
                     return (found, missing);
@@ -147,7 +150,7 @@ pub fn pins(
                     continue;
                 };
                 let digest = match source {
-                    ModuleSource::File(_) => crate::oci::sha256_hex(&wasm),
+                    ModuleSource::File(_) | ModuleSource::Http(_) => crate::oci::sha256_hex(&wasm),
                     // The layout is deterministic: this is the digest `sluice build --oci
                     // --tag TAG` writes for these very bytes.
                     ModuleSource::Oci { tag, .. } => {
@@ -266,6 +269,9 @@ fn module_url(filter: &str, source: &ModuleSource) -> String {
         }
         ModuleSource::File(dir) => {
             format!("file://{}/sluice_{filter}.wasm", dir.trim_end_matches('/'))
+        }
+        ModuleSource::Http(base) => {
+            format!("{}/sluice_{filter}.wasm", base.trim_end_matches('/'))
         }
     }
 }
