@@ -213,6 +213,21 @@ struct GenerateArgs {
     /// istio target: load file://DIR/sluice_<filter>.wasm (a path on the proxies) instead of OCI images.
     #[arg(long, value_name = "DIR")]
     module_path: Option<String>,
+    /// istio target: how the filters attach to Istio's proxies. `wasmplugin` (default): Istio's
+    /// WasmPlugin API; modules from OCI images, http(s) or files, fetched and checked by the
+    /// Istio agent; use it unless you need what it cannot say. `envoyfilter`: EnvoyFilter
+    /// patches that insert the filters right before envoy.filters.http.router on outbound
+    /// sidecars and gateways, with an explicit vm_id; for meshes that pin an Istio release or
+    /// policy without WasmPlugin, or that need the exact chain position; modules from a file
+    /// mounted on every proxy (--module-path) or fetched by Envoy (--module-url with
+    /// --module-cluster and --wasm-dir), not from OCI images. Both write the same rewritten
+    /// VirtualServices, which route on the filters' decisions.
+    #[arg(long, value_enum, default_value_t = AttachArg::Wasmplugin)]
+    attach: AttachArg,
+    /// istio target, --attach envoyfilter --module-url: the Envoy cluster through which Envoy
+    /// fetches the modules (e.g. 'outbound|443||downloads.example.com' of a ServiceEntry).
+    #[arg(long, value_name = "CLUSTER", requires = "module_url")]
+    module_cluster: Option<String>,
     /// istio target: load BASE/sluice_<filter>.wasm over http(s) (the Istio agent downloads it
     /// and checks the sha256 pin; give --wasm-dir with the modules you serve to pin them).
     #[arg(long, value_name = "BASE_URL", conflicts_with = "module_path")]
@@ -238,6 +253,14 @@ struct GenerateArgs {
 
 fn parse_locality(text: &str) -> Result<sluice::locality::Locality, String> {
     sluice::locality::Locality::parse(text)
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AttachArg {
+    /// WasmPlugin resources (extensions.istio.io/v1alpha1).
+    Wasmplugin,
+    /// EnvoyFilter resources (networking.istio.io/v1alpha3).
+    Envoyfilter,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -358,7 +381,7 @@ fn build(args: BuildArgs) -> ExitCode {
 /// `--wasm-dir`; with neither, no pin is written (and a note says so) rather than a pin computed
 /// from bytes that may not be the ones pushed.
 fn istio_options(args: &GenerateArgs) -> Result<sluice::emit::istio_target::IstioOptions, String> {
-    use sluice::emit::istio_target::{IstioOptions, ModuleSource, PinSource};
+    use sluice::emit::istio_target::{Attach, IstioOptions, ModuleSource, PinSource};
     let source = match (&args.module_path, &args.module_url) {
         (Some(dir), _) => ModuleSource::File(dir.clone()),
         (None, Some(base)) => ModuleSource::Http(base.clone()),
@@ -396,7 +419,24 @@ fn istio_options(args: &GenerateArgs) -> Result<sluice::emit::istio_target::Isti
             pins
         }
     };
+    let attach = match args.attach {
+        AttachArg::Wasmplugin => Attach::WasmPlugin,
+        AttachArg::Envoyfilter => Attach::EnvoyFilter,
+    };
+    if attach == Attach::EnvoyFilter {
+        match &source {
+            ModuleSource::Oci { .. } => {
+                return Err("--attach envoyfilter cannot load OCI images (only Istio's WasmPlugin pulls images)\n  hint: give --module-path DIR (the modules mounted on every proxy) or --module-url BASE --module-cluster CLUSTER --wasm-dir DIR (Envoy fetches them), or use --attach wasmplugin".into());
+            }
+            ModuleSource::Http(_) if args.module_cluster.is_none() || args.wasm_dir.is_none() => {
+                return Err("--attach envoyfilter with --module-url needs --module-cluster (the Envoy cluster that reaches the module server) and --wasm-dir (the modules served, for the sha256 Envoy requires)\n  hint: e.g. --module-cluster 'outbound|443||downloads.example.com' --wasm-dir out/modules".into());
+            }
+            _ => {}
+        }
+    }
     Ok(IstioOptions {
+        attach,
+        module_cluster: args.module_cluster.clone(),
         source,
         sha256,
         root_namespace: args.root_namespace.clone(),

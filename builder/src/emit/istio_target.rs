@@ -52,11 +52,30 @@ pub enum ModuleSource {
     Http(String),
 }
 
+/// How the filters are attached to Istio's proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Attach {
+    /// `extensions.istio.io/v1alpha1` WasmPlugin: Istio's own API for wasm; modules from OCI
+    /// images, http(s) or files, fetched and verified by the Istio agent.
+    #[default]
+    WasmPlugin,
+    /// `networking.istio.io/v1alpha3` EnvoyFilter: the filters patched into Envoy's HTTP filter
+    /// chain directly, before `envoy.filters.http.router`, with an explicit `vm_id`; modules
+    /// from a file on the proxy or fetched by Envoy over http(s) (no OCI).
+    EnvoyFilter,
+}
+
 /// Options of the istio target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IstioOptions {
+    /// WasmPlugin or EnvoyFilter resources.
+    pub attach: Attach,
     /// Module location.
     pub source: ModuleSource,
+    /// EnvoyFilter with an http(s) source: the Envoy cluster that reaches the module server
+    /// (Envoy fetches `remote` code through a cluster, e.g. `outbound|443||downloads.example.com`
+    /// of a ServiceEntry).
+    pub module_cluster: Option<String>,
     /// Per filter short name, the WasmPlugin `sha256` to pin (the module's for `file://`, the
     /// image manifest's for `oci://`), when known.
     pub sha256: BTreeMap<String, String>,
@@ -67,6 +86,8 @@ pub struct IstioOptions {
 impl Default for IstioOptions {
     fn default() -> Self {
         Self {
+            attach: Attach::WasmPlugin,
+            module_cluster: None,
             source: ModuleSource::Oci {
                 registry: DEFAULT_REGISTRY.into(),
                 tag: env!("CARGO_PKG_VERSION").into(),
@@ -215,10 +236,16 @@ pub fn emit(
     // The VirtualServices keep Istio's own `fault` only when no sluice filter injects it.
     let sluice_faults = plugin_configs.fault.is_some();
 
-    let plugins: Vec<Value> = configs
-        .iter()
-        .map(|(filter, config)| wasm_plugin(filter, config, options))
-        .collect();
+    let attachment = match options.attach {
+        Attach::WasmPlugin => (
+            "wasmplugins.yaml",
+            configs
+                .iter()
+                .map(|(filter, config)| wasm_plugin(filter, config, options))
+                .collect::<Vec<Value>>(),
+        ),
+        Attach::EnvoyFilter => ("envoyfilters.yaml", vec![envoy_filter(&configs, options)?]),
+    };
     let virtual_services: Vec<Value> = resources
         .iter()
         .filter(|r| r.kind == Kind::VirtualService)
@@ -231,7 +258,7 @@ pub fn emit(
         .collect();
 
     let mut files = BTreeMap::new();
-    files.insert("wasmplugins.yaml".into(), documents(&plugins));
+    files.insert(attachment.0.into(), documents(&attachment.1));
     files.insert("virtualservices.yaml".into(), documents(&virtual_services));
     files.insert("resources.yaml".into(), documents(&others));
     Ok(Emitted { files })
@@ -274,6 +301,123 @@ fn module_url(filter: &str, source: &ModuleSource) -> String {
             format!("{}/sluice_{filter}.wasm", base.trim_end_matches('/'))
         }
     }
+}
+
+/// The proxy contexts the filters are patched into: outbound sidecar listeners and gateways,
+/// where routing is decided (as the WasmPlugins' `mode: CLIENT`).
+pub const ENVOY_FILTER_CONTEXTS: [&str; 2] = ["SIDECAR_OUTBOUND", "GATEWAY"];
+
+/// One EnvoyFilter `sluice` in the root namespace: for each context, one HTTP_FILTER patch per
+/// filter in chain order, each `INSERT_BEFORE` `envoy.filters.http.router` (so the filters end up
+/// in that order, just before the router), carrying the same `envoy.filters.http.wasm` config
+/// the envoy target writes: explicit `vm_id` (shared data between the filters), V8,
+/// `failure_policy: FAIL_CLOSED`, the plugin config.
+fn envoy_filter(
+    configs: &BTreeMap<&'static str, Value>,
+    options: &IstioOptions,
+) -> Result<Value, Vec<EmitError>> {
+    let ordered: Vec<(&str, &Value)> = PRIORITY
+        .iter()
+        .filter_map(|(filter, _)| configs.get(filter).map(|config| (*filter, config)))
+        .collect();
+    let mut patches = Vec::new();
+    for context in ENVOY_FILTER_CONTEXTS {
+        for (filter, config) in &ordered {
+            patches.push(json!({
+                "applyTo": "HTTP_FILTER",
+                "match": {
+                    "context": context,
+                    "listener": {"filterChain": {"filter": {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "subFilter": {"name": "envoy.filters.http.router"},
+                    }}},
+                },
+                "patch": {
+                    "operation": "INSERT_BEFORE",
+                    "value": envoy_filter_http_filter(filter, config, options)?,
+                },
+            }));
+        }
+    }
+    Ok(json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {
+            "name": "sluice",
+            "namespace": options.root_namespace,
+            "labels": {"app.kubernetes.io/part-of": "sluice"},
+        },
+        "spec": {"configPatches": patches},
+    }))
+}
+
+/// The `envoy.filters.http.wasm` filter of one module, as an EnvoyFilter patch value.
+fn envoy_filter_http_filter(
+    filter: &str,
+    config: &Value,
+    options: &IstioOptions,
+) -> Result<Value, Vec<EmitError>> {
+    let file = format!("sluice_{filter}.wasm");
+    let code = match &options.source {
+        ModuleSource::File(dir) => {
+            json!({"local": {"filename": format!("{}/{file}", dir.trim_end_matches('/'))}})
+        }
+        ModuleSource::Http(base) => {
+            let Some(cluster) = &options.module_cluster else {
+                return Err(vec![
+                    "an EnvoyFilter with --module-url needs --module-cluster: Envoy fetches \
+                     remote code through one of its clusters (e.g. outbound|443||downloads.example.com \
+                     of a ServiceEntry for the module server)"
+                        .to_owned(),
+                ]);
+            };
+            let Some(sha256) = options.sha256.get(filter) else {
+                return Err(vec![format!(
+                    "an EnvoyFilter with --module-url needs the sha256 of {file} (Envoy refuses \
+                     remote code without it): give --wasm-dir with the modules you serve"
+                )]);
+            };
+            json!({"remote": {
+                "http_uri": {
+                    "uri": format!("{}/{file}", base.trim_end_matches('/')),
+                    "cluster": cluster,
+                    "timeout": "30s",
+                },
+                "sha256": sha256,
+                "retry_policy": {"num_retries": 3},
+            }})
+        }
+        ModuleSource::Oci { .. } => {
+            return Err(vec![
+                "an EnvoyFilter cannot load an OCI image (only Istio's WasmPlugin pulls images)\n  \
+                 hint: give --module-path DIR (the modules mounted on every proxy) or --module-url \
+                 BASE with --module-cluster, or attach with --attach wasmplugin"
+                    .to_owned(),
+            ]);
+        }
+    };
+    let id = format!("sluice_{filter}");
+    Ok(json!({
+        "name": format!("sluice-{filter}"),
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": id,
+                "root_id": id,
+                "vm_config": {
+                    "vm_id": wire::VM_ID,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": code,
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": config.to_string(),
+                },
+                // A filter that cannot run must not let traffic bypass routing decisions.
+                "failure_policy": "FAIL_CLOSED",
+            },
+        },
+    }))
 }
 
 fn wasm_plugin(filter: &str, config: &Value, options: &IstioOptions) -> Value {
