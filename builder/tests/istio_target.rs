@@ -138,6 +138,7 @@ fn wasm_plugins_are_ordered_fail_closed_and_carry_the_filter_configs() {
             source: ModuleSource::File("/var/lib/sluice".into()),
             sha256,
             root_namespace: "istio-system".into(),
+            ..IstioOptions::default()
         },
     );
     assert_schema_valid(&files);
