@@ -33,7 +33,7 @@ pub mod yaml;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use diag::{Code, Diagnostic, Diagnostics, Severity};
 pub use parse::{Inputs, SourceFile};
 
 /// What to generate.
@@ -175,6 +175,7 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
                 path: yaml::FieldPath::root(),
                 message,
                 hint: None,
+                code: diag::Code::EmitFailed,
             }));
             Err(diags)
         }

@@ -23,7 +23,8 @@ Examples:
 
 Inputs are Istio networking.istio.io resources (v1, v1beta1, v1alpha3): Gateway, VirtualService,
 DestinationRule, ServiceEntry (endpoints give hosts their addresses), WorkloadEntry.
-Every problem is reported as `file:line:col: error: Kind/name: field.path: message` with a hint;
+Every problem is reported as `file:line:col: error[SL301]: Kind/name: field.path: message` with a hint
+(codes: docs/DIAGNOSTICS.md);
 if there is any error, nothing is written and the exit code is 1.";
 
 /// sluice: Istio-style traffic rules compiled into configs for Envoy with the sluice filters.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use crate::diag::{Diagnostic, Severity, did_you_mean};
+use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
 use crate::istio::{
     DestinationRuleSpec, GatewaySpec, KNOWN_FIELDS, Metadata, Object, ServiceEntrySpec,
     UNSUPPORTED, VirtualServiceSpec, WorkloadEntrySpec,
@@ -114,6 +114,7 @@ fn not_utf8(name: &str, bytes: &[u8]) -> Diagnostic {
              `iconv -f latin1 -t utf-8`"
                 .into(),
         ),
+        code: Code::NotUtf8,
     }
 }
 
@@ -223,6 +224,7 @@ impl Resource {
     /// A diagnostic about `path` in this resource.
     pub fn diag(
         &self,
+        code: Code,
         severity: Severity,
         path: &FieldPath,
         message: impl Into<String>,
@@ -236,13 +238,20 @@ impl Resource {
             path: path.clone(),
             message: message.into(),
             hint,
+            code,
         }
     }
 
     /// An error about `path` in this resource.
-    pub fn error(&self, path: &FieldPath, message: impl Into<String>, hint: &str) -> Diagnostic {
+    pub fn error(
+        &self,
+        code: Code,
+        path: &FieldPath,
+        message: impl Into<String>,
+        hint: &str,
+    ) -> Diagnostic {
         let hint = (!hint.is_empty()).then(|| hint.to_owned());
-        self.diag(Severity::Error, path, message, hint)
+        self.diag(code, Severity::Error, path, message, hint)
     }
 }
 
@@ -266,6 +275,7 @@ pub fn parse(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>) {
                     "fix the YAML syntax (indentation, quotes, brackets)".into()
                 }),
                 message: format!("invalid YAML: {}", e.message),
+                code: Code::YamlSyntax,
             }),
             Ok(docs) => {
                 for doc in docs {
@@ -280,8 +290,16 @@ pub fn parse(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>) {
     (resources, diags)
 }
 
-fn bare_error(file: &str, pos: Pos, resource: String, message: String, hint: &str) -> Diagnostic {
+fn bare_error(
+    code: Code,
+    file: &str,
+    pos: Pos,
+    resource: String,
+    message: String,
+    hint: &str,
+) -> Diagnostic {
     Diagnostic {
+        code,
         file: file.to_owned(),
         pos,
         severity: Severity::Error,
@@ -298,6 +316,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
     }
     if !matches!(root.value, yaml::Value::Map(_)) {
         diags.push(bare_error(
+            Code::NotAResource,
             file,
             root.pos,
             String::new(),
@@ -352,6 +371,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
             path: FieldPath::root().key("kind"),
             message,
             hint: Some(hint),
+            code: Code::UnknownKind,
         });
         return None;
     };
@@ -366,6 +386,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
             path: FieldPath::root().key("apiVersion"),
             message: format!("unsupported apiVersion {api_version:?}"),
             hint: Some(format!("use one of {}", API_VERSIONS.join(", "))),
+            code: Code::UnsupportedApiVersion,
         });
         return None;
     }
@@ -387,7 +408,8 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
             typed::<WorkloadEntrySpec>(&json, &mut ignored).map(|o| o.map(Spec::WorkloadEntry))
         }
     };
-    let resource_diag = |path: &FieldPath, message: String, hint: String| Diagnostic {
+    let resource_diag = |code: Code, path: &FieldPath, message: String, hint: String| Diagnostic {
+        code,
         file: file.to_owned(),
         pos: root.locate(path),
         severity: Severity::Error,
@@ -403,6 +425,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
         };
         if is_unsupported(path) {
             diags.push(resource_diag(
+                Code::UnsupportedField,
                 path,
                 format!("`{field}` is not supported yet by sluice"),
                 "remove it; sluice refuses settings it would otherwise drop silently".into(),
@@ -413,6 +436,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
                 None => "check the field name against Istio's networking.istio.io API".into(),
             };
             diags.push(resource_diag(
+                Code::UnknownField,
                 path,
                 format!("unknown field `{field}`"),
                 hint,
@@ -423,6 +447,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
         Ok(o) => o,
         Err((path, message)) => {
             diags.push(resource_diag(
+                Code::WrongType,
                 &path,
                 message,
                 "fix the value's type to match Istio's schema".into(),
@@ -432,6 +457,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
     };
     if name.is_empty() {
         diags.push(resource_diag(
+            Code::MissingName,
             &FieldPath::root().key("metadata"),
             "missing `metadata.name`".into(),
             "every resource needs a name".into(),
@@ -577,7 +603,7 @@ mod tests {
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  http:\n  - mach: {}\n    rout: []\n    delegate: {}\n",
         );
         assert_eq!(d.len(), 3, "{d:#?}");
-        assert!(d[0].starts_with("t.yaml:7:5: error: VirtualService/a: spec.http[0].mach: unknown field `mach`\n  hint: did you mean `match`?"), "{}", d[0]);
+        assert!(d[0].starts_with("t.yaml:7:5: error[SL106]: VirtualService/a: spec.http[0].mach: unknown field `mach`\n  hint: did you mean `match`?"), "{}", d[0]);
         assert!(d[2].contains("`delegate` is not supported yet"), "{}", d[2]);
     }
 
@@ -589,7 +615,7 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:#?}");
         assert!(
             d[0].starts_with(
-                "t.yaml:7:5: error: ServiceEntry/a: spec.ports[0].number: invalid type"
+                "t.yaml:7:5: error[SL107]: ServiceEntry/a: spec.ports[0].number: invalid type"
             ),
             "{}",
             d[0]
@@ -604,7 +630,9 @@ mod tests {
         assert_eq!(d.len(), 2, "{d:#?}");
         assert!(d[0].contains("did you mean `VirtualService`?"), "{}", d[0]);
         assert!(
-            d[1].starts_with("t.yaml:6:13: error: Gateway/g: apiVersion: unsupported apiVersion"),
+            d[1].starts_with(
+                "t.yaml:6:13: error[SL105]: Gateway/g: apiVersion: unsupported apiVersion"
+            ),
             "{}",
             d[1]
         );
