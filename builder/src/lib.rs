@@ -23,6 +23,7 @@ pub mod model;
 pub mod native;
 pub mod oci;
 pub mod parse;
+pub mod report;
 pub mod schema;
 pub mod sluice_settings;
 pub mod tcp;
@@ -64,6 +65,10 @@ pub enum WasmModules {
     /// Reference `<dir>/sluice_<filter>.wasm` as written, without copying (a relative `dir`
     /// resolves against Envoy's working directory).
     Reference(PathBuf),
+    /// Read no module: reference `sluice_<filter>.wasm` by its bare name and copy nothing.
+    /// For `sluice validate`, which runs every check of generation (the emitters' included)
+    /// and discards the files, so it works where no module has been built.
+    NotRead,
 }
 
 /// Generation options.
@@ -167,18 +172,39 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
             warnings: diags,
         }),
         Err(errors) => {
-            diags.0.extend(errors.into_iter().map(|message| Diagnostic {
-                file: "<output>".into(),
-                pos: yaml::Pos::default(),
-                severity: Severity::Error,
-                resource: String::new(),
-                path: yaml::FieldPath::root(),
-                message,
-                hint: None,
-                code: diag::Code::EmitFailed,
+            diags.0.extend(errors.into_iter().map(|text| {
+                // Emitters return one string; its hint, if any, becomes the diagnostic's.
+                let (message, hint) = match text.split_once("\n  hint: ") {
+                    Some((m, h)) => (m.to_owned(), Some(h.to_owned())),
+                    None => (text, None),
+                };
+                Diagnostic {
+                    file: "<output>".into(),
+                    pos: yaml::Pos::default(),
+                    severity: Severity::Error,
+                    resource: String::new(),
+                    path: yaml::FieldPath::root(),
+                    message,
+                    hint,
+                    code: diag::Code::EmitFailed,
+                }
             }));
             Err(diags)
         }
+    }
+}
+
+/// Every check [`generate`] runs for `options.target`, the emitters' included, without
+/// reading any wasm module ([`WasmModules::NotRead`]) and without producing files: what
+/// `sluice validate` reports. Errors and warnings, sorted.
+pub fn validate(inputs: &Inputs, options: &Options) -> Diagnostics {
+    let options = Options {
+        wasm: WasmModules::NotRead,
+        ..options.clone()
+    };
+    match generate(inputs, &options) {
+        Ok(output) => output.warnings,
+        Err(diags) => diags,
     }
 }
 
