@@ -140,7 +140,7 @@ pub struct Output {
 
 /// Runs every stage. On any error returns all diagnostics (errors and warnings) and no files.
 pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostics> {
-    let (resources, mut diags) = parse::parse(inputs);
+    let (resources, mut diags, rejections) = parse::parse_with_rejections(inputs);
     diags.extend(validate::check_resources(&resources));
     diags.extend(sluice_settings::check(&resources, inputs));
     diags.extend(locality::check(&resources, options.locality.as_ref()));
@@ -156,6 +156,9 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
         ));
     }
     locality::apply(&mut mesh, options.locality.as_ref());
+    if !rejections.is_empty() {
+        diags.retain(|d| !follows_from_rejection(d, &resources, &rejections));
+    }
     let mut diags = Diagnostics(diags);
     diags.sort();
     if diags.has_errors() {
@@ -191,6 +194,58 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
             }));
             Err(diags)
         }
+    }
+}
+
+/// True when `d` is a reference error (unknown host, subset, port or gateway, a host no
+/// gateway exposes, missing endpoints) that a rejected document may explain: the reference
+/// might resolve once that document is fixed, and its own error is already reported.
+fn follows_from_rejection(
+    d: &Diagnostic,
+    resources: &[parse::Resource],
+    rejections: &parse::Rejections,
+) -> bool {
+    use diag::Code;
+    use parse::Kind;
+    use yaml::{FieldPath, Seg};
+    // The referring resource's tree, to read the reference at the diagnostic's path.
+    let Some(r) = resources
+        .iter()
+        .find(|r| r.file == d.file && r.id() == d.resource)
+    else {
+        return false;
+    };
+    let text_at = |path: &FieldPath| r.root.at(path).and_then(yaml::Node::as_str);
+    // `...destination.host` for a destination's subset or port; `spec.host` of a rule.
+    let host_near = |path: &FieldPath| {
+        let mut segs = path.0.clone();
+        while let Some(last) = segs.last() {
+            if matches!(last, Seg::Key(k) if k == "destination" || k == "spec") {
+                break;
+            }
+            segs.pop();
+        }
+        text_at(&FieldPath(segs).key("host")).map(str::to_owned)
+    };
+    match d.code {
+        Code::UnknownHost | Code::UnknownPort => match host_near(&d.path) {
+            Some(host) => rejections.has_host(Kind::ServiceEntry, &host),
+            None => false,
+        },
+        Code::UnknownSubset => match host_near(&d.path) {
+            Some(host) => rejections.has_host(Kind::DestinationRule, &host),
+            None => false,
+        },
+        Code::UnknownGateway => match text_at(&d.path) {
+            Some(gateway) => {
+                let name = gateway.rsplit('/').next().unwrap_or(gateway);
+                rejections.any(Kind::Gateway, |g| g.name.is_empty() || g.name == name)
+            }
+            None => false,
+        },
+        Code::HostNotExposed => rejections.any(Kind::Gateway, |_| true),
+        Code::NoEndpoints => rejections.any(Kind::WorkloadEntry, |_| true),
+        _ => false,
     }
 }
 

@@ -255,9 +255,107 @@ impl Resource {
     }
 }
 
+/// A document that was rejected (its error reported) and so is missing from the resources:
+/// what could still be read of it, so that references to it are not reported again as
+/// unknown hosts, subsets or gateways (follow-on errors).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// The resource's kind, `None` when the `kind` itself was the problem (it may be any).
+    pub kind: Option<Kind>,
+    /// `metadata.name` (may be empty).
+    pub name: String,
+    /// `spec.hosts` (ServiceEntry, VirtualService) and `spec.host` (DestinationRule); empty
+    /// when unreadable, which then matches any host.
+    pub hosts: Vec<String>,
+}
+
+/// Everything rejected while parsing (see [`Rejected`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejections {
+    /// The rejected documents.
+    pub documents: Vec<Rejected>,
+    /// A file was not valid YAML: it may have defined anything.
+    pub unreadable_file: bool,
+}
+
+impl Rejections {
+    /// True when nothing was rejected.
+    pub fn is_empty(&self) -> bool {
+        self.documents.is_empty() && !self.unreadable_file
+    }
+
+    /// True when a rejected document of `kind` may be the one `matches` looks for.
+    pub fn any(&self, kind: Kind, matches: impl Fn(&Rejected) -> bool) -> bool {
+        self.unreadable_file
+            || self
+                .documents
+                .iter()
+                .any(|r| r.kind.is_none_or(|k| k == kind) && matches(r))
+    }
+
+    /// True when a rejected document of `kind` names `host` (or its hosts are unreadable).
+    pub fn has_host(&self, kind: Kind, host: &str) -> bool {
+        self.any(kind, |r| {
+            r.hosts.is_empty() || r.hosts.iter().any(|h| same_host(h, host))
+        })
+    }
+}
+
+impl Rejected {
+    /// What can be read of a document's identity without its schema.
+    fn of(root: &Node) -> Self {
+        let kind = root
+            .get("kind")
+            .and_then(Node::as_str)
+            .and_then(|k| Kind::ALL.into_iter().find(|kind| kind.as_str() == k));
+        let name = root
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Node::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let spec = root.get("spec");
+        let mut hosts: Vec<String> = spec
+            .and_then(|s| s.get("hosts"))
+            .map(|h| match &h.value {
+                yaml::Value::Seq(items) => items
+                    .iter()
+                    .filter_map(Node::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .unwrap_or_default();
+        hosts.extend(
+            spec.and_then(|s| s.get("host"))
+                .and_then(Node::as_str)
+                .map(str::to_owned),
+        );
+        Rejected { kind, name, hosts }
+    }
+}
+
+/// Whether two host names may be the same service: equal, or one is the other's short name
+/// (`reviews` and `reviews.default.svc.cluster.local`).
+fn same_host(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    a == b
+        || long
+            .strip_prefix(short)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// Parses every file; returns the resources that parsed and every problem found.
 pub fn parse(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>) {
+    let (resources, diags, _) = parse_with_rejections(inputs);
+    (resources, diags)
+}
+
+/// [`parse`], also returning what was rejected, for [`crate::generate`] to drop follow-on
+/// errors.
+pub fn parse_with_rejections(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>, Rejections) {
     let mut resources = Vec::new();
+    let mut rejections = Rejections::default();
     let mut diags = inputs.read_errors.clone();
     for file in &inputs.files {
         match yaml::parse_documents(&file.text) {
@@ -279,15 +377,21 @@ pub fn parse(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>) {
             }),
             Ok(docs) => {
                 for doc in docs {
-                    if let Some(r) = parse_document(&file.name, doc.root, &mut diags) {
-                        resources.push(r);
+                    let reported = diags.len();
+                    // Read before parse_document consumes the tree; a few lookups.
+                    let identity = Rejected::of(&doc.root);
+                    match parse_document(&file.name, doc.root, &mut diags) {
+                        Some(r) => resources.push(r),
+                        None if diags.len() > reported => rejections.documents.push(identity),
+                        None => {} // an empty document
                     }
                 }
             }
         }
     }
+    rejections.unreadable_file = diags.iter().any(|d| d.code == Code::YamlSyntax);
     diags.sort();
-    (resources, diags)
+    (resources, diags, rejections)
 }
 
 fn bare_error(

@@ -368,3 +368,50 @@ fn colour_only_when_asked_or_on_a_terminal() {
         .expect("runs");
     assert!(!stderr(&run).contains('\x1b'));
 }
+#[test]
+fn a_rejected_resource_causes_no_follow_on_errors() {
+    let run = sluice()
+        .args(["validate", "--format", "json", "-f"])
+        .arg(data("cascade.yaml"))
+        .output()
+        .expect("runs");
+    assert_eq!(run.status.code(), Some(1));
+    let doc = stdout_json(&run);
+    let list = doc["diagnostics"].as_array().expect("a list");
+    assert_eq!(
+        list.len(),
+        1,
+        "only the DestinationRule's own error: {doc:#}"
+    );
+    assert_eq!(list[0]["code"], "SL105");
+    assert_eq!(list[0]["resource"], "DestinationRule/reviews");
+}
+
+#[test]
+fn references_unrelated_to_the_rejected_resource_are_still_checked() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mesh = tmp.path().join("mesh.yaml");
+    let cascade = std::fs::read_to_string(data("cascade.yaml")).expect("read");
+    std::fs::write(
+        &mesh,
+        format!(
+            "{cascade}---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ratings}}\nspec:\n  hosts: [ratings]\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: 10.0.0.9}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: ratings}}\nspec:\n  hosts: [ratings]\n  http:\n  - route:\n    - destination: {{host: ratings, subset: v9}}\n      weight: 50\n    - destination: {{host: nowhere}}\n      weight: 50\n"
+        ),
+    )
+    .expect("write");
+    let run = sluice()
+        .args(["validate", "--format", "json", "-f"])
+        .arg(&mesh)
+        .output()
+        .expect("runs");
+    let doc = stdout_json(&run);
+    let codes: Vec<&str> = doc["diagnostics"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|d| d["code"].as_str())
+        .collect();
+    // The rejected rule's own error, then ratings' unknown subset and unknown host: the
+    // rejected DestinationRule is for reviews, so it explains neither.
+    assert_eq!(codes, ["SL105", "SL302", "SL301"], "{doc:#}");
+}
