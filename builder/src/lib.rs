@@ -159,6 +159,10 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     if !rejections.is_empty() {
         diags.retain(|d| !follows_from_rejection(d, &resources, &rejections));
     }
+    // Only when nothing else is wrong: a rejected resource explains an empty mesh better.
+    if mesh.listeners.is_empty() && !diags.iter().any(|d| d.severity == Severity::Error) {
+        diags.push(nothing_to_route(inputs, &resources));
+    }
     let mut diags = Diagnostics(diags);
     diags.sort();
     if diags.has_errors() {
@@ -194,6 +198,44 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
             }));
             Err(diags)
         }
+    }
+}
+
+/// The error for an input that gives Envoy nothing to listen on (an empty file, only
+/// DestinationRules, ...): a config without listeners would start and serve nothing.
+fn nothing_to_route(inputs: &Inputs, resources: &[parse::Resource]) -> Diagnostic {
+    let message = if resources.is_empty() {
+        format!(
+            "nothing to route: the input ({} file{}) defines no resource",
+            inputs.files.len(),
+            if inputs.files.len() == 1 { "" } else { "s" }
+        )
+    } else {
+        let mut kinds: Vec<&str> = resources.iter().map(|r| r.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        format!(
+            "nothing to route: no listener would be generated from the input's {} alone",
+            kinds.join(", ")
+        )
+    };
+    Diagnostic {
+        file: inputs
+            .files
+            .first()
+            .map_or_else(|| "<input>".to_owned(), |f| f.name.clone()),
+        pos: yaml::Pos { line: 1, col: 1 },
+        severity: Severity::Error,
+        resource: String::new(),
+        path: yaml::FieldPath::root(),
+        message,
+        hint: Some(
+            "add a ServiceEntry for each service (hosts, ports, endpoints: its ports become \
+             listeners), and VirtualServices to route them, or a Gateway with a VirtualService \
+             bound to it"
+                .into(),
+        ),
+        code: diag::Code::NothingToRoute,
     }
 }
 

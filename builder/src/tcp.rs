@@ -440,6 +440,10 @@ fn check_destinations(
             "give each destination a `weight`, e.g. 90 and 10",
         ));
     }
+    let weights: Vec<Option<i64>> = route.iter().map(|d| d.weight).collect();
+    if let Some(d) = crate::validate::weights_not_100(r, &at.key("route"), &weights) {
+        out.push(d);
+    }
 }
 
 /// A service host and the protocol of each of its ports.

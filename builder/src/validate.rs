@@ -379,6 +379,10 @@ fn check_virtual_service(
                 "give each destination a `weight`, e.g. 90 and 10",
             ));
         }
+        let weights: Vec<Option<i64>> = h.route.iter().map(|d| d.weight).collect();
+        if let Some(d) = weights_not_100(r, &at.key("route"), &weights) {
+            out.push(d);
+        }
         check_duration(r, &at.key("timeout"), h.timeout.as_deref(), out);
         if let Some(retries) = &h.retries {
             check_retries(r, &at.key("retries"), retries, out);
@@ -694,4 +698,48 @@ fn check_breaker(r: &Resource, at: &FieldPath, cb: &CircuitBreaker, out: &mut Ve
             "percentages are 0-100",
         ));
     }
+}
+
+/// The warning for several destinations whose weights do not sum to 100 (e.g. 70 + 20).
+///
+/// Istio's validation (`validateHTTPRouteDestinations` / `validateRouteDestinations` in
+/// istio/istio pkg/config/validation) once rejected such a route with "total destination weight
+/// N != 100"; current Istio rejects only a total of 0 with several destinations (checked above
+/// as an error) and treats weights as relative: each destination receives weight / total of the
+/// traffic, as Envoy's weighted clusters do. sluice does the same, so this is a warning: the
+/// split is probably not what the author meant. `None` when the weights are fine, negative
+/// (reported on their own) or all zero (an error of its own).
+pub(crate) fn weights_not_100(
+    r: &Resource,
+    at: &FieldPath,
+    weights: &[Option<i64>],
+) -> Option<Diagnostic> {
+    if weights.len() < 2 || weights.iter().any(|w| w.is_some_and(|w| w < 0)) {
+        return None;
+    }
+    let total: i64 = weights.iter().map(|w| w.unwrap_or(0)).sum();
+    if total == 0 || total == 100 {
+        return None;
+    }
+    let shares: Vec<String> = weights
+        .iter()
+        .map(|w| {
+            // Shown to one decimal; exact enough to tell 77.8 % from 70 %.
+            #[allow(clippy::cast_precision_loss)]
+            let share = w.unwrap_or(0) as f64 * 100.0 / total as f64;
+            format!("{share:.1} %")
+        })
+        .collect();
+    Some(r.diag(
+        Code::WeightsNot100,
+        crate::diag::Severity::Warning,
+        at,
+        format!(
+            "the weights sum to {total}, not 100: current Istio accepts this and splits by \
+             relative weight, as sluice does, so the destinations get {} of the traffic; \
+             older Istio releases rejected it (\"total destination weight {total} != 100\")",
+            shares.join(", ")
+        ),
+        Some("make the weights sum to 100 so the percentages are the ones written".into()),
+    ))
 }

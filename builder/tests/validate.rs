@@ -415,3 +415,77 @@ fn references_unrelated_to_the_rejected_resource_are_still_checked() {
     // rejected DestinationRule is for reviews, so it explains neither.
     assert_eq!(codes, ["SL105", "SL302", "SL301"], "{doc:#}");
 }
+
+#[test]
+fn weights_not_summing_to_100_are_a_warning_that_says_what_istio_does() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mesh = tmp.path().join("mesh.yaml");
+    let cascade = std::fs::read_to_string(data("cascade.yaml")).expect("read");
+    // The valid form of cascade.yaml, with weights 70 + 20.
+    let text = cascade
+        .replace("networking.istio.io/v2", "networking.istio.io/v1")
+        .replace("weight: 30", "weight: 20");
+    std::fs::write(&mesh, text).expect("write");
+    let run = sluice()
+        .args(["validate", "-f"])
+        .arg(&mesh)
+        .output()
+        .expect("runs");
+    assert_eq!(run.status.code(), Some(0), "a warning: {}", stderr(&run));
+    let text = stderr(&run);
+    assert!(
+        text.contains(
+            ":30:5: warning[SL903]: VirtualService/reviews: spec.http[0].route: the weights sum to 90, not 100: current Istio accepts this and splits by relative weight, as sluice does, so the destinations get 77.8 %, 22.2 % of the traffic; older Istio releases rejected it (\"total destination weight 90 != 100\")\n  hint: "
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("validate: 0 errors, 1 warning\n"), "{text}");
+    let run = sluice()
+        .args(["validate", "--fail-on", "warning", "-f"])
+        .arg(&mesh)
+        .output()
+        .expect("runs");
+    assert_eq!(run.status.code(), Some(1));
+}
+
+#[test]
+fn an_input_with_nothing_to_route_is_an_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let empty = tmp.path().join("empty.yaml");
+    std::fs::write(&empty, "").expect("write");
+    let gateway = tmp.path().join("gateway.yaml");
+    std::fs::write(
+        &gateway,
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n",
+    )
+    .expect("write");
+    for (file, message) in [
+        (
+            &empty,
+            "nothing to route: the input (1 file) defines no resource",
+        ),
+        (
+            &gateway,
+            "nothing to route: no listener would be generated from the input's Gateway alone",
+        ),
+    ] {
+        let out = tmp.path().join("out");
+        let run = sluice()
+            .args(["generate", "--wasm-dir", "/opt/wasm", "-f"])
+            .arg(file)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .expect("runs");
+        assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+        let text = stderr(&run);
+        assert!(
+            text.contains(&format!(
+                ":1:1: error[SL109]: {message}\n  hint: add a ServiceEntry"
+            )),
+            "{text}"
+        );
+        assert!(text.ends_with("1 error; nothing was written\n"), "{text}");
+        assert!(!out.exists());
+    }
+}
