@@ -24,9 +24,10 @@ Examples:
 
 Inputs are Istio networking.istio.io resources (v1, v1beta1, v1alpha3): Gateway, VirtualService,
 DestinationRule, ServiceEntry (endpoints give hosts their addresses), WorkloadEntry.
-Every problem is reported as `file:line:col: error[SL301]: Kind/name: field.path: message` with a hint
-(codes: docs/DIAGNOSTICS.md);
-if there is any error, nothing is written and the exit code is 1.";
+Every problem is reported as `file:line:col: error[SL301]: Kind/name: field.path: message` with a
+hint (codes: docs/DIAGNOSTICS.md; --format json or sarif for tools). If there is any error (with
+--fail-on warning: any warning), nothing is written and the exit code is 1; usage and I/O errors
+exit 2. `sluice validate` runs the same checks without writing or needing the wasm modules.";
 
 /// sluice: Istio-style traffic rules compiled into configs for Envoy with the sluice filters.
 #[derive(Parser)]

@@ -358,15 +358,41 @@ fn colour_only_when_asked_or_on_a_terminal() {
         "{:?}",
         stderr(&run)
     );
-    // NO_COLOR turns auto off (here already off in a pipe; checked for the documented rule
-    // that only a non-empty value counts in the unit of ReportArgs::color).
-    let run = sluice()
-        .env("NO_COLOR", "1")
-        .args(["validate", "-f"])
-        .arg(&broken)
-        .output()
-        .expect("runs");
-    assert!(!stderr(&run).contains('\x1b'));
+}
+
+/// On a terminal (util-linux `script` gives the command a pseudo-terminal), `auto` colours,
+/// unless NO_COLOR is set to a non-empty value.
+#[test]
+fn colour_on_a_terminal_unless_no_color() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to run sluice on a pseudo-terminal");
+        return;
+    }
+    let on_a_terminal = |no_color: Option<&str>| {
+        let mut command = Command::new("script");
+        command.env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            command.env("NO_COLOR", value);
+        }
+        let line = format!(
+            "'{}' validate -f '{}'",
+            env!("CARGO_BIN_EXE_sluice"),
+            data("broken.yaml").display()
+        );
+        let run = command
+            .args(["-qec", &line, "/dev/null"])
+            .output()
+            .expect("runs script");
+        // `script` copies the terminal's output (stderr included) to its stdout.
+        String::from_utf8_lossy(&run.stdout).into_owned()
+    };
+    let text = on_a_terminal(None);
+    assert!(text.contains("\x1b[1;31merror\x1b[0m"), "{text:?}");
+    assert!(!on_a_terminal(Some("1")).contains('\x1b'), "NO_COLOR=1");
+    assert!(
+        on_a_terminal(Some("")).contains('\x1b'),
+        "an empty NO_COLOR does not count"
+    );
 }
 #[test]
 fn a_rejected_resource_causes_no_follow_on_errors() {
