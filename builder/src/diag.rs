@@ -13,8 +13,197 @@ pub enum Severity {
     Warning,
 }
 
+/// A diagnostic's stable code, e.g. `SL302`. Codes never change meaning once released, so
+/// scripts, CI annotations (SARIF `ruleId`) and docs/DIAGNOSTICS.md can rely on them.
+///
+/// Ranges: `SL1xx` input and YAML, `SL2xx` checks of one resource's fields, `SL3xx`
+/// cross-references between resources, `SL4xx` the target and emission, `SL5xx` Istio features
+/// sluice does not support, `SL9xx` warnings. Each variant's doc line is its one-line meaning;
+/// docs/DIAGNOSTICS.md has the table (a test keeps the two in step). To add a code: add a
+/// variant with the next free number of its range, to [`Code::ALL`], and a row to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    /// The file is not valid YAML.
+    YamlSyntax,
+    /// The file is not UTF-8.
+    NotUtf8,
+    /// A YAML document is not a mapping (not a resource).
+    NotAResource,
+    /// The `kind` is missing or not one sluice reads.
+    UnknownKind,
+    /// The `apiVersion` is not a networking.istio.io version sluice reads.
+    UnsupportedApiVersion,
+    /// A field Istio's schema does not have (usually a typo).
+    UnknownField,
+    /// A field's value has the wrong type.
+    WrongType,
+    /// The resource has no `metadata.name`.
+    MissingName,
+    /// The input defines nothing to route: no listener would be generated.
+    NothingToRoute,
+    /// A field is missing, malformed, out of range, or conflicts with another field.
+    InvalidField,
+    /// A route's weights are invalid (negative, or all zero).
+    InvalidWeights,
+    /// A rule's redirect, rewrite, direct response, mirror, CORS, statPrefix or a health check
+    /// is invalid.
+    InvalidHttpAction,
+    /// A `tcp` or `tls` route, or a TLS server or passthrough setting, is invalid.
+    InvalidTcpTls,
+    /// A DestinationRule `localityLbSetting` or the `--locality` is invalid.
+    InvalidLocality,
+    /// A sluice annotation (canary, fault, breaker, ...) is invalid.
+    InvalidAnnotation,
+    /// A host no ServiceEntry defines.
+    UnknownHost,
+    /// A subset no DestinationRule of the host defines.
+    UnknownSubset,
+    /// A port the host does not have, or a host with several ports and no port given.
+    UnknownPort,
+    /// A gateway that no Gateway resource defines.
+    UnknownGateway,
+    /// Two resources claim the same name, host, port or route.
+    Conflict,
+    /// A VirtualService host that none of its gateways' servers exposes.
+    HostNotExposed,
+    /// A TLS secret (`credentialName`) that cannot be read.
+    MissingCredential,
+    /// A host whose endpoints are missing or cannot serve the route.
+    NoEndpoints,
+    /// Generating the target's files failed (e.g. a wasm module cannot be read).
+    EmitFailed,
+    /// The chosen target cannot express the setting.
+    TargetCannotExpress,
+    /// An Istio field sluice does not support yet.
+    UnsupportedField,
+    /// An Istio value (protocol, resolution, mode, ...) sluice does not support yet.
+    UnsupportedValue,
+    /// A setting that has no effect: it is ignored or not applied.
+    Ignored,
+    /// A rule, block or route that can never apply.
+    Unreachable,
+    /// A route's weights do not sum to 100 (they are relative shares).
+    WeightsNot100,
+}
+
+impl Code {
+    /// Every code, in table order.
+    pub const ALL: [Code; 30] = [
+        Code::YamlSyntax,
+        Code::NotUtf8,
+        Code::NotAResource,
+        Code::UnknownKind,
+        Code::UnsupportedApiVersion,
+        Code::UnknownField,
+        Code::WrongType,
+        Code::MissingName,
+        Code::NothingToRoute,
+        Code::InvalidField,
+        Code::InvalidWeights,
+        Code::InvalidHttpAction,
+        Code::InvalidTcpTls,
+        Code::InvalidLocality,
+        Code::InvalidAnnotation,
+        Code::UnknownHost,
+        Code::UnknownSubset,
+        Code::UnknownPort,
+        Code::UnknownGateway,
+        Code::Conflict,
+        Code::HostNotExposed,
+        Code::MissingCredential,
+        Code::NoEndpoints,
+        Code::EmitFailed,
+        Code::TargetCannotExpress,
+        Code::UnsupportedField,
+        Code::UnsupportedValue,
+        Code::Ignored,
+        Code::Unreachable,
+        Code::WeightsNot100,
+    ];
+
+    /// The code as printed, e.g. `SL302`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::YamlSyntax => "SL101",
+            Code::NotUtf8 => "SL102",
+            Code::NotAResource => "SL103",
+            Code::UnknownKind => "SL104",
+            Code::UnsupportedApiVersion => "SL105",
+            Code::UnknownField => "SL106",
+            Code::WrongType => "SL107",
+            Code::MissingName => "SL108",
+            Code::NothingToRoute => "SL109",
+            Code::InvalidField => "SL201",
+            Code::InvalidWeights => "SL202",
+            Code::InvalidHttpAction => "SL203",
+            Code::InvalidTcpTls => "SL204",
+            Code::InvalidLocality => "SL205",
+            Code::InvalidAnnotation => "SL206",
+            Code::UnknownHost => "SL301",
+            Code::UnknownSubset => "SL302",
+            Code::UnknownPort => "SL303",
+            Code::UnknownGateway => "SL304",
+            Code::Conflict => "SL305",
+            Code::HostNotExposed => "SL306",
+            Code::MissingCredential => "SL307",
+            Code::NoEndpoints => "SL308",
+            Code::EmitFailed => "SL401",
+            Code::TargetCannotExpress => "SL402",
+            Code::UnsupportedField => "SL501",
+            Code::UnsupportedValue => "SL502",
+            Code::Ignored => "SL901",
+            Code::Unreachable => "SL902",
+            Code::WeightsNot100 => "SL903",
+        }
+    }
+
+    /// A short description (SARIF `shortDescription`; the doc line of the variant).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Code::YamlSyntax => "The file is not valid YAML.",
+            Code::NotUtf8 => "The file is not UTF-8.",
+            Code::NotAResource => "A YAML document is not a mapping (not a resource).",
+            Code::UnknownKind => "The kind is missing or not one sluice reads.",
+            Code::UnsupportedApiVersion => "The apiVersion is not one sluice reads.",
+            Code::UnknownField => "A field Istio's schema does not have.",
+            Code::WrongType => "A field's value has the wrong type.",
+            Code::MissingName => "The resource has no metadata.name.",
+            Code::NothingToRoute => "The input defines nothing to route.",
+            Code::InvalidField => "A field is missing, malformed, out of range or conflicting.",
+            Code::InvalidWeights => "A route's weights are invalid.",
+            Code::InvalidHttpAction => {
+                "A redirect, rewrite, direct response, mirror, CORS,                                          statPrefix or health check is invalid."
+            }
+            Code::InvalidTcpTls => "A tcp or tls route or a TLS setting is invalid.",
+            Code::InvalidLocality => "A localityLbSetting or locality is invalid.",
+            Code::InvalidAnnotation => "A sluice annotation is invalid.",
+            Code::UnknownHost => "A host no ServiceEntry defines.",
+            Code::UnknownSubset => "A subset no DestinationRule defines.",
+            Code::UnknownPort => "A port the host does not have, or an ambiguous port.",
+            Code::UnknownGateway => "A gateway no Gateway resource defines.",
+            Code::Conflict => "Two resources claim the same name, host, port or route.",
+            Code::HostNotExposed => "A host none of the VirtualService's gateways exposes.",
+            Code::MissingCredential => "A TLS secret that cannot be read.",
+            Code::NoEndpoints => "A host whose endpoints are missing or unusable.",
+            Code::EmitFailed => "Generating the target's files failed.",
+            Code::TargetCannotExpress => "The chosen target cannot express the setting.",
+            Code::UnsupportedField => "An Istio field sluice does not support yet.",
+            Code::UnsupportedValue => "An Istio value sluice does not support yet.",
+            Code::Ignored => "A setting that has no effect.",
+            Code::Unreachable => "A rule, block or route that can never apply.",
+            Code::WeightsNot100 => "A route's weights do not sum to 100.",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One problem, rendered as
-/// `file:line:col: error: Kind/name: field.path: message` plus an indented `hint:` line.
+/// `file:line:col: error[SL301]: Kind/name: field.path: message` plus an indented `hint:` line.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Diagnostic {
     /// The input file (as given on the command line or to [`crate::Inputs`]).
@@ -31,26 +220,78 @@ pub struct Diagnostic {
     pub message: String,
     /// How to fix it.
     pub hint: Option<String>,
+    /// The stable code (see [`Code`]); last, so sorting stays by file and position.
+    pub code: Code,
+}
+
+impl Severity {
+    /// `error` or `warning`, as printed and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// ANSI styles for [`Diagnostic::render`]; empty strings when colour is off.
+struct Style {
+    bold: &'static str,
+    level: &'static str,
+    reset: &'static str,
+}
+
+impl Style {
+    fn new(color: bool, severity: Severity) -> Self {
+        if !color {
+            return Self {
+                bold: "",
+                level: "",
+                reset: "",
+            };
+        }
+        Self {
+            bold: "\x1b[1m",
+            level: match severity {
+                Severity::Error => "\x1b[1;31m",
+                Severity::Warning => "\x1b[1;33m",
+            },
+            reset: "\x1b[0m",
+        }
+    }
+}
+
+impl Diagnostic {
+    /// The text form, with ANSI colour when `color` (a terminal): the level red (error) or
+    /// yellow (warning), position and code bold. Without colour it equals `to_string()`.
+    pub fn render(&self, color: bool) -> String {
+        let Style { bold, level, reset } = Style::new(color, self.severity);
+        let mut out = format!(
+            "{bold}{}:{}:{reset} {level}{}{reset}[{bold}{}{reset}]: ",
+            self.file,
+            self.pos,
+            self.severity.as_str(),
+            self.code
+        );
+        if !self.resource.is_empty() {
+            out.push_str(&self.resource);
+            out.push_str(": ");
+        }
+        if !self.path.is_root() {
+            out.push_str(&self.path.to_string());
+            out.push_str(": ");
+        }
+        out.push_str(&self.message);
+        if let Some(hint) = &self.hint {
+            out.push_str(&format!("\n  {bold}hint:{reset} {hint}"));
+        }
+        out
+    }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let level = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        write!(f, "{}:{}: {level}: ", self.file, self.pos)?;
-        if !self.resource.is_empty() {
-            write!(f, "{}: ", self.resource)?;
-        }
-        if !self.path.is_root() {
-            write!(f, "{}: ", self.path)?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
-        }
-        Ok(())
+        f.write_str(&self.render(false))
     }
 }
 
@@ -80,18 +321,41 @@ impl Diagnostics {
     }
 }
 
+impl Diagnostics {
+    /// `2 errors, 1 warning` (warnings left out when there are none and `always_warnings` is
+    /// false, so the common `1 error` stays short).
+    pub fn counts(&self, always_warnings: bool) -> String {
+        let errors = self.errors().count();
+        let warnings = self.warnings().count();
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        if warnings == 0 && !always_warnings {
+            plural(errors, "error")
+        } else {
+            format!(
+                "{}, {}",
+                plural(errors, "error"),
+                plural(warnings, "warning")
+            )
+        }
+    }
+
+    /// Every diagnostic in text form (see [`Diagnostic::render`]), one per line and its hint.
+    pub fn render(&self, color: bool) -> String {
+        let mut out = String::new();
+        for d in &self.0 {
+            out.push_str(&d.render(color));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Every diagnostic, then, when there are errors, `N errors[, M warnings]; nothing was written`.
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.0 {
-            writeln!(f, "{d}")?;
-        }
-        let errors = self.errors().count();
-        if errors > 0 {
-            writeln!(
-                f,
-                "{errors} error{}; nothing was written",
-                if errors == 1 { "" } else { "s" }
-            )?;
+        f.write_str(&self.render(false))?;
+        if self.has_errors() {
+            writeln!(f, "{}; nothing was written", self.counts(false))?;
         }
         Ok(())
     }
@@ -167,10 +431,63 @@ mod tests {
             path: FieldPath::root().key("spec").key("http").index(0),
             message: "bad".into(),
             hint: Some("fix it".into()),
+            code: Code::UnknownSubset,
         };
         assert_eq!(
             d.to_string(),
-            "a.yaml:3:5: error: VirtualService/reviews: spec.http[0]: bad\n  hint: fix it"
+            "a.yaml:3:5: error[SL302]: VirtualService/reviews: spec.http[0]: bad\n  hint: fix it"
         );
+        let colored = d.render(true);
+        assert!(colored.contains("\x1b[1;31merror\x1b[0m"), "{colored:?}");
+        assert!(colored.contains("[\x1b[1mSL302\x1b[0m]"), "{colored:?}");
+    }
+
+    /// docs/DIAGNOSTICS.md lists every code exactly once, and nothing else, with the severity
+    /// of its range.
+    #[test]
+    fn every_code_is_documented_and_every_documented_code_exists() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/DIAGNOSTICS.md"),
+        )
+        .expect("docs/DIAGNOSTICS.md");
+        let mut documented = Vec::new();
+        for line in doc.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if let [_, code, severity, ..] = cells[..]
+                && code.starts_with("SL")
+            {
+                documented.push((code.to_owned(), severity.to_owned()));
+            }
+        }
+        let known: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        for (code, severity) in &documented {
+            assert!(
+                known.contains(&code.as_str()),
+                "{code} is documented but not a Code"
+            );
+            let expected = if code.starts_with("SL9") {
+                "warning"
+            } else {
+                "error"
+            };
+            assert_eq!(severity, expected, "{code}'s severity");
+        }
+        for code in known {
+            let n = documented.iter().filter(|(c, _)| c == code).count();
+            assert_eq!(n, 1, "{code} must have one row in docs/DIAGNOSTICS.md");
+        }
+    }
+
+    #[test]
+    fn codes_are_unique_and_in_their_ranges() {
+        let mut seen = std::collections::BTreeSet::new();
+        for code in Code::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "{text} used twice");
+            assert!(text.len() == 5 && text.starts_with("SL"), "{text}");
+        }
+        for code in [Code::Ignored, Code::Unreachable, Code::WeightsNot100] {
+            assert!(code.as_str().starts_with("SL9"), "warnings are SL9xx");
+        }
     }
 }

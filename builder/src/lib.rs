@@ -25,6 +25,7 @@ pub mod native;
 pub mod oci;
 pub mod output;
 pub mod parse;
+pub mod report;
 pub mod schema;
 pub mod sluice_settings;
 pub mod tcp;
@@ -35,7 +36,7 @@ pub mod yaml;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use diag::{Code, Diagnostic, Diagnostics, Severity};
 pub use parse::{Inputs, SourceFile};
 
 /// What to generate.
@@ -69,6 +70,10 @@ pub enum WasmModules {
     /// Reference `<dir>/sluice_<filter>.wasm` as written, without copying (a relative `dir`
     /// resolves against Envoy's working directory).
     Reference(PathBuf),
+    /// Read no module: reference `sluice_<filter>.wasm` by its bare name and copy nothing.
+    /// For `sluice validate`, which runs every check of generation (the emitters' included)
+    /// and discards the files, so it works where no module has been built.
+    NotRead,
 }
 
 /// Generation options.
@@ -148,7 +153,7 @@ pub struct Output {
 
 /// Runs every stage. On any error returns all diagnostics (errors and warnings) and no files.
 pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostics> {
-    let (resources, mut diags) = parse::parse(inputs);
+    let (resources, mut diags, rejections) = parse::parse_with_rejections(inputs);
     diags.extend(validate::check_resources(&resources));
     diags.extend(sluice_settings::check(&resources, inputs));
     diags.extend(locality::check(&resources, options.locality.as_ref()));
@@ -164,6 +169,13 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
         ));
     }
     locality::apply(&mut mesh, options.locality.as_ref());
+    if !rejections.is_empty() {
+        diags.retain(|d| !follows_from_rejection(d, &resources, &rejections));
+    }
+    // Only when nothing else is wrong: a rejected resource explains an empty mesh better.
+    if mesh.listeners.is_empty() && !diags.iter().any(|d| d.severity == Severity::Error) {
+        diags.push(nothing_to_route(inputs, &resources));
+    }
     let mut diags = Diagnostics(diags);
     diags.sort();
     if diags.has_errors() {
@@ -180,14 +192,22 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
             warnings: diags,
         }),
         Err(errors) => {
-            diags.0.extend(errors.into_iter().map(|message| Diagnostic {
-                file: "<output>".into(),
-                pos: yaml::Pos::default(),
-                severity: Severity::Error,
-                resource: String::new(),
-                path: yaml::FieldPath::root(),
-                message,
-                hint: None,
+            diags.0.extend(errors.into_iter().map(|text| {
+                // Emitters return one string; its hint, if any, becomes the diagnostic's.
+                let (message, hint) = match text.split_once("\n  hint: ") {
+                    Some((m, h)) => (m.to_owned(), Some(h.to_owned())),
+                    None => (text, None),
+                };
+                Diagnostic {
+                    file: "<output>".into(),
+                    pos: yaml::Pos::default(),
+                    severity: Severity::Error,
+                    resource: String::new(),
+                    path: yaml::FieldPath::root(),
+                    message,
+                    hint,
+                    code: diag::Code::EmitFailed,
+                }
             }));
             Err(diags)
         }
@@ -208,6 +228,110 @@ pub fn single_document(output: &Output) -> String {
         text.push('\n');
     }
     text
+}
+
+/// The error for an input that gives Envoy nothing to listen on (an empty file, only
+/// DestinationRules, ...): a config without listeners would start and serve nothing.
+fn nothing_to_route(inputs: &Inputs, resources: &[parse::Resource]) -> Diagnostic {
+    let message = if resources.is_empty() {
+        format!(
+            "nothing to route: the input ({} file{}) defines no resource",
+            inputs.files.len(),
+            if inputs.files.len() == 1 { "" } else { "s" }
+        )
+    } else {
+        let mut kinds: Vec<&str> = resources.iter().map(|r| r.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        format!(
+            "nothing to route: no listener would be generated from the input's {} alone",
+            kinds.join(", ")
+        )
+    };
+    Diagnostic {
+        file: inputs
+            .files
+            .first()
+            .map_or_else(|| "<input>".to_owned(), |f| f.name.clone()),
+        pos: yaml::Pos { line: 1, col: 1 },
+        severity: Severity::Error,
+        resource: String::new(),
+        path: yaml::FieldPath::root(),
+        message,
+        hint: Some(
+            "add a ServiceEntry for each service (hosts, ports, endpoints: its ports become \
+             listeners), and VirtualServices to route them, or a Gateway with a VirtualService \
+             bound to it"
+                .into(),
+        ),
+        code: diag::Code::NothingToRoute,
+    }
+}
+
+/// True when `d` is a reference error (unknown host, subset, port or gateway, a host no
+/// gateway exposes, missing endpoints) that a rejected document may explain: the reference
+/// might resolve once that document is fixed, and its own error is already reported.
+fn follows_from_rejection(
+    d: &Diagnostic,
+    resources: &[parse::Resource],
+    rejections: &parse::Rejections,
+) -> bool {
+    use diag::Code;
+    use parse::Kind;
+    use yaml::{FieldPath, Seg};
+    // The referring resource's tree, to read the reference at the diagnostic's path.
+    let Some(r) = resources
+        .iter()
+        .find(|r| r.file == d.file && r.id() == d.resource)
+    else {
+        return false;
+    };
+    let text_at = |path: &FieldPath| r.root.at(path).and_then(yaml::Node::as_str);
+    // `...destination.host` for a destination's subset or port; `spec.host` of a rule.
+    let host_near = |path: &FieldPath| {
+        let mut segs = path.0.clone();
+        while let Some(last) = segs.last() {
+            if matches!(last, Seg::Key(k) if k == "destination" || k == "spec") {
+                break;
+            }
+            segs.pop();
+        }
+        text_at(&FieldPath(segs).key("host")).map(str::to_owned)
+    };
+    match d.code {
+        Code::UnknownHost | Code::UnknownPort => match host_near(&d.path) {
+            Some(host) => rejections.has_host(Kind::ServiceEntry, &host),
+            None => false,
+        },
+        Code::UnknownSubset => match host_near(&d.path) {
+            Some(host) => rejections.has_host(Kind::DestinationRule, &host),
+            None => false,
+        },
+        Code::UnknownGateway => match text_at(&d.path) {
+            Some(gateway) => {
+                let name = gateway.rsplit('/').next().unwrap_or(gateway);
+                rejections.any(Kind::Gateway, |g| g.name.is_empty() || g.name == name)
+            }
+            None => false,
+        },
+        Code::HostNotExposed => rejections.any(Kind::Gateway, |_| true),
+        Code::NoEndpoints => rejections.any(Kind::WorkloadEntry, |_| true),
+        _ => false,
+    }
+}
+
+/// Every check [`generate`] runs for `options.target`, the emitters' included, without
+/// reading any wasm module ([`WasmModules::NotRead`]) and without producing files: what
+/// `sluice validate` reports. Errors and warnings, sorted.
+pub fn validate(inputs: &Inputs, options: &Options) -> Diagnostics {
+    let options = Options {
+        wasm: WasmModules::NotRead,
+        ..options.clone()
+    };
+    match generate(inputs, &options) {
+        Ok(output) => output.warnings,
+        Err(diags) => diags,
+    }
 }
 
 /// Writes `output` into `dir` the way `sluice generate -o` does (see [`output`]): a new or

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use crate::diag::{Diagnostic, Severity};
+use crate::diag::{Code, Diagnostic, Severity};
 use crate::istio::TrafficPolicy;
 use crate::model::{Discovery, Mesh};
 use crate::parse::{Resource, Spec};
@@ -206,8 +206,7 @@ pub fn check(resources: &[Resource], proxy: Option<&Locality>) -> Vec<Diagnostic
                     }
                 }
                 if let (None, Some(at)) = (proxy, first) {
-                    out.push(r.diag(
-                        Severity::Warning,
+                    out.push(r.diag(Code::Ignored, Severity::Warning,
                         &at,
                         "localityLbSetting needs the proxy's own locality, which sluice does not know: not applied",
                         Some("pass `--locality REGION[/ZONE[/SUBZONE]]` to `sluice generate` (written to the bootstrap's node.locality); endpoints are still grouped by locality".into()),
@@ -240,7 +239,12 @@ pub fn check(resources: &[Resource], proxy: Option<&Locality>) -> Vec<Diagnostic
 
 fn check_endpoint_locality(r: &Resource, at: &FieldPath, text: &str, out: &mut Vec<Diagnostic>) {
     if let Err(e) = Locality::parse(text) {
-        out.push(r.error(at, e, "write region/zone/subzone, e.g. us-east/zone-a"));
+        out.push(r.error(
+            Code::InvalidLocality,
+            at,
+            e,
+            "write region/zone/subzone, e.g. us-east/zone-a",
+        ));
     }
 }
 
@@ -291,8 +295,7 @@ fn check_setting(
     let s: LocalityLbSetting = match serde_json::from_value(raw.clone()) {
         Ok(s) => s,
         Err(e) => {
-            out.push(r.error(
-                at,
+            out.push(r.error(Code::InvalidLocality, at,
                 format!("invalid localityLbSetting: {e}"),
                 "fields: enabled, distribute [{from, to: {locality: weight}}], failover [{from, to}], failoverPriority",
             ));
@@ -301,6 +304,7 @@ fn check_setting(
     };
     if !s.failover_priority.is_empty() {
         out.push(r.error(
+            Code::UnsupportedField,
             &at.key("failoverPriority"),
             "failoverPriority is not supported yet by sluice",
             "use `failover` (region to region) or the default failover by locality",
@@ -308,6 +312,7 @@ fn check_setting(
     }
     if !s.distribute.is_empty() && !s.failover.is_empty() {
         out.push(r.error(
+            Code::InvalidLocality,
             at,
             "`distribute` and `failover` cannot be set together",
             "Istio applies one of them: keep `distribute` (weights) or `failover` (priorities)",
@@ -318,6 +323,7 @@ fn check_setting(
         let dat = at.key("distribute").index(i);
         match &d.from {
             None => out.push(r.error(
+                Code::InvalidLocality,
                 &dat,
                 "missing `from`",
                 "give the proxy locality this rule applies to, e.g. us-east/zone-a/*",
@@ -326,6 +332,7 @@ fn check_setting(
         }
         if d.to.is_empty() {
             out.push(r.error(
+                Code::InvalidLocality,
                 &dat,
                 "missing `to`",
                 "give destination localities with weights summing to 100",
@@ -336,6 +343,7 @@ fn check_setting(
         for (loc, w) in &d.to {
             if !(1..=100).contains(w) {
                 out.push(r.error(
+                    Code::InvalidLocality,
                     &dat.key("to").key(loc),
                     format!("locality weight {w} is outside 1-100"),
                     "weights are 1-100 and sum to 100",
@@ -345,6 +353,7 @@ fn check_setting(
         }
         if total != 100 {
             out.push(r.error(
+                Code::InvalidLocality,
                 &dat.key("to"),
                 format!("the weights sum to {total}, not 100"),
                 "Istio requires the `to` weights of a rule to sum to 100",
@@ -361,6 +370,7 @@ fn check_setting(
         let fat = at.key("failover").index(i);
         let (Some(from), Some(to)) = (&f.from, &f.to) else {
             out.push(r.error(
+                Code::InvalidLocality,
                 &fat,
                 "a failover rule needs `from` and `to`",
                 "both are regions, e.g. {from: us-east, to: eu-west}",
@@ -370,6 +380,7 @@ fn check_setting(
         for (field, v) in [("from", from), ("to", to)] {
             if v.contains('/') || v.contains('*') || v.is_empty() {
                 out.push(r.error(
+                    Code::InvalidLocality,
                     &fat.key(field),
                     format!("{v:?} is not a region"),
                     "failover rules name regions only, without '/' or '*'",
@@ -378,6 +389,7 @@ fn check_setting(
         }
         if from == to {
             out.push(r.error(
+                Code::InvalidLocality,
                 &fat,
                 format!("failover from {from:?} to itself"),
                 "`from` and `to` must be different regions",
@@ -385,8 +397,7 @@ fn check_setting(
         }
     }
     if s.distribute.is_empty() && s.enabled != Some(false) && !outlier {
-        out.push(r.diag(
-            Severity::Warning,
+        out.push(r.diag(Code::Ignored, Severity::Warning,
             at,
             "locality failover applies only with outlierDetection (Istio ignores it silently without): no failover priorities for this policy",
             Some("add `outlierDetection` (e.g. {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}) so Envoy can leave an unhealthy locality".into()),
@@ -412,6 +423,7 @@ fn check_patterns(r: &Resource, patterns: &[(FieldPath, &str)], out: &mut Vec<Di
         };
         if let Some(problem) = problem {
             out.push(r.error(
+                Code::InvalidLocality,
                 at,
                 format!("invalid locality {p:?}: {problem}"),
                 "e.g. us-east, us-east/zone-a, us-east/zone-a/*, *",
@@ -420,6 +432,7 @@ fn check_patterns(r: &Resource, patterns: &[(FieldPath, &str)], out: &mut Vec<Di
         }
         if let Some(prev) = seen.iter().find(|q| covers(q, p) || covers(p, q)) {
             out.push(r.error(
+                Code::InvalidLocality,
                 at,
                 format!("locality {p:?} overlaps {prev:?}"),
                 "each locality may be named once; a wildcard covers everything below it",

@@ -1,5 +1,6 @@
 //! The `sluice` command-line tool.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,8 +24,10 @@ Examples:
 
 Inputs are Istio networking.istio.io resources (v1, v1beta1, v1alpha3): Gateway, VirtualService,
 DestinationRule, ServiceEntry (endpoints give hosts their addresses), WorkloadEntry.
-Every problem is reported as `file:line:col: error: Kind/name: field.path: message` with a hint;
-if there is any error, nothing is written and the exit code is 1.";
+Every problem is reported as `file:line:col: error[SL301]: Kind/name: field.path: message` with a
+hint (codes: docs/DIAGNOSTICS.md; --format json or sarif for tools). If there is any error (with
+--fail-on warning: any warning), nothing is written and the exit code is 1; usage and I/O errors
+exit 2. `sluice validate` runs the same checks without writing or needing the wasm modules.";
 
 /// sluice: Istio-style traffic rules compiled into configs for Envoy with the sluice filters.
 #[derive(Parser)]
@@ -39,6 +42,9 @@ enum Command {
     /// Validate Istio YAML and generate configs for a target.
     #[command(after_help = AFTER_HELP)]
     Generate(Box<GenerateArgs>),
+    /// Run every check `generate` runs for a target, write nothing (like `istioctl analyze`).
+    #[command(after_help = VALIDATE_HELP)]
+    Validate(ValidateArgs),
     /// Build the four filter modules (or with --suite the one suite module) (release,
     /// wasm32-wasip1), shrink them with wasm-opt when installed, print module / size / sha256,
     /// and optionally write an OCI image layout.
@@ -74,6 +80,135 @@ struct VersionArgs {
     /// the checkout sluice was built from).
     #[arg(long, value_name = "DIR")]
     wasm_dir: Option<PathBuf>,
+}
+
+const VALIDATE_HELP: &str = "\
+Examples:
+  # Check a directory of Istio YAML for the envoy target (no wasm modules needed):
+  sluice validate -f examples/bookinfo
+
+  # The checks of another target, and of the one-filter layout:
+  sluice validate -f mesh/ --target istio --suite
+
+  # In CI: fail on warnings too, and upload SARIF for code scanning:
+  sluice validate -f mesh/ --fail-on warning --format sarif > sluice.sarif
+
+  # JSON for scripts: {\"diagnostics\": [...], \"summary\": {\"errors\": N, \"warnings\": M}}
+  sluice validate -f mesh/ --format json | jq '.summary'
+
+Every check of `sluice generate` runs, the target's included, but no .wasm module is read and
+nothing is written. Text diagnostics go to stderr as `file:line:col: error[SL301]: Kind/name:
+field.path: message` with a hint, then `validate: N errors, M warnings`; json and sarif print one
+document on stdout. Codes: docs/DIAGNOSTICS.md.
+Exit codes: 0 clean (below --fail-on), 1 a diagnostic at or above --fail-on (default error),
+2 usage or I/O error. Text is coloured on a terminal unless NO_COLOR is set (see --color).";
+
+#[derive(clap::Args)]
+struct ValidateArgs {
+    /// Input YAML file or directory (repeatable).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE_OR_DIR",
+        required = true
+    )]
+    files: Vec<PathBuf>,
+    /// Whose checks to run: the target's own (e.g. istio refuses per-gateway match blocks).
+    #[arg(long, value_enum, default_value_t = TargetArg::Envoy)]
+    target: TargetArg,
+    /// Check the one-filter layout (sluice-suite), as `generate --suite`.
+    #[arg(long)]
+    suite: bool,
+    /// Resolve `credentialName` secrets in DIR, as `generate --credentials-dir` (missing files
+    /// are errors; without it, the warnings and errors `generate` gives without it).
+    #[arg(long, value_name = "DIR")]
+    credentials_dir: Option<PathBuf>,
+    /// The proxy's locality, as `generate --locality`.
+    #[arg(long, value_name = "REGION[/ZONE[/SUBZONE]]", value_parser = parse_locality)]
+    locality: Option<sluice::locality::Locality>,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+/// How diagnostics are shown and when they fail the run (`generate` and `validate`).
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Diagnostics format: text (stderr), or one json or SARIF 2.1.0 document on stdout.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    format: FormatArg,
+    /// Fail (exit 1; generate writes nothing) on errors only, or on warnings too.
+    #[arg(long, value_enum, value_name = "SEVERITY", default_value_t = FailOn::Error)]
+    fail_on: FailOn,
+    /// Colour text diagnostics: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorArg::Auto)]
+    color: ColorArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    /// `file:line:col: error[SL301]: Kind/name: field.path: message` and a hint, on stderr.
+    Text,
+    /// `{"diagnostics": [...], "summary": {"errors": N, "warnings": M}}` on stdout.
+    Json,
+    /// SARIF 2.1.0 (code scanning) on stdout.
+    Sarif,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FailOn {
+    /// Errors fail the run (the default).
+    Error,
+    /// Warnings fail it too.
+    Warning,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorArg {
+    /// On when stderr is a terminal and NO_COLOR is unset or empty.
+    Auto,
+    /// Always, even in a pipe.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ReportArgs {
+    /// True when `diags` reach the `--fail-on` threshold.
+    fn fails(&self, diags: &sluice::Diagnostics) -> bool {
+        diags.has_errors() || (self.fail_on == FailOn::Warning && diags.warnings().next().is_some())
+    }
+
+    /// Whether text goes out in colour: sluice's own diagnostics only, never in a pipe.
+    fn color(&self) -> bool {
+        match self.color {
+            ColorArg::Always => true,
+            ColorArg::Never => false,
+            ColorArg::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stderr().is_terminal()
+            }
+        }
+    }
+
+    /// Prints `diags` in the chosen format: text and `summary` (when not empty) on stderr,
+    /// json and sarif as one document on stdout (the summary is in the document).
+    fn print(&self, diags: &sluice::Diagnostics, summary: &str) {
+        let document = match self.format {
+            FormatArg::Text => {
+                eprint!("{}", diags.render(self.color()));
+                if !summary.is_empty() {
+                    eprintln!("{summary}");
+                }
+                return;
+            }
+            FormatArg::Json => sluice::report::json(diags),
+            FormatArg::Sarif => sluice::report::sarif(diags),
+        };
+        match serde_json::to_string_pretty(&document) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("error: cannot render the diagnostics: {e}"),
+        }
+    }
 }
 
 const SCHEMA_HELP: &str = "\
@@ -240,6 +375,8 @@ struct GenerateArgs {
     /// istio target: Istio's root namespace, where the mesh-wide WasmPlugins go.
     #[arg(long, default_value = "istio-system")]
     root_namespace: String,
+    #[command(flatten)]
+    report: ReportArgs,
     /// Attach ONE filter, sluice-suite (sluice_suite.wasm: router, canary, fault and breaker in
     /// one module, their four configs nested in one), instead of the chain sluice-router ->
     /// sluice-canary -> sluice-fault -> sluice-breaker; routes and clusters stay the same.
@@ -277,6 +414,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Generate(args) => generate(*args),
+        Command::Validate(args) => validate(args),
         Command::Build(args) => build(args),
         Command::Schema(args) => schema(args),
         Command::Version(args) => version(args),
@@ -445,6 +583,12 @@ fn istio_options(args: &GenerateArgs) -> Result<sluice::emit::istio_target::Isti
 
 fn generate(args: GenerateArgs) -> ExitCode {
     let to_stdout = args.out.as_os_str() == "-";
+    if to_stdout && args.report.format != FormatArg::Text {
+        eprintln!(
+            "error: -o - prints the config on standard output, where --format json/sarif would print the diagnostics too\n  hint: keep --format text with -o -, or run `sluice validate --format ...` for the report"
+        );
+        return ExitCode::from(2);
+    }
     if to_stdout && matches!(args.target, TargetArg::Compose) {
         eprintln!(
             "error: -o - prints one file, and the compose target writes a project of several\n  hint: give an output folder, e.g. -o out/compose"
@@ -510,8 +654,13 @@ fn generate(args: GenerateArgs) -> ExitCode {
         suite: args.suite,
     };
     match sluice::generate(&inputs, &options) {
+        Ok(output) if args.report.fails(&output.warnings) => {
+            let summary = format!("{}; nothing was written", output.warnings.counts(true));
+            args.report.print(&output.warnings, &summary);
+            ExitCode::from(1)
+        }
         Ok(output) => {
-            eprint!("{}", output.warnings);
+            args.report.print(&output.warnings, "");
             let Some(destination) = destination else {
                 print!("{}", sluice::single_document(&output));
                 return ExitCode::SUCCESS;
@@ -544,7 +693,8 @@ fn generate(args: GenerateArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(diags) => {
-            eprint!("{diags}");
+            let summary = format!("{}; nothing was written", diags.counts(false));
+            args.report.print(&diags, &summary);
             ExitCode::from(1)
         }
     }
@@ -568,4 +718,34 @@ fn version(args: VersionArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn validate(args: ValidateArgs) -> ExitCode {
+    let inputs = match sluice::Inputs::read(&args.files) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = sluice::Options {
+        target: match args.target {
+            TargetArg::Envoy => sluice::Target::Envoy,
+            // The WasmPlugins' sha256 pins come from the modules, which validation does not read.
+            TargetArg::Istio => sluice::Target::Istio(Default::default()),
+            TargetArg::Compose => sluice::Target::Compose,
+        },
+        credentials_dir: args.credentials_dir,
+        locality: args.locality,
+        suite: args.suite,
+        ..sluice::Options::default()
+    };
+    let diags = sluice::validate(&inputs, &options);
+    args.report
+        .print(&diags, &format!("validate: {}", diags.counts(true)));
+    if args.report.fails(&diags) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

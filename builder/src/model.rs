@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::diag::{Diagnostic, Severity, did_you_mean};
+use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
 use crate::istio::{
     DestinationRuleSpec, GatewaySpec, HttpFaultInjection, ServiceEntrySpec, TrafficPolicy,
     VirtualServiceSpec, WorkloadEntrySpec,
@@ -344,8 +344,7 @@ pub(crate) fn resolve_credential(
         }
     }
     if !missing.is_empty() {
-        out.push(r.error(
-            &at.key("tls").key("credentialName"),
+        out.push(r.error(Code::MissingCredential, &at.key("tls").key("credentialName"),
             format!(
                 "secret {name:?} not found in the credentials directory: missing {}",
                 missing.join(", ")
@@ -366,6 +365,7 @@ fn check_duplicates(resources: &[Resource], out: &mut Vec<Diagnostic>) {
     for r in resources {
         if let Some(first) = seen.insert((r.kind, &r.namespace, &r.name), r) {
             out.push(r.error(
+                Code::Conflict,
                 &FieldPath::root().key("metadata").key("name"),
                 format!(
                     "duplicate {} name {:?} in namespace {:?}",
@@ -414,6 +414,7 @@ fn register<'a>(resources: &'a [Resource], out: &mut Vec<Diagnostic>) -> Registr
         let at = FieldPath::root().key("spec").key("host");
         match registry.resolve(host, &r.namespace) {
             None => out.push(r.error(
+                Code::UnknownHost,
                 &at,
                 format!("no ServiceEntry defines host {host:?}"),
                 &unknown_host_hint(host, &registry),
@@ -421,6 +422,7 @@ fn register<'a>(resources: &'a [Resource], out: &mut Vec<Diagnostic>) -> Registr
             Some(canonical) => {
                 if let Some((first, _)) = registry.rules.get(&canonical) {
                     out.push(r.error(
+                        Code::Conflict,
                         &at,
                         format!("host {host:?} already has DestinationRule/{}", first.name),
                         "merge the two DestinationRules: one per host",
@@ -482,11 +484,17 @@ fn register_service<'a>(
         } else {
             "add `endpoints:` with addresses, or use `resolution: DNS` to resolve the hosts"
         };
-        out.push(r.error(&at, format!("hosts {:?} have no endpoints", se.hosts), hint));
+        out.push(r.error(
+            Code::NoEndpoints,
+            &at,
+            format!("hosts {:?} have no endpoints", se.hosts),
+            hint,
+        ));
     }
     for (i, host) in se.hosts.iter().enumerate() {
         if let Some(first) = registry.services.get(host) {
             out.push(r.error(
+                Code::Conflict,
                 &FieldPath::root().key("spec").key("hosts").index(i),
                 format!(
                     "host {host:?} is already defined by ServiceEntry/{}",
@@ -657,8 +665,7 @@ pub fn check_client_credentials(
             };
             let at = at.key("credentialName");
             let Some(dir) = credentials_dir else {
-                out.push(r.error(
-                    &at,
+                out.push(r.error(Code::MissingCredential, &at,
                     format!("secret {name:?} needs `--credentials-dir`: sluice reads secrets from files"),
                     &format!(
                         "pass `--credentials-dir DIR` with DIR/{name}/{}, or give the file paths instead",
@@ -668,8 +675,7 @@ pub fn check_client_credentials(
                 continue;
             };
             if let Err((missing, expected)) = client_secret(name, mutual, dir) {
-                out.push(r.error(
-                    &at,
+                out.push(r.error(Code::MissingCredential, &at,
                     format!(
                         "secret {name:?} not found in the credentials directory: missing {}",
                         missing.join(", ")
@@ -823,6 +829,7 @@ fn build_clusters(
                     if empty && !svc.dns_host && !svc.endpoints.is_empty() {
                         out.push(
                             dr_res.diag(
+                                Code::Unreachable,
                                 Severity::Warning,
                                 &FieldPath::root()
                                     .key("spec")
@@ -866,6 +873,7 @@ fn check_passthrough(
     if svc.dns_host || named.is_some() {
         let what = named.map_or_else(|| host.to_owned(), |e| e.address.clone());
         out.push(dr.error(
+            Code::NoEndpoints,
             &FieldPath::root().key("spec").key("host"),
             format!(
                 "PASSTHROUGH needs IP endpoints, but {what:?} of ServiceEntry/{} is a DNS name",
@@ -932,6 +940,7 @@ fn check_match_gateways(
                         }
                     };
                     out.push(r.error(
+                        Code::UnknownGateway,
                         &at,
                         format!(
                             "unknown gateway {g:?} (looked for Gateway/{name} in namespace {ns:?})"
@@ -939,8 +948,7 @@ fn check_match_gateways(
                         &hint,
                     ));
                 } else if !refs.contains(&canonical) {
-                    out.push(r.diag(
-                        Severity::Warning,
+                    out.push(r.diag(Code::Unreachable, Severity::Warning,
                         &at,
                         format!("gateway {g:?} is not in the VirtualService's `gateways`: this match block applies nowhere"),
                         Some(format!("add {g:?} to spec.gateways (Istio binds a VirtualService by its top-level gateways only)")),
@@ -965,8 +973,7 @@ pub fn check_match_gateways_for_istio(resources: &[Resource]) -> Vec<Diagnostic>
                 if m.gateways.is_empty() {
                     continue;
                 }
-                out.push(r.error(
-                    &FieldPath::root()
+                out.push(r.error(Code::TargetCannotExpress, &FieldPath::root()
                         .key("spec")
                         .key("http")
                         .index(i)
@@ -1014,8 +1021,7 @@ fn rule_on_gateways<'h>(
                 .filter(|g| !named.contains(*g))
                 .map(String::as_str)
                 .collect();
-            out.push(r.diag(
-                Severity::Warning,
+            out.push(r.diag(Code::Unreachable, Severity::Warning,
                 &at.key("match").index(mi).key("gateways"),
                 format!(
                     "port {port} is also served for {}: one Envoy listener cannot tell the gateways apart, so this block applies there too",
@@ -1065,8 +1071,7 @@ fn add_sni_server(
             .iter()
             .find(|o| o.tls != tls && o.hosts.iter().any(|h| h == sni))
         {
-            out.push(r.error(
-                &at.key("hosts").index(hi),
+            out.push(r.error(Code::Conflict, &at.key("hosts").index(hi),
                 format!(
                     "host {sni:?} is already served with another certificate on port {}",
                     s.port.as_ref().and_then(|p| p.number).unwrap_or_default()
@@ -1178,8 +1183,7 @@ fn build_listeners(
                 for (hi, host) in vs.hosts.iter().enumerate() {
                     let ports = mesh_ports(registry, r, vs, host);
                     if ports.is_empty() && destinations_ok {
-                        out.push(r.error(
-                            &spec.key("hosts").index(hi),
+                        out.push(r.error(Code::UnknownPort, &spec.key("hosts").index(hi),
                             format!("cannot tell which mesh port serves host {host:?}"),
                             "make the host a ServiceEntry host, or give the routes' destinations a `port`",
                         ));
@@ -1207,6 +1211,7 @@ fn build_listeners(
                     }
                 };
                 out.push(r.error(
+                    Code::UnknownGateway,
                     &spec.key("gateways").index(gi),
                     format!(
                         "unknown gateway {gref:?} (looked for Gateway/{name} in namespace {ns:?})"
@@ -1238,8 +1243,7 @@ fn build_listeners(
         }
         for (hi, host) in vs.hosts.iter().enumerate() {
             if !exposed.get(hi).copied().unwrap_or(true) {
-                out.push(r.error(
-                    &spec.key("hosts").index(hi),
+                out.push(r.error(Code::HostNotExposed, &spec.key("hosts").index(hi),
                     format!("host {host:?} is not exposed by any server of the VirtualService's gateways"),
                     "add the host to a Gateway server's `hosts`, or fix the spelling",
                 ));
@@ -1288,8 +1292,7 @@ fn build_listeners(
             for host in &b.hosts {
                 let hi = b.vs.hosts.iter().position(|h| h == host).unwrap_or(0);
                 if let Some(owner) = domain_owner.get(host) {
-                    out.push(b.resource.error(
-                        &spec.key("hosts").index(hi),
+                    out.push(b.resource.error(Code::Conflict, &spec.key("hosts").index(hi),
                         format!("host {host:?} on port {port} is already routed by {owner}"),
                         "route one host from one VirtualService per port (merge their `http` rules)",
                     ));
@@ -1310,6 +1313,7 @@ fn build_listeners(
                     .unwrap_or_else(|| format!("{}.{}.{i}", b.resource.namespace, b.resource.name));
                 if let Some(owner) = rule_owner.insert(name.clone(), b.resource.id()) {
                     out.push(b.resource.error(
+                        Code::Conflict,
                         &at.key("name"),
                         format!("rule name {name:?} is already used on port {port} by {owner}"),
                         "rule names are unique per listener (they key metrics and faults)",
@@ -1457,6 +1461,7 @@ fn resolve_target(
         };
         let Some(canonical) = registry.resolve(host, &r.namespace) else {
             out.push(r.error(
+                Code::UnknownHost,
                 &dat.key("host"),
                 format!("unknown destination host {host:?}: no ServiceEntry defines it"),
                 &unknown_host_hint(host, registry),
@@ -1473,6 +1478,7 @@ fn resolve_target(
             Some(n) => {
                 let have: Vec<String> = svc.ports.iter().map(|p| p.number.to_string()).collect();
                 out.push(r.error(
+                    Code::UnknownPort,
                     &dat.key("port").key("number"),
                     format!("host {host:?} has no port {n}"),
                     &format!("its ports: {}", have.join(", ")),
@@ -1489,6 +1495,7 @@ fn resolve_target(
                 [first, ..] if listener_port.is_none() => first.number,
                 _ => {
                     out.push(r.error(
+                        Code::UnknownPort,
                         &dat,
                         format!("host {host:?} has several ports; which one?"),
                         "set `port: {number: ...}` on the destination",
@@ -1511,6 +1518,7 @@ fn resolve_target(
                     )
                 };
                 out.push(r.error(
+                    Code::UnknownSubset,
                     &dat.key("subset"),
                     format!("unknown subset {subset:?} of host {host:?}"),
                     &hint,
@@ -1617,8 +1625,7 @@ fn native_extras(
                     .get(c)
                     .is_some_and(crate::native::is_passthrough)
             }) {
-                out.push(r.error(
-                    &at.key("route"),
+                out.push(r.error(Code::InvalidField, &at.key("route"),
                     format!("{c} load-balances PASSTHROUGH: it cannot be one of weighted destinations"),
                     "route to it alone (the request names its endpoint), or drop PASSTHROUGH from its DestinationRule",
                 ));
@@ -1713,7 +1720,7 @@ mod tests {
         let key = secret.join("tls.key").display().to_string();
         assert!(
             errors.starts_with(&format!(
-                "gw.yaml:19:7: error: Gateway/gw: spec.servers[0].tls.credentialName: secret \"web-cert\" not found in the credentials directory: missing {key}\n  hint: put the secret's files in "
+                "gw.yaml:19:7: error[SL307]: Gateway/gw: spec.servers[0].tls.credentialName: secret \"web-cert\" not found in the credentials directory: missing {key}\n  hint: put the secret's files in "
             )),
             "{errors}"
         );
@@ -1728,7 +1735,9 @@ mod tests {
         let out = generate_gateway(None).expect("still generates");
         assert!(!out.contains("listener_443"), "{out}");
         assert!(
-            out.contains("gw.yaml:19:7: warning: Gateway/gw: spec.servers[0].tls.credentialName:"),
+            out.contains(
+                "gw.yaml:19:7: warning[SL901]: Gateway/gw: spec.servers[0].tls.credentialName:"
+            ),
             "{out}"
         );
     }

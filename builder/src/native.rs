@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::istio::{Destination, HttpRoute, Percent, StringMatch};
 use crate::parse::Resource;
 use crate::yaml::FieldPath;
@@ -313,6 +313,7 @@ pub fn check_health_check(r: &Resource, out: &mut Vec<Diagnostic>) {
         crate::parse::Spec::ServiceEntry(_) | crate::parse::Spec::DestinationRule(_)
     ) {
         out.push(r.error(
+            Code::InvalidHttpAction,
             &at,
             format!("`{HEALTH_CHECK_ANNOTATION}` belongs on a ServiceEntry or DestinationRule"),
             "move it to the resource of the host whose endpoints are probed",
@@ -320,8 +321,7 @@ pub fn check_health_check(r: &Resource, out: &mut Vec<Diagnostic>) {
         return;
     }
     if let Err(e) = parse_health_check(text) {
-        out.push(r.error(
-            &at,
+        out.push(r.error(Code::InvalidHttpAction, &at,
             format!("invalid health check: {e}"),
             "e.g. {path: /healthz, interval: 10s, timeout: 1s, unhealthyThreshold: 3, healthyThreshold: 1}",
         ));
@@ -545,8 +545,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
     if let Some((_, first)) = prefixes.next()
         && let Some((i, other)) = prefixes.find(|(_, p)| p != &first)
     {
-        out.push(r.error(
-            &at.key("match").index(i).key("statPrefix"),
+        out.push(r.error(Code::InvalidHttpAction, &at.key("match").index(i).key("statPrefix"),
             format!("statPrefix {other:?} differs from {first:?} in an earlier match block of this rule"),
             "sluice keeps one Envoy route (and so one stat prefix) per rule: use one statPrefix, or split the rule",
         ));
@@ -562,6 +561,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
         .collect();
     if answering.len() > 1 {
         out.push(r.error(
+            Code::InvalidHttpAction,
             at,
             "`redirect` and `directResponse` are exclusive",
             "keep one: a rule answers in one way",
@@ -576,6 +576,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
         ] {
             if set {
                 out.push(r.error(
+                    Code::InvalidHttpAction,
                     &at.key(field),
                     format!("`{field}` cannot be combined with `{first}`"),
                     &format!("a `{first}` rule answers the client itself and forwards nothing"),
@@ -585,6 +586,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
     }
     if h.mirror.is_some() && !h.mirrors.is_empty() {
         out.push(r.error(
+            Code::InvalidHttpAction,
             &at.key("mirrors"),
             "`mirror` and `mirrors` are exclusive",
             "list every mirror under `mirrors`",
@@ -594,6 +596,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
         && !(0.0..=100.0).contains(&p)
     {
         out.push(r.error(
+            Code::InvalidHttpAction,
             &at.key("mirrorPercentage").key("value"),
             format!("{p} is not a percentage"),
             "use a value from 0 to 100",
@@ -603,6 +606,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
         && p > 100
     {
         out.push(r.error(
+            Code::InvalidHttpAction,
             &at.key("mirrorPercent"),
             format!("{p} is not a percentage"),
             "use a value from 0 to 100",
@@ -611,6 +615,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
     if let Some(rw) = &h.rewrite {
         if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
             out.push(r.error(
+                Code::InvalidHttpAction,
                 &at.key("rewrite"),
                 "`uri` and `uriRegexRewrite` are exclusive",
                 "keep one of them",
@@ -619,10 +624,16 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
         if let Some(rr) = &rw.uri_regex_rewrite {
             let rat = at.key("rewrite").key("uriRegexRewrite");
             match rr.pattern.as_deref() {
-                None => out.push(r.error(&rat, "missing `match`", "give the RE2 pattern")),
+                None => out.push(r.error(
+                    Code::InvalidHttpAction,
+                    &rat,
+                    "missing `match`",
+                    "give the RE2 pattern",
+                )),
                 Some(p) => {
                     if let Err(e) = sluice_core::matching::compile_regex(p, false) {
                         out.push(r.error(
+                            Code::InvalidHttpAction,
                             &rat.key("match"),
                             format!("invalid regex: {e}"),
                             "use RE2 syntax",
@@ -631,7 +642,12 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
                 }
             }
             if rr.rewrite.is_none() {
-                out.push(r.error(&rat, "missing `rewrite`", "give the substitution"));
+                out.push(r.error(
+                    Code::InvalidHttpAction,
+                    &rat,
+                    "missing `rewrite`",
+                    "give the substitution",
+                ));
             }
         }
     }
@@ -641,6 +657,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
             && redirect_code(code).is_none()
         {
             out.push(r.error(
+                Code::InvalidHttpAction,
                 &rat.key("redirectCode"),
                 format!("redirect code {code} is not one Envoy sends"),
                 "use 301, 302, 303, 307 or 308",
@@ -648,18 +665,25 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
         }
         if rd.uri.is_some() && rd.prefix_rewrite.is_some() {
             out.push(r.error(
+                Code::InvalidHttpAction,
                 &rat,
                 "`uri` and `prefixRewrite` are exclusive",
                 "keep one of them",
             ));
         }
         if rd.port.is_some() && rd.derive_port.is_some() {
-            out.push(r.error(&rat, "`port` and `derivePort` are exclusive", "keep one"));
+            out.push(r.error(
+                Code::InvalidHttpAction,
+                &rat,
+                "`port` and `derivePort` are exclusive",
+                "keep one",
+            ));
         }
         if let Some(d) = rd.derive_port.as_deref()
             && !matches!(d, "FROM_PROTOCOL_DEFAULT" | "FROM_REQUEST_PORT")
         {
             out.push(r.error(
+                Code::InvalidHttpAction,
                 &rat.key("derivePort"),
                 format!("unknown derivePort {d:?}"),
                 "use FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT",
@@ -669,8 +693,14 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
     if let Some(dr) = &h.direct_response {
         let dat = at.key("directResponse");
         match dr.status {
-            None => out.push(r.error(&dat, "missing `status`", "give the HTTP status")),
+            None => out.push(r.error(
+                Code::InvalidHttpAction,
+                &dat,
+                "missing `status`",
+                "give the HTTP status",
+            )),
             Some(s) if !(200..=599).contains(&s) => out.push(r.error(
+                Code::InvalidHttpAction,
                 &dat.key("status"),
                 format!("status {s} is outside 200-599"),
                 "Envoy answers directly with a status from 200 to 599",
@@ -681,6 +711,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
             && b.string.is_some() == b.bytes.is_some()
         {
             out.push(r.error(
+                Code::InvalidHttpAction,
                 &dat.key("body"),
                 "give exactly one of `string` and `bytes`",
                 "`bytes` is base64",
@@ -696,6 +727,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
                 .count();
             if n != 1 {
                 out.push(r.error(
+                    Code::InvalidHttpAction,
                     &cat.key("allowOrigins").index(i),
                     "give exactly one of `exact`, `prefix`, `regex`",
                     "e.g. {exact: https://example.com}",
@@ -705,6 +737,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
                 && let Err(e) = sluice_core::matching::compile_regex(re, false)
             {
                 out.push(r.error(
+                    Code::InvalidHttpAction,
                     &cat.key("allowOrigins").index(i).key("regex"),
                     format!("invalid regex: {e}"),
                     "use RE2 syntax",
@@ -715,6 +748,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
             && !matches!(u, "UNSPECIFIED" | "FORWARD" | "IGNORE")
         {
             out.push(r.error(
+                Code::InvalidHttpAction,
                 &cat.key("unmatchedPreflights"),
                 format!("unknown value {u:?}"),
                 "use FORWARD or IGNORE",
@@ -724,6 +758,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
             && sluice_core::duration::parse(t).is_err()
         {
             out.push(r.error(
+                Code::InvalidHttpAction,
                 &cat.key("maxAge"),
                 format!("invalid duration {t:?}"),
                 "use e.g. 24h or 600s",
@@ -744,11 +779,13 @@ pub fn check_policy(
         let pat = at.key("portLevelSettings").index(i);
         match p.port.as_ref().and_then(|s| s.number) {
             None => out.push(r.error(
+                Code::InvalidHttpAction,
                 &pat,
                 "missing `port: {number: ...}`",
                 "name the service port these settings apply to",
             )),
             Some(n) if !ports.insert(n) => out.push(r.error(
+                Code::InvalidHttpAction,
                 &pat.key("port"),
                 format!("port {n} already has settings"),
                 "merge the two entries",
@@ -773,6 +810,7 @@ pub fn check_policy(
                 ] {
                     if v.is_none() && tls.credential_name.is_none() {
                         out.push(r.error(
+                            Code::InvalidHttpAction,
                             &tat,
                             format!("MUTUAL needs `{field}`"),
                             "give the file paths of the client certificate and key",
@@ -781,11 +819,13 @@ pub fn check_policy(
                 }
             }
             "ISTIO_MUTUAL" => out.push(r.error(
+                Code::InvalidHttpAction,
                 &tat.key("mode"),
                 "ISTIO_MUTUAL needs Istio's certificate authority, which sluice does not run",
                 "use MUTUAL with certificate files",
             )),
             other => out.push(r.error(
+                Code::InvalidHttpAction,
                 &tat.key("mode"),
                 format!("unknown TLS mode {other:?}"),
                 "use DISABLE, SIMPLE or MUTUAL",
@@ -799,8 +839,7 @@ pub fn check_policy(
                 ("caCertificates", &tls.ca_certificates),
             ];
             for (field, _) in files.iter().filter(|(_, v)| v.is_some()) {
-                out.push(r.error(
-                    &tat.key(field),
+                out.push(r.error(Code::InvalidHttpAction, &tat.key(field),
                     format!("`{field}` cannot be combined with `credentialName`"),
                     "the secret holds the certificates (DIR/<credentialName>/tls.crt, tls.key, ca.crt with `--credentials-dir DIR`): keep one of them",
                 ));
@@ -811,6 +850,7 @@ pub fn check_policy(
         && proxy_protocol_version(pp).is_none()
     {
         out.push(r.error(
+            Code::InvalidHttpAction,
             &at.key("proxyProtocol").key("version"),
             format!(
                 "unknown PROXY protocol version {:?}",
@@ -825,14 +865,14 @@ pub fn check_policy(
             && !(0.0..=100.0).contains(&p)
         {
             out.push(r.error(
+                Code::InvalidHttpAction,
                 &rat.key("percent"),
                 format!("{p} is not a percentage"),
                 "use a value from 0 to 100 (Envoy's default is 20)",
             ));
         }
         if rb.budget_interval.is_some() {
-            out.push(r.diag(
-                crate::diag::Severity::Warning,
+            out.push(r.diag(Code::Ignored, crate::diag::Severity::Warning,
                 &rat.key("budgetInterval"),
                 "ignored: Envoy's retry budget counts the requests active at each moment and has no interval",
                 Some("remove `budgetInterval`; `percent` and `minRetryConcurrency` apply".into()),
@@ -844,8 +884,7 @@ pub fn check_policy(
             .and_then(|c| c.http.as_ref())
             .and_then(|h| h.max_retries)
         {
-            out.push(r.diag(
-                crate::diag::Severity::Warning,
+            out.push(r.diag(Code::Ignored, crate::diag::Severity::Warning,
                 &at.key("connectionPool").key("http").key("maxRetries"),
                 format!("maxRetries {n} has no effect: Envoy ignores the retry limit of a cluster with a retry budget"),
                 Some("remove `maxRetries`, or the `retryBudget` if a fixed limit is what you want".into()),
@@ -858,8 +897,7 @@ pub fn check_policy(
         .and_then(|l| l.consistent_hash.as_ref())
         && hash_key(ch).is_none()
     {
-        out.push(r.error(
-            &at.key("loadBalancer").key("consistentHash"),
+        out.push(r.error(Code::InvalidHttpAction, &at.key("loadBalancer").key("consistentHash"),
             "no hash key",
             "give one of httpHeaderName, httpCookie {name, ttl}, useSourceIp, httpQueryParameterName",
         ));
@@ -955,6 +993,7 @@ pub fn server_tls(
             Ok(s) => s,
             Err(e) => {
                 out.push(r.error(
+                    Code::InvalidHttpAction,
                     &tat,
                     format!("invalid tls: {e}"),
                     "see Istio's ServerTLSSettings",
@@ -975,6 +1014,7 @@ pub fn server_tls(
         "MUTUAL" | "OPTIONAL_MUTUAL" => true,
         other => {
             out.push(r.error(
+                Code::TargetCannotExpress,
                 &tat.key("mode"),
                 format!("TLS mode {other} is not supported by the envoy target"),
                 "use SIMPLE or MUTUAL with certificate files (sluice terminates TLS)",
@@ -988,14 +1028,14 @@ pub fn server_tls(
     ) else {
         if settings.credential_name.is_some() {
             // The seeds name secrets; refusing them would refuse the seeds, so warn instead.
-            out.push(r.diag(
-                crate::diag::Severity::Warning,
+            out.push(r.diag(Code::Ignored, crate::diag::Severity::Warning,
                 &tat.key("credentialName"),
                 "`credentialName` names a Kubernetes secret, which the envoy target cannot read without `--credentials-dir`: this server gets no listener",
                 Some("pass `--credentials-dir DIR` with DIR/<credentialName>/tls.crt and tls.key (and ca.crt for MUTUAL), or give `serverCertificate` and `privateKey` file paths".into()),
             ));
         } else {
             out.push(r.error(
+                Code::InvalidHttpAction,
                 &tat,
                 "an HTTPS server needs a certificate",
                 "give `serverCertificate` and `privateKey` file paths",
@@ -1007,6 +1047,7 @@ pub fn server_tls(
         let ca = settings.ca_certificates.clone();
         if ca.is_none() {
             out.push(r.error(
+                Code::InvalidHttpAction,
                 &tat,
                 "MUTUAL needs `caCertificates` to verify clients",
                 "give the CA bundle file path",
@@ -1022,6 +1063,7 @@ pub fn server_tls(
         Some(v @ ("TLSV1_0" | "TLSV1_1" | "TLSV1_2" | "TLSV1_3")) => Some(v.to_owned()),
         Some(other) => {
             out.push(r.error(
+                Code::InvalidHttpAction,
                 &tat.key(field),
                 format!("unknown TLS version {other:?}"),
                 "use TLSV1_0, TLSV1_1, TLSV1_2 or TLSV1_3",

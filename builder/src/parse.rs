@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use crate::diag::{Diagnostic, Severity, did_you_mean};
+use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
 use crate::istio::{
     DestinationRuleSpec, GatewaySpec, KNOWN_FIELDS, Metadata, Object, ServiceEntrySpec,
     UNSUPPORTED, VirtualServiceSpec, WorkloadEntrySpec,
@@ -164,6 +164,7 @@ fn not_utf8(name: &str, bytes: &[u8]) -> Diagnostic {
              `iconv -f latin1 -t utf-8`"
                 .into(),
         ),
+        code: Code::NotUtf8,
     }
 }
 
@@ -281,6 +282,7 @@ impl Resource {
     /// A diagnostic about `path` in this resource.
     pub fn diag(
         &self,
+        code: Code,
         severity: Severity,
         path: &FieldPath,
         message: impl Into<String>,
@@ -294,19 +296,124 @@ impl Resource {
             path: path.clone(),
             message: message.into(),
             hint,
+            code,
         }
     }
 
     /// An error about `path` in this resource.
-    pub fn error(&self, path: &FieldPath, message: impl Into<String>, hint: &str) -> Diagnostic {
+    pub fn error(
+        &self,
+        code: Code,
+        path: &FieldPath,
+        message: impl Into<String>,
+        hint: &str,
+    ) -> Diagnostic {
         let hint = (!hint.is_empty()).then(|| hint.to_owned());
-        self.diag(Severity::Error, path, message, hint)
+        self.diag(code, Severity::Error, path, message, hint)
     }
+}
+
+/// A document that was rejected (its error reported) and so is missing from the resources:
+/// what could still be read of it, so that references to it are not reported again as
+/// unknown hosts, subsets or gateways (follow-on errors).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// The resource's kind, `None` when the `kind` itself was the problem (it may be any).
+    pub kind: Option<Kind>,
+    /// `metadata.name` (may be empty).
+    pub name: String,
+    /// `spec.hosts` (ServiceEntry, VirtualService) and `spec.host` (DestinationRule); empty
+    /// when unreadable, which then matches any host.
+    pub hosts: Vec<String>,
+}
+
+/// Everything rejected while parsing (see [`Rejected`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejections {
+    /// The rejected documents.
+    pub documents: Vec<Rejected>,
+    /// A file was not valid YAML: it may have defined anything.
+    pub unreadable_file: bool,
+}
+
+impl Rejections {
+    /// True when nothing was rejected.
+    pub fn is_empty(&self) -> bool {
+        self.documents.is_empty() && !self.unreadable_file
+    }
+
+    /// True when a rejected document of `kind` may be the one `matches` looks for.
+    pub fn any(&self, kind: Kind, matches: impl Fn(&Rejected) -> bool) -> bool {
+        self.unreadable_file
+            || self
+                .documents
+                .iter()
+                .any(|r| r.kind.is_none_or(|k| k == kind) && matches(r))
+    }
+
+    /// True when a rejected document of `kind` names `host` (or its hosts are unreadable).
+    pub fn has_host(&self, kind: Kind, host: &str) -> bool {
+        self.any(kind, |r| {
+            r.hosts.is_empty() || r.hosts.iter().any(|h| same_host(h, host))
+        })
+    }
+}
+
+impl Rejected {
+    /// What can be read of a document's identity without its schema.
+    fn of(root: &Node) -> Self {
+        let kind = root
+            .get("kind")
+            .and_then(Node::as_str)
+            .and_then(|k| Kind::ALL.into_iter().find(|kind| kind.as_str() == k));
+        let name = root
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Node::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let spec = root.get("spec");
+        let mut hosts: Vec<String> = spec
+            .and_then(|s| s.get("hosts"))
+            .map(|h| match &h.value {
+                yaml::Value::Seq(items) => items
+                    .iter()
+                    .filter_map(Node::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .unwrap_or_default();
+        hosts.extend(
+            spec.and_then(|s| s.get("host"))
+                .and_then(Node::as_str)
+                .map(str::to_owned),
+        );
+        Rejected { kind, name, hosts }
+    }
+}
+
+/// Whether two host names may be the same service: equal, or one is the other's short name
+/// (`reviews` and `reviews.default.svc.cluster.local`).
+fn same_host(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    a == b
+        || long
+            .strip_prefix(short)
+            .is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// Parses every file; returns the resources that parsed and every problem found.
 pub fn parse(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>) {
+    let (resources, diags, _) = parse_with_rejections(inputs);
+    (resources, diags)
+}
+
+/// [`parse`], also returning what was rejected, for [`crate::generate`] to drop follow-on
+/// errors.
+pub fn parse_with_rejections(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>, Rejections) {
     let mut resources = Vec::new();
+    let mut rejections = Rejections::default();
     let mut diags = inputs.read_errors.clone();
     for file in &inputs.files {
         match yaml::parse_documents(&file.text) {
@@ -324,22 +431,37 @@ pub fn parse(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>) {
                     "fix the YAML syntax (indentation, quotes, brackets)".into()
                 }),
                 message: format!("invalid YAML: {}", e.message),
+                code: Code::YamlSyntax,
             }),
             Ok(docs) => {
                 for doc in docs {
-                    if let Some(r) = parse_document(&file.name, doc.root, &mut diags) {
-                        resources.push(r);
+                    let reported = diags.len();
+                    // Read before parse_document consumes the tree; a few lookups.
+                    let identity = Rejected::of(&doc.root);
+                    match parse_document(&file.name, doc.root, &mut diags) {
+                        Some(r) => resources.push(r),
+                        None if diags.len() > reported => rejections.documents.push(identity),
+                        None => {} // an empty document
                     }
                 }
             }
         }
     }
+    rejections.unreadable_file = diags.iter().any(|d| d.code == Code::YamlSyntax);
     diags.sort();
-    (resources, diags)
+    (resources, diags, rejections)
 }
 
-fn bare_error(file: &str, pos: Pos, resource: String, message: String, hint: &str) -> Diagnostic {
+fn bare_error(
+    code: Code,
+    file: &str,
+    pos: Pos,
+    resource: String,
+    message: String,
+    hint: &str,
+) -> Diagnostic {
     Diagnostic {
+        code,
         file: file.to_owned(),
         pos,
         severity: Severity::Error,
@@ -356,6 +478,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
     }
     if !matches!(root.value, yaml::Value::Map(_)) {
         diags.push(bare_error(
+            Code::NotAResource,
             file,
             root.pos,
             String::new(),
@@ -410,6 +533,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
             path: FieldPath::root().key("kind"),
             message,
             hint: Some(hint),
+            code: Code::UnknownKind,
         });
         return None;
     };
@@ -424,6 +548,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
             path: FieldPath::root().key("apiVersion"),
             message: format!("unsupported apiVersion {api_version:?}"),
             hint: Some(format!("use one of {}", API_VERSIONS.join(", "))),
+            code: Code::UnsupportedApiVersion,
         });
         return None;
     }
@@ -445,7 +570,8 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
             typed::<WorkloadEntrySpec>(&json, &mut ignored).map(|o| o.map(Spec::WorkloadEntry))
         }
     };
-    let resource_diag = |path: &FieldPath, message: String, hint: String| Diagnostic {
+    let resource_diag = |code: Code, path: &FieldPath, message: String, hint: String| Diagnostic {
+        code,
         file: file.to_owned(),
         pos: root.locate(path),
         severity: Severity::Error,
@@ -461,6 +587,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
         };
         if is_unsupported(path) {
             diags.push(resource_diag(
+                Code::UnsupportedField,
                 path,
                 format!("`{field}` is not supported yet by sluice"),
                 "remove it; sluice refuses settings it would otherwise drop silently".into(),
@@ -471,6 +598,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
                 None => "check the field name against Istio's networking.istio.io API".into(),
             };
             diags.push(resource_diag(
+                Code::UnknownField,
                 path,
                 format!("unknown field `{field}`"),
                 hint,
@@ -481,6 +609,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
         Ok(o) => o,
         Err((path, message)) => {
             diags.push(resource_diag(
+                Code::WrongType,
                 &path,
                 message,
                 "fix the value's type to match Istio's schema".into(),
@@ -490,6 +619,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
     };
     if name.is_empty() {
         diags.push(resource_diag(
+            Code::MissingName,
             &FieldPath::root().key("metadata"),
             "missing `metadata.name`".into(),
             "every resource needs a name".into(),
@@ -635,7 +765,7 @@ mod tests {
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  http:\n  - mach: {}\n    rout: []\n    delegate: {}\n",
         );
         assert_eq!(d.len(), 3, "{d:#?}");
-        assert!(d[0].starts_with("t.yaml:7:5: error: VirtualService/a: spec.http[0].mach: unknown field `mach`\n  hint: did you mean `match`?"), "{}", d[0]);
+        assert!(d[0].starts_with("t.yaml:7:5: error[SL106]: VirtualService/a: spec.http[0].mach: unknown field `mach`\n  hint: did you mean `match`?"), "{}", d[0]);
         assert!(d[2].contains("`delegate` is not supported yet"), "{}", d[2]);
     }
 
@@ -647,7 +777,7 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:#?}");
         assert!(
             d[0].starts_with(
-                "t.yaml:7:5: error: ServiceEntry/a: spec.ports[0].number: invalid type"
+                "t.yaml:7:5: error[SL107]: ServiceEntry/a: spec.ports[0].number: invalid type"
             ),
             "{}",
             d[0]
@@ -662,7 +792,9 @@ mod tests {
         assert_eq!(d.len(), 2, "{d:#?}");
         assert!(d[0].contains("did you mean `VirtualService`?"), "{}", d[0]);
         assert!(
-            d[1].starts_with("t.yaml:6:13: error: Gateway/g: apiVersion: unsupported apiVersion"),
+            d[1].starts_with(
+                "t.yaml:6:13: error[SL105]: Gateway/g: apiVersion: unsupported apiVersion"
+            ),
             "{}",
             d[1]
         );

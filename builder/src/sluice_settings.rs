@@ -32,7 +32,7 @@ use sluice_core::fault::config::{
 };
 use sluice_core::fault::plan::FaultPlan;
 
-use crate::diag::{Diagnostic, Severity, did_you_mean};
+use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
 use crate::istio::{CircuitBreaker, DestinationRuleSpec, HttpFaultInjection, VirtualServiceSpec};
 use crate::parse::{Inputs, Resource, Spec};
 use crate::yaml::{self, FieldPath, Node, Pos, Seg, Value};
@@ -441,6 +441,7 @@ impl Embedded<'_> {
 
     fn diag(
         &self,
+        code: Code,
         severity: Severity,
         tree: Option<&Node>,
         path: &FieldPath,
@@ -456,17 +457,19 @@ impl Embedded<'_> {
             path: self.path(path),
             message: message.into(),
             hint: (!hint.is_empty()).then(|| hint.to_owned()),
+            code,
         }
     }
 
     fn error(
         &self,
+        code: Code,
         tree: &Node,
         path: &FieldPath,
         message: impl Into<String>,
         hint: &str,
     ) -> Diagnostic {
-        self.diag(Severity::Error, Some(tree), path, message, hint)
+        self.diag(code, Severity::Error, Some(tree), path, message, hint)
     }
 
     /// Parses the annotation's YAML; a syntax error is reported at its real position.
@@ -474,8 +477,7 @@ impl Embedded<'_> {
         match annotation_tree(self.r, self.key)? {
             Ok(tree) => Some(tree),
             Err(e) => {
-                let mut d = self.diag(
-                    Severity::Error,
+                let mut d = self.diag(Code::InvalidAnnotation, Severity::Error,
                     None,
                     &FieldPath::root(),
                     format!("invalid YAML in the annotation: {}", e.message),
@@ -540,7 +542,7 @@ impl Embedded<'_> {
                 }
                 let message = crate::parse::friendly_type_error(&e.into_inner().to_string());
                 let hint = unknown_field_hint(&message);
-                out.push(self.error(tree, &at, message, &hint));
+                out.push(self.error(Code::InvalidAnnotation, tree, &at, message, &hint));
                 None
             }
         }
@@ -652,6 +654,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                 };
                 out.push(
                     r.error(
+                        Code::InvalidAnnotation,
                         &FieldPath::root()
                             .key("metadata")
                             .key("annotations")
@@ -676,6 +679,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                 };
                 out.push(
                     r.error(
+                        Code::InvalidAnnotation,
                         &FieldPath::root()
                             .key("metadata")
                             .key("annotations")
@@ -700,6 +704,7 @@ fn check_canary(
     let Some(tree) = e.tree(out) else { return };
     let Value::Map(entries) = &tree.value else {
         out.push(e.error(
+            Code::InvalidAnnotation,
             &tree,
             &FieldPath::root(),
             format!(
@@ -727,6 +732,7 @@ fn check_canary(
                 ),
             };
             out.push(e.error(
+                Code::InvalidAnnotation,
                 &tree,
                 &at,
                 format!("no http route named {key:?} in this VirtualService"),
@@ -744,13 +750,12 @@ fn check_canary(
                 ("sticky", route.sticky.is_some()),
             ] {
                 if set {
-                    let severity = if field == "schedule" {
-                        Severity::Error
+                    let (code, severity) = if field == "schedule" {
+                        (Code::InvalidAnnotation, Severity::Error)
                     } else {
-                        Severity::Warning
+                        (Code::Ignored, Severity::Warning)
                     };
-                    out.push(e.diag(
-                        severity,
+                    out.push(e.diag(code, severity,
                         Some(&tree),
                         &at.key(field),
                         format!(
@@ -827,7 +832,13 @@ fn check_canary(
             } else {
                 "see the canary filter's settings in filters/canary/README.md".into()
             };
-            out.push(e.error(&tree, &join(&at, &path), text, &hint));
+            out.push(e.error(
+                Code::InvalidAnnotation,
+                &tree,
+                &join(&at, &path),
+                text,
+                &hint,
+            ));
         }
     }
 }
@@ -845,6 +856,7 @@ fn check_fault_extras(r: &Resource, sources: &BTreeMap<&str, &str>, out: &mut Ve
     if let Err(message) = FaultPlan::compile(&config) {
         let (path, text) = split_message(&message);
         out.push(e.error(
+            Code::InvalidAnnotation,
             &tree,
             &path,
             text,
@@ -866,6 +878,7 @@ fn check_faults(r: &Resource, vs: &VirtualServiceSpec, out: &mut Vec<Diagnostic>
             && d.fixed_delay.is_none()
         {
             out.push(r.error(
+                Code::InvalidAnnotation,
                 &at.key("delay"),
                 "missing `fixedDelay`",
                 "set `fixedDelay: 5s`",
@@ -884,7 +897,7 @@ fn check_faults(r: &Resource, vs: &VirtualServiceSpec, out: &mut Vec<Diagnostic>
                     .map_or(message.as_str(), |(_, m)| m);
                 let (path, text) = split_message(message);
                 let hint = fault_hint(&path, &text);
-                out.push(r.error(&join(&at, &path), text, &hint));
+                out.push(r.error(Code::InvalidAnnotation, &join(&at, &path), text, &hint));
             }
             Ok(_) => {
                 for (field, set) in [
@@ -902,6 +915,7 @@ fn check_faults(r: &Resource, vs: &VirtualServiceSpec, out: &mut Vec<Diagnostic>
                 ] {
                     if set {
                         out.push(r.diag(
+                            Code::Ignored,
                             Severity::Warning,
                             &at.key(field),
                             format!(
@@ -943,6 +957,7 @@ fn check_breaker(
     let Some(tree) = e.tree(out) else { return };
     let Value::Map(entries) = &tree.value else {
         out.push(e.error(
+            Code::InvalidAnnotation,
             &tree,
             &FieldPath::root(),
             format!("expected a mapping, found a {}", tree.type_name()),
@@ -981,6 +996,7 @@ fn check_breaker(
     let sat = FieldPath::root().key("subsets");
     let Value::Map(subsets) = &subsets_node.value else {
         out.push(e.error(
+            Code::InvalidAnnotation,
             &tree,
             &sat,
             format!(
@@ -1003,7 +1019,13 @@ fn check_breaker(
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("subsets of this DestinationRule: {}", known.join(", ")),
             };
-            out.push(e.error(&tree, &at, format!("unknown subset {name:?}"), &hint));
+            out.push(e.error(
+                Code::InvalidAnnotation,
+                &tree,
+                &at,
+                format!("unknown subset {name:?}"),
+                &hint,
+            ));
             continue;
         }
         let Some(over) = e.typed::<BreakerFields>(&tree, &at, node, out) else {
@@ -1059,6 +1081,7 @@ fn check_breaker_fields(
             && let Err(err) = sluice_core::duration::parse(text)
         {
             out.push(e.error(
+                Code::InvalidAnnotation,
                 tree,
                 &at.key(name),
                 err.to_string(),
@@ -1083,6 +1106,7 @@ fn check_count_as(
                 None => format!("use {}", OUTCOMES.join(", ")),
             };
             out.push(e.error(
+                Code::InvalidAnnotation,
                 tree,
                 &at.key("countAs").index(i),
                 format!("unknown outcome {name:?}"),
@@ -1114,6 +1138,7 @@ fn compile_breaker(
             let message = err.0.strip_prefix("breaker: ").unwrap_or(&err.0);
             let (path, text) = split_message(message);
             out.push(e.error(
+                Code::InvalidAnnotation,
                 tree,
                 &join(at, &path),
                 text,
@@ -1163,6 +1188,7 @@ fn check_legacy_breakers(r: &Resource, dr: &DestinationRuleSpec, out: &mut Vec<D
             "`circuitBreaker` sets no `consecutiveErrors`, so no breaker is configured".to_owned()
         };
         out.push(r.diag(
+            Code::Ignored,
             Severity::Warning,
             &at,
             message,
@@ -1171,8 +1197,7 @@ fn check_legacy_breakers(r: &Resource, dr: &DestinationRuleSpec, out: &mut Vec<D
             )),
         ));
         if cb.max_ejection_percent.is_some() {
-            out.push(r.diag(
-                Severity::Warning,
+            out.push(r.diag(Code::Ignored, Severity::Warning,
                 &at.key("maxEjectionPercent"),
                 "ignored: the sluice breaker opens for a whole destination and ejects no share of hosts",
                 Some(

@@ -24,7 +24,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::diag::{Diagnostic, Severity};
+use crate::diag::{Code, Diagnostic, Severity};
 use crate::istio::{Destination, DestinationRuleSpec, GatewaySpec, Server, ServiceEntrySpec};
 use crate::model::{Listener, Mesh, Target, cluster_name, server_host_matches};
 use crate::parse::{Resource, Spec};
@@ -227,8 +227,7 @@ pub fn check(r: &Resource, out: &mut Vec<Diagnostic>) {
             for (i, t) in vs.tls.iter().enumerate() {
                 let at = spec.key("tls").index(i);
                 if t.matches.is_empty() {
-                    out.push(r.error(
-                        &at,
+                    out.push(r.error(Code::InvalidTcpTls, &at,
                         "a `tls` route needs a `match` with `sniHosts`",
                         "add `match: [{sniHosts: [a.example.com]}]`: TLS passthrough routes by the client's SNI",
                     ));
@@ -238,6 +237,7 @@ pub fn check(r: &Resource, out: &mut Vec<Diagnostic>) {
                     check_l4(r, &mat, &block.destination_subnets, block.port, out);
                     if block.sni_hosts.is_empty() {
                         out.push(r.error(
+                            Code::InvalidTcpTls,
                             &mat,
                             "missing `sniHosts`",
                             "list the SNI names this rule takes, e.g. `sniHosts: [a.example.com]`",
@@ -245,8 +245,7 @@ pub fn check(r: &Resource, out: &mut Vec<Diagnostic>) {
                     }
                     for (s, sni) in block.sni_hosts.iter().enumerate() {
                         if !vs.hosts.iter().any(|h| server_host_matches(h, sni)) {
-                            out.push(r.error(
-                                &mat.key("sniHosts").index(s),
+                            out.push(r.error(Code::InvalidTcpTls, &mat.key("sniHosts").index(s),
                                 format!("SNI host {sni:?} is not one of the VirtualService's hosts"),
                                 &format!(
                                     "Istio takes only SNI names its `hosts` cover ({}): add it there, or fix the spelling",
@@ -282,6 +281,7 @@ fn check_tunnel(r: &Resource, at: &FieldPath, t: &TunnelSettings, out: &mut Vec<
     match t.protocol.as_deref() {
         None | Some("CONNECT" | "POST") => {}
         Some(other) => out.push(r.error(
+            Code::InvalidTcpTls,
             &at.key("protocol"),
             format!("unknown tunnel protocol {other:?}"),
             "use CONNECT or POST",
@@ -289,6 +289,7 @@ fn check_tunnel(r: &Resource, at: &FieldPath, t: &TunnelSettings, out: &mut Vec<
     }
     if t.target_host.as_deref().is_none_or(str::is_empty) {
         out.push(r.error(
+            Code::InvalidTcpTls,
             at,
             "missing `targetHost`",
             "name the host the proxy connects to, e.g. `targetHost: db.example.com`",
@@ -296,11 +297,13 @@ fn check_tunnel(r: &Resource, at: &FieldPath, t: &TunnelSettings, out: &mut Vec<
     }
     match t.target_port {
         None => out.push(r.error(
+            Code::InvalidTcpTls,
             at,
             "missing `targetPort`",
             "give the port the proxy connects to, e.g. `targetPort: 5432`",
         )),
         Some(p) if !(1..=65535).contains(&p) => out.push(r.error(
+            Code::InvalidTcpTls,
             &at.key("targetPort"),
             format!("port {p} is out of range"),
             "use 1-65535",
@@ -342,14 +345,12 @@ fn check_gateway(r: &Resource, g: &GatewaySpec, spec: &FieldPath, out: &mut Vec<
         let at = spec.key("servers").index(i);
         let protocol = protocol_of(s.port.as_ref().and_then(|p| p.protocol.as_deref()));
         match tls_mode(s) {
-            Some("AUTO_PASSTHROUGH") => out.push(r.error(
-                &at.key("tls").key("mode"),
+            Some("AUTO_PASSTHROUGH") => out.push(r.error(Code::TargetCannotExpress, &at.key("tls").key("mode"),
                 "TLS mode AUTO_PASSTHROUGH is not supported by the envoy target",
                 "AUTO_PASSTHROUGH routes by Istio's SNI naming of clusters (outbound_.PORT_.SUBSET_.HOST), which only istiod's endpoints serve; use PASSTHROUGH with VirtualService `tls` routes",
             )),
             Some("PASSTHROUGH") if !matches!(protocol.as_str(), "HTTPS" | "TLS") => {
-                out.push(r.error(
-                    &at.key("tls").key("mode"),
+                out.push(r.error(Code::InvalidTcpTls, &at.key("tls").key("mode"),
                     format!("PASSTHROUGH on a {protocol} server"),
                     "TLS passthrough needs `protocol: TLS` (or HTTPS)",
                 ));
@@ -371,6 +372,7 @@ fn check_l4(
     for (s, subnet) in subnets.iter().enumerate() {
         if let Err(e) = parse_subnet(subnet) {
             out.push(r.error(
+                Code::InvalidTcpTls,
                 &at.key("destinationSubnets").index(s),
                 format!("invalid subnet {subnet:?}: {e}"),
                 "use an IP address or CIDR, e.g. 10.0.0.0/24",
@@ -381,6 +383,7 @@ fn check_l4(
         && !(1..=65535).contains(&p)
     {
         out.push(r.error(
+            Code::InvalidTcpTls,
             &at.key("port"),
             format!("port {p} is out of range"),
             "use 1-65535",
@@ -396,6 +399,7 @@ fn check_destinations(
 ) {
     if route.is_empty() {
         out.push(r.error(
+            Code::InvalidTcpTls,
             at,
             "missing `route`",
             "add `route: [{destination: {host: ...}}]`",
@@ -411,6 +415,7 @@ fn check_destinations(
             .is_none_or(str::is_empty)
         {
             out.push(r.error(
+                Code::InvalidTcpTls,
                 &dat,
                 "missing `destination.host`",
                 "add `destination: {host: ...}`",
@@ -418,6 +423,7 @@ fn check_destinations(
         }
         match dest.weight {
             Some(w) if w < 0 => out.push(r.error(
+                Code::InvalidWeights,
                 &dat.key("weight"),
                 format!("weight {w} is negative"),
                 "weights are non-negative; they are shares of the total",
@@ -428,10 +434,15 @@ fn check_destinations(
     }
     if route.len() > 1 && sum == 0 && route.iter().all(|d| d.weight.is_none_or(|w| w >= 0)) {
         out.push(r.error(
+            Code::InvalidWeights,
             &at.key("route"),
             "the weights are all zero (or missing), so no destination gets connections",
             "give each destination a `weight`, e.g. 90 and 10",
         ));
+    }
+    let weights: Vec<Option<i64>> = route.iter().map(|d| d.weight).collect();
+    if let Some(d) = crate::validate::weights_not_100(r, &at.key("route"), &weights) {
+        out.push(d);
     }
 }
 
@@ -471,6 +482,7 @@ impl<'a> PortChains<'a> {
             };
             if std::ptr::eq(by.resource, owner.resource) {
                 out.push(owner.resource.diag(
+                    Code::Unreachable,
                     Severity::Warning,
                     &owner.at,
                     format!(
@@ -480,8 +492,7 @@ impl<'a> PortChains<'a> {
                     Some("give the rule a narrower `match`, or remove it".into()),
                 ));
             } else {
-                out.push(owner.resource.error(
-                    &owner.at,
+                out.push(owner.resource.error(Code::Conflict, &owner.at,
                     format!(
                         "port {port}: {what} is already routed by {} ({})",
                         by.resource.id(),
@@ -599,8 +610,7 @@ pub fn build(
             }
             if http_ports.contains(&number) {
                 out.push(
-                    r.error(
-                        &FieldPath::root()
+                    r.error(Code::InvalidTcpTls, &FieldPath::root()
                             .key("spec")
                             .key("servers")
                             .index(i)
@@ -616,6 +626,7 @@ pub fn build(
             match gateway_tcp_ports.get(&number) {
                 Some(&other) if other != kind && !(sni(other) && sni(kind)) => out.push(
                     r.error(
+                        Code::InvalidTcpTls,
                         &FieldPath::root()
                             .key("spec")
                             .key("servers")
@@ -649,8 +660,7 @@ pub fn build(
                     .get(&number)
                     .is_some_and(|k| *k != ServerKind::Tcp)
             {
-                out.push(svc.resource.error(
-                    &FieldPath::root().key("spec").key("ports").index(*pi).key("protocol"),
+                out.push(svc.resource.error(Code::Conflict, &FieldPath::root().key("spec").key("ports").index(*pi).key("protocol"),
                     format!("port {number} is {protocol} here, but an HTTP or TLS port of another service or gateway server"),
                     "one Envoy binds a port once, with one protocol: give this service another port number",
                 ));
@@ -879,8 +889,7 @@ pub fn build(
         }
         if !bound {
             let field = if vs.tcp.is_empty() { "tls" } else { "tcp" };
-            out.push(r.diag(
-                Severity::Warning,
+            out.push(r.diag(Code::Unreachable, Severity::Warning,
                 &spec.key(field),
                 "these routes apply to no TCP port: no host of this VirtualService has a TCP or TLS port, or a TCP or passthrough server of its gateways",
                 Some("give the ServiceEntry port `protocol: TCP` (TLS for `tls` routes), or bind the VirtualService to a Gateway server of that protocol".into()),
@@ -1035,6 +1044,7 @@ fn resolve_target(
         let host = dd.host.as_deref()?;
         let Some(canonical) = resolve(host, &r.namespace) else {
             out.push(r.error(
+                Code::UnknownHost,
                 &dat.key("host"),
                 format!("unknown destination host {host:?}: no ServiceEntry defines it"),
                 "add a ServiceEntry with this host, its ports and endpoints",
@@ -1052,6 +1062,7 @@ fn resolve_target(
             Some(n) => {
                 let have: Vec<String> = svc_ports.iter().map(u32::to_string).collect();
                 out.push(r.error(
+                    Code::UnknownPort,
                     &dat.key("port").key("number"),
                     format!("host {host:?} has no port {n}"),
                     &format!("its ports: {}", have.join(", ")),
@@ -1062,6 +1073,7 @@ fn resolve_target(
             None if svc_ports.contains(&port) => port,
             None => {
                 out.push(r.error(
+                    Code::UnknownPort,
                     &dat,
                     format!("host {host:?} has several ports; which one?"),
                     "set `port: {number: ...}` on the destination",
@@ -1079,6 +1091,7 @@ fn resolve_target(
                 .map(|c| c.subset.as_str())
                 .collect();
             out.push(r.error(
+                Code::UnknownSubset,
                 &dat.key("subset"),
                 format!("unknown subset {subset:?} of host {host:?}"),
                 &if known.is_empty() {
@@ -1107,8 +1120,7 @@ fn resolve_target(
             if let Some((cluster, _, _)) = many.iter().find(|(_, _, t)| t.is_some()) {
                 // Envoy tunnels a tcp_proxy, not one of its weighted clusters; Istio would drop
                 // the tunnel silently here.
-                out.push(r.error(
-                    &at.key("route"),
+                out.push(r.error(Code::InvalidTcpTls, &at.key("route"),
                     format!("{cluster} tunnels (its DestinationRule sets `tunnel`): it cannot be one of weighted destinations"),
                     "route to the tunnelling destination alone, or drop `tunnel` from its DestinationRule",
                 ));

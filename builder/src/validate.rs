@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use sluice_core::matching::MatchSet;
 
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::istio::{
     CircuitBreaker, ConnectionPoolSettings, HttpMatchRequest, HttpRetry, OutlierDetection,
     StringMatch, TrafficPolicy, WorkloadEntrySpec,
@@ -49,6 +49,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
             Spec::Gateway(g) => {
                 if g.servers.is_empty() {
                     out.push(r.error(
+                        Code::InvalidField,
                         &spec,
                         "a Gateway needs at least one server",
                         "add `servers:` with a port and hosts",
@@ -58,6 +59,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                     let at = spec.key("servers").index(i);
                     match &s.port {
                         None => out.push(r.error(
+                            Code::InvalidField,
                             &at,
                             "missing `port`",
                             "add `port: {number: 80, name: http, protocol: HTTP}`",
@@ -66,6 +68,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                             check_port(r, &at.key("port").key("number"), p.number, &mut out);
                             match p.protocol.as_deref() {
                                 None => out.push(r.error(
+                                    Code::InvalidField,
                                     &at.key("port"),
                                     "missing `protocol`",
                                     "set `protocol: HTTP`",
@@ -75,8 +78,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                                         .contains(&proto.to_ascii_uppercase().as_str())
                                         && !crate::tcp::is_tcp_server_protocol(proto) =>
                                 {
-                                    out.push(r.error(
-                                        &at.key("port").key("protocol"),
+                                    out.push(r.error(Code::UnsupportedValue, &at.key("port").key("protocol"),
                                         format!(
                                             "protocol {proto:?} is not supported yet by sluice"
                                         ),
@@ -89,6 +91,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                     }
                     if s.hosts.is_empty() {
                         out.push(r.error(
+                            Code::InvalidField,
                             &at,
                             "missing `hosts`",
                             "list the hosts this server exposes, or `\"*\"`",
@@ -100,6 +103,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
             Spec::DestinationRule(dr) => {
                 if dr.host.as_deref().unwrap_or("").is_empty() {
                     out.push(r.error(
+                        Code::InvalidField,
                         &spec,
                         "missing `host`",
                         "set `host:` to the service host (a ServiceEntry host)",
@@ -113,13 +117,14 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                     let at = spec.key("subsets").index(i);
                     match s.name.as_deref() {
                         None | Some("") => out.push(r.error(
+                            Code::InvalidField,
                             &at,
                             "subset without `name`",
                             "name the subset, e.g. `name: v1`",
                         )),
                         Some(name) => {
                             if let Some(first) = seen.insert(name.to_owned(), i) {
-                                out.push(r.error(&at.key("name"), format!("duplicate subset name {name:?}"), &format!("subsets[{first}] already uses it; subset names are unique per DestinationRule")));
+                                out.push(r.error(Code::InvalidField, &at.key("name"), format!("duplicate subset name {name:?}"), &format!("subsets[{first}] already uses it; subset names are unique per DestinationRule")));
                             }
                         }
                     }
@@ -130,10 +135,16 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
             }
             Spec::ServiceEntry(se) => {
                 if se.hosts.is_empty() {
-                    out.push(r.error(&spec, "missing `hosts`", "list the service's host names"));
+                    out.push(r.error(
+                        Code::InvalidField,
+                        &spec,
+                        "missing `hosts`",
+                        "list the service's host names",
+                    ));
                 }
                 if se.ports.is_empty() {
                     out.push(r.error(
+                        Code::InvalidField,
                         &spec,
                         "missing `ports`",
                         "add `ports: [{number: 80, name: http, protocol: HTTP}]`",
@@ -149,6 +160,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                         && !numbers.insert(n)
                     {
                         out.push(r.error(
+                            Code::InvalidField,
                             &at.key("number"),
                             format!("duplicate port {n}"),
                             "each port number appears once",
@@ -162,11 +174,13 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                 match resolution {
                     "NONE" | "STATIC" | "DNS" | "DNS_ROUND_ROBIN" => {}
                     "DYNAMIC_DNS" => out.push(r.error(
+                        Code::UnsupportedValue,
                         &spec.key("resolution"),
                         "resolution DYNAMIC_DNS is not supported yet by sluice",
                         "use DNS or STATIC",
                     )),
                     other => out.push(r.error(
+                        Code::InvalidField,
                         &spec.key("resolution"),
                         format!("unknown resolution {other:?}"),
                         "use NONE, STATIC, DNS or DNS_ROUND_ROBIN",
@@ -176,6 +190,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                     && !matches!(loc, "MESH_EXTERNAL" | "MESH_INTERNAL")
                 {
                     out.push(r.error(
+                        Code::InvalidField,
                         &spec.key("location"),
                         format!("unknown location {loc:?}"),
                         "use MESH_EXTERNAL or MESH_INTERNAL",
@@ -183,6 +198,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                 }
                 if se.workload_selector.is_some() && !se.endpoints.is_empty() {
                     out.push(r.error(
+                        Code::InvalidField,
                         &spec.key("workloadSelector"),
                         "`workloadSelector` and `endpoints` are mutually exclusive",
                         "keep one: inline endpoints, or WorkloadEntries selected by labels",
@@ -194,7 +210,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                     check_endpoint(r, &at, ep, needs_ip, &mut out);
                     for (name, port) in &ep.ports {
                         if !names.contains(name.as_str()) {
-                            out.push(r.error(&at.key("ports").key(name), format!("no service port is named {name:?}"), &format!("endpoint ports map port names to endpoint ports; names here: {}", names.iter().copied().collect::<Vec<_>>().join(", "))));
+                            out.push(r.error(Code::InvalidField, &at.key("ports").key(name), format!("no service port is named {name:?}"), &format!("endpoint ports map port names to endpoint ports; names here: {}", names.iter().copied().collect::<Vec<_>>().join(", "))));
                         }
                         check_port(r, &at.key("ports").key(name), Some(*port), &mut out);
                     }
@@ -208,9 +224,19 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
 
 fn check_port(r: &Resource, at: &FieldPath, number: Option<u32>, out: &mut Vec<Diagnostic>) {
     match number {
-        None => out.push(r.error(at, "missing port number", "set `number:` (1-65535)")),
+        None => out.push(r.error(
+            Code::InvalidField,
+            at,
+            "missing port number",
+            "set `number:` (1-65535)",
+        )),
         Some(n) if !(1..=65535).contains(&n) => {
-            out.push(r.error(at, format!("port {n} is out of range"), "ports are 1-65535"));
+            out.push(r.error(
+                Code::InvalidField,
+                at,
+                format!("port {n} is out of range"),
+                "ports are 1-65535",
+            ));
         }
         Some(_) => {}
     }
@@ -225,11 +251,13 @@ fn check_endpoint(
 ) {
     match ep.address.as_deref() {
         None | Some("") => out.push(r.error(
+            Code::InvalidField,
             at,
             "missing `address`",
             "set the endpoint's IP address (or DNS name with resolution DNS)",
         )),
         Some(a) if needs_ip && a.parse::<IpAddr>().is_err() => out.push(r.error(
+            Code::InvalidField,
             &at.key("address"),
             format!("{a:?} is not an IP address"),
             "resolution STATIC needs IP addresses; use `resolution: DNS` for host names",
@@ -243,6 +271,7 @@ fn check_duration(r: &Resource, at: &FieldPath, value: Option<&str>, out: &mut V
         && let Err(e) = sluice_core::duration::parse(text)
     {
         out.push(r.error(
+            Code::InvalidField,
             at,
             e.to_string(),
             "write a duration such as \"5s\", \"250ms\" or \"1m\"",
@@ -254,7 +283,12 @@ fn check_non_negative(r: &Resource, at: &FieldPath, v: Option<i64>, out: &mut Ve
     if let Some(n) = v
         && n < 0
     {
-        out.push(r.error(at, format!("{n} is negative"), "use 0 or a positive number"));
+        out.push(r.error(
+            Code::InvalidField,
+            at,
+            format!("{n} is negative"),
+            "use 0 or a positive number",
+        ));
     }
 }
 
@@ -266,6 +300,7 @@ fn check_virtual_service(
     let spec = FieldPath::root().key("spec");
     if vs.hosts.is_empty() {
         out.push(r.error(
+            Code::InvalidField,
             &spec,
             "missing `hosts`",
             "list the hosts (authorities) these routes serve",
@@ -273,6 +308,7 @@ fn check_virtual_service(
     }
     if vs.http.is_empty() && vs.tcp.is_empty() && vs.tls.is_empty() {
         out.push(r.error(
+            Code::InvalidField,
             &spec,
             "no `http` routes",
             "add `http:` with at least one `route` (or `tcp:` / `tls:` for a TCP port)",
@@ -283,6 +319,7 @@ fn check_virtual_service(
         crate::native::check_route(r, &at, h, out);
         if h.route.is_empty() && !crate::native::answers_locally(h) {
             out.push(r.error(
+                Code::InvalidField,
                 &at,
                 "missing `route`",
                 "add `route: [{destination: {host: ...}}]`",
@@ -296,12 +333,14 @@ fn check_virtual_service(
             let dat = at.key("route").index(d);
             match &dest.destination {
                 None => out.push(r.error(
+                    Code::InvalidField,
                     &dat,
                     "missing `destination`",
                     "add `destination: {host: ...}`",
                 )),
                 Some(dd) if dd.host.as_deref().unwrap_or("").is_empty() => {
                     out.push(r.error(
+                        Code::InvalidField,
                         &dat.key("destination"),
                         "missing `host`",
                         "name the destination service host",
@@ -321,6 +360,7 @@ fn check_virtual_service(
             if let Some(w) = dest.weight {
                 if w < 0 {
                     out.push(r.error(
+                        Code::InvalidWeights,
                         &dat.key("weight"),
                         format!("weight {w} is negative"),
                         "weights are non-negative; they are shares of the total",
@@ -333,10 +373,15 @@ fn check_virtual_service(
         if h.route.len() > 1 && sum == 0 && h.route.iter().all(|d| d.weight.is_none_or(|w| w >= 0))
         {
             out.push(r.error(
+                Code::InvalidWeights,
                 &at.key("route"),
                 "the weights are all zero (or missing), so no destination gets traffic",
                 "give each destination a `weight`, e.g. 90 and 10",
             ));
+        }
+        let weights: Vec<Option<i64>> = h.route.iter().map(|d| d.weight).collect();
+        if let Some(d) = weights_not_100(r, &at.key("route"), &weights) {
+            out.push(d);
         }
         check_duration(r, &at.key("timeout"), h.timeout.as_deref(), out);
         if let Some(retries) = &h.retries {
@@ -367,6 +412,7 @@ fn check_retries(r: &Resource, at: &FieldPath, retries: &HttpRetry, out: &mut Ve
                     ),
                 };
                 out.push(r.error(
+                    Code::InvalidField,
                     &at.key("retryOn"),
                     format!("unknown retry condition {cond:?}"),
                     &hint,
@@ -383,6 +429,7 @@ fn check_match(r: &Resource, at: &FieldPath, block: &HttpMatchRequest, out: &mut
             + usize::from(m.regex.is_some());
         if set > 1 {
             out.push(r.error(
+                Code::InvalidField,
                 field,
                 "set only one of `exact`, `prefix`, `regex`",
                 "a StringMatch is a oneof",
@@ -410,6 +457,7 @@ fn check_match(r: &Resource, at: &FieldPath, block: &HttpMatchRequest, out: &mut
     }
     if block.scheme.is_some() && block.headers.contains_key(SCHEME_HEADER) {
         out.push(r.error(
+            Code::InvalidField,
             &at.key("scheme"),
             "`scheme` and a `:scheme` entry in `headers` match the same pseudo-header",
             "keep `scheme`",
@@ -419,6 +467,7 @@ fn check_match(r: &Resource, at: &FieldPath, block: &HttpMatchRequest, out: &mut
         && (prefix.is_empty() || prefix.contains(|c: char| c.is_whitespace() || c == ':'))
     {
         out.push(r.error(
+            Code::InvalidField,
             &at.key("statPrefix"),
             format!("statPrefix {prefix:?} is no usable stat name"),
             "a non-empty name without spaces or `:` (it becomes part of Envoy's stat names)",
@@ -453,7 +502,7 @@ fn check_match(r: &Resource, at: &FieldPath, block: &HttpMatchRequest, out: &mut
             "fix the match (Istio HTTPMatchRequest: uri, scheme, method, authority, headers, \
              queryParams, withoutHeaders, port, ignoreUriCase)"
         };
-        out.push(r.error(&path, message, hint));
+        out.push(r.error(Code::InvalidField, &path, message, hint));
     }
 }
 
@@ -508,6 +557,7 @@ fn check_traffic_policy(
             "UNSPECIFIED" | "ROUND_ROBIN" | "LEAST_CONN" | "LEAST_REQUEST" | "RANDOM"
             | "PASSTHROUGH" => {}
             other => out.push(r.error(
+                Code::InvalidField,
                 &at.key("loadBalancer").key("simple"),
                 format!("unknown load balancer {other:?}"),
                 "use ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM or PASSTHROUGH",
@@ -576,6 +626,7 @@ fn check_pool(
             && !matches!(p, "DEFAULT" | "DO_NOT_UPGRADE" | "UPGRADE")
         {
             out.push(r.error(
+                Code::InvalidField,
                 &h.key("h2UpgradePolicy"),
                 format!("unknown h2UpgradePolicy {p:?}"),
                 "use DEFAULT, DO_NOT_UPGRADE or UPGRADE",
@@ -613,6 +664,7 @@ fn check_outlier(r: &Resource, at: &FieldPath, od: &OutlierDetection, out: &mut 
             && !(0..=100).contains(&p)
         {
             out.push(r.error(
+                Code::InvalidField,
                 &at.key(name),
                 format!("{p} is out of range"),
                 "percentages are 0-100",
@@ -640,9 +692,54 @@ fn check_breaker(r: &Resource, at: &FieldPath, cb: &CircuitBreaker, out: &mut Ve
         && !(0..=100).contains(&p)
     {
         out.push(r.error(
+            Code::InvalidField,
             &at.key("maxEjectionPercent"),
             format!("{p} is out of range"),
             "percentages are 0-100",
         ));
     }
+}
+
+/// The warning for several destinations whose weights do not sum to 100 (e.g. 70 + 20).
+///
+/// Istio's validation (`validateHTTPRouteDestinations` / `validateRouteDestinations` in
+/// istio/istio pkg/config/validation) once rejected such a route with "total destination weight
+/// N != 100"; current Istio rejects only a total of 0 with several destinations (checked above
+/// as an error) and treats weights as relative: each destination receives weight / total of the
+/// traffic, as Envoy's weighted clusters do. sluice does the same, so this is a warning: the
+/// split is probably not what the author meant. `None` when the weights are fine, negative
+/// (reported on their own) or all zero (an error of its own).
+pub(crate) fn weights_not_100(
+    r: &Resource,
+    at: &FieldPath,
+    weights: &[Option<i64>],
+) -> Option<Diagnostic> {
+    if weights.len() < 2 || weights.iter().any(|w| w.is_some_and(|w| w < 0)) {
+        return None;
+    }
+    let total: i64 = weights.iter().map(|w| w.unwrap_or(0)).sum();
+    if total == 0 || total == 100 {
+        return None;
+    }
+    let shares: Vec<String> = weights
+        .iter()
+        .map(|w| {
+            // Shown to one decimal; exact enough to tell 77.8 % from 70 %.
+            #[allow(clippy::cast_precision_loss)]
+            let share = w.unwrap_or(0) as f64 * 100.0 / total as f64;
+            format!("{share:.1} %")
+        })
+        .collect();
+    Some(r.diag(
+        Code::WeightsNot100,
+        crate::diag::Severity::Warning,
+        at,
+        format!(
+            "the weights sum to {total}, not 100: current Istio accepts this and splits by \
+             relative weight, as sluice does, so the destinations get {} of the traffic; \
+             older Istio releases rejected it (\"total destination weight {total} != 100\")",
+            shares.join(", ")
+        ),
+        Some("make the weights sum to 100 so the percentages are the ones written".into()),
+    ))
 }

@@ -158,6 +158,17 @@ impl Node {
         pos
     }
 
+    /// The node at `path`, if every step exists.
+    pub fn at(&self, path: &FieldPath) -> Option<&Node> {
+        path.0
+            .iter()
+            .try_fold(self, |node, seg| match (&node.value, seg) {
+                (Value::Map(_), Seg::Key(k)) => node.get(k),
+                (Value::Seq(items), Seg::Index(i)) => items.get(*i),
+                _ => None,
+            })
+    }
+
     /// The child of a mapping node by key.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {

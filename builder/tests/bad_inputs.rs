@@ -5,7 +5,7 @@
 //!   1 GiB address-space limit (so an alias bomb cannot take the machine down);
 //! - print the errors of `<case>.expected` (warnings are left out of the comparison: they are
 //!   not what makes the input bad, and they change as features get wired);
-//! - print every error as `file:line:col: error: ...` followed by a `hint:`;
+//! - print every error as `file:line:col: error[SLnnn]: ...` followed by a `hint:`;
 //! - write nothing: a missing output directory is not created, an existing one is untouched.
 //!
 //! `SLUICE_BLESS=1 cargo test -p sluice --test bad_inputs` rewrites the `.expected` files; review
@@ -60,7 +60,7 @@ fn errors_only(stderr: &str) -> String {
             }
             continue;
         }
-        in_warning = line.contains(": warning: ");
+        in_warning = line.contains(": warning[SL");
         if !in_warning {
             kept.push_str(line);
             kept.push('\n');
@@ -69,15 +69,27 @@ fn errors_only(stderr: &str) -> String {
     kept
 }
 
-/// Checks the shape of every error: `file:line:col: error: ` then, on the next line, a hint.
+/// Splits `file:line:col: error[SLnnn]: message` into the location, the code and the message.
+fn split_error(line: &str) -> Option<(&str, &str, &str)> {
+    let (location, rest) = line.split_once(": error[")?;
+    let (code, message) = rest.split_once("]: ")?;
+    Some((location, code, message))
+}
+
+/// Checks the shape of every error: `file:line:col: error[SLnnn]: ` then, on the next line, a
+/// hint.
 fn assert_well_formed(case: &str, errors: &str) {
     let lines: Vec<&str> = errors.lines().collect();
     let mut count = 0;
     for (i, line) in lines.iter().enumerate() {
-        let Some((location, _)) = line.split_once(": error: ") else {
+        let Some((location, code, _)) = split_error(line) else {
             continue;
         };
         count += 1;
+        assert!(
+            code.len() == 5 && code.starts_with("SL"),
+            "{case}: error without a code: {line}"
+        );
         let parts: Vec<&str> = location.rsplitn(3, ':').collect();
         assert!(
             parts.len() == 3
@@ -107,8 +119,10 @@ fn assert_well_formed(case: &str, errors: &str) {
 
 /// Resource-level errors (everything but YAML syntax) name `Kind/name: field.path:`.
 fn assert_names_resource_and_path(case: &str, errors: &str) {
-    for line in errors.lines().filter(|l| l.contains(": error: ")) {
-        let (_, message) = line.split_once(": error: ").expect("filtered");
+    for (line, (_, _, message)) in errors
+        .lines()
+        .filter_map(|l| split_error(l).map(|parts| (l, parts)))
+    {
         if message.starts_with("invalid YAML")
             || message.starts_with("expected a resource")
             || message.starts_with("the file is not UTF-8")
@@ -275,7 +289,7 @@ fn a_huge_input_is_rejected_in_bounded_time() {
     let line = lines_before + 7;
     assert!(
         errors.starts_with(&format!(
-            "{}:{line}:28: error: VirtualService/last: spec.http[0].route[0].destination.host: unknown destination host \"svc-nope\"",
+            "{}:{line}:28: error[SL301]: VirtualService/last: spec.http[0].route[0].destination.host: unknown destination host \"svc-nope\"",
             huge.display()
         )),
         "{errors}"

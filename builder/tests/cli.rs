@@ -77,7 +77,7 @@ fn errors_exit_1_and_leave_the_output_untouched() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         stderr.contains(&format!(
-            "{}:8:21: error: VirtualService/r: spec.http[0].route[0].destination.host: unknown destination host \"nowhere\"",
+            "{}:8:21: error[SL301]: VirtualService/r: spec.http[0].route[0].destination.host: unknown destination host \"nowhere\"",
             bad.display()
         )),
         "{stderr}"

@@ -1,4 +1,4 @@
-//! The messages for typical mistakes: `file:line:col: error: Kind/name: field.path: message`
+//! The messages for typical mistakes: `file:line:col: error[SL301]: Kind/name: field.path: message`
 //! plus a `hint:`, one snapshot per mistake. Every case must fail generation (nothing written).
 
 use sluice::{Inputs, Options, WasmModules, generate};

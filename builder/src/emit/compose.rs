@@ -163,10 +163,14 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
 
     let mut errors = Vec::new();
     let source_dir = match &options.wasm {
-        WasmModules::Bundle { from, .. } => from.clone(),
-        WasmModules::Reference(dir) => dir.clone(),
+        WasmModules::Bundle { from, .. } => Some(from.clone()),
+        WasmModules::Reference(dir) => Some(dir.clone()),
+        WasmModules::NotRead => None,
     };
     for filter in MODULES {
+        let Some(source_dir) = &source_dir else {
+            break; // validation: the modules are not read
+        };
         let file = format!("sluice_{filter}.wasm");
         if !envoy_yaml.contains(&format!("{WASM_MOUNT}/{file}")) {
             continue;

@@ -118,6 +118,7 @@ fn module_path(filter: &str, options: &Options) -> String {
     match &options.wasm {
         WasmModules::Bundle { module_dir, .. } => module_dir.join(module_file(filter)),
         WasmModules::Reference(dir) => dir.join(module_file(filter)),
+        WasmModules::NotRead => module_file(filter).into(),
     }
     .display()
     .to_string()
