@@ -528,35 +528,6 @@ fn istio_options(args: &GenerateArgs) -> Result<sluice::emit::istio_target::Isti
             tag: args.tag.clone(),
         },
     };
-    let pin_source = match (&args.oci_layout, &args.wasm_dir) {
-        (Some(dir), _) => Some(PinSource::OciLayout(dir.clone())),
-        (None, Some(dir)) => Some(PinSource::Modules(dir.clone())),
-        (None, None) => None,
-    };
-    let filters: &[&str] = if args.suite {
-        &sluice::build::SUITE_MODULES
-    } else {
-        &sluice::build::CHAIN_MODULES
-    };
-    let sha256 = match &pin_source {
-        None => {
-            eprintln!(
-                "note: the WasmPlugins carry no sha256 pin: give --oci-layout DIR (what `sluice build --oci DIR` wrote) or --wasm-dir DIR (the modules you ship) to pin exactly those bytes"
-            );
-            Default::default()
-        }
-        Some(pin_source) => {
-            let (pins, missing) = sluice::emit::istio_target::pins(&source, pin_source, filters);
-            if !missing.is_empty() {
-                return Err(format!(
-                    "cannot pin the modules: {}\n  hint: build them first (`sluice build --oci DIR --tag {}`), or leave out --oci-layout/--wasm-dir to write no pins",
-                    missing.join("; "),
-                    args.tag
-                ));
-            }
-            pins
-        }
-    };
     let attach = match args.attach {
         AttachArg::Wasmplugin => Attach::WasmPlugin,
         AttachArg::Envoyfilter => Attach::EnvoyFilter,
@@ -572,6 +543,35 @@ fn istio_options(args: &GenerateArgs) -> Result<sluice::emit::istio_target::Isti
             _ => {}
         }
     }
+    let pin_source = match (&args.oci_layout, &args.wasm_dir) {
+        (Some(dir), _) => Some(PinSource::OciLayout(dir.clone())),
+        (None, Some(dir)) => Some(PinSource::Modules(dir.clone())),
+        (None, None) => None,
+    };
+    let filters: &[&str] = if args.suite {
+        &sluice::build::SUITE_MODULES
+    } else {
+        &sluice::build::CHAIN_MODULES
+    };
+    let sha256 = match &pin_source {
+        None => {
+            eprintln!(
+                "note: the modules carry no sha256 pin: give --oci-layout DIR (what `sluice build --oci DIR` wrote) or --wasm-dir DIR (the modules you ship) to pin exactly those bytes"
+            );
+            Default::default()
+        }
+        Some(pin_source) => {
+            let (pins, missing) = sluice::emit::istio_target::pins(&source, pin_source, filters);
+            if !missing.is_empty() {
+                return Err(format!(
+                    "cannot pin the modules: {}\n  hint: build them first (`sluice build --oci DIR --tag {}`), or leave out --oci-layout/--wasm-dir to write no pins",
+                    missing.join("; "),
+                    args.tag
+                ));
+            }
+            pins
+        }
+    };
     Ok(IstioOptions {
         attach,
         module_cluster: args.module_cluster.clone(),

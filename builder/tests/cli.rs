@@ -479,3 +479,61 @@ fn istio_pins_come_from_what_sluice_build_packaged() {
         String::from_utf8_lossy(&wrong_tag.stderr).contains("has no image sluice-router-other")
     );
 }
+
+/// An attachment that cannot work with the given flags is a usage error with a hint, and
+/// nothing is written.
+#[test]
+fn envoyfilter_attachment_options_that_cannot_work_are_refused() {
+    let ws = workspace();
+    let before = tree(ws.path());
+    for (extra, says) in [
+        (vec![], "cannot load OCI images"),
+        (
+            vec!["--module-url", "https://downloads.example.com/sluice"],
+            "needs --module-cluster",
+        ),
+    ] {
+        let mut args = vec![
+            "-f",
+            "bi",
+            "-o",
+            "out",
+            "--target",
+            "istio",
+            "--attach",
+            "envoyfilter",
+        ];
+        args.extend(extra);
+        let run = sluice()
+            .current_dir(ws.path())
+            .arg("generate")
+            .args(&args)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(says) && stderr.contains("hint:"),
+            "{stderr}"
+        );
+        assert_eq!(tree(ws.path()), before, "nothing written");
+    }
+    let run = sluice()
+        .current_dir(ws.path())
+        .args(["generate", "-f", "bi", "-o", "out", "--target", "istio"])
+        .args([
+            "--attach",
+            "envoyfilter",
+            "--module-path",
+            "/var/lib/sluice/wasm",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(ws.path().join("out/envoyfilters.yaml").is_file());
+    assert!(!ws.path().join("out/wasmplugins.yaml").exists());
+}

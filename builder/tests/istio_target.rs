@@ -84,8 +84,10 @@ fn assert_schema_valid(files: &BTreeMap<String, Vec<Value>>) -> usize {
                 );
                 let url = spec["url"].as_str().unwrap_or_default();
                 assert!(
-                    url.starts_with("oci://") || url.starts_with("file://"),
-                    "url scheme (CEL rule): {url}"
+                    ["oci://", "file://", "http://", "https://"]
+                        .iter()
+                        .any(|scheme| url.starts_with(scheme)),
+                    "url scheme (CEL rule: one of http, https, file, oci): {url}"
                 );
             }
             checked += 1;
@@ -214,5 +216,168 @@ fn virtual_services_route_on_the_decision_headers_and_strip_them() {
     // Non-Istio circuitBreaker blocks are not passed to Istio.
     for doc in &files["resources.yaml"] {
         assert!(doc["spec"]["trafficPolicy"].get("circuitBreaker").is_none());
+    }
+}
+
+/// `--attach envoyfilter`: every example gives one EnvoyFilter valid against Istio's schema,
+/// with one INSERT_BEFORE-router patch per filter and context, in chain order, and the same
+/// VirtualServices as the WasmPlugin attachment.
+#[test]
+fn envoy_filters_validate_and_insert_the_chain_before_the_router() {
+    use sluice::emit::istio_target::Attach;
+    for suite in [false, true] {
+        let options = IstioOptions {
+            attach: Attach::EnvoyFilter,
+            source: ModuleSource::File("/var/lib/sluice/wasm".into()),
+            ..IstioOptions::default()
+        };
+        let paths: Vec<PathBuf> = ["demo"]
+            .iter()
+            .map(|p| repo().join("examples").join(p))
+            .collect();
+        let inputs = Inputs::read(&paths).expect("readable example");
+        let generate_with = |istio: IstioOptions| {
+            sluice::generate(
+                &inputs,
+                &Options {
+                    target: Target::Istio(istio),
+                    suite,
+                    ..Options::default()
+                },
+            )
+            .unwrap_or_else(|d| panic!("{d}"))
+        };
+        let output = generate_with(options);
+        let files: BTreeMap<String, Vec<Value>> = output
+            .files
+            .iter()
+            .map(|(name, bytes)| {
+                let docs = sluice::yaml::parse_documents(&String::from_utf8_lossy(bytes))
+                    .expect("YAML")
+                    .into_iter()
+                    .map(|d| d.root.to_json())
+                    .collect();
+                (name.clone(), docs)
+            })
+            .collect();
+        assert!(!files.contains_key("wasmplugins.yaml"));
+        assert_schema_valid(&files);
+        let filter = &files["envoyfilters.yaml"][0];
+        assert_eq!(filter["kind"], "EnvoyFilter");
+        let patches = filter["spec"]["configPatches"].as_array().expect("patches");
+        let expected: Vec<&str> = if suite {
+            vec!["sluice-suite"]
+        } else {
+            vec![
+                "sluice-router",
+                "sluice-canary",
+                "sluice-fault",
+                "sluice-breaker",
+            ]
+        };
+        for context in ["SIDECAR_OUTBOUND", "GATEWAY"] {
+            let names: Vec<&str> = patches
+                .iter()
+                .filter(|p| p["match"]["context"] == context)
+                .map(|p| p["patch"]["value"]["name"].as_str().unwrap_or_default())
+                .collect();
+            assert_eq!(names, expected, "{context}");
+        }
+        for patch in patches {
+            assert_eq!(patch["patch"]["operation"], "INSERT_BEFORE");
+            let config = &patch["patch"]["value"]["typed_config"]["config"];
+            assert_eq!(config["vm_config"]["vm_id"], "sluice");
+            assert_eq!(config["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
+            assert_eq!(config["failure_policy"], "FAIL_CLOSED");
+            let file = config["vm_config"]["code"]["local"]["filename"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(file.starts_with("/var/lib/sluice/wasm/sluice_"), "{file}");
+        }
+        // The routing contract is the WasmPlugin attachment's: the same rewritten VirtualServices.
+        let plugins = generate_with(IstioOptions {
+            source: ModuleSource::File("/var/lib/sluice/wasm".into()),
+            ..IstioOptions::default()
+        });
+        assert_eq!(
+            output.files["virtualservices.yaml"],
+            plugins.files["virtualservices.yaml"]
+        );
+    }
+}
+
+/// Envoy fetches remote code through a cluster and checks its sha256: the http source names
+/// both; an OCI source cannot be expressed in an EnvoyFilter.
+#[test]
+fn envoy_filter_remote_code_and_the_sources_it_cannot_take() {
+    use sluice::emit::istio_target::Attach;
+    let inputs = Inputs::read(&[repo().join("examples/demo")]).expect("readable example");
+    let mut sha256 = BTreeMap::new();
+    for filter in ["router", "canary", "fault", "breaker"] {
+        sha256.insert(filter.to_owned(), "ab".repeat(32));
+    }
+    let remote = IstioOptions {
+        attach: Attach::EnvoyFilter,
+        source: ModuleSource::Http("https://downloads.example.com/sluice".into()),
+        module_cluster: Some("outbound|443||downloads.example.com".into()),
+        sha256: sha256.clone(),
+        ..IstioOptions::default()
+    };
+    let output = sluice::generate(
+        &inputs,
+        &Options {
+            target: Target::Istio(remote.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    let text = String::from_utf8_lossy(&output.files["envoyfilters.yaml"]).into_owned();
+    let doc = sluice::yaml::parse_documents(&text).expect("YAML")[0]
+        .root
+        .to_json();
+    let code = &doc["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["config"]["vm_config"]
+        ["code"]["remote"];
+    assert_eq!(
+        code["http_uri"]["uri"],
+        "https://downloads.example.com/sluice/sluice_router.wasm"
+    );
+    assert_eq!(
+        code["http_uri"]["cluster"],
+        "outbound|443||downloads.example.com"
+    );
+    assert_eq!(code["sha256"], "ab".repeat(32));
+    for (options, says) in [
+        (
+            IstioOptions {
+                attach: Attach::EnvoyFilter,
+                ..IstioOptions::default()
+            },
+            "cannot load an OCI image",
+        ),
+        (
+            IstioOptions {
+                module_cluster: None,
+                ..remote.clone()
+            },
+            "needs --module-cluster",
+        ),
+        (
+            IstioOptions {
+                sha256: BTreeMap::new(),
+                ..remote
+            },
+            "needs the sha256",
+        ),
+    ] {
+        let err = sluice::generate(
+            &inputs,
+            &Options {
+                target: Target::Istio(options),
+                ..Options::default()
+            },
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(err.contains(says), "{err}");
     }
 }
