@@ -11,6 +11,8 @@ pub enum Severity {
     Error,
     /// Something the user should know (e.g. a setting this target cannot express).
     Warning,
+    /// Information only, e.g. a Kubernetes resource sluice passes over (never fails a run).
+    Note,
 }
 
 /// A diagnostic's stable code, e.g. `SL302`. Codes never change meaning once released, so
@@ -18,7 +20,7 @@ pub enum Severity {
 ///
 /// Ranges: `SL1xx` input and YAML, `SL2xx` checks of one resource's fields, `SL3xx`
 /// cross-references between resources, `SL4xx` the target and emission, `SL5xx` Istio features
-/// sluice does not support, `SL9xx` warnings. Each variant's doc line is its one-line meaning;
+/// sluice does not support, `SL8xx` notes, `SL9xx` warnings. Each variant's doc line is its one-line meaning;
 /// docs/DIAGNOSTICS.md has the table (a test keeps the two in step). To add a code: add a
 /// variant with the next free number of its range, to [`Code::ALL`], and a row to the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -84,11 +86,17 @@ pub enum Code {
     Unreachable,
     /// A route's weights do not sum to 100 (they are relative shares).
     WeightsNot100,
+    /// A Kubernetes resource sluice does not read (a Deployment, a ServiceAccount...) was
+    /// passed over (a note).
+    SkippedResource,
+    /// A host known only from a Kubernetes Service has no endpoints for a target that needs
+    /// them (envoy, compose).
+    NeedsEndpoints,
 }
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 30] = [
+    pub const ALL: [Code; 32] = [
         Code::YamlSyntax,
         Code::NotUtf8,
         Code::NotAResource,
@@ -119,6 +127,8 @@ impl Code {
         Code::Ignored,
         Code::Unreachable,
         Code::WeightsNot100,
+        Code::SkippedResource,
+        Code::NeedsEndpoints,
     ];
 
     /// The code as printed, e.g. `SL302`.
@@ -154,6 +164,8 @@ impl Code {
             Code::Ignored => "SL901",
             Code::Unreachable => "SL902",
             Code::WeightsNot100 => "SL903",
+            Code::SkippedResource => "SL801",
+            Code::NeedsEndpoints => "SL403",
         }
     }
 
@@ -172,12 +184,12 @@ impl Code {
             Code::InvalidField => "A field is missing, malformed, out of range or conflicting.",
             Code::InvalidWeights => "A route's weights are invalid.",
             Code::InvalidHttpAction => {
-                "A redirect, rewrite, direct response, mirror, CORS,                                          statPrefix or health check is invalid."
+                "A redirect, rewrite, direct response, mirror, CORS, statPrefix or health check is invalid."
             }
             Code::InvalidTcpTls => "A tcp or tls route or a TLS setting is invalid.",
             Code::InvalidLocality => "A localityLbSetting or locality is invalid.",
             Code::InvalidAnnotation => "A sluice annotation is invalid.",
-            Code::UnknownHost => "A host no ServiceEntry defines.",
+            Code::UnknownHost => "A host no ServiceEntry or Kubernetes Service defines.",
             Code::UnknownSubset => "A subset no DestinationRule defines.",
             Code::UnknownPort => "A port the host does not have, or an ambiguous port.",
             Code::UnknownGateway => "A gateway no Gateway resource defines.",
@@ -192,6 +204,8 @@ impl Code {
             Code::Ignored => "A setting that has no effect.",
             Code::Unreachable => "A rule, block or route that can never apply.",
             Code::WeightsNot100 => "A route's weights do not sum to 100.",
+            Code::SkippedResource => "A Kubernetes resource sluice does not read was skipped.",
+            Code::NeedsEndpoints => "A Kubernetes Service host has no endpoints for this target.",
         }
     }
 }
@@ -230,6 +244,7 @@ impl Severity {
         match self {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         }
     }
 }
@@ -255,6 +270,7 @@ impl Style {
             level: match severity {
                 Severity::Error => "\x1b[1;31m",
                 Severity::Warning => "\x1b[1;33m",
+                Severity::Note => "\x1b[1;36m",
             },
             reset: "\x1b[0m",
         }
@@ -467,6 +483,8 @@ mod tests {
             );
             let expected = if code.starts_with("SL9") {
                 "warning"
+            } else if code.starts_with("SL8") {
+                "note"
             } else {
                 "error"
             };

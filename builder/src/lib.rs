@@ -19,6 +19,7 @@ pub mod build;
 pub mod diag;
 pub mod emit;
 pub mod istio;
+pub mod kube;
 pub mod locality;
 pub mod model;
 pub mod native;
@@ -105,6 +106,12 @@ pub struct Options {
     /// bootstrap's `node.locality` and needed to apply DestinationRule `localityLbSetting`
     /// (see [`locality`]); `None`: that setting is not applied (a warning).
     pub locality: Option<locality::Locality>,
+    /// The namespace of resources that name none (`--namespace`, default `default`): short
+    /// hosts resolve in it, as `kubectl apply -n` and Istio would.
+    pub namespace: String,
+    /// The cluster's DNS domain (`--cluster-domain`, default `cluster.local`): a Kubernetes
+    /// Service `reviews` in namespace `bookinfo` is the host `reviews.bookinfo.svc.<domain>`.
+    pub cluster_domain: String,
 }
 
 impl Default for Options {
@@ -118,6 +125,8 @@ impl Default for Options {
             credentials_dir: None,
             locality: None,
             suite: false,
+            namespace: "default".into(),
+            cluster_domain: model::DEFAULT_CLUSTER_DOMAIN.into(),
         }
     }
 }
@@ -153,16 +162,25 @@ pub struct Output {
 
 /// Runs every stage. On any error returns all diagnostics (errors and warnings) and no files.
 pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostics> {
-    let (resources, mut diags, rejections) = parse::parse_with_rejections(inputs);
+    let (mut resources, mut diags, rejections) = parse::parse_with_rejections(inputs);
+    for r in &mut resources {
+        if r.metadata.namespace.is_none() {
+            r.namespace.clone_from(&options.namespace);
+        }
+    }
     diags.extend(validate::check_resources(&resources));
     diags.extend(sluice_settings::check(&resources, inputs));
     diags.extend(locality::check(&resources, options.locality.as_ref()));
-    let (mut mesh, model_diags) =
-        model::build_with_credentials(&resources, options.credentials_dir.as_deref());
+    let (mut mesh, model_diags) = model::build_in(
+        &resources,
+        options.credentials_dir.as_deref(),
+        &options.cluster_domain,
+    );
     diags.extend(model_diags);
     if matches!(options.target, Target::Istio(_)) {
         diags.extend(model::check_match_gateways_for_istio(&resources));
     } else {
+        diags.extend(service_hosts_without_endpoints(&mesh, &resources, options));
         diags.extend(model::check_client_credentials(
             &resources,
             options.credentials_dir.as_deref(),
@@ -212,6 +230,46 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
             Err(diags)
         }
     }
+}
+
+/// For the envoy and compose targets, which write every endpoint themselves: an error for each
+/// Kubernetes Service whose host a rule routes to (a Service lists no endpoints; Istio's
+/// registry finds them, a static config cannot).
+fn service_hosts_without_endpoints(
+    mesh: &model::Mesh,
+    resources: &[parse::Resource],
+    options: &Options,
+) -> Vec<Diagnostic> {
+    let routed = mesh.routed_clusters();
+    let routed_hosts: std::collections::BTreeSet<&str> = routed
+        .iter()
+        .filter_map(|name| mesh.clusters.get(*name))
+        .map(|c| c.host.as_str())
+        .collect();
+    let target = match options.target {
+        Target::Compose => "compose",
+        _ => "envoy",
+    };
+    resources
+        .iter()
+        .filter(|r| r.kind == parse::Kind::Service)
+        .filter_map(|r| {
+            let host = format!("{}.{}.svc.{}", r.name, r.namespace, options.cluster_domain);
+            (mesh.service_only_hosts.contains(&host) && routed_hosts.contains(host.as_str()))
+                .then(|| {
+                    r.error(
+                        diag::Code::NeedsEndpoints,
+                        &yaml::FieldPath::root().key("metadata").key("name"),
+                        format!(
+                            "host {host:?} is a Kubernetes Service: the {target} target needs its \
+                             endpoints, which a Service does not list"
+                        ),
+                        "generate with --target istio (Istio's registry knows the endpoints), \
+                         or add a ServiceEntry with `endpoints:` for the host instead of the Service",
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The output as one text for standard output (`-o -`): the envoy target's `envoy.yaml`, or

@@ -126,6 +126,14 @@ struct ValidateArgs {
     /// The proxy's locality, as `generate --locality`.
     #[arg(long, value_name = "REGION[/ZONE[/SUBZONE]]", value_parser = parse_locality)]
     locality: Option<sluice::locality::Locality>,
+    /// The namespace of resources that name none (as `kubectl apply -n NS`): a short host
+    /// (`reviews`) in them means `reviews.NS.svc.<cluster domain>`, as Istio resolves it.
+    #[arg(long, value_name = "NS", default_value = "default")]
+    namespace: String,
+    /// The cluster's DNS domain: a Kubernetes Service `reviews` in namespace `bookinfo` is
+    /// the host `reviews.bookinfo.svc.DOMAIN` (and Istio's clusters are named after it).
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
     #[command(flatten)]
     report: ReportArgs,
 }
@@ -334,6 +342,14 @@ struct GenerateArgs {
     /// same way (tls.crt, tls.key for MUTUAL; ca.crt verifies the server) and needs it.
     #[arg(long, value_name = "DIR")]
     credentials_dir: Option<PathBuf>,
+    /// The namespace of resources that name none (as `kubectl apply -n NS`): a short host
+    /// (`reviews`) in them means `reviews.NS.svc.<cluster domain>`, as Istio resolves it.
+    #[arg(long, value_name = "NS", default_value = "default")]
+    namespace: String,
+    /// The cluster's DNS domain: a Kubernetes Service `reviews` in namespace `bookinfo` is
+    /// the host `reviews.bookinfo.svc.DOMAIN` (and Istio's clusters are named after it).
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
     /// The proxy's own locality, REGION[/ZONE[/SUBZONE]] (e.g. us-east/zone-a): written to the
     /// bootstrap's node.locality, and what DestinationRule localityLbSetting (distribute,
     /// failover) is applied against; without it that setting is not applied (a warning).
@@ -652,6 +668,8 @@ fn generate(args: GenerateArgs) -> ExitCode {
         credentials_dir: args.credentials_dir.clone(),
         locality: args.locality.clone(),
         suite: args.suite,
+        namespace: args.namespace.clone(),
+        cluster_domain: args.cluster_domain.clone(),
     };
     match sluice::generate(&inputs, &options) {
         Ok(output) if args.report.fails(&output.warnings) => {
@@ -738,6 +756,8 @@ fn validate(args: ValidateArgs) -> ExitCode {
         credentials_dir: args.credentials_dir,
         locality: args.locality,
         suite: args.suite,
+        namespace: args.namespace,
+        cluster_domain: args.cluster_domain,
         ..sluice::Options::default()
     };
     let diags = sluice::validate(&inputs, &options);

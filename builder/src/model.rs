@@ -29,6 +29,31 @@ pub struct Mesh {
     /// The proxy's own locality (`--locality`), for the bootstrap's `node.locality`; set by
     /// [`crate::locality::apply`].
     pub proxy_locality: Option<crate::locality::Locality>,
+    /// Hosts known only from Kubernetes Services (`<name>.<namespace>.svc.<domain>`): their
+    /// clusters have no endpoints, which Istio's registry knows and a static config does not.
+    pub service_only_hosts: BTreeSet<String>,
+}
+
+impl Mesh {
+    /// The clusters that some HTTP rule routes to.
+    pub fn routed_clusters(&self) -> BTreeSet<&str> {
+        let mut routed = BTreeSet::new();
+        for listener in self.listeners.values() {
+            for vh in &listener.virtual_hosts {
+                for rule in &vh.rules {
+                    match &rule.target {
+                        Target::Cluster(c) => {
+                            routed.insert(c.as_str());
+                        }
+                        Target::Split(members) => {
+                            routed.extend(members.iter().map(|(c, _)| c.as_str()));
+                        }
+                    }
+                }
+            }
+        }
+        routed
+    }
 }
 
 /// One listening port.
@@ -241,6 +266,8 @@ struct Service<'a> {
 }
 
 struct Registry<'a> {
+    /// The cluster domain of Kubernetes names (`--cluster-domain`, `cluster.local`).
+    domain: String,
     services: BTreeMap<String, Service<'a>>,
     rules: BTreeMap<String, (&'a Resource, &'a DestinationRuleSpec)>,
     gateways: BTreeMap<(String, String), (&'a Resource, &'a GatewaySpec)>,
@@ -248,24 +275,60 @@ struct Registry<'a> {
 
 impl Registry<'_> {
     /// The registered form of `host` as written in `namespace`: exact, else the Kubernetes
-    /// short/long name forms (`reviews` <-> `reviews.<ns>.svc.cluster.local`).
+    /// short/long name forms (`reviews` <-> `reviews.<ns>.svc.<domain>`), as Istio resolves a
+    /// short name in a resource of that namespace.
     fn resolve(&self, host: &str, namespace: &str) -> Option<String> {
         if self.services.contains_key(host) {
             return Some(host.to_owned());
         }
         if !host.contains('.') {
-            let long = format!("{host}.{namespace}.svc.cluster.local");
+            let long = format!("{host}.{namespace}.svc.{}", self.domain);
             if self.services.contains_key(&long) {
                 return Some(long);
             }
         }
-        if host.ends_with(".svc.cluster.local")
+        if host.ends_with(&format!(".svc.{}", self.domain))
             && let Some(short) = host.split('.').next()
             && self.services.contains_key(short)
         {
             return Some(short.to_owned());
         }
         None
+    }
+
+    /// The FQDN of the Kubernetes Service that `host` (written in `namespace`) names, if any.
+    fn kube_fqdn(&self, host: &str, namespace: &str) -> Option<String> {
+        self.resolve(host, namespace).filter(|fqdn| {
+            self.services
+                .get(fqdn)
+                .is_some_and(|s| s.resource.kind == Kind::Service)
+        })
+    }
+
+    /// The Envoy domains of `host` on `port`. For a Kubernetes Service (`host` its FQDN
+    /// `name.ns.svc.<domain>`), every name a client may write, as Istio's sidecar routes accept
+    /// them: the FQDN, `name.ns.svc`, `name.ns`, and `name` when the routing resource is in the
+    /// Service's namespace `namespace`; each bare and with `:port`. Else `host` and `host:port`.
+    fn domains(&self, host: &str, namespace: &str, port: u32) -> Vec<String> {
+        let is_kube = self
+            .services
+            .get(host)
+            .is_some_and(|s| s.resource.kind == Kind::Service);
+        let suffix = format!(".svc.{}", self.domain);
+        let Some(name_ns) = host.strip_suffix(&suffix).filter(|_| is_kube) else {
+            return domains_for(host, port);
+        };
+        let mut names = vec![
+            host.to_owned(),
+            format!("{name_ns}.svc"),
+            name_ns.to_owned(),
+        ];
+        if let Some((name, ns)) = name_ns.split_once('.')
+            && ns == namespace
+        {
+            names.push(name.to_owned());
+        }
+        names.iter().flat_map(|n| domains_for(n, port)).collect()
     }
 
     fn subsets(&self, host: &str) -> Vec<&str> {
@@ -295,11 +358,29 @@ pub fn build_with_credentials(
     resources: &[Resource],
     credentials_dir: Option<&Path>,
 ) -> (Mesh, Vec<Diagnostic>) {
+    build_in(resources, credentials_dir, DEFAULT_CLUSTER_DOMAIN)
+}
+
+/// Kubernetes' default cluster domain (`--cluster-domain`).
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// [`build_with_credentials`] for a cluster whose Kubernetes names end in `.svc.<domain>`.
+pub fn build_in(
+    resources: &[Resource],
+    credentials_dir: Option<&Path>,
+    domain: &str,
+) -> (Mesh, Vec<Diagnostic>) {
     let mut out = Vec::new();
     check_duplicates(resources, &mut out);
-    let registry = register(resources, &mut out);
+    let registry = register(resources, domain, &mut out);
     let mut mesh = Mesh::default();
     build_clusters(&registry, credentials_dir, &mut mesh, &mut out);
+    mesh.service_only_hosts = registry
+        .services
+        .iter()
+        .filter(|(_, svc)| svc.resource.kind == Kind::Service)
+        .map(|(host, _)| host.clone())
+        .collect();
     build_listeners(resources, &registry, credentials_dir, &mut mesh, &mut out);
     crate::tcp::build(resources, credentials_dir, &mut mesh, &mut out);
     (mesh, out)
@@ -380,8 +461,13 @@ fn check_duplicates(resources: &[Resource], out: &mut Vec<Diagnostic>) {
     }
 }
 
-fn register<'a>(resources: &'a [Resource], out: &mut Vec<Diagnostic>) -> Registry<'a> {
+fn register<'a>(
+    resources: &'a [Resource],
+    domain: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Registry<'a> {
     let mut registry = Registry {
+        domain: domain.to_owned(),
         services: BTreeMap::new(),
         rules: BTreeMap::new(),
         gateways: BTreeMap::new(),
@@ -396,6 +482,7 @@ fn register<'a>(resources: &'a [Resource], out: &mut Vec<Diagnostic>) -> Registr
     for r in resources {
         match &r.spec {
             Spec::ServiceEntry(se) => register_service(r, se, &workloads, &mut registry, out),
+            Spec::Service(svc) => register_kube_service(r, svc, &mut registry, out),
             Spec::Gateway(g) => {
                 registry
                     .gateways
@@ -533,6 +620,62 @@ fn register_service<'a>(
             },
         );
     }
+}
+
+/// A Kubernetes Service as Istio's registry sees it: host `<name>.<namespace>.svc.<domain>`,
+/// its ports; no endpoints (the cluster's endpoints are Istio's business; the envoy and compose
+/// targets refuse such a host, see [`Mesh::service_only_hosts`]).
+fn register_kube_service<'a>(
+    r: &'a Resource,
+    svc: &'a crate::kube::ServiceSpec,
+    registry: &mut Registry<'a>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let host = format!("{}.{}.svc.{}", r.name, r.namespace, registry.domain);
+    if let Some(first) = registry.services.get(&host) {
+        out.push(r.error(
+            Code::Conflict,
+            &FieldPath::root().key("metadata").key("name"),
+            format!(
+                "host {host:?} is already defined by {}",
+                first.resource.id()
+            ),
+            "define each host once: a Kubernetes Service or a ServiceEntry",
+        ));
+        return;
+    }
+    if svc.ports.is_empty() {
+        out.push(r.error(
+            Code::InvalidField,
+            &FieldPath::root().key("spec").key("ports"),
+            format!(
+                "Service {:?} has no ports: nothing can be routed to it",
+                r.name
+            ),
+            "add `ports: [{name: http, port: 9080}]`",
+        ));
+        return;
+    }
+    let ports = svc
+        .ports
+        .iter()
+        .map(|p| PortDef {
+            number: p.port,
+            name: p.name.clone(),
+            target_port: p.target_port,
+            http2: p.http2(),
+        })
+        .collect();
+    registry.services.insert(
+        host,
+        Service {
+            resource: r,
+            ports,
+            discovery: Discovery::Static,
+            endpoints: Vec::new(),
+            dns_host: false,
+        },
+    );
 }
 
 /// The policy of one cluster: the host's, then the subset's per field group, each with its
@@ -1291,15 +1434,23 @@ fn build_listeners(
             let mut domains = Vec::new();
             for host in &b.hosts {
                 let hi = b.vs.hosts.iter().position(|h| h == host).unwrap_or(0);
-                if let Some(owner) = domain_owner.get(host) {
+                // A Kubernetes Service's host is owned under its FQDN, whichever alias is
+                // written (`reviews`, `reviews.ns`, ... are one service).
+                let key = registry
+                    .kube_fqdn(host, &b.resource.namespace)
+                    .unwrap_or_else(|| host.clone());
+                if let Some(owner) = domain_owner.get(&key) {
+                    if *owner == b.resource.id() {
+                        continue; // another alias of a host this VirtualService lists
+                    }
                     out.push(b.resource.error(Code::Conflict, &spec.key("hosts").index(hi),
                         format!("host {host:?} on port {port} is already routed by {owner}"),
                         "route one host from one VirtualService per port (merge their `http` rules)",
                     ));
                     continue;
                 }
-                domain_owner.insert(host.clone(), b.resource.id());
-                domains.extend(domains_for(host, port));
+                domain_owner.insert(key.clone(), b.resource.id());
+                domains.extend(registry.domains(&key, &b.resource.namespace, port));
             }
             if domains.is_empty() {
                 continue;
@@ -1376,7 +1527,7 @@ fn build_listeners(
                 .unwrap_or_default();
             listener.virtual_hosts.push(VirtualHost {
                 name: format!("{host}:{port}"),
-                domains: domains_for(host, port),
+                domains: registry.domains(host, &svc.resource.namespace, port),
                 rules: vec![Rule {
                     name: cluster.clone(),
                     matches: Vec::new(),
@@ -1463,7 +1614,7 @@ fn resolve_target(
             out.push(r.error(
                 Code::UnknownHost,
                 &dat.key("host"),
-                format!("unknown destination host {host:?}: no ServiceEntry defines it"),
+                format!("unknown destination host {host:?}: no ServiceEntry or Kubernetes Service defines it"),
                 &unknown_host_hint(host, registry),
             ));
             ok = false;

@@ -207,11 +207,23 @@ pub enum Kind {
     ServiceEntry,
     /// `WorkloadEntry`.
     WorkloadEntry,
+    /// A Kubernetes `v1` `Service`: a registry entry, as in a Kubernetes mesh.
+    Service,
 }
 
 impl Kind {
     /// All kinds, for hints.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
+        Kind::Gateway,
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::WorkloadEntry,
+        Kind::Service,
+    ];
+
+    /// The Istio kinds (the networking.istio.io API).
+    pub const ISTIO: [Kind; 5] = [
         Kind::Gateway,
         Kind::VirtualService,
         Kind::DestinationRule,
@@ -227,6 +239,7 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::Service => "Service",
         }
     }
 }
@@ -252,6 +265,8 @@ pub enum Spec {
     ServiceEntry(ServiceEntrySpec),
     /// A WorkloadEntry.
     WorkloadEntry(WorkloadEntrySpec),
+    /// A Kubernetes Service (see [`crate::kube`]).
+    Service(crate::kube::ServiceSpec),
 }
 
 /// A parsed resource, with its source tree kept so later stages can point at any field.
@@ -440,7 +455,12 @@ pub fn parse_with_rejections(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>
                     let identity = Rejected::of(&doc.root);
                     match parse_document(&file.name, doc.root, &mut diags) {
                         Some(r) => resources.push(r),
-                        None if diags.len() > reported => rejections.documents.push(identity),
+                        None if diags[reported..]
+                            .iter()
+                            .any(|d| d.severity == Severity::Error) =>
+                        {
+                            rejections.documents.push(identity)
+                        }
                         None => {} // an empty document
                     }
                 }
@@ -470,6 +490,73 @@ fn bare_error(
         message,
         hint: Some(hint.to_owned()),
     }
+}
+
+/// A Kubernetes `v1` Service: its metadata and ports ([`crate::kube::read_service`]).
+fn parse_service(
+    file: &str,
+    root: Node,
+    label: String,
+    name: String,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Resource> {
+    let json = root.to_json();
+    let error = |code: Code, path: FieldPath, message: String, hint: &str| Diagnostic {
+        code,
+        file: file.to_owned(),
+        pos: root.locate(&path),
+        severity: Severity::Error,
+        resource: label.clone(),
+        path,
+        message,
+        hint: Some(hint.to_owned()),
+    };
+    let metadata: Metadata = match serde_json::from_value(json["metadata"].clone()) {
+        Ok(m) => m,
+        Err(e) => {
+            diags.push(error(
+                Code::WrongType,
+                FieldPath::root().key("metadata"),
+                format!("metadata: {e}"),
+                "fix the metadata (name, namespace, labels, annotations)",
+            ));
+            return None;
+        }
+    };
+    if name.is_empty() {
+        diags.push(error(
+            Code::MissingName,
+            FieldPath::root().key("metadata"),
+            "missing `metadata.name`".into(),
+            "every resource needs a name",
+        ));
+        return None;
+    }
+    let spec = match crate::kube::read_service(json.get("spec")) {
+        Ok(spec) => spec,
+        Err((path, message)) => {
+            diags.push(error(
+                Code::WrongType,
+                path,
+                message,
+                "a Service port is `{name: http, port: 9080, targetPort: 8080}`",
+            ));
+            return None;
+        }
+    };
+    let namespace = metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    Some(Resource {
+        file: file.to_owned(),
+        root,
+        kind: Kind::Service,
+        name,
+        namespace,
+        metadata,
+        spec: Spec::Service(spec),
+    })
 }
 
 fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option<Resource> {
@@ -502,12 +589,37 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
     } else {
         format!("{kind_text}/{name}")
     };
-    let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == kind_text) else {
+    let api_version = root.get("apiVersion").and_then(Node::as_str).unwrap_or("");
+    let kube_service = api_version == crate::kube::SERVICE_API_VERSION && kind_text == "Service";
+    if !api_version.is_empty()
+        && !kind_text.is_empty()
+        && crate::kube::is_foreign_api(api_version)
+        && !kube_service
+        // An Istio kind with a wrong apiVersion is a mistake, reported below.
+        && !Kind::ISTIO.iter().any(|k| k.as_str() == kind_text)
+    {
+        // An app's other manifests: a folder holding the whole app can be given with -f.
+        diags.push(Diagnostic {
+            file: file.to_owned(),
+            pos: root.get("kind").map_or(root.pos, |n| n.pos),
+            severity: Severity::Note,
+            resource: label,
+            path: FieldPath::root(),
+            message: format!("a {api_version} {kind_text} is not traffic configuration: skipped"),
+            hint: None,
+            code: Code::SkippedResource,
+        });
+        return None;
+    }
+    if kube_service {
+        return parse_service(file, root, label, name, diags);
+    }
+    let Some(kind) = Kind::ISTIO.into_iter().find(|k| k.as_str() == kind_text) else {
         let kind_node = root.get("kind");
         let pos = kind_node.map_or(root.pos, |n| n.pos);
-        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        let known: Vec<&str> = Kind::ISTIO.iter().map(|k| k.as_str()).collect();
         let supported = format!(
-            "sluice reads {} (apiVersion {})",
+            "sluice reads {} (apiVersion {}) and Kubernetes v1 Service",
             known.join(", "),
             API_VERSIONS.join(", ")
         );
@@ -537,7 +649,6 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
         });
         return None;
     };
-    let api_version = root.get("apiVersion").and_then(Node::as_str).unwrap_or("");
     if !API_VERSIONS.contains(&api_version) {
         let pos = root.get("apiVersion").map_or(root.pos, |n| n.pos);
         diags.push(Diagnostic {
@@ -569,6 +680,8 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
         Kind::WorkloadEntry => {
             typed::<WorkloadEntrySpec>(&json, &mut ignored).map(|o| o.map(Spec::WorkloadEntry))
         }
+        // Read by parse_service before this point.
+        Kind::Service => return None,
     };
     let resource_diag = |code: Code, path: &FieldPath, message: String, hint: String| Diagnostic {
         code,

@@ -127,6 +127,7 @@ fn level(severity: Severity) -> &'static str {
     match severity {
         Severity::Error => "error",
         Severity::Warning => "warning",
+        Severity::Note => "note",
     }
 }
 
@@ -134,6 +135,8 @@ fn level(severity: Severity) -> &'static str {
 fn default_severity(code: Code) -> Severity {
     if code.as_str().starts_with("SL9") {
         Severity::Warning
+    } else if code.as_str().starts_with("SL8") {
+        Severity::Note
     } else {
         Severity::Error
     }

@@ -217,6 +217,8 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                 }
             }
             Spec::WorkloadEntry(we) => check_endpoint(r, &spec, we, false, &mut out),
+            // Read leniently: its ports were checked while parsing (crate::kube).
+            Spec::Service(_) => {}
         }
     }
     out

@@ -251,9 +251,10 @@ pub fn emit(
         .filter(|r| r.kind == Kind::VirtualService)
         .map(|r| rewrite_virtual_service(r, &merged, mesh, sluice_faults))
         .collect();
+    // Kubernetes Services are the app's own manifests: the registry, not sluice's output.
     let others: Vec<Value> = resources
         .iter()
-        .filter(|r| r.kind != Kind::VirtualService)
+        .filter(|r| r.kind != Kind::VirtualService && r.kind != Kind::Service)
         .map(pass_through)
         .collect();
 
