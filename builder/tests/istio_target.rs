@@ -11,7 +11,7 @@ use sluice::emit::istio_target::{IstioOptions, ModuleSource};
 use sluice::{Inputs, Options, Target};
 
 mod common;
-use common::{crd_schemas, to_json_schema};
+use common::{assert_schema_valid, crd_schemas, documents, to_json_schema};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -32,68 +32,7 @@ fn generate(paths: &[&str], options: IstioOptions) -> BTreeMap<String, Vec<Value
         },
     )
     .unwrap_or_else(|d| panic!("{d}"));
-    output
-        .files
-        .iter()
-        .map(|(name, bytes)| {
-            let text = String::from_utf8(bytes.clone()).expect("utf-8");
-            let docs = sluice::yaml::parse_documents(&text)
-                .unwrap_or_else(|e| panic!("{name} is YAML: {e:?}"))
-                .into_iter()
-                .map(|d| d.root.to_json())
-                .collect();
-            (name.clone(), docs)
-        })
-        .collect()
-}
-
-fn assert_schema_valid(files: &BTreeMap<String, Vec<Value>>) -> usize {
-    let schemas = crd_schemas();
-    let mut checked = 0;
-    for (file, docs) in files {
-        for doc in docs {
-            let key = (
-                doc["apiVersion"].as_str().unwrap_or_default().to_owned(),
-                doc["kind"].as_str().unwrap_or_default().to_owned(),
-            );
-            let schema = schemas
-                .get(&key)
-                .unwrap_or_else(|| panic!("{file}: no CRD schema for {key:?}"));
-            let validator = jsonschema::validator_for(&to_json_schema(schema.clone()))
-                .expect("the CRD schema compiles");
-            let errors: Vec<String> = validator
-                .iter_errors(doc)
-                .map(|e| format!("{} at {}", e, e.instance_path()))
-                .collect();
-            assert!(
-                errors.is_empty(),
-                "{file} {key:?} {}:\n{}",
-                doc["metadata"]["name"],
-                errors.join("\n")
-            );
-            if key.1 == "WasmPlugin" {
-                // The CRD's CEL rule: only one of selector/targetRef/targetRefs.
-                let spec = &doc["spec"];
-                let set = ["selector", "targetRef", "targetRefs"]
-                    .iter()
-                    .filter(|k| spec.get(**k).is_some())
-                    .count();
-                assert!(
-                    set <= 1,
-                    "{file}: WasmPlugin sets {set} of selector/targetRef/targetRefs"
-                );
-                let url = spec["url"].as_str().unwrap_or_default();
-                assert!(
-                    ["oci://", "file://", "http://", "https://"]
-                        .iter()
-                        .any(|scheme| url.starts_with(scheme)),
-                    "url scheme (CEL rule: one of http, https, file, oci): {url}"
-                );
-            }
-            checked += 1;
-        }
-    }
-    checked
+    documents(&output)
 }
 
 #[test]
@@ -248,18 +187,7 @@ fn envoy_filters_validate_and_insert_the_chain_before_the_router() {
             .unwrap_or_else(|d| panic!("{d}"))
         };
         let output = generate_with(options);
-        let files: BTreeMap<String, Vec<Value>> = output
-            .files
-            .iter()
-            .map(|(name, bytes)| {
-                let docs = sluice::yaml::parse_documents(&String::from_utf8_lossy(bytes))
-                    .expect("YAML")
-                    .into_iter()
-                    .map(|d| d.root.to_json())
-                    .collect();
-                (name.clone(), docs)
-            })
-            .collect();
+        let files = documents(&output);
         assert!(!files.contains_key("wasmplugins.yaml"));
         assert_schema_valid(&files);
         let filter = &files["envoyfilters.yaml"][0];

@@ -5,7 +5,6 @@
 //! exactly as istiod names them; the other Kubernetes kinds are passed over with one note each;
 //! the envoy target, which needs endpoints, says so.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -26,21 +25,6 @@ fn istio(attach: Attach) -> IstioOptions {
     }
 }
 
-fn documents(output: &sluice::Output) -> BTreeMap<String, Vec<Value>> {
-    output
-        .files
-        .iter()
-        .map(|(name, bytes)| {
-            let docs = sluice::yaml::parse_documents(&String::from_utf8_lossy(bytes))
-                .expect("YAML")
-                .into_iter()
-                .map(|d| d.root.to_json())
-                .collect();
-            (name.clone(), docs)
-        })
-        .collect()
-}
-
 /// Every cluster name the plugin configs route to (`"cluster": ...` values of the JSON configs).
 fn routed_clusters(config: &Value, out: &mut Vec<String>) {
     match config {
@@ -59,25 +43,6 @@ fn routed_clusters(config: &Value, out: &mut Vec<String>) {
         }
         Value::Array(items) => items.iter().for_each(|v| routed_clusters(v, out)),
         _ => {}
-    }
-}
-
-fn schema_valid(files: &BTreeMap<String, Vec<Value>>) {
-    let schemas = common::crd_schemas();
-    for (file, docs) in files {
-        for doc in docs {
-            let key = (
-                doc["apiVersion"].as_str().unwrap_or_default().to_owned(),
-                doc["kind"].as_str().unwrap_or_default().to_owned(),
-            );
-            let schema = schemas
-                .get(&key)
-                .unwrap_or_else(|| panic!("{file}: no CRD schema for {key:?}"));
-            let validator = jsonschema::validator_for(&common::to_json_schema(schema.clone()))
-                .expect("the CRD schema compiles");
-            let errors: Vec<String> = validator.iter_errors(doc).map(|e| e.to_string()).collect();
-            assert!(errors.is_empty(), "{file} {key:?}: {errors:?}");
-        }
     }
 }
 
@@ -116,8 +81,8 @@ fn services_are_the_registry_and_clusters_are_named_as_istiod_names_them() {
             "{attach:?}: {}",
             output.warnings
         );
-        let files = documents(&output);
-        schema_valid(&files);
+        let files = common::documents(&output);
+        common::assert_schema_valid(&files);
         let attachment = match attach {
             Attach::WasmPlugin => "wasmplugins.yaml",
             Attach::EnvoyFilter => "envoyfilters.yaml",
@@ -184,7 +149,7 @@ fn namespace_and_cluster_domain_resolve_short_hosts_as_istio_does() {
     )
     .unwrap_or_else(|d| panic!("{d}"));
     let mut clusters = Vec::new();
-    for doc in &documents(&output)["wasmplugins.yaml"] {
+    for doc in &common::documents(&output)["wasmplugins.yaml"] {
         routed_clusters(doc, &mut clusters);
     }
     assert!(

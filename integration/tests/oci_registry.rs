@@ -175,6 +175,27 @@ fn plugin_wasm(layout: &Path, reference: &str) -> Vec<u8> {
     panic!("no plugin.wasm in the last layer of {reference}");
 }
 
+/// The WasmPlugins of the demo mesh for modules from `source`, pinned with `sha256`.
+fn demo_wasm_plugins(
+    source: ModuleSource,
+    sha256: std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String, String)> {
+    let inputs = sluice::Inputs::read(&[repo_root().join("examples/demo")]).expect("readable");
+    let output = sluice::generate(
+        &inputs,
+        &sluice::Options {
+            target: sluice::Target::Istio(IstioOptions {
+                source,
+                sha256,
+                ..IstioOptions::default()
+            }),
+            ..sluice::Options::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    wasm_plugins(&String::from_utf8_lossy(&output.files["wasmplugins.yaml"]))
+}
+
 /// `spec.url` and `spec.sha256` of each WasmPlugin, by `metadata.name`.
 fn wasm_plugins(yaml: &str) -> Vec<(String, String, String)> {
     sluice::yaml::parse_documents(yaml)
@@ -251,20 +272,7 @@ fn images_pushed_and_pulled_through_a_registry_match_the_wasm_plugin_pins() {
     let (sha256, missing) =
         sluice::emit::istio_target::pins(&source, &PinSource::OciLayout(layout.clone()), &FILTERS);
     assert!(missing.is_empty(), "{missing:?}");
-    let inputs = sluice::Inputs::read(&[repo_root().join("examples/demo")]).expect("readable");
-    let output = sluice::generate(
-        &inputs,
-        &sluice::Options {
-            target: sluice::Target::Istio(IstioOptions {
-                source,
-                sha256,
-                ..IstioOptions::default()
-            }),
-            ..sluice::Options::default()
-        },
-    )
-    .unwrap_or_else(|d| panic!("{d}"));
-    let plugins = wasm_plugins(&String::from_utf8_lossy(&output.files["wasmplugins.yaml"]));
+    let plugins = demo_wasm_plugins(source, sha256);
     assert!(plugins.len() >= 3, "{plugins:?}");
 
     for (name, url, pin) in plugins {
@@ -348,20 +356,7 @@ fn modules_served_over_http_match_the_wasm_plugin_pins() {
     let (sha256, missing) =
         sluice::emit::istio_target::pins(&source, &PinSource::Modules(modules.clone()), &FILTERS);
     assert!(missing.is_empty(), "{missing:?}");
-    let inputs = sluice::Inputs::read(&[repo_root().join("examples/demo")]).expect("readable");
-    let output = sluice::generate(
-        &inputs,
-        &sluice::Options {
-            target: sluice::Target::Istio(IstioOptions {
-                source,
-                sha256,
-                ..IstioOptions::default()
-            }),
-            ..sluice::Options::default()
-        },
-    )
-    .unwrap_or_else(|d| panic!("{d}"));
-    let plugins = wasm_plugins(&String::from_utf8_lossy(&output.files["wasmplugins.yaml"]));
+    let plugins = demo_wasm_plugins(source, sha256);
     assert!(plugins.len() >= 3, "{plugins:?}");
     let tmp = tempfile::tempdir().expect("tempdir");
     for (name, url, pin) in plugins {

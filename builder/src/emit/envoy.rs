@@ -202,6 +202,16 @@ pub fn canary_config(listener: &Listener) -> Option<CanaryConfig> {
 }
 
 fn wasm_filter(filter: &str, config_json: String, options: &Options) -> Value {
+    let code = json!({"local": {"filename": module_path(filter, options)}});
+    wasm_http_filter(filter, code, config_json)
+}
+
+/// The `envoy.filters.http.wasm` filter of one sluice module: filter name `sluice-<filter>`,
+/// root id `sluice_<filter>`, the shared `vm_id` (the filters read each other's shared data),
+/// V8, the plugin config, `failure_policy: FAIL_CLOSED`; `code` is the `vm_config.code`
+/// (a local file, or remote code). The envoy target and the istio target's EnvoyFilter write
+/// exactly this.
+pub(crate) fn wasm_http_filter(filter: &str, code: Value, config_json: String) -> Value {
     let id = format!("sluice_{filter}");
     json!({
         "name": format!("sluice-{filter}"),
@@ -213,7 +223,7 @@ fn wasm_filter(filter: &str, config_json: String, options: &Options) -> Value {
                 "vm_config": {
                     "vm_id": wire::VM_ID,
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": module_path(filter, options)}},
+                    "code": code,
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",

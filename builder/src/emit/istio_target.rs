@@ -397,28 +397,11 @@ fn envoy_filter_http_filter(
             ]);
         }
     };
-    let id = format!("sluice_{filter}");
-    Ok(json!({
-        "name": format!("sluice-{filter}"),
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": id,
-                "root_id": id,
-                "vm_config": {
-                    "vm_id": wire::VM_ID,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": code,
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": config.to_string(),
-                },
-                // A filter that cannot run must not let traffic bypass routing decisions.
-                "failure_policy": "FAIL_CLOSED",
-            },
-        },
-    }))
+    Ok(super::envoy::wasm_http_filter(
+        filter,
+        code,
+        config.to_string(),
+    ))
 }
 
 fn wasm_plugin(filter: &str, config: &Value, options: &IstioOptions) -> Value {

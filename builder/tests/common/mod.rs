@@ -109,3 +109,76 @@ pub fn to_json_schema(mut schema: serde_json::Value) -> serde_json::Value {
     walk(&mut schema);
     schema
 }
+
+/// Each generated file parsed as YAML documents (JSON values), by file name.
+pub fn documents(
+    output: &sluice::Output,
+) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
+    output
+        .files
+        .iter()
+        .filter(|(name, _)| name.ends_with(".yaml"))
+        .map(|(name, bytes)| {
+            let text = String::from_utf8(bytes.clone()).expect("utf-8");
+            let docs = sluice::yaml::parse_documents(&text)
+                .unwrap_or_else(|e| panic!("{name} is YAML: {e:?}"))
+                .into_iter()
+                .map(|d| d.root.to_json())
+                .collect();
+            (name.clone(), docs)
+        })
+        .collect()
+}
+
+/// Validates every document of `files` against the openAPIV3Schema of its kind and version
+/// (plus the WasmPlugin CEL rules the validator cannot run); returns how many were checked.
+pub fn assert_schema_valid(
+    files: &std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+) -> usize {
+    let schemas = crd_schemas();
+    let mut checked = 0;
+    for (file, docs) in files {
+        for doc in docs {
+            let key = (
+                doc["apiVersion"].as_str().unwrap_or_default().to_owned(),
+                doc["kind"].as_str().unwrap_or_default().to_owned(),
+            );
+            let schema = schemas
+                .get(&key)
+                .unwrap_or_else(|| panic!("{file}: no CRD schema for {key:?}"));
+            let validator = jsonschema::validator_for(&to_json_schema(schema.clone()))
+                .expect("the CRD schema compiles");
+            let errors: Vec<String> = validator
+                .iter_errors(doc)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{file} {key:?} {}:\n{}",
+                doc["metadata"]["name"],
+                errors.join("\n")
+            );
+            if key.1 == "WasmPlugin" {
+                // The CRD's CEL rule: only one of selector/targetRef/targetRefs.
+                let spec = &doc["spec"];
+                let set = ["selector", "targetRef", "targetRefs"]
+                    .iter()
+                    .filter(|k| spec.get(**k).is_some())
+                    .count();
+                assert!(
+                    set <= 1,
+                    "{file}: WasmPlugin sets {set} of selector/targetRef/targetRefs"
+                );
+                let url = spec["url"].as_str().unwrap_or_default();
+                assert!(
+                    ["oci://", "file://", "http://", "https://"]
+                        .iter()
+                        .any(|scheme| url.starts_with(scheme)),
+                    "url scheme (CEL rule: one of http, https, file, oci): {url}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    checked
+}
