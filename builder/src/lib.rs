@@ -95,6 +95,14 @@ pub struct Options {
     /// bootstrap's `node.locality` and needed to apply DestinationRule `localityLbSetting`
     /// (see [`locality`]); `None`: that setting is not applied (a warning).
     pub locality: Option<locality::Locality>,
+    /// How many proxies in front of this Envoy are trusted to append to `x-forwarded-for`
+    /// (`--xff-trusted-hops N`, default 0). Every generated HTTP listener sets
+    /// `use_remote_address: true` and `xff_num_trusted_hops: N`, so the client address Envoy
+    /// resolves (its downstream remote address, the `source.address` the filters read) is the
+    /// TCP peer with 0, and with N > 0 the N-th `x-forwarded-for` entry from the right, i.e. the
+    /// address the outermost trusted proxy saw. A client cannot pick it by sending the header.
+    /// The istio target leaves this to Istio (`meshConfig.defaultConfig.gatewayTopology`).
+    pub xff_trusted_hops: u32,
 }
 
 impl Default for Options {
@@ -108,6 +116,7 @@ impl Default for Options {
             credentials_dir: None,
             locality: None,
             suite: false,
+            xff_trusted_hops: 0,
         }
     }
 }

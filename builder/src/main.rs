@@ -175,6 +175,14 @@ struct GenerateArgs {
     /// sluice_suite.wasm, istio writes one WasmPlugin sluice-suite.
     #[arg(long)]
     suite: bool,
+    /// Proxies in front of this Envoy trusted to append to x-forwarded-for (envoy and compose
+    /// targets). Every HTTP listener sets use_remote_address: true and xff_num_trusted_hops: N:
+    /// with 0 (the default) the client is the TCP peer and a client-sent x-forwarded-for is not
+    /// believed; with N the client is the N-th x-forwarded-for entry from the right (the
+    /// address the outermost trusted proxy saw). Fault trustedCidrs and canary sticky
+    /// sourceAddress read this client address.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    xff_trusted_hops: u32,
 }
 
 fn parse_locality(text: &str) -> Result<sluice::locality::Locality, String> {
@@ -358,6 +366,7 @@ fn generate(args: GenerateArgs) -> ExitCode {
         credentials_dir: args.credentials_dir.clone(),
         locality: args.locality.clone(),
         suite: args.suite,
+        xff_trusted_hops: args.xff_trusted_hops,
     };
     match sluice::generate(&inputs, &options) {
         Ok(output) => {

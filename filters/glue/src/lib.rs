@@ -104,7 +104,9 @@ pub fn request_header(name: &str) -> Option<Vec<u8>> {
         .flatten()
 }
 
-/// Envoy's `source.address` property: the client address as text, `ip:port`.
+/// Envoy's `source.address` property: the downstream remote address the HTTP connection
+/// manager resolved (the TCP peer under the generated `use_remote_address: true`, or the
+/// `xff_num_trusted_hops`-th `x-forwarded-for` entry from the right), as text, `ip:port`.
 pub fn source_address() -> Option<Vec<u8>> {
     hostcalls::get_property(vec!["source", "address"])
         .ok()
