@@ -222,6 +222,76 @@ fn half_open_probes_reopen_with_backoff_then_close_on_success() {
     wait_gauge(&envoy, "svc", "state", 0);
 }
 
+/// A probe that never finishes (an upstream that hangs, as a client's slow upload would; the
+/// route has no timeout) cannot hold the breaker half-open: past `probeTimeout` the next
+/// admission counts it as a failed probe, reopens with the next ejection and frees the slot,
+/// and the episode after that probes afresh and closes.
+#[test]
+fn a_probe_past_its_probe_timeout_fails_and_frees_the_slot() {
+    let svc = Upstream::start("svc");
+    svc.set_behavior(Behavior::Status(503));
+    let config = Bootstrap::new()
+        .cluster("svc", svc.port())
+        .route_to_cluster("svc")
+        .wasm_filter(
+            "breaker",
+            r#"{"breakers": [{"cluster": "svc", "consecutiveErrors": 3, "interval": "1h",
+                "baseEjectionTime": "2s", "maxEjectionTime": "10s", "halfOpenProbes": 1,
+                "probeTimeout": "1s"}]}"#,
+        )
+        .render();
+    let envoy = start(&config);
+    for _ in 0..3 {
+        assert_eq!(get(&envoy).served_by(), Some("svc"));
+    }
+    assert!(rejected(&get(&envoy), "open", "svc"));
+
+    // The ejection ends; the probe reaches an upstream that never answers.
+    svc.set_behavior(Behavior::Hang);
+    let port = envoy.listener_port("listener_test");
+    let until = Instant::now() + Duration::from_secs(30);
+    while stat(&envoy, "svc", "requests") < 4 {
+        // Each attempt holds the probe slot if it is admitted, so send them from threads.
+        std::thread::spawn(move || {
+            let _ = client::send(&Request::get(port, "/").timeout(Duration::from_secs(60)));
+        });
+        assert!(Instant::now() < until, "breaker never half-opened");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let admitted_at = Instant::now();
+    assert_eq!(svc.request_count(), 4, "one probe reached the upstream");
+    // Within probeTimeout the slot stays taken: rejected as open (not asserted by time, only
+    // that nothing else reaches the upstream).
+    // Past it: the next admission reopens the breaker (trip 2, 4 s) and is rejected.
+    let log_line = "sluice-breaker: svc open for 4000ms (trip 2): a probe overran probeTimeout";
+    let until = Instant::now() + Duration::from_secs(30);
+    while !envoy.log().contains(log_line) {
+        let r = get(&envoy);
+        assert!(rejected(&r, "open", "svc"), "status {}", r.status);
+        assert!(
+            Instant::now() < until,
+            "the stalled probe was never reclaimed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(admitted_at.elapsed() < Duration::from_secs(25));
+    assert_eq!(stat(&envoy, "svc", "trips"), 2);
+    assert_eq!(
+        svc.request_count(),
+        4,
+        "no other request reached the upstream"
+    );
+
+    // The next episode probes afresh: a healthy upstream closes the breaker.
+    svc.set_behavior(Behavior::Ok);
+    let probe = first_admitted(&envoy, Duration::from_secs(30));
+    assert_eq!((probe.status, probe.served_by()), (200, Some("svc")));
+    assert!(envoy.log().contains("sluice-breaker: svc closed"));
+    let after = get_parallel(&envoy, 10, 5);
+    assert!(after.iter().all(|r| r.status == 200));
+    wait_gauge(&envoy, "svc", "state", 0);
+}
+
 /// Error ratio over the window, with many parallel outcomes from both workers: exactly at the
 /// minimum volume and threshold it trips, so no window update was lost.
 #[test]

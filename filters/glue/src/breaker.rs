@@ -164,6 +164,19 @@ pub fn admit(
                     guard.count(|m| m.rejected_open);
                     &guard.open_header
                 }
+                Rejection::ProbeOverrun { ejection_ms } => {
+                    guard.count(|m| m.trips);
+                    guard.count(|m| m.rejected_open);
+                    log(
+                        LogLevel::Info,
+                        &format!(
+                            "{filter}: {} open for {ejection_ms}ms (trip {}): a probe overran \
+                             probeTimeout",
+                            guard.name, state.trips
+                        ),
+                    );
+                    &guard.open_header
+                }
                 Rejection::Overflow => {
                     guard.count(|m| m.rejected_overflow);
                     &guard.overflow_header

@@ -468,7 +468,7 @@ impl FromJson for BreakerConfig {
 
 /// The fields of a [`Breaker`] in declaration order: `cluster`, then the [`BreakerSettings`]
 /// fields, which are those after it.
-const BREAKER: [&str; 9] = [
+const BREAKER: [&str; 10] = [
     "cluster",
     "consecutiveErrors",
     "errorRatio",
@@ -476,6 +476,7 @@ const BREAKER: [&str; 9] = [
     "baseEjectionTime",
     "maxEjectionTime",
     "halfOpenProbes",
+    "probeTimeout",
     "countAs",
     "maxConcurrentRequests",
 ];
@@ -497,7 +498,8 @@ fn read_breaker_field(
         4 => settings.base_ejection_time = r.string()?,
         5 => settings.max_ejection_time = r.string()?,
         6 => settings.half_open_probes = r.u32()?,
-        7 => settings.count_as = FromJson::read(r)?,
+        7 => settings.probe_timeout = r.string()?,
+        8 => settings.count_as = FromJson::read(r)?,
         _ => settings.max_concurrent_requests = FromJson::read(r)?,
     }
     Ok(())
@@ -683,7 +685,7 @@ mod tests {
         ]);
         let settings = json!({"consecutiveErrors": 5, "errorRatio": {"thresholdPercent": 50},
             "interval": "5s", "baseEjectionTime": "1s", "maxEjectionTime": "9s",
-            "halfOpenProbes": 2, "countAs": ["5xx", "gateway-error", {"reset": null}, "connect-failure", "timeout"],
+            "halfOpenProbes": 2, "probeTimeout": "2500ms", "countAs": ["5xx", "gateway-error", {"reset": null}, "connect-failure", "timeout"],
             "maxConcurrentRequests": 7});
         let mut breaker = settings.clone();
         breaker["cluster"] = json!("c\\u00e9");
