@@ -664,7 +664,9 @@ impl HttpContext for SuiteHttp {
         };
         // Deciding before replacing the client's internal headers is safe: no rule may match
         // on them (the router's compile refuses it).
-        let Some(route) = runtime.suite.route(&HostRequest) else {
+        let route = runtime.suite.route(&HostRequest);
+        sluice_glue::report_regex_budget(FILTER);
+        let Some(route) = route else {
             return respond_no_match(runtime.no_match);
         };
         self.worker.count(
