@@ -103,6 +103,10 @@ pub struct Options {
     /// address the outermost trusted proxy saw. A client cannot pick it by sending the header.
     /// The istio target leaves this to Istio (`meshConfig.defaultConfig.gatewayTopology`).
     pub xff_trusted_hops: u32,
+    /// `--detailed-replies`: the breaker's rejections name the cluster
+    /// (`x-sluice-breaker: outbound|9080|v2|ratings open`) instead of only the reason
+    /// (`open`), for debugging. Off by default: no client learns internal cluster names.
+    pub detailed_replies: bool,
 }
 
 impl Default for Options {
@@ -117,6 +121,7 @@ impl Default for Options {
             locality: None,
             suite: false,
             xff_trusted_hops: 0,
+            detailed_replies: false,
         }
     }
 }
@@ -167,7 +172,13 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     }
     let emitted = match &options.target {
         Target::Envoy => emit::envoy::emit(&mesh, options),
-        Target::Istio(istio) => emit::istio_target::emit(&resources, &mesh, istio, options.suite),
+        Target::Istio(istio) => emit::istio_target::emit(
+            &resources,
+            &mesh,
+            istio,
+            options.suite,
+            options.detailed_replies,
+        ),
         Target::Compose => emit::compose::emit(&mesh, options),
     };
     match emitted {

@@ -183,6 +183,11 @@ struct GenerateArgs {
     /// sourceAddress read this client address.
     #[arg(long, value_name = "N", default_value_t = 0)]
     xff_trusted_hops: u32,
+    /// Breaker rejections name the cluster (x-sluice-breaker: outbound|9080|v2|ratings open)
+    /// instead of only the reason (x-sluice-breaker: open). For debugging: by default no client
+    /// learns internal cluster names (they are always in the logs and metrics).
+    #[arg(long)]
+    detailed_replies: bool,
 }
 
 fn parse_locality(text: &str) -> Result<sluice::locality::Locality, String> {
@@ -367,6 +372,7 @@ fn generate(args: GenerateArgs) -> ExitCode {
         locality: args.locality.clone(),
         suite: args.suite,
         xff_trusted_hops: args.xff_trusted_hops,
+        detailed_replies: args.detailed_replies,
     };
     match sluice::generate(&inputs, &options) {
         Ok(output) => {

@@ -232,7 +232,12 @@ fn listener_json(
     used: &mut std::collections::BTreeSet<&'static str>,
 ) -> Result<Value, EmitError> {
     let name = listener.name();
-    let configs = super::filters::PluginConfigs::of(listener, mesh, &name)?;
+    let configs = super::filters::PluginConfigs::with_detail(
+        listener,
+        mesh,
+        &name,
+        options.detailed_replies,
+    )?;
     let mut http_filters = Vec::new();
     for (module, json) in configs.layout(options.suite, &name)? {
         http_filters.push(wasm_filter(module, json, options));

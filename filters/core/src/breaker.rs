@@ -26,7 +26,8 @@
 //! recovered for good starts again from the base ejection time, while a flapping one keeps the
 //! long ejections.
 //!
-//! While open, requests are rejected at once (503, `x-sluice-breaker: <cluster> open`). Once the
+//! While open, requests are rejected at once (503, `x-sluice-breaker: open`, or
+//! `<cluster> open` with `detailed_replies`). Once the
 //! ejection time is over, the next request moves the breaker to half-open and at most
 //! `half_open_probes` requests go through at a time; the first probe that succeeds closes the
 //! breaker, the first that fails reopens it. A probe whose outcome says nothing about the
@@ -89,6 +90,12 @@ pub struct BreakerConfig {
     /// Settings for clusters not listed in `breakers`; without it, those are never broken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<BreakerSettings>,
+    /// What a rejection tells the client in `x-sluice-breaker`. `false` (default): only the
+    /// reason, `open` or `overflow`, so no client learns internal cluster names
+    /// (`outbound|9080|v2|ratings`). `true`: `<cluster> open|overflow`, for debugging; the
+    /// cluster is always in the filter's logs and metrics.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detailed_replies: bool,
 }
 
 /// The breaker of one cluster: its name plus [`BreakerSettings`].
@@ -480,12 +487,15 @@ pub struct CompiledBreakers {
     index: FirstSeen,
     /// Policy for any other cluster.
     pub default: Option<Policy>,
+    /// See [`BreakerConfig::detailed_replies`].
+    pub detailed_replies: bool,
 }
 
 impl PartialEq for CompiledBreakers {
     fn eq(&self, other: &Self) -> bool {
         // `index` is derived from `by_cluster`.
         self.after_router == other.after_router
+            && self.detailed_replies == other.detailed_replies
             && self.cluster_header == other.cluster_header
             && self.by_cluster == other.by_cluster
             && self.default == other.default
@@ -571,6 +581,7 @@ impl BreakerConfig {
             by_cluster,
             index,
             default,
+            detailed_replies: self.detailed_replies,
         })
     }
 }

@@ -450,7 +450,13 @@ impl FromJson for HeaderFaults {
 
 impl FromJson for BreakerConfig {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
-        const NAMES: &[&str] = &["afterRouter", "clusterHeader", "breakers", "default"];
+        const NAMES: &[&str] = &[
+            "afterRouter",
+            "clusterHeader",
+            "breakers",
+            "default",
+            "detailedReplies",
+        ];
         let mut value = Self::default();
         let mut object = r.object("struct BreakerConfig")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
@@ -458,7 +464,8 @@ impl FromJson for BreakerConfig {
                 0 => value.after_router = r.boolean()?,
                 1 => value.cluster_header = FromJson::read(r)?,
                 2 => value.breakers = FromJson::read(r)?,
-                _ => value.default = FromJson::read(r)?,
+                3 => value.default = FromJson::read(r)?,
+                _ => value.detailed_replies = r.boolean()?,
             }
         }
         r.end_struct(&object, NAMES, 0)?;
@@ -711,7 +718,7 @@ mod tests {
             {"rule": "r3", "delay": null, "abort": null}],
             "maxActiveFaults": 7, "headerFaults": {"trustedCidrs": ["10.0.0.0/8", "::1"],
             "delay": false, "abort": false, "maxDelay": "2s"}, "debugHeader": true});
-        let breakers = json!({"afterRouter": true, "clusterHeader": "x-c", "breakers": [breaker, {"cluster": "d"}],
+        let breakers = json!({"afterRouter": true, "clusterHeader": "x-c", "breakers": [breaker, {"cluster": "d"}], "detailedReplies": true,
             "default": settings});
         let suite =
             json!({"router": router, "canary": canary, "fault": fault, "breaker": breakers});
