@@ -112,6 +112,18 @@ pub struct Options {
     /// The cluster's DNS domain (`--cluster-domain`, default `cluster.local`): a Kubernetes
     /// Service `reviews` in namespace `bookinfo` is the host `reviews.bookinfo.svc.<domain>`.
     pub cluster_domain: String,
+    /// How many proxies in front of this Envoy are trusted to append to `x-forwarded-for`
+    /// (`--xff-trusted-hops N`, default 0). Every generated HTTP listener sets
+    /// `use_remote_address: true` and `xff_num_trusted_hops: N`, so the client address Envoy
+    /// resolves (its downstream remote address, the `source.address` the filters read) is the
+    /// TCP peer with 0, and with N > 0 the N-th `x-forwarded-for` entry from the right, i.e. the
+    /// address the outermost trusted proxy saw. A client cannot pick it by sending the header.
+    /// The istio target leaves this to Istio (`meshConfig.defaultConfig.gatewayTopology`).
+    pub xff_trusted_hops: u32,
+    /// `--detailed-replies`: the breaker's rejections name the cluster
+    /// (`x-sluice-breaker: outbound|9080|v2|ratings open`) instead of only the reason
+    /// (`open`), for debugging. Off by default: no client learns internal cluster names.
+    pub detailed_replies: bool,
 }
 
 impl Default for Options {
@@ -127,6 +139,8 @@ impl Default for Options {
             suite: false,
             namespace: "default".into(),
             cluster_domain: model::DEFAULT_CLUSTER_DOMAIN.into(),
+            xff_trusted_hops: 0,
+            detailed_replies: false,
         }
     }
 }
@@ -201,7 +215,13 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     }
     let emitted = match &options.target {
         Target::Envoy => emit::envoy::emit(&mesh, options),
-        Target::Istio(istio) => emit::istio_target::emit(&resources, &mesh, istio, options.suite),
+        Target::Istio(istio) => emit::istio_target::emit(
+            &resources,
+            &mesh,
+            istio,
+            options.suite,
+            options.detailed_replies,
+        ),
         Target::Compose => emit::compose::emit(&mesh, options),
     };
     match emitted {

@@ -402,6 +402,19 @@ struct GenerateArgs {
     /// sluice_suite.wasm, istio writes one WasmPlugin sluice-suite.
     #[arg(long)]
     suite: bool,
+    /// Proxies in front of this Envoy trusted to append to x-forwarded-for (envoy and compose
+    /// targets). Every HTTP listener sets use_remote_address: true and xff_num_trusted_hops: N:
+    /// with 0 (the default) the client is the TCP peer and a client-sent x-forwarded-for is not
+    /// believed; with N the client is the N-th x-forwarded-for entry from the right (the
+    /// address the outermost trusted proxy saw). Fault trustedCidrs and canary sticky
+    /// sourceAddress read this client address.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    xff_trusted_hops: u32,
+    /// Breaker rejections name the cluster (x-sluice-breaker: outbound|9080|v2|ratings open)
+    /// instead of only the reason (x-sluice-breaker: open). For debugging: by default no client
+    /// learns internal cluster names (they are always in the logs and metrics).
+    #[arg(long)]
+    detailed_replies: bool,
 }
 
 fn parse_locality(text: &str) -> Result<sluice::locality::Locality, String> {
@@ -670,6 +683,8 @@ fn generate(args: GenerateArgs) -> ExitCode {
         suite: args.suite,
         namespace: args.namespace.clone(),
         cluster_domain: args.cluster_domain.clone(),
+        xff_trusted_hops: args.xff_trusted_hops,
+        detailed_replies: args.detailed_replies,
     };
     match sluice::generate(&inputs, &options) {
         Ok(output) if args.report.fails(&output.warnings) => {

@@ -94,6 +94,8 @@ pub struct BreakerFields {
     pub max_ejection_time: Option<String>,
     /// Requests let through at once while half-open.
     pub half_open_probes: Option<u32>,
+    /// How long a half-open probe may take before it counts as failed.
+    pub probe_timeout: Option<String>,
     /// Which outcomes are errors (`5xx`, `gateway-error`, `connect-failure`, `reset`, `timeout`).
     pub count_as: Option<Vec<String>>,
     /// Reject while this many requests to the cluster are in flight.
@@ -119,6 +121,10 @@ impl BreakerFields {
                 .clone()
                 .or_else(|| self.max_ejection_time.clone()),
             half_open_probes: over.half_open_probes.or(self.half_open_probes),
+            probe_timeout: over
+                .probe_timeout
+                .clone()
+                .or_else(|| self.probe_timeout.clone()),
             count_as: over.count_as.clone().or_else(|| self.count_as.clone()),
             max_concurrent_requests: over
                 .max_concurrent_requests
@@ -143,6 +149,7 @@ impl BreakerFields {
                 .clone()
                 .unwrap_or(defaults.max_ejection_time),
             half_open_probes: self.half_open_probes.unwrap_or(defaults.half_open_probes),
+            probe_timeout: self.probe_timeout.clone().unwrap_or(defaults.probe_timeout),
             count_as: match &self.count_as {
                 Some(names) => names.iter().filter_map(|n| outcome(n)).collect(),
                 None => defaults.count_as,

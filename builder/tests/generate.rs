@@ -302,4 +302,20 @@ spec:
     assert!(at("sluice-canary") < at("sluice-fault"));
     assert!(at("sluice-fault") < at("sluice-breaker"));
     assert!(at("sluice-breaker") < at("envoy.filters.http.router"));
+
+    // Breaker replies name no cluster unless `--detailed-replies`.
+    assert!(!yaml.contains("detailedReplies"), "off by default");
+    let detailed = generate(
+        &Inputs::from_text("m.yaml", mesh),
+        &sluice::Options {
+            detailed_replies: true,
+            ..options()
+        },
+    )
+    .expect("generates");
+    let detailed = String::from_utf8_lossy(&detailed.files["envoy.yaml"]).into_owned();
+    assert!(
+        detailed.contains(r#"\"detailedReplies\":true"#),
+        "{detailed}"
+    );
 }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice_core::breaker::{BreakerConfig, BreakerState, is_open};
+use sluice_core::breaker::{BreakerConfig, BreakerState, is_unavailable};
 use sluice_core::json;
 
 fuzz_target!(|data: &[u8]| {
@@ -25,6 +25,6 @@ fuzz_target!(|data: &[u8]| {
     if let Some(state) = BreakerState::decode(data) {
         assert_eq!(BreakerState::decode(&state.encode()), Some(state));
     }
-    let _ = is_open(Some(data), u64::from_le_bytes([0xff; 8]));
-    let _ = is_open(Some(data), 0);
+    let _ = is_unavailable(Some(data), u64::from_le_bytes([0xff; 8]));
+    let _ = is_unavailable(Some(data), 0);
 });

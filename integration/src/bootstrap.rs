@@ -185,6 +185,8 @@ impl Bootstrap {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": STAT_PREFIX,
             "codec_type": "AUTO",
+            // As the builder writes it: the client address is the TCP peer.
+            "use_remote_address": true,
             "route_config": route_config,
             "http_filters": http_filters,
         });

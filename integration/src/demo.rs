@@ -59,8 +59,6 @@ pub const FAILOVER_REQUESTS: usize = 100;
 /// Canary requests sent after the recovery (step 4).
 pub const RECOVERED_REQUESTS: usize = 500;
 
-const RATINGS_V2_CLUSTER: &str = "outbound|9080|v2|ratings";
-
 /// Where the tour reads the mesh and writes what it generated.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -937,7 +935,9 @@ impl Tour<'_> {
             checks.expect(rejection.status == 503, || {
                 format!("the breaker answered {}, not 503", rejection.status)
             });
-            let expected = format!("{RATINGS_V2_CLUSTER} open");
+            // The reason only: a client learns no internal cluster name (the demo's
+            // generated config has no `--detailed-replies`).
+            let expected = "open".to_owned();
             checks.expect(
                 rejection.breaker.as_deref() == Some(expected.as_str()),
                 || {

@@ -201,10 +201,7 @@ fn breaker_opens_on_the_failing_subset_and_the_split_fails_over_as_in_the_chain(
             let r = get(&envoy, &[("x-tester", "yes")]);
             assert_eq!(r.status, 503, "{layout}: {}", envoy.log());
             let why = r.header_str("x-sluice-breaker").unwrap_or_default();
-            assert_eq!(
-                why, "outbound|9080|v2|shop open",
-                "{layout}: x-sluice-breaker"
-            );
+            assert_eq!(why, "open", "{layout}: x-sluice-breaker");
         }
         assert_eq!(
             v2.request_count(),

@@ -203,7 +203,10 @@ spec:
 
 /// `match.scheme` matches the `:scheme` pseudo-header (as Istio translates it; Envoy derives it
 /// for HTTP/1 from a trusted `x-forwarded-proto`, else from the connection), and `statPrefix`
-/// names the route's statistics (`vhost.<virtual host>.route.<statPrefix>.`).
+/// names the route's statistics (`vhost.<virtual host>.route.<statPrefix>.`). A client's own
+/// `x-forwarded-proto` is trusted only behind `--xff-trusted-hops` proxies (Envoy trusts it
+/// only with `xff_num_trusted_hops` > 0, under the generated `use_remote_address: true`): a
+/// plaintext client claiming `https` does not reach the https-only route.
 #[test]
 fn scheme_matches_and_stat_prefix_names_the_route_stats() {
     let (a, b) = (Upstream::start("secure"), Upstream::start("plain"));
@@ -232,18 +235,30 @@ spec:
   resolution: STATIC
   endpoints: [{address: 127.0.0.1}]
 ";
-    let envoy = start(&mesh);
+    let claims_https = |port| {
+        Request::get(port, "/")
+            .authority("shop")
+            .header("x-forwarded-proto", "https")
+    };
+    // No trusted proxy in front: the claim is not believed.
+    let direct = start(&mesh);
+    let port = direct.listener_port("listener_8080");
+    let r = send(&direct, claims_https(port));
+    assert_eq!((r.status, r.served_by()), (200, Some("plain")), "{r:?}");
+    drop(direct);
+
+    // One trusted proxy in front (which terminated TLS): its x-forwarded-proto is.
+    let options = sluice::Options {
+        xff_trusted_hops: 1,
+        ..mesh::options()
+    };
+    let envoy = mesh::start_text_with(&mesh, &options).unwrap_or_else(|e| panic!("{e:#}"));
     let port = envoy.listener_port("listener_8080");
     for _ in 0..2 {
         let r = send(&envoy, Request::get(port, "/").authority("shop"));
         assert_eq!((r.status, r.served_by()), (200, Some("plain")), "{r:?}");
     }
-    let r = send(
-        &envoy,
-        Request::get(port, "/")
-            .authority("shop")
-            .header("x-forwarded-proto", "https"),
-    );
+    let r = send(&envoy, claims_https(port));
     assert_eq!((r.status, r.served_by()), (200, Some("secure")), "{r:?}");
     assert_eq!(
         envoy.stat("vhost.default.shop.route.shop_http.upstream_rq_completed"),

@@ -40,7 +40,8 @@ fn config(delay_ms: u64) -> Value {
             {"rule": "flaky", "abort": {"httpStatus": 556, "percentage": {"value": 50}}},
             {"rule": "slow", "delay": {"fixedDelay": format!("{delay_ms}ms"),
                                        "percentage": {"value": 100}}}]},
-        "breaker": {"afterRouter": true, "breakers": [
+        // detailedReplies: the suite names the cluster in its rejections, as the breaker does.
+        "breaker": {"afterRouter": true, "detailedReplies": true, "breakers": [
             {"cluster": "shop-v1", "consecutiveErrors": 3, "baseEjectionTime": "120s"},
             {"cluster": "shop-v2", "consecutiveErrors": 3, "baseEjectionTime": "120s"}]}
     })

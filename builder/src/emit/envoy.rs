@@ -243,7 +243,12 @@ fn listener_json(
     used: &mut std::collections::BTreeSet<&'static str>,
 ) -> Result<Value, EmitError> {
     let name = listener.name();
-    let configs = super::filters::PluginConfigs::of(listener, mesh, &name)?;
+    let configs = super::filters::PluginConfigs::with_detail(
+        listener,
+        mesh,
+        &name,
+        options.detailed_replies,
+    )?;
     let mut http_filters = Vec::new();
     for (module, json) in configs.layout(options.suite, &name)? {
         http_filters.push(wasm_filter(module, json, options));
@@ -279,6 +284,11 @@ fn listener_json(
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": name,
                 "codec_type": "AUTO",
+                // The client address (Envoy's downstream remote address, the filters'
+                // `source.address`) is the TCP peer, or with N trusted hops the N-th
+                // x-forwarded-for entry from the right: never what a client writes there.
+                "use_remote_address": true,
+                "xff_num_trusted_hops": options.xff_trusted_hops,
                 "route_config": {
                     "name": name,
                     "virtual_hosts": virtual_hosts,

@@ -77,6 +77,7 @@ pub fn breaker_config(listener: &Listener, mesh: &Mesh) -> Option<BreakerConfig>
         cluster_header: None,
         breakers,
         default: None,
+        detailed_replies: false,
     })
 }
 
@@ -104,6 +105,16 @@ impl PluginConfigs {
     /// The configs of `listener`, each compiled with its filter's code. `Err` names `label`
     /// (the listener, or what stands for it) and the filter that would refuse its config, and why.
     pub fn of(listener: &Listener, mesh: &Mesh, label: &str) -> Result<Self, String> {
+        Self::with_detail(listener, mesh, label, false)
+    }
+
+    /// [`PluginConfigs::of`] with the breaker's `detailedReplies` (`--detailed-replies`).
+    pub fn with_detail(
+        listener: &Listener,
+        mesh: &Mesh,
+        label: &str,
+        detailed_replies: bool,
+    ) -> Result<Self, String> {
         let refused = |filter: &str, e: &dyn std::fmt::Display| {
             format!("{label}: the {filter} filter would refuse this config: {e}")
         };
@@ -117,7 +128,10 @@ impl PluginConfigs {
         if let Some(fault) = &fault {
             FaultPlan::compile(fault).map_err(|e| refused("fault", &e))?;
         }
-        let breaker = breaker_config(listener, mesh);
+        let breaker = breaker_config(listener, mesh).map(|b| BreakerConfig {
+            detailed_replies,
+            ..b
+        });
         if let Some(breaker) = &breaker {
             breaker.compile().map_err(|e| refused("breaker", &e))?;
         }

@@ -223,11 +223,13 @@ pub fn emit(
     mesh: &Mesh,
     options: &IstioOptions,
     suite: bool,
+    detailed_replies: bool,
 ) -> Result<Emitted, Vec<EmitError>> {
     let merged = merged_listener(mesh);
     // The istio target has one config per filter for every listener, merged.
     let label = "the merged config of all listeners";
-    let plugin_configs = PluginConfigs::of(&merged, mesh, label).map_err(|e| vec![e])?;
+    let plugin_configs =
+        PluginConfigs::with_detail(&merged, mesh, label, detailed_replies).map_err(|e| vec![e])?;
     let mut configs: BTreeMap<&'static str, Value> = BTreeMap::new();
     for (module, json) in plugin_configs.layout(suite, label).map_err(|e| vec![e])? {
         let config = serde_json::from_str(&json).map_err(|e| vec![e.to_string()])?;

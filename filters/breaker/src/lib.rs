@@ -64,7 +64,13 @@ impl Shared {
         let policy = *self.config.policy_for(cluster)?;
         let mut clusters = self.clusters.borrow_mut();
         let tracked = clusters.len() < MAX_TRACKED_CLUSTERS;
-        let entry = Rc::new(Guard::new(FILTER, cluster, policy, tracked));
+        let entry = Rc::new(Guard::new(
+            FILTER,
+            cluster,
+            policy,
+            tracked,
+            self.config.detailed_replies,
+        ));
         if tracked {
             clusters.insert(cluster.to_owned(), Rc::clone(&entry));
         }

@@ -164,7 +164,9 @@ impl HttpContext for CanaryHttp {
             for name in wire::INTERNAL_HEADERS {
                 let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
             }
-            match canary.rule_split(&HostRequest) {
+            let matched = canary.rule_split(&HostRequest);
+            sluice_glue::report_regex_budget(FILTER);
+            match matched {
                 Some(index) => index,
                 None => return Action::Continue,
             }

@@ -238,9 +238,9 @@ fn main() -> Result<(), String> {
                 return true;
             };
             let open = if eager {
-                breaker::is_open(Some(&value), now())
+                breaker::is_unavailable(Some(&value), now())
             } else {
-                breaker::is_open_with_clock(Some(&value), now)
+                breaker::is_unavailable_with_clock(Some(&value), now)
             };
             seen = Some((member, (Some(value), cas)));
             !open

@@ -26,11 +26,16 @@
 //! recovered for good starts again from the base ejection time, while a flapping one keeps the
 //! long ejections.
 //!
-//! While open, requests are rejected at once (503, `x-sluice-breaker: <cluster> open`). Once the
+//! While open, requests are rejected at once (503, `x-sluice-breaker: open`, or
+//! `<cluster> open` with `detailed_replies`). Once the
 //! ejection time is over, the next request moves the breaker to half-open and at most
 //! `half_open_probes` requests go through at a time; the first probe that succeeds closes the
 //! breaker, the first that fails reopens it. A probe whose outcome says nothing about the
-//! upstream (the client went away) frees its slot for another probe.
+//! upstream (the client went away) frees its slot for another probe. A probe still unfinished
+//! after `probe_timeout` counts as failed: the next admission reopens the breaker and frees
+//! every slot, so a client that holds a probe open (a slow upload) cannot hold the breaker
+//! half-open. While every probe slot is taken (within its deadline) the canary treats the
+//! cluster as unavailable, exactly as when open.
 //!
 //! Independently, `max_concurrent_requests` bounds the requests in flight to the cluster across
 //! all workers (503, `x-sluice-breaker: <cluster> overflow`). Every admitted request that took
@@ -85,6 +90,12 @@ pub struct BreakerConfig {
     /// Settings for clusters not listed in `breakers`; without it, those are never broken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<BreakerSettings>,
+    /// What a rejection tells the client in `x-sluice-breaker`. `false` (default): only the
+    /// reason, `open` or `overflow`, so no client learns internal cluster names
+    /// (`outbound|9080|v2|ratings`). `true`: `<cluster> open|overflow`, for debugging; the
+    /// cluster is always in the filter's logs and metrics.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detailed_replies: bool,
 }
 
 /// The breaker of one cluster: its name plus [`BreakerSettings`].
@@ -120,6 +131,10 @@ pub struct Breaker {
     #[serde(default = "default_half_open_probes")]
     #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub half_open_probes: u32,
+    /// See [`BreakerSettings::probe_timeout`].
+    #[serde(default = "default_probe_timeout")]
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
+    pub probe_timeout: String,
     /// See [`BreakerSettings::count_as`].
     #[serde(default = "default_count_as")]
     pub count_as: Vec<Outcome>,
@@ -158,6 +173,13 @@ pub struct BreakerSettings {
     #[serde(default = "default_half_open_probes")]
     #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub half_open_probes: u32,
+    /// How long a half-open probe may take. A probe still unfinished after it counts as a
+    /// failed probe (the breaker opens again, for the next, longer ejection) and its slot is
+    /// freed, checked at the next admission; so a client that holds a probe (a slow upload, a
+    /// slow read) cannot keep the breaker half-open and every slot taken. Default `"10s"`.
+    #[serde(default = "default_probe_timeout")]
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
+    pub probe_timeout: String,
     /// Which outcomes are errors. Default `["5xx"]`, which includes the 503/504 Envoy answers
     /// for connect failures, resets and timeouts.
     #[serde(default = "default_count_as")]
@@ -176,6 +198,7 @@ impl Default for BreakerSettings {
             base_ejection_time: default_base_ejection_time(),
             max_ejection_time: default_max_ejection_time(),
             half_open_probes: default_half_open_probes(),
+            probe_timeout: default_probe_timeout(),
             count_as: default_count_as(),
             max_concurrent_requests: None,
         }
@@ -192,6 +215,7 @@ impl Breaker {
             base_ejection_time: self.base_ejection_time.clone(),
             max_ejection_time: self.max_ejection_time.clone(),
             half_open_probes: self.half_open_probes,
+            probe_timeout: self.probe_timeout.clone(),
             count_as: self.count_as.clone(),
             max_concurrent_requests: self.max_concurrent_requests,
         }
@@ -207,6 +231,7 @@ impl Breaker {
             base_ejection_time: settings.base_ejection_time,
             max_ejection_time: settings.max_ejection_time,
             half_open_probes: settings.half_open_probes,
+            probe_timeout: settings.probe_timeout,
             count_as: settings.count_as,
             max_concurrent_requests: settings.max_concurrent_requests,
         }
@@ -258,6 +283,9 @@ fn default_max_ejection_time() -> String {
 }
 fn default_half_open_probes() -> u32 {
     1
+}
+fn default_probe_timeout() -> String {
+    "10s".into()
 }
 fn default_count_as() -> Vec<Outcome> {
     vec![Outcome::Status5xx]
@@ -339,6 +367,8 @@ pub struct Policy {
     pub max_ejection_ms: u64,
     /// Probes allowed in flight while half-open (at least 1).
     pub half_open_probes: u32,
+    /// How long a probe may take before it counts as failed, ms (at least 1).
+    pub probe_timeout_ms: u64,
     /// Outcomes counted as errors.
     pub count_as: OutcomeSet,
     /// In-flight limit across workers.
@@ -362,6 +392,7 @@ impl Policy {
         let interval_ms = millis("interval", &settings.interval)?;
         let base_ejection_ms = millis("baseEjectionTime", &settings.base_ejection_time)?;
         let max_ejection_ms = millis("maxEjectionTime", &settings.max_ejection_time)?;
+        let probe_timeout_ms = millis("probeTimeout", &settings.probe_timeout)?;
         if max_ejection_ms < base_ejection_ms {
             return Err(ConfigError(format!(
                 "{what}: maxEjectionTime ({}) is shorter than baseEjectionTime ({})",
@@ -422,6 +453,7 @@ impl Policy {
             base_ejection_ms,
             max_ejection_ms,
             half_open_probes: settings.half_open_probes,
+            probe_timeout_ms,
             count_as: settings.count_as.iter().copied().collect(),
             max_concurrent_requests: settings.max_concurrent_requests,
         })
@@ -455,12 +487,15 @@ pub struct CompiledBreakers {
     index: FirstSeen,
     /// Policy for any other cluster.
     pub default: Option<Policy>,
+    /// See [`BreakerConfig::detailed_replies`].
+    pub detailed_replies: bool,
 }
 
 impl PartialEq for CompiledBreakers {
     fn eq(&self, other: &Self) -> bool {
         // `index` is derived from `by_cluster`.
         self.after_router == other.after_router
+            && self.detailed_replies == other.detailed_replies
             && self.cluster_header == other.cluster_header
             && self.by_cluster == other.by_cluster
             && self.default == other.default
@@ -546,6 +581,7 @@ impl BreakerConfig {
             by_cluster,
             index,
             default,
+            detailed_replies: self.detailed_replies,
         })
     }
 }
@@ -604,12 +640,19 @@ pub struct BreakerState {
     pub probes_in_flight: u32,
     /// Admitted requests that hold an in-flight slot (only counted with a concurrency limit).
     pub in_flight: u32,
+    /// The breaker's `halfOpenProbes`, written with each probe admitted, so that other filters
+    /// (the canary) can tell a half-open breaker with every probe slot taken.
+    pub probe_slots: u32,
+    /// Deadline of the oldest probe still in flight (its admission plus `probeTimeout`); 0 when
+    /// no probe is in flight. Past it, the next admission counts the probe as failed.
+    pub probe_deadline_ms: u64,
 }
 
-/// Version byte of the encoding; a value with another version decodes as `None`.
-pub const ENCODING_VERSION: u8 = 1;
-/// Length of an encoded [`BreakerState`]: version, phase, 7 x u32, 4 x u64, little endian.
-pub const ENCODED_LEN: usize = 2 + 7 * 4 + 4 * 8;
+/// Version byte of the encoding; a value with another version decodes as `None`. Version 2
+/// added `probe_slots` and `probe_deadline_ms`.
+pub const ENCODING_VERSION: u8 = 2;
+/// Length of an encoded [`BreakerState`]: version, phase, 8 x u32, 4 x u64, little endian.
+pub const ENCODED_LEN: usize = 2 + 8 * 4 + 4 * 8;
 
 impl BreakerState {
     /// The compact binary form stored in shared data.
@@ -625,6 +668,7 @@ impl BreakerState {
             self.window_errors,
             self.probes_in_flight,
             self.in_flight,
+            self.probe_slots,
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -632,7 +676,7 @@ impl BreakerState {
             self.window_start_ms,
             self.open_until_ms,
             self.closed_since_ms,
-            0, // reserved, keeps the layout 8-byte aligned for a future field
+            self.probe_deadline_ms,
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -649,7 +693,7 @@ impl BreakerState {
         if version != ENCODING_VERSION {
             return None;
         }
-        let mut u32s = [0u32; 7];
+        let mut u32s = [0u32; 8];
         for slot in &mut u32s {
             let (chunk, tail) = rest.split_first_chunk::<4>()?;
             *slot = u32::from_le_bytes(*chunk);
@@ -669,8 +713,14 @@ impl BreakerState {
             window_errors,
             probes_in_flight,
             in_flight,
+            probe_slots,
         ] = u32s;
-        let [window_start_ms, open_until_ms, closed_since_ms, _reserved] = u64s;
+        let [
+            window_start_ms,
+            open_until_ms,
+            closed_since_ms,
+            probe_deadline_ms,
+        ] = u64s;
         Some(Self {
             phase: Phase::from_u8(phase)?,
             trips,
@@ -683,6 +733,8 @@ impl BreakerState {
             closed_since_ms,
             probes_in_flight,
             in_flight,
+            probe_slots,
+            probe_deadline_ms,
         })
     }
 
@@ -705,6 +757,23 @@ impl BreakerState {
     pub fn is_open_with_clock(&self, now_ms: impl FnOnce() -> u64) -> bool {
         self.phase == Phase::Open && now_ms() < self.open_until_ms
     }
+
+    /// Whether the breaker takes no new request at `now`: open with the ejection not over, or
+    /// half-open with every probe slot taken by a probe still within its `probeTimeout`. (A
+    /// probe past its deadline is reclaimed by the next admission, which reopens the breaker;
+    /// such a breaker counts as available so that a request reaches the breaker to do it.)
+    /// The clock is read only for those two stored states; `now_ms` is called at most once.
+    pub fn is_unavailable_with_clock(&self, now_ms: impl FnOnce() -> u64) -> bool {
+        match self.phase {
+            Phase::Open => now_ms() < self.open_until_ms,
+            Phase::HalfOpen => {
+                self.probe_slots > 0
+                    && self.probes_in_flight >= self.probe_slots
+                    && now_ms() < self.probe_deadline_ms
+            }
+            Phase::Closed => false,
+        }
+    }
 }
 
 /// The shared-data key of `cluster`'s breaker state: `sluice.breaker.<cluster>`.
@@ -716,20 +785,23 @@ pub fn shared_data_key(cluster: &str) -> String {
 }
 
 /// For other filters (the canary): whether the cluster whose shared-data value is `value`
-/// currently rejects all traffic. `value` is what `get_shared_data(shared_data_key(cluster))`
-/// returned; no value, or one this version cannot decode, means "not open". Half-open counts
-/// as available: the breaker itself lets its probes through and rejects the rest.
-pub fn is_open(value: Option<&[u8]>, now_ms: u64) -> bool {
-    is_open_with_clock(value, || now_ms)
+/// takes no new request now ([`BreakerState::is_unavailable_with_clock`]): open, or half-open
+/// with every probe slot taken by a probe within its deadline. `value` is what
+/// `get_shared_data(shared_data_key(cluster))` returned; no value, or one this version cannot
+/// decode, means "available". Half-open with a free probe slot counts as available: the
+/// breaker lets that probe through.
+pub fn is_unavailable(value: Option<&[u8]>, now_ms: u64) -> bool {
+    is_unavailable_with_clock(value, || now_ms)
 }
 
-/// [`is_open`] with the clock read only when the value decodes to a stored open phase: a
-/// closed or half-open breaker (the healthy case) is answered without a time, so a failover
-/// check costs no clock host call. `now_ms` is called at most once.
-pub fn is_open_with_clock(value: Option<&[u8]>, now_ms: impl FnOnce() -> u64) -> bool {
+/// [`is_unavailable`] with the clock read only when the value decodes to a stored open phase
+/// or a half-open one with every probe slot taken: a closed breaker (the healthy case) is
+/// answered without a time, so a failover check costs no clock host call. `now_ms` is called
+/// at most once.
+pub fn is_unavailable_with_clock(value: Option<&[u8]>, now_ms: impl FnOnce() -> u64) -> bool {
     value
         .and_then(BreakerState::decode)
-        .is_some_and(|state| state.is_open_with_clock(now_ms))
+        .is_some_and(|state| state.is_unavailable_with_clock(now_ms))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -741,6 +813,12 @@ pub fn is_open_with_clock(value: Option<&[u8]>, now_ms: impl FnOnce() -> u64) ->
 pub enum Rejection {
     /// Open, or half-open with every probe slot taken.
     Open,
+    /// Half-open, and a probe was past its `probeTimeout`: counted as a failed probe, so this
+    /// admission opened the breaker again (a trip, for the caller's counters and log).
+    ProbeOverrun {
+        /// How long the breaker stays open.
+        ejection_ms: u64,
+    },
     /// The in-flight limit is reached.
     Overflow,
 }
@@ -749,7 +827,7 @@ impl Rejection {
     /// `"open"` or `"overflow"`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Open => "open",
+            Self::Open | Self::ProbeOverrun { .. } => "open",
             Self::Overflow => "overflow",
         }
     }
@@ -818,20 +896,40 @@ impl BreakerState {
     }
 
     /// [`admit`](Self::admit) with the clock read only when the decision depends on it: an
-    /// open breaker whose ejection may be over. Closed and half-open breakers decide without a
-    /// time (the ejection end is the only deadline admission checks), which saves the caller a
-    /// host call per request on a healthy breaker. `now_ms` is called at most once.
+    /// open breaker whose ejection may be over, a half-open one with a probe in flight (whose
+    /// deadline may be over), a probe admitted (its deadline is stamped). A closed breaker
+    /// decides without a time, which saves the caller a host call per request on a healthy
+    /// breaker. `now_ms` is called at most once.
+    ///
+    /// Half-open with a probe past its `probeTimeout`: the probe counts as failed, the breaker
+    /// opens again for the next ejection ([`Rejection::ProbeOverrun`]), every probe slot is
+    /// free for the next episode, and the late probe's own outcome, whenever it comes, belongs
+    /// to an earlier episode and decides nothing.
     pub fn admit_with_clock(
         &self,
         policy: &Policy,
         now_ms: impl FnOnce() -> u64,
     ) -> (Decision, Option<Self>) {
+        let mut clock_fn = Some(now_ms);
+        let mut cached = None;
+        let mut now = || *cached.get_or_insert_with(|| clock_fn.take().map_or(0, |f| f()));
         let mut next = *self;
-        if next.phase == Phase::Open && now_ms() >= next.open_until_ms {
+        if next.phase == Phase::Open && now() >= next.open_until_ms {
             next.phase = Phase::HalfOpen;
             next.probes_in_flight = 0;
+            next.probe_deadline_ms = 0;
         }
         let changed = |next: Self| (next != *self).then_some(next);
+        if next.phase == Phase::HalfOpen
+            && next.probes_in_flight > 0
+            && now() >= next.probe_deadline_ms
+        {
+            let ejection_ms = next.trip(policy, now());
+            return (
+                Decision::Reject(Rejection::ProbeOverrun { ejection_ms }),
+                changed(next),
+            );
+        }
         match next.phase {
             Phase::Open => return (Decision::Reject(Rejection::Open), changed(next)),
             Phase::HalfOpen if next.probes_in_flight >= policy.half_open_probes => {
@@ -849,7 +947,11 @@ impl BreakerState {
         }
         let probe = next.phase == Phase::HalfOpen;
         if probe {
+            if next.probes_in_flight == 0 {
+                next.probe_deadline_ms = now().saturating_add(policy.probe_timeout_ms);
+            }
             next.probes_in_flight = next.probes_in_flight.saturating_add(1);
+            next.probe_slots = policy.half_open_probes;
         }
         let ticket = Ticket {
             probe,
@@ -898,6 +1000,11 @@ impl BreakerState {
             Verdict::Ignored => {
                 if decides {
                     next.probes_in_flight = next.probes_in_flight.saturating_sub(1);
+                    // The deadline is the oldest probe's; it is kept (conservatively) while
+                    // other probes are in flight, and cleared with the last.
+                    if next.probes_in_flight == 0 {
+                        next.probe_deadline_ms = 0;
+                    }
                 }
             }
             Verdict::Success => {
@@ -911,6 +1018,7 @@ impl BreakerState {
                 if decides {
                     next.phase = Phase::Closed;
                     next.probes_in_flight = 0;
+                    next.probe_deadline_ms = 0;
                     next.consecutive_errors = 0;
                     let now = now_ms();
                     next.closed_since_ms = now;
@@ -971,6 +1079,7 @@ impl BreakerState {
         self.generation = self.generation.wrapping_add(1);
         self.consecutive_errors = 0;
         self.probes_in_flight = 0;
+        self.probe_deadline_ms = 0;
         self.reset_window(now_ms);
         ejection_ms
     }
@@ -1332,7 +1441,7 @@ mod tests {
         request(&mut s, &p, Verdict::Failure, 10_000).unwrap();
         assert_eq!(admit(&mut s, &p, 10_999), Decision::Reject(Rejection::Open));
         assert_eq!(s.effective_phase(11_000), Phase::HalfOpen);
-        assert!(!is_open(Some(&s.encode()), 11_000));
+        assert!(!is_unavailable(Some(&s.encode()), 11_000));
         let first = admit(&mut s, &p, 11_000);
         let second = admit(&mut s, &p, 11_001);
         assert!(matches!(first, Decision::Admit(Ticket { probe: true, .. })));
@@ -1417,6 +1526,104 @@ mod tests {
         assert_eq!(
             finish(&mut s, &p, fresh, Verdict::Success, now + 2),
             Transition::Closed
+        );
+    }
+
+    #[test]
+    fn a_probe_past_its_timeout_fails_and_frees_the_breaker() {
+        let mut p = consecutive(1);
+        p.probe_timeout_ms = 5_000;
+        assert_eq!(
+            policy(r#"{"consecutiveErrors": 1}"#).probe_timeout_ms,
+            10_000,
+            "default probeTimeout"
+        );
+        let mut s = BreakerState::default();
+        request(&mut s, &p, Verdict::Failure, 10_000).unwrap(); // trip 1: 1s
+        let t0 = s.open_until_ms;
+        let slow = admit(&mut s, &p, t0);
+        assert!(matches!(slow, Decision::Admit(Ticket { probe: true, .. })));
+        assert_eq!((s.probe_slots, s.probe_deadline_ms), (1, t0 + 5_000));
+        // Within the deadline: the slot is taken, others are rejected and the canary sees the
+        // cluster as unavailable, as when open.
+        assert_eq!(
+            admit(&mut s, &p, t0 + 4_999),
+            Decision::Reject(Rejection::Open)
+        );
+        assert!(is_unavailable(Some(&s.encode()), t0 + 4_999));
+        // Past it: reclaimable, so available to the canary; the next admission counts the
+        // probe as failed, reopens with the next (doubled) ejection and frees the slot.
+        assert!(!is_unavailable(Some(&s.encode()), t0 + 5_000));
+        assert_eq!(
+            admit(&mut s, &p, t0 + 5_000),
+            Decision::Reject(Rejection::ProbeOverrun { ejection_ms: 2_000 })
+        );
+        assert_eq!(s.phase, Phase::Open);
+        assert_eq!(
+            (s.trips, s.probes_in_flight, s.probe_deadline_ms),
+            (2, 0, 0)
+        );
+        assert_eq!(s.open_until_ms, t0 + 7_000);
+        assert!(is_unavailable(Some(&s.encode()), t0 + 6_999));
+        // The slow probe's late success belongs to the earlier episode: it closes nothing.
+        assert_eq!(
+            finish(&mut s, &p, slow, Verdict::Success, t0 + 6_000),
+            Transition::None
+        );
+        assert_eq!(s.phase, Phase::Open);
+        // The next episode probes afresh, and a prompt success closes.
+        let probe = admit(&mut s, &p, t0 + 7_000);
+        assert!(matches!(probe, Decision::Admit(Ticket { probe: true, .. })));
+        assert_eq!(
+            finish(&mut s, &p, probe, Verdict::Success, t0 + 7_100),
+            Transition::Closed
+        );
+        assert_eq!((s.probes_in_flight, s.probe_deadline_ms), (0, 0));
+    }
+
+    #[test]
+    fn the_probe_deadline_is_the_oldest_probes_and_clears_with_the_last() {
+        let mut p = consecutive(1);
+        p.half_open_probes = 2;
+        p.probe_timeout_ms = 5_000;
+        let mut s = BreakerState::default();
+        request(&mut s, &p, Verdict::Failure, 0).unwrap();
+        let t0 = s.open_until_ms;
+        let first = admit(&mut s, &p, t0);
+        // One slot of two taken: still available to the canary.
+        assert!(!is_unavailable(Some(&s.encode()), t0 + 1));
+        let second = admit(&mut s, &p, t0 + 2_000);
+        assert!(matches!(
+            second,
+            Decision::Admit(Ticket { probe: true, .. })
+        ));
+        assert_eq!(s.probe_deadline_ms, t0 + 5_000);
+        assert!(is_unavailable(Some(&s.encode()), t0 + 2_001));
+        assert_eq!(
+            finish(&mut s, &p, first, Verdict::Ignored, t0 + 2_500),
+            Transition::None
+        );
+        assert_eq!((s.probes_in_flight, s.probe_deadline_ms), (1, t0 + 5_000));
+        assert_eq!(
+            finish(&mut s, &p, second, Verdict::Ignored, t0 + 2_600),
+            Transition::None
+        );
+        assert_eq!((s.probes_in_flight, s.probe_deadline_ms), (0, 0));
+        // No probe in flight: nothing overran, the next request probes.
+        assert!(matches!(
+            admit(&mut s, &p, t0 + 60_000),
+            Decision::Admit(Ticket { probe: true, .. })
+        ));
+    }
+
+    #[test]
+    fn probe_timeout_is_a_positive_duration() {
+        let settings: BreakerSettings =
+            serde_json::from_str(r#"{"consecutiveErrors": 1, "probeTimeout": "0s"}"#).unwrap();
+        let err = Policy::compile(&settings, "default").unwrap_err();
+        assert_eq!(
+            err.0,
+            r#"default: probeTimeout must be at least 1ms, got "0s""#
         );
     }
 
@@ -1561,10 +1768,11 @@ mod tests {
     }
 
     #[test]
-    fn admission_and_is_open_read_the_clock_only_for_an_open_breaker() {
-        // Every phase, before and after the ejection end, with and without a concurrency
-        // limit: the lazy forms answer as the eager ones and call the clock only when the
-        // stored phase is open.
+    fn admission_and_availability_read_the_clock_only_when_a_deadline_matters() {
+        // Every phase, before and after the ejection end and the probe deadline, with and
+        // without a concurrency limit: the lazy forms answer as the eager ones and call the
+        // clock at most once, never for a closed breaker; availability reads it only for a
+        // stored open phase or a half-open one with every probe slot taken.
         let limited = policy(
             r#"{"consecutiveErrors": 2, "maxConcurrentRequests": 1, "interval": "10s",
                 "baseEjectionTime": "1s"}"#,
@@ -1580,6 +1788,8 @@ mod tests {
                         probes_in_flight,
                         in_flight,
                         generation: 3,
+                        probe_slots: 1,
+                        probe_deadline_ms: 100,
                         ..BreakerState::default()
                     });
                 }
@@ -1599,15 +1809,24 @@ mod tests {
                         "{state:?} at {now}"
                     );
                     let open = state.phase == Phase::Open;
-                    assert_eq!(reads.replace(0), usize::from(open), "admit {state:?}");
+                    let admit_reads = reads.replace(0);
+                    assert!(admit_reads <= 1, "admit {state:?}");
+                    if open {
+                        assert_eq!(admit_reads, 1, "admit {state:?}");
+                    }
+                    if state.phase == Phase::Closed {
+                        assert_eq!(admit_reads, 0, "admit {state:?}");
+                    }
                     assert_eq!(state.is_open_with_clock(clock), state.is_open(now));
                     assert_eq!(reads.replace(0), usize::from(open), "is_open {state:?}");
+                    let full = state.phase == Phase::HalfOpen
+                        && state.probes_in_flight >= state.probe_slots;
                     let encoded = state.encode();
                     assert_eq!(
-                        is_open_with_clock(Some(&encoded), clock),
-                        is_open(Some(&encoded), now)
+                        is_unavailable_with_clock(Some(&encoded), clock),
+                        is_unavailable(Some(&encoded), now)
                     );
-                    assert_eq!(reads.replace(0), usize::from(open));
+                    assert_eq!(reads.replace(0), usize::from(open || full));
                 }
             }
         }
@@ -1617,8 +1836,8 @@ mod tests {
             reads.set(reads.get() + 1);
             0
         };
-        assert!(!is_open_with_clock(None, clock));
-        assert!(!is_open_with_clock(Some(b"junk"), clock));
+        assert!(!is_unavailable_with_clock(None, clock));
+        assert!(!is_unavailable_with_clock(Some(b"junk"), clock));
         assert_eq!(reads.get(), 0);
     }
 
@@ -1730,20 +1949,22 @@ mod tests {
             closed_since_ms: 42,
             probes_in_flight: 1,
             in_flight: 9,
+            probe_slots: 2,
+            probe_deadline_ms: 1_700_000_010_123,
         };
         let bytes = s.encode();
         assert_eq!(bytes.len(), ENCODED_LEN);
         assert_eq!(BreakerState::decode(&bytes), Some(s));
         let mut other_version = bytes.clone();
-        other_version[0] = 2;
+        other_version[0] = 1;
         assert_eq!(BreakerState::decode(&other_version), None);
         let mut bad_phase = bytes.clone();
         bad_phase[1] = 9;
         assert_eq!(BreakerState::decode(&bad_phase), None);
         assert_eq!(BreakerState::decode(&bytes[..ENCODED_LEN - 1]), None);
         assert_eq!(BreakerState::decode(b""), None);
-        assert!(!is_open(None, 0));
-        assert!(!is_open(Some(b"garbage"), 0));
+        assert!(!is_unavailable(None, 0));
+        assert!(!is_unavailable(Some(b"garbage"), 0));
     }
 
     #[test]
@@ -2041,7 +2262,7 @@ mod tests {
         };
         store.put(&key, open.encode());
         ensure_exists(&store, &key).unwrap();
-        assert!(is_open(store.get(&key).0.as_deref(), 50));
+        assert!(is_unavailable(store.get(&key).0.as_deref(), 50));
         store.put(&key, b"\x07future".to_vec());
         let p = consecutive(1);
         let ticket = Ticket {
@@ -2051,7 +2272,7 @@ mod tests {
         };
         let (t, _) = update(&store, &key, |s| s.record(&p, ticket, Verdict::Failure, 1)).unwrap();
         assert!(matches!(t, Transition::Tripped { .. }));
-        assert!(is_open(store.get(&key).0.as_deref(), 2));
+        assert!(is_unavailable(store.get(&key).0.as_deref(), 2));
     }
 
     #[test]

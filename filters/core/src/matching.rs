@@ -47,7 +47,9 @@
 //! `\d`, `\w`, `\s`, `\b` and the POSIX classes are ASCII (as in RE2), and case-insensitive
 //! matching (`(?i)`, `ignoreUriCase`) folds ASCII letters only.
 //! Patterns are compiled once, in `on_configure`, with a size limit
-//! ([`crate::regex::SIZE_LIMIT`]).
+//! ([`crate::regex::SIZE_LIMIT`]) and Envoy's program size limit
+//! ([`crate::regex::PROGRAM_LIMIT`], see [`compile_regex`]); matches spend the request's step
+//! budget ([`crate::regex::REQUEST_STEP_BUDGET`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -220,15 +222,30 @@ impl Matcher {
                 }
             }),
             // Bytes, UTF-8 or not, as Envoy's Latin-1 RE2 reads them.
-            Pattern::Regex(re) => re.is_match(value),
+            // Within the request's step budget (crate::regex): a match that would exceed it
+            // answers no match.
+            Pattern::Regex(re) => re.is_match_within_budget(value),
         }
     }
 }
 
 /// Compiles an Envoy `safe_regex`-style pattern: a full match, with the size and nesting limits
-/// ([`crate::regex`]).
+/// ([`crate::regex`]) and at most [`crate::regex::PROGRAM_LIMIT`] instructions, Envoy's default
+/// RE2 program size limit in this engine's units. Within that limit, one match on the longest
+/// header Envoy accepts ([`crate::regex::MAX_HEADERS_BYTES`]) fits the per-request step budget
+/// ([`crate::regex::REQUEST_STEP_BUDGET`]).
 pub fn compile_regex(pattern: &str, ignore_case: bool) -> Result<Regex, String> {
-    Regex::new(pattern, ignore_case).map_err(|e| e.to_string())
+    let re = Regex::new(pattern, ignore_case).map_err(|e| e.to_string())?;
+    if re.program_len() > crate::regex::PROGRAM_LIMIT {
+        return Err(format!(
+            "compiled regex has {} instructions, more than {} (Envoy's default RE2 program size \
+             limit, re2.max_program_size.error_level; alternatives of single characters are \
+             cheaper as a class: [abc] rather than a|b|c)",
+            re.program_len(),
+            crate::regex::PROGRAM_LIMIT
+        ));
+    }
+    Ok(re)
 }
 
 /// One compiled `HTTPMatchRequest` block.
@@ -429,8 +446,10 @@ pub struct Lookup<'a, V: RequestView> {
 }
 
 impl<'a, V: RequestView> Lookup<'a, V> {
-    /// Wraps a request; nothing is fetched yet.
+    /// Wraps a request; nothing is fetched yet. Refills the regex step budget
+    /// ([`crate::regex::start_request`]): one `Lookup` per request and filter.
     pub fn new(req: &'a V) -> Self {
+        crate::regex::start_request();
         Self {
             req,
             headers: Vec::new(),
@@ -880,15 +899,51 @@ mod tests {
         let huge = r#"[{"uri":{"regex":"(a{1,1000}){1,1000}"}}]"#;
         let err = MatchSet::compile(&parse(huge)).unwrap_err();
         assert!(err.contains("match[0].uri.regex"), "{err}");
-        // A realistic alternation of many versions still fits.
-        let versions: Vec<String> = (0..200).map(|i| format!("v{i}\\.[0-9]+")).collect();
-        let block = HttpMatchRequest {
-            headers: [("x".to_string(), StringMatch::Regex(versions.join("|")))].into(),
+        // Envoy's default RE2 program size limit (100) holds: an alternation of 10 versions
+        // fits, one of 200 (which Envoy refuses too) does not.
+        let versions = |n: usize| {
+            let list: Vec<String> = (0..n).map(|i| format!("v{i}\\.[0-9]+")).collect();
+            HttpMatchRequest {
+                headers: [("x".to_string(), StringMatch::Regex(list.join("|")))].into(),
+                ..HttpMatchRequest::default()
+            }
+        };
+        let s = MatchSet::compile(&[versions(10)]).unwrap();
+        assert!(s.matches(&get("/").with("x", "v9.3")));
+        assert!(!s.matches(&get("/").with("x", "v10.3")));
+        let err = MatchSet::compile(&[versions(200)]).unwrap_err();
+        assert!(err.contains("more than 100 (Envoy's default RE2"), "{err}");
+    }
+
+    #[test]
+    fn regex_work_per_request_is_budgeted() {
+        use crate::regex::{REQUEST_STEP_BUDGET, take_budget_exceeded};
+        // A 100-instruction program over a maximal header fits the budget once: the first
+        // match runs to the end, a second one on the same request is cut short (no match,
+        // counted); a new request starts with a full budget.
+        let pattern = format!("(?:.*){{31}}z{}", "y".repeat(3));
+        let re = compile_regex(&pattern, false).unwrap();
+        assert!(re.program_len() <= crate::regex::PROGRAM_LIMIT);
+        let big = format!("{}zyyy", "x".repeat(crate::regex::MAX_HEADERS_BYTES - 4));
+        assert!(re.worst_case_steps(big.len()) <= REQUEST_STEP_BUDGET);
+        let block = |name: &str| HttpMatchRequest {
+            headers: [(name.to_string(), StringMatch::Regex(pattern.clone()))].into(),
             ..HttpMatchRequest::default()
         };
-        let s = MatchSet::compile(&[block]).unwrap();
-        assert!(s.matches(&get("/").with("x", "v199.3")));
-        assert!(!s.matches(&get("/").with("x", "v200.3")));
+        let one = MatchSet::compile(&[block("x")]).unwrap();
+        let two = MatchSet::compile(&[block("x"), block("y")]).unwrap();
+        let _ = take_budget_exceeded();
+        assert!(one.matches(&get("/").with("x", &big)));
+        assert_eq!(take_budget_exceeded(), 0);
+        // Both blocks read a maximal header on one request: the second exceeds.
+        let req = get("/").with("x", &format!("{big}!")).with("y", &big);
+        assert!(!two.matches(&req), "the y block ran out of budget");
+        assert_eq!(take_budget_exceeded(), 1);
+        // Unbudgeted, the same regex answers.
+        assert!(re.is_match(big.as_bytes()));
+        // A fresh request has the whole budget again.
+        assert!(one.matches(&get("/").with("x", &big)));
+        assert_eq!(take_budget_exceeded(), 0);
     }
 
     /// Counts host fetches, to show the lookup fetches each header once and only when needed.

@@ -68,14 +68,20 @@ fn is_match_does_not_allocate() {
         }
     }
     let mut got = Vec::with_capacity(want.len());
+    let mut budgeted = Vec::with_capacity(want.len());
+    sluice_core::regex::start_request();
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     for regex in &regexes {
         for haystack in &haystacks {
             got.push(regex.is_match(haystack));
+            // The request path's form: the per-request budget is a thread-local counter.
+            budgeted.push(regex.is_match_within_budget(haystack));
         }
     }
     let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
     assert_eq!(allocations, 0, "is_match allocated");
     assert_eq!(got, want);
+    assert_eq!(budgeted, want, "these matches fit one request's budget");
+    assert_eq!(sluice_core::regex::take_budget_exceeded(), 0);
     assert!(got.contains(&true) && got.contains(&false));
 }

@@ -329,6 +329,7 @@ impl HttpContext for FaultHttp {
             ),
             Err(_) => Decision::Pass,
         };
+        sluice_glue::report_regex_budget(FILTER);
         match decision {
             Decision::Pass => Action::Continue,
             Decision::Overflow => {

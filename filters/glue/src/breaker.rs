@@ -57,13 +57,27 @@ impl GuardMetrics {
 
 impl Guard {
     /// A guard for `cluster`; its metrics are defined only `with_metrics` (a filter that guards
-    /// names it does not list bounds how many it defines).
-    pub fn new(filter: &str, cluster: &str, policy: Policy, with_metrics: bool) -> Self {
+    /// names it does not list bounds how many it defines). Its rejections name the cluster in
+    /// `x-sluice-breaker` only when `detailed_replies` (`BreakerConfig::detailed_replies`).
+    pub fn new(
+        filter: &str,
+        cluster: &str,
+        policy: Policy,
+        with_metrics: bool,
+        detailed_replies: bool,
+    ) -> Self {
+        let reply = |why: &str| {
+            if detailed_replies {
+                format!("{cluster} {why}")
+            } else {
+                why.to_owned()
+            }
+        };
         Self {
             name: cluster.to_owned(),
             key: breaker::shared_data_key(cluster),
-            open_header: format!("{cluster} open"),
-            overflow_header: format!("{cluster} overflow"),
+            open_header: reply("open"),
+            overflow_header: reply("overflow"),
             policy,
             metrics: if with_metrics {
                 GuardMetrics::define(filter, cluster)
@@ -162,6 +176,19 @@ pub fn admit(
             let header = match rejection {
                 Rejection::Open => {
                     guard.count(|m| m.rejected_open);
+                    &guard.open_header
+                }
+                Rejection::ProbeOverrun { ejection_ms } => {
+                    guard.count(|m| m.trips);
+                    guard.count(|m| m.rejected_open);
+                    log(
+                        LogLevel::Info,
+                        &format!(
+                            "{filter}: {} open for {ejection_ms}ms (trip {}): a probe overran \
+                             probeTimeout",
+                            guard.name, state.trips
+                        ),
+                    );
                     &guard.open_header
                 }
                 Rejection::Overflow => {

@@ -183,16 +183,18 @@ pub struct Seen<'r> {
     pub breaker: Option<(&'r str, Snapshot)>,
 }
 
-/// Whether the breaker under `key` is open now. The clock is read only for a breaker stored
-/// open (whether its ejection is over depends on the time; closed and half-open do not), at
-/// most once per request; the state read is kept in `seen` for the admission of the member
+/// Whether the breaker under `key` takes no new request now: open, or half-open with every
+/// probe slot taken ([`breaker::is_unavailable_with_clock`]); its users fail over the same way
+/// in both. The clock is read only for a breaker stored open or half-open with every slot
+/// taken (whether the ejection or the probe's deadline is over depends on the time), at most
+/// once per request; the state read is kept in `seen` for the admission of the member
 /// picked (usually the last one asked).
 fn breaker_open<'r>(key: Option<&'r String>, seen: &mut Seen<'r>) -> bool {
     let Some(key) = key else { return false };
     let Ok((Some(value), cas)) = hostcalls::get_shared_data(key) else {
         return false;
     };
-    let open = breaker::is_open_with_clock(Some(&value), || seen.clock.now_ms());
+    let open = breaker::is_unavailable_with_clock(Some(&value), || seen.clock.now_ms());
     seen.breaker = Some((key, (Some(value), cas)));
     open
 }

@@ -104,7 +104,9 @@ pub fn request_header(name: &str) -> Option<Vec<u8>> {
         .flatten()
 }
 
-/// Envoy's `source.address` property: the client address as text, `ip:port`.
+/// Envoy's `source.address` property: the downstream remote address the HTTP connection
+/// manager resolved (the TCP peer under the generated `use_remote_address: true`, or the
+/// `xff_num_trusted_hops`-th `x-forwarded-for` entry from the right), as text, `ip:port`.
 pub fn source_address() -> Option<Vec<u8>> {
     hostcalls::get_property(vec!["source", "address"])
         .ok()
@@ -255,6 +257,52 @@ pub fn count(counter: Option<u32>) {
 pub fn count_by(metric: Option<u32>, offset: i64) {
     if let Some(id) = metric {
         let _ = hostcalls::increment_metric(id, offset);
+    }
+}
+
+thread_local! {
+    /// The `regex_budget_exceeded` counter (defined at its first use), the time of the last
+    /// budget log line and the cut-short matches since (one VM per module: per filter).
+    static REGEX_BUDGET: Cell<(Option<u32>, u64, u32)> = const { Cell::new((None, 0, 0)) };
+}
+
+/// Minimum time between two "regex step budget exceeded" log lines of one worker.
+const REGEX_BUDGET_LOG_EVERY_MS: u64 = 10_000;
+
+/// Call after a request's matching: counts the regex matches the per-request step budget cut
+/// short ([`sluice_core::regex`]: they answered no match) in
+/// `sluice.<filter>.regex_budget_exceeded` (`filter` without its `sluice-` prefix) and logs
+/// them at warn level, at most once per 10 s per worker. Costs one thread-local read when
+/// nothing was cut short.
+pub fn report_regex_budget(filter: &str) {
+    let exceeded = sluice_core::regex::take_budget_exceeded();
+    if exceeded == 0 {
+        return;
+    }
+    let (mut counter, last_log_ms, unlogged) = REGEX_BUDGET.with(Cell::get);
+    if counter.is_none() {
+        let short = filter.strip_prefix("sluice-").unwrap_or(filter);
+        counter = define(
+            filter,
+            MetricType::Counter,
+            &format!("sluice.{short}.regex_budget_exceeded"),
+        );
+    }
+    count_by(counter, i64::from(exceeded));
+    let unlogged = unlogged.saturating_add(exceeded);
+    let now = now_ms();
+    if last_log_ms == 0 || now.saturating_sub(last_log_ms) >= REGEX_BUDGET_LOG_EVERY_MS {
+        log(
+            LogLevel::Warn,
+            &format!(
+                "{filter}: {unlogged} regex match(es) exceeded the per-request budget of {} \
+                 steps and answered no match (logged at most every 10 s)",
+                sluice_core::regex::REQUEST_STEP_BUDGET
+            ),
+        );
+        REGEX_BUDGET.with(|c| c.set((counter, now, 0)));
+    } else {
+        REGEX_BUDGET.with(|c| c.set((counter, last_log_ms, unlogged)));
     }
 }
 

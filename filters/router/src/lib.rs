@@ -107,7 +107,9 @@ impl HttpContext for RouterHttp {
         };
         // Deciding before stripping the client's internal headers is safe: no rule may match
         // on them (CompiledRouter::compile refuses it).
-        let Some(decision) = configured.router.decide(&HostRequest) else {
+        let decision = configured.router.decide(&HostRequest);
+        sluice_glue::report_regex_budget(FILTER);
+        let Some(decision) = decision else {
             return respond_no_match(configured.no_match);
         };
         let (set, value, remove) = match decision.destination {

@@ -152,11 +152,18 @@ fn runtime(suite: CompiledSuite) -> Runtime {
     let mut guards: Vec<Rc<Guard>> = Vec::new();
     let mut guard_index = FirstSeen::new();
     let mut guard_of = |cluster: &str| -> Option<Rc<Guard>> {
-        let policy = *suite.breaker.as_ref()?.policy_for(cluster)?;
+        let breakers = suite.breaker.as_ref()?;
+        let policy = *breakers.policy_for(cluster)?;
         if let Some(index) = guard_index.get(cluster) {
             return guards.get(index).cloned();
         }
-        let guard = Rc::new(Guard::new(FILTER, cluster, policy, true));
+        let guard = Rc::new(Guard::new(
+            FILTER,
+            cluster,
+            policy,
+            true,
+            breakers.detailed_replies,
+        ));
         guard.prepare(FILTER, now);
         guard_index.insert(cluster, guards.len());
         guards.push(Rc::clone(&guard));
@@ -664,7 +671,9 @@ impl HttpContext for SuiteHttp {
         };
         // Deciding before replacing the client's internal headers is safe: no rule may match
         // on them (the router's compile refuses it).
-        let Some(route) = runtime.suite.route(&HostRequest) else {
+        let route = runtime.suite.route(&HostRequest);
+        sluice_glue::report_regex_budget(FILTER);
+        let Some(route) = route else {
             return respond_no_match(runtime.no_match);
         };
         self.worker.count(

@@ -88,7 +88,10 @@ pub struct Sticky {
     /// Cookie whose value is the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
-    /// The client address (Envoy's `source.address` property, without the port) is the key.
+    /// The client address (Envoy's downstream remote address, the `source.address` property,
+    /// without the port) is the key. Generated listeners set `use_remote_address: true`, so it
+    /// is the TCP peer, or with `--xff-trusted-hops N` the N-th `x-forwarded-for` entry from the
+    /// right; never an address the client writes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub source_address: bool,
     /// When the request carries no key, the filter makes up a random one, uses it, and returns

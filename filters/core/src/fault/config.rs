@@ -167,8 +167,12 @@ pub struct Percent {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderFaults {
     /// Client networks allowed to request faults, e.g. `["10.0.0.0/8", "::1/128"]`; a bare
-    /// address means that host. The client is Envoy's `source.address` (the downstream peer,
-    /// or the original client when the listener uses proxy protocol / `use_remote_address`).
+    /// address means that host. The client is Envoy's downstream remote address (the
+    /// `source.address` property). Listeners the builder generates set `use_remote_address:
+    /// true` and `xff_num_trusted_hops` (`--xff-trusted-hops N`, default 0), so it is the TCP
+    /// peer, or with N trusted proxies the N-th `x-forwarded-for` entry from the right. A
+    /// listener without `use_remote_address` makes it the last `x-forwarded-for` entry, which
+    /// any client can write: do not use header faults there.
     pub trusted_cidrs: Vec<String>,
     /// Honour `x-envoy-fault-delay-request` (default `true`).
     #[serde(default = "default_true")]

@@ -450,7 +450,13 @@ impl FromJson for HeaderFaults {
 
 impl FromJson for BreakerConfig {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
-        const NAMES: &[&str] = &["afterRouter", "clusterHeader", "breakers", "default"];
+        const NAMES: &[&str] = &[
+            "afterRouter",
+            "clusterHeader",
+            "breakers",
+            "default",
+            "detailedReplies",
+        ];
         let mut value = Self::default();
         let mut object = r.object("struct BreakerConfig")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
@@ -458,7 +464,8 @@ impl FromJson for BreakerConfig {
                 0 => value.after_router = r.boolean()?,
                 1 => value.cluster_header = FromJson::read(r)?,
                 2 => value.breakers = FromJson::read(r)?,
-                _ => value.default = FromJson::read(r)?,
+                3 => value.default = FromJson::read(r)?,
+                _ => value.detailed_replies = r.boolean()?,
             }
         }
         r.end_struct(&object, NAMES, 0)?;
@@ -468,7 +475,7 @@ impl FromJson for BreakerConfig {
 
 /// The fields of a [`Breaker`] in declaration order: `cluster`, then the [`BreakerSettings`]
 /// fields, which are those after it.
-const BREAKER: [&str; 9] = [
+const BREAKER: [&str; 10] = [
     "cluster",
     "consecutiveErrors",
     "errorRatio",
@@ -476,6 +483,7 @@ const BREAKER: [&str; 9] = [
     "baseEjectionTime",
     "maxEjectionTime",
     "halfOpenProbes",
+    "probeTimeout",
     "countAs",
     "maxConcurrentRequests",
 ];
@@ -497,7 +505,8 @@ fn read_breaker_field(
         4 => settings.base_ejection_time = r.string()?,
         5 => settings.max_ejection_time = r.string()?,
         6 => settings.half_open_probes = r.u32()?,
-        7 => settings.count_as = FromJson::read(r)?,
+        7 => settings.probe_timeout = r.string()?,
+        8 => settings.count_as = FromJson::read(r)?,
         _ => settings.max_concurrent_requests = FromJson::read(r)?,
     }
     Ok(())
@@ -683,7 +692,7 @@ mod tests {
         ]);
         let settings = json!({"consecutiveErrors": 5, "errorRatio": {"thresholdPercent": 50},
             "interval": "5s", "baseEjectionTime": "1s", "maxEjectionTime": "9s",
-            "halfOpenProbes": 2, "countAs": ["5xx", "gateway-error", {"reset": null}, "connect-failure", "timeout"],
+            "halfOpenProbes": 2, "probeTimeout": "2500ms", "countAs": ["5xx", "gateway-error", {"reset": null}, "connect-failure", "timeout"],
             "maxConcurrentRequests": 7});
         let mut breaker = settings.clone();
         breaker["cluster"] = json!("c\\u00e9");
@@ -709,7 +718,7 @@ mod tests {
             {"rule": "r3", "delay": null, "abort": null}],
             "maxActiveFaults": 7, "headerFaults": {"trustedCidrs": ["10.0.0.0/8", "::1"],
             "delay": false, "abort": false, "maxDelay": "2s"}, "debugHeader": true});
-        let breakers = json!({"afterRouter": true, "clusterHeader": "x-c", "breakers": [breaker, {"cluster": "d"}],
+        let breakers = json!({"afterRouter": true, "clusterHeader": "x-c", "breakers": [breaker, {"cluster": "d"}], "detailedReplies": true,
             "default": settings});
         let suite =
             json!({"router": router, "canary": canary, "fault": fault, "breaker": breakers});

@@ -40,11 +40,38 @@
 //! - Not supported (errors, as in RE2): backreferences, lookaround, flags other than `i`, `m`,
 //!   `s`, `U`.
 //!
-//! Limits, checked when compiling: [`NEST_LIMIT`] open groups, and [`SIZE_LIMIT`] bytes of
-//! program plus character ranges. A match takes O(len(haystack) x len(program)), so the size
-//! limit bounds the CPU one request can cost for any config.
+//! Limits, checked when compiling: [`NEST_LIMIT`] open groups and [`SIZE_LIMIT`] bytes of
+//! program plus character ranges; a regex in a filter config also has at most
+//! [`PROGRAM_LIMIT`] instructions ([`crate::matching::compile_regex`]). A match takes at most
+//! `len(program) x (len(haystack) + 1)` steps (one step: one live instruction carried over one
+//! byte), so the program limit bounds the CPU one match can cost for any config.
+//!
+//! Per request, the matches of one filter share a budget of [`REQUEST_STEP_BUDGET`] steps
+//! ([`Regex::is_match_within_budget`]; [`start_request`] refills it, which
+//! [`crate::matching::Lookup::new`] does once per request). A match that would exceed it
+//! answers no match, and [`take_budget_exceeded`] tells the glue, which counts it
+//! (`sluice.<filter>.regex_budget_exceeded`) and logs at most once per 10 s per worker. The
+//! budget is one worst-case match, a [`PROGRAM_LIMIT`] program over [`MAX_HEADERS_BYTES`] of
+//! header, so no single pattern a config can hold is ever cut short on any header Envoy
+//! accepts; several large matches on one request are.
+//!
+//! # Program size, in Envoy's units and ours
+//!
+//! Envoy refuses a `safe_regex` whose RE2 "program size" (`RE2::ProgramSize()`, the number of
+//! instructions of the compiled RE2 program) exceeds the runtime value
+//! `re2.max_program_size.error_level`, default 100. [`PROGRAM_LIMIT`] is the same number in
+//! this engine's instructions (`Regex::program_len`), measured against RE2's through Envoy 1.40
+//! (its error message prints the size when the runtime limit is set to 0): RE2 counts 3 more
+//! for a plain pattern (`a` 5 vs 2, `abc` 7 vs 4, `(?:.*){30}z` 94 vs 92,
+//! `[a-z]{3,20}\.example\.com` 53 vs 50, `/api/v[0-9]+/users/[^/]+` 22 vs 18) and 2 more per
+//! capturing group (`(a)(b)` 10 vs 3); this engine counts more where RE2 folds an alternation
+//! of single characters into one class (`a|b|c|d|e|f` 5 vs 17) and one jump more per
+//! alternative (`abc|def|ghi|jkl` 16 vs 19) or per star (`a*b*c*` 9 vs 10). So the limit is
+//! within a few instructions of Envoy's for patterns made of literals, classes and
+//! repetitions; it is stricter than Envoy for long alternations (write `[abc]` rather than
+//! `a|b|c`), and more lenient for patterns with many capturing groups.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 mod compile;
@@ -55,12 +82,47 @@ mod vm;
 
 /// Upper bound, in bytes, on one compiled regex (instructions plus class ranges). A match costs
 /// the haystack length times the program size, so this bounds per-request CPU for any config.
-/// 64 KiB admits every realistic header/uri pattern (e.g. a 200-alternative list of versions).
+/// The engine's own memory bound; a regex in a filter config is held to the much smaller
+/// [`PROGRAM_LIMIT`] as well.
 pub const SIZE_LIMIT: usize = 64 * 1024;
 
 /// Nesting depth limit on groups: deep enough for any hand-written pattern, and a bound on the
 /// recursion of the parser and compiler.
 pub const NEST_LIMIT: u32 = 64;
+
+/// Upper bound on the instructions of one regex in a filter config
+/// ([`crate::matching::compile_regex`] refuses longer programs; the engine itself only holds
+/// [`SIZE_LIMIT`]): Envoy's default RE2 program size limit
+/// (`re2.max_program_size.error_level`, 100), in this engine's instructions (see the module
+/// doc for how the two compare).
+pub const PROGRAM_LIMIT: usize = 100;
+
+/// Envoy's default bound on a request's headers (`max_request_headers_kb`, 60 KiB): no header
+/// value a filter sees is longer.
+pub const MAX_HEADERS_BYTES: usize = 60 * 1024;
+
+/// Match steps one filter may spend on one request's regexes: one worst-case match, a
+/// [`PROGRAM_LIMIT`] program over [`MAX_HEADERS_BYTES`] (6,144,100 steps).
+pub const REQUEST_STEP_BUDGET: u64 = PROGRAM_LIMIT as u64 * (MAX_HEADERS_BYTES as u64 + 1);
+
+thread_local! {
+    /// Steps left for the current request (a proxy-wasm VM is single-threaded).
+    static BUDGET: Cell<u64> = const { Cell::new(REQUEST_STEP_BUDGET) };
+    /// Matches cut short by the budget since the glue last asked.
+    static EXCEEDED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Refills the per-request step budget ([`REQUEST_STEP_BUDGET`]); called once per request
+/// (by [`crate::matching::Lookup::new`]).
+pub fn start_request() {
+    BUDGET.with(|b| b.set(REQUEST_STEP_BUDGET));
+}
+
+/// How many budgeted matches answered "no match" because the budget ran out, since the last
+/// call (which resets the count).
+pub fn take_budget_exceeded() -> u32 {
+    EXCEEDED.with(|e| e.replace(0))
+}
 
 /// Why a pattern was refused: a short message and, for syntax errors, the byte offset in the
 /// pattern where the problem starts.
@@ -132,16 +194,48 @@ impl Regex {
         })
     }
 
-    /// Whether all of `haystack` matches, byte by byte (see the module doc).
+    /// Whether all of `haystack` matches, byte by byte (see the module doc). Unbudgeted: for
+    /// tests and the builder; the request path uses [`Regex::is_match_within_budget`].
     pub fn is_match(&self, haystack: &[u8]) -> bool {
+        let mut unlimited = u64::MAX;
+        self.run(haystack, &mut unlimited).unwrap_or(false)
+    }
+
+    /// [`Regex::is_match`] spending the current request's step budget ([`start_request`]):
+    /// when the match would exceed what is left, it stops there, answers no match, and counts
+    /// it for [`take_budget_exceeded`]; the budget is then empty for the rest of the request.
+    pub fn is_match_within_budget(&self, haystack: &[u8]) -> bool {
+        let mut budget = BUDGET.with(Cell::get);
+        let result = self.run(haystack, &mut budget);
+        BUDGET.with(|b| b.set(budget));
+        result.unwrap_or_else(|| {
+            EXCEEDED.with(|e| e.set(e.get().saturating_add(1)));
+            false
+        })
+    }
+
+    /// The most steps a match on `haystack_len` bytes can take: `program_len x (len + 1)`.
+    pub fn worst_case_steps(&self, haystack_len: usize) -> u64 {
+        (self.program.len() as u64).saturating_mul(haystack_len as u64 + 1)
+    }
+
+    /// `None` when `budget` ran out (then 0).
+    fn run(&self, haystack: &[u8], budget: &mut u64) -> Option<bool> {
         match self.scratch.try_borrow_mut() {
-            Ok(mut scratch) => vm::full_match(&self.program, &self.pool, &mut scratch, haystack),
+            Ok(mut scratch) => {
+                vm::full_match(&self.program, &self.pool, &mut scratch, haystack, budget)
+            }
             // Only a re-entrant call could find it borrowed; stay correct with fresh space.
             Err(_) => {
                 let mut scratch = vm::Scratch::new(self.program.len());
-                vm::full_match(&self.program, &self.pool, &mut scratch, haystack)
+                vm::full_match(&self.program, &self.pool, &mut scratch, haystack, budget)
             }
         }
+    }
+
+    /// The number of instructions of the compiled program.
+    pub fn program_len(&self) -> usize {
+        self.program.len()
     }
 
     /// The pattern as given.

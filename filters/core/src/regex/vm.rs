@@ -69,13 +69,16 @@ impl Scratch {
 }
 
 /// Whether `program` matches all of `bytes` (the VM starts at offset 0 only and accepts only
-/// at the end: the full match Envoy's `safe_regex` means).
+/// at the end: the full match Envoy's `safe_regex` means). Each byte costs `budget` one step
+/// per live instruction (at most the program's length); `None` when a byte would cost more
+/// than is left (the budget is then 0).
 pub(super) fn full_match(
     program: &[Inst],
     pool: &[Range],
     scratch: &mut Scratch,
     bytes: &[u8],
-) -> bool {
+    budget: &mut u64,
+) -> Option<bool> {
     let Scratch {
         current,
         next,
@@ -85,8 +88,14 @@ pub(super) fn full_match(
     add(program, current, stack, 0, bytes, 0);
     for (at, &byte) in bytes.iter().enumerate() {
         if current.len == 0 {
-            return false;
+            return Some(false);
         }
+        let steps = current.len as u64;
+        if *budget < steps {
+            *budget = 0;
+            return None;
+        }
+        *budget -= steps;
         next.len = 0;
         let c = u32::from(byte);
         let after = at + 1;
@@ -103,10 +112,12 @@ pub(super) fn full_match(
         }
         std::mem::swap(current, next);
     }
-    current
-        .members()
-        .iter()
-        .any(|&pc| matches!(program.get(pc as usize), Some(Inst::Match)))
+    Some(
+        current
+            .members()
+            .iter()
+            .any(|&pc| matches!(program.get(pc as usize), Some(Inst::Match))),
+    )
 }
 
 /// Adds `pc` and everything reachable from it without consuming a character, at byte offset
