@@ -348,3 +348,34 @@ spec:
     );
     assert!(!yaml.contains("key: host"), "{yaml}");
 }
+
+#[test]
+fn redirect_prefix_rewrite_replaces_the_rules_own_prefix() {
+    let yaml = envoy_yaml(
+        "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop]
+  http:
+  - name: moved
+    match: [{uri: {prefix: /old/}}, {uri: {prefix: /legacy}}]
+    redirect: {prefixRewrite: /new/, authority: shop.example.com}
+  - name: whole
+    match: [{uri: {prefix: /w}}]
+    redirect: {uri: /elsewhere}
+  - route: [{destination: {host: shop}}]
+",
+    );
+    let routes = routes(&yaml);
+    let r = &route(&routes, "moved", None)["redirect"];
+    assert_eq!(r["regex_rewrite"]["pattern"]["regex"], "^(?:/old/|/legacy)");
+    assert_eq!(r["regex_rewrite"]["substitution"], "/new/");
+    assert!(r.get("prefix_rewrite").is_none(), "{r:#}");
+    let r = &route(&routes, "whole", None)["redirect"];
+    assert_eq!(
+        r["path_redirect"], "/elsewhere",
+        "Istio: uri replaces the whole path"
+    );
+}

@@ -45,7 +45,7 @@ pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
     }
     if let Some(redirect) = &n.redirect {
         strip_action(&mut base);
-        base["redirect"] = redirect_json(redirect);
+        base["redirect"] = redirect_json(redirect, &n.uri_matches);
         add_headers(&mut base, n.headers.as_ref());
         return vec![base];
     }
@@ -159,13 +159,28 @@ fn strip_action(route: &mut Value) {
     }
 }
 
-fn redirect_json(r: &crate::native::HttpRedirect) -> Value {
+/// Istio's redirect. `uri` replaces the whole path (`path_redirect`, as Istio documents it).
+/// `prefixRewrite` replaces the prefix the rule matched: Istio writes Envoy's `prefix_rewrite`
+/// on a route matching that prefix, but sluice's Envoy route matches `/` plus `x-sluice-rule`,
+/// where `prefix_rewrite` would replace only the leading `/` (`/old/x` -> `/new/old/x`), so the
+/// redirect uses `regex_rewrite` on the rule's own prefixes instead (the same anchored
+/// alternatives as `rewrite.uri`, see [`prefix_pattern`]); the query string is kept.
+fn redirect_json(
+    r: &crate::native::HttpRedirect,
+    uri_matches: &[(crate::istio::StringMatch, bool)],
+) -> Value {
     let mut d = Map::new();
     if let Some(uri) = &r.uri {
         d.insert("path_redirect".into(), json!(uri));
     }
     if let Some(p) = &r.prefix_rewrite {
-        d.insert("prefix_rewrite".into(), json!(p));
+        d.insert(
+            "regex_rewrite".into(),
+            json!({
+                "pattern": {"regex": prefix_pattern(uri_matches)},
+                "substitution": escape_substitution(p),
+            }),
+        );
     }
     if let Some(a) = &r.authority {
         d.insert("host_redirect".into(), json!(a));
