@@ -232,3 +232,150 @@ fn health_check_annotation_maps_to_envoy_and_reports_mistakes() {
         "{errors}"
     );
 }
+
+/// The routes of `envoy.yaml` (all listeners), as JSON.
+fn routes(yaml: &str) -> Vec<serde_json::Value> {
+    let docs = sluice::yaml::parse_documents(yaml).expect("envoy.yaml parses");
+    let root = docs[0].root.to_json();
+    let mut out = Vec::new();
+    for l in root["static_resources"]["listeners"].as_array().unwrap() {
+        let rc = &l["filter_chains"][0]["filters"][0]["typed_config"]["route_config"];
+        assert_eq!(
+            rc["ignore_port_in_host_matching"], true,
+            "Istio's HCM routes"
+        );
+        for vh in rc["virtual_hosts"].as_array().unwrap() {
+            out.extend(vh["routes"].as_array().unwrap().iter().cloned());
+        }
+    }
+    out
+}
+
+fn route<'a>(
+    routes: &'a [serde_json::Value],
+    name: &str,
+    cluster: Option<&str>,
+) -> &'a serde_json::Value {
+    routes
+        .iter()
+        .find(|r| {
+            r["name"] == name
+                && cluster.is_none_or(|c| {
+                    r["match"]["headers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|h| h["string_match"]["exact"] == c)
+                })
+        })
+        .unwrap_or_else(|| panic!("route {name} {cluster:?} in {routes:#?}"))
+}
+
+#[test]
+fn host_header_operations_become_host_rewrites_as_istio_orders_them() {
+    let yaml = envoy_yaml(
+        "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: shop}
+spec:
+  host: shop
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop]
+  http:
+  - name: route-set
+    match: [{uri: {prefix: /a}}]
+    headers: {request: {set: {Host: route.example, x-a: '1'}, remove: [host, x-b]}}
+    route:
+    - destination: {host: shop, subset: v1}
+      headers: {request: {set: {host: dest.example}}}
+  - name: dest-only
+    match: [{uri: {prefix: /b}}]
+    route:
+    - destination: {host: shop, subset: v1}
+      headers: {request: {add: {':authority': dest.example}}}
+  - name: rewrite-wins
+    match: [{uri: {prefix: /c}}]
+    rewrite: {authority: rewritten.example}
+    headers: {request: {set: {host: route.example}}}
+    route: [{destination: {host: shop, subset: v1}}]
+  - name: weighted
+    route:
+    - destination: {host: shop, subset: v1}
+      weight: 50
+      headers: {request: {set: {host: one.example}}}
+    - destination: {host: shop, subset: v2}
+      weight: 50
+      headers: {request: {add: {host: two.example}}, response: {set: {x-v: two}}}
+",
+    );
+    let routes = routes(&yaml);
+    let r = route(&routes, "route-set", None);
+    assert_eq!(r["route"]["host_rewrite_literal"], "route.example", "{r:#}");
+    let added: Vec<&str> = r["request_headers_to_add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["header"]["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["x-a"], "host is never a header operation: {r:#}");
+    assert_eq!(
+        r["request_headers_to_remove"],
+        serde_json::json!(["x-b"]),
+        "{r:#}"
+    );
+    let r = route(&routes, "dest-only", None);
+    assert_eq!(r["route"]["host_rewrite_literal"], "dest.example", "{r:#}");
+    assert!(r.get("request_headers_to_add").is_none(), "{r:#}");
+    let r = route(&routes, "rewrite-wins", None);
+    assert_eq!(r["route"]["host_rewrite_literal"], "rewritten.example");
+    let one = route(&routes, "weighted", Some("outbound|8000|v1|shop"));
+    assert_eq!(
+        one["route"]["host_rewrite_literal"], "one.example",
+        "{one:#}"
+    );
+    let two = route(&routes, "weighted", Some("outbound|8000|v2|shop"));
+    assert_eq!(
+        two["route"]["host_rewrite_literal"], "two.example",
+        "{two:#}"
+    );
+    assert!(!yaml.contains("key: host"), "{yaml}");
+}
+
+#[test]
+fn redirect_prefix_rewrite_replaces_the_rules_own_prefix() {
+    let yaml = envoy_yaml(
+        "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop]
+  http:
+  - name: moved
+    match: [{uri: {prefix: /old/}}, {uri: {prefix: /legacy}}]
+    redirect: {prefixRewrite: /new/, authority: shop.example.com}
+  - name: whole
+    match: [{uri: {prefix: /w}}]
+    redirect: {uri: /elsewhere}
+  - route: [{destination: {host: shop}}]
+",
+    );
+    let routes = routes(&yaml);
+    let r = &route(&routes, "moved", None)["redirect"];
+    assert_eq!(r["regex_rewrite"]["pattern"]["regex"], "^(?:/old/|/legacy)");
+    assert_eq!(r["regex_rewrite"]["substitution"], "/new/");
+    assert!(r.get("prefix_rewrite").is_none(), "{r:#}");
+    let r = &route(&routes, "whole", None)["redirect"];
+    assert_eq!(
+        r["path_redirect"], "/elsewhere",
+        "Istio: uri replaces the whole path"
+    );
+}

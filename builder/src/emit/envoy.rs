@@ -291,6 +291,9 @@ fn listener_json(
                 "xff_num_trusted_hops": options.xff_trusted_hops,
                 "route_config": {
                     "name": name,
+                    // As Istio's sidecar and gateway routes: `host:<any port>` matches a domain
+                    // listed without a port (`foo.example.com:12345` for `*.example.com`).
+                    "ignore_port_in_host_matching": true,
                     "virtual_hosts": virtual_hosts,
                     // The internal headers never reach an upstream.
                     "request_headers_to_remove": wire::INTERNAL_HEADERS,

@@ -45,7 +45,7 @@ pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
     }
     if let Some(redirect) = &n.redirect {
         strip_action(&mut base);
-        base["redirect"] = redirect_json(redirect);
+        base["redirect"] = redirect_json(redirect, &n.uri_matches);
         add_headers(&mut base, n.headers.as_ref());
         return vec![base];
     }
@@ -64,7 +64,8 @@ pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
         add_headers(&mut base, n.headers.as_ref());
         return vec![base];
     }
-    decorate_forwarding(n, &mut base);
+    let route_authority = route_authority(n);
+    decorate_forwarding(n, route_authority, &mut base);
     if rule.retries.as_ref().is_some_and(|r| r.remote_localities)
         && base["route"]["retry_policy"].is_object()
     {
@@ -81,11 +82,11 @@ pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
     add_headers(&mut base, n.headers.as_ref());
     match &rule.target {
         Target::Cluster(c) if !n.passthrough_endpoints.is_empty() => {
-            add_headers(&mut base, n.destination_headers.get(c));
+            add_destination_headers(&mut base, n.destination_headers.get(c), route_authority);
             passthrough_routes(rule, base)
         }
         Target::Cluster(c) => {
-            add_headers(&mut base, n.destination_headers.get(c));
+            add_destination_headers(&mut base, n.destination_headers.get(c), route_authority);
             vec![base]
         }
         Target::Split(members) => {
@@ -101,7 +102,7 @@ pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
                         "string_match": {"exact": cluster},
                     }));
                 }
-                add_headers(&mut r, Some(h));
+                add_destination_headers(&mut r, Some(h), route_authority);
                 out.push(r);
             }
             out.push(base);
@@ -158,13 +159,28 @@ fn strip_action(route: &mut Value) {
     }
 }
 
-fn redirect_json(r: &crate::native::HttpRedirect) -> Value {
+/// Istio's redirect. `uri` replaces the whole path (`path_redirect`, as Istio documents it).
+/// `prefixRewrite` replaces the prefix the rule matched: Istio writes Envoy's `prefix_rewrite`
+/// on a route matching that prefix, but sluice's Envoy route matches `/` plus `x-sluice-rule`,
+/// where `prefix_rewrite` would replace only the leading `/` (`/old/x` -> `/new/old/x`), so the
+/// redirect uses `regex_rewrite` on the rule's own prefixes instead (the same anchored
+/// alternatives as `rewrite.uri`, see [`prefix_pattern`]); the query string is kept.
+fn redirect_json(
+    r: &crate::native::HttpRedirect,
+    uri_matches: &[(crate::istio::StringMatch, bool)],
+) -> Value {
     let mut d = Map::new();
     if let Some(uri) = &r.uri {
         d.insert("path_redirect".into(), json!(uri));
     }
     if let Some(p) = &r.prefix_rewrite {
-        d.insert("prefix_rewrite".into(), json!(p));
+        d.insert(
+            "regex_rewrite".into(),
+            json!({
+                "pattern": {"regex": prefix_pattern(uri_matches)},
+                "substitution": escape_substitution(p),
+            }),
+        );
     }
     if let Some(a) = &r.authority {
         d.insert("host_redirect".into(), json!(a));
@@ -184,8 +200,62 @@ fn redirect_json(r: &crate::native::HttpRedirect) -> Value {
     Value::Object(d)
 }
 
-fn decorate_forwarding(n: &RouteExtras, route: &mut Value) {
+/// The Host a forwarding rule sets for every destination, as Istio orders it: `rewrite.authority`,
+/// else a `host` / `:authority` entry of the rule's `headers.request` (`set` over `add`). Istio
+/// turns those entries into this rewrite (Envoy refuses to modify Host or a pseudo-header through
+/// `request_headers_to_add`).
+fn route_authority(n: &RouteExtras) -> Option<&str> {
+    n.rewrite
+        .as_ref()
+        .and_then(|rw| rw.authority.as_deref())
+        .or_else(|| headers_authority(n.headers.as_ref()))
+}
+
+/// The authority a `Headers` block sets on the request (Istio's `TranslateHeadersOperations`):
+/// the value of a `host` or `:authority` key, `set` winning over `add`.
+pub fn headers_authority(headers: Option<&Headers>) -> Option<&str> {
+    let ops = headers?.request.as_ref()?;
+    authority_in(&ops.set).or_else(|| authority_in(&ops.add))
+}
+
+fn authority_in(m: &std::collections::BTreeMap<String, String>) -> Option<&str> {
+    m.iter()
+        .find(|(k, _)| is_authority_header(k))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Istio's `isAuthorityHeader`.
+fn is_authority_header(key: &str) -> bool {
+    key.eq_ignore_ascii_case(":authority") || key.eq_ignore_ascii_case("host")
+}
+
+/// Istio's `isInternalHeader`: pseudo-headers and Host, which header operations never touch
+/// (Envoy refuses such a config). Their `set`/`add` on requests become the Host rewrite.
+fn is_internal_header(key: &str) -> bool {
+    key.starts_with(':') || key.eq_ignore_ascii_case("host")
+}
+
+/// A destination's header operations on its route, and its Host rewrite when the rule sets none
+/// ([`route_authority`] takes precedence, as in Istio's single and weighted destinations).
+fn add_destination_headers(
+    route: &mut Value,
+    headers: Option<&Headers>,
+    route_authority: Option<&str>,
+) {
+    add_headers(route, headers);
+    if route_authority.is_none()
+        && let Some(authority) = headers_authority(headers)
+        && route["route"].is_object()
+    {
+        route["route"]["host_rewrite_literal"] = json!(authority);
+    }
+}
+
+fn decorate_forwarding(n: &RouteExtras, authority: Option<&str>, route: &mut Value) {
     let action = &mut route["route"];
+    if let Some(a) = authority {
+        action["host_rewrite_literal"] = json!(a);
+    }
     if let Some(rw) = &n.rewrite {
         if let Some(uri) = &rw.uri {
             action["regex_rewrite"] = json!({
@@ -197,9 +267,6 @@ fn decorate_forwarding(n: &RouteExtras, route: &mut Value) {
                 "pattern": {"regex": rr.pattern.clone().unwrap_or_default()},
                 "substitution": rr.rewrite.clone().unwrap_or_default(),
             });
-        }
-        if let Some(a) = &rw.authority {
-            action["host_rewrite_literal"] = json!(a);
         }
     }
     if !n.mirrors.is_empty() {
@@ -359,27 +426,30 @@ fn add_headers(route: &mut Value, headers: Option<&Headers>) {
         if !added.is_empty() {
             push_all(route, to_add, added);
         }
-        if !ops.remove.is_empty() {
-            push_all(
-                route,
-                to_remove,
-                ops.remove
-                    .iter()
-                    .map(|n| json!(n.to_ascii_lowercase()))
-                    .collect(),
-            );
+        let removed: Vec<Value> = ops
+            .remove
+            .iter()
+            .filter(|n| !is_internal_header(n))
+            .map(|n| json!(n.to_ascii_lowercase()))
+            .collect();
+        if !removed.is_empty() {
+            push_all(route, to_remove, removed);
         }
     }
 }
 
 fn header_values(ops: &HeaderOperations) -> Vec<Value> {
     let entry = |k: &String, v: &String, action: &str| json!({"header": {"key": k.to_ascii_lowercase(), "value": v}, "append_action": action});
+    // Host and pseudo-headers are dropped, as Istio drops them: a request's Host comes from
+    // `host_rewrite_literal` instead (see `route_authority`).
     ops.set
         .iter()
+        .filter(|(k, _)| !is_internal_header(k))
         .map(|(k, v)| entry(k, v, "OVERWRITE_IF_EXISTS_OR_ADD"))
         .chain(
             ops.add
                 .iter()
+                .filter(|(k, _)| !is_internal_header(k))
                 .map(|(k, v)| entry(k, v, "APPEND_IF_EXISTS_OR_ADD")),
         )
         .collect()

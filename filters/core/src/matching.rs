@@ -20,8 +20,12 @@
 //!   and `authority` it matches every request, since those pseudo-headers are always present.
 //!   As in Istio, `{"regex": "*"}` (not a valid regex) is the same catch-all wherever Istio
 //!   translates to an Envoy header matcher: `headers`, `withoutHeaders`, `method`, `authority`.
-//! - `withoutHeaders` inverts a header match: the block fails when the header is present and its
-//!   value matches (an absent header never fails a `withoutHeaders` entry).
+//! - `withoutHeaders` inverts a header match: the block fails when the header's value matches.
+//!   As Istio translates it (an inverted Envoy header matcher with `treat_missing_header_as_empty`
+//!   unless it is a presence match), a missing header counts as the empty value: it fails an
+//!   entry whose matcher accepts "" (`regex: ".*"`, `exact: ""`, `prefix: ""`) and passes the
+//!   others and `{}` (absent = not present). `headers` entries get no such flag in Istio: a
+//!   missing header fails every one of them, `regex: ".*"` and `exact: ""` included.
 //! - `queryParams` are parsed from `:path`: the first parameter with the name counts (Envoy's
 //!   `getFirstValue`); a parameter without `=` has an empty value. Names and values are compared
 //!   as sent, NOT percent-decoded: Envoy's route matcher, which Istio's `queryParams` compile
@@ -288,7 +292,11 @@ impl Block {
             if name.is_empty() {
                 return Err(format!("{}: empty query parameter name", field()));
             }
-            query_params.push((name.as_bytes().into(), Matcher::compile(m, false, &field)?));
+            // Istio's `translateQueryParamMatch`: `regex: "*"` is a presence match here too.
+            query_params.push((
+                name.as_bytes().into(),
+                Matcher::compile(header_match(m), false, &field)?,
+            ));
         }
         if let Some(port) = block.port
             && !(1..=65535).contains(&port)
@@ -334,7 +342,13 @@ impl Block {
             }
         }
         for (name, m) in &self.without_headers {
-            if req.header(name).is_some_and(|v| m.matches(v)) {
+            // Istio inverts the matcher and, unless it is a presence match, sets Envoy's
+            // `treat_missing_header_as_empty`: a missing header is matched as "".
+            let hit = match (req.header(name), &m.pattern) {
+                (None, Pattern::Any) => false,
+                (value, _) => m.matches(value.unwrap_or_default()),
+            };
+            if hit {
                 return false;
             }
         }
@@ -737,7 +751,7 @@ mod tests {
         let s = set(r#"[{"withoutHeaders":{"end-user":{"exact":"jason"}}}]"#);
         assert!(
             s.matches(&get("/")),
-            "absent header never fails withoutHeaders"
+            "an absent header is \"\", which is not jason"
         );
         assert!(s.matches(&get("/").with("end-user", "bob")));
         assert!(!s.matches(&get("/").with("end-user", "jason")));
@@ -753,6 +767,32 @@ mod tests {
             !s.matches(&get("/").with_bytes("x", b"a\xff")),
             "a. matches a\\xff (bytes, as Envoy)"
         );
+    }
+
+    #[test]
+    fn missing_headers_follow_istios_envoy_matchers() {
+        // withoutHeaders: treat_missing_header_as_empty (Istio), except presence matches.
+        for (m, missing_applies) in [
+            (r#"{"regex":".*"}"#, false),
+            (r#"{"exact":""}"#, false),
+            (r#"{"prefix":""}"#, false),
+            (r#"{"regex":".+"}"#, true),
+            (r#"{"exact":"x"}"#, true),
+            (r#"{"prefix":"x"}"#, true),
+            (r#"{}"#, true),
+            (r#"{"regex":"*"}"#, true),
+        ] {
+            let s = set(&format!(r#"[{{"withoutHeaders":{{"x-h":{m}}}}}]"#));
+            assert_eq!(s.matches(&get("/")), missing_applies, "withoutHeaders {m}");
+            // headers: no flag, a missing header never matches.
+            let s = set(&format!(r#"[{{"headers":{{"x-h":{m}}}}}]"#));
+            assert!(!s.matches(&get("/")), "headers {m}");
+        }
+        // queryParams: `regex: "*"` is presence, as Istio's translateQueryParamMatch.
+        let s = set(r#"[{"queryParams":{"q":{"regex":"*"}}}]"#);
+        assert!(s.matches(&get("/?q=")));
+        assert!(s.matches(&get("/?q=1")));
+        assert!(!s.matches(&get("/?p=1")));
     }
 
     #[test]

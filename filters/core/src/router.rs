@@ -557,6 +557,33 @@ mod tests {
     }
 
     #[test]
+    fn any_client_port_matches_a_domain_listed_without_one() {
+        // Istio's ignore_port_in_host_matching: the port a client writes in Host never keeps a
+        // request from its virtual host.
+        let r = router(
+            r#"{"virtualHosts":[
+              {"name":"gw","domains":["*.example.com","a.example.com:8080"],"rules":[{"name":"w","route":{"cluster":"c"}}]},
+              {"name":"exact","domains":["api.example.org"],"rules":[{"name":"e","route":{"cluster":"d"}}]},
+              {"name":"v6","domains":["[::1]"],"rules":[{"name":"six","route":{"cluster":"s"}}]}]}"#,
+        );
+        for (authority, rule) in [
+            ("foo.example.com:12345", Some("w")),
+            ("foo.example.com", Some("w")),
+            ("FOO.example.com:1", Some("w")),
+            ("api.example.org:12345", Some("e")),
+            ("[::1]:12345", Some("six")),
+            ("api.example.org:x", None),
+        ] {
+            assert_eq!(
+                r.decide(&MockHost::request("GET", authority, "/"))
+                    .map(|d| d.rule_name),
+                rule,
+                "{authority}"
+            );
+        }
+    }
+
+    #[test]
     fn long_authority_is_handled() {
         let long = format!("{}.example.com", "a".repeat(400));
         let r = router(
