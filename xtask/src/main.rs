@@ -409,10 +409,11 @@ fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
     );
     step(&mut steps, "cargo test", || {
         // `--workspace` would override a `-p` given after `--`.
+        // --no-fail-fast: one run reports every failing test binary, not only the first.
         let mut command = if selects_packages(cargo_test_args) {
-            cargo(&["test"])
+            cargo(&["test", "--no-fail-fast"])
         } else {
-            cargo(&["test", "--workspace"])
+            cargo(&["test", "--workspace", "--no-fail-fast"])
         };
         command.args(cargo_test_args);
         // The tests use exactly the modules and the Envoy the steps above produced, even under
