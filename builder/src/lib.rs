@@ -201,6 +201,11 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
         ));
     }
     locality::apply(&mut mesh, options.locality.as_ref());
+    diags.extend(sluice_settings::check_unused_fault_extras(
+        &mesh,
+        &resources,
+        matches!(options.target, Target::Istio(_)),
+    ));
     if !rejections.is_empty() {
         diags.retain(|d| !follows_from_rejection(d, &resources, &rejections));
     }

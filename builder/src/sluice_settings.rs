@@ -34,7 +34,7 @@ use sluice_core::fault::plan::FaultPlan;
 
 use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
 use crate::istio::{CircuitBreaker, DestinationRuleSpec, HttpFaultInjection, VirtualServiceSpec};
-use crate::parse::{Inputs, Resource, Spec};
+use crate::parse::{Inputs, Kind, Resource, Spec};
 use crate::yaml::{self, FieldPath, Node, Pos, Seg, Value};
 
 /// Annotation of a VirtualService: canary settings per http route.
@@ -1249,4 +1249,74 @@ mod tests {
         assert_eq!(s.interval, "20s");
         assert_eq!(s.base_ejection_time, "30s");
     }
+}
+
+/// A `sluice.dev/fault` annotation that cannot take effect: the fault filter is attached only
+/// where a rule has a `fault`, so on a listener (for the istio target: anywhere, its one config
+/// serves every listener) without one, `headerFaults`, `maxActiveFaults` and `debugHeader` would
+/// be dropped without a word. A warning at the annotation says so.
+pub fn check_unused_fault_extras(
+    mesh: &crate::model::Mesh,
+    resources: &[Resource],
+    merged: bool,
+) -> Vec<Diagnostic> {
+    let listener_has_fault = |l: &crate::model::Listener| {
+        l.virtual_hosts
+            .iter()
+            .flat_map(|vh| &vh.rules)
+            .any(|rule| rule.fault.is_some())
+    };
+    let anywhere = mesh.listeners.values().any(listener_has_fault);
+    let mut unused = std::collections::BTreeSet::new();
+    let mut used = std::collections::BTreeSet::new();
+    for listener in mesh.listeners.values() {
+        let has_fault = if merged {
+            anywhere
+        } else {
+            listener_has_fault(listener)
+        };
+        for vh in &listener.virtual_hosts {
+            if vh
+                .rules
+                .iter()
+                .all(|r| r.sluice.fault_extras == FaultExtras::default())
+            {
+                continue;
+            }
+            if has_fault {
+                used.insert(vh.name.clone());
+            } else {
+                unused.insert(vh.name.clone());
+            }
+        }
+    }
+    resources
+        .iter()
+        .filter(|r| r.kind == Kind::VirtualService)
+        .filter(|r| {
+            let name = format!("{}.{}", r.namespace, r.name);
+            unused.contains(&name) && !used.contains(&name)
+        })
+        .map(|r| {
+            r.diag(
+                Code::Ignored,
+                Severity::Warning,
+                &FieldPath::root()
+                    .key("metadata")
+                    .key("annotations")
+                    .key(FAULT_ANNOTATION),
+                format!(
+                    "{FAULT_ANNOTATION} has no effect: no route {} has a `fault`, so no fault \
+                     filter is attached there and its settings (headerFaults, maxActiveFaults, \
+                     debugHeader) are dropped",
+                    if merged { "of the mesh" } else { "on this VirtualService's listeners" }
+                ),
+                Some(
+                    "add a `fault` to a route (e.g. with percentage 0 to only enable headerFaults), \
+                     or remove the annotation"
+                        .into(),
+                ),
+            )
+        })
+        .collect()
 }

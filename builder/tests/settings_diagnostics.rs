@@ -163,3 +163,43 @@ case!(
         ""
     )
 );
+
+/// `sluice.dev/fault` on a VirtualService none of whose routes has a `fault`: no fault filter is
+/// attached, so the settings would be dropped silently; a warning at the annotation says so, on
+/// every target. With a `fault` on a route, no warning.
+#[test]
+fn fault_settings_without_any_fault_are_a_warning_at_the_annotation() {
+    let extras = "\n    sluice.dev/fault: |\n      headerFaults: {trustedCidrs: [10.0.0.0/8]}";
+    let without = mesh(" {}", extras, "");
+    for target in [
+        sluice::Target::Envoy,
+        sluice::Target::Istio(sluice::emit::istio_target::IstioOptions::default()),
+    ] {
+        let output = generate(
+            &Inputs::from_text("mesh.yaml", &without),
+            &Options {
+                target,
+                ..options()
+            },
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        let text = output.warnings.to_string();
+        assert!(
+            text.contains("warning[SL901]: VirtualService/reviews: metadata.annotations.sluice.dev/fault: sluice.dev/fault has no effect"),
+            "{text}"
+        );
+        assert!(text.contains("hint: add a `fault` to a route"), "{text}");
+    }
+    let with = mesh(
+        " {}",
+        extras,
+        "\n    fault: {abort: {httpStatus: 503, percentage: {value: 0}}}",
+    );
+    let output = generate(&Inputs::from_text("mesh.yaml", &with), &options())
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert!(
+        !output.warnings.to_string().contains("has no effect"),
+        "{}",
+        output.warnings
+    );
+}
