@@ -1216,41 +1216,6 @@ fn check_legacy_breakers(r: &Resource, dr: &DestinationRuleSpec, out: &mut Vec<D
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filter_messages_split_into_path_and_text() {
-        let (p, t) = split_message("schedule.steps[1].hold: invalid duration");
-        assert_eq!(p.to_string(), "schedule.steps[1].hold");
-        assert_eq!(t, "invalid duration");
-        let (p, t) = split_message("errorRatio.thresholdPercent must be within 1..=100, got 0");
-        assert_eq!(p.to_string(), "errorRatio.thresholdPercent");
-        assert_eq!(t, "thresholdPercent must be within 1..=100, got 0");
-        let (p, t) = split_message("HTTP fault injection must have an abort and/or a delay");
-        assert!(p.is_root());
-        assert_eq!(t, "HTTP fault injection must have an abort and/or a delay");
-    }
-
-    #[test]
-    fn subset_overrides_merge_over_host_fields() {
-        let host = BreakerFields {
-            consecutive_errors: Some(5),
-            interval: Some("20s".into()),
-            ..BreakerFields::default()
-        };
-        let over = BreakerFields {
-            consecutive_errors: Some(3),
-            ..BreakerFields::default()
-        };
-        let s = host.merged(&over).settings();
-        assert_eq!(s.consecutive_errors, Some(3));
-        assert_eq!(s.interval, "20s");
-        assert_eq!(s.base_ejection_time, "30s");
-    }
-}
-
 /// A `sluice.dev/fault` annotation that cannot take effect: the fault filter is attached only
 /// where a rule has a `fault`, so on a listener (for the istio target: anywhere, its one config
 /// serves every listener) without one, `headerFaults`, `maxActiveFaults` and `debugHeader` would
@@ -1319,4 +1284,39 @@ pub fn check_unused_fault_extras(
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_messages_split_into_path_and_text() {
+        let (p, t) = split_message("schedule.steps[1].hold: invalid duration");
+        assert_eq!(p.to_string(), "schedule.steps[1].hold");
+        assert_eq!(t, "invalid duration");
+        let (p, t) = split_message("errorRatio.thresholdPercent must be within 1..=100, got 0");
+        assert_eq!(p.to_string(), "errorRatio.thresholdPercent");
+        assert_eq!(t, "thresholdPercent must be within 1..=100, got 0");
+        let (p, t) = split_message("HTTP fault injection must have an abort and/or a delay");
+        assert!(p.is_root());
+        assert_eq!(t, "HTTP fault injection must have an abort and/or a delay");
+    }
+
+    #[test]
+    fn subset_overrides_merge_over_host_fields() {
+        let host = BreakerFields {
+            consecutive_errors: Some(5),
+            interval: Some("20s".into()),
+            ..BreakerFields::default()
+        };
+        let over = BreakerFields {
+            consecutive_errors: Some(3),
+            ..BreakerFields::default()
+        };
+        let s = host.merged(&over).settings();
+        assert_eq!(s.consecutive_errors, Some(3));
+        assert_eq!(s.interval, "20s");
+        assert_eq!(s.base_ejection_time, "30s");
+    }
 }
