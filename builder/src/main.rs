@@ -8,22 +8,32 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
 Examples:
-  # Generate an Envoy bootstrap from a directory of Istio YAML, then run it:
+  # Generate an Envoy bootstrap from a directory of Istio YAML, then run it from the output
+  # folder (the modules are copied to OUT/wasm/ and named relative to it):
   sluice generate -f examples/bookinfo -o out/bookinfo
-  envoy -c out/bookinfo/envoy.yaml
+  cd out/bookinfo && envoy -c envoy.yaml
 
-  # Several inputs (files and directories, read recursively: *.yaml, *.yml):
+  # Several inputs (files and directories, read recursively: *.yaml, *.yml; - is stdin):
   sluice generate -f mesh/services.yaml -f mesh/routes/ -o out/mesh
+
+  # Name where the modules will live on the host that runs Envoy, then ship the folder:
+  sluice generate -f examples/bookinfo -o out/vm --module-dir /opt/sluice/wasm
 
   # Reference the .wasm modules where they are instead of copying them
   # (a relative directory resolves against Envoy's working directory):
-  sluice generate -f examples/bookinfo -o envoy-configs/bookinfo --wasm-dir target/wasm32-wasip1/release
+  sluice generate -f examples/bookinfo -o out/bookinfo-ref --wasm-dir target/wasm32-wasip1/release
 
   # One filter, sluice-suite, instead of the four-filter chain (less CPU per request):
   sluice generate -f examples/demo -o out/demo --suite
 
+  # Print the bootstrap instead of writing a folder:
+  sluice generate -f examples/bookinfo -o - --wasm-dir /opt/sluice/wasm > envoy.yaml
+
 Inputs are Istio networking.istio.io resources (v1, v1beta1, v1alpha3): Gateway, VirtualService,
-DestinationRule, ServiceEntry (endpoints give hosts their addresses), WorkloadEntry.
+DestinationRule, ServiceEntry (endpoints give hosts their addresses), WorkloadEntry; and
+Kubernetes v1 Services (the registry of --target istio; other Kubernetes kinds are skipped).
+-o writes only a new or empty folder or one sluice wrote before (.sluice-output.json), never the
+current directory or a folder holding an input; it replaces only what sluice wrote there.
 Every problem is reported as `file:line:col: error[SL301]: Kind/name: field.path: message` with a
 hint (codes: docs/DIAGNOSTICS.md; --format json or sarif for tools). If there is any error (with
 --fail-on warning: any warning), nothing is written and the exit code is 1; usage and I/O errors
