@@ -174,6 +174,10 @@ pub struct Routed {
     pub timeout: Option<String>,
     /// The retry policy.
     pub retries: Option<RetriesOut>,
+    /// The rule has a CORS policy and the request is a preflight (`OPTIONS` with `origin` and
+    /// `access-control-request-method`): Envoy's CORS filter answers it itself when the origin
+    /// is allowed, and forwards it otherwise.
+    pub cors_preflight: bool,
 }
 
 /// Where a matched request goes.
@@ -364,6 +368,11 @@ pub fn explain_in(
                 .get(d.rule_index)
                 .ok_or_else(|| Error::Request("internal error: rule index".into()))?;
             let action = action(rule, d.destination, &configs, mesh, &req, request)?;
+            let has = |name: &str| req.headers.contains_key(name);
+            let cors_preflight = rule.native.cors.is_some()
+                && method == "OPTIONS"
+                && has("origin")
+                && has("access-control-request-method");
             let fault = configs
                 .fault
                 .as_ref()
@@ -385,6 +394,7 @@ pub fn explain_in(
                         status_codes: r.status_codes.clone(),
                         per_try_timeout: r.per_try_timeout.map(|t| format!("{t:?}")),
                     }),
+                cors_preflight,
             }))
         }
     };
@@ -860,6 +870,12 @@ pub fn to_text(e: &Explained) -> String {
                 Action::DirectResponse { status } => {
                     let _ = writeln!(out, "  direct response {status}");
                 }
+            }
+            if d.cors_preflight {
+                let _ = writeln!(
+                    out,
+                    "  CORS preflight: Envoy's CORS filter answers it when the origin is allowed (else it is forwarded)"
+                );
             }
             match &d.fault {
                 None => {
