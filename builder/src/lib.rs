@@ -29,6 +29,7 @@ pub mod output;
 pub mod parse;
 pub mod report;
 pub mod schema;
+pub mod shadow;
 pub mod sluice_settings;
 pub mod tcp;
 pub mod toolchain;
@@ -196,6 +197,7 @@ pub fn model(inputs: &Inputs, options: &Options) -> Result<Modelled, Diagnostics
         }
     }
     diags.extend(validate::check_resources(&resources));
+    diags.extend(shadow::check(&resources));
     diags.extend(sluice_settings::check(&resources, inputs));
     diags.extend(locality::check(&resources, options.locality.as_ref()));
     let (mut mesh, model_diags) = model::build_in(
