@@ -197,7 +197,6 @@ pub fn model(inputs: &Inputs, options: &Options) -> Result<Modelled, Diagnostics
         }
     }
     diags.extend(validate::check_resources(&resources));
-    diags.extend(shadow::check(&resources));
     diags.extend(sluice_settings::check(&resources, inputs));
     diags.extend(locality::check(&resources, options.locality.as_ref()));
     let (mut mesh, model_diags) = model::build_in(
@@ -223,6 +222,18 @@ pub fn model(inputs: &Inputs, options: &Options) -> Result<Modelled, Diagnostics
     if mesh.listeners.is_empty() && !diags.iter().any(|d| d.severity == Severity::Error) {
         diags.push(nothing_to_route(inputs, &resources));
     }
+    // Shadowed rules (SL904) of the VirtualServices without errors: a rule being fixed may
+    // not be the rule it will be.
+    let has_error = |file: &str, resource: &str| {
+        diags.iter().any(|d| {
+            d.severity == Severity::Error && d.file == file && d.resource == resource
+        })
+    };
+    let shadowed: Vec<Diagnostic> = shadow::check(&resources)
+        .into_iter()
+        .filter(|d| !has_error(&d.file, &d.resource))
+        .collect();
+    diags.extend(shadowed);
     let mut diags = Diagnostics(diags);
     diags.sort();
     if diags.has_errors() {
