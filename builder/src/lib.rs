@@ -225,9 +225,9 @@ pub fn model(inputs: &Inputs, options: &Options) -> Result<Modelled, Diagnostics
     // Shadowed rules (SL904) of the VirtualServices without errors: a rule being fixed may
     // not be the rule it will be.
     let has_error = |file: &str, resource: &str| {
-        diags.iter().any(|d| {
-            d.severity == Severity::Error && d.file == file && d.resource == resource
-        })
+        diags
+            .iter()
+            .any(|d| d.severity == Severity::Error && d.file == file && d.resource == resource)
     };
     let shadowed: Vec<Diagnostic> = shadow::check(&resources)
         .into_iter()

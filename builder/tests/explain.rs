@@ -215,3 +215,37 @@ fn unusable_requests_and_inputs_have_their_exit_codes() {
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("SL301"));
 }
+
+#[test]
+fn the_builder_readme_quotes_the_output_as_it_is() {
+    let readme = std::fs::read_to_string(repo("builder/README.md")).expect("builder/README.md");
+    let block = readme
+        .split("```console\n$ sluice explain ")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("builder/README.md has a ```console block of sluice explain");
+    let (command, quoted) = block
+        .split_once('\n')
+        .expect("a command line and its output");
+    // The command as written, run from the repository root (paths in the output are relative).
+    let mut args: Vec<String> = Vec::new();
+    for (i, part) in command.split('\'').enumerate() {
+        if i % 2 == 1 {
+            args.push(part.to_owned());
+        } else {
+            args.extend(part.split_whitespace().map(str::to_owned));
+        }
+    }
+    let run = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("explain")
+        .args(&args)
+        .current_dir(repo(""))
+        .output()
+        .expect("runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&run.stdout), quoted, "{args:?}");
+}
