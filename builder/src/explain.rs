@@ -648,11 +648,16 @@ fn action(
                 .ok_or_else(|| {
                     Error::Request(format!("split {name:?} not in the canary config"))
                 })?;
-            let total: u64 = split.weights.iter().map(|&w| u64::from(w)).sum();
+            // A schedule's live step depends on when it started: show its first step.
+            let weights: &[u32] = match &split.schedule {
+                Some(schedule) => schedule.weights(0),
+                None => &split.weights,
+            };
+            let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
             let members = split
                 .clusters
                 .iter()
-                .zip(&split.weights)
+                .zip(weights)
                 .map(|(c, &w)| MemberOut {
                     cluster: c.clone(),
                     weight: w,
@@ -685,7 +690,7 @@ fn action(
                 });
                 let member = key.as_ref().and_then(|key| {
                     let point = canary::sticky_point(&split.name, key);
-                    let index = canary::locate(&split.weights, point)?;
+                    let index = canary::locate(weights, point)?;
                     split.clusters.get(index).cloned()
                 });
                 StickyOut {

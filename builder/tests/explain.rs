@@ -249,3 +249,35 @@ fn the_builder_readme_quotes_the_output_as_it_is() {
     );
     assert_eq!(String::from_utf8_lossy(&run.stdout), quoted, "{args:?}");
 }
+
+#[test]
+fn a_scheduled_split_shows_its_first_step_and_picks_with_it() {
+    let mesh = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: shop}\nspec:\n  hosts: [shop]\n  ports: [{number: 8000, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1, labels: {version: v1}}, {address: 127.0.0.2, labels: {version: v2}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: shop}\nspec:\n  host: shop\n  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: shop\n  annotations:\n    sluice.dev/canary: |\n      rollout:\n        sticky: {header: end-user}\n        schedule:\n          steps:\n          - {weights: [70, 30], hold: 30s}\n          - {weights: [0, 100], hold: 0s}\nspec:\n  hosts: [shop]\n  http:\n  - name: rollout\n    route:\n    - {destination: {host: shop, subset: v1}, weight: 90}\n    - {destination: {host: shop, subset: v2}, weight: 10}\n";
+    let options = sluice::Options {
+        wasm: sluice::WasmModules::NotRead,
+        ..sluice::Options::default()
+    };
+    for user in ["alice", "bob", "carol", "dave"] {
+        let request = sluice::explain::Request {
+            host: "shop".into(),
+            headers: vec![("end-user".into(), user.into())],
+            ..Default::default()
+        };
+        let e = sluice::explain::explain(
+            &sluice::Inputs::from_text("mesh.yaml", mesh),
+            &options,
+            &request,
+        )
+        .expect("explained");
+        let json = serde_json::to_value(&e).expect("JSON");
+        let action = &json["decision"]["action"];
+        assert_eq!(action["schedule"], true);
+        assert_eq!(action["members"][0]["weight"], 70);
+        assert_eq!(action["members"][1]["weight"], 30);
+        let point = sluice_core::canary::sticky_point("rollout", user.as_bytes());
+        let index = sluice_core::canary::locate(&[70, 30], point).expect("a member");
+        let want = ["outbound|8000|v1|shop", "outbound|8000|v2|shop"][index];
+        assert_eq!(action["sticky"]["member"], want, "{user}");
+        assert!(sluice::explain::to_text(&e).contains("(scheduled: weights of the first step"));
+    }
+}
