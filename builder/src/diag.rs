@@ -86,6 +86,8 @@ pub enum Code {
     Unreachable,
     /// A route's weights do not sum to 100 (they are relative shares).
     WeightsNot100,
+    /// A rule that can never match: an earlier rule takes every request it would.
+    ShadowedRule,
     /// A Kubernetes resource sluice does not read (a Deployment, a ServiceAccount...) was
     /// passed over (a note).
     SkippedResource,
@@ -96,7 +98,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 32] = [
+    pub const ALL: [Code; 33] = [
         Code::YamlSyntax,
         Code::NotUtf8,
         Code::NotAResource,
@@ -127,6 +129,7 @@ impl Code {
         Code::Ignored,
         Code::Unreachable,
         Code::WeightsNot100,
+        Code::ShadowedRule,
         Code::SkippedResource,
         Code::NeedsEndpoints,
     ];
@@ -164,6 +167,7 @@ impl Code {
             Code::Ignored => "SL901",
             Code::Unreachable => "SL902",
             Code::WeightsNot100 => "SL903",
+            Code::ShadowedRule => "SL904",
             Code::SkippedResource => "SL801",
             Code::NeedsEndpoints => "SL403",
         }
@@ -204,6 +208,7 @@ impl Code {
             Code::Ignored => "A setting that has no effect.",
             Code::Unreachable => "A rule, block or route that can never apply.",
             Code::WeightsNot100 => "A route's weights do not sum to 100.",
+            Code::ShadowedRule => "A rule an earlier rule shadows: it can never match.",
             Code::SkippedResource => "A Kubernetes resource sluice does not read was skipped.",
             Code::NeedsEndpoints => "A Kubernetes Service host has no endpoints for this target.",
         }
@@ -504,7 +509,12 @@ mod tests {
             assert!(seen.insert(text), "{text} used twice");
             assert!(text.len() == 5 && text.starts_with("SL"), "{text}");
         }
-        for code in [Code::Ignored, Code::Unreachable, Code::WeightsNot100] {
+        for code in [
+            Code::Ignored,
+            Code::Unreachable,
+            Code::WeightsNot100,
+            Code::ShadowedRule,
+        ] {
             assert!(code.as_str().starts_with("SL9"), "warnings are SL9xx");
         }
     }

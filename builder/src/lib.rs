@@ -18,6 +18,7 @@
 pub mod build;
 pub mod diag;
 pub mod emit;
+pub mod explain;
 pub mod istio;
 pub mod kube;
 pub mod locality;
@@ -28,6 +29,7 @@ pub mod output;
 pub mod parse;
 pub mod report;
 pub mod schema;
+pub mod shadow;
 pub mod sluice_settings;
 pub mod tcp;
 pub mod toolchain;
@@ -174,8 +176,20 @@ pub struct Output {
     pub warnings: Diagnostics,
 }
 
-/// Runs every stage. On any error returns all diagnostics (errors and warnings) and no files.
-pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostics> {
+/// The inputs read, checked and modelled: what every target emits from.
+#[derive(Debug, Clone)]
+pub struct Modelled {
+    /// The parsed resources (namespaces filled in).
+    pub resources: Vec<parse::Resource>,
+    /// The mesh: listeners, virtual hosts, rules, clusters.
+    pub mesh: model::Mesh,
+    /// Warnings (there are no errors), sorted.
+    pub warnings: Diagnostics,
+}
+
+/// Every stage up to the model ([`parse`], [`validate`], [`model`]), with the target's own
+/// checks; on any error, all diagnostics (errors and warnings). [`generate`] emits from this.
+pub fn model(inputs: &Inputs, options: &Options) -> Result<Modelled, Diagnostics> {
     let (mut resources, mut diags, rejections) = parse::parse_with_rejections(inputs);
     for r in &mut resources {
         if r.metadata.namespace.is_none() {
@@ -213,11 +227,37 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     if mesh.listeners.is_empty() && !diags.iter().any(|d| d.severity == Severity::Error) {
         diags.push(nothing_to_route(inputs, &resources));
     }
+    // Shadowed rules (SL904) of the VirtualServices without errors: a rule being fixed may
+    // not be the rule it will be.
+    let has_error = |file: &str, resource: &str| {
+        diags
+            .iter()
+            .any(|d| d.severity == Severity::Error && d.file == file && d.resource == resource)
+    };
+    let shadowed: Vec<Diagnostic> = shadow::check(&resources)
+        .into_iter()
+        .filter(|d| !has_error(&d.file, &d.resource))
+        .collect();
+    diags.extend(shadowed);
     let mut diags = Diagnostics(diags);
     diags.sort();
     if diags.has_errors() {
         return Err(diags);
     }
+    Ok(Modelled {
+        resources,
+        mesh,
+        warnings: diags,
+    })
+}
+
+/// Runs every stage. On any error returns all diagnostics (errors and warnings) and no files.
+pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostics> {
+    let Modelled {
+        resources,
+        mesh,
+        warnings: mut diags,
+    } = model(inputs, options)?;
     let emitted = match &options.target {
         Target::Envoy => emit::envoy::emit(&mesh, options),
         Target::Istio(istio) => emit::istio_target::emit(

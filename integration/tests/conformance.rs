@@ -31,6 +31,13 @@
 //!               mirroredTo: shadow, minMillis: 400, upstreamRequests: {flaky: 2}}}
 //! ```
 //!
+//! Every request is also explained by `sluice explain`'s library function
+//! ([`sluice::explain::explain_in`], the router filter's own compiled config and matchers) on
+//! the same mesh, and what it names must be what Envoy did: the upstream that served the request
+//! is an endpoint of the cluster it names (of the member a sticky split maps the key to, of some
+//! member of a random split); an answer with no upstream is the kind of decision it names (a
+//! redirect or direct response with that status, a 404 for no route, a fault's abort).
+//!
 //! Needs the modules (`cargo xtask build-wasm`) and Envoy 1.40 (`ENVOY_BIN`).
 
 use std::collections::BTreeMap;
@@ -186,6 +193,12 @@ fn run_file(file: &str) {
     }
     text += &spec.mesh;
     let envoy = mesh::start_text(&text).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+    let modelled = sluice::model(
+        &sluice::Inputs::from_text("mesh.yaml", &text),
+        &mesh::options(),
+    )
+    .unwrap_or_else(|d| panic!("{file}: {d}"));
+    let mut explained = 0;
     let mut failures = Vec::new();
     let mut names = std::collections::BTreeSet::new();
     for case in &spec.cases {
@@ -201,7 +214,7 @@ fn run_file(file: &str) {
                 .unwrap_or_else(|| panic!("{file}: {}: no upstream {name}", case.name));
             u.set_behavior(behavior(setup));
         }
-        if let Err(why) = run_case(&envoy, &upstreams, case) {
+        if let Err(why) = run_case(&envoy, &upstreams, case, &modelled, &mut explained) {
             failures.push(format!("{file}: {}: {why}", case.name));
         }
         for u in upstreams.values() {
@@ -210,7 +223,7 @@ fn run_file(file: &str) {
     }
     let total = spec.cases.len();
     eprintln!(
-        "conformance {file} ({}): {} of {total} cases pass",
+        "conformance {file} ({}): {} of {total} cases pass; {explained} responses agree with `sluice explain`",
         spec.about,
         total - failures.len()
     );
@@ -236,6 +249,8 @@ fn run_case(
     envoy: &Envoy,
     upstreams: &BTreeMap<String, Upstream>,
     case: &Case,
+    modelled: &sluice::Modelled,
+    explained_count: &mut usize,
 ) -> Result<(), String> {
     for (i, req) in case.requests.iter().enumerate() {
         let at = format!(
@@ -245,6 +260,7 @@ fn run_case(
             req.path
         );
         let port = envoy.listener_port(&format!("listener_{}", req.port));
+        let explained = explain(modelled, req).map_err(|e| format!("{at}: explain: {e}"))?;
         let repeat = req.repeat.unwrap_or(1).max(1);
         let mut served = BTreeMap::<String, usize>::new();
         for _ in 0..repeat {
@@ -270,6 +286,13 @@ fn run_case(
                     response.headers_text()
                 )
             })?;
+            agrees(&explained, &response, upstreams).map_err(|why| {
+                format!(
+                    "{at}: `sluice explain` disagrees with Envoy: {why}\n{}",
+                    sluice::explain::to_text(&explained)
+                )
+            })?;
+            *explained_count += 1;
             if let Some(by) = response.served_by() {
                 *served.entry(by.to_owned()).or_default() += 1;
             }
@@ -285,6 +308,119 @@ fn run_case(
         }
     }
     Ok(())
+}
+
+/// The request as `sluice explain` sees it, explained on the mesh Envoy runs.
+fn explain(
+    modelled: &sluice::Modelled,
+    req: &Req,
+) -> Result<sluice::explain::Explained, sluice::explain::Error> {
+    let mut headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    headers.extend(req.header_lines.iter().map(|[k, v]| (k.clone(), v.clone())));
+    let request = sluice::explain::Request {
+        host: req.authority.clone(),
+        port: Some(u32::from(req.port)),
+        method: req.method.clone().unwrap_or_else(|| "GET".into()),
+        path: req.path.clone(),
+        headers,
+        scope: sluice::explain::Scope::Any,
+        source_address: Some("127.0.0.1".into()),
+    };
+    sluice::explain::explain_in(&modelled.resources, &modelled.mesh, &request)
+}
+
+/// Whether Envoy's answer `r` is what `e` says: see the module docs.
+fn agrees(
+    e: &sluice::explain::Explained,
+    r: &Response,
+    upstreams: &BTreeMap<String, Upstream>,
+) -> Result<(), String> {
+    use sluice::explain::{Action, Decision};
+    let routed = match &e.decision {
+        Decision::Route(routed) => Some(routed),
+        Decision::NoRoute => None,
+    };
+    // Who served: the response says, unless the route removes x-served-by; then the one
+    // upstream that received the request (each request starts with their records cleared).
+    let received: Vec<&str> = upstreams
+        .iter()
+        .filter(|(_, u)| u.request_count() > 0)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let served = r
+        .served_by()
+        .or_else(|| (received.len() == 1).then(|| received[0]));
+    if let Some(by) = served {
+        let routed = routed.ok_or_else(|| format!("served by {by}, explain says no route"))?;
+        let port = upstreams
+            .get(by)
+            .ok_or_else(|| format!("unknown upstream {by}"))?
+            .port();
+        let endpoint = format!("127.0.0.1:{port}");
+        let (named, allowed): (String, Vec<&String>) = match &routed.action {
+            Action::Cluster { cluster, endpoints } => (cluster.clone(), endpoints.iter().collect()),
+            Action::Split {
+                members, sticky, ..
+            } => match sticky.as_ref().and_then(|s| s.member.as_ref()) {
+                Some(member) => (
+                    member.clone(),
+                    members
+                        .iter()
+                        .filter(|m| &m.cluster == member)
+                        .flat_map(|m| &m.endpoints)
+                        .collect(),
+                ),
+                None => (
+                    format!("split {}", e.outcome),
+                    members.iter().flat_map(|m| &m.endpoints).collect(),
+                ),
+            },
+            other => return Err(format!("served by {by}, explain says {other:?}")),
+        };
+        if !allowed.contains(&&endpoint) {
+            return Err(format!(
+                "served by {by} ({endpoint}), explain names {named} ({allowed:?})"
+            ));
+        }
+        return Ok(());
+    }
+    // No upstream answered: the kind of decision must account for the answer.
+    let status = u32::from(r.status);
+    let Some(routed) = routed else {
+        return if status == 404 {
+            Ok(())
+        } else {
+            Err(format!(
+                "explain says no route (404), Envoy answered {status}"
+            ))
+        };
+    };
+    let abort = routed
+        .fault
+        .as_ref()
+        .and_then(|f| f.abort.as_ref())
+        .filter(|(_, percent)| *percent > 0.0);
+    match &routed.action {
+        Action::Redirect { status: want, .. } | Action::DirectResponse { status: want }
+            if *want == status =>
+        {
+            Ok(())
+        }
+        _ if abort.is_some_and(|(code, _)| *code == status.to_string()) => Ok(()),
+        _ if routed.cors_preflight => Ok(()),
+        Action::Cluster { .. } | Action::Split { .. } if status >= 500 => {
+            // The upstream failed or timed out (the case's setup): still an upstream decision.
+            Ok(())
+        }
+        other => Err(format!(
+            "Envoy answered {status} without an upstream; explain says {} {other:?}",
+            e.outcome
+        )),
+    }
 }
 
 trait HeadersText {

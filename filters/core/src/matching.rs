@@ -58,6 +58,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod explain;
+pub use explain::{Explanation, Miss};
+
 use serde::{Deserialize, Serialize};
 
 use crate::host::RequestView;

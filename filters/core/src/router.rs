@@ -288,6 +288,76 @@ impl CompiledRouter {
     }
 }
 
+/// Every step of routing one request, for tools (`sluice explain`): see
+/// [`CompiledRouter::explain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace<'a> {
+    /// The virtual host chosen by `:authority` (index in the config, name), if any.
+    pub virtual_host: Option<(usize, &'a str)>,
+    /// The rules of that host that were tried, in order, the matching one last.
+    pub tried: Vec<TriedRule<'a>>,
+    /// The decision, exactly as [`CompiledRouter::decide`] returns it.
+    pub decision: Option<Decision<'a>>,
+}
+
+/// One rule tried by [`CompiledRouter::explain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriedRule<'a> {
+    /// Index across the config (as [`Decision::rule_index`]).
+    pub rule_index: usize,
+    /// The rule's name.
+    pub name: &'a str,
+    /// Which block matched, or why each failed.
+    pub outcome: crate::matching::Explanation,
+}
+
+impl CompiledRouter {
+    /// [`CompiledRouter::decide`] with its reasons: the virtual host, every rule tried and why
+    /// each that did not match failed ([`crate::matching::MatchSet::explain_with`], the same
+    /// compiled matchers). Allocates; not for the filters' per-request path. Its `decision` is
+    /// `decide`'s own, and the rule it names is the first in `tried` that matched (tested).
+    pub fn explain<'a>(&'a self, req: &impl RequestView) -> Trace<'a> {
+        let decision = self.decide(req);
+        let mut lookup = Lookup::new(req);
+        let host_index = match self.domains.only_any() {
+            Some(any) => Some(any),
+            None => {
+                let authority = lookup.header(":authority").unwrap_or_default();
+                self.domains.find(authority)
+            }
+        };
+        let Some((host_index, host)) = host_index.and_then(|i| Some((i, self.hosts.get(i)?)))
+        else {
+            return Trace {
+                virtual_host: None,
+                tried: Vec::new(),
+                decision,
+            };
+        };
+        let mut tried = Vec::new();
+        for rule_index in host.rules.clone() {
+            let Some(rule) = self.rules.get(rule_index) else {
+                break;
+            };
+            let outcome = rule.matches.explain_with(&mut lookup);
+            let matched = outcome.is_match();
+            tried.push(TriedRule {
+                rule_index,
+                name: &rule.name,
+                outcome,
+            });
+            if matched {
+                break;
+            }
+        }
+        Trace {
+            virtual_host: Some((host_index, &host.name)),
+            tried,
+            decision,
+        }
+    }
+}
+
 impl Domains {
     /// Classifies one lower-cased domain. Wildcards follow Envoy: a single `*` as the whole
     /// domain, as the first character (suffix form) or as the last (prefix form).
@@ -731,6 +801,48 @@ mod tests {
             {"name":"r","route":{"cluster":"c"}}]}]}"#;
         let err = compile(same_host).unwrap_err();
         assert!(err.contains("already virtualHosts[0].rules[1]"), "{err}");
+    }
+
+    #[test]
+    fn explain_traces_the_decision() {
+        let r = router(BOOKINFO);
+        let req = MockHost::request("GET", "reviews", "/canary/x").with("end-user", "bob");
+        let trace = r.explain(&req);
+        assert_eq!(trace.virtual_host, Some((0, "reviews")));
+        let names: Vec<&str> = trace.tried.iter().map(|t| t.name).collect();
+        assert_eq!(names, ["jason", "canary"]);
+        assert!(!trace.tried[0].outcome.is_match());
+        assert!(trace.tried[1].outcome.is_match());
+        assert_eq!(trace.decision.unwrap().rule_name, "canary");
+        let none = r.explain(&MockHost::request("GET", "unknown", "/"));
+        assert_eq!(
+            (none.virtual_host, none.tried.len(), none.decision),
+            (None, 0, None)
+        );
+        let miss = r.explain(&MockHost::request("POST", "ratings:9080", "/"));
+        assert_eq!(miss.virtual_host, Some((1, "ratings")));
+        assert_eq!(miss.tried.len(), 1);
+        assert_eq!(miss.decision, None);
+        for (authority, path, user) in [
+            ("reviews", "/", "jason"),
+            ("reviews", "/canary", ""),
+            ("reviews.default.svc.cluster.local", "/x", "bob"),
+            ("ratings:9080", "/", ""),
+            ("nope", "/", ""),
+        ] {
+            let req = MockHost::request("GET", authority, path).with("end-user", user);
+            let trace = r.explain(&req);
+            let last_matched = trace
+                .tried
+                .last()
+                .filter(|t| t.outcome.is_match())
+                .map(|t| t.rule_index);
+            assert_eq!(
+                last_matched,
+                r.decide(&req).map(|d| d.rule_index),
+                "{authority}{path}"
+            );
+        }
     }
 
     #[test]
