@@ -17,7 +17,7 @@
 //! - Each run starts from a scratch copy of the committed seeds (fuzz/target/corpus-run/<target>):
 //!   what libFuzzer adds to its corpus stays there, the repository stays clean.
 //! - A crash, a hang (`-timeout`), an input over the RSS limit or a leak fails the run, with
-//!   the reproducer's path and the end of the target's output (the stack).
+//!   the reproducer's path and the failure report (panic message, stack) from the output.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -54,7 +54,7 @@ const RSS_LIMIT_MB: u32 = 2048;
 const MAX_LEN: u32 = 8192;
 
 /// Lines of a failing target's output shown in the error (the report and its stack).
-const TAIL_LINES: usize = 80;
+const REPORT_LINES: usize = 150;
 
 /// Seconds per target: `explicit` (`--seconds`), else `$SLUICE_FUZZ_SECONDS`, else
 /// [`DEFAULT_SECONDS`].
@@ -267,6 +267,22 @@ fn failure_kind(line: &str) -> Option<&'static str> {
     }
 }
 
+/// The failure report in a target's output: from the panic message or the first sanitizer or
+/// libFuzzer error (whichever comes first) for [`REPORT_LINES`] lines, else the last lines.
+fn report(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    let start = lines
+        .iter()
+        .position(|line| line.contains("panicked at") || line.contains("ERROR: "))
+        .unwrap_or(lines.len().saturating_sub(REPORT_LINES));
+    let end = lines.len().min(start + REPORT_LINES);
+    let mut report = lines[start..end].join("\n");
+    if end < lines.len() {
+        report.push_str(&format!("\n... ({} more lines)", lines.len() - end));
+    }
+    report
+}
+
 /// One target's result, for the summary.
 struct Outcome {
     target: &'static str,
@@ -341,8 +357,6 @@ fn run_target(
     let error = if output.status.success() && stats.failure.is_none() {
         None
     } else {
-        let tail: Vec<&str> = text.lines().rev().take(TAIL_LINES).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         let reproducer = stats.reproducer.as_deref().map_or_else(
             || format!("no reproducer written (see {})", artifacts.display()),
             |path| {
@@ -355,11 +369,11 @@ fn run_target(
             },
         );
         Some(format!(
-            "fuzz target {target}: {} ({})\n{reproducer}\nfull output: {}\n--- last lines of the output ---\n{}",
+            "fuzz target {target}: {} ({})\n{reproducer}\nfull output: {}\n--- the report ---\n{}",
             stats.failure.unwrap_or("failed"),
             output.status,
             log.display(),
-            tail.join("\n")
+            report(&text)
         ))
     };
     Ok(Outcome {
@@ -521,6 +535,21 @@ stat::number_of_executed_units: 101
         assert_eq!(stats.reproducer.as_deref(), Some("a/oom-01"));
         let leak = "==9==ERROR: LeakSanitizer: detected memory leaks\n";
         assert_eq!(parse_output(leak).failure, Some("leak"));
+    }
+
+    #[test]
+    fn report_starts_at_the_panic_or_error() {
+        let output = "#1 INITED\n#2 NEW\nthread '<unnamed>' panicked at a.rs:1:1:\nboom\n==1== ERROR: libFuzzer: deadly signal\nTest unit written to x\n";
+        assert_eq!(
+            report(output),
+            "thread '<unnamed>' panicked at a.rs:1:1:\nboom\n==1== ERROR: libFuzzer: deadly signal\nTest unit written to x"
+        );
+        let long: String = (0..400).map(|i| format!("line {i}\n")).collect();
+        let tail = report(&long);
+        assert!(tail.starts_with("line 250\n"), "{tail}");
+        assert!(tail.ends_with("line 399"), "{tail}");
+        let long = format!("ERROR: x\n{long}");
+        assert!(report(&long).ends_with("... (251 more lines)"));
     }
 
     #[test]
