@@ -6,7 +6,7 @@
 //! - `cargo xtask demo`: the demo through a real Envoy.
 //! - `cargo xtask bench`: throughput, latency, CPU and size figures into BENCHMARKS.md.
 //! - `cargo xtask soak`: a long load on the four chained filters (counters, VM failures, RSS).
-//! - `cargo xtask fuzz`: short libFuzzer runs of every fuzz target (nightly + cargo-fuzz).
+//! - `cargo xtask fuzz`: libFuzzer runs of every fuzz target (installs the pinned cargo-fuzz).
 
 mod apt;
 mod bench;
@@ -84,12 +84,13 @@ enum Task {
         #[arg(long, default_value_t = 30)]
         time_limit_minutes: u64,
     },
-    /// Run every fuzz target of fuzz/ for a short time (needs nightly and cargo-fuzz; see
-    /// fuzz/Cargo.toml).
+    /// Run every fuzz target of fuzz/ for a bounded time from its committed seeds, on the
+    /// pinned stable toolchain; installs the pinned cargo-fuzz into .tools/cargo-fuzz first.
+    /// Fails on a crash, hang, RSS overrun or leak (see xtask/src/fuzz.rs).
     Fuzz {
-        /// Seconds per target.
-        #[arg(long, default_value_t = 15)]
-        seconds: u32,
+        /// Seconds per target (default: $SLUICE_FUZZ_SECONDS, else 20).
+        #[arg(long)]
+        seconds: Option<u32>,
     },
     /// Regenerate builder/tests/data/istio/crd-schemas.json, the tests' oracle of Istio's
     /// schemas, from Istio's CRD bundle (kubernetes/customresourcedefinitions.gen.yaml of
@@ -131,7 +132,7 @@ fn main() {
                 time_limit: Duration::from_secs(time_limit_minutes * 60),
             })
         }),
-        Task::Fuzz { seconds } => fuzz::fuzz(seconds, true),
+        Task::Fuzz { seconds } => fuzz::seconds(seconds).and_then(fuzz::fuzz),
         Task::IstioSchemas { crds, commit } => istio_schemas::write(&crds, &commit).map(drop),
     };
     if let Err(error) = result {
@@ -402,11 +403,9 @@ fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
         envoy_binary = Some(provision_envoy()?);
         Ok(())
     });
-    step(
-        &mut steps,
-        "fuzz (short runs, when nightly + cargo-fuzz)",
-        || fuzz::fuzz(fuzz::TEST_SECONDS, false),
-    );
+    step(&mut steps, "fuzz (every target, bounded runs)", || {
+        fuzz::seconds(None).and_then(fuzz::fuzz)
+    });
     step(&mut steps, "cargo test", || {
         // `--workspace` would override a `-p` given after `--`.
         // --no-fail-fast: one run reports every failing test binary, not only the first.
