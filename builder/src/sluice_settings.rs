@@ -100,6 +100,9 @@ pub struct BreakerFields {
     pub count_as: Option<Vec<String>>,
     /// Reject while this many requests to the cluster are in flight.
     pub max_concurrent_requests: Option<u32>,
+    /// Host level only: cap (0-100) on the share of the host's clusters (same port) whose
+    /// breakers may be open at once, as Envoy's `maxEjectionPercent`. Default: no cap.
+    pub max_ejection_percent: Option<u32>,
 }
 
 impl BreakerFields {
@@ -129,6 +132,8 @@ impl BreakerFields {
             max_concurrent_requests: over
                 .max_concurrent_requests
                 .or(self.max_concurrent_requests),
+            // Host level only (a subset's is refused by `check`): one cap for the host.
+            max_ejection_percent: self.max_ejection_percent,
         }
     }
 
@@ -155,6 +160,7 @@ impl BreakerFields {
                 None => defaults.count_as,
             },
             max_concurrent_requests: self.max_concurrent_requests,
+            max_ejection_percent: self.max_ejection_percent,
         }
     }
 }
@@ -1039,7 +1045,21 @@ fn check_breaker(
             check_breaker_fields(&e, &tree, &at, &well_typed_breaker_fields(node), out);
             continue;
         };
-        let fields_ok = check_breaker_fields(&e, &tree, &at, &over, out);
+        let mut fields_ok = check_breaker_fields(&e, &tree, &at, &over, out);
+        if over.max_ejection_percent.is_some() {
+            fields_ok = false;
+            out.push(
+                e.error(
+                    Code::InvalidAnnotation,
+                    &tree,
+                    &at.key("maxEjectionPercent"),
+                    "maxEjectionPercent is a host-level field: it caps the open share of all the \
+                 host's clusters together"
+                        .to_owned(),
+                    "move it to the top level of the annotation, beside the host's fields",
+                ),
+            );
+        }
         if let Some(host) = &host
             && host_ok
             && fields_ok
@@ -1208,8 +1228,7 @@ fn check_legacy_breakers(r: &Resource, dr: &DestinationRuleSpec, out: &mut Vec<D
                 &at.key("maxEjectionPercent"),
                 "ignored: the sluice breaker opens for a whole destination and ejects no share of hosts",
                 Some(
-                    "to cap ejected hosts, use `trafficPolicy.outlierDetection.maxEjectionPercent` (Envoy's native outlier detection)"
-                        .into(),
+                    format!("to cap ejected hosts, use `trafficPolicy.outlierDetection.maxEjectionPercent` (Envoy's native outlier detection); to cap how many of the host's subset breakers are open at once, `maxEjectionPercent` at the top level of the `{BREAKER_ANNOTATION}` annotation"),
                 ),
             ));
         }

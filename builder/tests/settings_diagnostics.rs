@@ -96,6 +96,30 @@ fn valid_settings_generate() {
     }
 }
 
+#[test]
+fn host_level_max_ejection_percent_reaches_every_subset_breaker() {
+    let text = breaker(
+        "consecutiveErrors: 5\nmaxEjectionPercent: 50\nsubsets:\n  v2: {consecutiveErrors: 3}",
+    );
+    let output = generate(&Inputs::from_text("mesh.yaml", &text), &options())
+        .unwrap_or_else(|d| panic!("{d}"));
+    let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8");
+    // The breaker's config is a JSON string inside the YAML.
+    let yaml = yaml.replace("\\\"", "\"");
+    for cluster in ["outbound|9080|v1|reviews", "outbound|9080|v2|reviews"] {
+        let at = yaml
+            .find(&format!("\"cluster\":\"{cluster}\",\"consecutiveErrors\""))
+            .unwrap_or_else(|| panic!("{cluster} has a breaker:\n{yaml}"));
+        let breaker = &yaml[at..];
+        let end = breaker.find('}').unwrap_or(breaker.len());
+        assert!(
+            breaker[..end].contains("\"maxEjectionPercent\":50"),
+            "{cluster}: {}",
+            &breaker[..end]
+        );
+    }
+}
+
 macro_rules! case {
     ($name:ident, $text:expr) => {
         #[test]
@@ -148,6 +172,12 @@ case!(
 case!(
     unknown_breaker_count_as,
     breaker("consecutiveErrors: 5\ncountAs: [5xx, 6xx]")
+);
+case!(
+    breaker_max_ejection_percent_is_host_level_and_at_most_100,
+    breaker(
+        "consecutiveErrors: 5\nmaxEjectionPercent: 101\nsubsets:\n  v2: {maxEjectionPercent: 50}"
+    )
 );
 case!(
     breaker_unknown_subset_and_bad_override,

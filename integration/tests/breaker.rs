@@ -569,3 +569,86 @@ fn outcome_kinds_follow_envoy_response_flags() {
     }
     assert_eq!(stat(&envoy, "errors", "trips"), 0);
 }
+
+/// `maxEjectionPercent` caps the open share of a host's breakers, as Envoy's outlier detection
+/// caps ejected hosts: two subsets of one host (`outbound|9080|<subset>|reviews`), both
+/// upstreams failing. With a cap of 50 the first subset's breaker opens (1 of 2 = 50%) and the
+/// second's trips are skipped (2 of 2 would be 100%): it stays closed, so its requests still
+/// reach its upstream, and every skipped trip is counted. Without the cap both open.
+#[test]
+fn max_ejection_percent_keeps_the_last_breaker_of_a_host_closed() {
+    const V1: &str = "outbound|9080|v1|reviews";
+    const V2: &str = "outbound|9080|v2|reviews";
+    for cap in [Some(50), None] {
+        let v1 = Upstream::start("v1");
+        let v2 = Upstream::start("v2");
+        v1.set_behavior(Behavior::Status(500));
+        v2.set_behavior(Behavior::Status(500));
+        let cap_field = cap.map_or(String::new(), |c| format!(r#", "maxEjectionPercent": {c}"#));
+        let breaker = |cluster: &str| {
+            format!(
+                r#"{{"cluster": "{cluster}", "consecutiveErrors": 3, "interval": "1h",
+                    "baseEjectionTime": "60s"{cap_field}}}"#
+            )
+        };
+        let config = Bootstrap::new()
+            .cluster(V1, v1.port())
+            .cluster(V2, v2.port())
+            .route_cluster_header()
+            .wasm_filter(
+                "breaker",
+                &format!(
+                    r#"{{"afterRouter": true, "breakers": [{}, {}]}}"#,
+                    breaker(V1),
+                    breaker(V2)
+                ),
+            )
+            .render();
+        let envoy = start(&config);
+        let port = envoy.listener_port("listener_test");
+        let to = |cluster: &str| {
+            client::send(&Request::get(port, "/").header("x-sluice-cluster", cluster))
+                .expect("request")
+        };
+        // v1 fails three times and opens: the first of the host's two breakers may.
+        for _ in 0..3 {
+            assert_eq!(to(V1).served_by(), Some("v1"));
+        }
+        assert!(rejected(&to(V1), "open"), "cap {cap:?}");
+        assert_eq!(v1.request_count(), 3);
+        assert_eq!(stat(&envoy, "outbound_9080_v1_reviews", "trips"), 1);
+
+        // v2 fails as much, three trips' worth.
+        let responses: Vec<Response> = (0..9).map(|_| to(V2)).collect();
+        let v2_trips = stat(&envoy, "outbound_9080_v2_reviews", "trips");
+        let v2_skipped = stat(&envoy, "outbound_9080_v2_reviews", "trip_skipped_cap");
+        match cap {
+            Some(_) => {
+                assert!(
+                    responses
+                        .iter()
+                        .all(|r| r.status == 500 && r.served_by() == Some("v2")),
+                    "a capped breaker stays closed: {:?}",
+                    client::status_counts(&responses)
+                );
+                assert_eq!(v2.request_count(), 9);
+                assert_eq!((v2_trips, v2_skipped), (0, 3));
+                wait_gauge(&envoy, "outbound_9080_v2_reviews", "state", 0);
+                let log = envoy.log();
+                let lines = log.matches(&format!("{V2} kept closed")).count();
+                // At most once per interval on each of the two workers.
+                assert!((1..=2).contains(&lines), "{lines} lines:\n{log}");
+                assert!(log.contains("maxEjectionPercent is 50"), "{log}");
+            }
+            None => {
+                assert_eq!(v2.request_count(), 3, "without a cap v2 opens too");
+                assert!(responses[3..].iter().all(|r| rejected(r, "open")));
+                assert_eq!((v2_trips, v2_skipped), (1, 0));
+                wait_gauge(&envoy, "outbound_9080_v2_reviews", "state", 1);
+            }
+        }
+        // v1 is still open either way.
+        assert!(rejected(&to(V1), "open"));
+        wait_gauge(&envoy, "outbound_9080_v1_reviews", "state", 1);
+    }
+}

@@ -518,3 +518,72 @@ fn envoy_refuses_a_bad_suite_config_and_logs_which_section() {
         "{log}"
     );
 }
+
+/// `maxEjectionPercent` in the suite (the breaker filter's glue): a 50/50 split of one host's
+/// two subsets, both failing, breakers capped at 50%. v2 opens first (1 of 2), so the split
+/// fails over to v1, whose breaker then stays closed however often it fails (2 of 2 would be
+/// 100%): the split keeps reaching v1 instead of answering `all-members-unavailable`.
+#[test]
+fn max_ejection_percent_keeps_the_split_one_member() {
+    const V1: &str = "outbound|9080|v1|shop";
+    const V2: &str = "outbound|9080|v2|shop";
+    let (v1, v2) = (Upstream::start("shop-v1"), Upstream::start("shop-v2"));
+    v1.set_behavior(Behavior::Status(500));
+    v2.set_behavior(Behavior::Status(500));
+    let breaker = |cluster: &str| {
+        json!({"cluster": cluster, "consecutiveErrors": 3, "interval": "1h",
+               "baseEjectionTime": "120s", "maxEjectionPercent": 50})
+    };
+    let config = json!({
+        "router": {"virtualHosts": [{"name": "shop", "domains": ["shop"], "rules": [
+            {"name": "testers", "match": [{"headers": {"x-tester": {"exact": "yes"}}}],
+             "route": {"cluster": V2}},
+            {"name": "rollout", "route": {"split": "rollout"}}]}]},
+        "canary": {"afterRouter": true, "splits": [{"name": "rollout",
+            "members": [{"cluster": V1, "weight": 50}, {"cluster": V2, "weight": 50}]}]},
+        "breaker": {"afterRouter": true, "breakers": [breaker(V1), breaker(V2)]}
+    });
+    let yaml = Bootstrap::new()
+        .cluster(V1, v1.port())
+        .cluster(V2, v2.port())
+        .wasm_filter("suite", &config.to_string())
+        .route_cluster_header()
+        .render();
+    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"));
+    for _ in 0..3 {
+        let r = get(&envoy, &[("x-tester", "yes")]);
+        assert_eq!((r.status, r.served_by()), (500, Some("shop-v2")));
+    }
+    let r = get(&envoy, &[("x-tester", "yes")]);
+    assert_eq!(r.header_str(REJECT_HEADER), Some("open"));
+    assert_eq!(
+        stat(&envoy, "sluice.breaker.cluster.outbound_9080_v2_shop.trips"),
+        1
+    );
+
+    // The split fails over to v1, which fails 12 times (four trips' worth) and stays closed.
+    for i in 0..12 {
+        let r = get(&envoy, &[("end-user", &format!("user-{i}"))]);
+        assert_eq!(
+            (r.status, r.served_by()),
+            (500, Some("shop-v1")),
+            "request {i}: {:?}\n{}",
+            r.header_str("x-sluice-canary"),
+            envoy.log()
+        );
+    }
+    assert_eq!(v1.request_count(), 12);
+    assert_eq!(v2.request_count(), 3);
+    let v1_stat = |what: &str| {
+        stat(
+            &envoy,
+            &format!("sluice.breaker.cluster.outbound_9080_v1_shop.{what}"),
+        )
+    };
+    assert_eq!((v1_stat("trips"), v1_stat("trip_skipped_cap")), (0, 4));
+    assert!(
+        envoy.log().contains(&format!("{V1} kept closed")),
+        "{}",
+        envoy.log()
+    );
+}

@@ -70,6 +70,7 @@ impl Shared {
             policy,
             tracked,
             self.config.detailed_replies,
+            &self.config.siblings(cluster),
         ));
         if tracked {
             clusters.insert(cluster.to_owned(), Rc::clone(&entry));

@@ -141,6 +141,10 @@ pub struct Breaker {
     /// See [`BreakerSettings::max_concurrent_requests`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<u32>,
+    /// See [`BreakerSettings::max_ejection_percent`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(max = 100)))]
+    pub max_ejection_percent: Option<u32>,
 }
 
 /// How a breaker trips, recovers and limits concurrency.
@@ -187,6 +191,19 @@ pub struct BreakerSettings {
     /// Reject with `overflow` while this many requests to the cluster are in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<u32>,
+    /// Cap (0..=100) on the share of a host's clusters whose breakers may be open at once, as
+    /// Envoy's `outlier_detection.max_ejection_percent`: the host's clusters are the listed
+    /// breakers of the same Istio port and host (`outbound|<port>|<subset>|<host>`), and a
+    /// closed breaker trips only if `100 x (open + 1) <= maxEjectionPercent x clusters`, where
+    /// `open` counts the host's breakers not closed (open or half-open). Otherwise the trip is
+    /// skipped: the breaker stays closed and its error counts start again (as Envoy resets a
+    /// host's consecutive errors after an ejection it refused). As Envoy (without
+    /// `always_eject_one_host`), a cap under `100 / clusters` lets no breaker of the host trip.
+    /// Default: no cap (100). Only on listed breakers (not `default`), whose cluster names are
+    /// Istio's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(max = 100)))]
+    pub max_ejection_percent: Option<u32>,
 }
 
 impl Default for BreakerSettings {
@@ -201,6 +218,7 @@ impl Default for BreakerSettings {
             probe_timeout: default_probe_timeout(),
             count_as: default_count_as(),
             max_concurrent_requests: None,
+            max_ejection_percent: None,
         }
     }
 }
@@ -218,6 +236,7 @@ impl Breaker {
             probe_timeout: self.probe_timeout.clone(),
             count_as: self.count_as.clone(),
             max_concurrent_requests: self.max_concurrent_requests,
+            max_ejection_percent: self.max_ejection_percent,
         }
     }
 
@@ -234,6 +253,7 @@ impl Breaker {
             probe_timeout: settings.probe_timeout,
             count_as: settings.count_as,
             max_concurrent_requests: settings.max_concurrent_requests,
+            max_ejection_percent: settings.max_ejection_percent,
         }
     }
 }
@@ -373,6 +393,8 @@ pub struct Policy {
     pub count_as: OutcomeSet,
     /// In-flight limit across workers.
     pub max_concurrent_requests: Option<u32>,
+    /// Cap on the open share of the host's clusters, percent (100: no cap).
+    pub max_ejection_percent: u32,
 }
 
 impl Policy {
@@ -412,6 +434,12 @@ impl Policy {
         if settings.max_concurrent_requests == Some(0) {
             return Err(ConfigError(format!(
                 "{what}: maxConcurrentRequests must be at least 1 (omit it for no limit)"
+            )));
+        }
+        if settings.max_ejection_percent.is_some_and(|p| p > 100) {
+            return Err(ConfigError(format!(
+                "{what}: maxEjectionPercent must be within 0..=100, got {}",
+                settings.max_ejection_percent.unwrap_or_default()
             )));
         }
         if let Some(ratio) = &settings.error_ratio {
@@ -456,6 +484,7 @@ impl Policy {
             probe_timeout_ms,
             count_as: settings.count_as.iter().copied().collect(),
             max_concurrent_requests: settings.max_concurrent_requests,
+            max_ejection_percent: settings.max_ejection_percent.unwrap_or(100),
         })
     }
 
@@ -518,6 +547,58 @@ impl CompiledBreakers {
     pub fn clusters(&self) -> impl Iterator<Item = &str> {
         self.by_cluster.iter().map(|(cluster, _)| cluster.as_str())
     }
+
+    /// The other listed clusters of `cluster`'s host ([`host_siblings`]), which its
+    /// `maxEjectionPercent` counts; empty when `cluster` has no cap (or is not listed), so a
+    /// breaker without a cap never reads them.
+    pub fn siblings(&self, cluster: &str) -> Vec<&str> {
+        match self.index.get(cluster).and_then(|i| self.by_cluster.get(i)) {
+            Some((_, policy)) if policy.max_ejection_percent < 100 => {
+                host_siblings(cluster, self.clusters())
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The port and host of an Istio outbound cluster name, `outbound|<port>|<subset>|<host>`
+/// (`subset` may be empty); `None` for any other name.
+pub fn istio_port_host(cluster: &str) -> Option<(&str, &str)> {
+    let mut parts = cluster.split('|');
+    let (Some("outbound"), Some(port), Some(_subset), Some(host), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let numeric = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    (numeric && !host.is_empty()).then_some((port, host))
+}
+
+/// The clusters of `listed` with the same Istio port and host as `cluster`, other than
+/// `cluster` itself, in `listed` order: the members of its host that a `maxEjectionPercent`
+/// cap counts. Empty when `cluster` is not an Istio outbound name.
+pub fn host_siblings<'a>(cluster: &str, listed: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let Some(own) = istio_port_host(cluster) else {
+        return Vec::new();
+    };
+    listed
+        .filter(|other| *other != cluster && istio_port_host(other) == Some(own))
+        .collect()
+}
+
+/// Whether one more breaker of a host may open, as Envoy's outlier detection decides an
+/// ejection (`ejectHost`, Envoy 1.31 and later): with `open` of the host's `members` already
+/// open, the share after this trip, `100 x (open + 1) / members` percent, must not exceed
+/// `max_percent`. Computed exactly in integers (Envoy compares the same quotient as a double).
+/// There is no floor of one ejection: Envoy ejects a first host regardless only with
+/// `always_eject_one_host`, which is off by default, and sluice has no such switch.
+pub fn ejection_allowed(open: u32, members: u32, max_percent: u32) -> bool {
+    u64::from(open).saturating_add(1).saturating_mul(100)
+        <= u64::from(max_percent).saturating_mul(u64::from(members))
 }
 
 impl BreakerConfig {
@@ -564,9 +645,24 @@ impl BreakerConfig {
                     "{what}: cluster listed twice; merge the two breakers"
                 )));
             }
+            if breaker.max_ejection_percent.is_some() && istio_port_host(&breaker.cluster).is_none()
+            {
+                return Err(ConfigError(format!(
+                    "{what}: maxEjectionPercent needs an Istio cluster name \
+                     (outbound|<port>|<subset>|<host>): it caps the open share of the \
+                     clusters of one port and host"
+                )));
+            }
             by_cluster.push((breaker.cluster.clone(), policy));
         }
         let default = match &self.default {
+            Some(settings) if settings.max_ejection_percent.is_some() => {
+                return Err(ConfigError(
+                    "default: maxEjectionPercent is only for listed breakers (it counts the \
+                     listed clusters of a host)"
+                        .into(),
+                ));
+            }
             Some(settings) => Some(Policy::compile(settings, "default")?),
             None => None,
         };
@@ -886,6 +982,9 @@ pub enum Transition {
     },
     /// Half-open -> closed.
     Closed,
+    /// A closed breaker reached its threshold, but opening it would exceed its host's
+    /// `maxEjectionPercent`: it stays closed, its error counts start again.
+    TripSkipped,
 }
 
 impl BreakerState {
@@ -983,7 +1082,25 @@ impl BreakerState {
         policy: &Policy,
         ticket: Ticket,
         verdict: Verdict,
+        now_ms: impl FnMut() -> u64,
+    ) -> (Transition, Option<Self>) {
+        self.record_capped(policy, ticket, verdict, now_ms, || true)
+    }
+
+    /// [`record_with_clock`](Self::record_with_clock) under the host's `maxEjectionPercent`:
+    /// when a closed breaker reaches its threshold and its policy has a cap (under 100),
+    /// `may_trip` is asked whether it may open (the caller reads the host's other breakers and
+    /// answers with [`ejection_allowed`]); if not, the breaker stays closed, its consecutive
+    /// errors and window start again, and the transition is [`Transition::TripSkipped`].
+    /// `may_trip` is called only then (never on a success, an error below the threshold, a
+    /// half-open probe failing: that breaker is already counted as not closed), at most once.
+    pub fn record_capped(
+        &self,
+        policy: &Policy,
+        ticket: Ticket,
+        verdict: Verdict,
         mut now_ms: impl FnMut() -> u64,
+        may_trip: impl FnOnce() -> bool,
     ) -> (Transition, Option<Self>) {
         let mut clock = None;
         let mut now_ms = || *clock.get_or_insert_with(&mut now_ms);
@@ -1040,7 +1157,15 @@ impl BreakerState {
                     Phase::HalfOpen => decides,
                     Phase::Open => false,
                 };
-                if trip {
+                if trip
+                    && next.phase == Phase::Closed
+                    && policy.max_ejection_percent < 100
+                    && !may_trip()
+                {
+                    next.consecutive_errors = 0;
+                    next.reset_window(now_ms());
+                    transition = Transition::TripSkipped;
+                } else if trip {
                     transition = Transition::Tripped {
                         ejection_ms: next.trip(policy, now_ms()),
                     };
@@ -2273,6 +2398,173 @@ mod tests {
         let (t, _) = update(&store, &key, |s| s.record(&p, ticket, Verdict::Failure, 1)).unwrap();
         assert!(matches!(t, Transition::Tripped { .. }));
         assert!(is_unavailable(store.get(&key).0.as_deref(), 2));
+    }
+
+    #[test]
+    fn istio_cluster_names_group_by_port_and_host() {
+        assert_eq!(
+            istio_port_host("outbound|9080|v1|reviews.default.svc.cluster.local"),
+            Some(("9080", "reviews.default.svc.cluster.local"))
+        );
+        assert_eq!(istio_port_host("outbound|80||web"), Some(("80", "web")));
+        for bad in [
+            "reviews-v1",
+            "inbound|9080|v1|reviews",
+            "outbound|http|v1|reviews",
+            "outbound||v1|reviews",
+            "outbound|9080|v1|",
+            "outbound|9080|v1",
+            "outbound|9080|v1|reviews|extra",
+        ] {
+            assert_eq!(istio_port_host(bad), None, "{bad}");
+        }
+        let listed = [
+            "outbound|9080|v1|reviews",
+            "outbound|9080|v2|reviews",
+            "outbound|9081|v1|reviews",
+            "outbound|9080|v1|ratings",
+            "outbound|9080||reviews",
+            "plain",
+        ];
+        assert_eq!(
+            host_siblings("outbound|9080|v1|reviews", listed.into_iter()),
+            ["outbound|9080|v2|reviews", "outbound|9080||reviews"]
+        );
+        assert_eq!(
+            host_siblings("outbound|9081|v1|reviews", listed.into_iter()),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            host_siblings("plain", listed.into_iter()),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn ejection_cap_is_envoys_arithmetic() {
+        // (open already, members, maxEjectionPercent, allowed): 100 x (open + 1) / members
+        // must not exceed the cap; no floor of one ejection (Envoy's always_eject_one_host is
+        // off by default).
+        for (open, members, cap, allowed) in [
+            (0, 2, 50, true),
+            (1, 2, 50, false),
+            (0, 2, 49, false),
+            (0, 1, 100, true),
+            (0, 1, 99, false),
+            (0, 10, 10, true),
+            (1, 10, 10, false),
+            (0, 3, 34, true),
+            (0, 3, 33, false),
+            (1, 3, 67, true),
+            (1, 3, 66, false),
+            (2, 3, 100, true),
+            (0, 4, 0, false),
+            (9, 10, 100, true),
+        ] {
+            assert_eq!(
+                ejection_allowed(open, members, cap),
+                allowed,
+                "{open} open of {members}, cap {cap}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_capped_trip_is_skipped_and_asks_only_when_a_closed_breaker_would_open() {
+        let capped = policy(
+            r#"{"consecutiveErrors": 2, "maxEjectionPercent": 50, "baseEjectionTime": "1s"}"#,
+        );
+        assert_eq!(capped.max_ejection_percent, 50);
+        assert_eq!(consecutive(2).max_ejection_percent, 100);
+        let plain = Ticket {
+            probe: false,
+            holds_slot: false,
+            generation: 0,
+        };
+        let asked = Cell::new(0);
+        let refuse = || {
+            asked.set(asked.get() + 1);
+            false
+        };
+        let closed = BreakerState::default();
+        // Below the threshold, and on success: never asked.
+        let (t, one) = closed.record_capped(&capped, plain, Verdict::Failure, || 5, refuse);
+        assert_eq!((t, asked.get()), (Transition::None, 0));
+        let one = one.unwrap();
+        let (t, _) = one.record_capped(&capped, plain, Verdict::Success, || 5, refuse);
+        assert_eq!((t, asked.get()), (Transition::None, 0));
+        // At the threshold: asked once; refused, it stays closed and counts from zero.
+        let (t, next) = one.record_capped(&capped, plain, Verdict::Failure, || 7, refuse);
+        assert_eq!((t, asked.get()), (Transition::TripSkipped, 1));
+        let next = next.unwrap();
+        assert_eq!(next.phase, Phase::Closed);
+        assert_eq!(
+            (next.consecutive_errors, next.trips, next.generation),
+            (0, 0, 0)
+        );
+        // Allowed: it trips as usual.
+        let (t, next) = one.record_capped(&capped, plain, Verdict::Failure, || 7, || true);
+        assert!(matches!(t, Transition::Tripped { ejection_ms: 1_000 }));
+        assert_eq!(next.unwrap().phase, Phase::Open);
+        // Without a cap: never asked.
+        let (t, _) = one.record_capped(&consecutive(2), plain, Verdict::Failure, || 7, refuse);
+        assert!(matches!(t, Transition::Tripped { .. }));
+        assert_eq!(asked.get(), 1);
+        // A half-open probe failing reopens without asking: that breaker already counts.
+        let half_open = BreakerState {
+            phase: Phase::HalfOpen,
+            probes_in_flight: 1,
+            generation: 3,
+            ..BreakerState::default()
+        };
+        let probe = Ticket {
+            probe: true,
+            holds_slot: false,
+            generation: 3,
+        };
+        let (t, _) = half_open.record_capped(&capped, probe, Verdict::Failure, || 9, refuse);
+        assert!(matches!(t, Transition::Tripped { .. }));
+        assert_eq!(asked.get(), 1);
+    }
+
+    #[test]
+    fn capped_config_lists_siblings_and_refuses_what_cannot_be_grouped() {
+        let cfg = BreakerConfig::from_json(
+            br#"{"breakers": [
+                 {"cluster": "outbound|9080|v1|reviews", "consecutiveErrors": 2, "maxEjectionPercent": 50},
+                 {"cluster": "outbound|9080|v2|reviews", "consecutiveErrors": 2, "maxEjectionPercent": 50},
+                 {"cluster": "outbound|9080|v1|ratings", "consecutiveErrors": 2}]}"#,
+        )
+        .unwrap()
+        .compile()
+        .unwrap();
+        assert_eq!(
+            cfg.siblings("outbound|9080|v1|reviews"),
+            ["outbound|9080|v2|reviews"]
+        );
+        // No cap, or not listed: nothing to read.
+        assert!(cfg.siblings("outbound|9080|v1|ratings").is_empty());
+        assert!(cfg.siblings("outbound|9080|v3|reviews").is_empty());
+        for (bad, needle) in [
+            (
+                r#"{"breakers": [{"cluster": "a", "consecutiveErrors": 1, "maxEjectionPercent": 50}]}"#,
+                "needs an Istio cluster name",
+            ),
+            (
+                r#"{"breakers": [{"cluster": "outbound|1|a|b", "consecutiveErrors": 1, "maxEjectionPercent": 101}]}"#,
+                "maxEjectionPercent must be within 0..=100",
+            ),
+            (
+                r#"{"default": {"consecutiveErrors": 1, "maxEjectionPercent": 50}}"#,
+                "only for listed breakers",
+            ),
+        ] {
+            let err = BreakerConfig::from_json(bad.as_bytes())
+                .and_then(|c| c.compile())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 
     #[test]

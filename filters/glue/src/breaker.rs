@@ -2,13 +2,17 @@
 //! shared-data key, reply headers and metrics), admission, and recording the outcome.
 //!
 //! Metrics (`sluice.breaker.cluster.<cluster>.<what>`): counters `requests` (admitted),
-//! `trips`, `rejected_open`, `rejected_overflow`; gauges `state` and `in_flight`, *set* from the
+//! `trips`, `trip_skipped_cap` (trips the host's `maxEjectionPercent` refused), `rejected_open`,
+//! `rejected_overflow`; gauges `state` and `in_flight`, *set* from the
 //! process-wide shared state after each update that wrote it and on the owner's 1 s refresh.
+
+use std::cell::Cell;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
 use sluice_core::breaker::{
-    self, BreakerState, Decision, Policy, Rejection, SharedStore, Snapshot, Ticket, Transition,
+    self, BreakerState, Decision, Phase, Policy, Rejection, SharedStore, Snapshot, Ticket,
+    Transition,
 };
 use sluice_core::wire;
 
@@ -28,6 +32,12 @@ pub struct Guard {
     overflow_header: String,
     /// Its breaker's policy.
     pub policy: Policy,
+    /// Shared-data keys of the other breakers of its host, which its `maxEjectionPercent`
+    /// counts; empty without a cap. Read only when a trip is about to happen.
+    siblings: Vec<String>,
+    /// When this worker last logged a trip the cap skipped (at most one such line per
+    /// `interval`).
+    skip_logged_ms: Cell<Option<u64>>,
     metrics: Option<GuardMetrics>,
 }
 
@@ -35,6 +45,7 @@ pub struct Guard {
 struct GuardMetrics {
     requests: u32,
     trips: u32,
+    trip_skipped_cap: u32,
     rejected_open: u32,
     rejected_overflow: u32,
     state: u32,
@@ -47,6 +58,7 @@ impl GuardMetrics {
         Some(Self {
             requests: metric(MetricType::Counter, "requests")?,
             trips: metric(MetricType::Counter, "trips")?,
+            trip_skipped_cap: metric(MetricType::Counter, "trip_skipped_cap")?,
             rejected_open: metric(MetricType::Counter, "rejected_open")?,
             rejected_overflow: metric(MetricType::Counter, "rejected_overflow")?,
             state: metric(MetricType::Gauge, "state")?,
@@ -59,12 +71,15 @@ impl Guard {
     /// A guard for `cluster`; its metrics are defined only `with_metrics` (a filter that guards
     /// names it does not list bounds how many it defines). Its rejections name the cluster in
     /// `x-sluice-breaker` only when `detailed_replies` (`BreakerConfig::detailed_replies`).
+    /// `siblings`: the other clusters of its host under its `maxEjectionPercent`
+    /// (`CompiledBreakers::siblings`).
     pub fn new(
         filter: &str,
         cluster: &str,
         policy: Policy,
         with_metrics: bool,
         detailed_replies: bool,
+        siblings: &[&str],
     ) -> Self {
         let reply = |why: &str| {
             if detailed_replies {
@@ -79,6 +94,11 @@ impl Guard {
             open_header: reply("open"),
             overflow_header: reply("overflow"),
             policy,
+            siblings: siblings
+                .iter()
+                .map(|sibling| breaker::shared_data_key(sibling))
+                .collect(),
+            skip_logged_ms: Cell::new(None),
             metrics: if with_metrics {
                 GuardMetrics::define(filter, cluster)
             } else {
@@ -113,6 +133,53 @@ impl Guard {
         if let Some(state) = value.as_deref().and_then(BreakerState::decode) {
             self.publish(&state, now_ms);
         }
+    }
+
+    /// How many of the other breakers of its host are not closed (open or half-open), read
+    /// from shared data: only when a trip is about to happen, never per request.
+    fn open_siblings(&self) -> u32 {
+        let open = self
+            .siblings
+            .iter()
+            .filter(|key| {
+                let (value, _) = HostStore.get(key);
+                value
+                    .as_deref()
+                    .and_then(BreakerState::decode)
+                    .is_some_and(|state| state.phase != Phase::Closed)
+            })
+            .count();
+        u32::try_from(open).unwrap_or(u32::MAX)
+    }
+
+    /// The clusters of its host `maxEjectionPercent` counts: itself and its siblings.
+    fn members(&self) -> u32 {
+        u32::try_from(self.siblings.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
+    }
+
+    /// Logs a trip the cap skipped, at most once per `interval` on this worker.
+    fn log_skipped(&self, filter: &str, open: u32, now_ms: u64) {
+        let due = self
+            .skip_logged_ms
+            .get()
+            .is_none_or(|last| now_ms.saturating_sub(last) >= self.policy.interval_ms);
+        if !due {
+            return;
+        }
+        self.skip_logged_ms.set(Some(now_ms));
+        log(
+            LogLevel::Info,
+            &format!(
+                "{filter}: {} kept closed: {open} of the {} breakers of its host are open or \
+                 half-open, and maxEjectionPercent is {} (trips skipped are counted in \
+                 trip_skipped_cap; this line at most once per interval)",
+                self.name,
+                self.members(),
+                self.policy.max_ejection_percent
+            ),
+        );
     }
 
     /// The `requests` counter (admissions), if the metrics are defined.
@@ -239,8 +306,15 @@ pub fn record_outcome(filter: &str, guard: &Guard, ticket: Ticket) {
     // records most outcomes without any change, and then the gauges, set after every write
     // and on the 1 s refresh, are already right (two host calls saved per request).
     let mut wrote = false;
+    // The host's breakers already not closed, as counted by the last cap check.
+    let open_siblings = Cell::new(0u32);
     match breaker::update(&HostStore, &guard.key, |s| {
-        let (transition, next) = s.record_with_clock(&policy, ticket, verdict, now);
+        let may_trip = || {
+            let open = guard.open_siblings();
+            open_siblings.set(open);
+            breaker::ejection_allowed(open, guard.members(), policy.max_ejection_percent)
+        };
+        let (transition, next) = s.record_capped(&policy, ticket, verdict, now, may_trip);
         wrote = next.is_some();
         (transition, next)
     }) {
@@ -258,6 +332,10 @@ pub fn record_outcome(filter: &str, guard: &Guard, ticket: Ticket) {
                 }
                 Transition::Closed => {
                     log(LogLevel::Info, &format!("{filter}: {} closed", guard.name));
+                }
+                Transition::TripSkipped => {
+                    guard.count(|m| m.trip_skipped_cap);
+                    guard.log_skipped(filter, open_siblings.get(), now());
                 }
                 Transition::None => {}
             }

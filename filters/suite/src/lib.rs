@@ -163,6 +163,7 @@ fn runtime(suite: CompiledSuite) -> Runtime {
             policy,
             true,
             breakers.detailed_replies,
+            &breakers.siblings(cluster),
         ));
         guard.prepare(FILTER, now);
         guard_index.insert(cluster, guards.len());

@@ -475,7 +475,7 @@ impl FromJson for BreakerConfig {
 
 /// The fields of a [`Breaker`] in declaration order: `cluster`, then the [`BreakerSettings`]
 /// fields, which are those after it.
-const BREAKER: [&str; 10] = [
+const BREAKER: [&str; 11] = [
     "cluster",
     "consecutiveErrors",
     "errorRatio",
@@ -486,6 +486,7 @@ const BREAKER: [&str; 10] = [
     "probeTimeout",
     "countAs",
     "maxConcurrentRequests",
+    "maxEjectionPercent",
 ];
 
 /// Reads the member at `index` of [`BREAKER`] (`cluster` or a setting) into place. A
@@ -507,7 +508,8 @@ fn read_breaker_field(
         6 => settings.half_open_probes = r.u32()?,
         7 => settings.probe_timeout = r.string()?,
         8 => settings.count_as = FromJson::read(r)?,
-        _ => settings.max_concurrent_requests = FromJson::read(r)?,
+        9 => settings.max_concurrent_requests = FromJson::read(r)?,
+        _ => settings.max_ejection_percent = FromJson::read(r)?,
     }
     Ok(())
 }
@@ -693,7 +695,7 @@ mod tests {
         let settings = json!({"consecutiveErrors": 5, "errorRatio": {"thresholdPercent": 50},
             "interval": "5s", "baseEjectionTime": "1s", "maxEjectionTime": "9s",
             "halfOpenProbes": 2, "probeTimeout": "2500ms", "countAs": ["5xx", "gateway-error", {"reset": null}, "connect-failure", "timeout"],
-            "maxConcurrentRequests": 7});
+            "maxConcurrentRequests": 7, "maxEjectionPercent": 50});
         let mut breaker = settings.clone();
         breaker["cluster"] = json!("c\\u00e9");
         breaker["errorRatio"] = json!({"thresholdPercent": 10, "minRequestVolume": 3});
