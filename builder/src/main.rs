@@ -728,16 +728,10 @@ fn generate(args: GenerateArgs) -> ExitCode {
             }
         }
     };
-    let inputs = match sluice::Inputs::read(&args.files) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let inputs = match read_inputs(&args.files) {
+        Ok(inputs) => inputs,
+        Err(code) => return code,
     };
-    for line in &inputs.skipped {
-        eprintln!("note: skipped {line}");
-    }
     let wasm = match (&args.wasm_dir, &args.module_dir) {
         (Some(dir), _) => sluice::WasmModules::Reference(dir.clone()),
         // One file on stdout: the modules are referenced where they are, not copied.
@@ -844,13 +838,27 @@ fn version(args: VersionArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn validate(args: ValidateArgs) -> ExitCode {
-    let inputs = match sluice::Inputs::read(&args.files) {
-        Ok(i) => i,
+/// The `-f` inputs, with a note for each file or folder passed over (sluice's own output); on
+/// a read error, the message and exit code 2.
+fn read_inputs(files: &[PathBuf]) -> Result<sluice::Inputs, ExitCode> {
+    match sluice::Inputs::read(files) {
+        Ok(inputs) => {
+            for line in &inputs.skipped {
+                eprintln!("note: skipped {line}");
+            }
+            Ok(inputs)
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
+    }
+}
+
+fn validate(args: ValidateArgs) -> ExitCode {
+    let inputs = match read_inputs(&args.files) {
+        Ok(inputs) => inputs,
+        Err(code) => return code,
     };
     let options = sluice::Options {
         target: match args.target {
@@ -878,12 +886,9 @@ fn validate(args: ValidateArgs) -> ExitCode {
 
 fn explain(args: ExplainArgs) -> ExitCode {
     use sluice::explain::{self, Error, Scope};
-    let inputs = match sluice::Inputs::read(&args.files) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let inputs = match read_inputs(&args.files) {
+        Ok(inputs) => inputs,
+        Err(code) => return code,
     };
     let options = sluice::Options {
         wasm: sluice::WasmModules::NotRead,
