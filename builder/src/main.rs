@@ -140,12 +140,8 @@ struct ExplainArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
     format: ExplainFormat,
-    /// The namespace of resources that name none, as `generate --namespace`.
-    #[arg(long, value_name = "NS", default_value = "default")]
-    namespace: String,
-    /// The cluster's DNS domain, as `generate --cluster-domain`.
-    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
-    cluster_domain: String,
+    #[command(flatten)]
+    hosts: HostArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -193,6 +189,19 @@ document on stdout. Codes: docs/DIAGNOSTICS.md.
 Exit codes: 0 clean (below --fail-on), 1 a diagnostic at or above --fail-on (default error),
 2 usage or I/O error. Text is coloured on a terminal unless NO_COLOR is set (see --color).";
 
+/// How short hosts resolve, shared by generate, validate and explain.
+#[derive(clap::Args)]
+struct HostArgs {
+    /// The namespace of resources that name none (as `kubectl apply -n NS`): a short host
+    /// (`reviews`) in them means `reviews.NS.svc.<cluster domain>`, as Istio resolves it.
+    #[arg(long, value_name = "NS", default_value = "default")]
+    namespace: String,
+    /// The cluster's DNS domain: a Kubernetes Service `reviews` in namespace `bookinfo` is
+    /// the host `reviews.bookinfo.svc.DOMAIN` (and Istio's clusters are named after it).
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+}
+
 #[derive(clap::Args)]
 struct ValidateArgs {
     /// Input YAML file or directory (repeatable).
@@ -216,14 +225,8 @@ struct ValidateArgs {
     /// The proxy's locality, as `generate --locality`.
     #[arg(long, value_name = "REGION[/ZONE[/SUBZONE]]", value_parser = parse_locality)]
     locality: Option<sluice::locality::Locality>,
-    /// The namespace of resources that name none (as `kubectl apply -n NS`): a short host
-    /// (`reviews`) in them means `reviews.NS.svc.<cluster domain>`, as Istio resolves it.
-    #[arg(long, value_name = "NS", default_value = "default")]
-    namespace: String,
-    /// The cluster's DNS domain: a Kubernetes Service `reviews` in namespace `bookinfo` is
-    /// the host `reviews.bookinfo.svc.DOMAIN` (and Istio's clusters are named after it).
-    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
-    cluster_domain: String,
+    #[command(flatten)]
+    hosts: HostArgs,
     #[command(flatten)]
     report: ReportArgs,
 }
@@ -432,14 +435,8 @@ struct GenerateArgs {
     /// same way (tls.crt, tls.key for MUTUAL; ca.crt verifies the server) and needs it.
     #[arg(long, value_name = "DIR")]
     credentials_dir: Option<PathBuf>,
-    /// The namespace of resources that name none (as `kubectl apply -n NS`): a short host
-    /// (`reviews`) in them means `reviews.NS.svc.<cluster domain>`, as Istio resolves it.
-    #[arg(long, value_name = "NS", default_value = "default")]
-    namespace: String,
-    /// The cluster's DNS domain: a Kubernetes Service `reviews` in namespace `bookinfo` is
-    /// the host `reviews.bookinfo.svc.DOMAIN` (and Istio's clusters are named after it).
-    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
-    cluster_domain: String,
+    #[command(flatten)]
+    hosts: HostArgs,
     /// The proxy's own locality, REGION[/ZONE[/SUBZONE]] (e.g. us-east/zone-a): written to the
     /// bootstrap's node.locality, and what DestinationRule localityLbSetting (distribute,
     /// failover) is applied against; without it that setting is not applied (a warning).
@@ -766,8 +763,8 @@ fn generate(args: GenerateArgs) -> ExitCode {
         credentials_dir: args.credentials_dir.clone(),
         locality: args.locality.clone(),
         suite: args.suite,
-        namespace: args.namespace.clone(),
-        cluster_domain: args.cluster_domain.clone(),
+        namespace: args.hosts.namespace.clone(),
+        cluster_domain: args.hosts.cluster_domain.clone(),
         xff_trusted_hops: args.xff_trusted_hops,
         detailed_replies: args.detailed_replies,
     };
@@ -870,8 +867,8 @@ fn validate(args: ValidateArgs) -> ExitCode {
         credentials_dir: args.credentials_dir,
         locality: args.locality,
         suite: args.suite,
-        namespace: args.namespace,
-        cluster_domain: args.cluster_domain,
+        namespace: args.hosts.namespace,
+        cluster_domain: args.hosts.cluster_domain,
         ..sluice::Options::default()
     };
     let diags = sluice::validate(&inputs, &options);
@@ -892,8 +889,8 @@ fn explain(args: ExplainArgs) -> ExitCode {
     };
     let options = sluice::Options {
         wasm: sluice::WasmModules::NotRead,
-        namespace: args.namespace,
-        cluster_domain: args.cluster_domain,
+        namespace: args.hosts.namespace,
+        cluster_domain: args.hosts.cluster_domain,
         ..sluice::Options::default()
     };
     let request = explain::Request {
