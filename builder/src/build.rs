@@ -12,9 +12,9 @@ use std::process::Command;
 
 use crate::Output;
 use crate::emit::envoy::FILTERS;
-use crate::emit::filters::SUITE;
 use crate::oci;
 use crate::output::Destination;
+use crate::xds::filters::SUITE;
 
 /// The modules of the default layout, the four-filter chain, in chain order.
 pub const CHAIN_MODULES: [&str; 4] = FILTERS;

@@ -2,7 +2,7 @@
 //!
 //! Nothing here decides on its own: the mesh is modelled as `generate` models it
 //! ([`crate::model()`]), the listener's plugin configs are emitted as for Envoy
-//! ([`crate::emit::filters::PluginConfigs`]), and the router JSON the router filter would
+//! ([`crate::xds::filters::PluginConfigs`]), and the router JSON the router filter would
 //! receive is compiled with the filter's own code ([`CompiledRouter::from_json`]) and asked
 //! to explain its decision ([`CompiledRouter::explain`], the same compiled matchers as
 //! [`CompiledRouter::decide`]). A split is resolved with the canary's own code (the sticky key
@@ -18,9 +18,9 @@ use sluice_core::host::MockHost;
 use sluice_core::matching::Explanation as BlockOutcome;
 use sluice_core::router::{CompiledRouter, Destination};
 
-use crate::emit::filters::PluginConfigs;
 use crate::model::{Listener, Mesh, Rule};
 use crate::parse::{Kind, Resource, Spec};
+use crate::xds::filters::PluginConfigs;
 use crate::yaml::FieldPath;
 use crate::{Diagnostics, Inputs, Options};
 

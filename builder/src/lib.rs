@@ -34,6 +34,7 @@ pub mod sluice_settings;
 pub mod tcp;
 pub mod toolchain;
 pub mod validate;
+pub mod xds;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -102,7 +103,7 @@ pub struct Options {
     /// Attach the one `sluice-suite` filter (`sluice_suite.wasm`: router, canary, fault and
     /// breaker in one module, config [`sluice_core::suite::SuiteConfig`]) instead of the chain
     /// `sluice-router -> sluice-canary -> sluice-fault -> sluice-breaker`. Routes, clusters and
-    /// everything native stay the same; see [`emit::filters`].
+    /// everything native stay the same; see [`xds::filters`].
     pub suite: bool,
     /// The proxy's own locality (`--locality REGION[/ZONE[/SUBZONE]]`): written to the
     /// bootstrap's `node.locality` and needed to apply DestinationRule `localityLbSetting`
@@ -275,25 +276,49 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
             warnings: diags,
         }),
         Err(errors) => {
-            diags.0.extend(errors.into_iter().map(|text| {
-                // Emitters return one string; its hint, if any, becomes the diagnostic's.
-                let (message, hint) = match text.split_once("\n  hint: ") {
-                    Some((m, h)) => (m.to_owned(), Some(h.to_owned())),
-                    None => (text, None),
-                };
-                Diagnostic {
-                    file: "<output>".into(),
-                    pos: yaml::Pos::default(),
-                    severity: Severity::Error,
-                    resource: String::new(),
-                    path: yaml::FieldPath::root(),
-                    message,
-                    hint,
-                    code: diag::Code::EmitFailed,
-                }
-            }));
+            diags.0.extend(errors.into_iter().map(emit_diagnostic));
             Err(diags)
         }
+    }
+}
+
+/// Runs every stage up to the target-neutral Envoy resources ([`xds::ResourceSet`]): what
+/// `sluice serve` sends over xDS, and what the envoy target inlines into its bootstrap. Returns
+/// the set and the warnings, or every diagnostic.
+pub fn resources(
+    inputs: &Inputs,
+    options: &Options,
+) -> Result<(xds::ResourceSet, Diagnostics), Diagnostics> {
+    let Modelled {
+        mesh,
+        warnings: mut diags,
+        ..
+    } = model(inputs, options)?;
+    match xds::resources::build(&mesh, options) {
+        Ok(set) => Ok((set, diags)),
+        Err(errors) => {
+            diags.0.extend(errors.into_iter().map(emit_diagnostic));
+            Err(diags)
+        }
+    }
+}
+
+/// A diagnostic for an error raised while emitting (one string; its hint, if any, becomes the
+/// diagnostic's).
+fn emit_diagnostic(text: String) -> Diagnostic {
+    let (message, hint) = match text.split_once("\n  hint: ") {
+        Some((m, h)) => (m.to_owned(), Some(h.to_owned())),
+        None => (text, None),
+    };
+    Diagnostic {
+        file: "<output>".into(),
+        pos: yaml::Pos::default(),
+        severity: Severity::Error,
+        resource: String::new(),
+        path: yaml::FieldPath::root(),
+        message,
+        hint,
+        code: diag::Code::EmitFailed,
     }
 }
 

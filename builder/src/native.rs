@@ -7,7 +7,7 @@
 //! operations become `request_headers_to_add`/`..._remove`, `corsPolicy` configures Envoy's CORS
 //! filter per route, `consistentHash` becomes a hash policy on the route plus a ring-hash or
 //! Maglev cluster, and `trafficPolicy.tls` an upstream TLS transport socket. The Envoy JSON is
-//! written by [`crate::emit::native`].
+//! written by [`crate::xds::native`].
 
 use std::collections::BTreeMap;
 

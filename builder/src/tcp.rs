@@ -1207,7 +1207,7 @@ pub fn listener_json(listener: &Listener, address: Value) -> Value {
             }
             if let Some(tls) = &c.tls {
                 // No ALPN: the stream is not HTTP.
-                chain["transport_socket"] = crate::emit::native::downstream_tls(tls, &[]);
+                chain["transport_socket"] = crate::xds::native::downstream_tls(tls, &[]);
             }
             chain
         })

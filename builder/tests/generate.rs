@@ -98,14 +98,14 @@ fn plugin_configs_parse_back_with_the_filters_types() {
     let (mesh, diags) = sluice::model::build(&resources);
     assert!(diags.is_empty(), "{diags:?}");
     let listener = &mesh.listeners[&8000];
-    let router = sluice::emit::envoy::router_config(listener);
+    let router = sluice::xds::resources::router_config(listener);
     let json = serde_json::to_string(&router).expect("serializes");
     let back: sluice_core::router::RouterConfig = serde_json::from_str(&json).expect("parses");
     assert_eq!(back, router);
     let compiled = sluice_core::router::CompiledRouter::compile(&back).expect("compiles");
     let names: Vec<&str> = compiled.rules().iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["testers", "default.shop.1"]);
-    let canary = sluice::emit::envoy::canary_config(listener).expect("a split");
+    let canary = sluice::xds::resources::canary_config(listener).expect("a split");
     let json = serde_json::to_vec(&canary).expect("serializes");
     let compiled =
         sluice_core::canary::CompiledCanary::from_json(&json).expect("the canary accepts it");
@@ -259,14 +259,14 @@ spec:
     assert!(diags.is_empty(), "{diags:?}");
     let listener = &model.listeners[&8000];
 
-    let canary = sluice::emit::envoy::canary_config(listener).expect("a split");
+    let canary = sluice::xds::resources::canary_config(listener).expect("a split");
     let json = serde_json::to_vec(&canary).expect("serializes");
     let compiled = sluice_core::canary::CompiledCanary::from_json(&json).expect("canary accepts");
     assert_eq!(compiled.splits[0].name, "default.shop.1");
     assert!(compiled.splits[0].sticky.is_some());
     assert!(!compiled.splits[0].failover);
 
-    let fault = sluice::emit::filters::fault_config(listener).expect("a fault");
+    let fault = sluice::xds::filters::fault_config(listener).expect("a fault");
     let json = serde_json::to_vec(&fault).expect("serializes");
     let plan = sluice_core::fault::plan::FaultPlan::from_json(&json).expect("fault accepts");
     let rules: Vec<&str> = plan.rules().iter().map(|r| r.name.as_str()).collect();
@@ -275,7 +275,7 @@ spec:
     assert!(back.after_router);
     assert_eq!(back.max_active_faults, 7);
 
-    let breaker = sluice::emit::filters::breaker_config(listener, &model).expect("breakers");
+    let breaker = sluice::xds::filters::breaker_config(listener, &model).expect("breakers");
     let json = serde_json::to_vec(&breaker).expect("serializes");
     let compiled = sluice_core::breaker::BreakerConfig::from_json(&json)
         .and_then(|c| c.compile())

@@ -1,40 +1,31 @@
 //! Target `envoy`: one static bootstrap, `envoy.yaml`, that `envoy -c` runs as-is.
 //!
-//! Per listener: an HTTP connection manager whose filters are the sluice filters the listener
-//! uses (the chain router -> canary -> fault -> breaker, or with `--suite` the one
-//! `sluice-suite` filter; see [`super::filters`]), Envoy-native filters, then Envoy's router.
-//! Envoy's routes match the `x-sluice-rule` header the router sets, one route per rule, so
-//! per-rule native policy (timeout, retries) sits on that route; the cluster comes from
-//! `x-sluice-cluster`. Every plugin config is compiled here with the filters' own code, so a
-//! config Envoy would refuse at load time is refused at build time instead.
+//! Written from the mesh's [`ResourceSet`](crate::xds::ResourceSet), inlined
+//! ([`crate::xds::ResourceSet::inline`]): the same listeners, route tables, filter configs,
+//! clusters and endpoints `sluice serve` sends over xDS, as `static_resources`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_core::canary::{CanaryConfig, Member, Split};
-use sluice_core::router::{self, RouterConfig};
-use sluice_core::wire;
 
-use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule, Target};
+use crate::model::Mesh;
+pub use crate::xds::resources::EmitError;
+pub(crate) use crate::xds::resources::wasm_http_filter;
+use crate::xds::resources::{module_file, socket};
 use crate::{Options, WasmModules};
 
 /// The sluice filters of the chain layout, by short name (`sluice_<name>.wasm`), in chain order.
 pub const FILTERS: [&str; 4] = ["router", "canary", "fault", "breaker"];
 
 /// Every module a generated config can load: the four filters, and the suite
-/// ([`super::filters::SUITE`]) that replaces them with `--suite`.
+/// ([`crate::xds::filters::SUITE`]) that replaces them with `--suite`.
 pub const MODULES: [&str; 5] = [
     "router",
     "canary",
     "fault",
     "breaker",
-    super::filters::SUITE,
+    crate::xds::filters::SUITE,
 ];
-
-/// Envoy's "unlimited" for circuit-breaker thresholds, as Istio emits by default (Envoy's own
-/// default of 1024 would silently cap a busy service).
-const UNLIMITED: u64 = 4_294_967_295;
 
 /// Labels the bootstrap's `stats_tags` extract from sluice metric names.
 const METRIC_TAGS: [&str; 4] = ["rule", "split", "member", "cluster"];
@@ -45,55 +36,34 @@ pub struct Emitted {
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
-/// Why emission failed (a missing module, or a config the filters would refuse).
-pub type EmitError = String;
-
 /// Writes the bootstrap for `mesh`.
 pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
-    let mut errors = Vec::new();
-    let mut used_filters = std::collections::BTreeSet::new();
-    let mut listeners = Vec::new();
-    for listener in mesh.listeners.values() {
-        if !listener.tcp_chains.is_empty() {
-            let port = if options.ephemeral_ports {
-                0
-            } else {
-                listener.port
-            };
-            let address = socket(&options.listen_address, port);
-            listeners.push(crate::tcp::listener_json(listener, address));
-            continue;
-        }
-        match listener_json(listener, mesh, options, &mut used_filters) {
-            Ok(mut l) => {
-                super::native::decorate_listener(listener, &mut l);
-                listeners.push(l);
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    let clusters: Vec<Value> = mesh.clusters.values().map(cluster_json).collect();
+    let set = crate::xds::resources::build(mesh, options)?;
+    let (listeners, clusters) = set.inline();
     let admin_port = if options.ephemeral_ports {
         0
     } else {
         options.admin_port
     };
-    let bootstrap = json!({
+    let mut bootstrap = json!({
         "admin": {"address": socket("127.0.0.1", u32::from(admin_port))},
         "stats_config": {"stats_tags": stats_tags()},
         "static_resources": {"listeners": listeners, "clusters": clusters},
     });
-    let bootstrap = super::native::decorate_bootstrap(mesh, bootstrap);
+    if let Some(node) = &set.node {
+        bootstrap["node"] = node.clone();
+    }
+    let mut errors = Vec::new();
     let mut files = BTreeMap::new();
-    for filter in &used_filters {
+    for module in &set.modules {
         if let WasmModules::Bundle { from, .. } = &options.wasm {
-            let file = module_file(filter);
+            let file = module_file(module);
             match std::fs::read(from.join(&file)) {
                 Ok(bytes) => {
                     files.insert(format!("wasm/{file}"), bytes);
                 }
                 Err(e) => errors.push(format!(
-                    "cannot read the {filter} filter module {}: {e}\n  hint: build it with `cargo build --release --target wasm32-wasip1 -p sluice-{filter}`, set SLUICE_WASM_DIR, or pass --wasm-dir",
+                    "cannot read the {module} filter module {}: {e}\n  hint: build it with `cargo build --release --target wasm32-wasip1 -p sluice-{module}`, set SLUICE_WASM_DIR, or pass --wasm-dir",
                     from.join(&file).display()
                 )),
             }
@@ -110,28 +80,6 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
     Ok(Emitted { files })
 }
 
-fn module_file(filter: &str) -> String {
-    format!("sluice_{filter}.wasm")
-}
-
-fn module_path(filter: &str, options: &Options) -> String {
-    match &options.wasm {
-        WasmModules::Bundle { module_dir, .. } => module_dir.join(module_file(filter)),
-        WasmModules::Reference(dir) => dir.join(module_file(filter)),
-        WasmModules::NotRead => module_file(filter).into(),
-    }
-    .display()
-    .to_string()
-}
-
-fn socket(address: &str, port: u32) -> Value {
-    json!({"socket_address": {"address": address, "port_value": port}})
-}
-
-fn duration(d: Duration) -> String {
-    sluice_core::duration::format(d)
-}
-
 fn stats_tags() -> Value {
     METRIC_TAGS
         .iter()
@@ -142,342 +90,4 @@ fn stats_tags() -> Value {
             })
         })
         .collect()
-}
-
-/// The router plugin config of one listener.
-pub fn router_config(listener: &Listener) -> RouterConfig {
-    RouterConfig {
-        virtual_hosts: listener
-            .virtual_hosts
-            .iter()
-            .map(|vh| router::VirtualHost {
-                name: vh.name.clone(),
-                domains: vh.domains.clone(),
-                rules: vh
-                    .rules
-                    .iter()
-                    .map(|rule| router::Rule {
-                        name: rule.name.clone(),
-                        match_: rule.matches.clone(),
-                        route: match &rule.target {
-                            Target::Cluster(c) => router::Destination::Cluster(c.clone()),
-                            Target::Split(_) => router::Destination::Split(rule.name.clone()),
-                        },
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
-/// The canary plugin config of one listener, if any rule splits traffic. Each split is named
-/// after its rule.
-pub fn canary_config(listener: &Listener) -> Option<CanaryConfig> {
-    let splits: Vec<Split> = listener
-        .virtual_hosts
-        .iter()
-        .flat_map(|vh| &vh.rules)
-        .filter_map(|rule| match &rule.target {
-            Target::Split(members) => Some(Split {
-                name: rule.name.clone(),
-                members: members
-                    .iter()
-                    .map(|(cluster, weight)| Member {
-                        cluster: cluster.clone(),
-                        weight: *weight,
-                    })
-                    .collect(),
-                sticky: rule.sluice.sticky.clone(),
-                schedule: rule.sluice.schedule.clone(),
-                failover: rule.sluice.failover,
-            }),
-            Target::Cluster(_) => None,
-        })
-        .collect();
-    (!splits.is_empty()).then(|| CanaryConfig {
-        after_router: true,
-        splits,
-        rules: Vec::new(),
-    })
-}
-
-fn wasm_filter(filter: &str, config_json: String, options: &Options) -> Value {
-    let code = json!({"local": {"filename": module_path(filter, options)}});
-    wasm_http_filter(filter, code, config_json)
-}
-
-/// The `envoy.filters.http.wasm` filter of one sluice module: filter name `sluice-<filter>`,
-/// root id `sluice_<filter>`, the shared `vm_id` (the filters read each other's shared data),
-/// V8, the plugin config, `failure_policy: FAIL_CLOSED`; `code` is the `vm_config.code`
-/// (a local file, or remote code). The envoy target and the istio target's EnvoyFilter write
-/// exactly this.
-pub(crate) fn wasm_http_filter(filter: &str, code: Value, config_json: String) -> Value {
-    let id = format!("sluice_{filter}");
-    json!({
-        "name": format!("sluice-{filter}"),
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": id,
-                "root_id": id,
-                "vm_config": {
-                    "vm_id": wire::VM_ID,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": code,
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": config_json,
-                },
-                // A filter that cannot run must not let traffic bypass routing decisions.
-                "failure_policy": "FAIL_CLOSED",
-            },
-        },
-    })
-}
-
-fn listener_json(
-    listener: &Listener,
-    mesh: &Mesh,
-    options: &Options,
-    used: &mut std::collections::BTreeSet<&'static str>,
-) -> Result<Value, EmitError> {
-    let name = listener.name();
-    let configs = super::filters::PluginConfigs::with_detail(
-        listener,
-        mesh,
-        &name,
-        options.detailed_replies,
-    )?;
-    let mut http_filters = Vec::new();
-    for (module, json) in configs.layout(options.suite, &name)? {
-        http_filters.push(wasm_filter(module, json, options));
-        used.insert(module);
-    }
-    http_filters.extend(super::native::http_filters(listener));
-    http_filters.push(json!({
-        "name": "envoy.filters.http.router",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-    }));
-    let virtual_hosts: Vec<Value> = listener
-        .virtual_hosts
-        .iter()
-        .map(|vh| {
-            json!({
-                "name": vh.name,
-                "domains": vh.domains,
-                "routes": vh.rules.iter().flat_map(|r| super::native::routes(r, route_json(r))).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let port = if options.ephemeral_ports {
-        0
-    } else {
-        listener.port
-    };
-    Ok(json!({
-        "name": name,
-        "address": socket(&options.listen_address, port),
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": name,
-                "codec_type": "AUTO",
-                // The client address (Envoy's downstream remote address, the filters'
-                // `source.address`) is the TCP peer, or with N trusted hops the N-th
-                // x-forwarded-for entry from the right: never what a client writes there.
-                "use_remote_address": true,
-                "xff_num_trusted_hops": options.xff_trusted_hops,
-                "route_config": {
-                    "name": name,
-                    // As Istio's sidecar and gateway routes: `host:<any port>` matches a domain
-                    // listed without a port (`foo.example.com:12345` for `*.example.com`).
-                    "ignore_port_in_host_matching": true,
-                    "virtual_hosts": virtual_hosts,
-                    // The internal headers never reach an upstream.
-                    "request_headers_to_remove": wire::INTERNAL_HEADERS,
-                },
-                "http_filters": http_filters,
-            },
-        }]}],
-    }))
-}
-
-fn route_json(rule: &Rule) -> Value {
-    let mut action = json!({
-        "cluster_header": wire::CLUSTER_HEADER,
-        // Istio's default is no timeout (Envoy's would be 15s).
-        "timeout": duration(rule.timeout.unwrap_or_default()),
-    });
-    if let Some(retry) = rule.retries.as_ref().filter(|r| r.attempts > 0) {
-        action["retry_policy"] = retry_json(retry);
-    }
-    json!({
-        "name": rule.name,
-        "match": {
-            "prefix": "/",
-            "headers": [{"name": wire::RULE_HEADER, "string_match": {"exact": rule.name}}],
-        },
-        "route": action,
-    })
-}
-
-fn retry_json(r: &RetryPolicy) -> Value {
-    let mut policy = json!({
-        "retry_on": r.retry_on.join(","),
-        "num_retries": r.attempts,
-    });
-    if let Some(t) = r.per_try_timeout {
-        policy["per_try_timeout"] = json!(duration(t));
-    }
-    if !r.status_codes.is_empty() {
-        policy["retriable_status_codes"] = json!(r.status_codes);
-    }
-    if r.ignore_previous_hosts {
-        policy["retry_host_predicate"] = json!([{
-            "name": "envoy.retry_host_predicates.previous_hosts",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
-        }]);
-        policy["host_selection_retry_max_attempts"] = json!(5);
-    }
-    if let Some(b) = r.backoff {
-        policy["retry_back_off"] = json!({"base_interval": duration(b)});
-    }
-    policy
-}
-
-fn limit(v: Option<i64>) -> u64 {
-    v.and_then(|n| u64::try_from(n).ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(UNLIMITED)
-}
-
-fn cluster_json(c: &Cluster) -> Value {
-    let tcp = c
-        .policy
-        .connection_pool
-        .as_ref()
-        .and_then(|p| p.tcp.as_ref());
-    let http = c
-        .policy
-        .connection_pool
-        .as_ref()
-        .and_then(|p| p.http.as_ref());
-    let connect_timeout = tcp
-        .and_then(|t| t.connect_timeout.as_deref())
-        .and_then(|t| sluice_core::duration::parse(t).ok())
-        .unwrap_or(Duration::from_secs(10)); // Istio's default
-    let lb_policy = match c
-        .policy
-        .load_balancer
-        .as_ref()
-        .and_then(|l| l.simple.as_deref())
-    {
-        Some("ROUND_ROBIN") => "ROUND_ROBIN",
-        Some("RANDOM") => "RANDOM",
-        _ => "LEAST_REQUEST", // Istio's default, and its mapping of LEAST_CONN
-    };
-    let endpoints: Vec<Value> = c
-        .endpoints
-        .iter()
-        .map(|e| {
-            let mut lb = json!({"endpoint": {"address": socket(&e.address, e.port)}});
-            if let Some(w) = e.weight.filter(|w| *w > 0) {
-                lb["load_balancing_weight"] = json!(w);
-            }
-            lb
-        })
-        .collect();
-    let mut cluster = json!({
-        "name": c.name,
-        "type": match c.discovery {
-            Discovery::Static => "STATIC",
-            Discovery::StrictDns => "STRICT_DNS",
-            Discovery::LogicalDns => "LOGICAL_DNS",
-        },
-        "connect_timeout": duration(connect_timeout),
-        "lb_policy": lb_policy,
-        "load_assignment": {"cluster_name": c.name, "endpoints": [{"lb_endpoints": endpoints}]},
-        "circuit_breakers": {"thresholds": [{
-            "max_connections": limit(tcp.and_then(|t| t.max_connections)),
-            "max_pending_requests": limit(http.and_then(|h| h.http1_max_pending_requests)),
-            "max_requests": limit(http.and_then(|h| h.http2_max_requests)),
-            "max_retries": limit(http.and_then(|h| h.max_retries)),
-        }]},
-    });
-    if c.discovery != Discovery::Static {
-        cluster["dns_lookup_family"] = json!("V4_ONLY");
-    }
-    let mut protocol = serde_json::Map::new();
-    let mut common = serde_json::Map::new();
-    if let Some(n) = http
-        .and_then(|h| h.max_requests_per_connection)
-        .filter(|n| *n > 0)
-    {
-        common.insert("max_requests_per_connection".into(), json!(n));
-    }
-    if let Some(t) = http
-        .and_then(|h| h.idle_timeout.as_deref())
-        .and_then(|t| sluice_core::duration::parse(t).ok())
-    {
-        common.insert("idle_timeout".into(), json!(duration(t)));
-    }
-    if !common.is_empty() {
-        protocol.insert("common_http_protocol_options".into(), Value::Object(common));
-    }
-    if c.http2 {
-        protocol.insert(
-            "explicit_http_config".into(),
-            json!({"http2_protocol_options": {}}),
-        );
-    }
-    if !protocol.is_empty() {
-        if !c.http2 {
-            protocol.insert(
-                "explicit_http_config".into(),
-                json!({"http_protocol_options": {}}),
-            );
-        }
-        protocol.insert(
-            "@type".into(),
-            json!("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
-        );
-        cluster["typed_extension_protocol_options"] =
-            json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": protocol});
-    }
-    if let Some(od) = &c.policy.outlier_detection {
-        let mut o = serde_json::Map::new();
-        if let Some(n) = od.consecutive5xx_errors.or(od.consecutive_errors) {
-            o.insert("consecutive_5xx".into(), json!(n));
-            o.insert(
-                "enforcing_consecutive_5xx".into(),
-                json!(if n > 0 { 100 } else { 0 }),
-            );
-        }
-        if let Some(n) = od.consecutive_gateway_errors {
-            o.insert("consecutive_gateway_failure".into(), json!(n));
-            o.insert(
-                "enforcing_consecutive_gateway_failure".into(),
-                json!(if n > 0 { 100 } else { 0 }),
-            );
-        }
-        for (key, text) in [
-            ("interval", &od.interval),
-            ("base_ejection_time", &od.base_ejection_time),
-        ] {
-            if let Some(d) = text
-                .as_deref()
-                .and_then(|t| sluice_core::duration::parse(t).ok())
-            {
-                o.insert(key.into(), json!(duration(d)));
-            }
-        }
-        if let Some(p) = od.max_ejection_percent {
-            o.insert("max_ejection_percent".into(), json!(p));
-        }
-        cluster["outlier_detection"] = Value::Object(o);
-    }
-    super::native::decorate_cluster(c, &mut cluster);
-    cluster
 }

@@ -33,7 +33,7 @@ use crate::model::{Listener, Mesh, Target};
 use crate::parse::{Kind, Resource};
 
 use super::envoy::{EmitError, Emitted};
-use super::filters::PluginConfigs;
+use crate::xds::filters::PluginConfigs;
 
 /// Where the WasmPlugins fetch the modules from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,5 @@
 
 pub mod compose;
 pub mod envoy;
-pub mod filters;
 pub mod istio_target;
-pub mod native;
 pub mod yaml_out;

@@ -2,7 +2,7 @@
 //! actions (mirrors, rewrites, redirects, direct responses, headers, CORS, hash policies) and
 //! cluster settings (consistent hashing, slow start, panic threshold, keep-alive, TLS).
 //!
-//! [`super::envoy`] builds each route and cluster as before and hands them here to decorate, so
+//! [`super::resources`] builds each route and cluster as before and hands them here to decorate, so
 //! this module only adds what the Istio fields ask for.
 
 use serde_json::{Map, Value, json};
@@ -762,13 +762,12 @@ fn locality_endpoints(c: &Cluster, cluster: &mut Value) {
     }
 }
 
-/// Adds what the bootstrap needs beyond listeners and clusters: the proxy's `node.locality`
+/// The bootstrap's `node` fields beyond listeners and clusters: the proxy's `node.locality`
 /// (`--locality`), which Envoy's priority and locality load balancing are relative to.
-pub fn decorate_bootstrap(mesh: &crate::model::Mesh, mut bootstrap: Value) -> Value {
-    if let Some(l) = &mesh.proxy_locality {
-        bootstrap["node"] = json!({"locality": locality_json(l)});
-    }
-    bootstrap
+pub fn node(mesh: &crate::model::Mesh) -> Option<Value> {
+    mesh.proxy_locality
+        .as_ref()
+        .map(|l| json!({"locality": locality_json(l)}))
 }
 
 fn upstream_tls(c: &Cluster, tls: &crate::native::ClientTls) -> Value {

@@ -118,9 +118,9 @@ impl PluginConfigs {
         let refused = |filter: &str, e: &dyn std::fmt::Display| {
             format!("{label}: the {filter} filter would refuse this config: {e}")
         };
-        let router = super::envoy::router_config(listener);
+        let router = super::resources::router_config(listener);
         CompiledRouter::compile(&router).map_err(|e| refused("router", &e))?;
-        let canary = super::envoy::canary_config(listener);
+        let canary = super::resources::canary_config(listener);
         if let Some(canary) = &canary {
             CompiledCanary::compile(canary).map_err(|e| refused("canary", &e))?;
         }
