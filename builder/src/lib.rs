@@ -31,6 +31,8 @@ pub mod report;
 pub mod schema;
 pub mod shadow;
 pub mod sluice_settings;
+#[cfg(feature = "etcd")]
+pub mod store;
 pub mod tcp;
 pub mod toolchain;
 pub mod validate;

@@ -71,6 +71,20 @@ enum Command {
     /// Print sluice's version, the git commit it was built from, the sha256 of each filter
     /// module it would use, and the Envoy version it is tested with.
     Version(VersionArgs),
+    /// Validate Istio YAML and write it to the shared store (etcd) as one new generation,
+    /// which every `sluice serve --store` replica then serves. Writes nothing unless all is
+    /// valid; prints what changed.
+    #[cfg(feature = "etcd")]
+    #[command(after_help = APPLY_HELP)]
+    Apply(StoreArgs),
+    /// Show what `sluice apply` would change in the store (added, changed, removed), without
+    /// writing anything.
+    #[cfg(feature = "etcd")]
+    #[command(after_help = APPLY_HELP)]
+    Diff(StoreArgs),
+    /// List the resources the store's current generation holds.
+    #[cfg(feature = "etcd")]
+    Get(GetArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     #[command(after_help = COMPLETION_HELP)]
     Completion {
@@ -78,6 +92,27 @@ enum Command {
         shell: clap_complete::Shell,
     },
 }
+
+#[cfg(feature = "etcd")]
+const APPLY_HELP: &str = "\
+Examples:
+  # See what would change, then apply a folder of Istio YAML to a 3-member etcd cluster:
+  sluice diff  -f mesh/ --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379
+  sluice apply -f mesh/ --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379
+
+  # Make the store hold exactly the folder (remove what the folder no longer has):
+  sluice apply -f mesh/ --store etcd://127.0.0.1:2379 --prune
+
+  # One store per mesh under its own key prefix (default /sluice), the URL from the environment:
+  export SLUICE_STORE=etcd://127.0.0.1:2379/mesh-a
+  sluice apply -f mesh-a/ && sluice get
+
+The store keeps whole generations: an apply writes its new resources, then switches the store
+to the new generation in one transaction, so a control plane reading it sees the old mesh or
+the new one, never half of it. An apply planned against a generation that another apply has
+replaced meanwhile fails and changes nothing (run it again). Exit codes: 0 done (diff: also
+with changes, unless --exit-code), 1 the input is invalid (nothing written) or, with diff
+--exit-code, there are changes, 2 usage, I/O or store error.";
 
 const COMPLETION_HELP: &str = "\
 Examples:
@@ -200,6 +235,51 @@ struct HostArgs {
     /// the host `reviews.bookinfo.svc.DOMAIN` (and Istio's clusters are named after it).
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+}
+
+/// Where the shared store is (`apply`, `diff`, `get`).
+#[cfg(feature = "etcd")]
+#[derive(clap::Args)]
+struct StoreArg {
+    /// The store: etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (every member of the cluster; the
+    /// key prefix defaults to /sluice).
+    #[arg(long, value_name = "URL", env = "SLUICE_STORE")]
+    store: sluice::store::StoreUrl,
+}
+
+#[cfg(feature = "etcd")]
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Input YAML file or directory (repeatable).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE_OR_DIR",
+        required = true
+    )]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    store: StoreArg,
+    /// Also remove what the store holds and the inputs do not (without it, such resources
+    /// are kept and listed).
+    #[arg(long)]
+    prune: bool,
+    /// diff: exit 1 when the store would change (as `git diff --exit-code`).
+    #[arg(long)]
+    exit_code: bool,
+    #[command(flatten)]
+    hosts: HostArgs,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+#[cfg(feature = "etcd")]
+#[derive(clap::Args)]
+struct GetArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Only resources of this kind (VirtualService, DestinationRule, ...).
+    kind: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -535,6 +615,12 @@ fn main() -> ExitCode {
         Command::Build(args) => build(args),
         Command::Schema(args) => schema(args),
         Command::Version(args) => version(args),
+        #[cfg(feature = "etcd")]
+        Command::Apply(args) => store_apply(args, false),
+        #[cfg(feature = "etcd")]
+        Command::Diff(args) => store_apply(args, true),
+        #[cfg(feature = "etcd")]
+        Command::Get(args) => store_get(args),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
@@ -850,6 +936,131 @@ fn read_inputs(files: &[PathBuf]) -> Result<sluice::Inputs, ExitCode> {
             Err(ExitCode::from(2))
         }
     }
+}
+
+#[cfg(feature = "etcd")]
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// `sluice apply` (and with `dry_run`, `sluice diff`): validate, then plan and write one
+/// generation.
+#[cfg(feature = "etcd")]
+fn store_apply(args: StoreArgs, dry_run: bool) -> ExitCode {
+    let inputs = match read_inputs(&args.files) {
+        Ok(inputs) => inputs,
+        Err(code) => return code,
+    };
+    let options = sluice::Options {
+        namespace: args.hosts.namespace,
+        cluster_domain: args.hosts.cluster_domain,
+        ..sluice::Options::default()
+    };
+    let verb = if dry_run { "diff" } else { "apply" };
+    let documents = match sluice::store::check(&inputs, &options) {
+        Ok((documents, warnings)) => {
+            if !warnings.0.is_empty() {
+                args.report
+                    .print(&warnings, &format!("{verb}: {}", warnings.counts(true)));
+            }
+            if args.report.fails(&warnings) {
+                return ExitCode::from(1);
+            }
+            documents
+        }
+        Err(diags) => {
+            args.report.print(
+                &diags,
+                &format!("{verb}: {}; the store was not changed", diags.counts(true)),
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let url = args.store.store;
+    let applied = runtime().block_on(async {
+        let mut store = sluice::store::etcd::EtcdStore::connect(&url).await?;
+        sluice::store::etcd::apply(&mut store, &documents, args.prune, dry_run).await
+    });
+    let applied = match applied {
+        Ok(applied) => applied,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for line in applied.change.lines() {
+        println!("{line}");
+    }
+    let change = &applied.change;
+    if dry_run {
+        println!(
+            "diff against {url} generation {}: {}",
+            applied.generation,
+            change.summary()
+        );
+        if args.exit_code && !change.is_empty() {
+            return ExitCode::from(1);
+        }
+    } else if change.is_empty() {
+        println!(
+            "apply: {url} unchanged at generation {}: {}",
+            applied.generation,
+            change.summary()
+        );
+    } else {
+        println!(
+            "apply: {url} now at generation {}: {}",
+            applied.generation,
+            change.summary()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `sluice get`: the current generation's resources, one line each.
+#[cfg(feature = "etcd")]
+fn store_get(args: GetArgs) -> ExitCode {
+    let url = args.store.store;
+    let snapshot = runtime().block_on(async {
+        let mut store = sluice::store::etcd::EtcdStore::connect(&url).await?;
+        store.snapshot().await
+    });
+    let snapshot = match snapshot {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let manifest = &snapshot.manifest;
+    println!(
+        "{url} generation {} (etcd revision {})",
+        manifest.generation, snapshot.revision
+    );
+    println!("{:<18} {:<16} {:<32} SOURCE", "KIND", "NAMESPACE", "NAME");
+    for (key, entry) in &manifest.resources {
+        let mut parts = key.splitn(3, '/');
+        let (kind, namespace, name) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        if args
+            .kind
+            .as_deref()
+            .is_some_and(|k| !k.eq_ignore_ascii_case(kind))
+        {
+            continue;
+        }
+        println!(
+            "{kind:<18} {namespace:<16} {name:<32} {}:{}",
+            entry.source, entry.line
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn validate(args: ValidateArgs) -> ExitCode {

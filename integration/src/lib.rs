@@ -36,6 +36,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod demo;
 pub mod envoy;
+pub mod etcd;
 pub mod mesh;
 mod runtime;
 pub mod tls;

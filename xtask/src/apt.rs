@@ -13,7 +13,11 @@ pub fn ensure(program: &str, probe_args: &[&str], package: &str) -> Result<()> {
     if Command::new(program).args(probe_args).output().is_ok() {
         return Ok(());
     }
-    eprintln!("xtask: {program} missing, installing the Debian package `{package}` with apt-get");
+    install(program, package)
+}
+
+fn install(what: &str, package: &str) -> Result<()> {
+    eprintln!("xtask: {what} missing, installing the Debian package `{package}` with apt-get");
     static UPDATE: Once = Once::new();
     UPDATE.call_once(|| {
         // A failed update is not fatal: the install below reports what is really missing.
@@ -26,7 +30,16 @@ pub fn ensure(program: &str, probe_args: &[&str], package: &str) -> Result<()> {
         "--no-install-recommends",
         package,
     ]))
-    .with_context(|| format!("install {program} (Debian package `{package}`)"))
+    .with_context(|| format!("install {what} (Debian package `{package}`)"))
+}
+
+/// Makes sure the file `path` exists; if not, installs the Debian `package` that provides it
+/// (for packages of headers or data, which have no program to probe).
+pub fn ensure_file(path: &str, package: &str) -> Result<()> {
+    if std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    install(path, package)
 }
 
 fn apt_get(args: &[&str]) -> Command {

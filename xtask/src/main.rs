@@ -1,5 +1,6 @@
 //! `cargo xtask`: repository chores, so that a fresh clone needs no step by hand.
 //!
+//! - `cargo xtask setup`: everything a fresh machine needs to build and run sluice.
 //! - `cargo xtask test`: every check and every test (what CI runs).
 //! - `cargo xtask build-wasm`: the four filters as wasm modules, with size and sha256.
 //! - `cargo xtask envoy`: provision the pinned Envoy and print where it is.
@@ -44,6 +45,11 @@ enum Task {
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
+    /// Prepare a fresh machine: the wasm32-wasip1 target, protoc and etcd's protos' imports
+    /// (Debian protobuf-compiler, libprotobuf-dev: the `sluice` CLI's etcd client compiles
+    /// them), etcd (Debian etcd-server: `sluice apply` and `serve --store` talk to it) and the
+    /// pinned Envoy. Each is installed only when missing.
+    Setup,
     /// Build the four filters for wasm32-wasip1 (release) and print each module's path, size
     /// and sha256.
     BuildWasm,
@@ -112,6 +118,10 @@ fn main() {
             no_lint,
             cargo_test_args,
         } => test(no_lint, &cargo_test_args),
+        Task::Setup => ensure_toolchain(&[])
+            .and_then(|()| ensure_store_tools())
+            .and_then(|()| provision_envoy())
+            .map(|envoy| println!("xtask: ready (Envoy {})", envoy.display())),
         Task::BuildWasm => build_wasm().map(drop),
         Task::Envoy => provision_envoy().map(drop),
         Task::Demo => demo(),
@@ -345,6 +355,18 @@ fn ensure_tls_test_tools() -> Result<()> {
     apt::ensure("openssl", &["version"], "openssl")
 }
 
+/// What the `sluice` CLI's etcd store needs: protoc and the protobuf well-known types to build
+/// etcd-client (Debian protobuf-compiler, libprotobuf-dev), and etcd itself (Debian
+/// etcd-server 3.4) for `sluice apply` and the tests that start a 3-member cluster.
+fn ensure_store_tools() -> Result<()> {
+    apt::ensure("protoc", &["--version"], "protobuf-compiler")?;
+    apt::ensure_file(
+        "/usr/include/google/protobuf/descriptor.proto",
+        "libprotobuf-dev",
+    )?;
+    apt::ensure("etcd", &["--version"], "etcd-server")
+}
+
 /// Runs every step even after a failure, so one run reports every problem, then summarises.
 fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
     let mut steps = Vec::new();
@@ -352,6 +374,12 @@ fn test(no_lint: bool, cargo_test_args: &[String]) -> Result<()> {
         &mut steps,
         "toolchain (wasm32-wasip1, rustfmt, clippy)",
         || ensure_toolchain(if no_lint { &[] } else { &["rustfmt", "clippy"] }),
+    );
+    // Before the lints: clippy builds the CLI, whose etcd client needs protoc.
+    step(
+        &mut steps,
+        "protoc and etcd (the CLI's etcd store and its tests)",
+        ensure_store_tools,
     );
     if !no_lint {
         step(&mut steps, "rustfmt --check", || {

@@ -1,0 +1,454 @@
+//! The store on a real etcd cluster (v3 API, through the `etcd-client` crate): see the
+//! [layout](super) this module reads and writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Txn, TxnOp,
+};
+
+use super::{Change, Document, Manifest, StoreUrl};
+
+/// Objects per transaction: below etcd's default `--max-txn-ops` (128).
+const TXN_OPS: usize = 64;
+/// Bytes per request: below etcd's default `--max-request-bytes` (1.5 MiB), with room for keys
+/// and framing.
+const REQUEST_BYTES: usize = 1024 * 1024;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// etcd could not be reached or refused a request.
+    #[error(
+        "etcd at {url}: {source}\n  hint: is the cluster up? `etcdctl --endpoints {endpoints} endpoint health` tells"
+    )]
+    Etcd {
+        /// The store.
+        url: String,
+        /// The members, as etcdctl takes them.
+        endpoints: String,
+        /// The client's error.
+        source: etcd_client::Error,
+    },
+    /// Another apply moved the store between this apply's read and its write.
+    #[error(
+        "the store moved to generation {found} while this apply prepared generation {planned}: nothing was changed\n  hint: run the apply again (and `sluice diff` first to see what it does now)"
+    )]
+    Conflict {
+        /// The generation this apply would have written.
+        planned: u64,
+        /// The generation the store holds now.
+        found: u64,
+    },
+    /// The store holds something this version of sluice cannot read.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A document too large for one etcd request.
+    #[error(
+        "{key} is {bytes} bytes: etcd takes at most {REQUEST_BYTES} per request\n  hint: split the resource, or raise etcd's --max-request-bytes and this limit together"
+    )]
+    TooLarge {
+        /// The resource.
+        key: String,
+        /// Its size.
+        bytes: usize,
+    },
+}
+
+/// A generation read from the store, consistent at one etcd revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The generation's manifest (generation 0 and no resources: an empty store).
+    pub manifest: Manifest,
+    /// The texts of its resources, by object id.
+    pub objects: BTreeMap<String, String>,
+    /// The etcd revision it was read at.
+    pub revision: i64,
+}
+
+/// A connection to the store.
+pub struct EtcdStore {
+    client: Client,
+    url: StoreUrl,
+}
+
+impl EtcdStore {
+    /// Connects to the members of `url` (the client fails over between them).
+    pub async fn connect(url: &StoreUrl) -> Result<EtcdStore, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let client = Client::connect(&url.endpoints, Some(options))
+            .await
+            .map_err(|e| etcd_error(url, e))?;
+        Ok(EtcdStore {
+            client,
+            url: url.clone(),
+        })
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.url.prefix)
+    }
+
+    fn err(&self, e: etcd_client::Error) -> StoreError {
+        etcd_error(&self.url, e)
+    }
+
+    /// Runs `op` on the client, again (up to three times per member, with a short backoff)
+    /// when it fails because the member it reached is down: the client balances requests over
+    /// every member and notices a dead one only when a request to it fails. Every operation
+    /// here is safe to repeat (see [`EtcdStore::write`] for the one guarded write).
+    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let attempts = 3 * self.url.endpoints.len().max(1);
+        let mut attempt = 0;
+        loop {
+            match op(self.client.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(e) if attempt + 1 < attempts && unavailable(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt.min(10) as u64)).await;
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+    }
+
+    /// The current generation and its objects, all read at one revision.
+    pub async fn snapshot(&mut self) -> Result<Snapshot, StoreError> {
+        let current_key = self.key("current");
+        let current = self
+            .retry(|mut c| {
+                let key = current_key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        let revision = current.header().map_or(0, |h| h.revision());
+        let Some(kv) = current.kvs().first() else {
+            return Ok(Snapshot {
+                revision,
+                ..Snapshot::default()
+            });
+        };
+        let generation: u64 = kv
+            .value_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("{current_key} does not hold a generation number"))
+            })?;
+        let manifest_key = self.key(&format!("generations/{generation}"));
+        let manifest = self
+            .retry(|mut c| {
+                let key = manifest_key.clone();
+                let at = GetOptions::new().with_revision(revision);
+                async move { c.get(key, Some(at)).await }
+            })
+            .await?;
+        let manifest: Manifest = manifest
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice(kv.value()).ok())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("{manifest_key} is missing or unreadable"))
+            })?;
+        let wanted: BTreeSet<&str> = manifest
+            .resources
+            .values()
+            .map(|e| e.object.as_str())
+            .collect();
+        let prefix = self.key("objects/");
+        let objects = self
+            .retry(|mut c| {
+                let key = prefix.clone();
+                let at = GetOptions::new().with_prefix().with_revision(revision);
+                async move { c.get(key, Some(at)).await }
+            })
+            .await?;
+        let objects = objects
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let id = kv.key_str().ok()?.strip_prefix(&prefix)?;
+                wanted
+                    .contains(id)
+                    .then(|| Some((id.to_owned(), kv.value_str().ok()?.to_owned())))?
+            })
+            .collect();
+        Ok(Snapshot {
+            manifest,
+            objects,
+            revision,
+        })
+    }
+
+    /// Writes `next` (planned against `base`, see [`super::plan`]) as the new current
+    /// generation: new objects in batches, then manifest and pointer in one transaction that
+    /// fails with [`StoreError::Conflict`] if the store moved past `base` meanwhile. Then
+    /// removes what neither this generation nor the one before it uses.
+    pub async fn write(
+        &mut self,
+        base: &Snapshot,
+        next: &Manifest,
+        documents: &[Document],
+    ) -> Result<(), StoreError> {
+        let stored: BTreeSet<&str> = base.objects.keys().map(String::as_str).collect();
+        let mut batch: Vec<TxnOp> = Vec::new();
+        let mut bytes = 0;
+        let mut written = BTreeSet::new();
+        for doc in documents {
+            let id = doc.object();
+            if stored.contains(id.as_str()) || !written.insert(id.clone()) {
+                continue;
+            }
+            if doc.text.len() > REQUEST_BYTES {
+                return Err(StoreError::TooLarge {
+                    key: doc.key.clone(),
+                    bytes: doc.text.len(),
+                });
+            }
+            if batch.len() == TXN_OPS || bytes + doc.text.len() > REQUEST_BYTES {
+                self.commit(std::mem::take(&mut batch)).await?;
+                bytes = 0;
+            }
+            bytes += doc.text.len();
+            batch.push(TxnOp::put(
+                self.key(&format!("objects/{id}")),
+                doc.text.as_str(),
+                None,
+            ));
+        }
+        if !batch.is_empty() {
+            self.commit(batch).await?;
+        }
+        let manifest = serde_json::to_string(next).expect("a manifest serialises");
+        if manifest.len() > REQUEST_BYTES {
+            return Err(StoreError::TooLarge {
+                key: format!("the manifest of generation {}", next.generation),
+                bytes: manifest.len(),
+            });
+        }
+        let current_key = self.key("current");
+        // The guard: `current` is still what the plan was made from.
+        let guard = if base.manifest.generation == 0 {
+            Compare::version(current_key.as_str(), CompareOp::Equal, 0)
+        } else {
+            Compare::value(
+                current_key.as_str(),
+                CompareOp::Equal,
+                base.manifest.generation.to_string(),
+            )
+        };
+        let txn = Txn::new()
+            .when([guard])
+            .and_then([
+                TxnOp::put(
+                    self.key(&format!("generations/{}", next.generation)),
+                    manifest,
+                    None,
+                ),
+                TxnOp::put(current_key.as_str(), next.generation.to_string(), None),
+            ])
+            .or_else([TxnOp::get(current_key.as_str(), None)]);
+        let response = self
+            .retry(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if !response.succeeded() {
+            let found = self.snapshot().await?;
+            // A retried transaction whose first attempt committed (its answer lost) finds
+            // its own generation: that is success, not a conflict.
+            if found.manifest != *next {
+                return Err(StoreError::Conflict {
+                    planned: next.generation,
+                    found: found.manifest.generation,
+                });
+            }
+        }
+        // Garbage: best effort, the next apply retries what fails here. Readers of the
+        // previous generation keep what they need (its objects and manifest stay).
+        let _ = self.collect_garbage(&base.manifest, next).await;
+        Ok(())
+    }
+
+    async fn commit(&mut self, ops: Vec<TxnOp>) -> Result<(), StoreError> {
+        let txn = Txn::new().and_then(ops);
+        self.retry(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the generations before `previous` and the objects neither `previous` nor
+    /// `next` uses.
+    async fn collect_garbage(
+        &mut self,
+        previous: &Manifest,
+        next: &Manifest,
+    ) -> Result<(), StoreError> {
+        let keep: BTreeSet<&str> = previous
+            .resources
+            .values()
+            .chain(next.resources.values())
+            .map(|e| e.object.as_str())
+            .collect();
+        let prefix = self.key("objects/");
+        let all = self.keys(&prefix).await?;
+        let garbage: Vec<String> = all
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok())
+            .filter(|k| k.strip_prefix(&prefix).is_some_and(|id| !keep.contains(id)))
+            .map(str::to_owned)
+            .collect();
+        for chunk in garbage.chunks(TXN_OPS) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|k| TxnOp::delete(k.as_str(), None))
+                .collect();
+            self.commit(ops).await?;
+        }
+        if previous.generation > 0 {
+            // Generation numbers are not zero-padded: old ones are found by number, not by a
+            // key range.
+            let gens = self.key("generations/");
+            let listed = self.keys(&gens).await?;
+            let old: Vec<String> = listed
+                .kvs()
+                .iter()
+                .filter_map(|kv| kv.key_str().ok())
+                .filter(|k| {
+                    k.strip_prefix(&gens)
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|n| n < previous.generation)
+                })
+                .map(str::to_owned)
+                .collect();
+            for chunk in old.chunks(TXN_OPS) {
+                let ops: Vec<TxnOp> = chunk
+                    .iter()
+                    .map(|k| TxnOp::delete(k.as_str(), None))
+                    .collect();
+                self.commit(ops).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn keys(&self, prefix: &str) -> Result<etcd_client::GetResponse, StoreError> {
+        self.retry(|mut c| {
+            let key = prefix.to_owned();
+            async move {
+                c.get(key, Some(GetOptions::new().with_prefix().with_keys_only()))
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Waits until `<prefix>/current` changes after `revision` (an apply landed), or the
+    /// watch fails. Returns the revision of the change.
+    pub async fn wait_for_change(&mut self, revision: i64) -> Result<i64, StoreError> {
+        let current_key = self.key("current");
+        let options = etcd_client::WatchOptions::new().with_start_revision(revision + 1);
+        let mut stream = self
+            .client
+            .watch(current_key.as_str(), Some(options))
+            .await
+            .map_err(|e| self.err(e))?;
+        loop {
+            let Some(response) = stream.message().await.map_err(|e| self.err(e))? else {
+                return Err(StoreError::Corrupt("the etcd watch ended".into()));
+            };
+            if response.compact_revision() > 0 {
+                // The revision was compacted: the caller relists.
+                return Ok(response.compact_revision());
+            }
+            if let Some(event) = response.events().first() {
+                return Ok(event.kv().map_or(revision + 1, |kv| kv.mod_revision()));
+            }
+        }
+    }
+
+    /// Removes every key under the store's prefix (tests).
+    pub async fn clear(&mut self) -> Result<(), StoreError> {
+        let prefix = format!("{}/", self.url.prefix);
+        self.retry(|mut c| {
+            let key = prefix.clone();
+            async move {
+                c.delete(key, Some(DeleteOptions::new().with_prefix()))
+                    .await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Whether `e` says the member reached is down or unreachable (another may answer).
+fn unavailable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+fn etcd_error(url: &StoreUrl, source: etcd_client::Error) -> StoreError {
+    StoreError::Etcd {
+        url: url.to_string(),
+        endpoints: url
+            .endpoints
+            .iter()
+            .map(|e| e.trim_start_matches("http://"))
+            .collect::<Vec<_>>()
+            .join(","),
+        source,
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The change.
+    pub change: Change,
+    /// The generation the store serves now (unchanged when there was nothing to change).
+    pub generation: u64,
+}
+
+/// Applies `documents` (already validated) to the store: reads the current generation,
+/// plans the next ([`super::plan`]), and writes it unless nothing changes (`dry_run`: never
+/// writes; the change is what would be applied).
+pub async fn apply(
+    store: &mut EtcdStore,
+    documents: &[Document],
+    prune: bool,
+    dry_run: bool,
+) -> Result<Applied, StoreError> {
+    let base = store.snapshot().await?;
+    let (next, change) = super::plan(&base.manifest, documents, prune);
+    if change.is_empty() || dry_run {
+        return Ok(Applied {
+            change,
+            generation: base.manifest.generation,
+        });
+    }
+    store.write(&base, &next, documents).await?;
+    Ok(Applied {
+        change,
+        generation: next.generation,
+    })
+}

@@ -1,0 +1,309 @@
+//! The etcd store of `sluice apply` on a real 3-member etcd cluster (Debian's etcd 3.4): apply,
+//! diff, prune, refusal of invalid input, whole generations for readers, optimistic
+//! concurrency, and a member's crash. The control plane reads the same generations.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sluice::store::etcd::{EtcdStore, Snapshot, StoreError, apply};
+use sluice::store::{self, Document, StoreUrl};
+use sluice::{Inputs, Options};
+use sluice_integration::etcd::EtcdCluster;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn cluster() -> EtcdCluster {
+    EtcdCluster::start(3).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// A copy of examples/demo in a temporary folder, to edit.
+fn demo_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = sluice_integration::repo_root().join("examples/demo");
+    for entry in std::fs::read_dir(&demo).expect("examples/demo") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+    }
+    dir
+}
+
+fn checked(dir: &Path) -> Vec<Document> {
+    let inputs = Inputs::read(&[PathBuf::from(dir)]).expect("readable");
+    store::check(&inputs, &Options::default())
+        .unwrap_or_else(|d| panic!("{d}"))
+        .0
+}
+
+fn edit(dir: &Path, file: &str, from: &str, to: &str) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{file} holds {from:?}");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+}
+
+#[test]
+fn apply_diff_prune_and_refusal_on_a_three_member_cluster() {
+    let cluster = cluster();
+    let url: StoreUrl = cluster.store_url("/apply-test").parse().expect("url");
+    let dir = demo_copy();
+    runtime().block_on(async {
+        let mut store = EtcdStore::connect(&url).await.expect("connect");
+        let docs = checked(dir.path());
+
+        // First apply: everything is new; generation 1.
+        let first = apply(&mut store, &docs, false, false).await.expect("apply");
+        assert_eq!(first.generation, 1);
+        assert_eq!(first.change.added.len(), docs.len());
+        assert!(first.change.changed.is_empty() && first.change.removed.is_empty());
+
+        // What the store holds builds the same Envoy resources, byte for byte, as the folder:
+        // every replica reading it computes the same versions.
+        let snapshot = store.snapshot().await.expect("snapshot");
+        let stored = store::inputs_of(&snapshot.manifest, &snapshot.objects).expect("complete");
+        let from_store = sluice::resources(&stored, &Options::default())
+            .expect("valid")
+            .0;
+        let from_dir = sluice::resources(
+            &Inputs::read(&[dir.path().into()]).expect("readable"),
+            &Options::default(),
+        )
+        .expect("valid")
+        .0;
+        assert_eq!(from_store.version(), from_dir.version());
+
+        // The same apply again changes nothing and writes no generation.
+        let again = apply(&mut store, &docs, false, false).await.expect("apply");
+        assert!(again.change.is_empty(), "{:?}", again.change);
+        assert_eq!(again.generation, 1);
+
+        // An edit: diff (a dry run) names it and writes nothing; apply writes generation 2.
+        edit(dir.path(), "routing.yaml", "weight: 90", "weight: 70");
+        edit(dir.path(), "routing.yaml", "weight: 10", "weight: 30");
+        let docs = checked(dir.path());
+        let diff = apply(&mut store, &docs, false, true).await.expect("diff");
+        assert_eq!(diff.change.changed.len(), 1, "{:?}", diff.change);
+        assert!(
+            diff.change.changed[0].starts_with("VirtualService/"),
+            "{:?}",
+            diff.change
+        );
+        assert_eq!(
+            store
+                .snapshot()
+                .await
+                .expect("snapshot")
+                .manifest
+                .generation,
+            1
+        );
+        let second = apply(&mut store, &docs, false, false).await.expect("apply");
+        assert_eq!((second.generation, second.change.changed.len()), (2, 1));
+
+        // A resource gone from the inputs is kept without --prune and removed with it.
+        let fewer: Vec<Document> = docs[1..].to_vec();
+        let kept = apply(&mut store, &fewer, false, false)
+            .await
+            .expect("apply");
+        assert!(kept.change.is_empty() && kept.change.kept == [docs[0].key.clone()]);
+        let pruned = apply(&mut store, &fewer, true, false).await.expect("apply");
+        assert_eq!(pruned.change.removed, [docs[0].key.clone()]);
+        assert_eq!(pruned.generation, 3);
+        let snapshot = store.snapshot().await.expect("snapshot");
+        assert_eq!(snapshot.manifest.resources.len(), docs.len() - 1);
+
+        // Invalid input: every diagnostic, and the store is not touched.
+        edit(dir.path(), "routing.yaml", "weight: 70", "weight: -70");
+        let inputs = Inputs::read(&[dir.path().into()]).expect("readable");
+        let refused = store::check(&inputs, &Options::default()).expect_err("invalid");
+        let text = refused.to_string();
+        assert!(
+            text.contains("routing.yaml:") && text.contains("weight"),
+            "{text}"
+        );
+        assert_eq!(
+            store
+                .snapshot()
+                .await
+                .expect("snapshot")
+                .manifest
+                .generation,
+            3
+        );
+
+        // A member crashes: the client fails over and applies go on (2 of 3 is a quorum).
+        drop(store);
+        let mut cluster = cluster;
+        cluster.kill(0);
+        let mut store = EtcdStore::connect(&url).await.expect("connect");
+        let restored = apply(&mut store, &docs, true, false)
+            .await
+            .expect("apply with a member down");
+        assert_eq!(restored.generation, 4);
+        assert_eq!(restored.change.added, [docs[0].key.clone()]);
+    });
+}
+
+/// `count` ServiceEntries, each with `tag` in its text: more documents than one etcd
+/// transaction takes, so an apply writes them in several batches.
+fn many(count: usize, tag: &str) -> Vec<Document> {
+    let mut text = String::new();
+    for i in 0..count {
+        text.push_str(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{i:04}, labels: {{tag: {tag}}}}}\nspec:\n  hosts: [svc-{i:04}.example]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: 10.0.{}.{}}}]\n---\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    store::documents(&Inputs::from_text("many.yaml", &text), "default")
+}
+
+fn assert_whole(snapshot: &Snapshot, sizes: &[usize]) {
+    let n = snapshot.manifest.resources.len();
+    assert!(
+        sizes.contains(&n),
+        "a reader saw {n} resources: half an apply"
+    );
+    let tags: std::collections::BTreeSet<String> =
+        store::inputs_of(&snapshot.manifest, &snapshot.objects)
+            .expect("every object of the generation is there")
+            .files
+            .iter()
+            .filter_map(|f| f.text.split("tag: ").nth(1).map(|t| t[..3].to_owned()))
+            .collect();
+    assert!(
+        tags.len() <= 1,
+        "a reader saw two generations mixed: {tags:?}"
+    );
+}
+
+#[test]
+fn readers_see_whole_generations_and_concurrent_applies_do_not_overwrite() {
+    let cluster = cluster();
+    let url: StoreUrl = cluster.store_url("/generations-test").parse().expect("url");
+    runtime().block_on(async {
+        let mut writer = EtcdStore::connect(&url).await.expect("connect");
+        let mut reader = EtcdStore::connect(&url).await.expect("connect");
+        let one = many(150, "one");
+        let two = many(300, "two");
+        let mut seen = BTreeMap::new();
+        for docs in [&one, &two, &one] {
+            let write = apply(&mut writer, docs, true, false);
+            let read = async {
+                let mut snapshots = Vec::new();
+                for _ in 0..40 {
+                    snapshots.push(reader.snapshot().await.expect("snapshot"));
+                    tokio::task::yield_now().await;
+                }
+                snapshots
+            };
+            let (applied, snapshots) = tokio::join!(write, read);
+            applied.expect("apply");
+            for s in &snapshots {
+                assert_whole(s, &[0, 150, 300]);
+                *seen.entry(s.manifest.generation).or_insert(0) += 1;
+            }
+        }
+        let last = reader.snapshot().await.expect("snapshot");
+        assert_eq!(
+            (last.manifest.generation, last.manifest.resources.len()),
+            (3, 150)
+        );
+        assert!(!seen.is_empty());
+
+        // Two applies planned against the same generation: the second is refused whole.
+        let base = writer.snapshot().await.expect("snapshot");
+        let (a, _) = store::plan(&base.manifest, &two, true);
+        let (b, _) = store::plan(&base.manifest, &many(10, "bbb"), true);
+        writer
+            .write(&base, &a, &two)
+            .await
+            .expect("first writer wins");
+        let refused = reader
+            .write(&base, &b, &many(10, "bbb"))
+            .await
+            .expect_err("conflict");
+        assert!(
+            matches!(
+                refused,
+                StoreError::Conflict {
+                    planned: 4,
+                    found: 4
+                }
+            ),
+            "{refused}"
+        );
+        let now = reader.snapshot().await.expect("snapshot");
+        assert_eq!(now.manifest.resources.len(), 300);
+        assert_whole(&now, &[300]);
+    });
+}
+
+/// Runs this checkout's `sluice` CLI (as the README's users run it) with `args`.
+fn sluice(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "-p", "sluice", "--"])
+        .args(args)
+        .current_dir(sluice_integration::repo_root())
+        .output()
+        .expect("cargo run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_applies_diffs_and_lists() {
+    let cluster = cluster();
+    let url = cluster.store_url("/cli-test");
+    let dir = demo_copy();
+    let path = dir.path().to_str().expect("UTF-8 path");
+
+    let (code, out, err) = sluice(&["apply", "-f", path, "--store", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("+ VirtualService/default/ratings"), "{out}");
+    assert!(
+        out.contains("now at generation 1: 6 added, 0 changed, 0 removed"),
+        "{out}"
+    );
+
+    let (code, out, _) = sluice(&["get", "--store", &url, "virtualservice"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("generation 1") && out.contains("ratings"),
+        "{out}"
+    );
+    assert!(!out.contains("DestinationRule"), "a kind filter: {out}");
+
+    edit(dir.path(), "routing.yaml", "weight: 90", "weight: 80");
+    edit(dir.path(), "routing.yaml", "weight: 10", "weight: 20");
+    let (code, out, err) = sluice(&["diff", "-f", path, "--store", &url, "--exit-code"]);
+    assert_eq!(code, 1, "changes, with --exit-code: {out}{err}");
+    assert!(
+        out.contains("~ VirtualService/default/ratings") && out.contains("1 changed"),
+        "{out}"
+    );
+
+    edit(dir.path(), "routing.yaml", "weight: 80", "weight: -80");
+    let (code, out, err) = sluice(&["apply", "-f", path, "--store", &url]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("routing.yaml:") && err.contains("the store was not changed"),
+        "{err}"
+    );
+    let (_, out, _) = sluice(&["get", "--store", &url]);
+    assert!(out.contains("generation 1 "), "nothing was written: {out}");
+
+    let (code, _, err) = sluice(&["get", "--store", "etcd://127.0.0.1:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("etcd at etcd://127.0.0.1:1/sluice") && err.contains("hint:"),
+        "{err}"
+    );
+}
