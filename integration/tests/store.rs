@@ -307,3 +307,84 @@ fn the_cli_applies_diffs_and_lists() {
         "{err}"
     );
 }
+
+/// The next event within a generous deadline (a slow shared machine is not a failure).
+async fn next_event(
+    events: &mut tokio::sync::mpsc::Receiver<sluice::store::etcd::Followed>,
+) -> sluice::store::etcd::Followed {
+    tokio::time::timeout(std::time::Duration::from_secs(60), events.recv())
+        .await
+        .expect("an event within 60 s")
+        .expect("the follower runs")
+}
+
+#[test]
+fn a_follower_sees_each_generation_rides_out_an_outage_and_catches_up() {
+    use sluice::store::etcd::{Followed, follow};
+    let mut cluster = cluster();
+    let url: StoreUrl = cluster.store_url("/follow-test").parse().expect("url");
+    let dir = demo_copy();
+    runtime().block_on(async {
+        let (tx, mut events) = tokio::sync::mpsc::channel(16);
+        let follower = tokio::spawn(follow(url.clone(), tx));
+        // An empty store: generation 0, no resources.
+        match next_event(&mut events).await {
+            Followed::Generation {
+                generation: 0,
+                inputs,
+                ..
+            } => assert!(inputs.files.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        let mut store = EtcdStore::connect(&url).await.expect("connect");
+        apply(&mut store, &checked(dir.path()), false, false)
+            .await
+            .expect("apply");
+        match next_event(&mut events).await {
+            Followed::Generation {
+                generation: 1,
+                inputs,
+                ..
+            } => {
+                assert_eq!(inputs.files.len(), checked(dir.path()).len());
+                sluice::resources(&inputs, &Options::default()).expect("servable");
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(store);
+
+        // Every member down: one Degraded report, no generation, and the follower keeps trying.
+        cluster.kill_all();
+        match next_event(&mut events).await {
+            Followed::Degraded(why) => assert!(why.contains("etcd at"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Back up; a change applied after the restart reaches the follower.
+        tokio::task::spawn_blocking(move || {
+            cluster.restart().expect("restart");
+            cluster
+        })
+        .await
+        .map(|restarted| {
+            // Keep the cluster alive until the end of the test.
+            std::mem::forget(restarted);
+        })
+        .expect("restart");
+        match next_event(&mut events).await {
+            Followed::Recovered => {}
+            other => panic!("{other:?}"),
+        }
+        edit(dir.path(), "routing.yaml", "weight: 90", "weight: 60");
+        edit(dir.path(), "routing.yaml", "weight: 10", "weight: 40");
+        let mut store = EtcdStore::connect(&url).await.expect("connect");
+        apply(&mut store, &checked(dir.path()), false, false)
+            .await
+            .expect("apply");
+        match next_event(&mut events).await {
+            Followed::Generation { generation: 2, .. } => {}
+            other => panic!("{other:?}"),
+        }
+        drop(events);
+        follower.abort();
+    });
+}

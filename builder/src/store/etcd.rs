@@ -452,3 +452,92 @@ pub async fn apply(
         generation: next.generation,
     })
 }
+
+/// What [`follow`] reports.
+#[derive(Debug)]
+pub enum Followed {
+    /// A generation to serve (the first one read, then each new one).
+    Generation {
+        /// Its number.
+        generation: u64,
+        /// The etcd revision it was read at.
+        revision: i64,
+        /// Its resources, as builder inputs ([`super::inputs_of`]).
+        inputs: crate::Inputs,
+    },
+    /// The store cannot be read (etcd down or unreachable, or the generation unreadable): keep
+    /// serving what was last good. Sent once per outage.
+    Degraded(String),
+    /// The store answers again after [`Followed::Degraded`] (a new generation, if one was
+    /// applied meanwhile, follows).
+    Recovered,
+}
+
+/// Follows the store's current generation for a control plane: reads it, then watches from
+/// the revision read, and reads again on each change (or when the watch's revision was
+/// compacted away). When etcd is unreachable it reports [`Followed::Degraded`] once and tries
+/// again with a capped backoff; when etcd is back it reads the current generation, so nothing
+/// applied meanwhile is missed. Ends when the receiver is dropped.
+pub async fn follow(url: StoreUrl, events: tokio::sync::mpsc::Sender<Followed>) {
+    let mut last_sent: Option<u64> = None;
+    let mut degraded = false;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match follow_connected(&url, &events, &mut last_sent, &mut degraded).await {
+            Ok(()) => return,
+            Err(e) => {
+                if !degraded {
+                    degraded = true;
+                    backoff = Duration::from_millis(100);
+                    if events
+                        .send(Followed::Degraded(e.to_string()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if events.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// One connection's worth of [`follow`]: returns `Ok` when the receiver is gone, the error
+/// that ended the connection otherwise.
+async fn follow_connected(
+    url: &StoreUrl,
+    events: &tokio::sync::mpsc::Sender<Followed>,
+    last_sent: &mut Option<u64>,
+    degraded: &mut bool,
+) -> Result<(), StoreError> {
+    let mut store = EtcdStore::connect(url).await?;
+    loop {
+        let snapshot = store.snapshot().await?;
+        if *degraded {
+            *degraded = false;
+            if events.send(Followed::Recovered).await.is_err() {
+                return Ok(());
+            }
+        }
+        let generation = snapshot.manifest.generation;
+        if *last_sent != Some(generation) {
+            let inputs = super::inputs_of(&snapshot.manifest, &snapshot.objects)
+                .map_err(StoreError::Corrupt)?;
+            let event = Followed::Generation {
+                generation,
+                revision: snapshot.revision,
+                inputs,
+            };
+            if events.send(event).await.is_err() {
+                return Ok(());
+            }
+            *last_sent = Some(generation);
+        }
+        store.wait_for_change(snapshot.revision).await?;
+    }
+}
