@@ -25,6 +25,14 @@
 //!   not define, is an error (the chain answers such requests 503 `unknown-split`);
 //! - a canary split no rule routes to, and a fault naming no router rule, are warnings (legal,
 //!   but that part of the config never applies; the chain behaves the same).
+//!
+//! The module's run-time plan is pure as well, and lives here rather than in the cdylib:
+//! [`CompiledSuite::breaker_links`] (which breaker guards each cluster a rule or split can
+//! choose, each created once) and the worker's one [`timer::Timer`].
+
+pub mod timer;
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +41,7 @@ use crate::canary::{CanaryConfig, CompiledCanary};
 use crate::fault::{FaultConfig, FaultPlan};
 use crate::host::RequestView;
 use crate::router::{CompiledRouter, Destination, RouterConfig};
+use crate::unique::FirstSeen;
 
 /// The suite module's plugin configuration: the four filters' configs, nested.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -265,6 +274,78 @@ impl CompiledSuite {
     }
 }
 
+/// Which breaker guards each cluster the suite can choose, worked out once at configure time so
+/// that per request no breaker is looked up by name. Indices point into
+/// [`clusters`](Self::clusters), the guarded clusters each listed once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BreakerLinks<'a> {
+    /// Every cluster with a breaker, once, in first-use order: the clusters of the router's
+    /// rules, then each split's members, then the breaker section's other clusters (listed
+    /// but unreachable, so that their gauges still show up at zero, as in the breaker filter).
+    pub clusters: Vec<&'a str>,
+    /// Per router rule: its single cluster's breaker (`None` for a split or an unguarded
+    /// cluster).
+    pub rules: Vec<Option<usize>>,
+    /// Per canary split, per member: the member cluster's breaker.
+    pub splits: Vec<Vec<Option<usize>>>,
+}
+
+impl CompiledSuite {
+    /// The breaker links of this suite (all `None`, and no clusters, without a breaker section).
+    pub fn breaker_links<'a>(&'a self) -> BreakerLinks<'a> {
+        let mut clusters: Vec<&'a str> = Vec::new();
+        let mut index = FirstSeen::new();
+        let mut link = |cluster: &'a str| -> Option<usize> {
+            self.breaker.as_ref()?.policy_for(cluster)?;
+            if let Some(first) = index.insert(cluster, clusters.len()) {
+                return Some(first);
+            }
+            clusters.push(cluster);
+            Some(clusters.len() - 1)
+        };
+        let rules = self
+            .router
+            .rules()
+            .iter()
+            .map(|rule| match &rule.destination {
+                Destination::Cluster(cluster) => link(cluster),
+                Destination::Split(_) => None,
+            })
+            .collect();
+        let splits = self
+            .canary
+            .iter()
+            .flat_map(|canary| &canary.splits)
+            .map(|split| split.clusters.iter().map(|cluster| link(cluster)).collect())
+            .collect();
+        if let Some(breakers) = &self.breaker {
+            for cluster in breakers.clusters() {
+                link(cluster);
+            }
+        }
+        BreakerLinks {
+            clusters,
+            rules,
+            splits,
+        }
+    }
+
+    /// The period of the worker's housekeeping: breaker gauges every
+    /// [`timer::GAUGE_REFRESH`], canary schedules at their own pace, whichever is shorter;
+    /// `None` when there is neither.
+    pub fn housekeeping_period(&self) -> Option<Duration> {
+        [
+            self.breaker.as_ref().map(|_| timer::GAUGE_REFRESH),
+            self.canary
+                .as_ref()
+                .and_then(crate::canary::schedule_period),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +407,48 @@ mod tests {
         );
         assert_eq!(get(MockHost::request("GET", "elsewhere", "/")), None);
         assert!(suite.breaker.unwrap().policy_for("v2").is_some());
+    }
+
+    #[test]
+    fn breakers_link_once_per_cluster_in_first_use_order() {
+        // v2 is guarded; `reviews` is listed but no rule or split reaches it.
+        let breaker = r#"{"afterRouter": true, "breakers": [
+            {"cluster": "reviews", "consecutiveErrors": 3},
+            {"cluster": "v2", "consecutiveErrors": 3}]}"#;
+        let compiled = compile(&suite(ROUTER, Some(CANARY), None, Some(breaker))).unwrap();
+        let links = compiled.breaker_links();
+        // First use: rule "testers" (v2); the split's members (v1 unguarded, v2 again); then
+        // the listed cluster nothing reaches.
+        assert_eq!(links.clusters, ["v2", "reviews"]);
+        assert_eq!(links.rules, [Some(0), None, None]);
+        assert_eq!(links.splits, [vec![None, Some(0)]]);
+
+        let unguarded = compile(&suite(ROUTER, Some(CANARY), None, None)).unwrap();
+        let links = unguarded.breaker_links();
+        assert!(links.clusters.is_empty());
+        assert_eq!(links.rules, [None, None, None]);
+        assert_eq!(links.splits, [vec![None, None]]);
+    }
+
+    #[test]
+    fn housekeeping_runs_for_breakers_and_schedules_at_the_shorter_period() {
+        let period = |canary: Option<&str>, breaker: Option<&str>| {
+            compile(&suite(ROUTER, canary, None, breaker))
+                .unwrap()
+                .housekeeping_period()
+        };
+        assert_eq!(period(Some(CANARY), None), None);
+        assert_eq!(
+            period(Some(CANARY), Some(BREAKER)),
+            Some(timer::GAUGE_REFRESH)
+        );
+        // A 1 s hold is checked every 250 ms, sooner than the gauges.
+        let scheduled = r#"{"afterRouter": true, "splits": [{"name": "rollout", "members": [
+            {"cluster": "v1"}, {"cluster": "v2"}], "schedule": {"steps": [
+            {"weights": [90, 10], "hold": "1s"}, {"weights": [50, 50], "hold": "1s"}]}}]}"#;
+        let quarter = Some(Duration::from_millis(250));
+        assert_eq!(period(Some(scheduled), None), quarter);
+        assert_eq!(period(Some(scheduled), Some(BREAKER)), quarter);
     }
 
     #[test]

@@ -440,6 +440,19 @@ fn compile_schedule(
     ))
 }
 
+/// The canary's schedule tick: a quarter of the shortest hold, within 50 ms .. 1 s, often
+/// enough that the step gauge lags little and workers that raced on the shared start converge
+/// quickly; `None` without schedules.
+pub fn schedule_period(canary: &CompiledCanary) -> Option<Duration> {
+    let shortest = canary
+        .splits
+        .iter()
+        .filter_map(|s| s.schedule.as_ref())
+        .map(|s| s.shortest_hold_ms().unwrap_or(4_000))
+        .min()?;
+    Some(Duration::from_millis((shortest / 4).clamp(50, 1_000)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
