@@ -1090,7 +1090,11 @@ fn render(
     let _ = writeln!(md, "| --- | ---: | --- |");
     for (filter, size) in &report.module_sizes {
         let verdict = if *size <= 256_000 { "met" } else { "MISSED" };
-        let _ = writeln!(md, "| sluice_{filter}.wasm | {size} | {verdict} |");
+        let _ = writeln!(
+            md,
+            "| {} | {size} | {verdict} |",
+            sluice_core::wire::module_file(filter)
+        );
     }
     if let Some(b) = &report.builder {
         let _ = writeln!(

@@ -181,7 +181,7 @@ fn run(mut command: Command) -> Result<()> {
 fn filter_packages() -> Vec<String> {
     wasm::MODULES
         .iter()
-        .flat_map(|filter| ["-p".to_owned(), format!("sluice-{filter}")])
+        .flat_map(|filter| ["-p".to_owned(), sluice_core::wire::filter_name(filter)])
         .collect()
 }
 

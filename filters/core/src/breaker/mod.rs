@@ -80,7 +80,8 @@ pub use store::{
 /// unambiguous.
 pub fn metric_name(cluster: &str, what: &str) -> String {
     format!(
-        "sluice.breaker.cluster.{}.{what}",
+        "{}{}.{what}",
+        crate::wire::BREAKER_CLUSTER_PREFIX,
         crate::metrics::sanitize(cluster)
     )
 }
