@@ -26,9 +26,8 @@
 //! - a canary split no rule routes to, and a fault naming no router rule, are warnings (legal,
 //!   but that part of the config never applies; the chain behaves the same).
 //!
-//! The module's run-time plan is pure as well, and lives here rather than in the cdylib:
-//! [`CompiledSuite::breaker_links`] (which breaker guards each cluster a rule or split can
-//! choose, each created once) and the worker's one [`timer::Timer`].
+//! What the module decides at run time without the host lives here too, rather than in the
+//! cdylib: [`CompiledSuite::housekeeping_period`] and the worker's one [`timer::Timer`].
 
 pub mod timer;
 
@@ -41,7 +40,6 @@ use crate::canary::{CanaryConfig, CompiledCanary};
 use crate::fault::{FaultConfig, FaultPlan};
 use crate::host::RequestView;
 use crate::router::{CompiledRouter, Destination, RouterConfig};
-use crate::unique::FirstSeen;
 
 /// The suite module's plugin configuration: the four filters' configs, nested.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -272,63 +270,6 @@ impl CompiledSuite {
             fault_rule: link.fault,
         })
     }
-}
-
-/// Which breaker guards each cluster the suite can choose, worked out once at configure time so
-/// that per request no breaker is looked up by name. Indices point into
-/// [`clusters`](Self::clusters), the guarded clusters each listed once.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BreakerLinks<'a> {
-    /// Every cluster with a breaker, once, in first-use order: the clusters of the router's
-    /// rules, then each split's members, then the breaker section's other clusters (listed
-    /// but unreachable, so that their gauges still show up at zero, as in the breaker filter).
-    pub clusters: Vec<&'a str>,
-    /// Per router rule: its single cluster's breaker (`None` for a split or an unguarded
-    /// cluster).
-    pub rules: Vec<Option<usize>>,
-    /// Per canary split, per member: the member cluster's breaker.
-    pub splits: Vec<Vec<Option<usize>>>,
-}
-
-impl CompiledSuite {
-    /// The breaker links of this suite (all `None`, and no clusters, without a breaker section).
-    pub fn breaker_links<'a>(&'a self) -> BreakerLinks<'a> {
-        let mut clusters: Vec<&'a str> = Vec::new();
-        let mut index = FirstSeen::new();
-        let mut link = |cluster: &'a str| -> Option<usize> {
-            self.breaker.as_ref()?.policy_for(cluster)?;
-            if let Some(first) = index.insert(cluster, clusters.len()) {
-                return Some(first);
-            }
-            clusters.push(cluster);
-            Some(clusters.len() - 1)
-        };
-        let rules = self
-            .router
-            .rules()
-            .iter()
-            .map(|rule| match &rule.destination {
-                Destination::Cluster(cluster) => link(cluster),
-                Destination::Split(_) => None,
-            })
-            .collect();
-        let splits = self
-            .canary
-            .iter()
-            .flat_map(|canary| &canary.splits)
-            .map(|split| split.clusters.iter().map(|cluster| link(cluster)).collect())
-            .collect();
-        if let Some(breakers) = &self.breaker {
-            for cluster in breakers.clusters() {
-                link(cluster);
-            }
-        }
-        BreakerLinks {
-            clusters,
-            rules,
-            splits,
-        }
-    }
 
     /// The period of the worker's housekeeping: breaker gauges every
     /// [`timer::GAUGE_REFRESH`], canary schedules at their own pace, whichever is shorter;
@@ -407,27 +348,6 @@ mod tests {
         );
         assert_eq!(get(MockHost::request("GET", "elsewhere", "/")), None);
         assert!(suite.breaker.unwrap().policy_for("v2").is_some());
-    }
-
-    #[test]
-    fn breakers_link_once_per_cluster_in_first_use_order() {
-        // v2 is guarded; `reviews` is listed but no rule or split reaches it.
-        let breaker = r#"{"afterRouter": true, "breakers": [
-            {"cluster": "reviews", "consecutiveErrors": 3},
-            {"cluster": "v2", "consecutiveErrors": 3}]}"#;
-        let compiled = compile(&suite(ROUTER, Some(CANARY), None, Some(breaker))).unwrap();
-        let links = compiled.breaker_links();
-        // First use: rule "testers" (v2); the split's members (v1 unguarded, v2 again); then
-        // the listed cluster nothing reaches.
-        assert_eq!(links.clusters, ["v2", "reviews"]);
-        assert_eq!(links.rules, [Some(0), None, None]);
-        assert_eq!(links.splits, [vec![None, Some(0)]]);
-
-        let unguarded = compile(&suite(ROUTER, Some(CANARY), None, None)).unwrap();
-        let links = unguarded.breaker_links();
-        assert!(links.clusters.is_empty());
-        assert_eq!(links.rules, [None, None, None]);
-        assert_eq!(links.splits, [vec![None, None]]);
     }
 
     #[test]

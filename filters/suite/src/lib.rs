@@ -34,8 +34,8 @@
 //! counter flush (every second while increments are pending): the period armed is the
 //! smallest of the three ([`sluice_core::suite::timer::Timer`] decides it).
 //!
-//! This crate is the host glue only: what the suite decides without the host (the linked
-//! config, the breaker links, the timer) is in `sluice_core::suite`, tested natively there.
+//! This crate is the host glue: what the suite decides without the host (the linked config,
+//! the housekeeping period, the timer) is in `sluice_core::suite`, tested natively there.
 //!
 //! Host calls go through `proxy_wasm::hostcalls`, whose errors are values: a failed call
 //! degrades (a header treated as absent, a counter not bumped), it never traps the VM. Header
@@ -66,6 +66,7 @@ use sluice_core::fault::{self, DelayQueue, Injection, TimerChange, abort_reply};
 use sluice_core::metrics::{self, Batched, CounterBatch};
 use sluice_core::suite::timer::Timer;
 use sluice_core::suite::{CompiledSuite, Target};
+use sluice_core::unique::FirstSeen;
 use sluice_core::wire;
 use sluice_glue::breaker::{self as breaker_glue, Guard, record_outcome};
 use sluice_glue::canary::{Seen, SplitState, choose_member, reject, split_point};
@@ -146,53 +147,58 @@ impl Runtime {
 /// or canary can choose linked to its breaker once (no lookup by name per request).
 fn runtime(suite: CompiledSuite) -> Runtime {
     let now = now_ms();
-    let links = suite.breaker_links();
-    // Each guard is created at its first use, in the order `breaker_links` lists them (the
-    // order the breaker keys are prepared and the metrics defined in).
-    let mut created: Vec<Option<Rc<Guard>>> = vec![None; links.clusters.len()];
-    let mut guard_at = |index: Option<usize>| -> Option<Rc<Guard>> {
-        let index = index?;
-        let slot = created.get_mut(index)?;
-        if let Some(guard) = slot {
-            return Some(Rc::clone(guard));
-        }
+    // Every guard once, in creation order, and each cluster's index in it.
+    let mut guards: Vec<Rc<Guard>> = Vec::new();
+    let mut guard_index = FirstSeen::new();
+    let mut guard_of = |cluster: &str| -> Option<Rc<Guard>> {
         let breakers = suite.breaker.as_ref()?;
-        let cluster = *links.clusters.get(index)?;
+        let policy = *breakers.policy_for(cluster)?;
+        if let Some(index) = guard_index.get(cluster) {
+            return guards.get(index).cloned();
+        }
         let guard = Rc::new(Guard::new(
             FILTER,
             cluster,
-            *breakers.policy_for(cluster)?,
+            policy,
             true,
             breakers.detailed_replies,
             &breakers.siblings(cluster),
         ));
         guard.prepare(FILTER, now);
-        *slot = Some(Rc::clone(&guard));
+        guard_index.insert(cluster, guards.len());
+        guards.push(Rc::clone(&guard));
         Some(guard)
     };
-    let rule_guards = links.rules.iter().map(|&index| guard_at(index)).collect();
+    let rules = suite.router.rules();
+    let rule_guards = rules
+        .iter()
+        .map(|rule| match &rule.destination {
+            sluice_core::router::Destination::Cluster(cluster) => guard_of(cluster),
+            sluice_core::router::Destination::Split(_) => None,
+        })
+        .collect();
     let splits = suite
         .canary
         .iter()
         .flat_map(|canary| &canary.splits)
-        .zip(&links.splits)
-        .map(|(split, members)| SplitRuntime {
+        .map(|split| SplitRuntime {
             state: SplitState::new(FILTER, split, now),
-            guards: members.iter().map(|&index| guard_at(index)).collect(),
+            guards: split.clusters.iter().map(|c| guard_of(c)).collect(),
         })
         .collect();
     // Guards of listed clusters that no rule or split reaches still show up at zero, as in
     // the breaker filter.
-    for index in 0..links.clusters.len() {
-        guard_at(Some(index));
+    if let Some(breakers) = &suite.breaker {
+        for cluster in breakers.clusters() {
+            guard_of(cluster);
+        }
     }
-    let guards = created.into_iter().flatten().collect();
     let fault = suite
         .fault
         .as_ref()
         .map(|plan| FaultCounters::define(FILTER, plan))
         .unwrap_or_default();
-    let rules = suite.router.rules();
+    let housekeeping = suite.housekeeping_period();
     Runtime {
         rule_matched: rules
             .iter()
@@ -203,7 +209,7 @@ fn runtime(suite: CompiledSuite) -> Runtime {
         guards,
         splits,
         fault,
-        housekeeping: suite.housekeeping_period(),
+        housekeeping,
         suite,
     }
 }
