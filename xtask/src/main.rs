@@ -56,7 +56,7 @@ enum Task {
     /// non-zero if anything did not behave as the mesh says.
     Demo,
     /// Benchmark plain proxying, Envoy's native equivalent, each filter and the suite through
-    /// a real Envoy (see xtask/src/bench.rs) and write BENCHMARKS.md.
+    /// a real Envoy (see xtask/src/bench/) and write BENCHMARKS.md.
     Bench {
         /// Smoke run: 1 s phases, 1 round, no builder-scale section.
         #[arg(long)]

@@ -98,8 +98,8 @@ pub(super) fn render(
         "Envoy 1.40 at `--concurrency 1`; upstream: a second Envoy answering `200 ok` itself \
          (`direct_response`). Every configuration routes requests without `end-user` through \
          a header rule (missed) and a 90/10 split; fault rules never fire (0 %). Medians over \
-         rounds; rounds interleave configurations. See `xtask/src/bench.rs` for the exact \
-         configurations.\n"
+         rounds; rounds interleave configurations. See `xtask/src/bench/configs.rs` for the \
+         exact configurations.\n"
     );
     let _ = writeln!(
         md,
