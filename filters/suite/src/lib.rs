@@ -237,7 +237,8 @@ struct Pending {
 struct Worker {
     rng: RefCell<Pcg32>,
     /// Counter increments not yet published: flushed on every tick, and the tick runs (at
-    /// most `COUNTER_FLUSH` apart) whenever one is pending.
+    /// most [`COUNTER_FLUSH`](sluice_core::suite::timer::COUNTER_FLUSH) apart) whenever one
+    /// is pending.
     counters: RefCell<CounterBatch>,
     queue: RefCell<DelayQueue<Pending>>,
     active: Cell<u32>,
