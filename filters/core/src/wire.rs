@@ -49,6 +49,17 @@ pub const ROOT_ID_PREFIX: &str = "sluice_";
 /// Extension of a module file.
 pub const MODULE_EXTENSION: &str = ".wasm";
 
+/// [`filter_name`] of [`ROUTER`], as a constant: the modules' log prefixes must be `&'static`.
+pub const ROUTER_FILTER: &str = "sluice-router";
+/// [`filter_name`] of [`CANARY`].
+pub const CANARY_FILTER: &str = "sluice-canary";
+/// [`filter_name`] of [`FAULT`].
+pub const FAULT_FILTER: &str = "sluice-fault";
+/// [`filter_name`] of [`BREAKER`].
+pub const BREAKER_FILTER: &str = "sluice-breaker";
+/// [`filter_name`] of [`SUITE`].
+pub const SUITE_FILTER: &str = "sluice-suite";
+
 /// `sluice-<name>`: the cargo package of module `name`, its Envoy HTTP filter name, and the
 /// prefix of its log lines.
 pub fn filter_name(name: &str) -> String {
@@ -197,6 +208,14 @@ mod tests {
         assert_eq!(root_id(SUITE), "sluice_suite");
         assert_eq!(module_file(BREAKER), "sluice_breaker.wasm");
         assert_eq!(&MODULES[..4], &FILTERS);
+        let constants = [
+            ROUTER_FILTER,
+            CANARY_FILTER,
+            FAULT_FILTER,
+            BREAKER_FILTER,
+            SUITE_FILTER,
+        ];
+        assert_eq!(constants.map(str::to_owned), MODULES.map(filter_name));
     }
 
     #[test]

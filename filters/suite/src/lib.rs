@@ -77,7 +77,7 @@ use sluice_glue::{Counts, HostRequest, LazyClock, count, count_by, log, now_ms, 
 sluice_glue::root_context!(SuiteRoot);
 
 /// Log prefix of this filter.
-const FILTER: &str = "sluice-suite";
+const FILTER: &str = sluice_core::wire::SUITE_FILTER;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration-time state
