@@ -33,7 +33,7 @@ pub const STAT_PREFIX: &str = "ingress";
 
 /// Labels that `stats_tags` extracts from the filters' metric names for Prometheus, e.g.
 /// `wasmcustom.sluice.router.rule.<rule>.matched` gets `rule="<rule>"`.
-pub const METRIC_TAGS: [&str; 4] = ["rule", "split", "member", "cluster"];
+pub const METRIC_TAGS: [&str; 4] = wire::METRIC_TAGS;
 
 #[derive(Debug, Clone)]
 enum Routes {
@@ -244,9 +244,9 @@ pub fn static_cluster(name: &str, port: u16, http2: bool) -> Value {
 /// `envoy.extensions.filters.http.wasm.v3.Wasm` filter with its plugin config as a
 /// `google.protobuf.StringValue`.
 pub fn wasm_filter_json(filter: &str, module: &Path, plugin_config_json: &str) -> Value {
-    let root_id = format!("sluice_{filter}");
+    let root_id = wire::root_id(filter);
     json!({
-        "name": format!("sluice-{filter}"),
+        "name": wire::filter_name(filter),
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
@@ -278,7 +278,7 @@ pub fn stats_tags() -> Value {
             .map(|tag| {
                 json!({
                     "tag_name": tag,
-                    "regex": format!(r"^wasmcustom\.sluice\.(?:[A-Za-z0-9_-]+\.)+?({tag}\.([A-Za-z0-9_-]+)\.)"),
+                    "regex": wire::stats_tag_regex(tag),
                 })
             })
             .collect(),

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use sluice_core::wire;
 
 use crate::binomial;
 use crate::client::{self, Request, Response};
@@ -525,7 +526,9 @@ fn observe(response: &Response) -> Observed {
     Observed {
         status: response.status,
         served_by: response.served_by().map(str::to_owned),
-        breaker: response.header_str("x-sluice-breaker").map(str::to_owned),
+        breaker: response
+            .header_str(wire::BREAKER_REJECT_HEADER)
+            .map(str::to_owned),
     }
 }
 
@@ -897,7 +900,9 @@ impl Tour<'_> {
                     "      #{attempt:<2} {} {}",
                     observed.status,
                     match (&observed.served_by, &observed.breaker) {
-                        (_, Some(breaker)) => format!("x-sluice-breaker: {breaker}"),
+                        (_, Some(breaker)) => {
+                            format!("{}: {breaker}", wire::BREAKER_REJECT_HEADER)
+                        }
                         (Some(who), None) => format!("from {who}"),
                         (None, None) => "from Envoy".to_owned(),
                     }
@@ -942,7 +947,8 @@ impl Tour<'_> {
                 rejection.breaker.as_deref() == Some(expected.as_str()),
                 || {
                     format!(
-                        "x-sluice-breaker is {:?}, expected {expected:?}",
+                        "{} is {:?}, expected {expected:?}",
+                        wire::BREAKER_REJECT_HEADER,
                         rejection.breaker
                     )
                 },
@@ -1124,13 +1130,14 @@ impl Tour<'_> {
             "\n==> 5. the filters' counters (GET /stats on the admin interface)",
         );
         let mut checks = Checks::default();
+        let sluice_stats = format!("{}{}", wire::ENVOY_METRIC_PREFIX, wire::METRIC_PREFIX);
         match self.envoy.stats_text() {
             Ok(text) => {
                 for line in text.lines() {
                     let Some((name, value)) = line.split_once(": ") else {
                         continue;
                     };
-                    if name.starts_with("wasmcustom.sluice.")
+                    if name.starts_with(&sluice_stats)
                         && let Ok(value) = value.trim().parse::<u64>()
                         && value > 0
                     {
@@ -1143,7 +1150,12 @@ impl Tour<'_> {
         for (name, value) in &facts.counters {
             say(out, &format!("    {name}: {value}"));
         }
-        let jason = "wasmcustom.sluice.router.rule.reviews-jason.matched";
+        let jason = format!(
+            "{}{}",
+            wire::ENVOY_METRIC_PREFIX,
+            sluice_core::metrics::router_rule_matched("reviews-jason")
+        );
+        let jason = jason.as_str();
         checks.expect(
             facts
                 .counters
@@ -1160,7 +1172,9 @@ impl Tour<'_> {
             .counters
             .iter()
             .filter(|(name, _)| {
-                name.starts_with("wasmcustom.sluice.canary.") && name.ends_with(".routed")
+                name.strip_prefix(wire::ENVOY_METRIC_PREFIX)
+                    .is_some_and(|name| name.starts_with(wire::CANARY_SPLIT_PREFIX))
+                    && name.ends_with(wire::CANARY_ROUTED_SUFFIX)
             })
             .map(|(_, n)| *n)
             .sum();

@@ -8,13 +8,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+use sluice_core::wire;
 
-/// The filters that ship as wasm modules, in their order in the HTTP filter chain.
-pub const FILTERS: [&str; 4] = ["router", "canary", "fault", "breaker"];
+/// The filters that ship as wasm modules, in their order in the HTTP filter chain
+/// ([`wire::FILTERS`], re-exported for the harness's users).
+pub const FILTERS: [&str; 4] = wire::FILTERS;
 
 /// Every wasm module: the four filters, plus `suite`, which does all four in one filter
-/// (`filters/suite`, configured with `sluice_core::suite::SuiteConfig`).
-pub const MODULES: [&str; 5] = ["router", "canary", "fault", "breaker", "suite"];
+/// (`filters/suite`, configured with `sluice_core::suite::SuiteConfig`); [`wire::MODULES`].
+pub const MODULES: [&str; 5] = wire::MODULES;
 
 /// Environment variable naming a directory holding `sluice_<name>.wasm` files.
 pub const WASM_DIR_ENV: &str = "SLUICE_WASM_DIR";
@@ -47,15 +49,16 @@ pub fn module_in(dir: &Path, name: &str) -> Result<PathBuf> {
             MODULES.join(", ")
         );
     }
-    let path = dir.join(format!("sluice_{name}.wasm"));
+    let path = dir.join(wire::module_file(name));
     if path.is_file() {
         return Ok(path);
     }
     bail!(
         "the wasm module of the sluice {name} filter is missing: {} does not exist.\n\
          Build the modules with `cargo xtask build-wasm` (or just this one with \
-         `cargo build --release --target wasm32-wasip1 -p sluice-{name}`) from the repository root{}.",
+         `cargo build --release --target wasm32-wasip1 -p {}`) from the repository root{}.",
         path.display(),
+        wire::filter_name(name),
         if std::env::var_os(WASM_DIR_ENV).is_some() {
             format!(", or fix ${WASM_DIR_ENV}")
         } else {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sluice::Inputs;
+use sluice_core::wire;
 use sluice_integration::binomial::assert_plausible;
 use sluice_integration::client::{self, Request};
 use sluice_integration::envoy::Envoy;
@@ -21,12 +22,7 @@ const LISTENER: &str = "listener_9080";
 fn start(mesh: &str) -> Envoy {
     let yaml = mesh::envoy_yaml(&Inputs::from_text("mesh.yaml", mesh))
         .unwrap_or_else(|e| panic!("{e:#}\n{mesh}"));
-    for filter in [
-        "sluice-router",
-        "sluice-canary",
-        "sluice-fault",
-        "sluice-breaker",
-    ] {
+    for filter in wire::FILTERS.map(wire::filter_name) {
         assert!(
             yaml.contains(&format!("name: {filter}")),
             "{filter} missing:\n{yaml}"

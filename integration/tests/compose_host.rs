@@ -64,7 +64,7 @@ fn endpoints(bootstrap: &mut Value) -> Vec<&mut Value> {
 #[test]
 fn the_compose_projects_envoy_and_backends_route_as_the_mesh_says() {
     let modules = wasm::module_dir();
-    for filter in ["router", "canary", "fault", "breaker"] {
+    for filter in wasm::FILTERS {
         wasm::module(filter).unwrap_or_else(|e| panic!("{e:#}"));
     }
     let inputs =

@@ -4,12 +4,13 @@
 //!
 //! Needs the modules: `cargo build --release --target wasm32-wasip1 -p sluice-router -p sluice-canary`.
 
+use sluice_core::wire;
 use sluice_integration::envoy::Envoy;
 use sluice_integration::{repo_root, wasm};
 
 #[test]
 fn every_checked_in_config_loads_in_envoy() {
-    for filter in ["router", "canary"] {
+    for filter in [wire::ROUTER, wire::CANARY] {
         if let Err(e) = wasm::module(filter) {
             panic!("{e:#}");
         }
@@ -67,7 +68,7 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 fn a_copied_output_loads_from_another_folder() {
     let modules = wasm::module_dir();
-    for filter in ["router", "canary"] {
+    for filter in [wire::ROUTER, wire::CANARY] {
         wasm::module(filter).unwrap_or_else(|e| panic!("{e:#}"));
     }
     let inputs =

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sluice::{Inputs, Options};
+use sluice_core::wire;
 use sluice_integration::binomial::assert_plausible;
 use sluice_integration::client::{self, Request};
 use sluice_integration::envoy::Envoy;
@@ -50,12 +51,7 @@ fn start(mesh_yaml: &str, suite: bool) -> Envoy {
         &layout_options(suite),
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{mesh_yaml}"));
-    let chain = [
-        "sluice-router",
-        "sluice-canary",
-        "sluice-fault",
-        "sluice-breaker",
-    ];
+    let chain = wire::FILTERS.map(wire::filter_name);
     for filter in chain {
         assert_eq!(
             yaml.contains(&format!("name: {filter}\n")),

@@ -25,7 +25,7 @@ use sluice::emit::istio_target::{IstioOptions, ModuleSource, PinSource};
 use sluice_integration::{repo_root, wasm};
 
 const TAG: &str = "registry-round-trip";
-const FILTERS: [&str; 4] = ["router", "canary", "fault", "breaker"];
+const FILTERS: [&str; 4] = wasm::FILTERS;
 
 /// A server process (docker-registry, or the HTTP file server) on a loopback port, killed on
 /// drop.

@@ -62,7 +62,7 @@ enum Task {
     /// non-zero if anything did not behave as the mesh says.
     Demo,
     /// Benchmark plain proxying, Envoy's native equivalent, each filter and the suite through
-    /// a real Envoy (see xtask/src/bench.rs) and write BENCHMARKS.md.
+    /// a real Envoy (see xtask/src/bench/) and write BENCHMARKS.md.
     Bench {
         /// Smoke run: 1 s phases, 1 round, no builder-scale section.
         #[arg(long)]
@@ -191,7 +191,7 @@ fn run(mut command: Command) -> Result<()> {
 fn filter_packages() -> Vec<String> {
     wasm::MODULES
         .iter()
-        .flat_map(|filter| ["-p".to_owned(), format!("sluice-{filter}")])
+        .flat_map(|filter| ["-p".to_owned(), sluice_core::wire::filter_name(filter)])
         .collect()
 }
 

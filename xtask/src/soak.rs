@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
+use sluice_core::wire;
 use sluice_integration::bootstrap::{Bootstrap, LISTENER_NAME, STAT_PREFIX};
 use sluice_integration::envoy::{Envoy, EnvoyOptions};
 use sluice_integration::upstream::Upstream;
@@ -161,20 +162,21 @@ pub fn soak(options: &SoakOptions) -> Result<()> {
     let received = stat(&format!("http.{STAT_PREFIX}.downstream_rq_total"));
     let completed = stat(&format!("http.{STAT_PREFIX}.downstream_rq_completed"));
     let rq_2xx = stat(&format!("http.{STAT_PREFIX}.downstream_rq_2xx"));
-    let router_counted = stat("wasmcustom.sluice.router.rule.split.matched");
+    // The filters' own metric names, as Envoy shows them.
+    let filter_stat = |name: String| stat(&format!("{}{name}", wire::ENVOY_METRIC_PREFIX));
+    let router_counted = filter_stat(sluice_core::metrics::router_rule_matched("split"));
     let canary_counted: u64 = ["stable", "canary"]
         .iter()
-        // sluice_core::canary::routed_metric and breaker::metric_name (cluster names here
-        // need no sanitising).
-        .map(|c| {
-            stat(&format!(
-                "wasmcustom.sluice.canary.split.s.member.{c}.routed"
-            ))
-        })
+        .map(|c| filter_stat(sluice_core::canary::routed_metric("s", c)))
         .sum();
     let breaker_counted: u64 = ["stable", "canary"]
         .iter()
-        .map(|c| stat(&format!("wasmcustom.sluice.breaker.cluster.{c}.requests")))
+        .map(|c| {
+            filter_stat(sluice_core::breaker::metric_name(
+                c,
+                wire::breaker_metric::REQUESTS,
+            ))
+        })
         .sum();
     let upstream_rq: u64 = ["stable", "canary"]
         .iter()

@@ -39,7 +39,7 @@ use sluice_glue::{Immediate, LazyClock, log, now_ms};
 sluice_glue::root_context!(BreakerRoot);
 
 /// Log prefix of this filter.
-const FILTER: &str = "sluice-breaker";
+const FILTER: &str = sluice_core::wire::BREAKER_FILTER;
 
 /// Clusters with cached keys and metrics, per worker. Past this, further clusters (only
 /// possible through `default`) are still guarded but get no metrics, so a flood of distinct

@@ -42,7 +42,7 @@ use sluice_glue::router::write_internal_headers;
 use sluice_glue::{HostRequest, log, now_ms, request_header};
 
 /// Log prefix of this filter.
-const FILTER: &str = "sluice-canary";
+const FILTER: &str = sluice_core::wire::CANARY_FILTER;
 
 sluice_glue::root_context!(CanaryRoot);
 

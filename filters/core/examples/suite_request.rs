@@ -38,7 +38,7 @@ use sluice_core::host::RequestView;
 use sluice_core::metrics::CounterBatch;
 use sluice_core::suite::{CompiledSuite, Target};
 
-/// `xtask/src/bench.rs`'s `sluice-suite-module` configuration.
+/// `xtask/src/bench/configs.rs`'s `sluice-suite-module` configuration.
 const CONFIG: &str = r#"{
   "router": {"virtualHosts": [{"name": "reviews", "domains": ["*"], "rules": [
     {"name": "jason", "match": [{"headers": {"end-user": {"exact": "jason"}}}],

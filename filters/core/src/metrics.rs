@@ -5,14 +5,8 @@
 //! by `stats_tags` regexes in the bootstrap. Envoy splits stat names on `.`, so a variable part
 //! must not contain one: [`sanitize`] maps each part to `[A-Za-z0-9_-]`.
 
-/// Counter of requests the router answered 404 because no virtual host or rule matched.
-pub const ROUTER_NO_MATCH: &str = "sluice.router.no_match";
-
-/// Prefix of the per-rule router counters (`sluice.router.rule.<rule>.matched`).
-pub const ROUTER_RULE_PREFIX: &str = "sluice.router.rule.";
-
-/// Suffix of the per-rule router counters.
-pub const ROUTER_RULE_SUFFIX: &str = ".matched";
+// The names themselves are part of the wire contract; re-exported where they always were.
+pub use crate::wire::{ROUTER_NO_MATCH, ROUTER_RULE_PREFIX, ROUTER_RULE_SUFFIX};
 
 /// Maps a name to the characters a metric name part may hold: ASCII letters, digits, `_` and
 /// `-` stay; every other character (including `.` and each non-ASCII char) becomes `_`. An empty

@@ -25,6 +25,13 @@
 //!   not define, is an error (the chain answers such requests 503 `unknown-split`);
 //! - a canary split no rule routes to, and a fault naming no router rule, are warnings (legal,
 //!   but that part of the config never applies; the chain behaves the same).
+//!
+//! What the module decides at run time without the host lives here too, rather than in the
+//! cdylib: [`CompiledSuite::housekeeping_period`] and the worker's one [`timer::Timer`].
+
+pub mod timer;
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -263,6 +270,21 @@ impl CompiledSuite {
             fault_rule: link.fault,
         })
     }
+
+    /// The period of the worker's housekeeping: breaker gauges every
+    /// [`timer::GAUGE_REFRESH`], canary schedules at their own pace, whichever is shorter;
+    /// `None` when there is neither.
+    pub fn housekeeping_period(&self) -> Option<Duration> {
+        [
+            self.breaker.as_ref().map(|_| timer::GAUGE_REFRESH),
+            self.canary
+                .as_ref()
+                .and_then(crate::canary::schedule_period),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
 }
 
 #[cfg(test)]
@@ -326,6 +348,27 @@ mod tests {
         );
         assert_eq!(get(MockHost::request("GET", "elsewhere", "/")), None);
         assert!(suite.breaker.unwrap().policy_for("v2").is_some());
+    }
+
+    #[test]
+    fn housekeeping_runs_for_breakers_and_schedules_at_the_shorter_period() {
+        let period = |canary: Option<&str>, breaker: Option<&str>| {
+            compile(&suite(ROUTER, canary, None, breaker))
+                .unwrap()
+                .housekeeping_period()
+        };
+        assert_eq!(period(Some(CANARY), None), None);
+        assert_eq!(
+            period(Some(CANARY), Some(BREAKER)),
+            Some(timer::GAUGE_REFRESH)
+        );
+        // A 1 s hold is checked every 250 ms, sooner than the gauges.
+        let scheduled = r#"{"afterRouter": true, "splits": [{"name": "rollout", "members": [
+            {"cluster": "v1"}, {"cluster": "v2"}], "schedule": {"steps": [
+            {"weights": [90, 10], "hold": "1s"}, {"weights": [50, 50], "hold": "1s"}]}}]}"#;
+        let quarter = Some(Duration::from_millis(250));
+        assert_eq!(period(Some(scheduled), None), quarter);
+        assert_eq!(period(Some(scheduled), Some(BREAKER)), quarter);
     }
 
     #[test]

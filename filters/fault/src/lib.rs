@@ -57,7 +57,7 @@ use sluice_glue::fault::{FaultCounters, PendingAbort, client_ip, is_grpc_request
 use sluice_glue::{HostRequest, count, count_by, log, now_nanos};
 
 /// Log prefix of this filter.
-const FILTER: &str = "sluice-fault";
+const FILTER: &str = sluice_core::wire::FAULT_FILTER;
 
 sluice_glue::root_context!(FaultRoot);
 

@@ -14,7 +14,7 @@ use sluice_core::breaker::{
     self, BreakerState, Decision, Phase, Policy, Rejection, SharedStore, Snapshot, Ticket,
     Transition,
 };
-use sluice_core::wire;
+use sluice_core::wire::{self, breaker_metric};
 
 use crate::{Counts, HostStore, LazyClock, define, log, property_u64};
 
@@ -56,13 +56,13 @@ impl GuardMetrics {
     fn define(filter: &str, cluster: &str) -> Option<Self> {
         let metric = |kind, what| define(filter, kind, &breaker::metric_name(cluster, what));
         Some(Self {
-            requests: metric(MetricType::Counter, "requests")?,
-            trips: metric(MetricType::Counter, "trips")?,
-            trip_skipped_cap: metric(MetricType::Counter, "trip_skipped_cap")?,
-            rejected_open: metric(MetricType::Counter, "rejected_open")?,
-            rejected_overflow: metric(MetricType::Counter, "rejected_overflow")?,
-            state: metric(MetricType::Gauge, "state")?,
-            in_flight: metric(MetricType::Gauge, "in_flight")?,
+            requests: metric(MetricType::Counter, breaker_metric::REQUESTS)?,
+            trips: metric(MetricType::Counter, breaker_metric::TRIPS)?,
+            trip_skipped_cap: metric(MetricType::Counter, breaker_metric::TRIP_SKIPPED_CAP)?,
+            rejected_open: metric(MetricType::Counter, breaker_metric::REJECTED_OPEN)?,
+            rejected_overflow: metric(MetricType::Counter, breaker_metric::REJECTED_OVERFLOW)?,
+            state: metric(MetricType::Gauge, breaker_metric::STATE)?,
+            in_flight: metric(MetricType::Gauge, breaker_metric::IN_FLIGHT)?,
         })
     }
 }

@@ -3,13 +3,12 @@
 //! 503 when no member is left.
 
 use std::cell::{Cell, RefCell};
-use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, LogLevel, MetricType};
 use rand_core::Rng;
 use sluice_core::breaker::{self, Snapshot};
-use sluice_core::canary::{self, Choice, CompiledCanary, CompiledSplit, ScheduleRecord, schedule};
+use sluice_core::canary::{self, Choice, CompiledSplit, ScheduleRecord, schedule};
 
 use crate::{HostRequest, HostStore, LazyClock, count, define, log, now_ms, source_address};
 
@@ -114,18 +113,8 @@ impl SplitState {
     }
 }
 
-/// The canary's schedule tick: a quarter of the shortest hold, within 50 ms .. 1 s, often
-/// enough that the step gauge lags little and workers that raced on the shared start converge
-/// quickly; `None` without schedules.
-pub fn schedule_period(canary: &CompiledCanary) -> Option<Duration> {
-    let shortest = canary
-        .splits
-        .iter()
-        .filter_map(|s| s.schedule.as_ref())
-        .map(|s| s.shortest_hold_ms().unwrap_or(4_000))
-        .min()?;
-    Some(Duration::from_millis((shortest / 4).clamp(50, 1_000)))
-}
+// Pure: it lives in sluice_core; re-exported so the canary filter and the suite keep one path.
+pub use sluice_core::canary::schedule_period;
 
 /// The point of `[0, 2^32)` a request takes in `split`: the sticky key's fixed hash; for a
 /// client without one, a fresh token pinned in the split's cookie (its `set-cookie` value

@@ -38,6 +38,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 use sluice_core::breaker::{SharedStore, StoreError};
 use sluice_core::host::RequestView;
+use sluice_core::wire;
 
 /// The proxy-wasm SDK, for [`root_context!`]'s expansion.
 #[doc(hidden)]
@@ -281,11 +282,17 @@ pub fn report_regex_budget(filter: &str) {
     }
     let (mut counter, last_log_ms, unlogged) = REGEX_BUDGET.with(Cell::get);
     if counter.is_none() {
-        let short = filter.strip_prefix("sluice-").unwrap_or(filter);
+        let short = filter
+            .strip_prefix(wire::FILTER_NAME_PREFIX)
+            .unwrap_or(filter);
         counter = define(
             filter,
             MetricType::Counter,
-            &format!("sluice.{short}.regex_budget_exceeded"),
+            &format!(
+                "{}{short}{}",
+                wire::METRIC_PREFIX,
+                wire::REGEX_BUDGET_EXCEEDED_SUFFIX
+            ),
         );
     }
     count_by(counter, i64::from(exceeded));

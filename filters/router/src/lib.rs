@@ -34,7 +34,7 @@ use sluice_glue::{HostRequest, count, log};
 sluice_glue::root_context!(RouterRoot);
 
 /// Log prefix of this filter.
-const FILTER: &str = "sluice-router";
+const FILTER: &str = sluice_core::wire::ROUTER_FILTER;
 
 /// The configured router and the ids of its counters, shared by the worker's HTTP contexts.
 struct Configured {

@@ -32,7 +32,10 @@
 //! One root context per worker owns one timer, shared by the delay queue (its nearest
 //! deadline), the housekeeping (breaker gauges every second, canary schedule steps) and the
 //! counter flush (every second while increments are pending): the period armed is the
-//! smallest of the three.
+//! smallest of the three ([`sluice_core::suite::timer::Timer`] decides it).
+//!
+//! This crate is the host glue: what the suite decides without the host (the linked config,
+//! the housekeeping period, the timer) is in `sluice_core::suite`, tested natively there.
 //!
 //! Host calls go through `proxy_wasm::hostcalls`, whose errors are values: a failed call
 //! degrades (a header treated as absent, a counter not bumped), it never traps the VM. Header
@@ -61,11 +64,12 @@ use sluice_core::canary::{self, Choice};
 use sluice_core::fault::plan::DEBUG_HEADER;
 use sluice_core::fault::{self, DelayQueue, Injection, TimerChange, abort_reply};
 use sluice_core::metrics::{self, Batched, CounterBatch};
+use sluice_core::suite::timer::Timer;
 use sluice_core::suite::{CompiledSuite, Target};
 use sluice_core::unique::FirstSeen;
 use sluice_core::wire;
 use sluice_glue::breaker::{self as breaker_glue, Guard, record_outcome};
-use sluice_glue::canary::{Seen, SplitState, choose_member, reject, schedule_period, split_point};
+use sluice_glue::canary::{Seen, SplitState, choose_member, reject, split_point};
 use sluice_glue::fault::{FaultCounters, PendingAbort, client_ip, is_grpc_request};
 use sluice_glue::router::{respond_no_match, write_internal_headers};
 use sluice_glue::{Counts, HostRequest, LazyClock, count, count_by, log, now_ms, now_nanos};
@@ -73,12 +77,7 @@ use sluice_glue::{Counts, HostRequest, LazyClock, count, count_by, log, now_ms, 
 sluice_glue::root_context!(SuiteRoot);
 
 /// Log prefix of this filter.
-const FILTER: &str = "sluice-suite";
-/// How often breaker gauges are refreshed from shared data (as the breaker filter).
-const GAUGE_REFRESH: Duration = Duration::from_secs(1);
-/// The longest a batched counter increment waits before it is published (the tick period
-/// while increments are pending).
-const COUNTER_FLUSH: Duration = Duration::from_secs(1);
+const FILTER: &str = sluice_core::wire::SUITE_FILTER;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration-time state
@@ -199,13 +198,7 @@ fn runtime(suite: CompiledSuite) -> Runtime {
         .as_ref()
         .map(|plan| FaultCounters::define(FILTER, plan))
         .unwrap_or_default();
-    let housekeeping = [
-        suite.breaker.as_ref().map(|_| GAUGE_REFRESH),
-        suite.canary.as_ref().and_then(schedule_period),
-    ]
-    .into_iter()
-    .flatten()
-    .min();
+    let housekeeping = suite.housekeeping_period();
     Runtime {
         rule_matched: rules
             .iter()
@@ -244,19 +237,13 @@ struct Pending {
 struct Worker {
     rng: RefCell<Pcg32>,
     /// Counter increments not yet published: flushed on every tick, and the tick runs (at
-    /// most [`COUNTER_FLUSH`] apart) whenever one is pending.
+    /// most [`COUNTER_FLUSH`](sluice_core::suite::timer::COUNTER_FLUSH) apart) whenever one
+    /// is pending.
     counters: RefCell<CounterBatch>,
-    /// [`COUNTER_FLUSH`] while increments are pending.
-    flush_period: Cell<Option<Duration>>,
     queue: RefCell<DelayQueue<Pending>>,
     active: Cell<u32>,
-    /// The period the delay queue believes is armed.
-    queue_period: Cell<Option<Duration>>,
-    /// The period actually armed on the host (`min(queue, housekeeping)`).
-    armed: Cell<Option<Duration>>,
-    /// Housekeeping period and when it is next due (ms).
-    housekeeping: Cell<Option<Duration>>,
-    next_housekeeping_ms: Cell<u64>,
+    /// The one tick period and its three users (delay queue, housekeeping, counter flush).
+    timer: Cell<Timer>,
 }
 
 impl Worker {
@@ -264,13 +251,9 @@ impl Worker {
         Self {
             rng: RefCell::new(Pcg32::seed_from_u64(sluice_glue::random_seed(FILTER))),
             counters: RefCell::new(CounterBatch::default()),
-            flush_period: Cell::new(None),
             queue: RefCell::new(DelayQueue::new()),
             active: Cell::new(0),
-            queue_period: Cell::new(None),
-            armed: Cell::new(None),
-            housekeeping: Cell::new(None),
-            next_housekeeping_ms: Cell::new(0),
+            timer: Cell::new(Timer::default()),
         }
     }
 
@@ -304,34 +287,21 @@ impl Worker {
             .counters
             .try_borrow()
             .is_ok_and(|batch| batch.is_pending());
-        if !pending && self.flush_period.get().is_some() {
-            self.flush_period.set(None);
-            self.rearm();
-        }
+        self.with_timer(|timer| timer.settle_flush(pending));
     }
 
     /// Applies a delay-queue timer decision, keeping the housekeeping cadence.
     fn apply_timer(&self, change: TimerChange) {
-        match change {
-            TimerChange::Keep => return,
-            TimerChange::Set(period) => self.queue_period.set(Some(period)),
-            TimerChange::Off => self.queue_period.set(None),
-        }
-        self.rearm();
+        self.with_timer(|timer| timer.queue(change));
     }
 
-    fn rearm(&self) {
-        let wanted = [
-            self.queue_period.get(),
-            self.housekeeping.get(),
-            self.flush_period.get(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        if wanted != self.armed.get() {
-            self.armed.set(wanted);
-            let _ = hostcalls::set_tick_period(wanted.unwrap_or(Duration::ZERO));
+    /// Changes the timer, and arms the host's tick period when the decision changed it.
+    fn with_timer(&self, change: impl FnOnce(&mut Timer) -> Option<Duration>) {
+        let mut timer = self.timer.get();
+        let rearm = change(&mut timer);
+        self.timer.set(timer);
+        if let Some(period) = rearm {
+            let _ = hostcalls::set_tick_period(period);
         }
     }
 }
@@ -344,12 +314,7 @@ impl Counts for Worker {
             .map_or(Batched::Unknown, |mut batch| batch.add(id));
         match batched {
             Batched::More => {}
-            Batched::First => {
-                if self.flush_period.get().is_none() {
-                    self.flush_period.set(Some(COUNTER_FLUSH));
-                    self.rearm();
-                }
-            }
+            Batched::First => self.with_timer(Timer::start_flush),
             Batched::Unknown => {
                 let _ = hostcalls::increment_metric(id, 1);
             }
@@ -412,9 +377,8 @@ impl RootContext for SuiteRoot {
         if let Ok(mut batch) = self.worker.counters.try_borrow_mut() {
             *batch = runtime.batched_counters();
         }
-        self.worker.housekeeping.set(runtime.housekeeping);
-        self.worker.next_housekeeping_ms.set(now);
-        self.worker.rearm();
+        self.worker
+            .with_timer(|timer| timer.configure(runtime.housekeeping, now));
         self.runtime = Some(Rc::new(runtime));
         true
     }
@@ -454,13 +418,14 @@ impl RootContext for SuiteRoot {
             }
             let _ = hostcalls::resume_http_request();
         }
-        if let (Some(runtime), Some(period)) = (&self.runtime, worker.housekeeping.get()) {
+        if let Some(runtime) = &self.runtime
+            && runtime.housekeeping.is_some()
+        {
             let now = now_ms();
-            if now >= worker.next_housekeeping_ms.get() {
-                let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
-                worker
-                    .next_housekeeping_ms
-                    .set(now.saturating_add(period_ms));
+            let mut timer = worker.timer.get();
+            let due = timer.housekeeping_due(now);
+            worker.timer.set(timer);
+            if due {
                 runtime.advance_schedules(now, true);
                 runtime.refresh_gauges(now);
             }

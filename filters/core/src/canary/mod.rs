@@ -14,6 +14,10 @@ use std::time::Duration;
 use crate::host::RequestView;
 use crate::matching::MatchSet;
 use crate::unique::FirstSeen;
+use crate::wire::{
+    CANARY_MEMBER_INFIX, CANARY_ROUTED_SUFFIX, CANARY_SPLIT_PREFIX, CANARY_STEP_SUFFIX,
+    CANARY_UNAVAILABLE_SUFFIX,
+};
 use crate::{duration, metrics};
 
 pub use bucket::{Choice, choose, locate, sticky_point};
@@ -33,7 +37,7 @@ pub const UNKNOWN_SPLIT: &str = "unknown-split";
 /// `sluice.canary.split.<split>.member.<cluster>.routed` (both parts sanitised).
 pub fn routed_metric(split: &str, cluster: &str) -> String {
     format!(
-        "sluice.canary.split.{}.member.{}.routed",
+        "{CANARY_SPLIT_PREFIX}{}{CANARY_MEMBER_INFIX}{}{CANARY_ROUTED_SUFFIX}",
         metrics::sanitize(split),
         metrics::sanitize(cluster)
     )
@@ -42,14 +46,17 @@ pub fn routed_metric(split: &str, cluster: &str) -> String {
 /// Name of the gauge holding a scheduled split's current step (0-based):
 /// `sluice.canary.split.<split>.step`.
 pub fn step_metric(split: &str) -> String {
-    format!("sluice.canary.split.{}.step", metrics::sanitize(split))
+    format!(
+        "{CANARY_SPLIT_PREFIX}{}{CANARY_STEP_SUFFIX}",
+        metrics::sanitize(split)
+    )
 }
 
 /// Name of the counter of requests answered 503 because every member was unavailable:
 /// `sluice.canary.split.<split>.unavailable`.
 pub fn unavailable_metric(split: &str) -> String {
     format!(
-        "sluice.canary.split.{}.unavailable",
+        "{CANARY_SPLIT_PREFIX}{}{CANARY_UNAVAILABLE_SUFFIX}",
         metrics::sanitize(split)
     )
 }
@@ -438,6 +445,19 @@ fn compile_schedule(
         &steps,
         schedule.paused,
     ))
+}
+
+/// The canary's schedule tick: a quarter of the shortest hold, within 50 ms .. 1 s, often
+/// enough that the step gauge lags little and workers that raced on the shared start converge
+/// quickly; `None` without schedules.
+pub fn schedule_period(canary: &CompiledCanary) -> Option<Duration> {
+    let shortest = canary
+        .splits
+        .iter()
+        .filter_map(|s| s.schedule.as_ref())
+        .map(|s| s.shortest_hold_ms().unwrap_or(4_000))
+        .min()?;
+    Some(Duration::from_millis((shortest / 4).clamp(50, 1_000)))
 }
 
 #[cfg(test)]

@@ -98,7 +98,8 @@ impl CompiledSchedule {
 
 /// The shared-data key of a split's schedule record: `sluice.canary.<split>.start`.
 pub fn start_key(split: &str) -> String {
-    format!("sluice.canary.{split}.start")
+    use crate::wire::{SCHEDULE_KEY_PREFIX, SCHEDULE_KEY_SUFFIX};
+    format!("{SCHEDULE_KEY_PREFIX}{split}{SCHEDULE_KEY_SUFFIX}")
 }
 
 /// The process-wide state of one split's schedule, as stored in shared data.

@@ -545,7 +545,7 @@ impl FromJson for ErrorRatio {
         const NAMES: &[&str] = &["thresholdPercent", "minRequestVolume"];
         let mut value = Self {
             threshold_percent: 0,
-            // breaker.rs `default_min_request_volume` (private there); the tests below pin it.
+            // breaker/config.rs `default_min_request_volume` (private there); the tests below pin it.
             min_request_volume: 20,
         };
         let mut object = r.object("struct ErrorRatio")?;
