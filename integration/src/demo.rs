@@ -1,8 +1,8 @@
 //! The demo tour: the `examples/demo` mesh through a real Envoy, step by step.
 //!
 //! [`run`] starts one in-process backend per ServiceEntry endpoint of the mesh, generates the
-//! Envoy bootstrap with the builder library (the backends' real ports spliced into the
-//! endpoints, listeners on `127.0.0.1` port 0), starts Envoy on it and walks through five
+//! Envoy bootstrap with the builder library (the model's endpoints pointed at the backends' real
+//! ports, the YAML untouched; listeners on `127.0.0.1` port 0), starts Envoy on it and walks through five
 //! steps, printing what happens as it goes:
 //!
 //! 1. routing: `end-user: jason` -> reviews v2, everyone else -> v1;
@@ -285,7 +285,7 @@ pub fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<Report> {
     let started = Instant::now();
     let inputs =
         sluice::Inputs::read(std::slice::from_ref(&options.mesh)).map_err(|e| anyhow!("{e}"))?;
-    let (backends, inputs) = start_backends(inputs)?;
+    let (backends, endpoint_ports) = start_backends(&inputs)?;
     let mut ports = BTreeMap::new();
     for backend in &backends {
         ports.insert(backend.name().to_owned(), backend.port());
@@ -313,8 +313,7 @@ pub fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<Report> {
         wasm: sluice::WasmModules::Reference(wasm_dir),
         ..sluice::Options::default()
     };
-    let output = sluice::generate(&inputs, &generate_options)
-        .map_err(|diags| anyhow!("the demo mesh does not generate:\n{diags}"))?;
+    let output = generate_with_ports(&inputs, &generate_options, &endpoint_ports)?;
     for warning in &output.warnings.0 {
         say(out, &format!("    builder warning: {warning}"));
     }
@@ -377,82 +376,72 @@ fn say(out: &mut dyn Write, line: &str) {
     let _ = out.flush();
 }
 
-/// Starts one backend per ServiceEntry endpoint, named `<host>-<version label>`, and returns the
-/// inputs with each endpoint's port replaced by its backend's port.
-fn start_backends(mut inputs: sluice::Inputs) -> Result<(Vec<Upstream>, sluice::Inputs)> {
-    let (resources, _) = sluice::parse::parse(&inputs);
+/// Where each ServiceEntry endpoint of the mesh really listens: (address, port in the YAML)
+/// -> the port of the backend started for it.
+type EndpointPorts = BTreeMap<(String, u32), u32>;
+
+/// Starts one backend per ServiceEntry endpoint, named `<host>-<version label>`, and returns
+/// them with the port each endpoint's backend took.
+fn start_backends(inputs: &sluice::Inputs) -> Result<(Vec<Upstream>, EndpointPorts)> {
+    let (resources, _) = sluice::parse::parse(inputs);
     let mut backends = Vec::new();
-    // file name -> (line, col, old port, new port)
-    let mut edits: BTreeMap<String, Vec<(usize, usize, i64, u16)>> = BTreeMap::new();
+    let mut ports = EndpointPorts::new();
     for resource in &resources {
         let sluice::parse::Spec::ServiceEntry(entry) = &resource.spec else {
             continue;
         };
         let host = entry.hosts.first().cloned().unwrap_or_default();
-        let endpoint_nodes = resource
-            .root
-            .get("spec")
-            .and_then(|spec| spec.get("endpoints"));
-        let Some(sluice::yaml::Value::Seq(endpoint_nodes)) = endpoint_nodes.map(|n| &n.value)
-        else {
-            continue;
-        };
-        for (index, (endpoint, node)) in entry.endpoints.iter().zip(endpoint_nodes).enumerate() {
+        for (index, endpoint) in entry.endpoints.iter().enumerate() {
             let name = match endpoint.labels.get("version") {
                 Some(version) => format!("{host}-{version}"),
                 None => format!("{host}-{index}"),
             };
-            let backend = Upstream::start(&name);
-            let Some(sluice::yaml::Value::Map(port_nodes)) =
-                node.get("ports").map(|ports| &ports.value)
-            else {
+            if endpoint.ports.is_empty() {
                 bail!("{}: endpoint {index} of {host} has no ports", resource.file);
-            };
-            for (_, _, port_node) in port_nodes {
-                if let sluice::yaml::Value::Int(old) = port_node.value {
-                    edits.entry(resource.file.clone()).or_default().push((
-                        port_node.pos.line,
-                        port_node.pos.col,
-                        old,
-                        backend.port(),
-                    ));
-                }
+            }
+            let backend = Upstream::start(&name);
+            for port in endpoint.ports.values() {
+                let address = endpoint.address.clone().unwrap_or_default();
+                ports.insert((address, *port), u32::from(backend.port()));
             }
             backends.push(backend);
-        }
-    }
-    for file in &mut inputs.files {
-        if let Some(file_edits) = edits.get_mut(&file.name) {
-            file.text = splice_ports(&file.name, &file.text, file_edits)?;
         }
     }
     if backends.is_empty() {
         bail!("the demo mesh has no ServiceEntry endpoints to start backends for");
     }
-    Ok((backends, inputs))
+    Ok((backends, ports))
 }
 
-/// Replaces, at each 1-based (line, column), the integer `old` by `new`; checks that `old` is
-/// written there, so a position mismatch is an error rather than a corrupted mesh.
-fn splice_ports(name: &str, text: &str, edits: &mut [(usize, usize, i64, u16)]) -> Result<String> {
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    let mut result = text.to_owned();
-    // From the end, so earlier offsets stay valid.
-    edits.sort_unstable_by_key(|&(line, col, _, _)| std::cmp::Reverse((line, col)));
-    for &mut (line, col, old, new) in edits {
-        let start = line_starts
-            .get(line.wrapping_sub(1))
-            .map(|line_start| line_start + col.saturating_sub(1))
-            .ok_or_else(|| anyhow!("{name}:{line}:{col}: no such line"))?;
-        let old_text = old.to_string();
-        if result.get(start..start + old_text.len()) != Some(old_text.as_str()) {
-            bail!("{name}:{line}:{col}: expected the port {old} there");
+/// The Envoy target's output for `inputs`, with each endpoint sent to its backend's port: the
+/// builder's model (typed, after every check) is adjusted, then emitted by the envoy target.
+/// The YAML stays as written.
+fn generate_with_ports(
+    inputs: &sluice::Inputs,
+    options: &sluice::Options,
+    ports: &EndpointPorts,
+) -> Result<sluice::Output> {
+    let modelled = sluice::model(inputs, options)
+        .map_err(|diags| anyhow!("the demo mesh does not generate:\n{diags}"))?;
+    let mut mesh = modelled.mesh;
+    remap_endpoints(&mut mesh, ports);
+    let emitted = sluice::emit::envoy::emit(&mesh, options)
+        .map_err(|errors| anyhow!("the demo mesh does not generate:\n{}", errors.join("\n")))?;
+    Ok(sluice::Output {
+        files: emitted.files,
+        warnings: modelled.warnings,
+    })
+}
+
+/// Points every endpoint listed in `ports` at its backend's port.
+fn remap_endpoints(mesh: &mut sluice::model::Mesh, ports: &EndpointPorts) {
+    for cluster in mesh.clusters.values_mut() {
+        for endpoint in &mut cluster.endpoints {
+            if let Some(port) = ports.get(&(endpoint.address.clone(), endpoint.port)) {
+                endpoint.port = *port;
+            }
         }
-        result.replace_range(start..start + old_text.len(), &new.to_string());
     }
-    Ok(result)
 }
 
 /// Which sluice features the generated config contains.
@@ -1243,44 +1232,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splice_replaces_ports_at_their_positions() {
-        let text = "a:\n  ports: {http: 9101}\n  other: {http: 9102}\n";
-        let mut edits = vec![(2, 17, 9101, 40001), (3, 17, 9102, 40002)];
-        let spliced = splice_ports("f", text, &mut edits).unwrap();
-        assert_eq!(
-            spliced,
-            "a:\n  ports: {http: 40001}\n  other: {http: 40002}\n"
-        );
-    }
-
-    #[test]
-    fn backends_replace_the_endpoint_ports_the_parser_located() {
+    fn each_endpoint_goes_to_its_backend_and_the_yaml_stays_as_written() {
         let mesh = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\n\
             spec:\n  hosts: [reviews]\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n\
             \x20 resolution: STATIC\n  endpoints:\n\
             \x20 - {address: 127.0.0.1, ports: {http: 9101}, labels: {version: v1}}\n\
             \x20 - address: 127.0.0.1\n    ports:\n      http: 9102\n    labels: {version: v2}\n";
-        let (backends, inputs) =
-            start_backends(sluice::Inputs::from_text("mesh.yaml", mesh)).unwrap();
+        let inputs = sluice::Inputs::from_text("mesh.yaml", mesh);
+        let (backends, ports) = start_backends(&inputs).unwrap();
         let names: Vec<&str> = backends.iter().map(Upstream::name).collect();
         assert_eq!(names, ["reviews-v1", "reviews-v2"]);
-        let text = &inputs.files[0].text;
-        assert!(!text.contains("9101") && !text.contains("9102"), "{text}");
-        for backend in &backends {
+        let options = sluice::Options {
+            wasm: sluice::WasmModules::NotRead,
+            ..sluice::Options::default()
+        };
+        let mut mesh = sluice::model(&inputs, &options).unwrap().mesh;
+        remap_endpoints(&mut mesh, &ports);
+        let endpoints: Vec<u32> = mesh
+            .clusters
+            .values()
+            .flat_map(|c| c.endpoints.iter().map(|e| e.port))
+            .collect();
+        assert!(!endpoints.is_empty());
+        for port in endpoints {
             assert!(
-                text.contains(&format!("http: {}", backend.port())),
-                "{text}"
+                backends.iter().any(|b| u32::from(b.port()) == port),
+                "endpoint port {port} is a backend's"
             );
         }
-    }
-
-    #[test]
-    fn splice_refuses_a_position_without_the_port() {
-        let mut edits = vec![(1, 1, 9101, 40001)];
-        let error = splice_ports("f", "a: 1\n", &mut edits)
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("f:1:1: expected the port 9101"), "{error}");
+        assert!(
+            inputs.files[0].text.contains("http: 9101"),
+            "the YAML is untouched"
+        );
     }
 
     #[test]
