@@ -1,9 +1,9 @@
 //! The demo tour: the `examples/demo` mesh through a real Envoy, step by step.
 //!
 //! [`run`] starts one in-process backend per ServiceEntry endpoint of the mesh, generates the
-//! Envoy bootstrap with the builder library (the model's endpoints pointed at the backends' real
-//! ports, the YAML untouched; listeners on `127.0.0.1` port 0), starts Envoy on it and walks through five
-//! steps, printing what happens as it goes:
+//! Envoy bootstrap with the builder library (the model's endpoints pointed at the backends'
+//! real ports, the YAML untouched; listeners on `127.0.0.1` port 0), starts Envoy on it and
+//! walks through five steps, printing what happens as it goes:
 //!
 //! 1. routing: `end-user: jason` -> reviews v2, everyone else -> v1;
 //! 2. the ratings canary: a 90/10 split, and sticky users staying on their member;
