@@ -27,6 +27,7 @@ pub mod native;
 pub mod oci;
 pub mod output;
 pub mod parse;
+pub mod probe;
 pub mod report;
 pub mod schema;
 pub mod shadow;

@@ -1,0 +1,14 @@
+//! Central health checking for the control plane: each endpoint probed once per interval by
+//! `sluice serve`, whatever the number of proxies, and its health handed to every proxy as EDS
+//! health status (a fleet of N proxies and M endpoints costs M probes per interval, not
+//! N x M).
+//!
+//! - [`spec`]: what to probe, in the shape of Istio's WorkloadGroup `probe` (Kubernetes'
+//!   readiness probe): `httpGet`, `tcpSocket` or `grpc`, with period, timeout and thresholds.
+//! - [`tracker`]: the per-endpoint state machine (thresholds, when it last changed).
+//! - [`run`]: the probes themselves (HTTP/1.1 GET, TCP connect, gRPC health v1) and the
+//!   scheduler that spreads them over the interval.
+
+pub mod run;
+pub mod spec;
+pub mod tracker;
