@@ -133,3 +133,61 @@ fn probes(prober: &Prober, key: &str) -> u64 {
         .find(|s| s.key == key)
         .map_or(0, |s| s.probes)
 }
+
+#[test]
+fn grpc_health_v1_serving_and_not_serving() {
+    use tonic_health::ServingStatus;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("shop.Cart", ServingStatus::Serving)
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let grpc = |service: &str| Target {
+            address: "127.0.0.1".into(),
+            probe: Probe {
+                check: Check::Grpc {
+                    port,
+                    service: service.into(),
+                },
+                initial_delay: Duration::ZERO,
+                timeout: Duration::from_secs(5),
+                period: Duration::from_secs(5),
+                success_threshold: 1,
+                failure_threshold: 1,
+            },
+        };
+        let cart = grpc("shop.Cart");
+        sluice::probe::run::probe_once(&cart.address, &cart.probe)
+            .await
+            .expect("SERVING");
+        reporter
+            .set_service_status("shop.Cart", ServingStatus::NotServing)
+            .await;
+        let down = sluice::probe::run::probe_once(&cart.address, &cart.probe)
+            .await
+            .expect_err("NOT_SERVING");
+        assert!(down.contains("NOT_SERVING"), "{down}");
+        let unknown = grpc("shop.Unknown");
+        let missing = sluice::probe::run::probe_once(&unknown.address, &unknown.probe)
+            .await
+            .expect_err("an unknown service");
+        assert!(
+            missing.contains("NotFound") || missing.contains("not found"),
+            "{missing}"
+        );
+    });
+}
