@@ -85,6 +85,12 @@ enum Command {
     /// List the resources the store's current generation holds.
     #[cfg(feature = "etcd")]
     Get(GetArgs),
+    /// Join a VM to a WorkloadGroup: write its WorkloadEntry to the store with a lease and keep
+    /// renewing it until stopped (Ctrl-C or SIGTERM leave at once; a crash leaves when the
+    /// lease lapses). `--leave` removes a registration.
+    #[cfg(feature = "etcd")]
+    #[command(after_help = REGISTER_HELP)]
+    Register(RegisterArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     #[command(after_help = COMPLETION_HELP)]
     Completion {
@@ -113,6 +119,23 @@ the new one, never half of it. An apply planned against a generation that anothe
 replaced meanwhile fails and changes nothing (run it again). Exit codes: 0 done (diff: also
 with changes, unless --exit-code), 1 the input is invalid (nothing written) or, with diff
 --exit-code, there are changes, 2 usage, I/O or store error.";
+
+#[cfg(feature = "etcd")]
+const REGISTER_HELP: &str = "\
+Examples:
+  # On the VM (its systemd unit runs this): join the group, stay registered while running:
+  sluice register --store etcd://10.0.0.1:2379 --group ratings-vm --namespace shop \\
+      --address 10.1.0.7 --label zone=a
+
+  # Leave now (e.g. before a planned shutdown):
+  sluice register --store etcd://10.0.0.1:2379 --group ratings-vm --namespace shop \\
+      --address 10.1.0.7 --leave
+
+The entry is the group's template (ports, serviceAccount, network, locality, weight, labels)
+with the VM's address and the extra labels and ports, named GROUP-ADDRESS, annotated
+istio.io/autoRegistrationGroup as Istio's auto-registration does. Control planes following the
+store (`sluice serve --store`) see it within a second and stop seeing it when it leaves or its
+lease lapses (--ttl, default 10s).";
 
 const COMPLETION_HELP: &str = "\
 Examples:
@@ -280,6 +303,60 @@ struct GetArgs {
     store: StoreArg,
     /// Only resources of this kind (VirtualService, DestinationRule, ...).
     kind: Option<String>,
+}
+
+#[cfg(feature = "etcd")]
+#[derive(clap::Args)]
+struct RegisterArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// The WorkloadGroup to join (it must be in the store: `sluice apply` it first).
+    #[arg(long, value_name = "NAME")]
+    group: String,
+    /// The group's namespace.
+    #[arg(long, value_name = "NS", default_value = "default")]
+    namespace: String,
+    /// This VM's address, as proxies reach it.
+    #[arg(long, value_name = "IP")]
+    address: String,
+    /// A port beyond the group's template (repeatable).
+    #[arg(long = "port", value_name = "NAME=NUMBER", value_parser = parse_port)]
+    ports: Vec<(String, u32)>,
+    /// A label beyond the group's (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// How long the registration outlives this process if it dies without leaving.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    ttl: std::time::Duration,
+    /// Remove the registration and exit.
+    #[arg(long)]
+    leave: bool,
+}
+
+#[cfg(feature = "etcd")]
+fn parse_port(text: &str) -> Result<(String, u32), String> {
+    let (name, number) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=NUMBER, e.g. http=8080"))?;
+    let number: u32 = number
+        .parse()
+        .ok()
+        .filter(|n| (1..=65535).contains(n))
+        .ok_or_else(|| format!("{text:?}: the port must be a number from 1 to 65535"))?;
+    Ok((name.to_owned(), number))
+}
+
+#[cfg(feature = "etcd")]
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?}: expected KEY=VALUE, e.g. zone=a"))
+}
+
+#[cfg(feature = "etcd")]
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    sluice_core::duration::parse(text).map_err(|e| format!("{text:?}: {e}"))
 }
 
 #[derive(clap::Args)]
@@ -621,6 +698,8 @@ fn main() -> ExitCode {
         Command::Diff(args) => store_apply(args, true),
         #[cfg(feature = "etcd")]
         Command::Get(args) => store_get(args),
+        #[cfg(feature = "etcd")]
+        Command::Register(args) => register(args),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
@@ -1018,6 +1097,92 @@ fn store_apply(args: StoreArgs, dry_run: bool) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// `sluice register`: join (and stay until stopped), or `--leave`.
+#[cfg(feature = "etcd")]
+fn register(args: RegisterArgs) -> ExitCode {
+    use sluice::store::etcd::EtcdStore;
+    let registration = sluice::store::Registration {
+        group: args.group.clone(),
+        namespace: args.namespace.clone(),
+        address: args.address.clone(),
+        labels: args.labels.into_iter().collect(),
+        ports: args.ports.into_iter().collect(),
+    };
+    let name = registration.name();
+    let url = args.store.store;
+    let ttl = args.ttl;
+    let result: Result<(), String> = runtime().block_on(async {
+        let mut store = EtcdStore::connect(&url).await.map_err(|e| e.to_string())?;
+        if args.leave {
+            let left = store
+                .deregister(&args.namespace, &name, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            if left {
+                println!("left: {}/{name} removed from {url}", args.namespace);
+            } else {
+                println!("{}/{name} was not registered in {url}", args.namespace);
+            }
+            return Ok(());
+        }
+        let group = store
+            .workload_group(&args.namespace, &args.group)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "no WorkloadGroup {}/{} in {url}'s current generation\n  hint: `sluice apply` a WorkloadGroup named {} (namespace {}) first",
+                    args.namespace, args.group, args.group, args.namespace
+                )
+            })?;
+        let entry = registration.workload_entry(&group);
+        loop {
+            let lease = store
+                .register(&args.namespace, &name, &entry, ttl)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "registered {}/{name} ({}) in {url} with a {ttl:?} lease; Ctrl-C leaves",
+                args.namespace, args.address
+            );
+            let mut keeper = EtcdStore::connect(&url).await.map_err(|e| e.to_string())?;
+            tokio::select! {
+                kept = keeper.keep_alive(lease, ttl) => {
+                    // The lease lapsed (etcd was unreachable longer than the ttl): join again.
+                    eprintln!("warning: {}; registering again", kept.err().map(|e| e.to_string()).unwrap_or_default());
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                () = stop_signal() => {
+                    store
+                        .deregister(&args.namespace, &name, Some(lease))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    println!("left: {}/{name} removed from {url}", args.namespace);
+                    return Ok(());
+                }
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM (what `systemctl stop` sends).
+#[cfg(feature = "etcd")]
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 /// `sluice get`: the current generation's resources, one line each.

@@ -388,3 +388,94 @@ fn a_follower_sees_each_generation_rides_out_an_outage_and_catches_up() {
         follower.abort();
     });
 }
+
+#[test]
+fn registrations_live_as_long_as_their_lease_and_leave_at_once() {
+    use sluice::store::Registration;
+    use sluice::store::etcd::{Followed, follow};
+    use std::time::Duration;
+    let cluster = cluster();
+    let url: StoreUrl = cluster.store_url("/register-test").parse().expect("url");
+    runtime().block_on(async {
+        let (tx, mut events) = tokio::sync::mpsc::channel(16);
+        let follower = tokio::spawn(follow(url.clone(), tx));
+        assert!(matches!(
+            next_event(&mut events).await,
+            Followed::Generation { registrations: 0, .. }
+        ));
+        let group = serde_json::json!({
+            "kind": "WorkloadGroup",
+            "metadata": {"name": "ratings-vm", "namespace": "shop"},
+            "spec": {
+                "metadata": {"labels": {"app": "ratings"}},
+                "template": {"ports": {"http": 9080}, "serviceAccount": "ratings", "labels": {"version": "v3"}},
+            },
+        });
+        let vm = |address: &str| Registration {
+            group: "ratings-vm".into(),
+            namespace: "shop".into(),
+            address: address.into(),
+            labels: [("zone".to_owned(), "a".to_owned())].into(),
+            ports: BTreeMap::new(),
+        };
+        let mut store = EtcdStore::connect(&url).await.expect("connect");
+        let service = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ratings, namespace: shop}\nspec:\n  hosts: [ratings.shop]\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  resolution: STATIC\n  workloadSelector: {labels: {app: ratings}}\n";
+        let docs = store::documents(&Inputs::from_text("ratings.yaml", service), "default");
+        apply(&mut store, &docs, false, false).await.expect("apply");
+        assert!(matches!(
+            next_event(&mut events).await,
+            Followed::Generation { generation: 1, registrations: 0, .. }
+        ));
+
+        // A VM that keeps renewing stays; its entry carries the group's template, and it
+        // becomes an endpoint of the service that selects its labels.
+        let steady = vm("10.1.0.7");
+        let lease = store
+            .register("shop", &steady.name(), &steady.workload_entry(&group), Duration::from_secs(2))
+            .await
+            .expect("register");
+        let mut keeper = EtcdStore::connect(&url).await.expect("connect");
+        let keeping = tokio::spawn(async move { keeper.keep_alive(lease, Duration::from_secs(2)).await });
+        match next_event(&mut events).await {
+            Followed::Generation { registrations: 1, inputs, .. } => {
+                let text = &inputs.files[1].text;
+                assert!(inputs.files[1].name.contains("shop/ratings-vm-10-1-0-7"), "{}", inputs.files[1].name);
+                for expected in ["\"address\": \"10.1.0.7\"", "\"serviceAccount\": \"ratings\"", "\"app\": \"ratings\"", "\"version\": \"v3\"", "\"zone\": \"a\"", "\"http\": 9080"] {
+                    assert!(text.contains(expected), "{expected} in {text}");
+                }
+                let set = sluice::resources(&inputs, &Options::default())
+                    .unwrap_or_else(|d| panic!("{d}"))
+                    .0;
+                let endpoints = serde_json::json!(set.of(sluice::xds::Kind::Endpoint)
+                    .iter()
+                    .map(|r| r.body.clone())
+                    .collect::<Vec<_>>())
+                .to_string();
+                assert!(endpoints.contains("10.1.0.7"), "the VM is an endpoint: {endpoints}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A VM that stops renewing (a crash) is gone once its 2 s lease lapses.
+        let crashed = vm("10.1.0.8");
+        store
+            .register("shop", &crashed.name(), &crashed.workload_entry(&group), Duration::from_secs(2))
+            .await
+            .expect("register");
+        assert!(matches!(next_event(&mut events).await, Followed::Generation { registrations: 2, .. }));
+        let started = std::time::Instant::now();
+        assert!(matches!(next_event(&mut events).await, Followed::Generation { registrations: 1, .. }));
+        let lapsed = started.elapsed();
+        eprintln!("a registration without renewals lapsed after {lapsed:?} (lease 2 s)");
+        assert!(lapsed >= Duration::from_secs(1), "the lease held until it lapsed: {lapsed:?}");
+
+        // The renewing one is still there, and --leave removes it at once.
+        assert!(!keeping.is_finished());
+        assert!(store.deregister("shop", &steady.name(), Some(lease)).await.expect("leave"));
+        assert!(matches!(next_event(&mut events).await, Followed::Generation { registrations: 0, .. }));
+        assert!(!store.deregister("shop", &steady.name(), None).await.expect("leave again"));
+        keeping.abort();
+        drop(events);
+        follower.abort();
+    });
+}

@@ -63,6 +63,9 @@ pub struct Snapshot {
     pub manifest: Manifest,
     /// The texts of its resources, by object id.
     pub objects: BTreeMap<String, String>,
+    /// The live registrations (`sluice register`): key below `registrations/` -> the
+    /// WorkloadEntry's text. They live as long as their VM renews its lease.
+    pub registrations: BTreeMap<String, String>,
     /// The etcd revision it was read at.
     pub revision: i64,
 }
@@ -130,9 +133,11 @@ impl EtcdStore {
             })
             .await?;
         let revision = current.header().map_or(0, |h| h.revision());
+        let registrations = self.registrations_at(revision).await?;
         let Some(kv) = current.kvs().first() else {
             return Ok(Snapshot {
                 revision,
+                registrations,
                 ..Snapshot::default()
             });
         };
@@ -184,8 +189,130 @@ impl EtcdStore {
         Ok(Snapshot {
             manifest,
             objects,
+            registrations,
             revision,
         })
+    }
+
+    async fn registrations_at(
+        &self,
+        revision: i64,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let prefix = self.key("registrations/");
+        let listed = self
+            .retry(|mut c| {
+                let key = prefix.clone();
+                let at = GetOptions::new().with_prefix().with_revision(revision);
+                async move { c.get(key, Some(at)).await }
+            })
+            .await?;
+        Ok(listed
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = kv.key_str().ok()?.strip_prefix(&prefix)?.to_owned();
+                Some((key, kv.value_str().ok()?.to_owned()))
+            })
+            .collect())
+    }
+
+    /// Registers a VM: writes `entry` (a WorkloadEntry, as JSON) under
+    /// `registrations/<namespace>/<name>` with a lease of `ttl`, which the caller keeps alive
+    /// with [`EtcdStore::keep_alive`]. When the lease lapses (the VM crashed or stopped
+    /// renewing), etcd deletes the entry. Returns the lease.
+    pub async fn register(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        entry: &serde_json::Value,
+        ttl: Duration,
+    ) -> Result<i64, StoreError> {
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let lease = self
+            .retry(|mut c| async move { c.lease_grant(seconds, None).await })
+            .await?
+            .id();
+        let key = self.key(&format!("registrations/{namespace}/{name}"));
+        let text = serde_json::to_string_pretty(entry).expect("JSON serialises");
+        self.retry(|mut c| {
+            let (key, text) = (key.clone(), text.clone());
+            async move {
+                c.put(
+                    key,
+                    text,
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                )
+                .await
+            }
+        })
+        .await?;
+        Ok(lease)
+    }
+
+    /// Renews `lease` every `ttl / 3` until an error (the lease expired, or etcd is gone long
+    /// enough that it did).
+    pub async fn keep_alive(&mut self, lease: i64, ttl: Duration) -> Result<(), StoreError> {
+        let (mut keeper, mut answers) = self
+            .client
+            .lease_keep_alive(lease)
+            .await
+            .map_err(|e| self.err(e))?;
+        loop {
+            keeper.keep_alive().await.map_err(|e| self.err(e))?;
+            match answers.message().await.map_err(|e| self.err(e))? {
+                Some(answer) if answer.ttl() > 0 => {}
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "lease {lease:x} expired: the registration is gone"
+                    )));
+                }
+            }
+            tokio::time::sleep(ttl / 3).await;
+        }
+    }
+
+    /// Removes a registration at once (`sluice register --leave`), and revokes its lease if
+    /// given.
+    pub async fn deregister(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        lease: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(&format!("registrations/{namespace}/{name}"));
+        let deleted = self
+            .retry(|mut c| {
+                let key = key.clone();
+                async move { c.delete(key, None).await }
+            })
+            .await?
+            .deleted();
+        if let Some(lease) = lease {
+            let _ = self
+                .retry(|mut c| async move { c.lease_revoke(lease).await })
+                .await;
+        }
+        Ok(deleted > 0)
+    }
+
+    /// The WorkloadGroup `namespace/name` of the current generation, as JSON.
+    pub async fn workload_group(
+        &mut self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let snapshot = self.snapshot().await?;
+        let key = format!("WorkloadGroup/{namespace}/{name}");
+        let Some(entry) = snapshot.manifest.resources.get(&key) else {
+            return Ok(None);
+        };
+        let text = snapshot
+            .objects
+            .get(&entry.object)
+            .ok_or_else(|| StoreError::Corrupt(format!("the store lacks the object of {key}")))?;
+        let docs = crate::yaml::parse_documents(text)
+            .map_err(|e| StoreError::Corrupt(format!("{key}: {}", e.message)))?;
+        Ok(docs.first().map(|d| d.root.to_json()))
     }
 
     /// Writes `next` (planned against `base`, see [`super::plan`]) as the new current
@@ -356,11 +483,14 @@ impl EtcdStore {
         .await
     }
 
-    /// Waits until `<prefix>/current` changes after `revision` (an apply landed), or the
-    /// watch fails. Returns the revision of the change.
+    /// Waits until anything under the prefix changes after `revision` (an apply's writes and
+    /// switch, a registration coming or going), or the watch fails. Returns the revision of the
+    /// change.
     pub async fn wait_for_change(&mut self, revision: i64) -> Result<i64, StoreError> {
-        let current_key = self.key("current");
-        let options = etcd_client::WatchOptions::new().with_start_revision(revision + 1);
+        let current_key = format!("{}/", self.url.prefix);
+        let options = etcd_client::WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
         let mut stream = self
             .client
             .watch(current_key.as_str(), Some(options))
@@ -456,13 +586,16 @@ pub async fn apply(
 /// What [`follow`] reports.
 #[derive(Debug)]
 pub enum Followed {
-    /// A generation to serve (the first one read, then each new one).
+    /// A generation to serve (the first one read, then each new one, or the same one with
+    /// other registrations).
     Generation {
         /// Its number.
         generation: u64,
+        /// How many registered WorkloadEntries it includes.
+        registrations: usize,
         /// The etcd revision it was read at.
         revision: i64,
-        /// Its resources, as builder inputs ([`super::inputs_of`]).
+        /// Its resources and the registrations, as builder inputs ([`super::inputs_with`]).
         inputs: crate::Inputs,
     },
     /// The store cannot be read (etcd down or unreachable, or the generation unreadable): keep
@@ -479,7 +612,7 @@ pub enum Followed {
 /// again with a capped backoff; when etcd is back it reads the current generation, so nothing
 /// applied meanwhile is missed. Ends when the receiver is dropped.
 pub async fn follow(url: StoreUrl, events: tokio::sync::mpsc::Sender<Followed>) {
-    let mut last_sent: Option<u64> = None;
+    let mut last_sent: Option<Sent> = None;
     let mut degraded = false;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -507,12 +640,15 @@ pub async fn follow(url: StoreUrl, events: tokio::sync::mpsc::Sender<Followed>) 
     }
 }
 
+/// What [`follow`] last reported: the generation and the registrations.
+type Sent = (u64, BTreeMap<String, String>);
+
 /// One connection's worth of [`follow`]: returns `Ok` when the receiver is gone, the error
 /// that ended the connection otherwise.
 async fn follow_connected(
     url: &StoreUrl,
     events: &tokio::sync::mpsc::Sender<Followed>,
-    last_sent: &mut Option<u64>,
+    last_sent: &mut Option<Sent>,
     degraded: &mut bool,
 ) -> Result<(), StoreError> {
     let mut store = EtcdStore::connect(url).await?;
@@ -525,18 +661,24 @@ async fn follow_connected(
             }
         }
         let generation = snapshot.manifest.generation;
-        if *last_sent != Some(generation) {
-            let inputs = super::inputs_of(&snapshot.manifest, &snapshot.objects)
-                .map_err(StoreError::Corrupt)?;
+        let sent = (generation, snapshot.registrations.clone());
+        if last_sent.as_ref() != Some(&sent) {
+            let inputs = super::inputs_with(
+                &snapshot.manifest,
+                &snapshot.objects,
+                &snapshot.registrations,
+            )
+            .map_err(StoreError::Corrupt)?;
             let event = Followed::Generation {
                 generation,
+                registrations: snapshot.registrations.len(),
                 revision: snapshot.revision,
                 inputs,
             };
             if events.send(event).await.is_err() {
                 return Ok(());
             }
-            *last_sent = Some(generation);
+            *last_sent = Some(sent);
         }
         store.wait_for_change(snapshot.revision).await?;
     }

@@ -302,13 +302,99 @@ pub fn plan(current: &Manifest, desired: &[Document], prune: bool) -> (Manifest,
     (next, change)
 }
 
+/// A VM that joined a WorkloadGroup (`sluice register`): the WorkloadEntry the store keeps
+/// for it while it renews its lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// The WorkloadGroup's name.
+    pub group: String,
+    /// The WorkloadGroup's namespace (the entry's too).
+    pub namespace: String,
+    /// The VM's address.
+    pub address: String,
+    /// Labels beyond the group's (`--label k=v`).
+    pub labels: BTreeMap<String, String>,
+    /// Ports beyond the group's template (`--port name=number`).
+    pub ports: BTreeMap<String, u32>,
+}
+
+impl Registration {
+    /// The entry's name: the group's, then the address with `.` and `:` as `-` (a DNS label,
+    /// unique per address in the group).
+    pub fn name(&self) -> String {
+        let address: String = self
+            .address
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        format!("{}-{address}", self.group)
+    }
+
+    /// The WorkloadEntry, as Istio's auto-registration writes it: the group's `template`
+    /// (ports, serviceAccount, network, locality, weight, labels) and `metadata` labels, the
+    /// VM's address, the extra labels and ports, and Istio's `istio.io/autoRegistrationGroup`
+    /// annotation naming the group. `group` is the WorkloadGroup as JSON.
+    pub fn workload_entry(&self, group: &serde_json::Value) -> serde_json::Value {
+        let spec = &group["spec"];
+        let mut entry = spec["template"].clone();
+        if !entry.is_object() {
+            entry = serde_json::json!({});
+        }
+        let mut labels: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        for source in [&spec["metadata"]["labels"], &spec["template"]["labels"]] {
+            if let Some(map) = source.as_object() {
+                labels.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        labels.extend(
+            self.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!(v))),
+        );
+        entry["address"] = serde_json::json!(self.address);
+        if !labels.is_empty() {
+            entry["labels"] = serde_json::json!(labels);
+        }
+        for (name, port) in &self.ports {
+            entry["ports"][name] = serde_json::json!(port);
+        }
+        serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "WorkloadEntry",
+            "metadata": {
+                "name": self.name(),
+                "namespace": self.namespace,
+                "labels": spec["metadata"]["labels"].clone(),
+                "annotations": {"istio.io/autoRegistrationGroup": self.group},
+            },
+            "spec": entry,
+        })
+    }
+}
+
 /// The inputs a generation holds, for the builder, in the order they were applied: one source
-/// per resource, named after the file it was applied from and padded so that its lines keep their numbers there (a
-/// diagnostic about a stored resource points into the user's file). `objects` maps object
-/// ids to texts; a missing object is an error naming it.
+/// per resource, named after the file it was applied from and padded so that its lines keep
+/// their numbers there (a diagnostic about a stored resource points into the user's file).
+/// `objects` maps object ids to texts; a missing object is an error naming it.
 pub fn inputs_of(
     manifest: &Manifest,
     objects: &BTreeMap<String, String>,
+) -> Result<Inputs, String> {
+    inputs_with(manifest, objects, &BTreeMap::new())
+}
+
+/// [`inputs_of`] plus the registered WorkloadEntries (`registrations`: store key -> text),
+/// after the applied resources, each named `registration <key>` in diagnostics.
+pub fn inputs_with(
+    manifest: &Manifest,
+    objects: &BTreeMap<String, String>,
+    registrations: &BTreeMap<String, String>,
 ) -> Result<Inputs, String> {
     let mut files = Vec::new();
     let mut entries: Vec<(&String, &Entry)> = manifest.resources.iter().collect();
@@ -325,6 +411,12 @@ pub fn inputs_of(
         files.push(SourceFile {
             name: entry.source.clone(),
             text: padded,
+        });
+    }
+    for (key, text) in registrations {
+        files.push(SourceFile {
+            name: format!("registration {key}"),
+            text: text.clone(),
         });
     }
     Ok(Inputs {
