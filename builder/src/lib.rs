@@ -27,6 +27,7 @@ pub mod native;
 pub mod oci;
 pub mod output;
 pub mod parse;
+#[cfg(feature = "serve")]
 pub mod probe;
 pub mod report;
 pub mod schema;
