@@ -86,7 +86,12 @@ pub async fn run(
     load::reload(&config, &shared);
     let watcher = load::watch(config.clone(), shared.clone())?;
     let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
-    let result = ads::serve(xds, shared, shutdown).await;
+    // Not tonic's graceful shutdown: it waits for every stream to end, and ADS streams do not.
+    // Dropping the server closes the listener; the runtime's end cuts the open streams.
+    let result = tokio::select! {
+        result = ads::serve(xds, shared, std::future::pending()) => result,
+        () = shutdown => Ok(()),
+    };
     admin_task.abort();
     drop(watcher);
     result
