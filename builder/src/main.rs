@@ -116,7 +116,9 @@ Examples:
   sluice status
   sluice status --admin 10.0.0.5:18080 --format json | jq '.proxies[].last_nack'
 
-Columns: NAME (node.id), CLUSTER (node.cluster, the group), MODE (sotw or delta), then per
+Columns: NAME (node.id), CLUSTER (node.cluster), GROUP (what node.cluster selects: the Gateway
+of that name, gateway/NS/NAME, with its listeners, else mesh: every port no Gateway serves),
+MODE (sotw or delta), then per
 type: SYNCED <version> when the proxy accepted what it was sent last, STALE when a response is
 unanswered or was refused, - when the proxy has not asked for the type; LAST NACK is the type,
 version and Envoy's reason of the last refused response.";

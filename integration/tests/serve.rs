@@ -627,3 +627,90 @@ fn nack_is_recorded_and_not_resent_sotw() {
 fn nack_is_recorded_and_not_resent_delta() {
     nack_is_recorded_and_not_resent(true);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Groups: node.cluster selects what a proxy gets. A gateway proxy gets its Gateway's listener,
+// a mesh proxy the mesh's; both route.
+
+fn groups_get_their_own_listeners(delta: bool) {
+    let v1 = Upstream::start("v1");
+    let v2 = Upstream::start("v2");
+    let edge = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop-edge}
+spec:
+  hosts: [shop]
+  gateways: [edge-a, edge-b]
+  http:
+  - route:
+    - destination: {host: shop, subset: v2}
+";
+    let served = ServedMesh::start(&[
+        ("shop.yaml", shop_mesh(&v1, &v2, [100, 0])),
+        ("gateways.yaml", mesh::two_gateways("shop")),
+        ("edge.yaml", edge.to_owned()),
+    ])
+    .unwrap();
+    let gateway = served.start_envoy("edge-a-1", "edge-a", delta).unwrap();
+    let sidecar = served.start_envoy("vm-1", "mesh", delta).unwrap();
+    let gateway_port = wait_listener(&gateway, "listener_8081").unwrap();
+    let sidecar_port = wait_listener(&sidecar, LISTENER).unwrap();
+    let listener_names = |envoy: &Envoy| {
+        let mut names: Vec<String> = envoy
+            .listener_ports()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listener_names(&gateway), ["listener_8081"]);
+    assert_eq!(listener_names(&sidecar), [LISTENER]);
+    poll(DEADLINE, "the gateway routes", || {
+        served_by(gateway_port, "shop").as_deref() == Some("v2")
+    })
+    .unwrap();
+    poll(DEADLINE, "the sidecar routes", || {
+        served_by(sidecar_port, "shop").as_deref() == Some("v1")
+    })
+    .unwrap();
+    poll(DEADLINE, "both synced", || {
+        synced(&served, "edge-a-1") && synced(&served, "vm-1")
+    })
+    .unwrap();
+    let status = served.status().unwrap();
+    let groups: BTreeMap<String, String> = status["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_owned(),
+                p["group"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        BTreeMap::from([
+            ("edge-a-1".to_owned(), "gateway/default/edge-a".to_owned()),
+            ("vm-1".to_owned(), "mesh".to_owned()),
+        ])
+    );
+    assert_eq!(
+        served.metric("sluice_serve_connected_proxies{group=\"mesh\",mode=\"sotw\"}")
+            + served.metric("sluice_serve_connected_proxies{group=\"mesh\",mode=\"delta\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn groups_get_their_own_listeners_sotw() {
+    groups_get_their_own_listeners(false);
+}
+
+#[test]
+fn groups_get_their_own_listeners_delta() {
+    groups_get_their_own_listeners(true);
+}

@@ -122,19 +122,21 @@ async fn drive(
         return;
     };
     let Some(mut current) = current else { return };
+    let (mut group, snapshot) = current.for_cluster(&node.cluster);
     let id = shared.next_stream_id();
     shared.lock().proxies.insert(
         id,
         ProxyStatus {
             id: node.id.clone(),
             cluster: node.cluster.clone(),
+            group: group.clone(),
             mode: if delta { "delta" } else { "sotw" },
             connected_at: now_secs(),
             types: Default::default(),
             last_nack: None,
         },
     );
-    let mut stream = Stream::new(delta, current.snapshot.clone());
+    let mut stream = Stream::new(delta, snapshot);
     let mut next = Some(first);
     loop {
         let replies = if let Some(request) = next.take() {
@@ -152,7 +154,15 @@ async fn drive(
                     }
                     let Some(p) = published.borrow_and_update().clone() else { continue };
                     current = p;
-                    stream.set_snapshot(current.snapshot.clone())
+                    // The proxy's Gateway may have come or gone: its group is chosen again.
+                    let (now_group, snapshot) = current.for_cluster(&node.cluster);
+                    if now_group != group {
+                        group = now_group;
+                        if let Some(p) = shared.lock().proxies.get_mut(&id) {
+                            p.group.clone_from(&group);
+                        }
+                    }
+                    stream.set_snapshot(snapshot)
                 }
             }
         };
@@ -211,7 +221,7 @@ fn send(
                 }
             }
             Event::Settled { version } => {
-                if version == current.snapshot.version {
+                if version == stream.snapshot().version {
                     let seconds = current.at.elapsed().as_secs_f64();
                     inner.metrics.observe_latency(seconds);
                 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::ServeConfig;
+use super::groups::{self, Gateways};
 use super::snapshot::Snapshot;
 use super::state::{Published, Shared, now_secs};
 use crate::{Diagnostics, Inputs};
@@ -14,7 +15,7 @@ use crate::{Diagnostics, Inputs};
 #[derive(Debug)]
 pub enum Loaded {
     /// A valid config, with its warnings.
-    Good(Snapshot, Diagnostics),
+    Good(Published, Diagnostics),
     /// The input does not generate: its diagnostics as `generate` prints them.
     Refused(String),
 }
@@ -29,8 +30,29 @@ pub fn load(config: &ServeConfig) -> Loaded {
         Ok(r) => r,
         Err(diags) => return Loaded::Refused(diags.to_string()),
     };
+    // The Gateways name the groups; the resources parse again (cheap next to modelling).
+    let (parsed, _) = crate::parse::parse(&inputs);
+    let gateways = Gateways::of(&parsed, &config.options.namespace);
     match Snapshot::build(&set) {
-        Ok(snapshot) => Loaded::Good(snapshot, warnings),
+        Ok(full) => {
+            let groups = gateways
+                .groups()
+                .into_iter()
+                .map(|g| {
+                    let snapshot = groups::snapshot_of(&set, &full, &gateways, &g);
+                    (g, Arc::new(snapshot))
+                })
+                .collect();
+            Loaded::Good(
+                Published {
+                    version: full.version,
+                    gateways,
+                    groups,
+                    at: Instant::now(),
+                },
+                warnings,
+            )
+        }
         // A bug of the builder, not of the input: a resource Envoy could not parse.
         Err(errors) => Loaded::Refused(format!(
             "<output>: error: the generated resources do not parse as Envoy's v3 API (a sluice bug; please report it):\n  {}",
@@ -43,13 +65,13 @@ pub fn load(config: &ServeConfig) -> Loaded {
 /// keeps the last good snapshot.
 pub fn reload(config: &ServeConfig, shared: &Shared) {
     match load(config) {
-        Loaded::Good(snapshot, warnings) => {
-            let version = snapshot.version.clone();
+        Loaded::Good(published, warnings) => {
+            let version = published.version.clone();
             let same = shared
                 .published
                 .borrow()
                 .as_ref()
-                .is_some_and(|p| p.snapshot.version == version);
+                .is_some_and(|p| p.version == version);
             {
                 let mut inner = shared.lock();
                 inner.input.version = Some(version.clone());
@@ -64,14 +86,17 @@ pub fn reload(config: &ServeConfig, shared: &Shared) {
                 return;
             }
             eprintln!(
-                "serve: config {version} loaded ({} warning{})",
+                "serve: config {version} loaded ({} warning{}; groups: {})",
                 warnings.0.len(),
-                if warnings.0.len() == 1 { "" } else { "s" }
+                if warnings.0.len() == 1 { "" } else { "s" },
+                published
+                    .groups
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
-            shared.published.send_replace(Some(Published {
-                snapshot: Arc::new(snapshot),
-                at: Instant::now(),
-            }));
+            shared.published.send_replace(Some(published));
         }
         Loaded::Refused(diagnostics) => {
             eprintln!(

@@ -9,12 +9,13 @@
 //! serving.
 //!
 //! Stages: [`load`] (files -> snapshot) -> [`stream`] (the protocol state of one ADS stream, pure)
-//! -> [`ads`] (the tonic service that drives one [`stream::Stream`] per proxy) and [`admin`]
+//! -> [`groups`] (one snapshot per proxy group, chosen by `node.cluster`) -> [`ads`] (the tonic service that drives one [`stream::Stream`] per proxy) and [`admin`]
 //! (health, readiness, Prometheus metrics, per-proxy status). [`state`] holds what they share.
 
 pub mod admin;
 pub mod ads;
 pub mod bootstrap;
+pub mod groups;
 pub mod load;
 pub mod snapshot;
 pub mod state;

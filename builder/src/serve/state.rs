@@ -8,17 +8,36 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::groups::Gateways;
 use super::snapshot::Snapshot;
 use super::stream::TypeStatus;
 use crate::xds::Kind;
 
-/// A snapshot as published: when it was read, so a proxy's ACK can be timed from it.
+/// A config as published: one snapshot per group, and when it was read, so a proxy's ACK can
+/// be timed from it.
 #[derive(Debug, Clone)]
 pub struct Published {
-    /// The snapshot.
-    pub snapshot: Arc<Snapshot>,
+    /// The version of the whole resource set.
+    pub version: String,
+    /// The Gateways, which name the groups.
+    pub gateways: Gateways,
+    /// Each group's snapshot (see [`super::groups`]).
+    pub groups: BTreeMap<String, Arc<Snapshot>>,
     /// When the loader published it.
     pub at: Instant,
+}
+
+impl Published {
+    /// The group of a proxy whose `node.cluster` is `cluster`, and its snapshot.
+    pub fn for_cluster(&self, cluster: &str) -> (String, Arc<Snapshot>) {
+        let group = self.gateways.group_of(cluster);
+        let snapshot = self
+            .groups
+            .get(&group)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Snapshot::default()));
+        (group, snapshot)
+    }
 }
 
 /// The short xDS name of a kind (`CDS`, `EDS`, `LDS`, `RDS`, `ECDS`).
@@ -52,6 +71,8 @@ pub struct ProxyStatus {
     pub id: String,
     /// `node.cluster`, which selects the proxy's group.
     pub cluster: String,
+    /// The group (see [`super::groups`]).
+    pub group: String,
     /// `sotw` or `delta`.
     pub mode: &'static str,
     /// Seconds since the epoch when the stream opened.
@@ -196,6 +217,7 @@ impl Shared {
                 json!({
                     "id": p.id,
                     "cluster": p.cluster,
+                    "group": p.group,
                     "mode": p.mode,
                     "connected_at": p.connected_at,
                     "types": types,
@@ -226,17 +248,17 @@ impl Shared {
         let mut out = String::new();
         let mut by_group: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for p in inner.proxies.values() {
-            *by_group.entry((p.cluster.as_str(), p.mode)).or_default() += 1;
+            *by_group.entry((p.group.as_str(), p.mode)).or_default() += 1;
         }
         let _ = writeln!(
             out,
-            "# HELP sluice_serve_connected_proxies ADS streams open, by node.cluster and mode.\n# TYPE sluice_serve_connected_proxies gauge"
+            "# HELP sluice_serve_connected_proxies ADS streams open, by group and mode.\n# TYPE sluice_serve_connected_proxies gauge"
         );
-        for ((cluster, mode), n) in &by_group {
+        for ((group, mode), n) in &by_group {
             let _ = writeln!(
                 out,
-                "sluice_serve_connected_proxies{{cluster=\"{}\",mode=\"{mode}\"}} {n}",
-                escape(cluster)
+                "sluice_serve_connected_proxies{{group=\"{}\",mode=\"{mode}\"}} {n}",
+                escape(group)
             );
         }
         let per_type = |out: &mut String, name: &str, help: &str, map: &BTreeMap<Kind, u64>| {

@@ -41,14 +41,24 @@ pub async fn fetch(admin: &str) -> anyhow::Result<Value> {
 /// The status document as a table.
 pub fn render(status: &Value) -> String {
     let mut rows = vec![{
-        let mut head = vec!["NAME".to_owned(), "CLUSTER".to_owned(), "MODE".to_owned()];
+        let mut head = vec![
+            "NAME".to_owned(),
+            "CLUSTER".to_owned(),
+            "GROUP".to_owned(),
+            "MODE".to_owned(),
+        ];
         head.extend(Kind::ALL.iter().map(|k| short_name(*k).to_owned()));
         head.push("LAST NACK".to_owned());
         head
     }];
     for p in status["proxies"].as_array().into_iter().flatten() {
         let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
-        let mut row = vec![text(&p["id"]), text(&p["cluster"]), text(&p["mode"])];
+        let mut row = vec![
+            text(&p["id"]),
+            text(&p["cluster"]),
+            text(&p["group"]),
+            text(&p["mode"]),
+        ];
         for kind in Kind::ALL {
             let t = &p["types"][short_name(kind)];
             row.push(if t.is_null() {
