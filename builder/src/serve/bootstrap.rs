@@ -195,6 +195,7 @@ mod tests {
             2
         );
         // The whole bootstrap parses as Envoy's Bootstrap message.
+        #[cfg(feature = "serve")]
         super::super::typed::to_any(
             "type.googleapis.com/envoy.config.bootstrap.v3.Bootstrap",
             &b,
