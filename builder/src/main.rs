@@ -118,9 +118,9 @@ Examples:
 
 Columns: NAME (node.id), CLUSTER (node.cluster), GROUP (what node.cluster selects: the Gateway
 of that name, gateway/NS/NAME, with its listeners, else mesh: every port no Gateway serves),
-MODE (sotw or delta), then per
-type: SYNCED <version> when the proxy accepted what it was sent last, STALE when a response is
-unanswered or was refused, - when the proxy has not asked for the type; LAST NACK is the type,
+MODE (sotw or delta), then per type: SYNCED <version> when the proxy accepted what it was sent
+last, NACKED <version> when it refused it (serve does not send that version again), STALE when
+a response is unanswered, - when the proxy has not asked for the type; LAST NACK is the type,
 version and Envoy's reason of the last refused response.";
 
 const COMPLETION_HELP: &str = "\

@@ -61,11 +61,14 @@ pub fn render(status: &Value) -> String {
         ];
         for kind in Kind::ALL {
             let t = &p["types"][short_name(kind)];
+            let nack = &p["last_nack"];
+            let refused = |sent: &str| nack["type"] == short_name(kind) && nack["version"] == sent;
             row.push(if t.is_null() {
                 "-".to_owned()
             } else {
                 match (t["acked"].as_str(), t["sent"].as_str()) {
                     (Some(a), Some(s)) if a == s => format!("SYNCED {a}"),
+                    (_, Some(s)) if refused(s) => format!("NACKED {s}"),
                     (_, Some(s)) => format!("STALE (sent {s})"),
                     _ => "NOT SENT".to_owned(),
                 }
@@ -121,13 +124,15 @@ mod tests {
     fn a_proxy_row_shows_synced_stale_and_nack() {
         let status = json!({"config": {"version": "abc", "error": null}, "proxies": [{
             "id": "edge-1", "cluster": "edge", "mode": "delta",
-            "types": {"CDS": {"acked": "v1", "sent": "v1"}, "RDS": {"acked": "v1", "sent": "v2"}},
+            "types": {"CDS": {"acked": "v1", "sent": "v1"}, "RDS": {"acked": "v1", "sent": "v2"},
+                      "LDS": {"acked": "v1", "sent": "v3"}},
             "last_nack": {"type": "RDS", "version": "v2", "message": "bad route\nmore"},
         }]});
         let table = render(&status);
         assert!(table.contains("edge-1"), "{table}");
         assert!(table.contains("SYNCED v1"), "{table}");
-        assert!(table.contains("STALE (sent v2)"), "{table}");
+        assert!(table.contains("NACKED v2"), "{table}");
+        assert!(table.contains("STALE (sent v3)"), "{table}");
         assert!(table.contains("RDS v2: bad route"), "{table}");
         assert!(!table.contains("more"), "{table}");
     }
