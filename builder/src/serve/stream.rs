@@ -658,4 +658,39 @@ mod tests {
             "the first request is always answered, with nothing new"
         );
     }
+
+    #[test]
+    fn delta_removes_clusters_only_after_the_routes_answered() {
+        let mut stream = Stream::new(true, snap(&with_cluster(set("x"), "b", "")));
+        let ask = |kind: Kind, names: &[&str], nonce: &str| DeltaDiscoveryRequest {
+            type_url: kind.type_url().into(),
+            resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        };
+        let cds = one_delta(stream.delta_request(&ask(Kind::Cluster, &[], "")));
+        stream.delta_request(&ask(Kind::Cluster, &[], &cds.nonce));
+        let eds = one_delta(stream.delta_request(&ask(Kind::Endpoint, &["a", "b"], "")));
+        stream.delta_request(&ask(Kind::Endpoint, &[], &eds.nonce));
+        let rds = one_delta(stream.delta_request(&ask(Kind::Route, &["r"], "")));
+        stream.delta_request(&ask(Kind::Route, &[], &rds.nonce));
+        let replies = stream.set_snapshot(snap(&set("y")));
+        let routes = one_delta(replies);
+        assert_eq!(
+            routes.type_url,
+            Kind::Route.type_url(),
+            "b and its endpoints stay for now"
+        );
+        let replies = stream.delta_request(&ask(Kind::Route, &[], &routes.nonce));
+        assert_eq!(replies.len(), 2, "{replies:#?}");
+        let Reply::Delta(clusters) = &replies[0] else {
+            panic!()
+        };
+        let Reply::Delta(endpoints) = &replies[1] else {
+            panic!()
+        };
+        assert_eq!(clusters.type_url, Kind::Cluster.type_url());
+        assert_eq!(clusters.removed_resources, ["b"]);
+        assert_eq!(endpoints.removed_resources, ["b"]);
+    }
 }
