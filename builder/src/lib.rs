@@ -31,6 +31,7 @@ pub mod parse;
 pub mod probe;
 pub mod report;
 pub mod schema;
+pub mod serve;
 pub mod shadow;
 pub mod sluice_settings;
 #[cfg(feature = "etcd")]
@@ -59,6 +60,9 @@ pub enum Target {
     /// A docker-compose project: Envoy with the filters plus demo backends (see
     /// [`emit::compose`]).
     Compose,
+    /// The small bootstrap an Envoy needs to join `sluice serve` over ADS (see
+    /// [`serve::bootstrap`]): node, control-plane cluster, ADS config, admin; no listener.
+    EnvoyXds(serve::bootstrap::XdsBootstrap),
 }
 
 /// Where the generated config finds the sluice .wasm modules.
@@ -273,6 +277,9 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
             options.detailed_replies,
         ),
         Target::Compose => emit::compose::emit(&mesh, options),
+        Target::EnvoyXds(xds) => {
+            serve::bootstrap::emit(&mesh, options, xds).map(|files| emit::envoy::Emitted { files })
+        }
     };
     match emitted {
         Ok(e) => Ok(Output {

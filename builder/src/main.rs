@@ -91,6 +91,15 @@ enum Command {
     #[cfg(feature = "etcd")]
     #[command(after_help = REGISTER_HELP)]
     Register(RegisterArgs),
+    /// Run a live xDS control plane: watch Istio YAML, validate it as `generate` does, and
+    /// serve the Envoy resources over gRPC ADS (state of the world and delta) to Envoys that
+    /// joined with `generate --target envoy-xds`.
+    #[command(after_help = SERVE_HELP)]
+    Serve(Box<ServeArgs>),
+    /// Show what a running `sluice serve` serves: per connected proxy, its group and the
+    /// version it accepted of each type, or its last NACK (like `istioctl proxy-status`).
+    #[command(after_help = STATUS_HELP)]
+    Status(StatusArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     #[command(after_help = COMPLETION_HELP)]
     Completion {
@@ -136,6 +145,40 @@ with the VM's address and the extra labels and ports, named GROUP-ADDRESS, annot
 istio.io/autoRegistrationGroup as Istio's auto-registration does. Control planes following the
 store (`sluice serve --store`) see it within a second and stop seeing it when it leaves or its
 lease lapses (--ttl, default 10s).";
+const SERVE_HELP: &str = "\
+Examples:
+  # Serve a directory; write the bootstrap an Envoy joins with; run that Envoy:
+  sluice serve -f examples/demo &
+  sluice generate -f examples/demo --target envoy-xds -o out/joiner --node-id vm-1
+  envoy -c out/joiner/envoy.yaml
+
+  # Now edit a weight in examples/demo/routing.yaml: serve validates the tree ~100 ms after the
+  # last change and pushes it; the filter configs change in place over ECDS (no listener
+  # rebuild, no drain). An invalid edit is refused with file:line:col diagnostics (here and in
+  # `sluice status`), and the last good config keeps serving.
+  sluice status
+
+  # Incremental xDS: the same serve answers both; the bootstrap chooses.
+  sluice generate -f examples/demo --target envoy-xds --delta -o out/joiner-delta
+
+The wasm modules are referenced by path in the filter configs serve sends (--wasm-dir, default
+$SLUICE_WASM_DIR or target/wasm32-wasip1/release of this checkout): they must exist there on the
+proxy's host. Admin port: /healthz, /readyz (200 once a valid config is loaded), /metrics
+(Prometheus), /status (JSON). Versions are hashes of the content: a restarted serve gives every
+proxy the versions it already has, so nothing is re-applied. Exit codes: 2 when a port cannot be
+bound; an invalid input does not stop serve.";
+
+const STATUS_HELP: &str = "\
+Examples:
+  sluice status
+  sluice status --admin 10.0.0.5:18080 --format json | jq '.proxies[].last_nack'
+
+Columns: NAME (node.id), CLUSTER (node.cluster), GROUP (what node.cluster selects: the Gateway
+of that name, gateway/NS/NAME, with its listeners, else mesh: every port no Gateway serves),
+MODE (sotw or delta), then per type: SYNCED <version> when the proxy accepted what it was sent
+last, NACKED <version> when it refused it (serve does not send that version again), STALE when
+a response is unanswered, - when the proxy has not asked for the type; LAST NACK is the type,
+version and Envoy's reason of the last refused response.";
 
 const COMPLETION_HELP: &str = "\
 Examples:
@@ -216,6 +259,69 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
         .filter(|(n, _)| !n.trim().is_empty())
         .ok_or_else(|| format!("{text:?}: expected `name: value`"))?;
     Ok((name.trim().to_owned(), value.trim().to_owned()))
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Input YAML file or directory (repeatable), watched for changes.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE_OR_DIR",
+        required = true
+    )]
+    files: Vec<PathBuf>,
+    /// Where the gRPC ADS server listens (the bootstrap's --xds-server).
+    #[arg(long, value_name = "ADDR", default_value = sluice::serve::DEFAULT_XDS_LISTEN)]
+    xds_listen: std::net::SocketAddr,
+    /// Where the admin HTTP server listens (/healthz /readyz /metrics /status).
+    #[arg(long, value_name = "ADDR", default_value = sluice::serve::DEFAULT_ADMIN_LISTEN)]
+    admin_listen: std::net::SocketAddr,
+    /// Quiet time after a change on disk before the tree is read again, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    debounce_ms: u64,
+    /// The folder of sluice_<filter>.wasm on the proxies' hosts, as the filter configs name it.
+    /// Default: $SLUICE_WASM_DIR, else target/wasm32-wasip1/release of this checkout.
+    #[arg(long, value_name = "DIR")]
+    wasm_dir: Option<PathBuf>,
+    /// Address the served listeners bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    listen_address: String,
+    /// Serve listeners on port 0 (for tests; they keep their names, listener_<port>).
+    #[arg(long, hide = true)]
+    ephemeral_ports: bool,
+    /// Attach the one sluice-suite filter instead of the four-filter chain (as generate --suite).
+    #[arg(long)]
+    suite: bool,
+    /// Resolve credentialName secrets in DIR (as generate --credentials-dir).
+    #[arg(long, value_name = "DIR")]
+    credentials_dir: Option<PathBuf>,
+    /// The proxies' locality, REGION[/ZONE[/SUBZONE]] (as generate --locality).
+    #[arg(long, value_name = "REGION[/ZONE[/SUBZONE]]", value_parser = parse_locality)]
+    locality: Option<sluice::locality::Locality>,
+    /// Proxies in front trusted to append to x-forwarded-for (as generate --xff-trusted-hops).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    xff_trusted_hops: u32,
+    #[command(flatten)]
+    hosts: HostArgs,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// The admin address of `sluice serve` (its --admin-listen).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:18080")]
+    admin: String,
+    /// table (for people) or json (the /status document).
+    #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+    format: StatusFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StatusFormat {
+    /// One line per proxy.
+    Table,
+    /// The /status document.
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -659,6 +765,18 @@ struct GenerateArgs {
     /// learns internal cluster names (they are always in the logs and metrics).
     #[arg(long)]
     detailed_replies: bool,
+    /// envoy-xds target: a `sluice serve` ADS address, HOST:PORT (repeatable: every replica).
+    #[arg(long, value_name = "HOST:PORT", default_value = sluice::serve::DEFAULT_XDS_LISTEN)]
+    xds_server: Vec<String>,
+    /// envoy-xds target: node.id, the proxy's name in `sluice status`.
+    #[arg(long, value_name = "ID", default_value = "sluice-proxy")]
+    node_id: String,
+    /// envoy-xds target: node.cluster, the group whose config the proxy gets.
+    #[arg(long, value_name = "NAME", default_value = "mesh")]
+    node_cluster: String,
+    /// envoy-xds target: incremental xDS (DELTA_GRPC) instead of state of the world (GRPC).
+    #[arg(long)]
+    delta: bool,
 }
 
 fn parse_locality(text: &str) -> Result<sluice::locality::Locality, String> {
@@ -681,6 +799,9 @@ enum TargetArg {
     Istio,
     /// docker-compose.yml with Envoy, the modules and demo backends.
     Compose,
+    /// The small bootstrap that joins `sluice serve` over ADS (no listener: they are served):
+    /// see --xds-server, --node-id, --node-cluster, --delta.
+    EnvoyXds,
 }
 
 fn main() -> ExitCode {
@@ -700,6 +821,8 @@ fn main() -> ExitCode {
         Command::Get(args) => store_get(args),
         #[cfg(feature = "etcd")]
         Command::Register(args) => register(args),
+        Command::Serve(args) => serve(*args),
+        Command::Status(args) => status(args),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
@@ -920,6 +1043,14 @@ fn generate(args: GenerateArgs) -> ExitCode {
                 }
             },
             TargetArg::Compose => sluice::Target::Compose,
+            TargetArg::EnvoyXds => {
+                sluice::Target::EnvoyXds(sluice::serve::bootstrap::XdsBootstrap {
+                    servers: args.xds_server.clone(),
+                    node_id: args.node_id.clone(),
+                    node_cluster: args.node_cluster.clone(),
+                    delta: args.delta,
+                })
+            }
         },
         listen_address: args.listen_address,
         admin_port: args.admin_port,
@@ -1239,6 +1370,7 @@ fn validate(args: ValidateArgs) -> ExitCode {
             // The WasmPlugins' sha256 pins come from the modules, which validation does not read.
             TargetArg::Istio => sluice::Target::Istio(Default::default()),
             TargetArg::Compose => sluice::Target::Compose,
+            TargetArg::EnvoyXds => sluice::Target::EnvoyXds(Default::default()),
         },
         credentials_dir: args.credentials_dir,
         locality: args.locality,
@@ -1306,6 +1438,84 @@ fn explain(args: ExplainArgs) -> ExitCode {
         }
         Err(Error::Request(why)) => {
             eprintln!("error: {why}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = sluice::serve::ServeConfig {
+        inputs: args.files,
+        options: sluice::Options {
+            listen_address: args.listen_address,
+            ephemeral_ports: args.ephemeral_ports,
+            wasm: sluice::WasmModules::Reference(args.wasm_dir.unwrap_or_else(|| {
+                std::path::absolute(sluice::default_wasm_dir())
+                    .unwrap_or_else(|_| sluice::default_wasm_dir())
+            })),
+            credentials_dir: args.credentials_dir,
+            locality: args.locality,
+            suite: args.suite,
+            namespace: args.hosts.namespace,
+            cluster_domain: args.hosts.cluster_domain,
+            xff_trusted_hops: args.xff_trusted_hops,
+            ..sluice::Options::default()
+        },
+        xds_listen: args.xds_listen,
+        admin_listen: args.admin_listen,
+        debounce: std::time::Duration::from_millis(args.debounce_ms),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(sluice::serve::run(
+        config,
+        |bound| {
+            eprintln!(
+                "serve: ADS on {}, admin on http://{} (/healthz /readyz /metrics /status)",
+                bound.xds, bound.admin
+            );
+        },
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    ));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn status(args: StatusArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(sluice::serve::status::fetch(&args.admin)) {
+        Ok(doc) => {
+            match args.format {
+                StatusFormat::Table => print!("{}", sluice::serve::status::render(&doc)),
+                StatusFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }

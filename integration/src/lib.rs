@@ -26,6 +26,7 @@
 //! - [`mesh`]: Istio YAML -> the builder -> a running Envoy, for builder-driven tests.
 //! - [`tls`]: self-signed certificates, `credentialName` secrets, `openssl s_server` HTTPS
 //!   servers, `curl` HTTPS requests with a chosen SNI.
+//! - [`serve`]: `sluice serve` in-process on a mesh folder, and Envoys that join it over ADS.
 //! - [`binomial`]: bounds for statistical assertions that never flake (p < 1e-6).
 //!
 //! Everything is safe to use from tests running in parallel threads of one process, and from
@@ -39,6 +40,7 @@ pub mod envoy;
 pub mod etcd;
 pub mod mesh;
 mod runtime;
+pub mod serve;
 pub mod tls;
 pub mod upstream;
 pub mod wasm;

@@ -1,0 +1,147 @@
+//! Reading the input tree into a snapshot, and watching it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::ServeConfig;
+use super::groups::{self, Gateways};
+use super::snapshot::Snapshot;
+use super::state::{Published, Shared, now_secs};
+use crate::{Diagnostics, Inputs};
+
+/// What one read of the input gave.
+#[derive(Debug)]
+pub enum Loaded {
+    /// A valid config, with its warnings.
+    Good(Published, Diagnostics),
+    /// The input does not generate: its diagnostics as `generate` prints them.
+    Refused(String),
+}
+
+/// Reads `config.inputs` with every stage of `generate` and types the result.
+pub fn load(config: &ServeConfig) -> Loaded {
+    let inputs = match Inputs::read(&config.inputs) {
+        Ok(i) => i,
+        Err(e) => return Loaded::Refused(e),
+    };
+    let (set, warnings) = match crate::resources(&inputs, &config.options) {
+        Ok(r) => r,
+        Err(diags) => return Loaded::Refused(diags.to_string()),
+    };
+    // The Gateways name the groups; the resources parse again (cheap next to modelling).
+    let (parsed, _) = crate::parse::parse(&inputs);
+    let gateways = Gateways::of(&parsed, &config.options.namespace);
+    match Snapshot::build(&set) {
+        Ok(full) => {
+            let groups = gateways
+                .groups()
+                .into_iter()
+                .map(|g| {
+                    let snapshot = groups::snapshot_of(&set, &full, &gateways, &g);
+                    (g, Arc::new(snapshot))
+                })
+                .collect();
+            Loaded::Good(
+                Published {
+                    version: full.version,
+                    gateways,
+                    groups,
+                    at: Instant::now(),
+                },
+                warnings,
+            )
+        }
+        // A bug of the builder, not of the input: a resource Envoy could not parse.
+        Err(errors) => Loaded::Refused(format!(
+            "<output>: error: the generated resources do not parse as Envoy's v3 API (a sluice bug; please report it):\n  {}",
+            errors.join("\n  ")
+        )),
+    }
+}
+
+/// Reads the input and publishes it if valid and different; otherwise records why not and
+/// keeps the last good snapshot.
+pub fn reload(config: &ServeConfig, shared: &Shared) {
+    match load(config) {
+        Loaded::Good(published, warnings) => {
+            let version = published.version.clone();
+            let same = shared
+                .published
+                .borrow()
+                .as_ref()
+                .is_some_and(|p| p.version == version);
+            {
+                let mut inner = shared.lock();
+                inner.input.version = Some(version.clone());
+                inner.input.warnings = warnings.0.iter().map(|d| d.to_string()).collect();
+                inner.input.error = None;
+                inner.input.read_at = now_secs();
+                if !same {
+                    inner.metrics.snapshots += 1;
+                }
+            }
+            if same {
+                return;
+            }
+            eprintln!(
+                "serve: config {version} loaded ({} warning{}; groups: {})",
+                warnings.0.len(),
+                if warnings.0.len() == 1 { "" } else { "s" },
+                published
+                    .groups
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            shared.published.send_replace(Some(published));
+        }
+        Loaded::Refused(diagnostics) => {
+            eprintln!(
+                "serve: the input was refused; the last good config keeps serving, nothing is pushed:\n{diagnostics}"
+            );
+            let mut inner = shared.lock();
+            inner.input.error = Some(diagnostics);
+            inner.input.read_at = now_secs();
+            inner.metrics.input_errors += 1;
+        }
+    }
+}
+
+/// Watches every input path (recursively) and reloads after `config.debounce` of quiet. The
+/// watch ends when the returned watcher is dropped.
+pub fn watch(
+    config: ServeConfig,
+    shared: Arc<Shared>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reads are cheap next to a missed change: any event, even an error, triggers one.
+        let interesting = event.is_err()
+            || event
+                .as_ref()
+                .is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_)));
+        if interesting {
+            let _ = tx.send(());
+        }
+    })?;
+    for path in &config.inputs {
+        watcher
+            .watch(path, notify::RecursiveMode::Recursive)
+            .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", path.display()))?;
+    }
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: wait until the tree has been quiet for the whole period.
+            while let Ok(Some(())) = tokio::time::timeout(config.debounce, rx.recv()).await {}
+            let config = config.clone();
+            let shared = shared.clone();
+            // Reading and modelling is CPU work: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || reload(&config, &shared)).await;
+        }
+    });
+    Ok(watcher)
+}

@@ -1,0 +1,43 @@
+//! `sluice serve`: a live xDS control plane over the builder's pipeline.
+//!
+//! The file tree `generate` reads is the store: serve reads it with the same stages and the
+//! same diagnostics ([`crate::resources`]), turns the target-neutral [`crate::xds::ResourceSet`]
+//! into a typed, versioned [`snapshot::Snapshot`], and serves it over gRPC ADS, state of the
+//! world and delta, to every Envoy that joins with the bootstrap of `--target envoy-xds`
+//! ([`bootstrap`]). It watches the tree: a valid change is pushed, an invalid one is refused
+//! (diagnostics logged and on the admin port's `/status`) while the last good config keeps
+//! serving.
+//!
+//! Stages: [`load`] (files -> snapshot) -> [`stream`] (the protocol state of one ADS stream, pure)
+//! -> [`groups`] (one snapshot per proxy group, chosen by `node.cluster`) -> [`ads`] (the tonic service that drives one [`stream::Stream`] per proxy) and [`admin`]
+//! (health, readiness, Prometheus metrics, per-proxy status). [`state`] holds what they share.
+
+#[cfg(feature = "serve")]
+pub mod admin;
+#[cfg(feature = "serve")]
+pub mod ads;
+pub mod bootstrap;
+#[cfg(feature = "serve")]
+pub mod groups;
+#[cfg(feature = "serve")]
+pub mod load;
+#[cfg(feature = "serve")]
+pub mod snapshot;
+#[cfg(feature = "serve")]
+pub mod state;
+#[cfg(feature = "serve")]
+pub mod status;
+#[cfg(feature = "serve")]
+pub mod stream;
+#[cfg(feature = "serve")]
+pub mod typed;
+
+#[cfg(feature = "serve")]
+mod server;
+#[cfg(feature = "serve")]
+pub use server::*;
+
+/// The default ADS address.
+pub const DEFAULT_XDS_LISTEN: &str = "127.0.0.1:18000";
+/// The default admin address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:18080";

@@ -1,0 +1,141 @@
+//! Running serve: binding, loading, watching, serving (the glue of [`super`]'s stages).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use super::{admin, ads, load, state};
+use crate::Options;
+
+/// How `sluice serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The input files and folders (watched).
+    pub inputs: Vec<PathBuf>,
+    /// Builder options: how resources are generated (wasm module paths, ports, ...).
+    pub options: Options,
+    /// The gRPC ADS address.
+    pub xds_listen: SocketAddr,
+    /// The admin HTTP address (`/healthz`, `/readyz`, `/metrics`, `/status`).
+    pub admin_listen: SocketAddr,
+    /// How long the tree must be quiet before a change is read: an editor's save or a
+    /// `git checkout` is many events, and one read of the result is what counts.
+    pub debounce: Duration,
+}
+
+/// The default debounce, istiod's `PILOT_DEBOUNCE_AFTER`.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The bound addresses of a running serve.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Where ADS listens.
+    pub xds: SocketAddr,
+    /// Where the admin port listens.
+    pub admin: SocketAddr,
+}
+
+/// Binds both ports, loads the inputs once (an invalid tree is logged and serves nothing until
+/// fixed), then serves and watches until `shutdown` completes. `on_bound` learns the addresses
+/// (port 0 is resolved) before anything is served.
+pub async fn run(
+    config: ServeConfig,
+    on_bound: impl FnOnce(Bound),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let xds = TcpListener::bind(config.xds_listen)
+        .await
+        .with_context(|| format!("cannot listen on --xds-listen {}", config.xds_listen))?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on --admin-listen {}", config.admin_listen))?;
+    on_bound(Bound {
+        xds: xds.local_addr()?,
+        admin: admin.local_addr()?,
+    });
+    let shared = Arc::new(state::Shared::new());
+    load::reload(&config, &shared);
+    let watcher = load::watch(config.clone(), shared.clone())?;
+    let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
+    // Not tonic's graceful shutdown: it waits for every stream to end, and ADS streams do not.
+    // Dropping the server closes the listener; the runtime's end cuts the open streams.
+    let result = tokio::select! {
+        result = ads::serve(xds, shared, std::future::pending()) => result,
+        () = shutdown => Ok(()),
+    };
+    admin_task.abort();
+    drop(watcher);
+    result
+}
+
+/// A serve running on its own runtime thread, for tests and embedding: dropping it (or
+/// [`Running::stop`]) ends it at once, every ADS stream cut as by a crash.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound addresses.
+    pub bound: Bound,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts serve with `config` and returns once both ports are bound.
+    pub fn start(config: ServeConfig) -> anyhow::Result<Running> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(anyhow::anyhow!("tokio runtime: {e}")));
+                    return;
+                }
+            };
+            let errors = bound_tx.clone();
+            runtime.block_on(async move {
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = run(config, |b| drop(bound_tx.send(Ok(b))), shutdown).await {
+                    let _ = errors.send(Err(e));
+                }
+            });
+            // Cut every connection now rather than wait for streams that never end.
+            runtime.shutdown_background();
+        });
+        let bound = bound_rx.recv().context("serve stopped before binding")??;
+        Ok(Running {
+            bound,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops serve and waits for its thread.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}

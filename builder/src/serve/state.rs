@@ -1,0 +1,349 @@
+//! What the loader, the ADS streams and the admin port share: the published snapshot, the
+//! input's health, each connected proxy's status, and the metrics.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::groups::Gateways;
+use super::snapshot::Snapshot;
+use super::stream::TypeStatus;
+use crate::xds::Kind;
+
+/// A config as published: one snapshot per group, and when it was read, so a proxy's ACK can
+/// be timed from it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The version of the whole resource set.
+    pub version: String,
+    /// The Gateways, which name the groups.
+    pub gateways: Gateways,
+    /// Each group's snapshot (see [`super::groups`]).
+    pub groups: BTreeMap<String, Arc<Snapshot>>,
+    /// When the loader published it.
+    pub at: Instant,
+}
+
+impl Published {
+    /// The group of a proxy whose `node.cluster` is `cluster`, and its snapshot.
+    pub fn for_cluster(&self, cluster: &str) -> (String, Arc<Snapshot>) {
+        let group = self.gateways.group_of(cluster);
+        let snapshot = self
+            .groups
+            .get(&group)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Snapshot::default()));
+        (group, snapshot)
+    }
+}
+
+/// The short xDS name of a kind (`CDS`, `EDS`, `LDS`, `RDS`, `ECDS`).
+pub fn short_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Cluster => "CDS",
+        Kind::Endpoint => "EDS",
+        Kind::Listener => "LDS",
+        Kind::Route => "RDS",
+        Kind::ExtensionConfig => "ECDS",
+    }
+}
+
+/// One proxy's latest NACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NackRecord {
+    /// The type refused.
+    pub kind: Kind,
+    /// The version refused.
+    pub version: String,
+    /// Envoy's reason.
+    pub message: String,
+    /// Seconds since the epoch.
+    pub at: u64,
+}
+
+/// One connected proxy (one ADS stream).
+#[derive(Debug, Clone)]
+pub struct ProxyStatus {
+    /// `node.id`.
+    pub id: String,
+    /// `node.cluster`, which selects the proxy's group.
+    pub cluster: String,
+    /// The group (see [`super::groups`]).
+    pub group: String,
+    /// `sotw` or `delta`.
+    pub mode: &'static str,
+    /// Seconds since the epoch when the stream opened.
+    pub connected_at: u64,
+    /// Per type: what the proxy accepted and was sent.
+    pub types: BTreeMap<Kind, TypeStatus>,
+    /// The latest NACK, if any.
+    pub last_nack: Option<NackRecord>,
+}
+
+/// The loaded input.
+#[derive(Debug, Clone, Default)]
+pub struct InputStatus {
+    /// The version being served, once any valid input was read.
+    pub version: Option<String>,
+    /// Warnings of the config being served.
+    pub warnings: Vec<String>,
+    /// The diagnostics of the latest refused read (cleared by a good one).
+    pub error: Option<String>,
+    /// Seconds since the epoch of the latest read.
+    pub read_at: u64,
+}
+
+/// Upper bounds of the change-to-ACK histogram, in seconds.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Responses sent, by type.
+    pub pushes: BTreeMap<Kind, u64>,
+    /// Bytes of responses sent, by type.
+    pub bytes: BTreeMap<Kind, u64>,
+    /// NACKs received, by type.
+    pub nacks: BTreeMap<Kind, u64>,
+    /// Reads of the input refused for errors.
+    pub input_errors: u64,
+    /// Snapshots published.
+    pub snapshots: u64,
+    /// Change-to-ACK latency: count per bucket of [`LATENCY_BUCKETS`] (not cumulative), then
+    /// sum and count.
+    pub latency_buckets: [u64; LATENCY_BUCKETS.len()],
+    /// Sum of observed latencies in seconds.
+    pub latency_sum: f64,
+    /// Number of observed latencies.
+    pub latency_count: u64,
+}
+
+impl Metrics {
+    /// Records one change-to-ACK latency.
+    pub fn observe_latency(&mut self, seconds: f64) {
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.latency_buckets[i] += 1;
+        }
+        self.latency_sum += seconds;
+        self.latency_count += 1;
+    }
+}
+
+/// Everything shared, behind one mutex (a status read or a stream update is microseconds).
+#[derive(Debug, Default)]
+pub struct Inner {
+    /// The input.
+    pub input: InputStatus,
+    /// Connected proxies by stream id.
+    pub proxies: BTreeMap<u64, ProxyStatus>,
+    /// Counters.
+    pub metrics: Metrics,
+    next_stream: u64,
+}
+
+/// The shared state.
+#[derive(Debug)]
+pub struct Shared {
+    /// The latest good snapshot (`None` until a valid input was read).
+    pub published: watch::Sender<Option<Published>>,
+    inner: Mutex<Inner>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Shared {
+    /// Nothing loaded, nobody connected.
+    pub fn new() -> Shared {
+        Shared {
+            published: watch::Sender::new(None),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The state, locked. A panic while holding the lock cannot leave it half-updated in a way
+    /// that matters (counters and status), so a poisoned lock is used as is.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new stream id.
+    pub fn next_stream_id(&self) -> u64 {
+        let mut inner = self.lock();
+        inner.next_stream += 1;
+        inner.next_stream
+    }
+
+    /// True once a valid config is being served.
+    pub fn ready(&self) -> bool {
+        self.published.borrow().is_some()
+    }
+
+    /// The `/status` document.
+    pub fn status_json(&self) -> Value {
+        let inner = self.lock();
+        let proxies: Vec<Value> = inner
+            .proxies
+            .values()
+            .map(|p| {
+                let types: serde_json::Map<String, Value> = p
+                    .types
+                    .iter()
+                    .map(|(k, t)| {
+                        (
+                            short_name(*k).to_owned(),
+                            json!({"acked": t.acked, "sent": t.sent, "resources": t.resources}),
+                        )
+                    })
+                    .collect();
+                json!({
+                    "id": p.id,
+                    "cluster": p.cluster,
+                    "group": p.group,
+                    "mode": p.mode,
+                    "connected_at": p.connected_at,
+                    "types": types,
+                    "last_nack": p.last_nack.as_ref().map(|n| json!({
+                        "type": short_name(n.kind), "version": n.version,
+                        "message": n.message, "at": n.at,
+                    })),
+                })
+            })
+            .collect();
+        json!({
+            "ready": self.ready(),
+            "config": {
+                "version": inner.input.version,
+                "warnings": inner.input.warnings,
+                "error": inner.input.error,
+                "read_at": inner.input.read_at,
+            },
+            "proxies": proxies,
+        })
+    }
+
+    /// The `/metrics` text (Prometheus exposition format 0.0.4).
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        let inner = self.lock();
+        let m = &inner.metrics;
+        let mut out = String::new();
+        let mut by_group: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for p in inner.proxies.values() {
+            *by_group.entry((p.group.as_str(), p.mode)).or_default() += 1;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_serve_connected_proxies ADS streams open, by group and mode.\n# TYPE sluice_serve_connected_proxies gauge"
+        );
+        for ((group, mode), n) in &by_group {
+            let _ = writeln!(
+                out,
+                "sluice_serve_connected_proxies{{group=\"{}\",mode=\"{mode}\"}} {n}",
+                escape(group)
+            );
+        }
+        let per_type = |out: &mut String, name: &str, help: &str, map: &BTreeMap<Kind, u64>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for kind in Kind::ALL {
+                let _ = writeln!(
+                    out,
+                    "{name}{{type=\"{}\"}} {}",
+                    short_name(kind),
+                    map.get(&kind).copied().unwrap_or(0)
+                );
+            }
+        };
+        per_type(
+            &mut out,
+            "sluice_serve_pushes_total",
+            "xDS responses sent, by type.",
+            &m.pushes,
+        );
+        per_type(
+            &mut out,
+            "sluice_serve_push_bytes_total",
+            "Bytes of xDS responses sent, by type.",
+            &m.bytes,
+        );
+        per_type(
+            &mut out,
+            "sluice_serve_nacks_total",
+            "Responses proxies refused (NACK), by type.",
+            &m.nacks,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_serve_input_errors_total Reads of the input refused for errors (the last good config kept serving).\n# TYPE sluice_serve_input_errors_total counter\nsluice_serve_input_errors_total {}",
+            m.input_errors
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_serve_snapshots_total Configs published.\n# TYPE sluice_serve_snapshots_total counter\nsluice_serve_snapshots_total {}",
+            m.snapshots
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_serve_ready 1 once a valid config is served.\n# TYPE sluice_serve_ready gauge\nsluice_serve_ready {}",
+            u8::from(self.ready())
+        );
+        let name = "sluice_serve_change_to_ack_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} From a config's publication to a proxy having answered every response of it.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(m.latency_buckets) {
+            cumulative += n;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+            m.latency_count, m.latency_sum, m.latency_count
+        );
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_with_inf() {
+        let shared = Shared::new();
+        shared.lock().metrics.observe_latency(0.02);
+        shared.lock().metrics.observe_latency(3.0);
+        let text = shared.metrics_text();
+        assert!(text.contains("sluice_serve_change_to_ack_seconds_bucket{le=\"0.025\"} 1"));
+        assert!(text.contains("sluice_serve_change_to_ack_seconds_bucket{le=\"5\"} 2"));
+        assert!(text.contains("sluice_serve_change_to_ack_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("sluice_serve_ready 0"));
+    }
+}

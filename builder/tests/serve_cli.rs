@@ -1,0 +1,144 @@
+//! The `sluice serve`, `sluice status` and `generate --target envoy-xds` commands as a user runs
+//! them (the protocol itself is tested through real Envoys in integration/tests/serve.rs).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+fn demo() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/demo")
+        .display()
+        .to_string()
+}
+
+/// Kills the serve process (by its own pid) when the test ends, passing or not.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_reports_its_ports_and_status_prints_the_table() {
+    let mut child = sluice()
+        .args(["serve", "-f", &demo()])
+        .args([
+            "--xds-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--wasm-dir", "/opt/sluice/wasm"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice serve starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let serve = Serve(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let first = lines.next().expect("a line").expect("UTF-8");
+    let admin = first
+        .split("admin on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no admin address in {first:?}"))
+        .to_owned();
+    assert!(first.contains("ADS on 127.0.0.1:"), "{first}");
+    // Keep draining serve's log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let table = loop {
+        let run = sluice()
+            .args(["status", "--admin", &admin])
+            .output()
+            .expect("sluice status runs");
+        let text = String::from_utf8_lossy(&run.stdout).into_owned();
+        if run.status.success() && !text.contains("(none loaded)") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no config loaded: {text}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(table.contains("(0 proxies)"), "{table}");
+    assert!(
+        table.contains("NAME") && table.contains("GROUP") && table.contains("ECDS"),
+        "{table}"
+    );
+    let json = sluice()
+        .args(["status", "--admin", &admin, "--format", "json"])
+        .output()
+        .expect("sluice status runs");
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(doc["ready"], true);
+    drop(serve);
+
+    let refused = sluice()
+        .args(["status", "--admin", &admin])
+        .output()
+        .expect("sluice status runs");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is `sluice serve` running"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+#[test]
+fn envoy_xds_bootstrap_names_every_server_and_the_mode() {
+    let run = sluice()
+        .args([
+            "generate",
+            "-f",
+            &demo(),
+            "--target",
+            "envoy-xds",
+            "-o",
+            "-",
+        ])
+        .args([
+            "--xds-server",
+            "10.0.0.1:18000",
+            "--xds-server",
+            "serve.internal:18000",
+        ])
+        .args(["--node-id", "vm-7", "--node-cluster", "edge", "--delta"])
+        .output()
+        .expect("sluice generate runs");
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for want in [
+        "DELTA_GRPC",
+        "10.0.0.1",
+        "serve.internal",
+        "STRICT_DNS",
+        "vm-7",
+        "edge",
+        "set_node_on_first_message_only: true",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    assert!(
+        !text.contains("listener_9080"),
+        "no listener in the bootstrap:\n{text}"
+    );
+}

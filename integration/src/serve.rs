@@ -1,0 +1,233 @@
+//! `sluice serve` in a test: a mesh folder on disk, serve running on it in-process (its own
+//! runtime thread, ports 0), and Envoys that join it with the `envoy-xds` bootstrap.
+//!
+//! ```no_run
+//! use sluice_integration::serve::ServedMesh;
+//! let served = ServedMesh::start(&[("mesh.yaml", "...".to_owned())]).unwrap();
+//! let envoy = served.start_envoy("proxy-1", "mesh", false).unwrap();
+//! served.write("mesh.yaml", "...changed...");
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+use sluice::serve::bootstrap::XdsBootstrap;
+use sluice::serve::{Running, ServeConfig};
+use sluice::{Inputs, Options, Target};
+
+use crate::client::{self, Request};
+use crate::envoy::{Envoy, EnvoyOptions};
+use crate::{mesh, wasm};
+
+/// A served mesh: its folder, and serve running on it.
+pub struct ServedMesh {
+    dir: tempfile::TempDir,
+    config: ServeConfig,
+    running: Option<Running>,
+}
+
+impl ServedMesh {
+    /// Writes `files` (name, YAML) into a new folder and starts serve on it with the options of
+    /// the builder-driven tests ([`mesh::options`]: listeners on 127.0.0.1 port 0).
+    pub fn start(files: &[(&str, String)]) -> Result<ServedMesh> {
+        Self::start_with(files, mesh::options())
+    }
+
+    /// [`ServedMesh::start`] with other builder options.
+    pub fn start_with(files: &[(&str, String)], options: Options) -> Result<ServedMesh> {
+        for filter in wasm::FILTERS {
+            wasm::module(filter)?;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-serve-")
+            .tempdir()
+            .context("create the mesh folder")?;
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text)?;
+        }
+        let localhost: SocketAddr = "127.0.0.1:0".parse()?;
+        let config = ServeConfig {
+            inputs: vec![dir.path().to_path_buf()],
+            options,
+            xds_listen: localhost,
+            admin_listen: localhost,
+            debounce: sluice::serve::DEFAULT_DEBOUNCE,
+        };
+        let running = Running::start(config.clone())?;
+        let mut config = config;
+        // Restarts bind the same ports, as a restarted process would.
+        config.xds_listen = running.bound.xds;
+        config.admin_listen = running.bound.admin;
+        let served = ServedMesh {
+            dir,
+            config,
+            running: Some(running),
+        };
+        served.wait_ready()?;
+        Ok(served)
+    }
+
+    /// The mesh folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The ADS address.
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.config.xds_listen
+    }
+
+    /// Replaces `name` in the folder at once (written aside, then renamed: serve never reads a
+    /// half-written file).
+    pub fn write(&self, name: &str, text: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write the mesh file");
+        std::fs::rename(&tmp, self.dir.path().join(name)).expect("rename the mesh file");
+    }
+
+    /// Removes `name` from the folder.
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join(name)).expect("remove the mesh file");
+    }
+
+    /// Stops serve (every ADS stream cut, as by a crash).
+    pub fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop();
+        }
+    }
+
+    /// Starts serve again on the same ports (stopping it first if it runs), with `options`.
+    pub fn restart_with(&mut self, options: Options) -> Result<()> {
+        self.stop();
+        self.config.options = options;
+        // The port was just released; a moment of TIME_WAIT is not a reason to fail.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Running::start(self.config.clone()) {
+                Ok(running) => {
+                    self.running = Some(running);
+                    return self.wait_ready();
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("serve restart: {e:#}; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Starts serve again on the same ports with the same options.
+    pub fn restart(&mut self) -> Result<()> {
+        let options = self.config.options.clone();
+        self.restart_with(options)
+    }
+
+    /// GET `path` on serve's admin port: status and body.
+    pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
+        let response = client::send(
+            &Request::get(self.config.admin_listen.port(), path)
+                .authority("127.0.0.1")
+                .timeout(Duration::from_secs(10)),
+        )?;
+        Ok((response.status, response.text()))
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> Result<Value> {
+        let (code, body) = self.admin_get("/status")?;
+        if code != 200 {
+            bail!("/status answered {code}: {body}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// The value of the `/metrics` sample `name` (with its labels, as written), or 0.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics").unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix(sample))
+            .filter_map(|rest| rest.strip_prefix(' '))
+            .find_map(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&self) -> Result<()> {
+        poll(Duration::from_secs(60), "serve /readyz", || {
+            matches!(self.admin_get("/readyz"), Ok((200, _)))
+        })
+    }
+
+    /// The `envoy-xds` bootstrap for a proxy `node_id` of group `node_cluster` (admin on port
+    /// 0), as `sluice generate --target envoy-xds` writes it.
+    pub fn bootstrap(&self, node_id: &str, node_cluster: &str, delta: bool) -> Result<String> {
+        let inputs = Inputs::read(&self.config.inputs).map_err(|e| anyhow!(e))?;
+        let options = Options {
+            target: Target::EnvoyXds(XdsBootstrap {
+                servers: vec![self.config.xds_listen.to_string()],
+                node_id: node_id.to_owned(),
+                node_cluster: node_cluster.to_owned(),
+                delta,
+            }),
+            ..self.config.options.clone()
+        };
+        let output = sluice::generate(&inputs, &options)
+            .map_err(|d| anyhow!("the mesh does not generate:\n{d}"))?;
+        let yaml = output
+            .files
+            .get("envoy.yaml")
+            .context("the envoy-xds target writes envoy.yaml")?;
+        Ok(String::from_utf8(yaml.clone())?)
+    }
+
+    /// Starts an Envoy fed only by this serve and waits until it has every listener serve
+    /// gives it.
+    pub fn start_envoy(&self, node_id: &str, node_cluster: &str, delta: bool) -> Result<Envoy> {
+        let config_yaml = self.bootstrap(node_id, node_cluster, delta)?;
+        let envoy = Envoy::start_with(EnvoyOptions {
+            config_yaml,
+            ..EnvoyOptions::default()
+        })?;
+        Ok(envoy)
+    }
+}
+
+impl Drop for ServedMesh {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds; fails naming `what` after `timeout`.
+pub fn poll(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The port of listener `name` once Envoy has it (listeners arrive over LDS after startup).
+pub fn wait_listener(envoy: &Envoy, name: &str) -> Result<u16> {
+    let mut port = None;
+    poll(Duration::from_secs(60), &format!("listener {name}"), || {
+        port = envoy
+            .listener_ports()
+            .ok()
+            .and_then(|ports| ports.into_iter().find(|(n, _)| n == name))
+            .map(|(_, p)| p)
+            .filter(|p| *p != 0);
+        port.is_some()
+    })?;
+    port.ok_or_else(|| anyhow!("listener {name}"))
+}
