@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::yaml::{FieldPath, Pos};
+use crate::position::{FieldPath, Pos};
 
 /// How bad a diagnostic is. Errors stop generation; warnings are printed and generation goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

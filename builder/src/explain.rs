@@ -18,10 +18,10 @@ use sluice_core::host::MockHost;
 use sluice_core::matching::Explanation as BlockOutcome;
 use sluice_core::router::{CompiledRouter, Destination};
 
+use crate::input::parse::{Kind, Resource, Spec};
+use crate::input::yaml::FieldPath;
 use crate::model::{Listener, Mesh, Rule};
-use crate::parse::{Kind, Resource, Spec};
 use crate::xds::filters::PluginConfigs;
-use crate::yaml::FieldPath;
 use crate::{Diagnostics, Inputs, Options};
 
 /// Which listeners a request may arrive on.

@@ -15,8 +15,15 @@ use sluice_core::json::FromJson;
 use sluice_core::router::{CompiledRouter, RouterConfig};
 use sluice_core::suite::SuiteConfig;
 
+use crate::input::annotations as sluice_settings;
 use crate::model::{Listener, Mesh, Target};
-use crate::sluice_settings;
+
+/// The sluice filters of the chain layout, by short name (`sluice_<name>.wasm`), in chain order.
+pub const FILTERS: [&str; 4] = ["router", "canary", "fault", "breaker"];
+
+/// Every module a generated config can load: the four filters, and the suite
+/// ([`SUITE`]) that replaces them with `--suite`.
+pub const MODULES: [&str; 5] = ["router", "canary", "fault", "breaker", SUITE];
 
 /// Short name of the one-module layout (`sluice_suite.wasm`, root_id `sluice_suite`, Envoy
 /// filter and WasmPlugin `sluice-suite`).

@@ -21,6 +21,7 @@
 pub mod filters;
 pub mod native;
 pub mod resources;
+pub mod tcp;
 
 use std::collections::{BTreeMap, BTreeSet};
 

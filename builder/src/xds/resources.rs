@@ -18,8 +18,8 @@ use sluice_core::router::{self, RouterConfig};
 use sluice_core::wire;
 
 use super::ResourceSet;
+use crate::input::options::{Options, WasmModules};
 use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule, Target};
-use crate::{Options, WasmModules};
 
 /// Envoy's "unlimited" for circuit-breaker thresholds, as Istio emits by default (Envoy's own
 /// default of 1024 would silently cap a busy service).
@@ -42,7 +42,7 @@ pub fn build(mesh: &Mesh, options: &Options) -> Result<ResourceSet, Vec<EmitErro
         };
         if !listener.tcp_chains.is_empty() {
             let address = socket(&options.listen_address, port);
-            listeners.push(crate::tcp::listener_json(listener, address));
+            listeners.push(super::tcp::listener_json(listener, address));
             continue;
         }
         match listener_json(listener, mesh, options, &mut modules) {

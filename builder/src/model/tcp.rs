@@ -18,91 +18,17 @@
 //! be told apart on a port are an error, not a silent choice.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::path::Path;
 
-use serde::Deserialize;
-use serde_json::{Value, json};
-
 use crate::diag::{Code, Diagnostic, Severity};
-use crate::istio::{Destination, DestinationRuleSpec, GatewaySpec, Server, ServiceEntrySpec};
+use crate::input::istio::{DestinationRuleSpec, GatewaySpec, ServiceEntrySpec};
+use crate::input::parse::{Resource, Spec};
+pub use crate::input::tcp::{L4Route, RouteDestination, TcpRoute, TlsRoute};
+use crate::input::tcp::{
+    ServerKind, TCP_PROTOCOLS, is_passthrough_server, parse_subnet, protocol_of, server_kind,
+};
 use crate::model::{Listener, Mesh, Target, cluster_name, server_host_matches};
-use crate::parse::{Resource, Spec};
-use crate::yaml::FieldPath;
-
-/// Port protocols Istio proxies as opaque TCP (its `IsTCP` protocols; MONGO, MYSQL and REDIS
-/// without their protocol filters, as Istio's default). `HTTPS` service ports stay HTTP in
-/// sluice (it has no traffic capture to sniff them); an `HTTPS` gateway server is TCP only in
-/// TLS `PASSTHROUGH` mode.
-pub const TCP_PROTOCOLS: &[&str] = &["TCP", "TLS", "MONGO", "MYSQL", "REDIS"];
-
-/// `VirtualService.spec.tcp[]`: conditions are [`L4MatchAttributes`]; none matches every
-/// connection.
-pub type TcpRoute = L4Route<L4MatchAttributes>;
-
-/// `VirtualService.spec.tls[]`: conditions are [`TlsMatchAttributes`]; at least one, each naming
-/// `sniHosts`.
-pub type TlsRoute = L4Route<TlsMatchAttributes>;
-
-/// A `tcp[]` or `tls[]` route of a VirtualService: the two differ only in their match type.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct L4Route<M> {
-    /// Conditions, OR-ed.
-    #[serde(default, rename = "match")]
-    pub matches: Vec<M>,
-    /// Destinations with weights.
-    #[serde(default)]
-    pub route: Vec<RouteDestination>,
-}
-
-/// `L4MatchAttributes` (`sourceLabels`, `sourceNamespace` and `gateways` are refused).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct L4MatchAttributes {
-    /// Destination IPs or CIDRs (`10.0.0.1`, `10.0.0.0/24`): Envoy's `prefix_ranges`.
-    #[serde(default)]
-    pub destination_subnets: Vec<String>,
-    /// The port the connection came in on (selects the listener).
-    pub port: Option<u32>,
-}
-
-/// `TLSMatchAttributes` (`sourceLabels`, `sourceNamespace` and `gateways` are refused).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TlsMatchAttributes {
-    /// SNI values (`a.example.com`, `*.example.com`): Envoy's `server_names`.
-    #[serde(default)]
-    pub sni_hosts: Vec<String>,
-    /// Destination IPs or CIDRs.
-    #[serde(default)]
-    pub destination_subnets: Vec<String>,
-    /// The port the connection came in on (selects the listener).
-    pub port: Option<u32>,
-}
-
-/// `RouteDestination` of a `tcp` or `tls` route.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RouteDestination {
-    /// Where to send.
-    pub destination: Option<Destination>,
-    /// Relative weight; 0 or unset among several destinations gets no connections.
-    pub weight: Option<i64>,
-}
-
-/// DestinationRule `trafficPolicy.tunnel`: the destination is an HTTP proxy, and a `tcp`/`tls`
-/// route's connection is carried in a CONNECT (or POST) request to `targetHost:targetPort`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TunnelSettings {
-    /// `CONNECT` (default) or `POST`.
-    pub protocol: Option<String>,
-    /// Host the proxy connects to.
-    pub target_host: Option<String>,
-    /// Port the proxy connects to.
-    pub target_port: Option<u32>,
-}
+use crate::position::FieldPath;
 
 /// A resolved tunnel: Envoy's `tunneling_config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,187 +60,15 @@ pub struct TcpChain {
     /// Tunnel the connection through the (single) destination, an HTTP proxy.
     pub tunnel: Option<Tunnel>,
     /// Terminate TLS on this chain (a Gateway `TLS` server in SIMPLE or MUTUAL mode).
-    pub tls: Option<crate::native::ServerTls>,
-}
-
-/// Whether a Gateway server passes TLS through (`tls.mode` PASSTHROUGH or AUTO_PASSTHROUGH):
-/// such a server is routed by SNI, never by HTTP routes.
-pub fn is_passthrough_server(s: &Server) -> bool {
-    matches!(tls_mode(s), Some("PASSTHROUGH" | "AUTO_PASSTHROUGH"))
-}
-
-fn tls_mode(s: &Server) -> Option<&str> {
-    s.tls.as_ref()?.get("mode")?.as_str()
-}
-
-fn protocol_of(p: Option<&str>) -> String {
-    p.unwrap_or("").to_ascii_uppercase()
-}
-
-/// Whether a Gateway server protocol is one the TCP side serves (the HTTP side refuses the rest).
-pub fn is_tcp_server_protocol(protocol: &str) -> bool {
-    TCP_PROTOCOLS.contains(&protocol.to_ascii_uppercase().as_str())
-}
-
-/// What a Gateway server routes with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ServerKind {
-    /// VirtualService `tcp` routes.
-    Tcp,
-    /// VirtualService `tls` routes, by SNI, TLS untouched.
-    Passthrough,
-    /// A `TLS` server terminating TLS (SIMPLE, MUTUAL): VirtualService `tcp` routes on the
-    /// decrypted stream, the chain matched on the server's hosts as SNI.
-    Terminate,
-}
-
-impl ServerKind {
-    fn describe(self) -> &'static str {
-        match self {
-            ServerKind::Tcp => "plain TCP",
-            ServerKind::Passthrough => "TLS passthrough",
-            ServerKind::Terminate => "terminated TLS",
-        }
-    }
-}
-
-fn server_kind(s: &Server) -> Option<ServerKind> {
-    let protocol = protocol_of(s.port.as_ref().and_then(|p| p.protocol.as_deref()));
-    match (protocol.as_str(), tls_mode(s)) {
-        ("HTTPS" | "TLS", Some("PASSTHROUGH")) => Some(ServerKind::Passthrough),
-        ("TLS", Some("AUTO_PASSTHROUGH" | "ISTIO_MUTUAL")) => None, // refused
-        ("TLS", _) => Some(ServerKind::Terminate),
-        (p, _) if TCP_PROTOCOLS.contains(&p) => Some(ServerKind::Tcp),
-        _ => None,
-    }
-}
-
-/// Parses `10.0.0.0/24` or `10.0.0.1` (a /32 or /128) into Envoy's `CidrRange` parts.
-fn parse_subnet(text: &str) -> Result<(String, u32), String> {
-    let (ip, len) = match text.split_once('/') {
-        Some((ip, len)) => (ip, Some(len)),
-        None => (text, None),
-    };
-    let addr: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("{ip:?} is not an IP address"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let len = match len {
-        None => max,
-        Some(l) => match l.parse::<u32>() {
-            Ok(n) if n <= max => n,
-            _ => return Err(format!("prefix length {l:?} is not 0-{max}")),
-        },
-    };
-    Ok((addr.to_string(), len))
-}
-
-/// Checks the `tcp` and `tls` routes of a VirtualService and the TCP and passthrough servers of
-/// a Gateway, on their own (cross-resource checks are in [`build`]).
-pub fn check(r: &Resource, out: &mut Vec<Diagnostic>) {
-    let spec = FieldPath::root().key("spec");
-    match &r.spec {
-        Spec::Gateway(g) => check_gateway(r, g, &spec, out),
-        Spec::VirtualService(vs) => {
-            for (i, t) in vs.tcp.iter().enumerate() {
-                let at = spec.key("tcp").index(i);
-                for (m, block) in t.matches.iter().enumerate() {
-                    let mat = at.key("match").index(m);
-                    check_l4(r, &mat, &block.destination_subnets, block.port, out);
-                }
-                check_destinations(r, &at, &t.route, out);
-            }
-            for (i, t) in vs.tls.iter().enumerate() {
-                let at = spec.key("tls").index(i);
-                if t.matches.is_empty() {
-                    out.push(r.error(Code::InvalidTcpTls, &at,
-                        "a `tls` route needs a `match` with `sniHosts`",
-                        "add `match: [{sniHosts: [a.example.com]}]`: TLS passthrough routes by the client's SNI",
-                    ));
-                }
-                for (m, block) in t.matches.iter().enumerate() {
-                    let mat = at.key("match").index(m);
-                    check_l4(r, &mat, &block.destination_subnets, block.port, out);
-                    if block.sni_hosts.is_empty() {
-                        out.push(r.error(
-                            Code::InvalidTcpTls,
-                            &mat,
-                            "missing `sniHosts`",
-                            "list the SNI names this rule takes, e.g. `sniHosts: [a.example.com]`",
-                        ));
-                    }
-                    for (s, sni) in block.sni_hosts.iter().enumerate() {
-                        if !vs.hosts.iter().any(|h| server_host_matches(h, sni)) {
-                            out.push(r.error(Code::InvalidTcpTls, &mat.key("sniHosts").index(s),
-                                format!("SNI host {sni:?} is not one of the VirtualService's hosts"),
-                                &format!(
-                                    "Istio takes only SNI names its `hosts` cover ({}): add it there, or fix the spelling",
-                                    vs.hosts.join(", ")
-                                ),
-                            ));
-                        }
-                    }
-                }
-                check_destinations(r, &at, &t.route, out);
-            }
-        }
-        Spec::DestinationRule(dr) => {
-            let policies = dr
-                .traffic_policy
-                .iter()
-                .map(|tp| (spec.key("trafficPolicy"), tp))
-                .chain(dr.subsets.iter().enumerate().filter_map(|(i, s)| {
-                    let at = spec.key("subsets").index(i).key("trafficPolicy");
-                    s.traffic_policy.as_ref().map(|tp| (at, tp))
-                }));
-            for (at, tp) in policies {
-                if let Some(t) = &tp.tunnel {
-                    check_tunnel(r, &at.key("tunnel"), t, out);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-fn check_tunnel(r: &Resource, at: &FieldPath, t: &TunnelSettings, out: &mut Vec<Diagnostic>) {
-    match t.protocol.as_deref() {
-        None | Some("CONNECT" | "POST") => {}
-        Some(other) => out.push(r.error(
-            Code::InvalidTcpTls,
-            &at.key("protocol"),
-            format!("unknown tunnel protocol {other:?}"),
-            "use CONNECT or POST",
-        )),
-    }
-    if t.target_host.as_deref().is_none_or(str::is_empty) {
-        out.push(r.error(
-            Code::InvalidTcpTls,
-            at,
-            "missing `targetHost`",
-            "name the host the proxy connects to, e.g. `targetHost: db.example.com`",
-        ));
-    }
-    match t.target_port {
-        None => out.push(r.error(
-            Code::InvalidTcpTls,
-            at,
-            "missing `targetPort`",
-            "give the port the proxy connects to, e.g. `targetPort: 5432`",
-        )),
-        Some(p) if !(1..=65535).contains(&p) => out.push(r.error(
-            Code::InvalidTcpTls,
-            &at.key("targetPort"),
-            format!("port {p} is out of range"),
-            "use 1-65535",
-        )),
-        Some(_) => {}
-    }
+    pub tls: Option<crate::model::native::ServerTls>,
 }
 
 /// The tunnel of a destination as Istio picks it: a subset's own `tunnel` when the destination
 /// names a subset (the host's is not inherited), else the host's.
-fn tunnel_of(dr: Option<&crate::istio::DestinationRuleSpec>, subset: &str) -> Option<Tunnel> {
+fn tunnel_of(
+    dr: Option<&crate::input::istio::DestinationRuleSpec>,
+    subset: &str,
+) -> Option<Tunnel> {
     let dr = dr?;
     let settings = if subset.is_empty() {
         dr.traffic_policy.as_ref()?.tunnel.as_ref()?
@@ -338,112 +92,6 @@ fn tunnel_of(dr: Option<&crate::istio::DestinationRuleSpec>, subset: &str) -> Op
         hostname,
         use_post: settings.protocol.as_deref() == Some("POST"),
     })
-}
-
-fn check_gateway(r: &Resource, g: &GatewaySpec, spec: &FieldPath, out: &mut Vec<Diagnostic>) {
-    for (i, s) in g.servers.iter().enumerate() {
-        let at = spec.key("servers").index(i);
-        let protocol = protocol_of(s.port.as_ref().and_then(|p| p.protocol.as_deref()));
-        match tls_mode(s) {
-            Some("AUTO_PASSTHROUGH") => out.push(r.error(Code::TargetCannotExpress, &at.key("tls").key("mode"),
-                "TLS mode AUTO_PASSTHROUGH is not supported by the envoy target",
-                "AUTO_PASSTHROUGH routes by Istio's SNI naming of clusters (outbound_.PORT_.SUBSET_.HOST), which only istiod's endpoints serve; use PASSTHROUGH with VirtualService `tls` routes",
-            )),
-            Some("PASSTHROUGH") if !matches!(protocol.as_str(), "HTTPS" | "TLS") => {
-                out.push(r.error(Code::InvalidTcpTls, &at.key("tls").key("mode"),
-                    format!("PASSTHROUGH on a {protocol} server"),
-                    "TLS passthrough needs `protocol: TLS` (or HTTPS)",
-                ));
-            }
-            Some("PASSTHROUGH") => {}
-            // Checked (with the certificate files) when the listener is built.
-            _ => {}
-        }
-    }
-}
-
-fn check_l4(
-    r: &Resource,
-    at: &FieldPath,
-    subnets: &[String],
-    port: Option<u32>,
-    out: &mut Vec<Diagnostic>,
-) {
-    for (s, subnet) in subnets.iter().enumerate() {
-        if let Err(e) = parse_subnet(subnet) {
-            out.push(r.error(
-                Code::InvalidTcpTls,
-                &at.key("destinationSubnets").index(s),
-                format!("invalid subnet {subnet:?}: {e}"),
-                "use an IP address or CIDR, e.g. 10.0.0.0/24",
-            ));
-        }
-    }
-    if let Some(p) = port
-        && !(1..=65535).contains(&p)
-    {
-        out.push(r.error(
-            Code::InvalidTcpTls,
-            &at.key("port"),
-            format!("port {p} is out of range"),
-            "use 1-65535",
-        ));
-    }
-}
-
-fn check_destinations(
-    r: &Resource,
-    at: &FieldPath,
-    route: &[RouteDestination],
-    out: &mut Vec<Diagnostic>,
-) {
-    if route.is_empty() {
-        out.push(r.error(
-            Code::InvalidTcpTls,
-            at,
-            "missing `route`",
-            "add `route: [{destination: {host: ...}}]`",
-        ));
-    }
-    let mut sum: i64 = 0;
-    for (d, dest) in route.iter().enumerate() {
-        let dat = at.key("route").index(d);
-        if dest
-            .destination
-            .as_ref()
-            .and_then(|dd| dd.host.as_deref())
-            .is_none_or(str::is_empty)
-        {
-            out.push(r.error(
-                Code::InvalidTcpTls,
-                &dat,
-                "missing `destination.host`",
-                "add `destination: {host: ...}`",
-            ));
-        }
-        match dest.weight {
-            Some(w) if w < 0 => out.push(r.error(
-                Code::InvalidWeights,
-                &dat.key("weight"),
-                format!("weight {w} is negative"),
-                "weights are non-negative; they are shares of the total",
-            )),
-            Some(w) => sum = sum.saturating_add(w),
-            None => {}
-        }
-    }
-    if route.len() > 1 && sum == 0 && route.iter().all(|d| d.weight.is_none_or(|w| w >= 0)) {
-        out.push(r.error(
-            Code::InvalidWeights,
-            &at.key("route"),
-            "the weights are all zero (or missing), so no destination gets connections",
-            "give each destination a `weight`, e.g. 90 and 10",
-        ));
-    }
-    let weights: Vec<Option<i64>> = route.iter().map(|d| d.weight).collect();
-    if let Some(d) = crate::validate::weights_not_100(r, &at.key("route"), &weights) {
-        out.push(d);
-    }
 }
 
 /// A service host and the protocol of each of its ports.
@@ -561,7 +209,7 @@ pub fn build(
     for (_, g) in gateways.values() {
         for s in &g.servers {
             let protocol = protocol_of(s.port.as_ref().and_then(|p| p.protocol.as_deref()));
-            if crate::validate::HTTP_PROTOCOLS.contains(&protocol.as_str())
+            if crate::check::validate::HTTP_PROTOCOLS.contains(&protocol.as_str())
                 && !is_passthrough_server(s)
                 && let Some(number) = s.port.as_ref().and_then(|p| p.number)
             {
@@ -579,7 +227,7 @@ pub fn build(
     // Gateway ports that take TCP, and what each serves; the certificates of terminating
     // servers by (gateway, server index).
     let mut gateway_tcp_ports: BTreeMap<u32, ServerKind> = BTreeMap::new();
-    let mut terminating: BTreeMap<(&(String, String), usize), crate::native::ServerTls> =
+    let mut terminating: BTreeMap<(&(String, String), usize), crate::model::native::ServerTls> =
         BTreeMap::new();
     for (key, (r, g)) in &gateways {
         for (i, s) in g.servers.iter().enumerate() {
@@ -601,8 +249,8 @@ pub fn build(
                     }
                     (_, tls) => tls.cloned(),
                 };
-                match crate::native::server_tls(r, &at, "HTTPS", tls.as_ref(), out) {
-                    Some(crate::native::ServerTlsUse::Terminate(tls)) => {
+                match crate::model::native::server_tls(r, &at, "HTTPS", tls.as_ref(), out) {
+                    Some(crate::model::native::ServerTlsUse::Terminate(tls)) => {
                         terminating.insert((key, i), tls);
                     }
                     _ => continue,
@@ -962,7 +610,7 @@ struct Binding {
     server_hosts: Option<Vec<String>>,
     kind: ServerKind,
     /// The certificate of a terminating server.
-    tls: Option<crate::native::ServerTls>,
+    tls: Option<crate::model::native::ServerTls>,
 }
 
 /// A `tcp` or `tls` rule in one shape: its field path, name suffix, match blocks, destinations.
@@ -1011,8 +659,8 @@ fn hashes_source_ip(target: &Target, mesh: &Mesh) -> bool {
     };
     mesh.clusters
         .get(cluster)
-        .and_then(crate::native::cluster_hash)
-        == Some(crate::native::HashKey::SourceIp)
+        .and_then(crate::model::native::cluster_hash)
+        == Some(crate::input::native::HashKey::SourceIp)
 }
 
 /// What destinations resolve against: service hosts (`resolve(host, namespace)` gives the
@@ -1155,81 +803,6 @@ fn tcp_services(resources: &[Resource]) -> BTreeMap<String, TcpService<'_>> {
     services
 }
 
-/// The Envoy listener of a TCP port: one filter chain per [`TcpChain`], each a `tcp_proxy`, and
-/// the `tls_inspector` when a chain matches on SNI.
-pub fn listener_json(listener: &Listener, address: Value) -> Value {
-    let chains: Vec<Value> = listener
-        .tcp_chains
-        .iter()
-        .map(|c| {
-            let mut proxy = json!({
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                "stat_prefix": c.stat_prefix,
-            });
-            if c.hash_source_ip {
-                proxy["hash_policy"] = json!([{"source_ip": {}}]);
-            }
-            match &c.target {
-                Target::Cluster(name) => proxy["cluster"] = json!(name),
-                Target::Split(members) => {
-                    let clusters: Vec<Value> = members
-                        .iter()
-                        .map(|(name, weight)| json!({"name": name, "weight": weight}))
-                        .collect();
-                    proxy["weighted_clusters"] = json!({"clusters": clusters});
-                }
-            }
-            if let Some(t) = &c.tunnel {
-                let mut config = json!({"hostname": t.hostname});
-                if t.use_post {
-                    config["use_post"] = json!(true);
-                }
-                proxy["tunneling_config"] = config;
-            }
-            let mut chain = json!({
-                "name": c.name,
-                "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}],
-            });
-            let mut m = serde_json::Map::new();
-            if !c.server_names.is_empty() {
-                m.insert("server_names".into(), json!(c.server_names));
-            }
-            if !c.destination_subnets.is_empty() {
-                let ranges: Vec<Value> = c
-                    .destination_subnets
-                    .iter()
-                    .map(|(a, l)| json!({"address_prefix": a, "prefix_len": l}))
-                    .collect();
-                m.insert("prefix_ranges".into(), json!(ranges));
-            }
-            if !m.is_empty() {
-                chain["filter_chain_match"] = Value::Object(m);
-            }
-            if let Some(tls) = &c.tls {
-                // No ALPN: the stream is not HTTP.
-                chain["transport_socket"] = crate::xds::native::downstream_tls(tls, &[]);
-            }
-            chain
-        })
-        .collect();
-    let mut value = json!({
-        "name": listener.name(),
-        "address": address,
-        "filter_chains": chains,
-    });
-    if listener
-        .tcp_chains
-        .iter()
-        .any(|c| !c.server_names.is_empty())
-    {
-        value["listener_filters"] = json!([{
-            "name": "envoy.filters.listener.tls_inspector",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
-        }]);
-    }
-    value
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1248,14 +821,5 @@ mod tests {
         assert!(narrow("c.example.com", Some(&two)).is_empty());
         assert_eq!(narrow("*.com", Some(&wild)), ["*.example.com"]);
         assert_eq!(narrow("x.org", None), ["x.org"]);
-    }
-
-    #[test]
-    fn subnets_parse_to_cidr_ranges() {
-        assert_eq!(parse_subnet("10.0.0.0/8"), Ok(("10.0.0.0".into(), 8)));
-        assert_eq!(parse_subnet("192.168.0.7"), Ok(("192.168.0.7".into(), 32)));
-        assert_eq!(parse_subnet("fd00::/8"), Ok(("fd00::".into(), 8)));
-        assert!(parse_subnet("10.0.0.0/33").is_err());
-        assert!(parse_subnet("db.internal").is_err());
     }
 }

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::yaml::FieldPath;
+use crate::input::yaml::FieldPath;
 
 /// `apiVersion` of the Kubernetes Service sluice reads.
 pub const SERVICE_API_VERSION: &str = "v1";

@@ -1,7 +1,7 @@
 //! `sluice build`: the four filters (or, with `--suite`, the one suite module that `sluice
 //! generate --suite` loads) compiled for `wasm32-wasip1` in release, optionally shrunk with
 //! Debian's binaryen ([`optimize_module`]: unused exports dropped, `wasm-opt -Oz`), copied to one output directory and optionally packaged as
-//! an OCI image layout for Istio ([`crate::oci`]).
+//! an OCI image layout for Istio ([`crate::package::oci`]).
 //!
 //! The modules land in their own directory (`target/sluice-build/` by default), never back in
 //! cargo's `target/wasm32-wasip1/release/`: other tools (and the test harness) read cargo's
@@ -10,11 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::Output;
-use crate::emit::envoy::FILTERS;
-use crate::oci;
 use crate::output::Destination;
-use crate::xds::filters::SUITE;
+use crate::output::Output;
+use crate::package::oci;
+use crate::xds::filters::{FILTERS, SUITE};
 
 /// The modules of the default layout, the four-filter chain, in chain order.
 pub const CHAIN_MODULES: [&str; 4] = FILTERS;
@@ -219,7 +218,7 @@ fn cargo_build(
     modules: &[&str],
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), String> {
-    progress(&crate::toolchain::ensure(repo, &[])?);
+    progress(&crate::package::toolchain::ensure(repo, &[])?);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command

@@ -17,8 +17,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::input::options::{Options, WasmModules};
 use crate::model::{Discovery, Endpoint, Mesh};
-use crate::{Options, WasmModules};
 
 use super::envoy::{EmitError, Emitted, MODULES};
 
@@ -145,7 +145,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
     }
     // Every other option (the filter layout among them) carries over to the bootstrap.
     let envoy_options = Options {
-        target: crate::Target::Envoy,
+        target: crate::input::options::Target::Envoy,
         listen_address: "0.0.0.0".into(),
         ephemeral_ports: false,
         wasm: WasmModules::Reference(WASM_MOUNT.into()),
@@ -252,7 +252,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
 /// The bootstrap with the admin's address set to `0.0.0.0` (the envoy target binds it to
 /// loopback). Edited on the parsed document, so the YAML's quoting cannot hide it.
 fn admin_on_all_interfaces(envoy_yaml: &str) -> String {
-    let Ok(documents) = crate::yaml::parse_documents(envoy_yaml) else {
+    let Ok(documents) = crate::input::yaml::parse_documents(envoy_yaml) else {
         return envoy_yaml.to_owned();
     };
     let Some(document) = documents.first() else {

@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 use schemars::generate::SchemaSettings;
 use serde_json::Value;
 
-/// The filters with a plugin config, in chain order (same as [`crate::emit::envoy::FILTERS`]).
-pub const FILTERS: [&str; 4] = crate::emit::envoy::FILTERS;
+/// The filters with a plugin config, in chain order (same as [`crate::xds::filters::FILTERS`]).
+pub const FILTERS: [&str; 4] = crate::xds::filters::FILTERS;
 
 /// Every module with a schema: the four filters, then the suite (`sluice-suite.schema.json`).
-pub const CONFIGS: [&str; 5] = crate::emit::envoy::MODULES;
+pub const CONFIGS: [&str; 5] = crate::xds::filters::MODULES;
 
 /// The schema file name of `filter`: `sluice-<filter>.schema.json`.
 pub fn file_name(filter: &str) -> String {

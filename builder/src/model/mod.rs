@@ -1,22 +1,30 @@
-//! Stage 3: the mesh as one Envoy sees it, built from validated resources, with the
+//! Stage 3, model: the mesh as one Envoy sees it, built from validated resources, with the
 //! cross-resource checks (unknown hosts, subsets, gateways, duplicates) on the way.
+//!
+//! May import: [`crate::check`], [`crate::input`] and the leaves.
 //!
 //! Everything is ordered (`BTreeMap`, resource order for rules), so the same input always gives
 //! the same model and the same bytes out. Lookups are maps keyed by host or name: building is
 //! linear in the size of the input (no quadratic scans over services).
 
+pub mod locality;
+pub mod native;
+pub mod settings;
+pub mod tcp;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::check::validate::{HTTP_PROTOCOLS, to_core_match};
 use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
-use crate::istio::{
+pub(crate) use crate::input::istio::server_host_matches;
+use crate::input::istio::{
     DestinationRuleSpec, GatewaySpec, HttpFaultInjection, ServiceEntrySpec, TrafficPolicy,
     VirtualServiceSpec, WorkloadEntrySpec,
 };
-use crate::parse::{Kind, Resource, Spec};
-use crate::validate::{HTTP_PROTOCOLS, to_core_match};
-use crate::yaml::FieldPath;
+use crate::input::parse::{Kind, Resource, Spec};
+use crate::input::yaml::FieldPath;
 
 /// The whole mesh: listeners by port and clusters by name.
 #[derive(Debug, Clone, Default)]
@@ -27,8 +35,8 @@ pub struct Mesh {
     /// Clusters named like Istio's: `outbound|<port>|<subset>|<host>`.
     pub clusters: BTreeMap<String, Cluster>,
     /// The proxy's own locality (`--locality`), for the bootstrap's `node.locality`; set by
-    /// [`crate::locality::apply`].
-    pub proxy_locality: Option<crate::locality::Locality>,
+    /// [`crate::model::locality::apply`].
+    pub proxy_locality: Option<crate::input::locality::Locality>,
     /// Hosts known only from Kubernetes Services (`<name>.<namespace>.svc.<domain>`): their
     /// clusters have no endpoints, which Istio's registry knows and a static config does not.
     pub service_only_hosts: BTreeSet<String>,
@@ -64,7 +72,7 @@ pub struct Listener {
     /// Virtual hosts, in order; domains are unique across them.
     pub virtual_hosts: Vec<VirtualHost>,
     /// TLS termination (a Gateway HTTPS server on this port).
-    pub tls: Option<crate::native::ServerTls>,
+    pub tls: Option<crate::model::native::ServerTls>,
     /// Redirect every plain-HTTP request to HTTPS (a Gateway server's `tls.httpsRedirect`).
     pub https_redirect: bool,
     /// Gateway HTTPS servers of this port with different certificates, as Istio serves them:
@@ -74,7 +82,7 @@ pub struct Listener {
     /// A TCP port's filter chains (VirtualService `tcp`/`tls` routes, TLS passthrough, Istio's
     /// default TCP route; see [`crate::tcp`]): when non-empty the listener proxies connections
     /// and has no virtual hosts.
-    pub tcp_chains: Vec<crate::tcp::TcpChain>,
+    pub tcp_chains: Vec<crate::model::tcp::TcpChain>,
 }
 
 /// One certificate of a port that serves several (see [`Listener::sni_servers`]).
@@ -84,7 +92,7 @@ pub struct SniServer {
     /// chain's `server_names`, and the virtual hosts the chain routes. `*` matches any SNI.
     pub hosts: Vec<String>,
     /// The certificate and client verification of these hosts.
-    pub tls: crate::native::ServerTls,
+    pub tls: crate::model::native::ServerTls,
 }
 
 impl SniServer {
@@ -157,10 +165,10 @@ pub struct Rule {
     /// Fault injection, kept for the fault filter.
     pub fault: Option<HttpFaultInjection>,
     /// sluice-only settings of the rule (canary stickiness, schedule, failover; fault extras).
-    pub sluice: crate::sluice_settings::RuleSettings,
+    pub sluice: crate::model::settings::RuleSettings,
     /// What Envoy does natively on this rule's route (mirrors, rewrites, redirects, headers, CORS,
     /// hashing); see [`crate::native`].
-    pub native: crate::native::RouteExtras,
+    pub native: crate::model::native::RouteExtras,
 }
 
 /// A rule's destination.
@@ -236,13 +244,13 @@ pub struct Cluster {
     pub breaker: Option<sluice_core::breaker::BreakerSettings>,
     /// Active health checking (`sluice.dev/health-check` on the DestinationRule, else on the
     /// ServiceEntry).
-    pub health_check: Option<crate::native::HealthCheck>,
+    pub health_check: Option<crate::model::native::HealthCheck>,
     /// The locality of each endpoint (`region/zone/subzone`, empty when unset), in the order
     /// of `endpoints`.
     pub endpoint_localities: Vec<String>,
     /// Endpoints grouped by locality, with weights and priorities (see
-    /// [`crate::locality::apply`]); empty groups: one flat group.
-    pub locality: crate::locality::ClusterLocality,
+    /// [`crate::model::locality::apply`]); empty groups: one flat group.
+    pub locality: crate::model::locality::ClusterLocality,
 }
 
 /// Istio's cluster name.
@@ -361,8 +369,7 @@ pub fn build_with_credentials(
     build_in(resources, credentials_dir, DEFAULT_CLUSTER_DOMAIN)
 }
 
-/// Kubernetes' default cluster domain (`--cluster-domain`).
-pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+pub use crate::input::options::DEFAULT_CLUSTER_DOMAIN;
 
 /// [`build_with_credentials`] for a cluster whose Kubernetes names end in `.svc.<domain>`.
 pub fn build_in(
@@ -382,7 +389,7 @@ pub fn build_in(
         .map(|(host, _)| host.clone())
         .collect();
     build_listeners(resources, &registry, credentials_dir, &mut mesh, &mut out);
-    crate::tcp::build(resources, credentials_dir, &mut mesh, &mut out);
+    crate::model::tcp::build(resources, credentials_dir, &mut mesh, &mut out);
     (mesh, out)
 }
 
@@ -627,7 +634,7 @@ fn register_service<'a>(
 /// targets refuse such a host, see [`Mesh::service_only_hosts`]).
 fn register_kube_service<'a>(
     r: &'a Resource,
-    svc: &'a crate::kube::ServiceSpec,
+    svc: &'a crate::input::kube::ServiceSpec,
     registry: &mut Registry<'a>,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -686,9 +693,9 @@ fn merge_policy(
     port: u32,
 ) -> TrafficPolicy {
     let host = host
-        .map(|h| crate::native::at_port(h, port))
+        .map(|h| crate::input::native::at_port(h, port))
         .unwrap_or_default();
-    let Some(sub) = subset.map(|s| crate::native::at_port(s, port)) else {
+    let Some(sub) = subset.map(|s| crate::input::native::at_port(s, port)) else {
         return host;
     };
     TrafficPolicy {
@@ -751,11 +758,13 @@ fn client_secret(
 
 /// Every `tls` block of a DestinationRule, with its path: the host's, its port-level ones, and
 /// the same for each subset.
-fn client_tls_blocks(dr: &DestinationRuleSpec) -> Vec<(FieldPath, &crate::native::ClientTls)> {
+fn client_tls_blocks(
+    dr: &DestinationRuleSpec,
+) -> Vec<(FieldPath, &crate::input::native::ClientTls)> {
     fn of_policy<'a>(
         at: &FieldPath,
         tp: Option<&'a TrafficPolicy>,
-        found: &mut Vec<(FieldPath, &'a crate::native::ClientTls)>,
+        found: &mut Vec<(FieldPath, &'a crate::input::native::ClientTls)>,
     ) {
         let Some(tp) = tp else { return };
         if let Some(tls) = &tp.tls {
@@ -942,18 +951,18 @@ fn build_clusters(
                             discovery: svc.discovery,
                             endpoints,
                             http2: port.http2,
-                            breaker: crate::sluice_settings::cluster_breaker(
+                            breaker: crate::model::settings::cluster_breaker(
                                 dr.map(|(r, _)| *r),
                                 subset,
                                 &policy,
                             ),
                             policy,
-                            health_check: crate::native::health_check(
+                            health_check: crate::model::native::health_check(
                                 dr.map(|(r, _)| *r),
                                 svc.resource,
                             ),
                             endpoint_localities,
-                            locality: crate::locality::ClusterLocality::default(),
+                            locality: crate::model::locality::ClusterLocality::default(),
                         },
                     );
                     empty
@@ -1005,7 +1014,7 @@ fn check_passthrough(
 ) {
     let Some(dr) = dr else { return };
     let by_name = mesh.clusters.values().filter(|c| c.host == host);
-    let mut passthrough = by_name.filter(|c| crate::native::is_passthrough(c));
+    let mut passthrough = by_name.filter(|c| crate::model::native::is_passthrough(c));
     let Some(first) = passthrough.next() else {
         return;
     };
@@ -1140,11 +1149,11 @@ pub fn check_match_gateways_for_istio(resources: &[Resource]) -> Vec<Diagnostic>
 fn rule_on_gateways<'h>(
     r: &Resource,
     at: &FieldPath,
-    h: &'h crate::istio::HttpRoute,
+    h: &'h crate::input::istio::HttpRoute,
     gateways: &BTreeSet<String>,
     port: u32,
     out: &mut Vec<Diagnostic>,
-) -> Option<std::borrow::Cow<'h, crate::istio::HttpRoute>> {
+) -> Option<std::borrow::Cow<'h, crate::input::istio::HttpRoute>> {
     if h.matches.iter().all(|m| m.gateways.is_empty()) {
         return Some(std::borrow::Cow::Borrowed(h));
     }
@@ -1178,19 +1187,6 @@ fn rule_on_gateways<'h>(
     (!kept.matches.is_empty()).then_some(std::borrow::Cow::Owned(kept))
 }
 
-/// Host pattern match as Istio applies gateway server hosts: `*`, `*.suffix`, exact; an
-/// optional `namespace/` prefix is ignored.
-pub(crate) fn server_host_matches(pattern: &str, host: &str) -> bool {
-    let pattern = pattern.rsplit('/').next().unwrap_or(pattern);
-    if pattern == "*" || pattern == host || host == "*" {
-        return true;
-    }
-    if let Some(suffix) = pattern.strip_prefix('*') {
-        return host.ends_with(suffix) || host.strip_prefix('*') == Some(suffix);
-    }
-    false
-}
-
 /// Adds Gateway server `s` (terminating with `tls`) to its port's certificates: merged into the
 /// entry with the same certificate, else a new SNI-selected entry. A host already served with
 /// another certificate on this port is an error (Envoy would refuse two chains matching one
@@ -1198,8 +1194,8 @@ pub(crate) fn server_host_matches(pattern: &str, host: &str) -> bool {
 fn add_sni_server(
     r: &Resource,
     at: &FieldPath,
-    s: &crate::istio::Server,
-    tls: crate::native::ServerTls,
+    s: &crate::input::istio::Server,
+    tls: crate::model::native::ServerTls,
     servers: &mut Vec<SniServer>,
     out: &mut Vec<Diagnostic>,
 ) -> bool {
@@ -1259,7 +1255,8 @@ fn build_listeners(
             let Some(number) = port.number else { continue };
             let protocol = port.protocol.as_deref().unwrap_or("").to_ascii_uppercase();
             // A passthrough server routes by SNI, not HTTP: see crate::tcp.
-            if HTTP_PROTOCOLS.contains(&protocol.as_str()) && !crate::tcp::is_passthrough_server(s)
+            if HTTP_PROTOCOLS.contains(&protocol.as_str())
+                && !crate::input::tcp::is_passthrough_server(s)
             {
                 let at = FieldPath::root().key("spec").key("servers").index(i);
                 let tls = match (credentials_dir, s.tls.as_ref()) {
@@ -1271,13 +1268,13 @@ fn build_listeners(
                     }
                     (_, tls) => tls.cloned(),
                 };
-                match crate::native::server_tls(r, &at, &protocol, tls.as_ref(), out) {
+                match crate::model::native::server_tls(r, &at, &protocol, tls.as_ref(), out) {
                     None => continue,
-                    Some(crate::native::ServerTlsUse::None) => {}
-                    Some(crate::native::ServerTlsUse::HttpsRedirect) => {
+                    Some(crate::model::native::ServerTlsUse::None) => {}
+                    Some(crate::model::native::ServerTlsUse::HttpsRedirect) => {
                         https_redirect_ports.insert(number);
                     }
-                    Some(crate::native::ServerTlsUse::Terminate(tls)) => {
+                    Some(crate::model::native::ServerTlsUse::Terminate(tls)) => {
                         let servers = gateway_tls.entry(number).or_default();
                         if !add_sni_server(r, &at, s, tls, servers, out) {
                             continue;
@@ -1474,8 +1471,8 @@ fn build_listeners(
                     continue;
                 };
                 let h = h.as_ref();
-                let target = if crate::native::answers_locally(h) {
-                    Target::Cluster(crate::native::NO_UPSTREAM.into())
+                let target = if crate::input::native::answers_locally(h) {
+                    Target::Cluster(crate::model::native::NO_UPSTREAM.into())
                 } else if let Some(t) =
                     resolve_target(registry, b.resource, &at, h, Some(port), out)
                 {
@@ -1500,7 +1497,7 @@ fn build_listeners(
                         h.retries.as_ref().unwrap_or(&istio_default_retries()),
                     )),
                     fault: h.fault.clone(),
-                    sluice: crate::sluice_settings::rule_settings(b.resource, i),
+                    sluice: crate::model::settings::rule_settings(b.resource, i),
                     native,
                 });
             }
@@ -1519,11 +1516,11 @@ fn build_listeners(
             let hash = mesh
                 .clusters
                 .get(&cluster)
-                .and_then(crate::native::cluster_hash);
+                .and_then(crate::model::native::cluster_hash);
             let passthrough_endpoints = mesh
                 .clusters
                 .get(&cluster)
-                .map(crate::native::passthrough_endpoints)
+                .map(crate::model::native::passthrough_endpoints)
                 .unwrap_or_default();
             listener.virtual_hosts.push(VirtualHost {
                 name: format!("{host}:{port}"),
@@ -1535,8 +1532,8 @@ fn build_listeners(
                     timeout: None,
                     retries: Some(retry_policy(&istio_default_retries())),
                     fault: None,
-                    sluice: crate::sluice_settings::RuleSettings::default(),
-                    native: crate::native::RouteExtras {
+                    sluice: crate::model::settings::RuleSettings::default(),
+                    native: crate::model::native::RouteExtras {
                         hash,
                         passthrough_endpoints,
                         ..Default::default()
@@ -1594,7 +1591,7 @@ fn resolve_target(
     registry: &Registry<'_>,
     r: &Resource,
     at: &FieldPath,
-    h: &crate::istio::HttpRoute,
+    h: &crate::input::istio::HttpRoute,
     listener_port: Option<u32>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Target> {
@@ -1697,8 +1694,8 @@ fn resolve_target(
 /// Istio's retry policy for a route that sets no `retries` (pilot's `DefaultRetryPolicy`: 2
 /// attempts on connect-failure, refused-stream, unavailable, cancelled and 503, skipping hosts
 /// already tried).
-fn istio_default_retries() -> crate::istio::HttpRetry {
-    crate::istio::HttpRetry {
+fn istio_default_retries() -> crate::input::istio::HttpRetry {
+    crate::input::istio::HttpRetry {
         attempts: Some(2),
         ..Default::default()
     }
@@ -1712,18 +1709,18 @@ fn native_extras(
     mesh: &Mesh,
     r: &Resource,
     at: &FieldPath,
-    h: &crate::istio::HttpRoute,
+    h: &crate::input::istio::HttpRoute,
     target: &Target,
     listener_port: u32,
     out: &mut Vec<Diagnostic>,
-) -> crate::native::RouteExtras {
+) -> crate::model::native::RouteExtras {
     let clusters: Vec<String> = match target {
         Target::Cluster(c) => vec![c.clone()],
         Target::Split(members) => members.iter().map(|(c, _)| c.clone()).collect(),
     };
-    let resolve = |dat: &FieldPath, d: &crate::istio::Destination| {
-        let single = crate::istio::HttpRoute {
-            route: vec![crate::istio::HttpRouteDestination {
+    let resolve = |dat: &FieldPath, d: &crate::input::istio::Destination| {
+        let single = crate::input::istio::HttpRoute {
+            route: vec![crate::input::istio::HttpRouteDestination {
                 destination: Some(d.clone()),
                 ..Default::default()
             }],
@@ -1749,9 +1746,9 @@ fn native_extras(
     let hash_of = |cluster: &str| {
         mesh.clusters
             .get(cluster)
-            .and_then(crate::native::cluster_hash)
+            .and_then(crate::model::native::cluster_hash)
     };
-    let mut extras = crate::native::route_extras(h, &clusters, resolve, hash_of, at);
+    let mut extras = crate::model::native::route_extras(h, &clusters, resolve, hash_of, at);
     // Envoy cannot copy the request's port into a redirect; Istio knows the port each route is
     // generated for and writes it (`FROM_REQUEST_PORT`). `FROM_PROTOCOL_DEFAULT` sets no port,
     // as Istio leaves Envoy's `port_redirect` unset.
@@ -1765,7 +1762,7 @@ fn native_extras(
             extras.passthrough_endpoints = mesh
                 .clusters
                 .get(c)
-                .map(crate::native::passthrough_endpoints)
+                .map(crate::model::native::passthrough_endpoints)
                 .unwrap_or_default();
         }
         Target::Split(members) => {
@@ -1774,7 +1771,7 @@ fn native_extras(
             if let Some((c, _)) = members.iter().find(|(c, _)| {
                 mesh.clusters
                     .get(c)
-                    .is_some_and(crate::native::is_passthrough)
+                    .is_some_and(crate::model::native::is_passthrough)
             }) {
                 out.push(r.error(Code::InvalidField, &at.key("route"),
                     format!("{c} load-balances PASSTHROUGH: it cannot be one of weighted destinations"),
@@ -1786,7 +1783,7 @@ fn native_extras(
     extras
 }
 
-fn retry_policy(r: &crate::istio::HttpRetry) -> RetryPolicy {
+fn retry_policy(r: &crate::input::istio::HttpRetry) -> RetryPolicy {
     let mut retry_on = Vec::new();
     let mut status_codes = Vec::new();
     // Istio's default conditions when `retryOn` is absent.
@@ -1826,72 +1823,6 @@ fn retry_policy(r: &crate::istio::HttpRetry) -> RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const HTTPS_GATEWAY: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: web}\nspec:\n  hosts: [web.example.com]\n  ports: [{number: 8080, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [web.example.com]\n    tls:\n      mode: SIMPLE\n      credentialName: web-cert\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\nspec:\n  hosts: [web.example.com]\n  gateways: [gw]\n  http:\n  - route: [{destination: {host: web.example.com}}]\n";
-
-    fn generate_gateway(credentials_dir: Option<&Path>) -> Result<String, String> {
-        let options = crate::Options {
-            credentials_dir: credentials_dir.map(Path::to_path_buf),
-            wasm: crate::WasmModules::Reference("wasm".into()),
-            ..crate::Options::default()
-        };
-        crate::generate(
-            &crate::Inputs::from_text("gw.yaml", HTTPS_GATEWAY),
-            &options,
-        )
-        .map(|o| {
-            String::from_utf8_lossy(o.files.get("envoy.yaml").map_or(&[][..], |f| f)).into_owned()
-                + &o.warnings.to_string()
-        })
-        .map_err(|d| d.to_string())
-    }
-
-    #[test]
-    fn credential_name_reads_the_secret_files_from_the_credentials_dir() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let secret = dir.path().join("web-cert");
-        std::fs::create_dir(&secret).expect("mkdir");
-        std::fs::write(secret.join("tls.crt"), "cert").expect("write");
-        std::fs::write(secret.join("tls.key"), "key").expect("write");
-        let envoy = generate_gateway(Some(dir.path())).expect("generates");
-        let crt = secret.join("tls.crt").display().to_string();
-        let key = secret.join("tls.key").display().to_string();
-        assert!(envoy.contains(&crt) && envoy.contains(&key), "{envoy}");
-        assert!(envoy.contains("listener_443"), "{envoy}");
-        assert!(!envoy.contains("credentialName"), "{envoy}");
-    }
-
-    #[test]
-    fn a_missing_secret_file_is_an_error_at_credential_name() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let secret = dir.path().join("web-cert");
-        std::fs::create_dir(&secret).expect("mkdir");
-        std::fs::write(secret.join("tls.crt"), "cert").expect("write");
-        let errors = generate_gateway(Some(dir.path())).expect_err("tls.key is missing");
-        let key = secret.join("tls.key").display().to_string();
-        assert!(
-            errors.starts_with(&format!(
-                "gw.yaml:19:7: error[SL307]: Gateway/gw: spec.servers[0].tls.credentialName: secret \"web-cert\" not found in the credentials directory: missing {key}\n  hint: put the secret's files in "
-            )),
-            "{errors}"
-        );
-        assert!(
-            errors.ends_with("1 error; nothing was written\n"),
-            "{errors}"
-        );
-    }
-
-    #[test]
-    fn without_a_credentials_dir_credential_name_stays_a_warning() {
-        let out = generate_gateway(None).expect("still generates");
-        assert!(!out.contains("listener_443"), "{out}");
-        assert!(
-            out.contains(
-                "gw.yaml:19:7: warning[SL901]: Gateway/gw: spec.servers[0].tls.credentialName:"
-            ),
-            "{out}"
-        );
-    }
 
     #[test]
     fn gateway_host_patterns() {

@@ -8,12 +8,12 @@ use std::net::IpAddr;
 use sluice_core::matching::MatchSet;
 
 use crate::diag::{Code, Diagnostic};
-use crate::istio::{
+use crate::input::istio::{
     CircuitBreaker, ConnectionPoolSettings, HttpMatchRequest, HttpRetry, OutlierDetection,
     StringMatch, TrafficPolicy, WorkloadEntrySpec,
 };
-use crate::parse::{Resource, Spec};
-use crate::yaml::FieldPath;
+use crate::input::parse::{Resource, Spec};
+use crate::input::yaml::FieldPath;
 
 /// Envoy `retry_on` conditions (HTTP and gRPC) that Istio passes through.
 pub const RETRY_ON: &[&str] = &[
@@ -42,8 +42,8 @@ pub const HTTP_PROTOCOLS: &[&str] = &["HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP
 pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for r in resources {
-        crate::native::check_health_check(r, &mut out);
-        crate::tcp::check(r, &mut out);
+        crate::check::native::check_health_check(r, &mut out);
+        crate::check::tcp::check(r, &mut out);
         let spec = FieldPath::root().key("spec");
         match &r.spec {
             Spec::Gateway(g) => {
@@ -76,7 +76,7 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                                 Some(proto)
                                     if !HTTP_PROTOCOLS
                                         .contains(&proto.to_ascii_uppercase().as_str())
-                                        && !crate::tcp::is_tcp_server_protocol(proto) =>
+                                        && !crate::input::tcp::is_tcp_server_protocol(proto) =>
                                 {
                                     out.push(r.error(Code::UnsupportedValue, &at.key("port").key("protocol"),
                                         format!(
@@ -296,7 +296,7 @@ fn check_non_negative(r: &Resource, at: &FieldPath, v: Option<i64>, out: &mut Ve
 
 fn check_virtual_service(
     r: &Resource,
-    vs: &crate::istio::VirtualServiceSpec,
+    vs: &crate::input::istio::VirtualServiceSpec,
     out: &mut Vec<Diagnostic>,
 ) {
     let spec = FieldPath::root().key("spec");
@@ -318,8 +318,8 @@ fn check_virtual_service(
     }
     for (i, h) in vs.http.iter().enumerate() {
         let at = spec.key("http").index(i);
-        crate::native::check_route(r, &at, h, out);
-        if h.route.is_empty() && !crate::native::answers_locally(h) {
+        crate::check::native::check_route(r, &at, h, out);
+        if h.route.is_empty() && !crate::input::native::answers_locally(h) {
             out.push(r.error(
                 Code::InvalidField,
                 &at,
@@ -389,7 +389,7 @@ fn check_virtual_service(
         if let Some(retries) = &h.retries {
             check_retries(r, &at.key("retries"), retries, out);
         }
-        // `fault` is checked by the fault filter's own rules: crate::sluice_settings::check.
+        // `fault` is checked by the fault filter's own rules: crate::model::settings::check.
     }
 }
 
@@ -566,7 +566,7 @@ fn check_traffic_policy(
             )),
         }
     }
-    crate::native::check_policy(r, at, tp, out);
+    crate::check::native::check_policy(r, at, tp, out);
     if let Some(cp) = &tp.connection_pool {
         check_pool(r, &at.key("connectionPool"), cp, out);
     }

@@ -29,74 +29,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 use sluice_core::wire;
 
+pub use crate::input::options::{Attach, DEFAULT_REGISTRY, IstioOptions, ModuleSource};
+use crate::input::parse::{Kind, Resource};
 use crate::model::{Listener, Mesh, Target};
-use crate::parse::{Kind, Resource};
 
 use super::envoy::{EmitError, Emitted};
 use crate::xds::filters::PluginConfigs;
-
-/// Where the WasmPlugins fetch the modules from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModuleSource {
-    /// `oci://<registry>/sluice-<filter>:<tag>`: images written by `sluice build --oci`.
-    Oci {
-        /// Registry and repository prefix, e.g. `ghcr.io/acme`.
-        registry: String,
-        /// Image tag.
-        tag: String,
-    },
-    /// `file://<dir>/sluice_<filter>.wasm`: modules already on every proxy's file system.
-    File(String),
-    /// `<base>/sluice_<filter>.wasm` over http(s): the Istio agent downloads the module and
-    /// checks it against the WasmPlugin's `sha256` (the module's own digest).
-    Http(String),
-}
-
-/// How the filters are attached to Istio's proxies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Attach {
-    /// `extensions.istio.io/v1alpha1` WasmPlugin: Istio's own API for wasm; modules from OCI
-    /// images, http(s) or files, fetched and verified by the Istio agent.
-    #[default]
-    WasmPlugin,
-    /// `networking.istio.io/v1alpha3` EnvoyFilter: the filters patched into Envoy's HTTP filter
-    /// chain directly, before `envoy.filters.http.router`, with an explicit `vm_id`; modules
-    /// from a file on the proxy or fetched by Envoy over http(s) (no OCI).
-    EnvoyFilter,
-}
-
-/// Options of the istio target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IstioOptions {
-    /// WasmPlugin or EnvoyFilter resources.
-    pub attach: Attach,
-    /// Module location.
-    pub source: ModuleSource,
-    /// EnvoyFilter with an http(s) source: the Envoy cluster that reaches the module server
-    /// (Envoy fetches `remote` code through a cluster, e.g. `outbound|443||downloads.example.com`
-    /// of a ServiceEntry).
-    pub module_cluster: Option<String>,
-    /// Per filter short name, the WasmPlugin `sha256` to pin (the module's for `file://`, the
-    /// image manifest's for `oci://`), when known.
-    pub sha256: BTreeMap<String, String>,
-    /// Istio's root namespace (mesh-wide WasmPlugins live there).
-    pub root_namespace: String,
-}
-
-impl Default for IstioOptions {
-    fn default() -> Self {
-        Self {
-            attach: Attach::WasmPlugin,
-            module_cluster: None,
-            source: ModuleSource::Oci {
-                registry: DEFAULT_REGISTRY.into(),
-                tag: env!("CARGO_PKG_VERSION").into(),
-            },
-            sha256: BTreeMap::new(),
-            root_namespace: "istio-system".into(),
-        }
-    }
-}
 
 /// Where the WasmPlugins' `sha256` pins come from: exactly the bytes that will be shipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,13 +109,15 @@ pub fn pins(
                     continue;
                 };
                 let digest = match source {
-                    ModuleSource::File(_) | ModuleSource::Http(_) => crate::oci::sha256_hex(&wasm),
+                    ModuleSource::File(_) | ModuleSource::Http(_) => {
+                        crate::package::oci::sha256_hex(&wasm)
+                    }
                     // The layout is deterministic: this is the digest `sluice build --oci
                     // --tag TAG` writes for these very bytes.
                     ModuleSource::Oci { tag, .. } => {
                         let name = format!("sluice-{filter}");
-                        match crate::oci::image_layout(
-                            &[crate::oci::Module {
+                        match crate::package::oci::image_layout(
+                            &[crate::package::oci::Module {
                                 name: &name,
                                 wasm: &wasm,
                             }],
@@ -201,9 +141,6 @@ pub fn pins(
     }
     (found, missing)
 }
-
-/// Registry used when `--image-registry` is not given.
-pub const DEFAULT_REGISTRY: &str = "ghcr.io/sluice-proxy";
 
 /// WasmPlugin priority per filter: descending priority is execution order within a phase. The
 /// suite, alone in its layout, takes the router's place: first of sluice's plugins, so a

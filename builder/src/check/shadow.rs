@@ -11,10 +11,10 @@
 
 use sluice_core::matching::{HttpMatchRequest, StringMatch};
 
+use crate::check::validate::to_core_match;
 use crate::diag::{Code, Diagnostic, Severity};
-use crate::parse::{Resource, Spec};
-use crate::validate::to_core_match;
-use crate::yaml::FieldPath;
+use crate::input::parse::{Resource, Spec};
+use crate::input::yaml::FieldPath;
 
 /// The SL904 warnings of every VirtualService.
 pub fn check(resources: &[Resource]) -> Vec<Diagnostic> {

@@ -139,7 +139,7 @@ mod tests {
             "s": "yes", "t": "10", "u": "outbound|80||a", "w": "line\nbreak", "z": []
         });
         let text = to_yaml(&v);
-        let back = crate::yaml::parse_documents(&text).unwrap();
+        let back = crate::input::yaml::parse_documents(&text).unwrap();
         assert_eq!(back[0].root.to_json(), v, "{text}");
         assert!(
             text.starts_with("\"@type\": type.googleapis.com/x\n"),

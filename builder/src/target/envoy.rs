@@ -8,24 +8,13 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::input::options::{Options, WasmModules};
 use crate::model::Mesh;
+/// The module names, where they were before the stage layout (`sluice::emit::envoy::MODULES`).
+pub use crate::xds::filters::{FILTERS, MODULES};
 pub use crate::xds::resources::EmitError;
 pub(crate) use crate::xds::resources::wasm_http_filter;
 use crate::xds::resources::{module_file, socket};
-use crate::{Options, WasmModules};
-
-/// The sluice filters of the chain layout, by short name (`sluice_<name>.wasm`), in chain order.
-pub const FILTERS: [&str; 4] = ["router", "canary", "fault", "breaker"];
-
-/// Every module a generated config can load: the four filters, and the suite
-/// ([`crate::xds::filters::SUITE`]) that replaces them with `--suite`.
-pub const MODULES: [&str; 5] = [
-    "router",
-    "canary",
-    "fault",
-    "breaker",
-    crate::xds::filters::SUITE,
-];
 
 /// Labels the bootstrap's `stats_tags` extract from sluice metric names.
 const METRIC_TAGS: [&str; 4] = ["rule", "split", "member", "cluster"];

@@ -109,10 +109,10 @@ pub struct VirtualServiceSpec {
     pub http: Vec<HttpRoute>,
     /// TCP rules for the hosts' non-HTTP ports (see [`crate::tcp`]).
     #[serde(default)]
-    pub tcp: Vec<crate::tcp::TcpRoute>,
+    pub tcp: Vec<crate::input::tcp::TcpRoute>,
     /// TLS passthrough rules, routed by SNI (see [`crate::tcp`]).
     #[serde(default)]
-    pub tls: Vec<crate::tcp::TlsRoute>,
+    pub tls: Vec<crate::input::tcp::TlsRoute>,
     /// Visibility across namespaces; one Envoy sees everything, so unused.
     #[serde(default)]
     pub export_to: Vec<String>,
@@ -140,21 +140,21 @@ pub struct HttpRoute {
     pub mirror: Option<Destination>,
     /// Copy requests to several destinations.
     #[serde(default)]
-    pub mirrors: Vec<crate::native::HttpMirrorPolicy>,
+    pub mirrors: Vec<crate::input::native::HttpMirrorPolicy>,
     /// Share of requests `mirror` copies (default 100).
     pub mirror_percentage: Option<Percent>,
     /// Deprecated integer form of `mirrorPercentage`.
     pub mirror_percent: Option<u32>,
     /// Path and authority rewrite.
-    pub rewrite: Option<crate::native::HttpRewrite>,
+    pub rewrite: Option<crate::input::native::HttpRewrite>,
     /// Answer with a redirect.
-    pub redirect: Option<crate::native::HttpRedirect>,
+    pub redirect: Option<crate::input::native::HttpRedirect>,
     /// Answer with a fixed response.
-    pub direct_response: Option<crate::native::HttpDirectResponse>,
+    pub direct_response: Option<crate::input::native::HttpDirectResponse>,
     /// Header operations.
-    pub headers: Option<crate::native::Headers>,
+    pub headers: Option<crate::input::native::Headers>,
     /// CORS policy.
-    pub cors_policy: Option<crate::native::CorsPolicy>,
+    pub cors_policy: Option<crate::input::native::CorsPolicy>,
 }
 
 /// Istio `StringMatch`: exactly one of `exact`, `prefix`, `regex` (`{}` means "present" in
@@ -218,7 +218,7 @@ pub struct HttpRouteDestination {
     /// Relative weight (Istio: 0-100, sum 100; sluice normalises any non-negative weights).
     pub weight: Option<i64>,
     /// Header operations applied when this destination is chosen.
-    pub headers: Option<crate::native::Headers>,
+    pub headers: Option<crate::input::native::Headers>,
 }
 
 /// `Destination`.
@@ -344,16 +344,16 @@ pub struct TrafficPolicy {
     /// The sluice breaker (not an Istio field).
     pub circuit_breaker: Option<CircuitBreaker>,
     /// TLS origination to the upstream (see [`crate::native`]).
-    pub tls: Option<crate::native::ClientTls>,
-    /// Per-port overrides (see [`crate::native::at_port`]).
+    pub tls: Option<crate::input::native::ClientTls>,
+    /// Per-port overrides (see [`crate::input::native::at_port`]).
     #[serde(default)]
-    pub port_level_settings: Vec<crate::native::PortTrafficPolicy>,
+    pub port_level_settings: Vec<crate::input::native::PortTrafficPolicy>,
     /// PROXY protocol header sent on each upstream connection (see [`crate::native`]).
-    pub proxy_protocol: Option<crate::native::ProxyProtocol>,
+    pub proxy_protocol: Option<crate::input::native::ProxyProtocol>,
     /// Cap on concurrent retries relative to active requests (see [`crate::native`]).
-    pub retry_budget: Option<crate::native::RetryBudget>,
+    pub retry_budget: Option<crate::input::native::RetryBudget>,
     /// Tunnel `tcp`/`tls` routes' connections through this destination (see [`crate::tcp`]).
-    pub tunnel: Option<crate::tcp::TunnelSettings>,
+    pub tunnel: Option<crate::input::tcp::TunnelSettings>,
 }
 
 /// `LoadBalancerSettings`.
@@ -712,3 +712,16 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "targetHost",
     "targetPort",
 ];
+
+/// Host pattern match as Istio applies gateway server hosts: `*`, `*.suffix`, exact; an
+/// optional `namespace/` prefix is ignored.
+pub fn server_host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.rsplit('/').next().unwrap_or(pattern);
+    if pattern == "*" || pattern == host || host == "*" {
+        return true;
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return host.ends_with(suffix) || host.strip_prefix('*') == Some(suffix);
+    }
+    false
+}

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
-use crate::istio::{
+use crate::input::istio::{
     DestinationRuleSpec, GatewaySpec, KNOWN_FIELDS, Metadata, Object, ServiceEntrySpec,
     UNSUPPORTED, VirtualServiceSpec, WorkloadEntrySpec,
 };
-use crate::yaml::{self, FieldPath, Node, Pos, Seg};
+use crate::input::yaml::{self, FieldPath, Node, Pos, Seg};
 
 /// The API versions accepted (Istio serves all three with the same schema).
 pub const API_VERSIONS: [&str; 3] = [
@@ -266,7 +266,7 @@ pub enum Spec {
     /// A WorkloadEntry.
     WorkloadEntry(WorkloadEntrySpec),
     /// A Kubernetes Service (see [`crate::kube`]).
-    Service(crate::kube::ServiceSpec),
+    Service(crate::input::kube::ServiceSpec),
 }
 
 /// A parsed resource, with its source tree kept so later stages can point at any field.
@@ -492,7 +492,7 @@ fn bare_error(
     }
 }
 
-/// A Kubernetes `v1` Service: its metadata and ports ([`crate::kube::read_service`]).
+/// A Kubernetes `v1` Service: its metadata and ports ([`crate::input::kube::read_service`]).
 fn parse_service(
     file: &str,
     root: Node,
@@ -532,7 +532,7 @@ fn parse_service(
         ));
         return None;
     }
-    let spec = match crate::kube::read_service(json.get("spec")) {
+    let spec = match crate::input::kube::read_service(json.get("spec")) {
         Ok(spec) => spec,
         Err((path, message)) => {
             diags.push(error(
@@ -590,10 +590,11 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
         format!("{kind_text}/{name}")
     };
     let api_version = root.get("apiVersion").and_then(Node::as_str).unwrap_or("");
-    let kube_service = api_version == crate::kube::SERVICE_API_VERSION && kind_text == "Service";
+    let kube_service =
+        api_version == crate::input::kube::SERVICE_API_VERSION && kind_text == "Service";
     if !api_version.is_empty()
         && !kind_text.is_empty()
-        && crate::kube::is_foreign_api(api_version)
+        && crate::input::kube::is_foreign_api(api_version)
         && !kube_service
         // An Istio kind with a wrong apiVersion is a mistake, reported below.
         && !Kind::ISTIO.iter().any(|k| k.as_str() == kind_text)

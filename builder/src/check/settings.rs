@@ -1,16 +1,6 @@
-//! sluice-only settings: the `sluice.dev/*` annotations, the seeds' legacy
-//! `trafficPolicy.circuitBreaker` block, and Istio's `fault` turned into the fault filter's rule.
-//!
-//! Stock Istio tooling accepts any annotation, so settings Istio has no field for live in
-//! annotations whose values are YAML (a block scalar):
-//!
-//! - `sluice.dev/canary` on a VirtualService: per http route (its `name`, or its index in
-//!   `http[]` as a string) `sticky`, `schedule`, `failover` of the canary split of that rule.
-//! - `sluice.dev/fault` on a VirtualService: the fault filter's extras (`maxActiveFaults`,
-//!   `debugHeader`, `headerFaults`).
-//! - `sluice.dev/breaker` on a DestinationRule: the breaker of every cluster of the host, with
-//!   per-subset overrides under `subsets:` (merged field by field, as Istio merges a subset's
-//!   trafficPolicy over the host's).
+//! Checks of sluice's own input ([`crate::input::annotations`]): the `sluice.dev/*`
+//! annotations, the seeds' legacy `trafficPolicy.circuitBreaker` block, and Istio's `fault` as
+//! the fault filter's rule.
 //!
 //! Every value is validated by the filters' own compile step (`CompiledCanary`, `FaultPlan`,
 //! `breaker::Policy`), so the builder refuses exactly what a filter would refuse; the filter's
@@ -18,327 +8,24 @@
 //! `file:line:col` (the block scalar's lines offset by the annotation's position in the file).
 //!
 //! [`check`] reports problems (it needs the source text for positions); the model reads values
-//! through [`rule_settings`] and [`cluster_breaker`], which parse the same text again and never
-//! report (the problems were reported by [`check`], and any error stops generation).
+//! through [`crate::model::settings`], which parses the same text again and never reports.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use sluice_core::breaker::{BreakerSettings, ErrorRatio, Outcome, Policy};
-use sluice_core::canary::{CanaryConfig, CompiledCanary, Member, Schedule, Split, Sticky};
-use sluice_core::fault::config::{
-    Abort, Delay, FaultConfig, FaultRule, HeaderFaults, Percent as CorePercent,
-};
+use sluice_core::breaker::Policy;
+use sluice_core::canary::{CanaryConfig, CompiledCanary, Member, Split};
+use sluice_core::fault::config::FaultConfig;
 use sluice_core::fault::plan::FaultPlan;
 
 use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
-use crate::istio::{CircuitBreaker, DestinationRuleSpec, HttpFaultInjection, VirtualServiceSpec};
-use crate::parse::{Inputs, Kind, Resource, Spec};
-use crate::yaml::{self, FieldPath, Node, Pos, Seg, Value};
-
-/// Annotation of a VirtualService: canary settings per http route.
-pub const CANARY_ANNOTATION: &str = "sluice.dev/canary";
-/// Annotation of a VirtualService: extras of the fault filter.
-pub const FAULT_ANNOTATION: &str = "sluice.dev/fault";
-/// Annotation of a DestinationRule: the sluice breaker of the host and its subsets.
-pub const BREAKER_ANNOTATION: &str = "sluice.dev/breaker";
-
-/// The breaker outcomes `countAs` accepts, for hints.
-const OUTCOMES: [&str; 5] = [
-    "5xx",
-    "gateway-error",
-    "connect-failure",
-    "reset",
-    "timeout",
-];
-
-/// `sluice.dev/canary` entry of one http route.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CanaryRoute {
-    /// Pins each client to one destination (the canary filter's `sticky`).
-    pub sticky: Option<Sticky>,
-    /// Progressive rollout: one weight per destination of the route, in route order.
-    pub schedule: Option<Schedule>,
-    /// Move an open-breaker destination's share to the healthy ones (default true).
-    pub failover: Option<bool>,
-}
-
-/// `sluice.dev/fault`: fault filter settings Istio's `fault` has no field for.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FaultExtras {
-    /// Cap on faults in progress per Envoy worker.
-    pub max_active_faults: Option<u32>,
-    /// Tell clients which fault fired (`x-sluice-fault`).
-    pub debug_header: Option<bool>,
-    /// Envoy's `x-envoy-fault-*` request headers, honoured for trusted clients.
-    pub header_faults: Option<HeaderFaults>,
-}
-
-/// `sluice.dev/breaker` fields (host level, or one subset's overrides): every field optional,
-/// so a subset override says only what differs.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BreakerFields {
-    /// Open after this many consecutive errors.
-    pub consecutive_errors: Option<u32>,
-    /// Open when the share of errors in one interval reaches a threshold.
-    pub error_ratio: Option<ErrorRatio>,
-    /// Error-ratio window; a closed breaker forgets one trip per interval.
-    pub interval: Option<String>,
-    /// Ejection time of the first trip.
-    pub base_ejection_time: Option<String>,
-    /// Cap of the backed-off ejection time.
-    pub max_ejection_time: Option<String>,
-    /// Requests let through at once while half-open.
-    pub half_open_probes: Option<u32>,
-    /// How long a half-open probe may take before it counts as failed.
-    pub probe_timeout: Option<String>,
-    /// Which outcomes are errors (`5xx`, `gateway-error`, `connect-failure`, `reset`, `timeout`).
-    pub count_as: Option<Vec<String>>,
-    /// Reject while this many requests to the cluster are in flight.
-    pub max_concurrent_requests: Option<u32>,
-    /// Host level only: cap (0-100) on the share of the host's clusters (same port) whose
-    /// breakers may be open at once, as Envoy's `maxEjectionPercent`. Default: no cap.
-    pub max_ejection_percent: Option<u32>,
-}
-
-impl BreakerFields {
-    /// `over`'s fields where set, else `self`'s.
-    fn merged(&self, over: &BreakerFields) -> BreakerFields {
-        BreakerFields {
-            consecutive_errors: over.consecutive_errors.or(self.consecutive_errors),
-            error_ratio: over
-                .error_ratio
-                .clone()
-                .or_else(|| self.error_ratio.clone()),
-            interval: over.interval.clone().or_else(|| self.interval.clone()),
-            base_ejection_time: over
-                .base_ejection_time
-                .clone()
-                .or_else(|| self.base_ejection_time.clone()),
-            max_ejection_time: over
-                .max_ejection_time
-                .clone()
-                .or_else(|| self.max_ejection_time.clone()),
-            half_open_probes: over.half_open_probes.or(self.half_open_probes),
-            probe_timeout: over
-                .probe_timeout
-                .clone()
-                .or_else(|| self.probe_timeout.clone()),
-            count_as: over.count_as.clone().or_else(|| self.count_as.clone()),
-            max_concurrent_requests: over
-                .max_concurrent_requests
-                .or(self.max_concurrent_requests),
-            // Host level only (a subset's is refused by `check`): one cap for the host.
-            max_ejection_percent: self.max_ejection_percent,
-        }
-    }
-
-    /// The filter's settings, defaults filled in. Unknown `countAs` names are dropped here;
-    /// [`check`] reports them.
-    fn settings(&self) -> BreakerSettings {
-        let defaults = BreakerSettings::default();
-        BreakerSettings {
-            consecutive_errors: self.consecutive_errors,
-            error_ratio: self.error_ratio.clone(),
-            interval: self.interval.clone().unwrap_or(defaults.interval),
-            base_ejection_time: self
-                .base_ejection_time
-                .clone()
-                .unwrap_or(defaults.base_ejection_time),
-            max_ejection_time: self
-                .max_ejection_time
-                .clone()
-                .unwrap_or(defaults.max_ejection_time),
-            half_open_probes: self.half_open_probes.unwrap_or(defaults.half_open_probes),
-            probe_timeout: self.probe_timeout.clone().unwrap_or(defaults.probe_timeout),
-            count_as: match &self.count_as {
-                Some(names) => names.iter().filter_map(|n| outcome(n)).collect(),
-                None => defaults.count_as,
-            },
-            max_concurrent_requests: self.max_concurrent_requests,
-            max_ejection_percent: self.max_ejection_percent,
-        }
-    }
-}
-
-fn outcome(name: &str) -> Option<Outcome> {
-    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
-}
-
-/// The sluice-only settings of one rule (one VirtualService http route).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RuleSettings {
-    /// Canary stickiness of the rule's split.
-    pub sticky: Option<Sticky>,
-    /// Progressive schedule of the rule's split.
-    pub schedule: Option<Schedule>,
-    /// Failover of the rule's split (default true).
-    pub failover: bool,
-    /// The VirtualService's `sluice.dev/fault` extras.
-    pub fault_extras: FaultExtras,
-}
-
-impl Default for RuleSettings {
-    fn default() -> Self {
-        Self {
-            sticky: None,
-            schedule: None,
-            failover: true,
-            fault_extras: FaultExtras::default(),
-        }
-    }
-}
-
-/// The settings of rule `http[index]` of VirtualService `r` (defaults when it has none).
-pub fn rule_settings(r: &Resource, index: usize) -> RuleSettings {
-    let mut settings = RuleSettings::default();
-    let Spec::VirtualService(vs) = &r.spec else {
-        return settings;
-    };
-    if let Some(Ok(tree)) = annotation_tree(r, CANARY_ANNOTATION)
-        && let Value::Map(entries) = &tree.value
-    {
-        for (key, _, node) in entries {
-            if route_index(vs, key) == Some(index)
-                && let Ok(route) = serde_json::from_value::<CanaryRoute>(node.to_json())
-            {
-                settings.sticky = route.sticky;
-                settings.schedule = route.schedule;
-                settings.failover = route.failover.unwrap_or(true);
-            }
-        }
-    }
-    if let Some(Ok(tree)) = annotation_tree(r, FAULT_ANNOTATION)
-        && let Ok(extras) = serde_json::from_value::<FaultExtras>(tree.to_json())
-    {
-        settings.fault_extras = extras;
-    }
-    settings
-}
-
-/// The breaker of the cluster of `subset` (empty: the whole host) of the host `dr` configures:
-/// the `sluice.dev/breaker` annotation (subset overrides merged over the host's fields), else
-/// the legacy `circuitBreaker` block of the merged traffic policy.
-pub fn cluster_breaker(
-    dr: Option<&Resource>,
-    subset: &str,
-    policy: &crate::istio::TrafficPolicy,
-) -> Option<BreakerSettings> {
-    if let Some(r) = dr
-        && let Some(Ok(tree)) = annotation_tree(r, BREAKER_ANNOTATION)
-        && let Some((host, subsets)) = breaker_fields(&tree)
-    {
-        let fields = match subsets.get(subset) {
-            Some(over) => host.merged(over),
-            None => host,
-        };
-        return Some(fields.settings());
-    }
-    policy.circuit_breaker.as_ref().and_then(legacy_breaker)
-}
-
-/// The seeds' `circuitBreaker` block as breaker settings (`None` when it sets no threshold).
-pub fn legacy_breaker(cb: &CircuitBreaker) -> Option<BreakerSettings> {
-    let consecutive = cb
-        .consecutive5xx_errors
-        .or(cb.consecutive_errors)
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n > 0)?;
-    let defaults = BreakerSettings::default();
-    let base = cb
-        .base_ejection_time
-        .clone()
-        .unwrap_or(defaults.base_ejection_time);
-    // The filter wants max >= base; Envoy's default cap (300s) unless the base is longer.
-    let max = match (
-        sluice_core::duration::parse(&base),
-        sluice_core::duration::parse(&defaults.max_ejection_time),
-    ) {
-        (Ok(b), Ok(m)) if b > m => base.clone(),
-        _ => defaults.max_ejection_time,
-    };
-    Some(BreakerSettings {
-        consecutive_errors: Some(consecutive),
-        interval: cb.interval.clone().unwrap_or(defaults.interval),
-        base_ejection_time: base,
-        max_ejection_time: max,
-        ..defaults
-    })
-}
-
-/// Istio's `fault` of rule `rule` as the fault filter's rule. Values that cannot be represented
-/// (a negative status) become ones the filter refuses, so [`check`] reports them.
-pub fn fault_rule(rule: &str, fault: &HttpFaultInjection) -> FaultRule {
-    let percent = |p: &Option<crate::istio::Percent>| {
-        p.as_ref().map(|p| CorePercent {
-            value: p.value.unwrap_or(0.0),
-        })
-    };
-    FaultRule {
-        rule: rule.to_owned(),
-        matches: Vec::new(),
-        delay: fault.delay.as_ref().map(|d| Delay {
-            fixed_delay: d.fixed_delay.clone().unwrap_or_default(),
-            percentage: percent(&d.percentage),
-            percent: d.percent.map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
-        }),
-        abort: fault.abort.as_ref().map(|a| Abort {
-            http_status: a.http_status.map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
-            grpc_status: a.grpc_status.clone(),
-            percentage: percent(&a.percentage),
-        }),
-    }
-}
-
-/// Route `key` of a `sluice.dev/canary` annotation: an http route's `name`, or its index.
-fn route_index(vs: &VirtualServiceSpec, key: &str) -> Option<usize> {
-    vs.http
-        .iter()
-        .position(|h| h.name.as_deref() == Some(key))
-        .or_else(|| key.parse::<usize>().ok().filter(|i| *i < vs.http.len()))
-}
-
-/// The annotation's value parsed as YAML (`None`: absent; an empty value is an empty mapping).
-fn annotation_tree(r: &Resource, key: &str) -> Option<Result<Node, yaml::YamlError>> {
-    let text = r.metadata.annotations.get(key)?;
-    Some(yaml::parse_documents(text).map(|docs| {
-        docs.into_iter().next().map_or(
-            Node {
-                pos: Pos { line: 1, col: 1 },
-                value: Value::Map(Vec::new()),
-            },
-            |d| d.root,
-        )
-    }))
-}
-
-/// Host-level fields and per-subset overrides of a breaker annotation tree.
-fn breaker_fields(tree: &Node) -> Option<(BreakerFields, BTreeMap<String, BreakerFields>)> {
-    let Value::Map(entries) = &tree.value else {
-        return None;
-    };
-    let host_json = serde_json::Value::Object(
-        entries
-            .iter()
-            .filter(|(k, _, _)| k != "subsets")
-            .map(|(k, _, v)| (k.clone(), v.to_json()))
-            .collect(),
-    );
-    let host = serde_json::from_value(host_json).ok()?;
-    let subsets = match tree.get("subsets") {
-        Some(node) => serde_json::from_value(node.to_json()).ok()?,
-        None => BTreeMap::new(),
-    };
-    Some((host, subsets))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Checks, with positions
-// ---------------------------------------------------------------------------------------------
+use crate::input::annotations::{
+    BREAKER_ANNOTATION, BreakerFields, CANARY_ANNOTATION, CanaryRoute, FAULT_ANNOTATION,
+    FaultExtras, OUTCOMES, annotation_tree, fault_rule, legacy_breaker, outcome, route_index,
+};
+use crate::input::istio::{DestinationRuleSpec, VirtualServiceSpec};
+use crate::input::parse::{Inputs, Resource, Spec};
+use crate::input::yaml::{FieldPath, Node, Pos, Seg, Value};
 
 /// Where an annotation's YAML sits in its file, to turn a position inside the value into one
 /// in the file.
@@ -553,7 +240,7 @@ impl Embedded<'_> {
                         _ => {}
                     }
                 }
-                let message = crate::parse::friendly_type_error(&e.into_inner().to_string());
+                let message = crate::input::parse::friendly_type_error(&e.into_inner().to_string());
                 let hint = unknown_field_hint(&message);
                 out.push(self.error(Code::InvalidAnnotation, tree, &at, message, &hint));
                 None
@@ -651,7 +338,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                     CANARY_ANNOTATION,
                     FAULT_ANNOTATION,
                     BREAKER_ANNOTATION,
-                    crate::native::HEALTH_CHECK_ANNOTATION,
+                    crate::input::annotations::HEALTH_CHECK_ANNOTATION,
                 ]
                 .contains(&key.as_str())
             {
@@ -659,7 +346,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                     CANARY_ANNOTATION,
                     FAULT_ANNOTATION,
                     BREAKER_ANNOTATION,
-                    crate::native::HEALTH_CHECK_ANNOTATION,
+                    crate::input::annotations::HEALTH_CHECK_ANNOTATION,
                 ];
                 let hint = match did_you_mean(key, known) {
                     Some(s) => format!("did you mean `{s}`?"),
@@ -1235,76 +922,6 @@ fn check_legacy_breakers(r: &Resource, dr: &DestinationRuleSpec, out: &mut Vec<D
     }
 }
 
-/// A `sluice.dev/fault` annotation that cannot take effect: the fault filter is attached only
-/// where a rule has a `fault`, so on a listener (for the istio target: anywhere, its one config
-/// serves every listener) without one, `headerFaults`, `maxActiveFaults` and `debugHeader` would
-/// be dropped without a word. A warning at the annotation says so.
-pub fn check_unused_fault_extras(
-    mesh: &crate::model::Mesh,
-    resources: &[Resource],
-    merged: bool,
-) -> Vec<Diagnostic> {
-    let listener_has_fault = |l: &crate::model::Listener| {
-        l.virtual_hosts
-            .iter()
-            .flat_map(|vh| &vh.rules)
-            .any(|rule| rule.fault.is_some())
-    };
-    let anywhere = mesh.listeners.values().any(listener_has_fault);
-    let mut unused = std::collections::BTreeSet::new();
-    let mut used = std::collections::BTreeSet::new();
-    for listener in mesh.listeners.values() {
-        let has_fault = if merged {
-            anywhere
-        } else {
-            listener_has_fault(listener)
-        };
-        for vh in &listener.virtual_hosts {
-            if vh
-                .rules
-                .iter()
-                .all(|r| r.sluice.fault_extras == FaultExtras::default())
-            {
-                continue;
-            }
-            if has_fault {
-                used.insert(vh.name.clone());
-            } else {
-                unused.insert(vh.name.clone());
-            }
-        }
-    }
-    resources
-        .iter()
-        .filter(|r| r.kind == Kind::VirtualService)
-        .filter(|r| {
-            let name = format!("{}.{}", r.namespace, r.name);
-            unused.contains(&name) && !used.contains(&name)
-        })
-        .map(|r| {
-            r.diag(
-                Code::Ignored,
-                Severity::Warning,
-                &FieldPath::root()
-                    .key("metadata")
-                    .key("annotations")
-                    .key(FAULT_ANNOTATION),
-                format!(
-                    "{FAULT_ANNOTATION} has no effect: no route {} has a `fault`, so no fault \
-                     filter is attached there and its settings (headerFaults, maxActiveFaults, \
-                     debugHeader) are dropped",
-                    if merged { "of the mesh" } else { "on this VirtualService's listeners" }
-                ),
-                Some(
-                    "add a `fault` to a route (e.g. with percentage 0 to only enable headerFaults), \
-                     or remove the annotation"
-                        .into(),
-                ),
-            )
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1320,22 +937,5 @@ mod tests {
         let (p, t) = split_message("HTTP fault injection must have an abort and/or a delay");
         assert!(p.is_root());
         assert_eq!(t, "HTTP fault injection must have an abort and/or a delay");
-    }
-
-    #[test]
-    fn subset_overrides_merge_over_host_fields() {
-        let host = BreakerFields {
-            consecutive_errors: Some(5),
-            interval: Some("20s".into()),
-            ..BreakerFields::default()
-        };
-        let over = BreakerFields {
-            consecutive_errors: Some(3),
-            ..BreakerFields::default()
-        };
-        let s = host.merged(&over).settings();
-        assert_eq!(s.consecutive_errors, Some(3));
-        assert_eq!(s.interval, "20s");
-        assert_eq!(s.base_ejection_time, "30s");
     }
 }

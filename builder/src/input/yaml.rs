@@ -7,7 +7,8 @@
 //! with an error instead of exhausting memory.
 
 use std::collections::BTreeMap;
-use std::fmt;
+
+pub use crate::position::{FieldPath, Pos, Seg};
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -25,82 +26,11 @@ pub const MAX_NODES: usize = 1_500_000;
 /// is refused long before it costs memory.
 pub const MAX_ALIAS_NODES: usize = 100_000;
 
-/// A 1-based line and column in a source file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Pos {
-    /// Line, starting at 1.
-    pub line: usize,
-    /// Column, starting at 1.
-    pub col: usize,
-}
-
-impl Pos {
-    fn from_marker(m: Marker) -> Self {
-        // yaml-rust2 counts lines from 1 and columns from 0.
-        Self {
-            line: m.line(),
-            col: m.col() + 1,
-        }
-    }
-}
-
-impl fmt::Display for Pos {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.line, self.col)
-    }
-}
-
-/// One step of a field path: a mapping key or a sequence index.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Seg {
-    /// A mapping key.
-    Key(String),
-    /// A sequence index.
-    Index(usize),
-}
-
-/// A path into a document, displayed like `spec.http[0].route[1].weight`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct FieldPath(pub Vec<Seg>);
-
-impl FieldPath {
-    /// The empty path (the document itself).
-    pub fn root() -> Self {
-        Self(Vec::new())
-    }
-
-    /// This path extended by a mapping key.
-    #[must_use]
-    pub fn key(&self, key: &str) -> Self {
-        let mut segs = self.0.clone();
-        segs.push(Seg::Key(key.to_owned()));
-        Self(segs)
-    }
-
-    /// This path extended by a sequence index.
-    #[must_use]
-    pub fn index(&self, index: usize) -> Self {
-        let mut segs = self.0.clone();
-        segs.push(Seg::Index(index));
-        Self(segs)
-    }
-
-    /// True for the empty path.
-    pub fn is_root(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Display for FieldPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.0.iter().enumerate() {
-            match seg {
-                Seg::Key(k) if i == 0 => f.write_str(k)?,
-                Seg::Key(k) => write!(f, ".{k}")?,
-                Seg::Index(n) => write!(f, "[{n}]")?,
-            }
-        }
-        Ok(())
+/// The position of a yaml-rust2 marker (which counts lines from 1 and columns from 0).
+fn pos_of(m: Marker) -> Pos {
+    Pos {
+        line: m.line(),
+        col: m.col() + 1,
     }
 }
 
@@ -245,7 +175,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
     }
     if let Err(e) = scanned {
         return Err(YamlError {
-            pos: Pos::from_marker(*e.marker()),
+            pos: pos_of(*e.marker()),
             message: e.info().to_owned(),
         });
     }
@@ -340,7 +270,7 @@ impl MarkedEventReceiver for TreeBuilder {
         if self.error.is_some() {
             return;
         }
-        let pos = Pos::from_marker(mark);
+        let pos = pos_of(mark);
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 if !self.count(1, pos) {
