@@ -287,10 +287,14 @@ impl Diagnostic {
     /// yellow (warning), position and code bold. Without colour it equals `to_string()`.
     pub fn render(&self, color: bool) -> String {
         let Style { bold, level, reset } = Style::new(color, self.severity);
+        // A diagnostic about no input position (a wasm module, a flag) names only its subject.
+        let place = if self.pos.line == 0 {
+            self.file.clone()
+        } else {
+            format!("{}:{}", self.file, self.pos)
+        };
         let mut out = format!(
-            "{bold}{}:{}:{reset} {level}{}{reset}[{bold}{}{reset}]: ",
-            self.file,
-            self.pos,
+            "{bold}{place}:{reset} {level}{}{reset}[{bold}{}{reset}]: ",
             self.severity.as_str(),
             self.code
         );
@@ -314,6 +318,21 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.render(false))
     }
+}
+
+/// Where in the input something comes from: the file, the position, the resource and the path
+/// of the field. Resolved things carry it (a model rule, an emission error) so a problem found
+/// after the checks still names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Origin {
+    /// Input file name.
+    pub file: String,
+    /// Position of the field in the file.
+    pub pos: Pos,
+    /// `Kind/name` of the resource.
+    pub resource: String,
+    /// The field.
+    pub path: FieldPath,
 }
 
 /// All diagnostics of one run, sorted by file and position.

@@ -152,7 +152,11 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
             warnings: diags,
         }),
         Err(errors) => {
-            diags.0.extend(errors.into_iter().map(emit_diagnostic));
+            diags.0.extend(
+                errors
+                    .into_iter()
+                    .map(xds::error::EmitError::into_diagnostic),
+            );
             Err(diags)
         }
     }
@@ -173,28 +177,13 @@ pub fn resources(
     match xds::resources::build(&mesh, options) {
         Ok(set) => Ok((set, diags)),
         Err(errors) => {
-            diags.0.extend(errors.into_iter().map(emit_diagnostic));
+            diags.0.extend(
+                errors
+                    .into_iter()
+                    .map(xds::error::EmitError::into_diagnostic),
+            );
             Err(diags)
         }
-    }
-}
-
-/// A diagnostic for an error raised while emitting (one string; its hint, if any, becomes the
-/// diagnostic's).
-fn emit_diagnostic(text: String) -> Diagnostic {
-    let (message, hint) = match text.split_once("\n  hint: ") {
-        Some((m, h)) => (m.to_owned(), Some(h.to_owned())),
-        None => (text, None),
-    };
-    Diagnostic {
-        file: "<output>".into(),
-        pos: yaml::Pos::default(),
-        severity: Severity::Error,
-        resource: String::new(),
-        path: yaml::FieldPath::root(),
-        message,
-        hint,
-        code: diag::Code::EmitFailed,
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
+use crate::diag::{Code, Diagnostic, Origin, Severity, did_you_mean};
 use crate::input::istio::{
     DestinationRuleSpec, GatewaySpec, KNOWN_FIELDS, Metadata, Object, ServiceEntrySpec,
     UNSUPPORTED, VirtualServiceSpec, WorkloadEntrySpec,
@@ -292,6 +292,16 @@ impl Resource {
     /// `Kind/name`, as diagnostics show it.
     pub fn id(&self) -> String {
         format!("{}/{}", self.kind, self.name)
+    }
+
+    /// Where `path` of this resource is: file, position, resource and field path.
+    pub fn origin(&self, path: &FieldPath) -> Origin {
+        Origin {
+            file: self.file.clone(),
+            pos: self.root.locate(path),
+            resource: self.id(),
+            path: path.clone(),
+        }
     }
 
     /// A diagnostic about `path` in this resource.

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::check::validate::{HTTP_PROTOCOLS, to_core_match};
-use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
+use crate::diag::{Code, Diagnostic, Origin, Severity, did_you_mean};
 pub(crate) use crate::input::istio::server_host_matches;
 use crate::input::istio::{
     DestinationRuleSpec, GatewaySpec, HttpFaultInjection, ServiceEntrySpec, TrafficPolicy,
@@ -167,8 +167,11 @@ pub struct Rule {
     /// sluice-only settings of the rule (canary stickiness, schedule, failover; fault extras).
     pub sluice: crate::model::settings::RuleSettings,
     /// What Envoy does natively on this rule's route (mirrors, rewrites, redirects, headers, CORS,
-    /// hashing); see [`crate::native`].
+    /// hashing); see [`native`].
     pub native: crate::model::native::RouteExtras,
+    /// The VirtualService `http[]` entry the rule comes from (`None` for a service's default
+    /// route): an error found while emitting the rule names it.
+    pub origin: Option<Origin>,
 }
 
 /// A rule's destination.
@@ -1499,6 +1502,7 @@ fn build_listeners(
                     fault: h.fault.clone(),
                     sluice: crate::model::settings::rule_settings(b.resource, i),
                     native,
+                    origin: Some(b.resource.origin(&at)),
                 });
             }
             listener.virtual_hosts.push(VirtualHost {
@@ -1538,6 +1542,7 @@ fn build_listeners(
                         passthrough_endpoints,
                         ..Default::default()
                     },
+                    origin: None,
                 }],
             });
         }

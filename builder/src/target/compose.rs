@@ -179,9 +179,10 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
             Ok(bytes) => {
                 files.insert(format!("wasm/{file}"), bytes);
             }
-            Err(e) => errors.push(format!(
-                "cannot read the {filter} filter module {}: {e}\n  hint: build it with `sluice build` or `cargo build --release --target wasm32-wasip1 -p sluice-{filter}`, or pass --wasm-dir",
-                source_dir.join(&file).display()
+            Err(e) => errors.push(EmitError::module_unreadable(
+                filter,
+                &source_dir.join(&file),
+                &e,
             )),
         }
     }

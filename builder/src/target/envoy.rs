@@ -51,10 +51,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
                 Ok(bytes) => {
                     files.insert(format!("wasm/{file}"), bytes);
                 }
-                Err(e) => errors.push(format!(
-                    "cannot read the {module} filter module {}: {e}\n  hint: build it with `cargo build --release --target wasm32-wasip1 -p sluice-{module}`, set SLUICE_WASM_DIR, or pass --wasm-dir",
-                    from.join(&file).display()
-                )),
+                Err(e) => errors.push(EmitError::module_unreadable(module, &from.join(&file), &e)),
             }
         }
     }

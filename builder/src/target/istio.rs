@@ -169,7 +169,8 @@ pub fn emit(
         PluginConfigs::with_detail(&merged, mesh, label, detailed_replies).map_err(|e| vec![e])?;
     let mut configs: BTreeMap<&'static str, Value> = BTreeMap::new();
     for (module, json) in plugin_configs.layout(suite, label).map_err(|e| vec![e])? {
-        let config = serde_json::from_str(&json).map_err(|e| vec![e.to_string()])?;
+        let config =
+            serde_json::from_str(&json).map_err(|e| vec![EmitError::internal(e.to_string())])?;
         configs.insert(module, config);
     }
     // The VirtualServices keep Istio's own `fault` only when no sluice filter injects it.
@@ -304,17 +305,20 @@ fn envoy_filter_http_filter(
         }
         ModuleSource::Http(base) => {
             let Some(cluster) = &options.module_cluster else {
-                return Err(vec![
+                return Err(vec![EmitError::option(
+                    "--module-cluster",
                     "an EnvoyFilter with --module-url needs --module-cluster: Envoy fetches \
                      remote code through one of its clusters (e.g. outbound|443||downloads.example.com \
-                     of a ServiceEntry for the module server)"
-                        .to_owned(),
-                ]);
+                     of a ServiceEntry for the module server)",
+                )]);
             };
             let Some(sha256) = options.sha256.get(filter) else {
-                return Err(vec![format!(
-                    "an EnvoyFilter with --module-url needs the sha256 of {file} (Envoy refuses \
-                     remote code without it): give --wasm-dir with the modules you serve"
+                return Err(vec![EmitError::option(
+                    "--wasm-dir",
+                    format!(
+                        "an EnvoyFilter with --module-url needs the sha256 of {file} (Envoy \
+                         refuses remote code without it): give --wasm-dir with the modules you serve"
+                    ),
                 )]);
             };
             json!({"remote": {
@@ -329,10 +333,14 @@ fn envoy_filter_http_filter(
         }
         ModuleSource::Oci { .. } => {
             return Err(vec![
-                "an EnvoyFilter cannot load an OCI image (only Istio's WasmPlugin pulls images)\n  \
-                 hint: give --module-path DIR (the modules mounted on every proxy) or --module-url \
-                 BASE with --module-cluster, or attach with --attach wasmplugin"
-                    .to_owned(),
+                EmitError::option(
+                    "--attach",
+                    "an EnvoyFilter cannot load an OCI image (only Istio's WasmPlugin pulls images)",
+                )
+                .with_hint(
+                    "give --module-path DIR (the modules mounted on every proxy) or --module-url \
+                     BASE with --module-cluster, or attach with --attach wasmplugin",
+                ),
             ]);
         }
     };

@@ -15,6 +15,8 @@ use sluice_core::json::FromJson;
 use sluice_core::router::{CompiledRouter, RouterConfig};
 use sluice_core::suite::SuiteConfig;
 
+use super::error::EmitError;
+use crate::diag::Origin;
 use crate::input::annotations as sluice_settings;
 use crate::model::{Listener, Mesh, Target};
 
@@ -111,7 +113,7 @@ pub struct PluginConfigs {
 impl PluginConfigs {
     /// The configs of `listener`, each compiled with its filter's code. `Err` names `label`
     /// (the listener, or what stands for it) and the filter that would refuse its config, and why.
-    pub fn of(listener: &Listener, mesh: &Mesh, label: &str) -> Result<Self, String> {
+    pub fn of(listener: &Listener, mesh: &Mesh, label: &str) -> Result<Self, EmitError> {
         Self::with_detail(listener, mesh, label, false)
     }
 
@@ -121,9 +123,13 @@ impl PluginConfigs {
         mesh: &Mesh,
         label: &str,
         detailed_replies: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, EmitError> {
         let refused = |filter: &str, e: &dyn std::fmt::Display| {
-            format!("{label}: the {filter} filter would refuse this config: {e}")
+            let reason = e.to_string();
+            EmitError::at_input(
+                culprit(listener, &reason),
+                format!("{label}: the {filter} filter would refuse this config: {reason}"),
+            )
         };
         let router = super::resources::router_config(listener);
         CompiledRouter::compile(&router).map_err(|e| refused("router", &e))?;
@@ -151,7 +157,7 @@ impl PluginConfigs {
     }
 
     /// The four-filter layout: `(filter, JSON config)` in chain order, only the filters in use.
-    pub fn chain(&self) -> Result<Vec<(&'static str, String)>, String> {
+    pub fn chain(&self) -> Result<Vec<(&'static str, String)>, EmitError> {
         let mut filters = vec![("router", to_json(&self.router)?)];
         if let Some(canary) = &self.canary {
             filters.push(("canary", to_json(canary)?));
@@ -168,21 +174,27 @@ impl PluginConfigs {
     /// The one-module layout: the suite config nesting the same configs, compiled with the
     /// suite's own code (it also checks what only holds across sections). `label` names the
     /// listener in the error.
-    pub fn suite(&self, label: &str) -> Result<SuiteConfig, String> {
+    pub fn suite(&self, label: &str) -> Result<SuiteConfig, EmitError> {
         let suite = SuiteConfig {
             router: self.router.clone(),
             canary: self.canary.clone(),
             fault: self.fault.clone(),
             breaker: self.breaker.clone(),
         };
-        suite
-            .compile()
-            .map_err(|e| format!("{label}: the suite filter would refuse this config: {e}"))?;
+        suite.compile().map_err(|e| {
+            EmitError::internal(format!(
+                "{label}: the suite filter would refuse this config: {e}"
+            ))
+        })?;
         Ok(suite)
     }
 
     /// The filters of the layout `suite` selects: `(module, JSON config)` in chain order.
-    pub fn layout(&self, suite: bool, label: &str) -> Result<Vec<(&'static str, String)>, String> {
+    pub fn layout(
+        &self,
+        suite: bool,
+        label: &str,
+    ) -> Result<Vec<(&'static str, String)>, EmitError> {
         if suite {
             Ok(vec![(SUITE, to_json(&self.suite(label)?)?)])
         } else {
@@ -194,13 +206,27 @@ impl PluginConfigs {
 /// The config as JSON, read back with the reader the filter itself uses
 /// (`sluice_core::json::from_slice`): every config the builder emits is one the filter's
 /// `on_configure` reads, to the same value (so every builder test also checks that).
-fn to_json<T: serde::Serialize + FromJson + PartialEq>(config: &T) -> Result<String, String> {
-    let json = serde_json::to_string(config).map_err(|e| e.to_string())?;
+fn to_json<T: serde::Serialize + FromJson + PartialEq>(config: &T) -> Result<String, EmitError> {
+    let json = serde_json::to_string(config).map_err(|e| EmitError::internal(e.to_string()))?;
     match sluice_core::json::from_slice::<T>(json.as_bytes()) {
         Ok(read) if read == *config => Ok(json),
-        Ok(_) => Err(format!(
+        Ok(_) => Err(EmitError::internal(format!(
             "internal error: the filter would read this config with other values: {json}"
-        )),
-        Err(e) => Err(format!("the filter would refuse this config: {e}: {json}")),
+        ))),
+        Err(e) => Err(EmitError::internal(format!(
+            "the filter would refuse this config: {e}: {json}"
+        ))),
     }
+}
+
+/// The input rule a filter's refusal names: the origin of the listener's rule whose name the
+/// reason quotes (the longest, so `a.b` wins over `a`); `None` when it names none.
+fn culprit(listener: &Listener, reason: &str) -> Option<Origin> {
+    listener
+        .virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.rules)
+        .filter(|r| r.origin.is_some() && reason.contains(r.name.as_str()))
+        .max_by_key(|r| r.name.len())
+        .and_then(|r| r.origin.clone())
 }

@@ -25,8 +25,9 @@ use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule, Target
 /// default of 1024 would silently cap a busy service).
 const UNLIMITED: u64 = 4_294_967_295;
 
-/// Why building the resources failed (a plugin config the filters would refuse).
-pub type EmitError = String;
+/// Why building the resources failed (a plugin config the filters would refuse), typed; see
+/// [`super::error`].
+pub use super::error::EmitError;
 
 /// The resources of `mesh`: every listener and cluster, with the plugin configs compiled by the
 /// filters' own code.
