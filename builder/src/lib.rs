@@ -61,9 +61,29 @@ pub struct Modelled {
     pub warnings: Diagnostics,
 }
 
-/// Every stage up to the model ([`parse`], [`validate`], [`model`]), with the target's own
+/// Every stage up to the model ([`input`], [`check`], [`model`]), with the target's own
 /// checks; on any error, all diagnostics (errors and warnings). [`generate`] emits from this.
+/// Secrets are read from `options.credentials_dir` ([`model::credentials::CredentialsDir`]).
 pub fn model(inputs: &Inputs, options: &Options) -> Result<Modelled, Diagnostics> {
+    let dir = options
+        .credentials_dir
+        .as_deref()
+        .map(model::credentials::CredentialsDir::new);
+    model_with(
+        inputs,
+        options,
+        dir.as_ref()
+            .map(|d| d as &dyn model::credentials::CredentialSource),
+    )
+}
+
+/// [`model`] with the secrets of `credentialName`s read from `credentials` instead of
+/// `options.credentials_dir` (`None`: no secret store).
+pub fn model_with(
+    inputs: &Inputs,
+    options: &Options,
+    credentials: Option<&dyn model::credentials::CredentialSource>,
+) -> Result<Modelled, Diagnostics> {
     let (mut resources, mut diags, rejections) = input::parse::parse_with_rejections(inputs);
     for r in &mut resources {
         if r.metadata.namespace.is_none() {
@@ -76,20 +96,14 @@ pub fn model(inputs: &Inputs, options: &Options) -> Result<Modelled, Diagnostics
         &resources,
         options.locality.as_ref(),
     ));
-    let (mut mesh, model_diags) = model::build_in(
-        &resources,
-        options.credentials_dir.as_deref(),
-        &options.cluster_domain,
-    );
+    let (mut mesh, model_diags) =
+        model::build_from(&resources, credentials, &options.cluster_domain);
     diags.extend(model_diags);
     if matches!(options.target, Target::Istio(_)) {
         diags.extend(model::check_match_gateways_for_istio(&resources));
     } else {
         diags.extend(service_hosts_without_endpoints(&mesh, &resources, options));
-        diags.extend(model::check_client_credentials(
-            &resources,
-            options.credentials_dir.as_deref(),
-        ));
+        diags.extend(model::check_client_credentials_in(&resources, credentials));
     }
     model::locality::apply(&mut mesh, options.locality.as_ref());
     diags.extend(model::settings::check_unused_fault_extras(

@@ -69,3 +69,55 @@ fn without_a_credentials_dir_credential_name_stays_a_warning() {
         "{out}"
     );
 }
+
+/// A secret store that is not the file system: the model asks it, and the listener names the
+/// files it answers with, none of which exists on this machine.
+struct Vault;
+
+impl sluice::model::credentials::CredentialSource for Vault {
+    fn secret_file(&self, secret: &str, key: &str) -> sluice::model::credentials::SecretFile {
+        let path = format!("/vault/{secret}/{key}");
+        sluice::model::credentials::SecretFile {
+            looked_at: path.clone(),
+            path,
+            present: secret == "web-cert",
+        }
+    }
+
+    fn secret_location(&self, secret: &str) -> String {
+        format!("/vault/{secret}")
+    }
+}
+
+#[test]
+fn credential_names_resolve_through_an_injected_source() {
+    let options = sluice::Options {
+        wasm: sluice::WasmModules::Reference("wasm".into()),
+        ..sluice::Options::default()
+    };
+    let inputs = sluice::Inputs::from_text("gw.yaml", HTTPS_GATEWAY);
+    let modelled = sluice::model_with(&inputs, &options, Some(&Vault)).expect("models");
+    let listener = modelled.mesh.listeners.get(&443).expect("listener_443");
+    let tls = format!("{:?}", listener.tls);
+    assert!(
+        tls.contains("/vault/web-cert/tls.crt") && tls.contains("/vault/web-cert/tls.key"),
+        "{tls}"
+    );
+    let missing = HTTPS_GATEWAY.replace("web-cert", "other-cert");
+    let errors = sluice::model_with(
+        &sluice::Inputs::from_text("gw.yaml", &missing),
+        &options,
+        Some(&Vault),
+    )
+    .expect_err("the vault has no other-cert")
+    .to_string();
+    assert!(
+        errors.starts_with(
+            "gw.yaml:19:7: error[SL307]: Gateway/gw: spec.servers[0].tls.credentialName: secret \
+             \"other-cert\" not found in the credentials directory: missing \
+             /vault/other-cert/tls.crt, /vault/other-cert/tls.key\n  hint: put the secret's \
+             files in /vault/other-cert/"
+        ),
+        "{errors}"
+    );
+}

@@ -7,6 +7,7 @@
 //! the same model and the same bytes out. Lookups are maps keyed by host or name: building is
 //! linear in the size of the input (no quadratic scans over services).
 
+pub mod credentials;
 pub mod locality;
 pub mod native;
 pub mod settings;
@@ -14,6 +15,8 @@ pub mod tcp;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+
+use self::credentials::{CredentialSource, CredentialsDir};
 use std::time::Duration;
 
 use crate::check::validate::{HTTP_PROTOCOLS, to_core_match};
@@ -380,30 +383,46 @@ pub fn build_in(
     credentials_dir: Option<&Path>,
     domain: &str,
 ) -> (Mesh, Vec<Diagnostic>) {
+    let source = credentials_dir.map(CredentialsDir::new);
+    build_from(
+        resources,
+        source.as_ref().map(|s| s as &dyn CredentialSource),
+        domain,
+    )
+}
+
+/// Builds the mesh of a cluster whose Kubernetes names end in `.svc.<domain>`, reading the
+/// secrets `credentialName`s name from `credentials` (`None`: no secret store; a Gateway server
+/// naming only a secret gets no listener, a warning).
+pub fn build_from(
+    resources: &[Resource],
+    credentials: Option<&dyn CredentialSource>,
+    domain: &str,
+) -> (Mesh, Vec<Diagnostic>) {
     let mut out = Vec::new();
     check_duplicates(resources, &mut out);
     let registry = register(resources, domain, &mut out);
     let mut mesh = Mesh::default();
-    build_clusters(&registry, credentials_dir, &mut mesh, &mut out);
+    build_clusters(&registry, credentials, &mut mesh, &mut out);
     mesh.service_only_hosts = registry
         .services
         .iter()
         .filter(|(_, svc)| svc.resource.kind == Kind::Service)
         .map(|(host, _)| host.clone())
         .collect();
-    build_listeners(resources, &registry, credentials_dir, &mut mesh, &mut out);
-    crate::model::tcp::build(resources, credentials_dir, &mut mesh, &mut out);
+    build_listeners(resources, &registry, credentials, &mut mesh, &mut out);
+    crate::model::tcp::build(resources, credentials, &mut mesh, &mut out);
     (mesh, out)
 }
 
 /// A Gateway server's `tls` with `credentialName` replaced by the secret's files in
-/// `credentials_dir` (see [`build_with_credentials`]); `None` when a file is missing (reported).
+/// `credentials` (see [`build_with_credentials`]); `None` when a file is missing (reported).
 /// Explicit file paths win over the secret, as in Istio.
 pub(crate) fn resolve_credential(
     r: &Resource,
     at: &FieldPath,
     tls: &serde_json::Value,
-    credentials_dir: &Path,
+    credentials: &dyn CredentialSource,
     out: &mut Vec<Diagnostic>,
 ) -> Option<serde_json::Value> {
     let Some(name) = tls.get("credentialName").and_then(|v| v.as_str()) else {
@@ -416,21 +435,19 @@ pub(crate) fn resolve_credential(
         tls.get("mode").and_then(|v| v.as_str()),
         Some("MUTUAL" | "OPTIONAL_MUTUAL")
     );
-    let secret = credentials_dir.join(name);
     let mut files = vec![("serverCertificate", "tls.crt"), ("privateKey", "tls.key")];
     if mutual && tls.get("caCertificates").is_none() {
         files.push(("caCertificates", "ca.crt"));
     }
     let mut resolved = tls.clone();
     let mut missing = Vec::new();
-    for (field, file) in files {
-        let path = secret.join(file);
-        if !path.is_file() {
-            missing.push(path.display().to_string());
+    for (field, key) in files {
+        let file = credentials.secret_file(name, key);
+        if !file.present {
+            missing.push(file.looked_at);
         }
-        let absolute = std::path::absolute(&path).unwrap_or(path);
         if let Some(map) = resolved.as_object_mut() {
-            map.insert(field.into(), absolute.display().to_string().into());
+            map.insert(field.into(), file.path.into());
             map.remove("credentialName");
         }
     }
@@ -442,7 +459,7 @@ pub(crate) fn resolve_credential(
             ),
             &format!(
                 "put the secret's files in {}/ (tls.crt, tls.key{}), e.g. from `kubectl get secret {name} -o yaml`",
-                secret.display(),
+                credentials.secret_location(name),
                 if mutual { ", ca.crt" } else { "" }
             ),
         ));
@@ -731,13 +748,11 @@ struct ClientSecret {
 fn client_secret(
     name: &str,
     mutual: bool,
-    dir: &Path,
+    credentials: &dyn CredentialSource,
 ) -> Result<ClientSecret, (Vec<String>, &'static str)> {
-    let secret = dir.join(name);
-    let file = |f: &str| {
-        let path = secret.join(f);
-        let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
-        (path.is_file(), absolute.display().to_string())
+    let file = |key: &str| {
+        let file = credentials.secret_file(name, key);
+        (file.present, file.path)
     };
     let (crt, key, ca) = (file("tls.crt"), file("tls.key"), file("ca.crt"));
     let (required, expected): (Vec<&(bool, String)>, _) = if mutual {
@@ -804,6 +819,18 @@ pub fn check_client_credentials(
     resources: &[Resource],
     credentials_dir: Option<&Path>,
 ) -> Vec<Diagnostic> {
+    let source = credentials_dir.map(CredentialsDir::new);
+    check_client_credentials_in(
+        resources,
+        source.as_ref().map(|s| s as &dyn CredentialSource),
+    )
+}
+
+/// [`check_client_credentials`] against any secret store (`None`: none configured).
+pub fn check_client_credentials_in(
+    resources: &[Resource],
+    credentials: Option<&dyn CredentialSource>,
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for r in resources {
         let Spec::DestinationRule(dr) = &r.spec else {
@@ -819,7 +846,7 @@ pub fn check_client_credentials(
                 _ => continue, // DISABLE uses no secret; other modes are reported by validate
             };
             let at = at.key("credentialName");
-            let Some(dir) = credentials_dir else {
+            let Some(credentials) = credentials else {
                 out.push(r.error(Code::MissingCredential, &at,
                     format!("secret {name:?} needs `--credentials-dir`: sluice reads secrets from files"),
                     &format!(
@@ -829,7 +856,7 @@ pub fn check_client_credentials(
                 ));
                 continue;
             };
-            if let Err((missing, expected)) = client_secret(name, mutual, dir) {
+            if let Err((missing, expected)) = client_secret(name, mutual, credentials) {
                 out.push(r.error(Code::MissingCredential, &at,
                     format!(
                         "secret {name:?} not found in the credentials directory: missing {}",
@@ -837,7 +864,7 @@ pub fn check_client_credentials(
                     ),
                     &format!(
                         "put the secret's files in {}/ ({expected}), e.g. from `kubectl get secret {name} -o yaml`",
-                        dir.join(name).display()
+                        credentials.secret_location(name)
                     ),
                 ));
             }
@@ -852,7 +879,7 @@ pub fn check_client_credentials(
 /// none.
 fn finish_client_tls(
     mut policy: TrafficPolicy,
-    credentials_dir: Option<&Path>,
+    credentials: Option<&dyn CredentialSource>,
     service_sans: &[String],
 ) -> TrafficPolicy {
     let Some(tls) = policy.tls.as_mut() else {
@@ -863,8 +890,8 @@ fn finish_client_tls(
         Some("SIMPLE") => false,
         _ => return policy,
     };
-    if let (Some(name), Some(dir)) = (tls.credential_name.take(), credentials_dir)
-        && let Ok(secret) = client_secret(&name, mutual, dir)
+    if let (Some(name), Some(credentials)) = (tls.credential_name.take(), credentials)
+        && let Ok(secret) = client_secret(&name, mutual, credentials)
     {
         if let Some((cert, key)) = secret.certificate {
             tls.client_certificate = Some(cert);
@@ -880,7 +907,7 @@ fn finish_client_tls(
 
 fn build_clusters(
     registry: &Registry<'_>,
-    credentials_dir: Option<&Path>,
+    credentials: Option<&dyn CredentialSource>,
     mesh: &mut Mesh,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -894,7 +921,7 @@ fn build_clusters(
         let policy_of = |subset: Option<&TrafficPolicy>, port: u32| {
             finish_client_tls(
                 merge_policy(host_policy, subset, port),
-                credentials_dir,
+                credentials,
                 service_sans,
             )
         };
@@ -1242,7 +1269,7 @@ fn add_sni_server(
 fn build_listeners(
     resources: &[Resource],
     registry: &Registry<'_>,
-    credentials_dir: Option<&Path>,
+    credentials: Option<&dyn CredentialSource>,
     mesh: &mut Mesh,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -1262,9 +1289,9 @@ fn build_listeners(
                 && !crate::input::tcp::is_passthrough_server(s)
             {
                 let at = FieldPath::root().key("spec").key("servers").index(i);
-                let tls = match (credentials_dir, s.tls.as_ref()) {
-                    (Some(dir), Some(tls)) if protocol == "HTTPS" => {
-                        match resolve_credential(r, &at, tls, dir, out) {
+                let tls = match (credentials, s.tls.as_ref()) {
+                    (Some(credentials), Some(tls)) if protocol == "HTTPS" => {
+                        match resolve_credential(r, &at, tls, credentials, out) {
                             Some(tls) => Some(tls),
                             None => continue,
                         }

@@ -18,7 +18,6 @@
 //! be told apart on a port are an error, not a silent choice.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use crate::diag::{Code, Diagnostic, Severity};
 use crate::input::istio::{DestinationRuleSpec, GatewaySpec, ServiceEntrySpec};
@@ -27,6 +26,7 @@ pub use crate::input::tcp::{L4Route, RouteDestination, TcpRoute, TlsRoute};
 use crate::input::tcp::{
     ServerKind, TCP_PROTOCOLS, is_passthrough_server, parse_subnet, protocol_of, server_kind,
 };
+use crate::model::credentials::CredentialSource;
 use crate::model::{Listener, Mesh, Target, cluster_name, server_host_matches};
 use crate::position::FieldPath;
 
@@ -168,7 +168,7 @@ impl<'a> PortChains<'a> {
 /// listener replaces the HTTP default routes the HTTP side gave it.
 pub fn build(
     resources: &[Resource],
-    credentials_dir: Option<&Path>,
+    credentials: Option<&dyn CredentialSource>,
     mesh: &mut Mesh,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -240,9 +240,9 @@ pub fn build(
                 let at = FieldPath::root().key("spec").key("servers").index(i);
                 // The HTTPS rules: certificate files (or a `credentialName` secret read from
                 // `--credentials-dir`), client CA for MUTUAL, versions, ciphers.
-                let tls = match (credentials_dir, s.tls.as_ref()) {
-                    (Some(dir), Some(tls)) => {
-                        match crate::model::resolve_credential(r, &at, tls, dir, out) {
+                let tls = match (credentials, s.tls.as_ref()) {
+                    (Some(credentials), Some(tls)) => {
+                        match crate::model::resolve_credential(r, &at, tls, credentials, out) {
                             Some(tls) => Some(tls),
                             None => continue,
                         }
