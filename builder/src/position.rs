@@ -8,7 +8,7 @@
 use std::fmt;
 
 /// A 1-based line and column in a source file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(serde::Serialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Pos {
     /// Line, starting at 1.
     pub line: usize,
@@ -23,7 +23,7 @@ impl fmt::Display for Pos {
 }
 
 /// One step of a field path: a mapping key or a sequence index.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Seg {
     /// A mapping key.
     Key(String),
@@ -32,7 +32,7 @@ pub enum Seg {
 }
 
 /// A path into a document, displayed like `spec.http[0].route[1].weight`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct FieldPath(pub Vec<Seg>);
 
 impl FieldPath {

@@ -46,7 +46,7 @@ pub(crate) const OUTCOMES: [&str; 5] = [
 ];
 
 /// `sluice.dev/canary` entry of one http route.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryRoute {
     /// Pins each client to one destination (the canary filter's `sticky`).
@@ -58,7 +58,7 @@ pub struct CanaryRoute {
 }
 
 /// `sluice.dev/fault`: fault filter settings Istio's `fault` has no field for.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultExtras {
     /// Cap on faults in progress per Envoy worker.
@@ -71,7 +71,7 @@ pub struct FaultExtras {
 
 /// `sluice.dev/breaker` fields (host level, or one subset's overrides): every field optional,
 /// so a subset override says only what differs.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BreakerFields {
     /// Open after this many consecutive errors.
@@ -269,7 +269,7 @@ pub(crate) fn breaker_fields(
 pub const HEALTH_CHECK_ANNOTATION: &str = "sluice.dev/health-check";
 
 /// The `sluice.dev/health-check` settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthCheck {
     /// Path probed with GET; a 200 is healthy.

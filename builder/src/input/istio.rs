@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 /// `metadata` of a resource. Kubernetes bookkeeping fields are accepted (so `kubectl get -o yaml`
 /// output can be fed in) and carry no meaning here.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
     /// Resource name (required).
@@ -37,7 +37,7 @@ pub struct Metadata {
 }
 
 /// One YAML document as Kubernetes shapes it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Object<S> {
     /// `networking.istio.io/v1`, `v1beta1` or `v1alpha3`.
@@ -54,7 +54,7 @@ pub struct Object<S> {
 }
 
 /// `Gateway.spec`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewaySpec {
     /// Which gateway workloads this applies to; one Envoy per generated config, so unused.
@@ -66,7 +66,7 @@ pub struct GatewaySpec {
 }
 
 /// `Gateway.spec.servers[]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Server {
     /// Port, protocol and name.
@@ -81,7 +81,7 @@ pub struct Server {
 }
 
 /// `Gateway.spec.servers[].port`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerPort {
     /// Port number.
@@ -95,7 +95,7 @@ pub struct ServerPort {
 }
 
 /// `VirtualService.spec`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualServiceSpec {
     /// Hosts (authorities) these rules apply to.
@@ -119,7 +119,7 @@ pub struct VirtualServiceSpec {
 }
 
 /// `VirtualService.spec.http[]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRoute {
     /// Rule name; the generated rule is named after it.
@@ -174,7 +174,7 @@ pub struct StringMatch {
 }
 
 /// `VirtualService.spec.http[].match[]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpMatchRequest {
     /// Name of the match, for logs.
@@ -210,7 +210,7 @@ pub struct HttpMatchRequest {
 }
 
 /// `VirtualService.spec.http[].route[]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteDestination {
     /// Where to send.
@@ -222,7 +222,7 @@ pub struct HttpRouteDestination {
 }
 
 /// `Destination`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Destination {
     /// Service host (a ServiceEntry host, or its short name).
@@ -234,7 +234,7 @@ pub struct Destination {
 }
 
 /// `PortSelector`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortSelector {
     /// Port number.
@@ -242,7 +242,7 @@ pub struct PortSelector {
 }
 
 /// `HTTPRetry`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRetry {
     /// Number of retries.
@@ -260,7 +260,7 @@ pub struct HttpRetry {
 }
 
 /// `HTTPFaultInjection`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpFaultInjection {
     /// Delay before forwarding.
@@ -270,7 +270,7 @@ pub struct HttpFaultInjection {
 }
 
 /// `HTTPFaultInjection.Delay`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultDelay {
     /// Fixed delay.
@@ -282,7 +282,7 @@ pub struct FaultDelay {
 }
 
 /// `HTTPFaultInjection.Abort`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultAbort {
     /// HTTP status to answer with.
@@ -294,7 +294,7 @@ pub struct FaultAbort {
 }
 
 /// `Percent`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Percent {
     /// 0.0 - 100.0.
@@ -302,7 +302,7 @@ pub struct Percent {
 }
 
 /// `DestinationRule.spec`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationRuleSpec {
     /// The service host this rule configures.
@@ -318,7 +318,7 @@ pub struct DestinationRuleSpec {
 }
 
 /// `Subset`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Subset {
     /// Subset name.
@@ -332,7 +332,7 @@ pub struct Subset {
 
 /// `TrafficPolicy`, plus `circuitBreaker`: a sluice block (not Istio) configuring the sluice
 /// breaker filter, in the shape the seeds use.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrafficPolicy {
     /// Load-balancing algorithm.
@@ -357,7 +357,7 @@ pub struct TrafficPolicy {
 }
 
 /// `LoadBalancerSettings`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancerSettings {
     /// `ROUND_ROBIN`, `LEAST_REQUEST`, `LEAST_CONN`, `RANDOM`, `PASSTHROUGH`, `UNSPECIFIED`.
@@ -373,7 +373,7 @@ pub struct LoadBalancerSettings {
 }
 
 /// `ConnectionPoolSettings`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionPoolSettings {
     /// TCP limits.
@@ -383,7 +383,7 @@ pub struct ConnectionPoolSettings {
 }
 
 /// `ConnectionPoolSettings.TCPSettings`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TcpSettings {
     /// Maximum connections to the destination.
@@ -399,7 +399,7 @@ pub struct TcpSettings {
 }
 
 /// `ConnectionPoolSettings.HTTPSettings`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSettings {
     /// Maximum pending requests.
@@ -421,7 +421,7 @@ pub struct HttpSettings {
 }
 
 /// `OutlierDetection`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutlierDetection {
     /// Deprecated alias of `consecutive5xxErrors`.
@@ -446,7 +446,7 @@ pub struct OutlierDetection {
 
 /// `trafficPolicy.circuitBreaker`: sluice's breaker (an Envoy/Istio circuit breaker ejects hosts;
 /// this one opens for the whole destination and half-opens to probe).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CircuitBreaker {
     /// Consecutive failures that open the breaker.
@@ -462,7 +462,7 @@ pub struct CircuitBreaker {
 }
 
 /// `ServiceEntry.spec`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEntrySpec {
     /// Hosts of the service.
@@ -493,7 +493,7 @@ pub struct ServiceEntrySpec {
 }
 
 /// `ServicePort`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServicePort {
     /// Port number.
@@ -507,7 +507,7 @@ pub struct ServicePort {
 }
 
 /// `WorkloadSelector`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
     /// Labels a WorkloadEntry must carry.
@@ -516,7 +516,7 @@ pub struct WorkloadSelector {
 }
 
 /// `WorkloadEntry.spec`, also the shape of `ServiceEntry.spec.endpoints[]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadEntrySpec {
     /// IP address or DNS name.

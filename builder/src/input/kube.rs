@@ -14,14 +14,14 @@ use crate::input::yaml::FieldPath;
 pub const SERVICE_API_VERSION: &str = "v1";
 
 /// What a Service contributes to the registry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceSpec {
     /// `spec.ports`.
     pub ports: Vec<ServicePort>,
 }
 
 /// One `spec.ports[]` entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServicePort {
     /// `port`: the service port clients use, and the port of Istio's cluster name.
     pub port: u32,

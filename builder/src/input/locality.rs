@@ -11,7 +11,7 @@ use crate::input::istio::TrafficPolicy;
 
 /// A locality `region/zone/subzone`; missing parts are empty, as Envoy's `core.Locality` has
 /// them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Locality {
     /// Region, e.g. `us-east`.
     pub region: String,
@@ -95,7 +95,7 @@ impl std::fmt::Display for Locality {
 }
 
 /// `LocalityLoadBalancerSetting`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityLbSetting {
     /// Weights per destination locality, by source locality.
@@ -112,7 +112,7 @@ pub struct LocalityLbSetting {
 }
 
 /// `LocalityLoadBalancerSetting.Distribute`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Distribute {
     /// Source locality pattern (`region/zone/*`).
@@ -123,7 +123,7 @@ pub struct Distribute {
 }
 
 /// `LocalityLoadBalancerSetting.Failover`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Failover {
     /// Region of the proxy.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::input::istio::{Destination, HttpRoute, Percent, StringMatch};
 
 /// `HTTPRewrite`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRewrite {
     /// Replaces the matched part of the path (the whole path for exact/regex matches).
@@ -23,7 +23,7 @@ pub struct HttpRewrite {
 }
 
 /// `RegexRewrite`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RegexRewrite {
     /// RE2 pattern.
@@ -34,7 +34,7 @@ pub struct RegexRewrite {
 }
 
 /// `HTTPRedirect`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRedirect {
     /// New path.
@@ -54,7 +54,7 @@ pub struct HttpRedirect {
 }
 
 /// `HTTPDirectResponse`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpDirectResponse {
     /// Status code.
@@ -64,7 +64,7 @@ pub struct HttpDirectResponse {
 }
 
 /// `HTTPBody`: one of `string` or `bytes` (base64).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpBody {
     /// Text body.
@@ -74,7 +74,7 @@ pub struct HttpBody {
 }
 
 /// `Headers`: operations on request and response headers.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Headers {
     /// Operations on the request sent upstream.
@@ -84,7 +84,7 @@ pub struct Headers {
 }
 
 /// `Headers.HeaderOperations`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderOperations {
     /// Overwrite (or add) these headers.
@@ -99,7 +99,7 @@ pub struct HeaderOperations {
 }
 
 /// `HTTPMirrorPolicy` (an entry of `mirrors`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpMirrorPolicy {
     /// Where copies go.
@@ -109,7 +109,7 @@ pub struct HttpMirrorPolicy {
 }
 
 /// `CorsPolicy`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CorsPolicy {
     /// Deprecated exact origins.
@@ -136,7 +136,7 @@ pub struct CorsPolicy {
 }
 
 /// `ClientTLSSettings` (`trafficPolicy.tls`): TLS origination to the upstream.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientTls {
     /// `DISABLE`, `SIMPLE`, `MUTUAL` (`ISTIO_MUTUAL` needs Istio's CA: refused).
@@ -163,7 +163,7 @@ pub struct ClientTls {
 /// `TrafficPolicy.ProxyProtocol`: the PROXY protocol header Envoy writes at the start of each
 /// upstream connection, naming the downstream client (Istio wraps the cluster's transport socket
 /// in `envoy.transport_sockets.upstream_proxy_protocol`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyProtocol {
     /// `V1` (text line, Istio's default) or `V2` (binary).
@@ -172,7 +172,7 @@ pub struct ProxyProtocol {
 
 /// `TrafficPolicy.RetryBudget`: Envoy's `circuit_breakers.thresholds[].retry_budget`, which
 /// replaces the fixed `max_retries` limit of the cluster.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryBudget {
     /// Concurrent retries allowed, as a percentage of active plus pending requests (Envoy's
@@ -194,7 +194,7 @@ pub fn proxy_protocol_version(p: &ProxyProtocol) -> Option<&'static str> {
 }
 
 /// `TrafficPolicy.PortTrafficPolicy`: overrides for one service port.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortTrafficPolicy {
     /// The service port these settings apply to.
@@ -240,7 +240,7 @@ pub fn at_port(
 
 /// How Envoy's route hashes a request for a consistent-hash cluster (Istio
 /// `LoadBalancerSettings.ConsistentHashLB`, the key part).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
     /// A request header.
     Header(String),
@@ -304,7 +304,7 @@ pub fn redirect_code(code: u32) -> Option<&'static str> {
 }
 
 /// `ServerTLSSettings` of a Gateway server, as far as sluice reads it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerTlsSettings {
     /// Answer plain HTTP with a 301 to HTTPS (on an HTTP server).

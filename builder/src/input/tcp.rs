@@ -24,7 +24,7 @@ pub type TcpRoute = L4Route<L4MatchAttributes>;
 pub type TlsRoute = L4Route<TlsMatchAttributes>;
 
 /// A `tcp[]` or `tls[]` route of a VirtualService: the two differ only in their match type.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct L4Route<M> {
     /// Conditions, OR-ed.
@@ -36,7 +36,7 @@ pub struct L4Route<M> {
 }
 
 /// `L4MatchAttributes` (`sourceLabels`, `sourceNamespace` and `gateways` are refused).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct L4MatchAttributes {
     /// Destination IPs or CIDRs (`10.0.0.1`, `10.0.0.0/24`): Envoy's `prefix_ranges`.
@@ -47,7 +47,7 @@ pub struct L4MatchAttributes {
 }
 
 /// `TLSMatchAttributes` (`sourceLabels`, `sourceNamespace` and `gateways` are refused).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsMatchAttributes {
     /// SNI values (`a.example.com`, `*.example.com`): Envoy's `server_names`.
@@ -61,7 +61,7 @@ pub struct TlsMatchAttributes {
 }
 
 /// `RouteDestination` of a `tcp` or `tls` route.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteDestination {
     /// Where to send.
@@ -72,7 +72,7 @@ pub struct RouteDestination {
 
 /// DestinationRule `trafficPolicy.tunnel`: the destination is an HTTP proxy, and a `tcp`/`tls`
 /// route's connection is carried in a CONNECT (or POST) request to `targetHost:targetPort`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TunnelSettings {
     /// `CONNECT` (default) or `POST`.
@@ -103,7 +103,7 @@ pub fn is_tcp_server_protocol(protocol: &str) -> bool {
 }
 
 /// What a Gateway server routes with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ServerKind {
     /// VirtualService `tcp` routes.
     Tcp,

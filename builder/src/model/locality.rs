@@ -19,7 +19,7 @@ pub use crate::input::locality::{Distribute, Failover, Locality, LocalityLbSetti
 use crate::model::{Discovery, Mesh};
 
 /// The endpoints of one locality in a cluster's `load_assignment`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct LocalityGroup {
     /// The endpoints' locality (empty: endpoints without one).
     pub locality: Locality,
@@ -32,7 +32,7 @@ pub struct LocalityGroup {
 }
 
 /// How a cluster's endpoints are laid out by locality (see [`apply`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterLocality {
     /// One group per locality; empty when no endpoint has a locality (one flat group).
     pub groups: Vec<LocalityGroup>,

@@ -30,7 +30,7 @@ use crate::input::parse::{Kind, Resource, Spec};
 use crate::input::yaml::FieldPath;
 
 /// The whole mesh: listeners by port and clusters by name.
-#[derive(Debug, Clone, Default)]
+#[derive(serde::Serialize, Debug, Clone, Default)]
 pub struct Mesh {
     /// One listener per port (gateway server ports and mesh service ports share a listener when
     /// they coincide: one Envoy binds a port once).
@@ -68,7 +68,7 @@ impl Mesh {
 }
 
 /// One listening port.
-#[derive(Debug, Clone, Default)]
+#[derive(serde::Serialize, Debug, Clone, Default)]
 pub struct Listener {
     /// The port in the input (the emitted port may be 0 for tests).
     pub port: u32,
@@ -89,7 +89,7 @@ pub struct Listener {
 }
 
 /// One certificate of a port that serves several (see [`Listener::sni_servers`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct SniServer {
     /// The servers' hosts without their `namespace/` prefix, sorted (Istio's SNI hosts): the
     /// chain's `server_names`, and the virtual hosts the chain routes. `*` matches any SNI.
@@ -141,7 +141,7 @@ impl Listener {
 }
 
 /// A set of domains and their ordered rules.
-#[derive(Debug, Clone, Default)]
+#[derive(serde::Serialize, Debug, Clone, Default)]
 pub struct VirtualHost {
     /// Name (the VirtualService or service host it comes from).
     pub name: String,
@@ -152,7 +152,7 @@ pub struct VirtualHost {
 }
 
 /// One VirtualService `http[]` entry (or a service's default route).
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, Debug, Clone)]
 pub struct Rule {
     /// Unique per listener: `<namespace>.<vs>.<index>`, the route's `name`, or for a default
     /// route the cluster name.
@@ -178,7 +178,7 @@ pub struct Rule {
 }
 
 /// A rule's destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// One cluster.
     Cluster(String),
@@ -187,7 +187,7 @@ pub enum Target {
 }
 
 /// Istio `HTTPRetry`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Number of retries.
     pub attempts: u32,
@@ -206,7 +206,7 @@ pub struct RetryPolicy {
 }
 
 /// How a cluster finds its endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Discovery {
     /// Fixed IP addresses.
     Static,
@@ -217,7 +217,7 @@ pub enum Discovery {
 }
 
 /// One endpoint of a cluster.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Endpoint {
     /// IP address or DNS name.
     pub address: String,
@@ -228,7 +228,7 @@ pub struct Endpoint {
 }
 
 /// An upstream cluster: one host, port and (optional) subset.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, Debug, Clone)]
 pub struct Cluster {
     /// `outbound|<port>|<subset>|<host>`.
     pub name: String,
@@ -733,7 +733,7 @@ fn merge_policy(
 
 /// The files of a DestinationRule client secret `tls.credentialName: NAME`, laid out in the
 /// credentials directory like the Gateway's (the keys of a Kubernetes TLS secret).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
 struct ClientSecret {
     /// `NAME/tls.crt` and `NAME/tls.key`: the client certificate (MUTUAL).
     certificate: Option<(String, String)>,

@@ -34,7 +34,7 @@ pub fn health_check(dr: Option<&Resource>, se: &Resource) -> Option<HealthCheck>
 }
 
 /// A mirror resolved to its cluster.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq)]
 pub struct Mirror {
     /// `outbound|<port>|<subset>|<host>`.
     pub cluster: String,
@@ -43,7 +43,7 @@ pub struct Mirror {
 }
 
 /// Everything native about one rule, resolved: what the Envoy route does besides forwarding.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq)]
 pub struct RouteExtras {
     /// Copies of the requests to other clusters.
     pub mirrors: Vec<Mirror>,
@@ -187,7 +187,7 @@ pub fn cluster_hash(cluster: &crate::model::Cluster) -> Option<HashKey> {
 }
 
 /// TLS termination of a gateway listener, resolved to files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct ServerTls {
     /// Certificate chain file.
     pub certificate: String,
@@ -208,7 +208,7 @@ pub struct ServerTls {
 }
 
 /// What a Gateway server asks of its listener's TLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub enum ServerTlsUse {
     /// Plain HTTP.
     None,

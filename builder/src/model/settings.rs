@@ -17,7 +17,7 @@ use crate::input::yaml::Value;
 use crate::position::FieldPath;
 
 /// The sluice-only settings of one rule (one VirtualService http route).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq)]
 pub struct RuleSettings {
     /// Canary stickiness of the rule's split.
     pub sticky: Option<Sticky>,

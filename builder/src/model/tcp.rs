@@ -31,7 +31,7 @@ use crate::model::{Listener, Mesh, Target, cluster_name, server_host_matches};
 use crate::position::FieldPath;
 
 /// A resolved tunnel: Envoy's `tunneling_config`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct Tunnel {
     /// `targetHost:targetPort` (IPv6 in brackets), the CONNECT authority or POST Host.
     pub hostname: String,
@@ -40,7 +40,7 @@ pub struct Tunnel {
 }
 
 /// One filter chain of a TCP listener: which connections it takes and where they go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct TcpChain {
     /// `<namespace>.<vs>.tcp.<i>` / `.tls.<i>`, or the cluster name of a default chain: the
     /// filter chain's name.
@@ -617,7 +617,7 @@ struct Binding {
 type Rule<'a> = (FieldPath, String, Vec<Match>, &'a [RouteDestination]);
 
 /// A `tcp` or `tls` match block in one shape.
-#[derive(Default)]
+#[derive(serde::Serialize, Default)]
 struct Match {
     sni: Vec<String>,
     subnets: Vec<String>,
