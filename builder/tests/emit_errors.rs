@@ -96,7 +96,12 @@ fn a_refused_plugin_config_is_reported_at_the_rule_it_names() {
         .clone();
     let rule = &mut listener.virtual_hosts[0].rules[0];
     assert_eq!(rule.name, "slow");
-    rule.fault = Some(sluice::istio::HttpFaultInjection::default());
+    rule.fault = Some(sluice_core::fault::config::FaultRule {
+        rule: rule.name.clone(),
+        matches: Vec::new(),
+        delay: None,
+        abort: None,
+    });
     let err = sluice::xds::filters::PluginConfigs::of(&listener, &modelled.mesh, "listener_9080")
         .expect_err("a fault with neither delay nor abort");
     let d = err.into_diagnostic();

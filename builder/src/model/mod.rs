@@ -10,6 +10,7 @@
 pub mod credentials;
 pub mod locality;
 pub mod native;
+pub mod policy;
 pub mod settings;
 pub mod tcp;
 
@@ -23,8 +24,8 @@ use crate::check::validate::{HTTP_PROTOCOLS, to_core_match};
 use crate::diag::{Code, Diagnostic, Origin, Severity, did_you_mean};
 pub(crate) use crate::input::istio::server_host_matches;
 use crate::input::istio::{
-    DestinationRuleSpec, GatewaySpec, HttpFaultInjection, ServiceEntrySpec, TrafficPolicy,
-    VirtualServiceSpec, WorkloadEntrySpec,
+    DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, TrafficPolicy, VirtualServiceSpec,
+    WorkloadEntrySpec,
 };
 use crate::input::parse::{Kind, Resource, Spec};
 use crate::input::yaml::FieldPath;
@@ -165,8 +166,8 @@ pub struct Rule {
     pub timeout: Option<Duration>,
     /// Retry policy.
     pub retries: Option<RetryPolicy>,
-    /// Fault injection, kept for the fault filter.
-    pub fault: Option<HttpFaultInjection>,
+    /// Fault injection as the fault filter's rule (keyed by this rule's name).
+    pub fault: Option<sluice_core::fault::config::FaultRule>,
     /// sluice-only settings of the rule (canary stickiness, schedule, failover; fault extras).
     pub sluice: crate::model::settings::RuleSettings,
     /// What Envoy does natively on this rule's route (mirrors, rewrites, redirects, headers, CORS,
@@ -244,8 +245,11 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// Speak HTTP/2 upstream (port protocol HTTP2 or GRPC).
     pub http2: bool,
-    /// Host policy merged with the subset's.
+    /// Host policy merged with the subset's, as Istio input (connection pool, outlier detection,
+    /// TLS, ... are read from it when emitting; load balancing is resolved below).
     pub policy: TrafficPolicy,
+    /// The policy's consistent-hash ring and slow start, resolved.
+    pub load_balancing: policy::LoadBalancing,
     /// The sluice breaker guarding this cluster, if configured.
     pub breaker: Option<sluice_core::breaker::BreakerSettings>,
     /// Active health checking (`sluice.dev/health-check` on the DestinationRule, else on the
@@ -986,6 +990,7 @@ fn build_clusters(
                                 subset,
                                 &policy,
                             ),
+                            load_balancing: policy::load_balancing(&policy),
                             policy,
                             health_check: crate::model::native::health_check(
                                 dr.map(|(r, _)| *r),
@@ -1511,6 +1516,10 @@ fn build_listeners(
                     continue;
                 };
                 let native = native_extras(registry, mesh, b.resource, &at, h, &target, port, out);
+                let fault = h
+                    .fault
+                    .as_ref()
+                    .map(|f| crate::input::annotations::fault_rule(&name, f));
                 rules.push(Rule {
                     name,
                     matches: h
@@ -1526,7 +1535,7 @@ fn build_listeners(
                     retries: Some(retry_policy(
                         h.retries.as_ref().unwrap_or(&istio_default_retries()),
                     )),
-                    fault: h.fault.clone(),
+                    fault,
                     sluice: crate::model::settings::rule_settings(b.resource, i),
                     native,
                     origin: Some(b.resource.origin(&at)),

@@ -19,7 +19,7 @@ use crate::input::annotations::{HEALTH_CHECK_ANNOTATION, parse_health_check};
 use crate::input::istio::{Destination, HttpRoute, StringMatch};
 pub use crate::input::native::HashKey;
 use crate::input::native::{
-    CorsPolicy, Headers, HttpDirectResponse, HttpRedirect, HttpRewrite, ServerTlsSettings, hash_key,
+    CorsPolicy, Headers, HttpDirectResponse, HttpRedirect, HttpRewrite, ServerTlsSettings,
 };
 use crate::input::parse::Resource;
 use crate::position::FieldPath;
@@ -178,12 +178,7 @@ pub fn route_extras(
 
 /// The consistent-hash key of a cluster's load-balancer policy, if it hashes.
 pub fn cluster_hash(cluster: &crate::model::Cluster) -> Option<HashKey> {
-    cluster
-        .policy
-        .load_balancer
-        .as_ref()
-        .and_then(|lb| lb.consistent_hash.as_ref())
-        .and_then(hash_key)
+    cluster.load_balancing.hash_key.clone()
 }
 
 /// TLS termination of a gateway listener, resolved to files.

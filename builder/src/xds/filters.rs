@@ -17,7 +17,6 @@ use sluice_core::suite::SuiteConfig;
 
 use super::error::EmitError;
 use crate::diag::Origin;
-use crate::input::annotations as sluice_settings;
 use crate::model::{Listener, Mesh, Target};
 
 /// The sluice filters of the chain layout, by short name (`sluice_<name>.wasm`), in chain order.
@@ -53,9 +52,7 @@ pub fn fault_config(listener: &Listener) -> Option<FaultConfig> {
             config.header_faults.clone_from(&extras.header_faults);
         }
         if let Some(fault) = &rule.fault {
-            config
-                .faults
-                .push(sluice_settings::fault_rule(&rule.name, fault));
+            config.faults.push(fault.clone());
         }
     }
     config.max_active_faults = max_active.unwrap_or(DEFAULT_MAX_ACTIVE_FAULTS);

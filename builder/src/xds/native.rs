@@ -10,6 +10,7 @@ use sluice_core::wire;
 
 use crate::input::native::{HeaderOperations, Headers, redirect_code};
 use crate::model::native::{HashKey, RouteExtras};
+use crate::model::policy::HashRing;
 use crate::model::{Cluster, Listener, Rule, Target};
 
 const CORS_FILTER: &str = "envoy.filters.http.cors";
@@ -467,53 +468,39 @@ fn push_all(route: &mut Value, key: &str, values: Vec<Value>) {
 pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
     let policy = &c.policy;
     let dur = |t: Option<&str>| t.and_then(|t| sluice_core::duration::parse(t).ok());
-    if let Some(lb) = &policy.load_balancer {
-        if let Some(ch) = &lb.consistent_hash {
-            if let Some(maglev) = ch.get("maglev") {
-                cluster["lb_policy"] = json!("MAGLEV");
-                if let Some(size) = maglev.get("tableSize").and_then(Value::as_u64) {
-                    cluster["maglev_lb_config"] = json!({"table_size": size});
-                }
-            } else {
-                cluster["lb_policy"] = json!("RING_HASH");
-                let size = ch
-                    .get("ringHash")
-                    .and_then(|r| r.get("minimumRingSize"))
-                    .or_else(|| ch.get("minimumRingSize"))
-                    .and_then(Value::as_u64);
-                if let Some(size) = size {
-                    cluster["ring_hash_lb_config"] = json!({"minimum_ring_size": size});
-                }
+    match &c.load_balancing.hash_ring {
+        Some(HashRing::Maglev { table_size }) => {
+            cluster["lb_policy"] = json!("MAGLEV");
+            if let Some(size) = table_size {
+                cluster["maglev_lb_config"] = json!({"table_size": size});
             }
         }
-        // Slow start: Envoy has it for round robin and least request only, as Istio applies it.
-        let window = dur(lb.warmup_duration_secs.as_deref()).or_else(|| {
-            dur(lb
-                .warmup
-                .as_ref()
-                .and_then(|w| w.get("duration"))
-                .and_then(Value::as_str))
-        });
-        if let Some(window) = window {
-            let mut slow = json!({"slow_start_window": sluice_core::duration::format(window)});
-            if let Some(w) = &lb.warmup {
-                if let Some(a) = w.get("aggression").and_then(Value::as_f64) {
-                    slow["aggression"] =
-                        json!({"default_value": a, "runtime_key": "sluice.slow_start.aggression"});
-                }
-                if let Some(m) = w.get("minimumPercent").and_then(Value::as_f64) {
-                    slow["min_weight_percent"] = json!({"value": m});
-                }
+        Some(HashRing::RingHash { minimum_ring_size }) => {
+            cluster["lb_policy"] = json!("RING_HASH");
+            if let Some(size) = minimum_ring_size {
+                cluster["ring_hash_lb_config"] = json!({"minimum_ring_size": size});
             }
-            match cluster["lb_policy"].as_str() {
-                Some("ROUND_ROBIN") => {
-                    cluster["round_robin_lb_config"] = json!({"slow_start_config": slow});
-                }
-                Some("LEAST_REQUEST") => {
-                    cluster["least_request_lb_config"] = json!({"slow_start_config": slow});
-                }
-                _ => {}
+        }
+        None => {}
+    }
+    // Slow start: Envoy has it for round robin and least request only, as Istio applies it.
+    if let Some(s) = &c.load_balancing.slow_start {
+        let mut slow = json!({"slow_start_window": sluice_core::duration::format(s.window)});
+        if let Some(a) = s.aggression {
+            slow["aggression"] =
+                json!({"default_value": a, "runtime_key": "sluice.slow_start.aggression"});
+        }
+        if let Some(m) = s.min_weight_percent {
+            slow["min_weight_percent"] = json!({"value": m});
+        }
+        match cluster["lb_policy"].as_str() {
+            Some("ROUND_ROBIN") => {
+                cluster["round_robin_lb_config"] = json!({"slow_start_config": slow});
             }
+            Some("LEAST_REQUEST") => {
+                cluster["least_request_lb_config"] = json!({"slow_start_config": slow});
+            }
+            _ => {}
         }
     }
     if let Some(od) = &policy.outlier_detection {
