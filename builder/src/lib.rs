@@ -1,10 +1,21 @@
 //! The sluice builder: Istio-style YAML in, Envoy configs out.
 //!
-//! Stages: [`parse`] (YAML with positions -> typed Istio resources) -> [`validate`] (checks of
-//! each resource) -> [`model`] (cross-references, then a deterministic mesh: listeners, virtual
-//! hosts, rules, clusters) -> [`emit`] (one module per target). [`generate`] runs them all and
-//! returns the files, or every problem found; [`write_output`] writes them without touching
-//! any file sluice did not write ([`output`]).
+//! One pipeline of stages, each importing only the stages before it (docs/ARCHITECTURE.md has
+//! the picture; `tests/layering.rs` checks it):
+//!
+//! 1. [`input`]: YAML with positions -> typed Istio, Kubernetes and sluice-annotation
+//!    resources, and the run's [`Options`].
+//! 2. [`check`]: per-resource and cross-resource checks, with positioned diagnostics.
+//! 3. [`mod@model`]: the resolved mesh (listeners, virtual hosts, rules, clusters); secrets come
+//!    through an injected [`model::credentials::CredentialSource`].
+//! 4. [`xds`]: the mesh as one target-neutral set of Envoy resources ([`xds::ResourceSet`]).
+//! 5. [`package`] (wasm build, OCI, JSON Schema) and [`target`] (the set packaged as an Envoy
+//!    bootstrap, Istio manifests or a compose project).
+//!
+//! [`position`], [`diag`], [`report`] and [`output`] are leaves every stage may use.
+//! [`generate`] runs the stages and returns the files, or every problem found ([`model()`] and
+//! [`resources`] stop earlier); [`write_output`] writes the files without touching any file
+//! sluice did not write.
 //!
 //! ```no_run
 //! let inputs = sluice::Inputs::read(&["examples/bookinfo".into()]).expect("readable");
@@ -61,7 +72,7 @@ pub struct Modelled {
     pub warnings: Diagnostics,
 }
 
-/// Every stage up to the model ([`input`], [`check`], [`model`]), with the target's own
+/// Every stage up to the model ([`input`], [`check`], [`mod@model`]), with the target's own
 /// checks; on any error, all diagnostics (errors and warnings). [`generate`] emits from this.
 /// Secrets are read from `options.credentials_dir` ([`model::credentials::CredentialsDir`]).
 pub fn model(inputs: &Inputs, options: &Options) -> Result<Modelled, Diagnostics> {
@@ -77,7 +88,7 @@ pub fn model(inputs: &Inputs, options: &Options) -> Result<Modelled, Diagnostics
     )
 }
 
-/// [`model`] with the secrets of `credentialName`s read from `credentials` instead of
+/// [`model()`] with the secrets of `credentialName`s read from `credentials` instead of
 /// `options.credentials_dir` (`None`: no secret store).
 pub fn model_with(
     inputs: &Inputs,

@@ -8,7 +8,7 @@ use crate::input::tcp::{RouteDestination, TunnelSettings, parse_subnet, protocol
 use crate::position::FieldPath;
 
 /// Checks the `tcp` and `tls` routes of a VirtualService and the TCP and passthrough servers of
-/// a Gateway, on their own (cross-resource checks are in [`build`]).
+/// a Gateway, on their own (cross-resource checks are in [`crate::model::tcp::build`]).
 pub fn check(r: &Resource, out: &mut Vec<Diagnostic>) {
     let spec = FieldPath::root().key("spec");
     match &r.spec {

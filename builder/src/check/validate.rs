@@ -1,6 +1,6 @@
 //! Stage 2a: checks of each resource on its own (values, ranges, durations, regexes, names).
 //! Cross-resource checks (unknown hosts, subsets, gateways) happen while the model is built,
-//! see [`crate::model`]. Every problem is collected; nothing stops at the first.
+//! see [`mod@crate::model`]. Every problem is collected; nothing stops at the first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

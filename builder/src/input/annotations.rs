@@ -191,7 +191,7 @@ pub fn legacy_breaker(cb: &CircuitBreaker) -> Option<BreakerSettings> {
 }
 
 /// Istio's `fault` of rule `rule` as the fault filter's rule. Values that cannot be represented
-/// (a negative status) become ones the filter refuses, so [`check`] reports them.
+/// (a negative status) become ones the filter refuses, so [`crate::check::settings::check`] reports them.
 pub fn fault_rule(rule: &str, fault: &HttpFaultInjection) -> FaultRule {
     let percent = |p: &Option<crate::input::istio::Percent>| {
         p.as_ref().map(|p| CorePercent {

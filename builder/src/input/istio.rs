@@ -107,10 +107,10 @@ pub struct VirtualServiceSpec {
     /// HTTP rules, first match wins.
     #[serde(default)]
     pub http: Vec<HttpRoute>,
-    /// TCP rules for the hosts' non-HTTP ports (see [`crate::tcp`]).
+    /// TCP rules for the hosts' non-HTTP ports (see [`crate::model::tcp`]).
     #[serde(default)]
     pub tcp: Vec<crate::input::tcp::TcpRoute>,
-    /// TLS passthrough rules, routed by SNI (see [`crate::tcp`]).
+    /// TLS passthrough rules, routed by SNI (see [`crate::model::tcp`]).
     #[serde(default)]
     pub tls: Vec<crate::input::tcp::TlsRoute>,
     /// Visibility across namespaces; one Envoy sees everything, so unused.
@@ -136,7 +136,7 @@ pub struct HttpRoute {
     pub retries: Option<HttpRetry>,
     /// Fault injection.
     pub fault: Option<HttpFaultInjection>,
-    /// Copy requests to one other destination (see [`crate::native`]).
+    /// Copy requests to one other destination (see [`crate::model::native`]).
     pub mirror: Option<Destination>,
     /// Copy requests to several destinations.
     #[serde(default)]
@@ -343,16 +343,16 @@ pub struct TrafficPolicy {
     pub outlier_detection: Option<OutlierDetection>,
     /// The sluice breaker (not an Istio field).
     pub circuit_breaker: Option<CircuitBreaker>,
-    /// TLS origination to the upstream (see [`crate::native`]).
+    /// TLS origination to the upstream (see [`crate::model::native`]).
     pub tls: Option<crate::input::native::ClientTls>,
     /// Per-port overrides (see [`crate::input::native::at_port`]).
     #[serde(default)]
     pub port_level_settings: Vec<crate::input::native::PortTrafficPolicy>,
-    /// PROXY protocol header sent on each upstream connection (see [`crate::native`]).
+    /// PROXY protocol header sent on each upstream connection (see [`crate::model::native`]).
     pub proxy_protocol: Option<crate::input::native::ProxyProtocol>,
-    /// Cap on concurrent retries relative to active requests (see [`crate::native`]).
+    /// Cap on concurrent retries relative to active requests (see [`crate::model::native`]).
     pub retry_budget: Option<crate::input::native::RetryBudget>,
-    /// Tunnel `tcp`/`tls` routes' connections through this destination (see [`crate::tcp`]).
+    /// Tunnel `tcp`/`tls` routes' connections through this destination (see [`crate::model::tcp`]).
     pub tunnel: Option<crate::input::tcp::TunnelSettings>,
 }
 

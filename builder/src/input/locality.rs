@@ -132,7 +132,7 @@ pub struct Failover {
     pub to: Option<String>,
 }
 
-/// The `localityLbSetting` of a policy, if it parses (errors are [`check`]'s).
+/// The `localityLbSetting` of a policy, if it parses (errors are [`crate::check::locality::check`]'s).
 pub fn setting(policy: &TrafficPolicy) -> Option<LocalityLbSetting> {
     let raw = policy
         .load_balancer

@@ -84,7 +84,7 @@ pub struct Listener {
     /// serves the whole port.
     pub sni_servers: Vec<SniServer>,
     /// A TCP port's filter chains (VirtualService `tcp`/`tls` routes, TLS passthrough, Istio's
-    /// default TCP route; see [`crate::tcp`]): when non-empty the listener proxies connections
+    /// default TCP route; see [`crate::model::tcp`]): when non-empty the listener proxies connections
     /// and has no virtual hosts.
     pub tcp_chains: Vec<crate::model::tcp::TcpChain>,
 }

@@ -25,7 +25,7 @@ use crate::input::parse::Resource;
 use crate::position::FieldPath;
 
 /// The health check of a host: the DestinationRule's annotation, else the ServiceEntry's
-/// (invalid ones are reported by [`check_health_check`]).
+/// (invalid ones are reported by [`crate::check::native::check_health_check`]).
 pub fn health_check(dr: Option<&Resource>, se: &Resource) -> Option<HealthCheck> {
     dr.into_iter()
         .chain([se])

@@ -326,7 +326,7 @@ pub fn optimize_module(input: &Path, output: &Path) -> Result<Shrink, String> {
     }) {
         return Err(format!(
             "{} exports {unknown:?}, which sluice does not know\n  hint: add it to \
-             HTTP_FILTER_EXPORTS (Envoy calls it) or UNUSED_EXPORTS in builder/src/build.rs",
+             HTTP_FILTER_EXPORTS (Envoy calls it) or UNUSED_EXPORTS in builder/src/package/build.rs",
             input.display()
         ));
     }

@@ -3,7 +3,7 @@
 //! plus VirtualServices), [`compose`] (a docker-compose project around the envoy target).
 //! Adding a target is one more module and one more [`crate::Target`] arm.
 //!
-//! May import every stage below: [`crate::xds`], [`crate::package`], [`crate::model`],
+//! May import every stage below: [`crate::xds`], [`crate::package`], [`mod@crate::model`],
 //! [`crate::check`], [`crate::input`], and the leaves.
 
 pub mod compose;

@@ -1,4 +1,4 @@
-//! The Envoy JSON of Istio settings Envoy implements natively (see [`crate::native`]): route
+//! The Envoy JSON of Istio settings Envoy implements natively (see [`crate::model::native`]): route
 //! actions (mirrors, rewrites, redirects, direct responses, headers, CORS, hash policies) and
 //! cluster settings (consistent hashing, slow start, panic threshold, keep-alive, TLS).
 //!

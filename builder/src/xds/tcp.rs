@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::model::{Listener, Target};
 
-/// The Envoy listener of a TCP port: one filter chain per [`TcpChain`], each a `tcp_proxy`, and
+/// The Envoy listener of a TCP port: one filter chain per [`crate::model::tcp::TcpChain`], each a `tcp_proxy`, and
 /// the `tls_inspector` when a chain matches on SNI.
 pub fn listener_json(listener: &Listener, address: Value) -> Value {
     let chains: Vec<Value> = listener
