@@ -8,11 +8,11 @@
 //! lets you attach, reorder or replace the filters one by one.
 
 use sluice_core::breaker::{Breaker, BreakerConfig};
-use sluice_core::canary::{CanaryConfig, CompiledCanary};
+use sluice_core::canary::{CanaryConfig, CompiledCanary, Member, Split};
 use sluice_core::fault::config::{DEFAULT_MAX_ACTIVE_FAULTS, FaultConfig};
 use sluice_core::fault::plan::FaultPlan;
 use sluice_core::json::FromJson;
-use sluice_core::router::{CompiledRouter, RouterConfig};
+use sluice_core::router::{self, CompiledRouter, RouterConfig};
 use sluice_core::suite::SuiteConfig;
 
 use super::error::EmitError;
@@ -29,6 +29,63 @@ pub const MODULES: [&str; 5] = ["router", "canary", "fault", "breaker", SUITE];
 /// Short name of the one-module layout (`sluice_suite.wasm`, root_id `sluice_suite`, Envoy
 /// filter and WasmPlugin `sluice-suite`).
 pub const SUITE: &str = "suite";
+
+/// The router plugin config of one listener.
+pub fn router_config(listener: &Listener) -> RouterConfig {
+    RouterConfig {
+        virtual_hosts: listener
+            .virtual_hosts
+            .iter()
+            .map(|vh| router::VirtualHost {
+                name: vh.name.clone(),
+                domains: vh.domains.clone(),
+                rules: vh
+                    .rules
+                    .iter()
+                    .map(|rule| router::Rule {
+                        name: rule.name.clone(),
+                        match_: rule.matches.clone(),
+                        route: match &rule.target {
+                            Target::Cluster(c) => router::Destination::Cluster(c.clone()),
+                            Target::Split(_) => router::Destination::Split(rule.name.clone()),
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The canary plugin config of one listener, if any rule splits traffic. Each split is named
+/// after its rule.
+pub fn canary_config(listener: &Listener) -> Option<CanaryConfig> {
+    let splits: Vec<Split> = listener
+        .virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.rules)
+        .filter_map(|rule| match &rule.target {
+            Target::Split(members) => Some(Split {
+                name: rule.name.clone(),
+                members: members
+                    .iter()
+                    .map(|(cluster, weight)| Member {
+                        cluster: cluster.clone(),
+                        weight: *weight,
+                    })
+                    .collect(),
+                sticky: rule.sluice.sticky.clone(),
+                schedule: rule.sluice.schedule.clone(),
+                failover: rule.sluice.failover,
+            }),
+            Target::Cluster(_) => None,
+        })
+        .collect();
+    (!splits.is_empty()).then(|| CanaryConfig {
+        after_router: true,
+        splits,
+        rules: Vec::new(),
+    })
+}
 
 /// The fault filter's config of `listener`: one fault per rule that has one, keyed by the rule
 /// name (the router's `x-sluice-rule`); `None` when no rule on the listener has a fault.
@@ -128,9 +185,9 @@ impl PluginConfigs {
                 format!("{label}: the {filter} filter would refuse this config: {reason}"),
             )
         };
-        let router = super::resources::router_config(listener);
+        let router = router_config(listener);
         CompiledRouter::compile(&router).map_err(|e| refused("router", &e))?;
-        let canary = super::resources::canary_config(listener);
+        let canary = canary_config(listener);
         if let Some(canary) = &canary {
             CompiledCanary::compile(canary).map_err(|e| refused("canary", &e))?;
         }
