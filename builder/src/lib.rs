@@ -161,15 +161,15 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
         warnings: mut diags,
     } = model(inputs, options)?;
     let emitted = match &options.target {
-        Target::Envoy => emit::envoy::emit(&mesh, options),
-        Target::Istio(istio) => emit::istio_target::emit(
+        Target::Envoy => target::envoy::emit(&mesh, options),
+        Target::Istio(istio) => target::istio::emit(
             &resources,
             &mesh,
             istio,
             options.suite,
             options.detailed_replies,
         ),
-        Target::Compose => emit::compose::emit(&mesh, options),
+        Target::Compose => target::compose::emit(&mesh, options),
     };
     match emitted {
         Ok(e) => Ok(Output {

@@ -130,7 +130,7 @@ impl BreakerFields {
     }
 
     /// The filter's settings, defaults filled in. Unknown `countAs` names are dropped here;
-    /// [`check`] reports them.
+    /// [`crate::check::settings::check`] reports them.
     pub(crate) fn settings(&self) -> BreakerSettings {
         let defaults = BreakerSettings::default();
         BreakerSettings {
@@ -157,6 +157,7 @@ impl BreakerFields {
     }
 }
 
+/// The breaker outcome `name` (`countAs`) names, if it is one.
 pub(crate) fn outcome(name: &str) -> Option<Outcome> {
     serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
@@ -284,6 +285,8 @@ pub struct HealthCheck {
     pub healthy_threshold: Option<u32>,
 }
 
+/// Reads a `sluice.dev/health-check` value; `Err` says what is wrong (the checks report it, the
+/// model skips it).
 pub(crate) fn parse_health_check(text: &str) -> Result<HealthCheck, String> {
     let docs =
         yaml::parse_documents(text).map_err(|e| format!("line {}: {}", e.pos.line, e.message))?;

@@ -2,7 +2,7 @@
 //! (checked against Istio's CRD schemas by a test).
 //!
 //! Only the fields sluice implements are modelled; any other key is collected by
-//! `serde_ignored` in [`crate::parse`] and reported, either as "not supported yet" (Istio has it,
+//! `serde_ignored` in [`crate::input::parse`] and reported, either as "not supported yet" (Istio has it,
 //! see [`UNSUPPORTED`]) or as an unknown field with a suggestion. Nothing is silently dropped.
 
 use std::collections::BTreeMap;

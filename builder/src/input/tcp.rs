@@ -89,10 +89,12 @@ pub fn is_passthrough_server(s: &Server) -> bool {
     matches!(tls_mode(s), Some("PASSTHROUGH" | "AUTO_PASSTHROUGH"))
 }
 
+/// The server's `tls.mode`, if it sets one.
 pub(crate) fn tls_mode(s: &Server) -> Option<&str> {
     s.tls.as_ref()?.get("mode")?.as_str()
 }
 
+/// A port protocol upper-cased as Istio compares it (`""` when unset).
 pub(crate) fn protocol_of(p: Option<&str>) -> String {
     p.unwrap_or("").to_ascii_uppercase()
 }
@@ -115,6 +117,7 @@ pub(crate) enum ServerKind {
 }
 
 impl ServerKind {
+    /// How a diagnostic names the kind.
     pub(crate) fn describe(self) -> &'static str {
         match self {
             ServerKind::Tcp => "plain TCP",
@@ -124,6 +127,8 @@ impl ServerKind {
     }
 }
 
+/// What server `s` routes with; `None` for one the TCP side does not serve (HTTP, or a refused
+/// TLS mode).
 pub(crate) fn server_kind(s: &Server) -> Option<ServerKind> {
     let protocol = protocol_of(s.port.as_ref().and_then(|p| p.protocol.as_deref()));
     match (protocol.as_str(), tls_mode(s)) {

@@ -1147,7 +1147,7 @@ fn check_match_gateways(
 }
 
 /// The istio target's limit on `match.gateways`: its one sluice router config serves every
-/// gateway and sidecar (see `emit::istio_target::merged_listener`), so a match block cannot be
+/// gateway and sidecar (see `target::istio::merged_listener`), so a match block cannot be
 /// kept to some of them; each such block is an error there.
 pub fn check_match_gateways_for_istio(resources: &[Resource]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
@@ -1289,7 +1289,7 @@ fn build_listeners(
             };
             let Some(number) = port.number else { continue };
             let protocol = port.protocol.as_deref().unwrap_or("").to_ascii_uppercase();
-            // A passthrough server routes by SNI, not HTTP: see crate::tcp.
+            // A passthrough server routes by SNI, not HTTP: see crate::model::tcp.
             if HTTP_PROTOCOLS.contains(&protocol.as_str())
                 && !crate::input::tcp::is_passthrough_server(s)
             {
@@ -1425,8 +1425,8 @@ fn build_listeners(
             }
         }
         for (port, hosts) in per_port {
-            // `tcp`/`tls` routes only: the HTTP side keeps the hosts' default routes (crate::tcp
-            // routes the TCP ports).
+            // `tcp`/`tls` routes only: the HTTP side keeps the hosts' default routes
+            // (crate::model::tcp routes the TCP ports).
             if vs.http.is_empty() && !(vs.tcp.is_empty() && vs.tls.is_empty()) {
                 continue;
             }
