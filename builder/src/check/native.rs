@@ -3,7 +3,7 @@
 //! `sluice.dev/health-check` annotation. Each reports with the file, line and field at fault.
 
 use crate::diag::{Code, Diagnostic};
-use crate::input::annotations::{HEALTH_CHECK_ANNOTATION, parse_health_check};
+use crate::input::annotations::HEALTH_CHECK_ANNOTATION;
 use crate::input::istio::HttpRoute;
 use crate::input::native::{hash_key, proxy_protocol_version, redirect_code};
 use crate::input::parse::Resource;
@@ -12,7 +12,7 @@ use crate::position::FieldPath;
 /// Reports a `sluice.dev/health-check` annotation that does not parse, or sits on a kind that
 /// has no endpoints.
 pub fn check_health_check(r: &Resource, out: &mut Vec<Diagnostic>) {
-    let Some(text) = r.metadata.annotations.get(HEALTH_CHECK_ANNOTATION) else {
+    let Some(parsed) = &r.annotations.health_check else {
         return;
     };
     let at = FieldPath::root()
@@ -31,7 +31,7 @@ pub fn check_health_check(r: &Resource, out: &mut Vec<Diagnostic>) {
         ));
         return;
     }
-    if let Err(e) = parse_health_check(text) {
+    if let Err(e) = parsed {
         out.push(r.error(Code::InvalidHttpAction, &at,
             format!("invalid health check: {e}"),
             "e.g. {path: /healthz, interval: 10s, timeout: 1s, unhealthyThreshold: 3, healthyThreshold: 1}",

@@ -8,7 +8,8 @@
 //! `file:line:col` (the block scalar's lines offset by the annotation's position in the file).
 //!
 //! [`check`] reports problems (it needs the source text for positions); the model reads values
-//! through [`crate::model::settings`], which parses the same text again and never reports.
+//! through [`crate::model::settings`] from the same trees, parsed once with the resource
+//! ([`crate::input::annotations::SluiceAnnotations`]), and never reports.
 
 use std::collections::BTreeMap;
 
@@ -175,7 +176,7 @@ impl Embedded<'_> {
     /// Parses the annotation's YAML; a syntax error is reported at its real position.
     fn tree(&self, out: &mut Vec<Diagnostic>) -> Option<Node> {
         match annotation_tree(self.r, self.key)? {
-            Ok(tree) => Some(tree),
+            Ok(tree) => Some(tree.clone()),
             Err(e) => {
                 let mut d = self.diag(Code::InvalidAnnotation, Severity::Error,
                     None,

@@ -223,10 +223,36 @@ pub(crate) fn route_index(vs: &VirtualServiceSpec, key: &str) -> Option<usize> {
         .or_else(|| key.parse::<usize>().ok().filter(|i| *i < vs.http.len()))
 }
 
-/// The annotation's value parsed as YAML (`None`: absent; an empty value is an empty mapping).
-pub(crate) fn annotation_tree(r: &Resource, key: &str) -> Option<Result<Node, yaml::YamlError>> {
-    let text = r.metadata.annotations.get(key)?;
-    Some(yaml::parse_documents(text).map(|docs| {
+/// The YAML-valued `sluice.dev/*` annotations of one resource, parsed once when the resource
+/// is read: the checks report their errors with positions, the model reads their values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SluiceAnnotations {
+    /// Per annotation key present ([`CANARY_ANNOTATION`], [`FAULT_ANNOTATION`],
+    /// [`BREAKER_ANNOTATION`]): its value as a YAML tree, or the YAML error.
+    pub trees: BTreeMap<&'static str, Result<Node, yaml::YamlError>>,
+    /// [`HEALTH_CHECK_ANNOTATION`], when present: the settings, or what is wrong with them.
+    pub health_check: Option<Result<HealthCheck, String>>,
+}
+
+impl SluiceAnnotations {
+    /// Parses the sluice annotations among `annotations`.
+    pub fn read(annotations: &BTreeMap<String, String>) -> Self {
+        let trees = [CANARY_ANNOTATION, FAULT_ANNOTATION, BREAKER_ANNOTATION]
+            .into_iter()
+            .filter_map(|key| Some((key, yaml_tree(annotations.get(key)?))))
+            .collect();
+        Self {
+            trees,
+            health_check: annotations
+                .get(HEALTH_CHECK_ANNOTATION)
+                .map(|text| parse_health_check(text)),
+        }
+    }
+}
+
+/// An annotation's value parsed as YAML (an empty value is an empty mapping).
+fn yaml_tree(text: &str) -> Result<Node, yaml::YamlError> {
+    yaml::parse_documents(text).map(|docs| {
         docs.into_iter().next().map_or(
             Node {
                 pos: Pos { line: 1, col: 1 },
@@ -234,7 +260,15 @@ pub(crate) fn annotation_tree(r: &Resource, key: &str) -> Option<Result<Node, ya
             },
             |d| d.root,
         )
-    }))
+    })
+}
+
+/// The annotation's value parsed as YAML (`None`: absent), as read with the resource.
+pub(crate) fn annotation_tree<'r>(
+    r: &'r Resource,
+    key: &str,
+) -> Option<&'r Result<Node, yaml::YamlError>> {
+    r.annotations.trees.get(key)
 }
 
 /// Host-level fields and per-subset overrides of a breaker annotation tree.
@@ -287,7 +321,7 @@ pub struct HealthCheck {
 
 /// Reads a `sluice.dev/health-check` value; `Err` says what is wrong (the checks report it, the
 /// model skips it).
-pub(crate) fn parse_health_check(text: &str) -> Result<HealthCheck, String> {
+fn parse_health_check(text: &str) -> Result<HealthCheck, String> {
     let docs =
         yaml::parse_documents(text).map_err(|e| format!("line {}: {}", e.pos.line, e.message))?;
     let json = docs

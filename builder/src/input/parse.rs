@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use crate::diag::{Code, Diagnostic, Origin, Severity, did_you_mean};
+use crate::input::annotations::SluiceAnnotations;
 use crate::input::istio::{
     DestinationRuleSpec, GatewaySpec, KNOWN_FIELDS, Metadata, Object, ServiceEntrySpec,
     UNSUPPORTED, VirtualServiceSpec, WorkloadEntrySpec,
@@ -286,6 +287,8 @@ pub struct Resource {
     pub metadata: Metadata,
     /// The typed spec.
     pub spec: Spec,
+    /// The `sluice.dev/*` annotations, parsed.
+    pub annotations: SluiceAnnotations,
 }
 
 impl Resource {
@@ -564,6 +567,7 @@ fn parse_service(
         kind: Kind::Service,
         name,
         namespace,
+        annotations: SluiceAnnotations::read(&metadata.annotations),
         metadata,
         spec: Spec::Service(spec),
     })
@@ -761,6 +765,7 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
         kind,
         name,
         namespace,
+        annotations: SluiceAnnotations::read(&object.metadata.annotations),
         metadata: object.metadata,
         spec: object.spec,
     })

@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 
 use crate::diag::{Code, Diagnostic};
 pub use crate::input::annotations::HealthCheck;
-use crate::input::annotations::{HEALTH_CHECK_ANNOTATION, parse_health_check};
 use crate::input::istio::{Destination, HttpRoute, StringMatch};
 pub use crate::input::native::HashKey;
 use crate::input::native::{
@@ -29,8 +28,8 @@ use crate::position::FieldPath;
 pub fn health_check(dr: Option<&Resource>, se: &Resource) -> Option<HealthCheck> {
     dr.into_iter()
         .chain([se])
-        .find_map(|r| r.metadata.annotations.get(HEALTH_CHECK_ANNOTATION))
-        .and_then(|text| parse_health_check(text).ok())
+        .find_map(|r| r.annotations.health_check.as_ref())
+        .and_then(|parsed| parsed.as_ref().ok().cloned())
 }
 
 /// A mirror resolved to its cluster.

@@ -77,7 +77,7 @@ pub fn cluster_breaker(
 ) -> Option<BreakerSettings> {
     if let Some(r) = dr
         && let Some(Ok(tree)) = annotation_tree(r, BREAKER_ANNOTATION)
-        && let Some((host, subsets)) = breaker_fields(&tree)
+        && let Some((host, subsets)) = breaker_fields(tree)
     {
         let fields = match subsets.get(subset) {
             Some(over) => host.merged(over),
