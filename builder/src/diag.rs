@@ -2,10 +2,10 @@
 
 use std::fmt;
 
-use crate::yaml::{FieldPath, Pos};
+use crate::position::{FieldPath, Pos};
 
 /// How bad a diagnostic is. Errors stop generation; warnings are printed and generation goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(serde::Serialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
     /// Generation fails, nothing is written.
     Error,
@@ -23,7 +23,7 @@ pub enum Severity {
 /// sluice does not support, `SL8xx` notes, `SL9xx` warnings. Each variant's doc line is its one-line meaning;
 /// docs/DIAGNOSTICS.md has the table (a test keeps the two in step). To add a code: add a
 /// variant with the next free number of its range, to [`Code::ALL`], and a row to the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(serde::Serialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Code {
     /// The file is not valid YAML.
     YamlSyntax,
@@ -223,7 +223,7 @@ impl fmt::Display for Code {
 
 /// One problem, rendered as
 /// `file:line:col: error[SL301]: Kind/name: field.path: message` plus an indented `hint:` line.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Diagnostic {
     /// The input file (as given on the command line or to [`crate::Inputs`]).
     pub file: String,
@@ -287,10 +287,14 @@ impl Diagnostic {
     /// yellow (warning), position and code bold. Without colour it equals `to_string()`.
     pub fn render(&self, color: bool) -> String {
         let Style { bold, level, reset } = Style::new(color, self.severity);
+        // A diagnostic about no input position (a wasm module, a flag) names only its subject.
+        let place = if self.pos.line == 0 {
+            self.file.clone()
+        } else {
+            format!("{}:{}", self.file, self.pos)
+        };
         let mut out = format!(
-            "{bold}{}:{}:{reset} {level}{}{reset}[{bold}{}{reset}]: ",
-            self.file,
-            self.pos,
+            "{bold}{place}:{reset} {level}{}{reset}[{bold}{}{reset}]: ",
             self.severity.as_str(),
             self.code
         );
@@ -316,8 +320,23 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Where in the input something comes from: the file, the position, the resource and the path
+/// of the field. Resolved things carry it (a model rule, an emission error) so a problem found
+/// after the checks still names the field at fault.
+#[derive(serde::Serialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Origin {
+    /// Input file name.
+    pub file: String,
+    /// Position of the field in the file.
+    pub pos: Pos,
+    /// `Kind/name` of the resource.
+    pub resource: String,
+    /// The field.
+    pub path: FieldPath,
+}
+
 /// All diagnostics of one run, sorted by file and position.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {

@@ -18,10 +18,10 @@ use sluice_core::host::MockHost;
 use sluice_core::matching::Explanation as BlockOutcome;
 use sluice_core::router::{CompiledRouter, Destination};
 
+use crate::input::parse::{Kind, Resource, Spec};
+use crate::input::yaml::FieldPath;
 use crate::model::{Listener, Mesh, Rule};
-use crate::parse::{Kind, Resource, Spec};
 use crate::xds::filters::PluginConfigs;
-use crate::yaml::FieldPath;
 use crate::{Diagnostics, Inputs, Options};
 
 /// Which listeners a request may arrive on.
@@ -448,10 +448,11 @@ fn pick_listener<'m>(
         .filter(|l| !l.virtual_hosts.is_empty())
         .collect();
     let compile = |l: &'m Listener| -> Result<Picked<'m>, Error> {
-        let configs = PluginConfigs::of(l, mesh, &l.name()).map_err(Error::Request)?;
+        let configs =
+            PluginConfigs::of(l, mesh, &l.name()).map_err(|e| Error::Request(e.to_string()))?;
         let json = configs
             .chain()
-            .map_err(Error::Request)?
+            .map_err(|e| Error::Request(e.to_string()))?
             .into_iter()
             .find(|(filter, _)| *filter == "router")
             .map(|(_, json)| json)

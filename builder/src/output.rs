@@ -19,11 +19,11 @@
 //! the files of the previous generation that the new one no longer has are removed (only those
 //! the previous manifest lists), and the manifest is replaced last.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use crate::Output;
+use crate::diag::Diagnostics;
 
 /// The manifest sluice writes into every output folder it owns.
 pub const MARKER: &str = ".sluice-output.json";
@@ -358,6 +358,15 @@ fn remove_empty_parents(path: &Path, root: &Path) {
         }
         dir = d.parent();
     }
+}
+
+/// Generated files: relative path -> bytes, sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// The files.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Warnings (things the target cannot express yet); generation still succeeded.
+    pub warnings: Diagnostics,
 }
 
 #[cfg(test)]

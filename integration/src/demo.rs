@@ -425,8 +425,10 @@ fn generate_with_ports(
         .map_err(|diags| anyhow!("the demo mesh does not generate:\n{diags}"))?;
     let mut mesh = modelled.mesh;
     remap_endpoints(&mut mesh, ports);
-    let emitted = sluice::emit::envoy::emit(&mesh, options)
-        .map_err(|errors| anyhow!("the demo mesh does not generate:\n{}", errors.join("\n")))?;
+    let emitted = sluice::emit::envoy::emit(&mesh, options).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow!("the demo mesh does not generate:\n{}", lines.join("\n"))
+    })?;
     Ok(sluice::Output {
         files: emitted.files,
         warnings: modelled.warnings,

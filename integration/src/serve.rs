@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
-use sluice::serve::bootstrap::XdsBootstrap;
+use sluice::XdsBootstrap;
 use sluice::serve::{Running, ServeConfig};
 use sluice::{Inputs, Options, Target};
 

@@ -12,32 +12,20 @@
 //! -> [`groups`] (one snapshot per proxy group, chosen by `node.cluster`) -> [`ads`] (the tonic service that drives one [`stream::Stream`] per proxy) and [`admin`]
 //! (health, readiness, Prometheus metrics, per-proxy status). [`state`] holds what they share.
 
-#[cfg(feature = "serve")]
 pub mod admin;
-#[cfg(feature = "serve")]
 pub mod ads;
-pub mod bootstrap;
-#[cfg(feature = "serve")]
 pub mod groups;
-#[cfg(feature = "serve")]
 pub mod load;
-#[cfg(feature = "serve")]
 pub mod snapshot;
-#[cfg(feature = "serve")]
 pub mod state;
-#[cfg(feature = "serve")]
 pub mod status;
-#[cfg(feature = "serve")]
 pub mod stream;
-#[cfg(feature = "serve")]
 pub mod typed;
 
-#[cfg(feature = "serve")]
 mod server;
-#[cfg(feature = "serve")]
 pub use server::*;
 
 /// The default ADS address.
-pub const DEFAULT_XDS_LISTEN: &str = "127.0.0.1:18000";
+pub use crate::input::options::DEFAULT_XDS_LISTEN;
 /// The default admin address.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:18080";

@@ -71,6 +71,22 @@ mod tests {
     }
 
     #[test]
+    fn the_envoy_xds_bootstrap_parses_as_envoys_bootstrap() {
+        let xds = crate::XdsBootstrap {
+            servers: vec!["serve-a:18000".into(), "10.0.0.2:18000".into()],
+            delta: true,
+            ..crate::XdsBootstrap::default()
+        };
+        let bootstrap =
+            crate::target::envoy_xds::bootstrap(None, &crate::Options::default(), &xds).unwrap();
+        to_any(
+            "type.googleapis.com/envoy.config.bootstrap.v3.Bootstrap",
+            &bootstrap,
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn unknown_fields_are_refused_with_their_name() {
         let err = to_any(
             Kind::Cluster.type_url(),

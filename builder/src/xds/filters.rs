@@ -8,19 +8,84 @@
 //! lets you attach, reorder or replace the filters one by one.
 
 use sluice_core::breaker::{Breaker, BreakerConfig};
-use sluice_core::canary::{CanaryConfig, CompiledCanary};
+use sluice_core::canary::{CanaryConfig, CompiledCanary, Member, Split};
 use sluice_core::fault::config::{DEFAULT_MAX_ACTIVE_FAULTS, FaultConfig};
 use sluice_core::fault::plan::FaultPlan;
 use sluice_core::json::FromJson;
-use sluice_core::router::{CompiledRouter, RouterConfig};
+use sluice_core::router::{self, CompiledRouter, RouterConfig};
 use sluice_core::suite::SuiteConfig;
 
+use super::error::EmitError;
+use crate::diag::Origin;
 use crate::model::{Listener, Mesh, Target};
-use crate::sluice_settings;
+
+/// The sluice filters of the chain layout, by short name (`sluice_<name>.wasm`), in chain order.
+pub const FILTERS: [&str; 4] = ["router", "canary", "fault", "breaker"];
+
+/// Every module a generated config can load: the four filters, and the suite
+/// ([`SUITE`]) that replaces them with `--suite`.
+pub const MODULES: [&str; 5] = ["router", "canary", "fault", "breaker", SUITE];
 
 /// Short name of the one-module layout (`sluice_suite.wasm`, root_id `sluice_suite`, Envoy
 /// filter and WasmPlugin `sluice-suite`).
 pub const SUITE: &str = "suite";
+
+/// The router plugin config of one listener.
+pub fn router_config(listener: &Listener) -> RouterConfig {
+    RouterConfig {
+        virtual_hosts: listener
+            .virtual_hosts
+            .iter()
+            .map(|vh| router::VirtualHost {
+                name: vh.name.clone(),
+                domains: vh.domains.clone(),
+                rules: vh
+                    .rules
+                    .iter()
+                    .map(|rule| router::Rule {
+                        name: rule.name.clone(),
+                        match_: rule.matches.clone(),
+                        route: match &rule.target {
+                            Target::Cluster(c) => router::Destination::Cluster(c.clone()),
+                            Target::Split(_) => router::Destination::Split(rule.name.clone()),
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The canary plugin config of one listener, if any rule splits traffic. Each split is named
+/// after its rule.
+pub fn canary_config(listener: &Listener) -> Option<CanaryConfig> {
+    let splits: Vec<Split> = listener
+        .virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.rules)
+        .filter_map(|rule| match &rule.target {
+            Target::Split(members) => Some(Split {
+                name: rule.name.clone(),
+                members: members
+                    .iter()
+                    .map(|(cluster, weight)| Member {
+                        cluster: cluster.clone(),
+                        weight: *weight,
+                    })
+                    .collect(),
+                sticky: rule.sluice.sticky.clone(),
+                schedule: rule.sluice.schedule.clone(),
+                failover: rule.sluice.failover,
+            }),
+            Target::Cluster(_) => None,
+        })
+        .collect();
+    (!splits.is_empty()).then(|| CanaryConfig {
+        after_router: true,
+        splits,
+        rules: Vec::new(),
+    })
+}
 
 /// The fault filter's config of `listener`: one fault per rule that has one, keyed by the rule
 /// name (the router's `x-sluice-rule`); `None` when no rule on the listener has a fault.
@@ -44,9 +109,7 @@ pub fn fault_config(listener: &Listener) -> Option<FaultConfig> {
             config.header_faults.clone_from(&extras.header_faults);
         }
         if let Some(fault) = &rule.fault {
-            config
-                .faults
-                .push(sluice_settings::fault_rule(&rule.name, fault));
+            config.faults.push(fault.clone());
         }
     }
     config.max_active_faults = max_active.unwrap_or(DEFAULT_MAX_ACTIVE_FAULTS);
@@ -104,7 +167,7 @@ pub struct PluginConfigs {
 impl PluginConfigs {
     /// The configs of `listener`, each compiled with its filter's code. `Err` names `label`
     /// (the listener, or what stands for it) and the filter that would refuse its config, and why.
-    pub fn of(listener: &Listener, mesh: &Mesh, label: &str) -> Result<Self, String> {
+    pub fn of(listener: &Listener, mesh: &Mesh, label: &str) -> Result<Self, EmitError> {
         Self::with_detail(listener, mesh, label, false)
     }
 
@@ -114,13 +177,17 @@ impl PluginConfigs {
         mesh: &Mesh,
         label: &str,
         detailed_replies: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, EmitError> {
         let refused = |filter: &str, e: &dyn std::fmt::Display| {
-            format!("{label}: the {filter} filter would refuse this config: {e}")
+            let reason = e.to_string();
+            EmitError::at_input(
+                culprit(listener, &reason),
+                format!("{label}: the {filter} filter would refuse this config: {reason}"),
+            )
         };
-        let router = super::resources::router_config(listener);
+        let router = router_config(listener);
         CompiledRouter::compile(&router).map_err(|e| refused("router", &e))?;
-        let canary = super::resources::canary_config(listener);
+        let canary = canary_config(listener);
         if let Some(canary) = &canary {
             CompiledCanary::compile(canary).map_err(|e| refused("canary", &e))?;
         }
@@ -144,7 +211,7 @@ impl PluginConfigs {
     }
 
     /// The four-filter layout: `(filter, JSON config)` in chain order, only the filters in use.
-    pub fn chain(&self) -> Result<Vec<(&'static str, String)>, String> {
+    pub fn chain(&self) -> Result<Vec<(&'static str, String)>, EmitError> {
         let mut filters = vec![("router", to_json(&self.router)?)];
         if let Some(canary) = &self.canary {
             filters.push(("canary", to_json(canary)?));
@@ -161,21 +228,27 @@ impl PluginConfigs {
     /// The one-module layout: the suite config nesting the same configs, compiled with the
     /// suite's own code (it also checks what only holds across sections). `label` names the
     /// listener in the error.
-    pub fn suite(&self, label: &str) -> Result<SuiteConfig, String> {
+    pub fn suite(&self, label: &str) -> Result<SuiteConfig, EmitError> {
         let suite = SuiteConfig {
             router: self.router.clone(),
             canary: self.canary.clone(),
             fault: self.fault.clone(),
             breaker: self.breaker.clone(),
         };
-        suite
-            .compile()
-            .map_err(|e| format!("{label}: the suite filter would refuse this config: {e}"))?;
+        suite.compile().map_err(|e| {
+            EmitError::internal(format!(
+                "{label}: the suite filter would refuse this config: {e}"
+            ))
+        })?;
         Ok(suite)
     }
 
     /// The filters of the layout `suite` selects: `(module, JSON config)` in chain order.
-    pub fn layout(&self, suite: bool, label: &str) -> Result<Vec<(&'static str, String)>, String> {
+    pub fn layout(
+        &self,
+        suite: bool,
+        label: &str,
+    ) -> Result<Vec<(&'static str, String)>, EmitError> {
         if suite {
             Ok(vec![(SUITE, to_json(&self.suite(label)?)?)])
         } else {
@@ -187,13 +260,27 @@ impl PluginConfigs {
 /// The config as JSON, read back with the reader the filter itself uses
 /// (`sluice_core::json::from_slice`): every config the builder emits is one the filter's
 /// `on_configure` reads, to the same value (so every builder test also checks that).
-fn to_json<T: serde::Serialize + FromJson + PartialEq>(config: &T) -> Result<String, String> {
-    let json = serde_json::to_string(config).map_err(|e| e.to_string())?;
+fn to_json<T: serde::Serialize + FromJson + PartialEq>(config: &T) -> Result<String, EmitError> {
+    let json = serde_json::to_string(config).map_err(|e| EmitError::internal(e.to_string()))?;
     match sluice_core::json::from_slice::<T>(json.as_bytes()) {
         Ok(read) if read == *config => Ok(json),
-        Ok(_) => Err(format!(
+        Ok(_) => Err(EmitError::internal(format!(
             "internal error: the filter would read this config with other values: {json}"
-        )),
-        Err(e) => Err(format!("the filter would refuse this config: {e}: {json}")),
+        ))),
+        Err(e) => Err(EmitError::internal(format!(
+            "the filter would refuse this config: {e}: {json}"
+        ))),
     }
+}
+
+/// The input rule a filter's refusal names: the origin of the listener's rule whose name the
+/// reason quotes (the longest, so `a.b` wins over `a`); `None` when it names none.
+fn culprit(listener: &Listener, reason: &str) -> Option<Origin> {
+    listener
+        .virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.rules)
+        .filter(|r| r.origin.is_some() && reason.contains(r.name.as_str()))
+        .max_by_key(|r| r.name.len())
+        .and_then(|r| r.origin.clone())
 }

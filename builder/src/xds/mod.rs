@@ -18,9 +18,11 @@
 //! Every resource carries a content hash ([`Resource::hash`]): the same mesh gives the same
 //! hashes on every machine and in every process, so versions derived from them never churn.
 
+pub mod error;
 pub mod filters;
 pub mod native;
 pub mod resources;
+pub mod tcp;
 
 use std::collections::{BTreeMap, BTreeSet};
 

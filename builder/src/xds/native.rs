@@ -1,4 +1,4 @@
-//! The Envoy JSON of Istio settings Envoy implements natively (see [`crate::native`]): route
+//! The Envoy JSON of Istio settings Envoy implements natively (see [`crate::model::native`]): route
 //! actions (mirrors, rewrites, redirects, direct responses, headers, CORS, hash policies) and
 //! cluster settings (consistent hashing, slow start, panic threshold, keep-alive, TLS).
 //!
@@ -8,8 +8,10 @@
 use serde_json::{Map, Value, json};
 use sluice_core::wire;
 
+use crate::input::native::{HeaderOperations, Headers, redirect_code};
+use crate::model::native::{HashKey, RouteExtras};
+use crate::model::policy::HashRing;
 use crate::model::{Cluster, Listener, Rule, Target};
-use crate::native::{HashKey, HeaderOperations, Headers, RouteExtras, redirect_code};
 
 const CORS_FILTER: &str = "envoy.filters.http.cors";
 
@@ -112,7 +114,7 @@ pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
 }
 
 /// The routes of a rule whose destination is a PASSTHROUGH cluster. Envoy's `ORIGINAL_DST`
-/// trusts [`crate::native::ORIGINAL_DST_HEADER`] blindly (any client could reach any address,
+/// trusts [`crate::model::native::ORIGINAL_DST_HEADER`] blindly (any client could reach any address,
 /// this Envoy's admin port included), so the forwarding route requires the header to name one
 /// of the service's endpoints, and a second route answers every other request 403, saying why.
 fn passthrough_routes(rule: &Rule, mut forward: Value) -> Vec<Value> {
@@ -125,7 +127,7 @@ fn passthrough_routes(rule: &Rule, mut forward: Value) -> Vec<Value> {
     let mut refuse = forward.clone();
     if let Some(headers) = forward["match"]["headers"].as_array_mut() {
         headers.push(json!({
-            "name": crate::native::ORIGINAL_DST_HEADER,
+            "name": crate::model::native::ORIGINAL_DST_HEADER,
             // Envoy's safe_regex matches the whole value.
             "string_match": {"safe_regex": {"regex": endpoints.join("|")}},
         }));
@@ -146,7 +148,7 @@ fn passthrough_routes(rule: &Rule, mut forward: Value) -> Vec<Value> {
         "body": {"inline_string": format!(
             "{}: {} must name an endpoint of the PASSTHROUGH service: {}\n",
             rule.name,
-            crate::native::ORIGINAL_DST_HEADER,
+            crate::model::native::ORIGINAL_DST_HEADER,
             rule.native.passthrough_endpoints.join(", ")
         )},
     });
@@ -166,8 +168,8 @@ fn strip_action(route: &mut Value) {
 /// redirect uses `regex_rewrite` on the rule's own prefixes instead (the same anchored
 /// alternatives as `rewrite.uri`, see [`prefix_pattern`]); the query string is kept.
 fn redirect_json(
-    r: &crate::native::HttpRedirect,
-    uri_matches: &[(crate::istio::StringMatch, bool)],
+    r: &crate::input::native::HttpRedirect,
+    uri_matches: &[(crate::input::istio::StringMatch, bool)],
 ) -> Value {
     let mut d = Map::new();
     if let Some(uri) = &r.uri {
@@ -304,7 +306,7 @@ fn fraction(percent: f64) -> Value {
 /// prefix (the whole path for exact and regex matches, `/` when the block has no `uri`). sluice
 /// has one Envoy route per rule, so the blocks become alternatives in order (RE2 takes the
 /// first that matches, as Envoy takes the first route).
-pub fn prefix_pattern(uri_matches: &[(crate::istio::StringMatch, bool)]) -> String {
+pub fn prefix_pattern(uri_matches: &[(crate::input::istio::StringMatch, bool)]) -> String {
     if uri_matches.is_empty() {
         return "^/".into();
     }
@@ -365,7 +367,7 @@ fn hash_policy(h: &HashKey) -> Value {
     }
 }
 
-fn cors_json(c: &crate::native::CorsPolicy) -> Value {
+fn cors_json(c: &crate::input::native::CorsPolicy) -> Value {
     let mut origins: Vec<Value> = c.allow_origin.iter().map(|o| json!({"exact": o})).collect();
     for o in &c.allow_origins {
         if let Some(e) = &o.exact {
@@ -466,53 +468,39 @@ fn push_all(route: &mut Value, key: &str, values: Vec<Value>) {
 pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
     let policy = &c.policy;
     let dur = |t: Option<&str>| t.and_then(|t| sluice_core::duration::parse(t).ok());
-    if let Some(lb) = &policy.load_balancer {
-        if let Some(ch) = &lb.consistent_hash {
-            if let Some(maglev) = ch.get("maglev") {
-                cluster["lb_policy"] = json!("MAGLEV");
-                if let Some(size) = maglev.get("tableSize").and_then(Value::as_u64) {
-                    cluster["maglev_lb_config"] = json!({"table_size": size});
-                }
-            } else {
-                cluster["lb_policy"] = json!("RING_HASH");
-                let size = ch
-                    .get("ringHash")
-                    .and_then(|r| r.get("minimumRingSize"))
-                    .or_else(|| ch.get("minimumRingSize"))
-                    .and_then(Value::as_u64);
-                if let Some(size) = size {
-                    cluster["ring_hash_lb_config"] = json!({"minimum_ring_size": size});
-                }
+    match &c.load_balancing.hash_ring {
+        Some(HashRing::Maglev { table_size }) => {
+            cluster["lb_policy"] = json!("MAGLEV");
+            if let Some(size) = table_size {
+                cluster["maglev_lb_config"] = json!({"table_size": size});
             }
         }
-        // Slow start: Envoy has it for round robin and least request only, as Istio applies it.
-        let window = dur(lb.warmup_duration_secs.as_deref()).or_else(|| {
-            dur(lb
-                .warmup
-                .as_ref()
-                .and_then(|w| w.get("duration"))
-                .and_then(Value::as_str))
-        });
-        if let Some(window) = window {
-            let mut slow = json!({"slow_start_window": sluice_core::duration::format(window)});
-            if let Some(w) = &lb.warmup {
-                if let Some(a) = w.get("aggression").and_then(Value::as_f64) {
-                    slow["aggression"] =
-                        json!({"default_value": a, "runtime_key": "sluice.slow_start.aggression"});
-                }
-                if let Some(m) = w.get("minimumPercent").and_then(Value::as_f64) {
-                    slow["min_weight_percent"] = json!({"value": m});
-                }
+        Some(HashRing::RingHash { minimum_ring_size }) => {
+            cluster["lb_policy"] = json!("RING_HASH");
+            if let Some(size) = minimum_ring_size {
+                cluster["ring_hash_lb_config"] = json!({"minimum_ring_size": size});
             }
-            match cluster["lb_policy"].as_str() {
-                Some("ROUND_ROBIN") => {
-                    cluster["round_robin_lb_config"] = json!({"slow_start_config": slow});
-                }
-                Some("LEAST_REQUEST") => {
-                    cluster["least_request_lb_config"] = json!({"slow_start_config": slow});
-                }
-                _ => {}
+        }
+        None => {}
+    }
+    // Slow start: Envoy has it for round robin and least request only, as Istio applies it.
+    if let Some(s) = &c.load_balancing.slow_start {
+        let mut slow = json!({"slow_start_window": sluice_core::duration::format(s.window)});
+        if let Some(a) = s.aggression {
+            slow["aggression"] =
+                json!({"default_value": a, "runtime_key": "sluice.slow_start.aggression"});
+        }
+        if let Some(m) = s.min_weight_percent {
+            slow["min_weight_percent"] = json!({"value": m});
+        }
+        match cluster["lb_policy"].as_str() {
+            Some("ROUND_ROBIN") => {
+                cluster["round_robin_lb_config"] = json!({"slow_start_config": slow});
             }
+            Some("LEAST_REQUEST") => {
+                cluster["least_request_lb_config"] = json!({"slow_start_config": slow});
+            }
+            _ => {}
         }
     }
     if let Some(od) = &policy.outlier_detection {
@@ -600,13 +588,13 @@ pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
     if let Some(version) = policy
         .proxy_protocol
         .as_ref()
-        .and_then(crate::native::proxy_protocol_version)
+        .and_then(crate::input::native::proxy_protocol_version)
     {
         wrap_in_proxy_protocol(cluster, version);
     }
     upstream_protocol(c, cluster);
     locality_endpoints(c, cluster);
-    if crate::native::is_passthrough(c) {
+    if crate::model::native::is_passthrough(c) {
         passthrough_cluster(cluster);
     }
 }
@@ -633,7 +621,7 @@ fn wrap_in_proxy_protocol(cluster: &mut Value, version: &str) {
 }
 
 /// Istio's PASSTHROUGH cluster (`ORIGINAL_DST`, `CLUSTER_PROVIDED`, no endpoints), reading the
-/// destination from [`crate::native::ORIGINAL_DST_HEADER`]. Without traffic capture the
+/// destination from [`crate::model::native::ORIGINAL_DST_HEADER`]. Without traffic capture the
 /// connection's own destination is this Envoy, and Envoy uses it only when a listener filter
 /// restored it (sluice adds none), so a request without the header gets no host (503), never a
 /// loop. Which values the header may carry is the routes' business: see [`routes`].
@@ -642,7 +630,7 @@ fn passthrough_cluster(cluster: &mut Value) {
     cluster["lb_policy"] = json!("CLUSTER_PROVIDED");
     cluster["original_dst_lb_config"] = json!({
         "use_http_header": true,
-        "http_header_name": crate::native::ORIGINAL_DST_HEADER,
+        "http_header_name": crate::model::native::ORIGINAL_DST_HEADER,
     });
     if let Some(o) = cluster.as_object_mut() {
         // Settings of the load balancers and endpoint lists an ORIGINAL_DST cluster has not.
@@ -717,7 +705,7 @@ fn upstream_protocol(c: &Cluster, cluster: &mut Value) {
 }
 
 /// Envoy's `core.Locality` of `l`, without empty parts.
-fn locality_json(l: &crate::locality::Locality) -> Value {
+fn locality_json(l: &crate::input::locality::Locality) -> Value {
     let mut out = Map::new();
     for (key, v) in [
         ("region", &l.region),
@@ -770,7 +758,7 @@ pub fn node(mesh: &crate::model::Mesh) -> Option<Value> {
         .map(|l| json!({"locality": locality_json(l)}))
 }
 
-fn upstream_tls(c: &Cluster, tls: &crate::native::ClientTls) -> Value {
+fn upstream_tls(c: &Cluster, tls: &crate::input::native::ClientTls) -> Value {
     let mut common = Map::new();
     if tls.mode.as_deref() == Some("MUTUAL")
         && let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key)
@@ -892,7 +880,7 @@ const HTTP_ALPN: &[&str] = &["h2", "http/1.1"];
 /// verification for MUTUAL / OPTIONAL_MUTUAL, protocol versions and ciphers. `alpn` is what the
 /// server offers: [`HTTP_ALPN`] on an HTTP listener, none on a TCP chain (its stream is not
 /// HTTP).
-pub(crate) fn downstream_tls(tls: &crate::native::ServerTls, alpn: &[&str]) -> Value {
+pub(crate) fn downstream_tls(tls: &crate::model::native::ServerTls, alpn: &[&str]) -> Value {
     let mut common = json!({
         "tls_certificates": [{
             "certificate_chain": {"filename": tls.certificate},
@@ -939,7 +927,7 @@ pub(crate) fn downstream_tls(tls: &crate::native::ServerTls, alpn: &[&str]) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::istio::StringMatch;
+    use crate::input::istio::StringMatch;
 
     fn prefix(p: &str) -> (StringMatch, bool) {
         (

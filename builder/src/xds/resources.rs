@@ -13,20 +13,22 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_core::canary::{CanaryConfig, Member, Split};
-use sluice_core::router::{self, RouterConfig};
 use sluice_core::wire;
 
 use super::ResourceSet;
-use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule, Target};
-use crate::{Options, WasmModules};
+use crate::input::options::{Options, WasmModules};
+use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule};
 
 /// Envoy's "unlimited" for circuit-breaker thresholds, as Istio emits by default (Envoy's own
 /// default of 1024 would silently cap a busy service).
 const UNLIMITED: u64 = 4_294_967_295;
 
-/// Why building the resources failed (a plugin config the filters would refuse).
-pub type EmitError = String;
+/// Why building the resources failed (a plugin config the filters would refuse), typed; see
+/// [`super::error`].
+pub use super::error::EmitError;
+/// The router and canary configs, where they were before they joined the other plugin configs
+/// in [`super::filters`].
+pub use super::filters::{canary_config, router_config};
 
 /// The resources of `mesh`: every listener and cluster, with the plugin configs compiled by the
 /// filters' own code.
@@ -42,7 +44,7 @@ pub fn build(mesh: &Mesh, options: &Options) -> Result<ResourceSet, Vec<EmitErro
         };
         if !listener.tcp_chains.is_empty() {
             let address = socket(&options.listen_address, port);
-            listeners.push(crate::tcp::listener_json(listener, address));
+            listeners.push(super::tcp::listener_json(listener, address));
             continue;
         }
         match listener_json(listener, mesh, options, &mut modules) {
@@ -84,63 +86,6 @@ pub(crate) fn socket(address: &str, port: u32) -> Value {
 
 fn duration(d: Duration) -> String {
     sluice_core::duration::format(d)
-}
-
-/// The router plugin config of one listener.
-pub fn router_config(listener: &Listener) -> RouterConfig {
-    RouterConfig {
-        virtual_hosts: listener
-            .virtual_hosts
-            .iter()
-            .map(|vh| router::VirtualHost {
-                name: vh.name.clone(),
-                domains: vh.domains.clone(),
-                rules: vh
-                    .rules
-                    .iter()
-                    .map(|rule| router::Rule {
-                        name: rule.name.clone(),
-                        match_: rule.matches.clone(),
-                        route: match &rule.target {
-                            Target::Cluster(c) => router::Destination::Cluster(c.clone()),
-                            Target::Split(_) => router::Destination::Split(rule.name.clone()),
-                        },
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
-/// The canary plugin config of one listener, if any rule splits traffic. Each split is named
-/// after its rule.
-pub fn canary_config(listener: &Listener) -> Option<CanaryConfig> {
-    let splits: Vec<Split> = listener
-        .virtual_hosts
-        .iter()
-        .flat_map(|vh| &vh.rules)
-        .filter_map(|rule| match &rule.target {
-            Target::Split(members) => Some(Split {
-                name: rule.name.clone(),
-                members: members
-                    .iter()
-                    .map(|(cluster, weight)| Member {
-                        cluster: cluster.clone(),
-                        weight: *weight,
-                    })
-                    .collect(),
-                sticky: rule.sluice.sticky.clone(),
-                schedule: rule.sluice.schedule.clone(),
-                failover: rule.sluice.failover,
-            }),
-            Target::Cluster(_) => None,
-        })
-        .collect();
-    (!splits.is_empty()).then(|| CanaryConfig {
-        after_router: true,
-        splits,
-        rules: Vec::new(),
-    })
 }
 
 fn wasm_filter(filter: &str, config_json: String, options: &Options) -> Value {

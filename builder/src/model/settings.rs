@@ -1,0 +1,159 @@
+//! The sluice-only settings of the model, resolved from valid input: per rule the canary
+//! split's stickiness, schedule and failover plus the fault extras ([`rule_settings`]), per
+//! cluster the breaker ([`cluster_breaker`]). Reading never reports: the annotations were
+//! checked by [`crate::check::settings`], and any error there stops generation before the
+//! model is built.
+
+use sluice_core::breaker::BreakerSettings;
+use sluice_core::canary::{Schedule, Sticky};
+
+use crate::diag::{Code, Diagnostic, Severity};
+use crate::input::annotations::{
+    BREAKER_ANNOTATION, CANARY_ANNOTATION, CanaryRoute, FAULT_ANNOTATION, FaultExtras,
+    annotation_tree, breaker_fields, legacy_breaker, route_index,
+};
+use crate::input::parse::{Kind, Resource, Spec};
+use crate::input::yaml::Value;
+use crate::position::FieldPath;
+
+/// The sluice-only settings of one rule (one VirtualService http route).
+#[derive(serde::Serialize, Debug, Clone, PartialEq)]
+pub struct RuleSettings {
+    /// Canary stickiness of the rule's split.
+    pub sticky: Option<Sticky>,
+    /// Progressive schedule of the rule's split.
+    pub schedule: Option<Schedule>,
+    /// Failover of the rule's split (default true).
+    pub failover: bool,
+    /// The VirtualService's `sluice.dev/fault` extras.
+    pub fault_extras: FaultExtras,
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        Self {
+            sticky: None,
+            schedule: None,
+            failover: true,
+            fault_extras: FaultExtras::default(),
+        }
+    }
+}
+
+/// The settings of rule `http[index]` of VirtualService `r` (defaults when it has none).
+pub fn rule_settings(r: &Resource, index: usize) -> RuleSettings {
+    let mut settings = RuleSettings::default();
+    let Spec::VirtualService(vs) = &r.spec else {
+        return settings;
+    };
+    if let Some(Ok(tree)) = annotation_tree(r, CANARY_ANNOTATION)
+        && let Value::Map(entries) = &tree.value
+    {
+        for (key, _, node) in entries {
+            if route_index(vs, key) == Some(index)
+                && let Ok(route) = serde_json::from_value::<CanaryRoute>(node.to_json())
+            {
+                settings.sticky = route.sticky;
+                settings.schedule = route.schedule;
+                settings.failover = route.failover.unwrap_or(true);
+            }
+        }
+    }
+    if let Some(Ok(tree)) = annotation_tree(r, FAULT_ANNOTATION)
+        && let Ok(extras) = serde_json::from_value::<FaultExtras>(tree.to_json())
+    {
+        settings.fault_extras = extras;
+    }
+    settings
+}
+
+/// The breaker of the cluster of `subset` (empty: the whole host) of the host `dr` configures:
+/// the `sluice.dev/breaker` annotation (subset overrides merged over the host's fields), else
+/// the legacy `circuitBreaker` block of the merged traffic policy.
+pub fn cluster_breaker(
+    dr: Option<&Resource>,
+    subset: &str,
+    policy: &crate::input::istio::TrafficPolicy,
+) -> Option<BreakerSettings> {
+    if let Some(r) = dr
+        && let Some(Ok(tree)) = annotation_tree(r, BREAKER_ANNOTATION)
+        && let Some((host, subsets)) = breaker_fields(tree)
+    {
+        let fields = match subsets.get(subset) {
+            Some(over) => host.merged(over),
+            None => host,
+        };
+        return Some(fields.settings());
+    }
+    policy.circuit_breaker.as_ref().and_then(legacy_breaker)
+}
+
+/// A `sluice.dev/fault` annotation that cannot take effect: the fault filter is attached only
+/// where a rule has a `fault`, so on a listener (for the istio target: anywhere, its one config
+/// serves every listener) without one, `headerFaults`, `maxActiveFaults` and `debugHeader` would
+/// be dropped without a word. A warning at the annotation says so.
+pub fn check_unused_fault_extras(
+    mesh: &crate::model::Mesh,
+    resources: &[Resource],
+    merged: bool,
+) -> Vec<Diagnostic> {
+    let listener_has_fault = |l: &crate::model::Listener| {
+        l.virtual_hosts
+            .iter()
+            .flat_map(|vh| &vh.rules)
+            .any(|rule| rule.fault.is_some())
+    };
+    let anywhere = mesh.listeners.values().any(listener_has_fault);
+    let mut unused = std::collections::BTreeSet::new();
+    let mut used = std::collections::BTreeSet::new();
+    for listener in mesh.listeners.values() {
+        let has_fault = if merged {
+            anywhere
+        } else {
+            listener_has_fault(listener)
+        };
+        for vh in &listener.virtual_hosts {
+            if vh
+                .rules
+                .iter()
+                .all(|r| r.sluice.fault_extras == FaultExtras::default())
+            {
+                continue;
+            }
+            if has_fault {
+                used.insert(vh.name.clone());
+            } else {
+                unused.insert(vh.name.clone());
+            }
+        }
+    }
+    resources
+        .iter()
+        .filter(|r| r.kind == Kind::VirtualService)
+        .filter(|r| {
+            let name = format!("{}.{}", r.namespace, r.name);
+            unused.contains(&name) && !used.contains(&name)
+        })
+        .map(|r| {
+            r.diag(
+                Code::Ignored,
+                Severity::Warning,
+                &FieldPath::root()
+                    .key("metadata")
+                    .key("annotations")
+                    .key(FAULT_ANNOTATION),
+                format!(
+                    "{FAULT_ANNOTATION} has no effect: no route {} has a `fault`, so no fault \
+                     filter is attached there and its settings (headerFaults, maxActiveFaults, \
+                     debugHeader) are dropped",
+                    if merged { "of the mesh" } else { "on this VirtualService's listeners" }
+                ),
+                Some(
+                    "add a `fault` to a route (e.g. with percentage 0 to only enable headerFaults), \
+                     or remove the annotation"
+                        .into(),
+                ),
+            )
+        })
+        .collect()
+}
