@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sluice_core::breaker::{BreakerSettings, ErrorRatio, Outcome, Policy};
-use sluice_core::canary::{CanaryConfig, CompiledCanary, Member, Schedule, Split, Sticky};
+use sluice_core::canary::{CanaryConfig, CompiledCanary, Guard, Member, Schedule, Split, Sticky};
 use sluice_core::fault::config::{
     Abort, Delay, FaultConfig, FaultRule, HeaderFaults, Percent as CorePercent,
 };
@@ -63,6 +63,9 @@ pub struct CanaryRoute {
     pub schedule: Option<Schedule>,
     /// Move an open-breaker destination's share to the healthy ones (default true).
     pub failover: Option<bool>,
+    /// Halt the canary (the route's last destination) when it fails measurably more often
+    /// than the others (the canary filter's `guard`, without `canary`).
+    pub guard: Option<Guard>,
 }
 
 /// `sluice.dev/fault`: fault filter settings Istio's `fault` has no field for.
@@ -178,6 +181,8 @@ pub struct RuleSettings {
     pub schedule: Option<Schedule>,
     /// Failover of the rule's split (default true).
     pub failover: bool,
+    /// Self-guard of the rule's split.
+    pub guard: Option<Guard>,
     /// The VirtualService's `sluice.dev/fault` extras.
     pub fault_extras: FaultExtras,
 }
@@ -188,6 +193,7 @@ impl Default for RuleSettings {
             sticky: None,
             schedule: None,
             failover: true,
+            guard: None,
             fault_extras: FaultExtras::default(),
         }
     }
@@ -209,6 +215,7 @@ pub fn rule_settings(r: &Resource, index: usize) -> RuleSettings {
                 settings.sticky = route.sticky;
                 settings.schedule = route.schedule;
                 settings.failover = route.failover.unwrap_or(true);
+                settings.guard = route.guard;
             }
         }
     }
@@ -761,9 +768,10 @@ fn check_canary(
             for (field, set) in [
                 ("schedule", route.schedule.is_some()),
                 ("sticky", route.sticky.is_some()),
+                ("guard", route.guard.is_some()),
             ] {
                 if set {
-                    let (code, severity) = if field == "schedule" {
+                    let (code, severity) = if field != "sticky" {
                         (Code::InvalidAnnotation, Severity::Error)
                     } else {
                         (Code::Ignored, Severity::Warning)
@@ -773,12 +781,26 @@ fn check_canary(
                         &at.key(field),
                         format!(
                             "http[{index}] has {destinations} destination, so there is nothing to {}",
-                            if field == "schedule" { "shift traffic between" } else { "stick to" }
+                            match field {
+                                "schedule" => "shift traffic between",
+                                "guard" => "compare the canary with",
+                                _ => "stick to",
+                            }
                         ),
                         "list the stable and the canary destination under `route` (weights are then taken from the schedule)",
                     ));
                 }
             }
+            continue;
+        }
+        if route.guard.as_ref().is_some_and(|g| g.canary.is_some()) {
+            out.push(e.error(
+                Code::InvalidAnnotation,
+                &tree,
+                &at.key("guard").key("canary"),
+                "`canary` is not set in the annotation: the canary is the route's last destination",
+                "list the canary destination last under `route`, and remove `canary`",
+            ));
             continue;
         }
         // Compile the split as the canary filter will, with placeholder clusters, so the builder
@@ -794,6 +816,7 @@ fn check_canary(
             sticky: route.sticky,
             schedule: route.schedule,
             failover: route.failover.unwrap_or(true),
+            guard: route.guard,
         };
         let config = CanaryConfig {
             after_router: true,
