@@ -148,79 +148,65 @@ impl CompiledGuard {
         schedule_fingerprint: Option<u64>,
         failover: bool,
     ) -> Result<Self, String> {
-        if clusters.len() < 2 {
-            return Err(format!(
-                "{at}: a guard needs a canary and a baseline: list at least two members"
-            ));
-        }
-        let canary = match &guard.canary {
-            Some(cluster) => clusters.iter().position(|c| c == cluster).ok_or_else(|| {
-                format!(
-                    "{at}.canary: {cluster:?} is not a member (members: {})",
-                    clusters.join(", ")
-                )
-            })?,
-            None => clusters.len() - 1,
-        };
-        if guard.failures.is_empty() {
-            return Err(format!(
-                "{at}.failures is empty: list what counts as a failure (5xx, gateway-error, \
-                 connect-failure, reset, timeout)"
-            ));
-        }
-        if guard.min_requests < MIN_MIN_REQUESTS {
-            return Err(format!(
-                "{at}.minRequests: {} is below {MIN_MIN_REQUESTS}; the test needs some evidence",
-                guard.min_requests
-            ));
-        }
         let window = crate::duration::parse(&guard.window)
             .map_err(|e| format!("{at}.window: {e}"))?
             .as_millis();
         let window_ms = u64::try_from(window).unwrap_or(u64::MAX);
-        if !(WINDOW_RANGE_MS.0..=WINDOW_RANGE_MS.1).contains(&window_ms) {
-            return Err(format!("{at}.window: {:?} is outside 1s..1h", guard.window));
+        let canary = match &guard.canary {
+            Some(cluster) => clusters.iter().position(|c| c == cluster),
+            None => clusters.len().checked_sub(1),
+        };
+        // One `format!` for every refusal: each call site costs the modules code.
+        let refusal = if clusters.len() < 2 {
+            Some(": a guard needs a canary and a baseline: list at least two members")
+        } else if canary.is_none() {
+            Some(".canary: not the cluster of a member of the split")
+        } else if guard.failures.is_empty() {
+            Some(
+                ".failures is empty: list what counts as a failure (5xx, gateway-error, \
+                 connect-failure, reset, timeout)",
+            )
+        } else if guard.min_requests < MIN_MIN_REQUESTS {
+            Some(".minRequests: must be at least 10; the test needs some evidence")
+        } else if !(WINDOW_RANGE_MS.0..=WINDOW_RANGE_MS.1).contains(&window_ms) {
+            Some(".window: must be from 1s to 1h")
+        } else if !(0.0..1.0).contains(&guard.margin) {
+            Some(".margin: must be in [0, 1), a fraction (0.02 = 2 points)")
+        } else if !(guard.false_alarm > 0.0 && guard.false_alarm < 0.5) {
+            Some(".falseAlarm: must be in (0, 0.5), e.g. 1e-6")
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            return Err(format!("{at}{why}"));
         }
-        if !(0.0..1.0).contains(&guard.margin) {
-            return Err(format!(
-                "{at}.margin: must be in [0, 1), a fraction (0.02 = 2 points)"
-            ));
-        }
-        if !(guard.false_alarm > 0.0 && guard.false_alarm < 0.5) {
-            return Err(format!("{at}.falseAlarm: must be in (0, 0.5), e.g. 1e-6"));
-        }
-        let mut text = String::new();
+        let canary = canary.unwrap_or(0);
+        // The content as bytes (no number formatting: it would cost the modules bytes).
+        let failures: OutcomeSet = guard.failures.iter().copied().collect();
+        let mut content = Vec::new();
         for (cluster, weight) in clusters.iter().zip(weights) {
-            text.push_str(cluster);
-            text.push('=');
-            text.push_str(&weight.to_string());
-            text.push('\n');
+            content.extend_from_slice(cluster.as_bytes());
+            content.push(0);
+            content.extend_from_slice(&weight.to_le_bytes());
         }
-        text.push_str(&schedule_fingerprint.unwrap_or(0).to_string());
-        text.push(if failover { 'f' } else { '-' });
         for part in [
+            schedule_fingerprint.unwrap_or(0),
+            u64::from(failover),
             canary as u64,
-            u64::from(
-                guard
-                    .failures
-                    .iter()
-                    .copied()
-                    .collect::<OutcomeSet>()
-                    .bits(),
-            ),
+            u64::from(failures.bits()),
             u64::from(guard.min_requests),
             window_ms,
             guard.margin.to_bits(),
             guard.false_alarm.to_bits(),
         ] {
-            text.push(' ');
-            text.push_str(&part.to_string());
+            content.extend_from_slice(&part.to_le_bytes());
         }
-        let fingerprint = (u64::from(sticky_point(name, text.as_bytes())) << 32)
-            | u64::from(sticky_point(&text, name.as_bytes()));
+        // Two 32-bit hashes of the content, salted differently, make the 64-bit fingerprint.
+        let fingerprint = (u64::from(sticky_point(name, &content)) << 32)
+            | u64::from(sticky_point("\u{1}", &content));
         Ok(Self {
             canary,
-            failures: guard.failures.iter().copied().collect(),
+            failures,
             min_requests: guard.min_requests,
             window_ms,
             margin: guard.margin,
@@ -305,33 +291,34 @@ impl CompiledGuard {
 
 /// The member for `point` of a split whose canary (`halted`) may be halted: the halted canary's
 /// share goes to the other members (its sticky users spread over them, the others' users stay
-/// where they were); `is_available` is the failover's test. A halted canary that held every
-/// positive weight (a schedule's last step) leaves the baseline equal shares.
+/// where they were); `is_available` is the failover's test (`|_| true` without failover,
+/// which then picks as [`bucket::locate`]). A halted canary that held every positive weight
+/// (a schedule's last step) leaves the baseline equal shares.
+///
+/// `is_available` is a trait object so that every caller shares one copy of
+/// [`bucket::choose`] (each closure type would instantiate it anew, some 600 bytes a module).
 pub fn choose(
     weights: &[u32],
     point: u32,
     halted: Option<usize>,
-    mut is_available: impl FnMut(usize) -> bool,
+    is_available: &mut dyn FnMut(usize) -> bool,
 ) -> Choice {
-    let Some(canary) = halted else {
-        return bucket::choose(weights, point, is_available);
-    };
-    let choice = bucket::choose(weights, point, |m| m != canary && is_available(m));
-    let baseline_weight = weights
-        .iter()
-        .enumerate()
-        .any(|(m, &w)| m != canary && w > 0);
-    if choice != Choice::AllUnavailable || baseline_weight {
-        return choice;
-    }
+    let canary = halted.unwrap_or(usize::MAX);
     let mut equal = [1u32; bucket::MAX_MEMBERS];
-    if let Some(slot) = equal.get_mut(canary) {
-        *slot = 0;
-    }
-    let len = weights.len().min(bucket::MAX_MEMBERS);
-    bucket::choose(equal.get(..len).unwrap_or(&[]), point, |m| {
-        m != canary && is_available(m)
-    })
+    let only_canary = halted.is_some()
+        && weights
+            .iter()
+            .enumerate()
+            .all(|(m, &w)| m == canary || w == 0);
+    let weights = if only_canary {
+        if let Some(slot) = equal.get_mut(canary) {
+            *slot = 0;
+        }
+        equal.get(..weights.len()).unwrap_or(weights)
+    } else {
+        weights
+    };
+    bucket::choose(weights, point, |m| m != canary && is_available(m))
 }
 
 /// The shared-data key of a split's guard window: `sluice.canary.<split>.guard`.
@@ -399,6 +386,7 @@ impl WindowRecord {
     }
 
     /// Parses [`Self::encode`]'s output; `None` for anything else.
+    #[inline(never)] // two callers (arm, flush): one copy
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         if bytes.len() != RECORD_LEN || bytes.first() != Some(&RECORD_VERSION) {
             return None;
@@ -528,52 +516,58 @@ pub fn arm(store: &impl SharedStore, key: &str, guard: &CompiledGuard) -> bool {
     false
 }
 
-/// `z` with `P(Z > z) = alpha` for a standard normal `Z` (`0 < alpha < 0.5`): Acklam's rational
-/// approximation (relative error below 1.2e-9), run once per config.
+/// `z` with `P(Z > z) = alpha` for a standard normal `Z` (`0 < alpha < 0.5`), by bisection
+/// on [`upper_tail`]; run once per config.
+///
+/// Bisection on a table-free tail rather than a closed-form quantile: the closed forms need
+/// `ln`, and the C library's `ln` (and `exp`) bring ~4 KB of lookup tables into every module.
 pub fn upper_quantile(alpha: f64) -> f64 {
-    const C: [f64; 6] = [
-        -7.784_894_002_430_293e-3,
-        -3.223_964_580_411_365e-1,
-        -2.400_758_277_161_838,
-        -2.549_732_539_343_734,
-        4.374_664_141_464_968,
-        2.938_163_982_698_783,
-    ];
-    const D: [f64; 4] = [
-        7.784_695_709_041_462e-3,
-        3.224_671_290_700_398e-1,
-        2.445_134_137_142_996,
-        3.754_408_661_907_416,
-    ];
-    const A: [f64; 6] = [
-        -3.969_683_028_665_376e1,
-        2.209_460_984_245_205e2,
-        -2.759_285_104_469_687e2,
-        1.383_577_518_672_69e2,
-        -3.066_479_806_614_716e1,
-        2.506_628_277_459_239,
-    ];
-    const B: [f64; 5] = [
-        -5.447_609_879_822_406e1,
-        1.615_858_368_580_409e2,
-        -1.556_989_798_598_866e2,
-        6.680_131_188_771_972e1,
-        -1.328_068_155_288_572e1,
-    ];
-    // Not `f64::clamp` (see `statistic`).
-    let p = alpha.max(1e-300).min(0.5);
-    // Lower-tail quantile of p, negated.
-    let lower = if p < 0.024_25 {
-        let q = (-2.0 * p.ln()).sqrt();
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    } else {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    };
-    -lower
+    let (mut low, mut high) = (0.0f64, 40.0f64);
+    for _ in 0..100 {
+        let mid = 0.5 * (low + high);
+        if upper_tail(mid) > alpha {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    0.5 * (low + high)
+}
+
+/// `P(Z > z)` for a standard normal `Z`, `z >= 0`: `erfc(z / sqrt 2) / 2` by the Chebyshev
+/// fit of Numerical Recipes' `erfcc` (fractional error below 1.2e-7 everywhere).
+pub fn upper_tail(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * x);
+    let poly = -x * x - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    0.5 * t * exp(poly)
+}
+
+/// `e^x`, without the C library's tables: `x = k ln 2 + r` with `|r| <= ln 2 / 2`, a Taylor
+/// series for `e^r` (relative error below 1e-15), and `2^k` put into the exponent bits.
+/// Underflows to 0 below -700.
+fn exp(x: f64) -> f64 {
+    if x < -700.0 {
+        return 0.0;
+    }
+    let k = (x / std::f64::consts::LN_2).round();
+    let r = x - k * std::f64::consts::LN_2;
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for n in 1..18 {
+        term *= r / f64::from(n);
+        sum += term;
+    }
+    // 2^k for -1022 <= k <= 1023 (x <= 709 keeps k in range).
+    let k = (k as i64).max(-1022).min(1023);
+    sum * f64::from_bits(((k + 1023) as u64) << 52)
 }
 
 /// `x` in hundredths, as `(whole, hundredths)` for a log line without float formatting
@@ -631,6 +625,10 @@ mod tests {
         ] {
             assert!((upper_quantile(alpha) - z).abs() < 1e-6, "{alpha}");
         }
+        for x in [-700.0, -50.0, -1.0, -1e-9, 0.0, 0.5, 3.0] {
+            let want = f64::exp(x);
+            assert!((exp(x) - want).abs() <= 1e-12 * want, "exp({x})");
+        }
     }
 
     #[test]
@@ -651,7 +649,7 @@ mod tests {
                 canary: Some("c".into()),
                 ..Guard::default()
             },
-            "at.canary: \"c\" is not a member",
+            "at.canary: not the cluster of a member",
         );
         refuse(
             Guard {
@@ -824,7 +822,9 @@ mod tests {
     #[test]
     fn equal_five_percent_sides_almost_never_halt_with_a_margin() {
         let g = guard(100, 0.02, 1e-6);
-        let sizes = [100, 150, 200, 300, 500, 700, 1_000, 2_000, 5_000, 10_000, 20_000];
+        let sizes = [
+            100, 150, 200, 300, 500, 700, 1_000, 2_000, 5_000, 10_000, 20_000,
+        ];
         let mut worst = 0.0f64;
         for n1 in sizes {
             for n0 in sizes {
@@ -897,9 +897,13 @@ mod tests {
     #[test]
     fn halted_canary_share_goes_to_the_baseline_and_others_stay() {
         let weights = [50, 30, 20];
-        let all = |_| true;
+        let all = &mut |_| true;
         for i in 0..1_000u32 {
             let point = i.wrapping_mul(4_294_967);
+            assert_eq!(
+                choose(&weights, point, None, all),
+                bucket::locate(&weights, point).map_or(Choice::AllUnavailable, Choice::Member)
+            );
             let before = choose(&weights, point, None, all);
             let after = choose(&weights, point, Some(1), all);
             assert_ne!(after, Choice::Member(1));
