@@ -250,8 +250,14 @@ fn canary_guard_reaches_the_plugin_config_and_bad_guards_are_refused() {
             "rollout:\n  guard: {canary: outbound}",
             "the canary is the route's last destination",
         ),
-        ("rollout:\n  guard: {margin: 2}", "margin: must be in [0, 1)"),
-        ("rollout:\n  guard: {minRequests: 3}", "minRequests: must be at least 10"),
+        (
+            "rollout:\n  guard: {margin: 2}",
+            "margin: must be in [0, 1)",
+        ),
+        (
+            "rollout:\n  guard: {minRequests: 3}",
+            "minRequests: must be at least 10",
+        ),
         ("jason:\n  guard: {}", "nothing to compare the canary with"),
     ] {
         let diagnostics = diagnose(&canary(body));

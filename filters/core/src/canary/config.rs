@@ -91,6 +91,7 @@ pub struct Guard {
     pub failures: Vec<Outcome>,
     /// Requests each side (canary, baseline) must have in the window before the test runs;
     /// default 100, at least 10.
+    #[cfg_attr(feature = "schema", schemars(range(min = 10)))]
     #[serde(default = "default_min_requests")]
     pub min_requests: u32,
     /// Length of the sliding window (duration string); default `"30s"`, from 1s to 1h.
@@ -99,10 +100,12 @@ pub struct Guard {
     pub window: String,
     /// Tolerated excess of the canary's failure rate over the baseline's, as a fraction
     /// (`0.02`: two percentage points); default 0, in `[0, 1)`.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 1.0)))]
     #[serde(default)]
     pub margin: f64,
     /// Probability that one evaluation halts a canary that is no worse than the baseline plus
     /// `margin` (the test's significance level); default `1e-6`, in `(0, 0.5)`.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 0.5)))]
     #[serde(default = "default_false_alarm")]
     pub false_alarm: f64,
 }

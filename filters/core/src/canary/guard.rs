@@ -566,7 +566,7 @@ fn exp(x: f64) -> f64 {
         sum += term;
     }
     // 2^k for -1022 <= k <= 1023 (x <= 709 keeps k in range).
-    let k = (k as i64).max(-1022).min(1023);
+    let k = (k as i64).clamp(-1022, 1023);
     sum * f64::from_bits(((k + 1023) as u64) << 52)
 }
 
