@@ -6,6 +6,7 @@
 //!   new request reaches the canary and users pinned to it are served by the baseline.
 //! - Both sides failing 5 % over 20,000 requests never halt.
 //! - A reload that leaves the split alone keeps the halt; a changed split config re-arms it.
+//! - A canary that only times out (its upstream slower than the route timeout) is halted too.
 //!
 //! Needs the modules: `cargo xtask build-wasm`.
 
@@ -256,6 +257,46 @@ fn chain_never_halts_equal_five_percent() {
 #[test]
 fn suite_never_halts_equal_five_percent() {
     never_halts_equal_five_percent(Layout::Suite);
+}
+
+/// A canary whose every answer comes after the route timeout: Envoy answers 504 with the `UT`
+/// flag, a `timeout` failure of the canary (not a 5xx of the upstream's).
+fn halts_a_canary_that_only_times_out(layout: Layout) {
+    let backends = Backends::start();
+    backends
+        .v2
+        .set_behavior(Behavior::Delay(Duration::from_secs(2)));
+    let config = canary_config(json!({"failures": ["timeout"], "minRequests": 20}), &[]);
+    let yaml = bootstrap(layout, &backends, &config)
+        .route_timeout(Duration::from_millis(200))
+        .render();
+    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}"));
+    let port = envoy.listener_port(LISTENER_NAME);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut timeouts = 0;
+    while envoy.stat(HALTED_GAUGE) != Some(1) {
+        assert!(Instant::now() < deadline, "never halted\n{}", envoy.log());
+        let responses = send((0..20).map(|_| request(port, None)).collect());
+        timeouts += responses.iter().filter(|r| r.status == 504).count();
+    }
+    assert!(timeouts >= 20, "{timeouts} timeouts before the halt");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(served(port, 200), BTreeMap::from([("v1".to_owned(), 200)]));
+    assert!(
+        envoy.log().contains("canary reviews-v2 halted"),
+        "{}",
+        envoy.log()
+    );
+}
+
+#[test]
+fn chain_halts_a_canary_that_only_times_out() {
+    halts_a_canary_that_only_times_out(Layout::Chain);
+}
+
+#[test]
+fn suite_halts_a_canary_that_only_times_out() {
+    halts_a_canary_that_only_times_out(Layout::Suite);
 }
 
 // --- test 3: a changed config re-arms ---------------------------------------------------------
