@@ -233,3 +233,37 @@ fn fault_settings_without_any_fault_are_a_warning_at_the_annotation() {
         output.warnings
     );
 }
+
+/// `guard` of `sluice.dev/canary` reaches the canary's plugin config; the canary is the route's
+/// last destination, so naming it is refused, and the filter's own range checks apply.
+#[test]
+fn canary_guard_reaches_the_plugin_config_and_bad_guards_are_refused() {
+    let text = canary("rollout:\n  guard: {minRequests: 50, window: 20s, margin: 0.02}");
+    let output = generate(&Inputs::from_text("mesh.yaml", &text), &options())
+        .unwrap_or_else(|d| panic!("{d}"));
+    let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8");
+    for field in ["guard", "minRequests", "falseAlarm", "20s"] {
+        assert!(yaml.contains(field), "{field} missing:\n{yaml}");
+    }
+    for (body, needle) in [
+        (
+            "rollout:\n  guard: {canary: outbound}",
+            "the canary is the route's last destination",
+        ),
+        (
+            "rollout:\n  guard: {margin: 2}",
+            "margin: must be in [0, 1)",
+        ),
+        (
+            "rollout:\n  guard: {minRequests: 3}",
+            "minRequests: must be at least 10",
+        ),
+        ("jason:\n  guard: {}", "nothing to compare the canary with"),
+    ] {
+        let diagnostics = diagnose(&canary(body));
+        assert!(
+            diagnostics.contains(needle),
+            "{body}: expected {needle:?} in\n{diagnostics}"
+        );
+    }
+}

@@ -42,6 +42,15 @@ pub enum Behavior {
         /// The status they get.
         status: u16,
     },
+    /// Each request independently gets `status` with probability `per_million / 1e6` (drawn
+    /// from the upstream's own generator, seeded at random per upstream), else as
+    /// [`Behavior::Ok`]: a service that fails at a steady rate.
+    FailRandomly {
+        /// Failure probability, in millionths.
+        per_million: u32,
+        /// The status failures get.
+        status: u16,
+    },
     /// Answers as [`Behavior::Ok`] after this delay.
     Delay(Duration),
     /// Never answers (the connection stays open until the peer gives up).
@@ -86,6 +95,27 @@ impl RecordedRequest {
 struct State {
     behavior: Behavior,
     requests: Vec<RecordedRequest>,
+    /// splitmix64 state for [`Behavior::FailRandomly`].
+    rng: u64,
+}
+
+impl State {
+    /// The next draw, uniform in `[0, 1_000_000)` (splitmix64; its modulo bias is ~1e-13).
+    fn next_per_million(&mut self) -> u32 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % 1_000_000) as u32
+    }
+}
+
+/// A random seed without a dependency: std's per-process random hasher keys.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x5eed);
+    hasher.finish()
 }
 
 struct Shared {
@@ -119,6 +149,7 @@ impl Upstream {
             state: Mutex::new(State {
                 behavior: Behavior::Ok,
                 requests: Vec::new(),
+                rng: random_seed(),
             }),
         });
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
@@ -314,6 +345,16 @@ async fn handle(
                     Behavior::Ok
                 };
                 Ok(status_code(status))
+            }
+            Behavior::FailRandomly {
+                per_million,
+                status,
+            } => {
+                if state.next_per_million() < per_million {
+                    Ok(status_code(status))
+                } else {
+                    Ok(StatusCode::OK)
+                }
             }
             Behavior::Delay(delay) => Err(Some(delay)),
             Behavior::Hang => Err(None),

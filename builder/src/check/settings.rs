@@ -449,9 +449,10 @@ fn check_canary(
             for (field, set) in [
                 ("schedule", route.schedule.is_some()),
                 ("sticky", route.sticky.is_some()),
+                ("guard", route.guard.is_some()),
             ] {
                 if set {
-                    let (code, severity) = if field == "schedule" {
+                    let (code, severity) = if field != "sticky" {
                         (Code::InvalidAnnotation, Severity::Error)
                     } else {
                         (Code::Ignored, Severity::Warning)
@@ -461,12 +462,26 @@ fn check_canary(
                         &at.key(field),
                         format!(
                             "http[{index}] has {destinations} destination, so there is nothing to {}",
-                            if field == "schedule" { "shift traffic between" } else { "stick to" }
+                            match field {
+                                "schedule" => "shift traffic between",
+                                "guard" => "compare the canary with",
+                                _ => "stick to",
+                            }
                         ),
                         "list the stable and the canary destination under `route` (weights are then taken from the schedule)",
                     ));
                 }
             }
+            continue;
+        }
+        if route.guard.as_ref().is_some_and(|g| g.canary.is_some()) {
+            out.push(e.error(
+                Code::InvalidAnnotation,
+                &tree,
+                &at.key("guard").key("canary"),
+                "`canary` is not set in the annotation: the canary is the route's last destination",
+                "list the canary destination last under `route`, and remove `canary`",
+            ));
             continue;
         }
         // Compile the split as the canary filter will, with placeholder clusters, so the builder
@@ -482,6 +497,7 @@ fn check_canary(
             sticky: route.sticky,
             schedule: route.schedule,
             failover: route.failover.unwrap_or(true),
+            guard: route.guard,
         };
         let config = CanaryConfig {
             after_router: true,

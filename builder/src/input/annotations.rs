@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sluice_core::breaker::{BreakerSettings, ErrorRatio, Outcome};
-use sluice_core::canary::{Schedule, Sticky};
+use sluice_core::canary::{Guard, Schedule, Sticky};
 use sluice_core::fault::config::{Abort, Delay, FaultRule, HeaderFaults, Percent as CorePercent};
 
 use crate::input::istio::{CircuitBreaker, HttpFaultInjection, VirtualServiceSpec};
@@ -55,6 +55,9 @@ pub struct CanaryRoute {
     pub schedule: Option<Schedule>,
     /// Move an open-breaker destination's share to the healthy ones (default true).
     pub failover: Option<bool>,
+    /// Halt the canary (the route's last destination) when it fails measurably more often
+    /// than the others (the canary filter's `guard`, without `canary`).
+    pub guard: Option<Guard>,
 }
 
 /// `sluice.dev/fault`: fault filter settings Istio's `fault` has no field for.

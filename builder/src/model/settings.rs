@@ -5,7 +5,7 @@
 //! model is built.
 
 use sluice_core::breaker::BreakerSettings;
-use sluice_core::canary::{Schedule, Sticky};
+use sluice_core::canary::{Guard, Schedule, Sticky};
 
 use crate::diag::{Code, Diagnostic, Severity};
 use crate::input::annotations::{
@@ -25,6 +25,9 @@ pub struct RuleSettings {
     pub schedule: Option<Schedule>,
     /// Failover of the rule's split (default true).
     pub failover: bool,
+    /// Self-guard of the rule's split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
     /// The VirtualService's `sluice.dev/fault` extras.
     pub fault_extras: FaultExtras,
 }
@@ -35,6 +38,7 @@ impl Default for RuleSettings {
             sticky: None,
             schedule: None,
             failover: true,
+            guard: None,
             fault_extras: FaultExtras::default(),
         }
     }
@@ -56,6 +60,7 @@ pub fn rule_settings(r: &Resource, index: usize) -> RuleSettings {
                 settings.sticky = route.sticky;
                 settings.schedule = route.schedule;
                 settings.failover = route.failover.unwrap_or(true);
+                settings.guard = route.guard;
             }
         }
     }

@@ -76,6 +76,7 @@ pub fn canary_config(listener: &Listener) -> Option<CanaryConfig> {
                 sticky: rule.sluice.sticky.clone(),
                 schedule: rule.sluice.schedule.clone(),
                 failover: rule.sluice.failover,
+                guard: rule.sluice.guard.clone(),
             }),
             Target::Cluster(_) => None,
         })

@@ -63,6 +63,15 @@ impl Runtime {
             state.advance_schedule(FILTER, split, now_ms, refresh);
         }
     }
+
+    /// Merges each guarded split's counts into its shared window (and follows a halt) before
+    /// the schedules move, so a halt freezes the step it happened at.
+    fn tick(&self, now_ms: u64) {
+        for (split, state) in self.canary.splits.iter().zip(&self.splits) {
+            state.guard_tick(FILTER, split, now_ms);
+        }
+        self.advance_schedules(now_ms, true);
+    }
 }
 
 /// The root context: parses the config, defines metrics, drives schedules.
@@ -109,7 +118,7 @@ impl RootContext for CanaryRoot {
 
     fn on_tick(&mut self) {
         if let Some(runtime) = &self.runtime {
-            runtime.advance_schedules(now_ms(), true);
+            runtime.tick(now_ms());
         }
     }
 
@@ -117,6 +126,7 @@ impl RootContext for CanaryRoot {
         Some(Box::new(CanaryHttp {
             runtime: self.runtime.clone(),
             set_cookie: None,
+            guarded: None,
         }))
     }
 
@@ -130,6 +140,9 @@ struct CanaryHttp {
     runtime: Option<Rc<Runtime>>,
     /// `set-cookie` value to add to the response (a freshly pinned client).
     set_cookie: Option<String>,
+    /// For a guarded split: the split's index and whether the canary member was picked, for
+    /// the guard's count in `on_log`.
+    guarded: Option<(usize, bool)>,
 }
 
 impl Context for CanaryHttp {}
@@ -191,6 +204,9 @@ impl HttpContext for CanaryHttp {
             Some(wire::SPLIT_HEADER),
         );
         state.count_routed(member);
+        self.guarded = state
+            .guarded_side(split, member)
+            .map(|canary| (index, canary));
         Action::Continue
     }
 
@@ -199,5 +215,16 @@ impl HttpContext for CanaryHttp {
             let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie);
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let (Some((index, canary)), Some(runtime)) = (self.guarded.take(), &self.runtime) else {
+            return;
+        };
+        if let (Some(split), Some(state)) =
+            (runtime.canary.splits.get(index), runtime.splits.get(index))
+        {
+            state.record_outcome(split, canary);
+        }
     }
 }

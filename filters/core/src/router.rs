@@ -12,8 +12,6 @@
 //!   {"name": "default", "route": {"split": "reviews-canary"}}]}]}
 //! ```
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::host::RequestView;
@@ -109,7 +107,7 @@ struct CompiledHost {
 /// (longest suffix first), then prefix wildcards (longest prefix first), then `*`.
 #[derive(Debug, Clone, Default)]
 struct Domains {
-    exact: HashMap<Box<[u8]>, usize>,
+    exact: crate::unique::ByteMap,
     /// (suffix after '*', host index), longest first.
     suffixes: Vec<(Box<[u8]>, usize)>,
     /// (prefix before '*', host index), longest first.
@@ -378,7 +376,7 @@ impl Domains {
         if domain == "*" {
             self.any = Some(host);
         } else if stars == 0 {
-            self.exact.insert(domain.as_bytes().into(), host);
+            self.exact.insert(domain.as_bytes(), host);
         } else if stars == 1
             && let Some(suffix) = domain.strip_prefix('*')
         {
@@ -425,7 +423,7 @@ impl Domains {
         let candidates = candidates.iter().flatten();
         candidates
             .clone()
-            .find_map(|h| self.exact.get(*h).copied())
+            .find_map(|h| self.exact.get(h))
             .or_else(|| {
                 candidates.clone().find_map(|h| {
                     self.suffixes

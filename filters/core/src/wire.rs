@@ -139,6 +139,11 @@ pub const CANARY_ROUTED_SUFFIX: &str = ".routed";
 pub const CANARY_STEP_SUFFIX: &str = ".step";
 /// Suffix of the counter of requests answered 503 for lack of an available member.
 pub const CANARY_UNAVAILABLE_SUFFIX: &str = ".unavailable";
+/// Suffix of the counter of a guarded split's halts: `sluice.canary.split.<split>.guard_halts`.
+pub const CANARY_GUARD_HALTS_SUFFIX: &str = ".guard_halts";
+/// Suffix of the gauge of a guarded split's state (0 healthy, 1 halted):
+/// `sluice.canary.split.<split>.guard_halted`.
+pub const CANARY_GUARD_HALTED_SUFFIX: &str = ".guard_halted";
 
 /// Prefix of the per-rule fault counters: `sluice.fault.rule.<rule>.<what>`.
 pub const FAULT_RULE_PREFIX: &str = "sluice.fault.rule.";
@@ -197,6 +202,8 @@ pub fn stats_tag_regex(tag: &str) -> String {
 pub const SCHEDULE_KEY_PREFIX: &str = "sluice.canary.";
 /// Suffix of the shared-data key of a canary split's schedule record.
 pub const SCHEDULE_KEY_SUFFIX: &str = ".start";
+/// Suffix of the shared-data key of a guarded split's window: `sluice.canary.<split>.guard`.
+pub const GUARD_KEY_SUFFIX: &str = ".guard";
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! The canary's run-time glue, shared by the canary filter and the suite: a split's counters
-//! and schedule state, the point a request takes, the member chosen (with failover), and the
-//! 503 when no member is left.
+//! and schedule state, its guard (per-worker tally, shared window, halt), the point a request
+//! takes, the member chosen (with failover, without a halted canary), and the 503 when no
+//! member is left.
 
 use std::cell::{Cell, RefCell};
 
@@ -8,9 +9,12 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, LogLevel, MetricType};
 use rand_core::Rng;
 use sluice_core::breaker::{self, Snapshot};
-use sluice_core::canary::{self, Choice, CompiledSplit, ScheduleRecord, schedule};
+use sluice_core::canary::guard::{self, Figures, Flush, Tally, Verdict};
+use sluice_core::canary::{self, Choice, CompiledGuard, CompiledSplit, ScheduleRecord, schedule};
 
-use crate::{HostRequest, HostStore, LazyClock, count, define, log, now_ms, source_address};
+use crate::{
+    HostRequest, HostStore, LazyClock, count, define, log, now_ms, property_u64, source_address,
+};
 
 /// What a split needs at run time besides its config.
 pub struct SplitState {
@@ -26,16 +30,56 @@ pub struct SplitState {
     record: Cell<Option<ScheduleRecord>>,
     /// The step last reported in the gauge and log.
     step: Cell<usize>,
+    /// The split's guard, if it has one.
+    guard: Option<GuardState>,
+}
+
+/// A guarded split's per-worker state.
+struct GuardState {
+    /// Shared-data key of the window.
+    key: String,
+    /// This worker's finished requests since its last merge.
+    tally: Cell<Tally>,
+    /// Whether the canary is halted, as this worker last saw it (on its tick).
+    halted: Cell<bool>,
+    /// Counter of halts (bumped by the worker whose merge halted).
+    halts: Option<u32>,
+    /// Gauge: 0 healthy, 1 halted.
+    halted_gauge: Option<u32>,
 }
 
 impl SplitState {
     /// Defines the split's metrics and joins (or starts) its shared schedule.
+    /// A guard halted under this very config (a reload) keeps its schedule frozen.
     pub fn new(filter: &str, split: &CompiledSplit, now_ms: u64) -> Self {
-        let record = split
-            .schedule
-            .as_ref()
-            .map(|s| schedule::sync_on_configure(&HostStore, &split.name, s, now_ms));
         let counter = |name: &str| define(filter, MetricType::Counter, name);
+        let guard = split.guard.as_ref().map(|g| {
+            let key = guard::guard_key(&split.name);
+            let halted = guard::arm(&HostStore, &key, g);
+            let state = GuardState {
+                key,
+                tally: Cell::new(Tally::default()),
+                halted: Cell::new(halted),
+                halts: counter(&canary::guard_halts_metric(&split.name)),
+                halted_gauge: define(
+                    filter,
+                    MetricType::Gauge,
+                    &canary::guard_halted_metric(&split.name),
+                ),
+            };
+            state.publish();
+            state
+        });
+        let frozen = guard.as_ref().is_some_and(|g| g.halted.get());
+        let record = split.schedule.as_ref().map(|s| {
+            schedule::sync(
+                &HostStore,
+                &split.name,
+                s.fingerprint,
+                s.paused || frozen,
+                now_ms,
+            )
+        });
         Self {
             routed: split
                 .clusters
@@ -54,6 +98,84 @@ impl SplitState {
                 .and_then(|_| define(filter, MetricType::Gauge, &canary::step_metric(&split.name))),
             record: Cell::new(record),
             step: Cell::new(0),
+            guard,
+        }
+    }
+
+    /// The halted canary's member index, if the split's canary is halted (as this worker saw it
+    /// on its last tick).
+    pub fn halted_canary(&self, split: &CompiledSplit) -> Option<usize> {
+        let halted = self.guard.as_ref().is_some_and(|g| g.halted.get());
+        split.guard.as_ref().filter(|_| halted).map(|g| g.canary)
+    }
+
+    /// Whether finished requests to `member` are counted by the split's guard, and on which
+    /// side: `Some(true)` the canary, `Some(false)` the baseline, `None` no guard (or halted:
+    /// the window no longer matters).
+    pub fn guarded_side(&self, split: &CompiledSplit, member: usize) -> Option<bool> {
+        let guard = split.guard.as_ref()?;
+        let state = self.guard.as_ref()?;
+        (!state.halted.get()).then_some(member == guard.canary)
+    }
+
+    /// Counts a finished request of the guard's `canary` side or the baseline (in `on_log`):
+    /// reads `response.flags`, then `response.code` if the flags leave it open, then
+    /// `response.code_details` only for a code that counts as a failure. No allocation beyond
+    /// the host's property values.
+    pub fn record_outcome(&self, split: &CompiledSplit, canary: bool) {
+        let (Some(guard), Some(state)) = (&split.guard, &self.guard) else {
+            return;
+        };
+        let verdict = classify(guard);
+        if verdict == Verdict::Ignored {
+            return;
+        }
+        let mut tally = state.tally.get();
+        tally.record(canary, verdict == Verdict::Failure);
+        state.tally.set(tally);
+    }
+
+    /// The guard's tick: merges this worker's tally into the shared window, applies the halt
+    /// rule, and follows a halt (counter and log line by the worker that halted, gauge, and a
+    /// frozen schedule on every worker).
+    pub fn guard_tick(&self, filter: &str, split: &CompiledSplit, now_ms: u64) {
+        let (Some(guard), Some(state)) = (&split.guard, &self.guard) else {
+            return;
+        };
+        let tally = state.tally.replace(Tally::default());
+        let halted = match guard::flush(&HostStore, &state.key, guard, &tally, now_ms) {
+            Ok(Flush::Running | Flush::Stale) => false,
+            Ok(Flush::Halted) => true,
+            Ok(Flush::NewlyHalted(figures)) => {
+                count(state.halts);
+                log_halt(filter, split, guard, &figures);
+                true
+            }
+            Err(e) => {
+                // Put the counts back: the next tick merges them.
+                let mut back = state.tally.get();
+                back.add(&tally);
+                state.tally.set(back);
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "{filter}: split {:?}: guard window not updated: {e:?}",
+                        split.name
+                    ),
+                );
+                return;
+            }
+        };
+        if halted && !state.halted.get() {
+            state.halted.set(true);
+            state.publish();
+            // The schedule stops where it is, in shared data, so every worker and a reload
+            // of the same config agree; a changed config resumes or restarts it.
+            if let Some(schedule) = &split.schedule {
+                let record =
+                    schedule::sync(&HostStore, &split.name, schedule.fingerprint, true, now_ms);
+                self.record.set(Some(record));
+            }
         }
     }
 
@@ -113,6 +235,55 @@ impl SplitState {
     }
 }
 
+impl GuardState {
+    fn publish(&self) {
+        if let Some(id) = self.halted_gauge {
+            let _ = hostcalls::record_metric(id, u64::from(self.halted.get()));
+        }
+    }
+}
+
+/// The guard's verdict on the current stream's response.
+fn classify(guard: &CompiledGuard) -> Verdict {
+    let flags = property_u64(&["response", "flags"]).unwrap_or(0);
+    guard.classify(
+        flags,
+        || property_u64(&["response", "code"]).and_then(|c| u32::try_from(c).ok()),
+        || {
+            hostcalls::get_property(vec!["response", "code_details"])
+                .ok()
+                .flatten()
+                .is_some_and(|details| details == b"via_upstream")
+        },
+    )
+}
+
+/// The one log line of a halt, with the figures (integers only: float formatting would cost
+/// the modules kilobytes):
+/// `sluice-canary: split "reviews": canary reviews-v2 halted: 31/305 failed against the
+/// baseline's 0/298 in the 30000 ms window (z 4.91 > 4.75); holds until the split's config
+/// changes`.
+fn log_halt(filter: &str, split: &CompiledSplit, guard: &CompiledGuard, figures: &Figures) {
+    let w = &figures.window;
+    let (zw, zf) = guard::hundredths(figures.z);
+    let (kw, kf) = guard::hundredths(guard.critical_z);
+    log(
+        LogLevel::Warn,
+        &format!(
+            "{filter}: split {:?}: canary {} halted: {}/{} failed against the baseline's {}/{} \
+             in the {} ms window (z {zw}.{zf:02} > {kw}.{kf:02}); holds until the split's \
+             config changes",
+            split.name,
+            split.clusters.get(guard.canary).map_or("?", String::as_str),
+            w.canary_failures,
+            w.canary_requests,
+            w.baseline_failures,
+            w.baseline_requests,
+            guard.window_ms,
+        ),
+    );
+}
+
 // Pure: it lives in sluice_core; re-exported so the canary filter and the suite keep one path.
 pub use sluice_core::canary::schedule_period;
 
@@ -154,12 +325,13 @@ pub fn choose_member<'r>(
     point: u32,
     seen: &mut Seen<'r>,
 ) -> Choice {
+    let halted = state.halted_canary(split);
     if split.failover {
-        canary::choose(weights, point, |member| {
+        guard::choose(weights, point, halted, &mut |member| {
             !breaker_open(state.breaker_keys.get(member), seen)
         })
     } else {
-        canary::locate(weights, point).map_or(Choice::AllUnavailable, Choice::Member)
+        guard::choose(weights, point, halted, &mut |_| true)
     }
 }
 

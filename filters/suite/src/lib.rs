@@ -117,6 +117,10 @@ impl Runtime {
             return;
         };
         for (split, run) in canary.splits.iter().zip(&self.splits) {
+            // A halt found by this merge freezes the step it happened at.
+            if refresh {
+                run.state.guard_tick(FILTER, split, now_ms);
+            }
             run.state.advance_schedule(FILTER, split, now_ms, refresh);
         }
     }
@@ -442,6 +446,7 @@ impl RootContext for SuiteRoot {
             holds_fault_slot: false,
             set_cookie: None,
             response_debug: None,
+            guarded: None,
         }))
     }
 
@@ -476,6 +481,9 @@ struct SuiteHttp {
     set_cookie: Option<String>,
     /// `x-sluice-fault` value for the upstream's response (delay-only faults).
     response_debug: Option<String>,
+    /// For a guarded split: the split's index and whether the canary member was picked, for
+    /// the guard's count in `on_log`.
+    guarded: Option<(usize, bool)>,
 }
 
 impl SuiteHttp {
@@ -508,6 +516,10 @@ impl SuiteHttp {
             return None;
         };
         self.worker.count(run.state.routed_counter(member));
+        self.guarded = run
+            .state
+            .guarded_side(split, member)
+            .map(|canary| (index, canary));
         Some(Picked {
             cluster: split.clusters.get(member)?,
             guard: run.guards.get(member).cloned().flatten(),
@@ -713,6 +725,13 @@ impl HttpContext for SuiteHttp {
         });
         if let Some((guard, ticket)) = admission {
             record_outcome(FILTER, &guard, ticket);
+        }
+        if let (Some((index, canary)), Some(runtime)) = (self.guarded.take(), &self.runtime)
+            && let Some(canary_config) = &runtime.suite.canary
+            && let (Some(split), Some(run)) =
+                (canary_config.splits.get(index), runtime.splits.get(index))
+        {
+            run.state.record_outcome(split, canary);
         }
     }
 }

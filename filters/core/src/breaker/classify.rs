@@ -54,7 +54,7 @@ pub mod response_flags {
 }
 
 /// Flags saying the request did not fail because of the upstream: Envoy or the client decided.
-const NOT_THE_UPSTREAMS_FAULT: u64 = response_flags::NO_ROUTE_FOUND
+pub const NOT_THE_UPSTREAMS_FAULT: u64 = response_flags::NO_ROUTE_FOUND
     | response_flags::NO_CLUSTER_FOUND
     | response_flags::FAULT_INJECTED
     | response_flags::RATE_LIMITED

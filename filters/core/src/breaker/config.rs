@@ -302,12 +302,18 @@ impl OutcomeSet {
         self.0 |= Self::bit(outcome);
     }
 
+    /// The bitmask (stable: part of a guard's config fingerprint).
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
     /// Whether the set holds `outcome`.
     pub fn contains(self, outcome: Outcome) -> bool {
         self.0 & Self::bit(outcome) != 0
     }
 
-    pub(super) fn intersects(self, other: OutcomeSet) -> bool {
+    /// Whether the sets share an outcome.
+    pub fn intersects(self, other: OutcomeSet) -> bool {
         self.0 & other.0 != 0
     }
 }

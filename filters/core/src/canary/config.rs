@@ -11,13 +11,16 @@
 //!     "sticky": {"header": "end-user", "setCookie": {"name": "sluice-reviews", "ttl": "24h"}},
 //!     "schedule": {"steps": [{"weights": [90, 10], "hold": "10m"}, {"weights": [50, 50], "hold": "10m"},
 //!                            {"weights": [0, 100], "hold": "0s"}]},
-//!     "failover": true
+//!     "failover": true,
+//!     "guard": {"canary": "reviews-v2", "failures": ["5xx", "reset", "timeout"], "minRequests": 100,
+//!               "window": "30s", "margin": 0.02, "falseAlarm": 1e-6}
 //!   }]
 //! }
 //! ```
 
 use serde::{Deserialize, Serialize};
 
+use crate::breaker::Outcome;
 use crate::matching::HttpMatchRequest;
 
 /// The whole plugin configuration of one canary filter instance.
@@ -39,7 +42,7 @@ pub struct CanaryConfig {
 }
 
 /// A weighted set of clusters one request is spread over (an Istio weighted `route`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Split {
@@ -61,6 +64,87 @@ pub struct Split {
     /// to the healthy members; when none is healthy the filter answers 503 at once.
     #[serde(default = "default_true")]
     pub failover: bool,
+    /// Halts the canary member when it fails measurably more often than the others (the
+    /// baseline): see [`Guard`]. Absent: no guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
+}
+
+/// The self-guarding canary: every worker counts requests and failures of the canary member
+/// and of the baseline (every other member) in a sliding window kept in shared data; when a
+/// one-sided two-proportion test says, at the `falseAlarm` probability, that the canary's
+/// failure rate exceeds the baseline's by more than `margin`, the canary is halted: no new
+/// request and no sticky user goes to it (users pinned to it are served by the baseline), a
+/// schedule stops advancing, until a changed config of the split re-arms the guard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Guard {
+    /// The cluster of the canary member; default: the split's last member (the first is the
+    /// stable one, see `members`). Every other member is the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// Which finished requests count as failures (names as the breaker's `countAs`); default
+    /// `["5xx", "reset", "timeout"]`. A 5xx counts only when the upstream sent it (not a local
+    /// reply of a breaker or a fault); resets and timeouts are read from Envoy's response flags.
+    #[serde(default = "default_failures")]
+    pub failures: Vec<Outcome>,
+    /// Requests each side (canary, baseline) must have in the window before the test runs;
+    /// default 100, at least 10.
+    #[cfg_attr(feature = "schema", schemars(range(min = 10)))]
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    /// Length of the sliding window (duration string); default `"30s"`, from 1s to 1h.
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
+    #[serde(default = "default_window")]
+    pub window: String,
+    /// Tolerated excess of the canary's failure rate over the baseline's, as a fraction
+    /// (`0.02`: two percentage points); default 0, in `[0, 1)`.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 1.0)))]
+    #[serde(default)]
+    pub margin: f64,
+    /// Probability that one evaluation halts a canary that is no worse than the baseline plus
+    /// `margin` (the test's significance level); default `1e-6`, in `(0, 0.5)`.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 0.5)))]
+    #[serde(default = "default_false_alarm")]
+    pub false_alarm: f64,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            canary: None,
+            failures: default_failures(),
+            min_requests: default_min_requests(),
+            window: default_window(),
+            margin: 0.0,
+            false_alarm: default_false_alarm(),
+        }
+    }
+}
+
+/// Default [`Guard::failures`].
+pub fn default_failures() -> Vec<Outcome> {
+    vec![Outcome::Status5xx, Outcome::Reset, Outcome::Timeout]
+}
+
+/// Default [`Guard::min_requests`].
+pub const DEFAULT_MIN_REQUESTS: u32 = 100;
+
+/// Default [`Guard::false_alarm`].
+pub const DEFAULT_FALSE_ALARM: f64 = 1e-6;
+
+fn default_min_requests() -> u32 {
+    DEFAULT_MIN_REQUESTS
+}
+
+/// Default [`Guard::window`].
+pub fn default_window() -> String {
+    "30s".into()
+}
+
+fn default_false_alarm() -> f64 {
+    DEFAULT_FALSE_ALARM
 }
 
 /// One destination of a split.

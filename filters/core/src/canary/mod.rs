@@ -4,9 +4,11 @@
 //! - [`CompiledCanary`]: the validated config the filter runs on.
 //! - [`bucket`]: weighted and sticky picking with monotone buckets, and breaker failover.
 //! - [`schedule`]: progressive schedules and their shared start time.
+//! - [`guard`]: the self-guarding canary (shared window, halt rule, halted choice).
 
 pub mod bucket;
 pub mod config;
+pub mod guard;
 pub mod schedule;
 
 use std::time::Duration;
@@ -15,13 +17,16 @@ use crate::host::RequestView;
 use crate::matching::MatchSet;
 use crate::unique::FirstSeen;
 use crate::wire::{
-    CANARY_MEMBER_INFIX, CANARY_ROUTED_SUFFIX, CANARY_SPLIT_PREFIX, CANARY_STEP_SUFFIX,
-    CANARY_UNAVAILABLE_SUFFIX,
+    CANARY_GUARD_HALTED_SUFFIX, CANARY_GUARD_HALTS_SUFFIX, CANARY_MEMBER_INFIX,
+    CANARY_ROUTED_SUFFIX, CANARY_SPLIT_PREFIX, CANARY_STEP_SUFFIX, CANARY_UNAVAILABLE_SUFFIX,
 };
 use crate::{duration, metrics};
 
 pub use bucket::{Choice, choose, locate, sticky_point};
-pub use config::{CanaryConfig, CanaryRule, Member, Schedule, SetCookie, Split, Step, Sticky};
+pub use config::{
+    CanaryConfig, CanaryRule, Guard, Member, Schedule, SetCookie, Split, Step, Sticky,
+};
+pub use guard::CompiledGuard;
 pub use schedule::{CompiledSchedule, ScheduleRecord, SharedStore};
 
 /// Response header set on the 503 the filter answers when every member of a split is
@@ -59,6 +64,24 @@ pub fn unavailable_metric(split: &str) -> String {
         "{CANARY_SPLIT_PREFIX}{}{CANARY_UNAVAILABLE_SUFFIX}",
         metrics::sanitize(split)
     )
+}
+
+/// Name of the counter of a guarded split's halts: `sluice.canary.split.<split>.guard_halts`.
+pub fn guard_halts_metric(split: &str) -> String {
+    split_metric(split, CANARY_GUARD_HALTS_SUFFIX)
+}
+
+/// Name of the gauge of a guarded split's state, 0 healthy, 1 halted:
+/// `sluice.canary.split.<split>.guard_halted`.
+pub fn guard_halted_metric(split: &str) -> String {
+    split_metric(split, CANARY_GUARD_HALTED_SUFFIX)
+}
+
+fn split_metric(split: &str, suffix: &str) -> String {
+    let mut name = String::from(CANARY_SPLIT_PREFIX);
+    name.push_str(&metrics::sanitize(split));
+    name.push_str(suffix);
+    name
 }
 
 /// Where a sticky key is read from.
@@ -192,6 +215,8 @@ pub struct CompiledSplit {
     pub schedule: Option<CompiledSchedule>,
     /// Whether open breakers take members out.
     pub failover: bool,
+    /// The self-guard, if any.
+    pub guard: Option<CompiledGuard>,
 }
 
 /// The canary config, validated and ready to run.
@@ -326,13 +351,30 @@ fn compile_split(at: &str, split: &Split) -> Result<CompiledSplit, String> {
         .as_ref()
         .map(|s| compile_schedule(&format!("{at}.schedule"), split, s))
         .transpose()?;
+    let clusters: Vec<String> = split.members.iter().map(|m| m.cluster.clone()).collect();
+    let guard = split
+        .guard
+        .as_ref()
+        .map(|g| {
+            CompiledGuard::compile(
+                &format!("{at}.guard"),
+                g,
+                &split.name,
+                &clusters,
+                &weights,
+                schedule.as_ref().map(|s| s.fingerprint),
+                split.failover,
+            )
+        })
+        .transpose()?;
     Ok(CompiledSplit {
         name: split.name.clone(),
-        clusters: split.members.iter().map(|m| m.cluster.clone()).collect(),
+        clusters,
         weights,
         sticky,
         schedule,
         failover: split.failover,
+        guard,
     })
 }
 
@@ -447,17 +489,23 @@ fn compile_schedule(
     ))
 }
 
-/// The canary's schedule tick: a quarter of the shortest hold, within 50 ms .. 1 s, often
+/// The canary's tick: for schedules a quarter of the shortest hold, within 50 ms .. 1 s, often
 /// enough that the step gauge lags little and workers that raced on the shared start converge
-/// quickly; `None` without schedules.
+/// quickly; for guards at most [`guard::GUARD_PERIOD`]; `None` without either.
 pub fn schedule_period(canary: &CompiledCanary) -> Option<Duration> {
     let shortest = canary
         .splits
         .iter()
         .filter_map(|s| s.schedule.as_ref())
         .map(|s| s.shortest_hold_ms().unwrap_or(4_000))
-        .min()?;
-    Some(Duration::from_millis((shortest / 4).clamp(50, 1_000)))
+        .min();
+    let schedules = shortest.map(|ms| Duration::from_millis((ms / 4).clamp(50, 1_000)));
+    let guards = canary
+        .splits
+        .iter()
+        .any(|s| s.guard.is_some())
+        .then_some(guard::GUARD_PERIOD);
+    schedules.into_iter().chain(guards).min()
 }
 
 #[cfg(test)]
@@ -517,6 +565,7 @@ mod tests {
                 }),
                 schedule: None,
                 failover: false,
+                guard: None,
             }],
             rules: vec![],
         };

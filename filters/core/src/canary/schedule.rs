@@ -196,17 +196,26 @@ pub fn sync_on_configure(
     schedule: &CompiledSchedule,
     now_ms: u64,
 ) -> ScheduleRecord {
+    sync(store, split, schedule.fingerprint, schedule.paused, now_ms)
+}
+
+/// [`sync_on_configure`] for the schedule `fingerprint`, `paused` or not whatever its config
+/// says: a halted guard freezes its split's schedule this way.
+pub fn sync(
+    store: &impl SharedStore,
+    split: &str,
+    fingerprint: u64,
+    paused: bool,
+    now_ms: u64,
+) -> ScheduleRecord {
     let key = start_key(split);
     let mut wanted = None;
     for _ in 0..8 {
         let (value, cas) = store.get(&key);
         let existing = value.as_deref().and_then(ScheduleRecord::decode);
-        let Some(record) = ScheduleRecord::reconcile(
-            existing.as_ref(),
-            schedule.fingerprint,
-            schedule.paused,
-            now_ms,
-        ) else {
+        let Some(record) =
+            ScheduleRecord::reconcile(existing.as_ref(), fingerprint, paused, now_ms)
+        else {
             if let Some(record) = existing {
                 return record;
             }
@@ -220,9 +229,9 @@ pub fn sync_on_configure(
         }
     }
     wanted.unwrap_or(ScheduleRecord {
-        fingerprint: schedule.fingerprint,
+        fingerprint,
         start_ms: now_ms,
-        frozen_elapsed_ms: schedule.paused.then_some(0),
+        frozen_elapsed_ms: paused.then_some(0),
     })
 }
 

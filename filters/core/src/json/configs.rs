@@ -18,7 +18,9 @@
 
 use super::{Error, FromJson, Reader};
 use crate::breaker::{Breaker, BreakerConfig, BreakerSettings, ErrorRatio, Outcome};
-use crate::canary::{CanaryConfig, CanaryRule, Member, Schedule, SetCookie, Split, Step, Sticky};
+use crate::canary::{
+    CanaryConfig, CanaryRule, Guard, Member, Schedule, SetCookie, Split, Step, Sticky,
+};
 use crate::fault::config::{Abort, Delay, FaultConfig, FaultRule, HeaderFaults, Percent};
 use crate::matching::{HttpMatchRequest, StringMatch};
 use crate::router::{Destination, RouterConfig, Rule, VirtualHost};
@@ -179,13 +181,14 @@ impl FromJson for CanaryConfig {
 
 impl FromJson for Split {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
-        const NAMES: &[&str] = &["name", "members", "sticky", "schedule", "failover"];
+        const NAMES: &[&str] = &["name", "members", "sticky", "schedule", "failover", "guard"];
         let mut value = Self {
             name: String::new(),
             members: Vec::new(),
             sticky: None,
             schedule: None,
             failover: true,
+            guard: None,
         };
         let mut object = r.object("struct Split")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
@@ -194,10 +197,38 @@ impl FromJson for Split {
                 1 => value.members = FromJson::read(r)?,
                 2 => value.sticky = FromJson::read(r)?,
                 3 => value.schedule = FromJson::read(r)?,
-                _ => value.failover = r.boolean()?,
+                4 => value.failover = r.boolean()?,
+                _ => value.guard = FromJson::read(r)?,
             }
         }
-        r.end_struct(&object, NAMES, 0b00011)?;
+        r.end_struct(&object, NAMES, 0b00_0011)?;
+        Ok(value)
+    }
+}
+
+impl FromJson for Guard {
+    fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
+        const NAMES: &[&str] = &[
+            "canary",
+            "failures",
+            "minRequests",
+            "window",
+            "margin",
+            "falseAlarm",
+        ];
+        let mut value = Self::default();
+        let mut object = r.object("struct Guard")?;
+        while let Some(field) = r.field(&mut object, NAMES)? {
+            match field {
+                0 => value.canary = FromJson::read(r)?,
+                1 => value.failures = FromJson::read(r)?,
+                2 => value.min_requests = r.u32()?,
+                3 => value.window = r.string()?,
+                4 => value.margin = r.f64()?,
+                _ => value.false_alarm = r.f64()?,
+            }
+        }
+        r.end_struct(&object, NAMES, 0)?;
         Ok(value)
     }
 }
