@@ -268,9 +268,15 @@ struct ServeArgs {
         short = 'f',
         long = "file",
         value_name = "FILE_OR_DIR",
-        required = true
+        required_unless_present = "store"
     )]
     files: Vec<PathBuf>,
+    /// Serve the mesh in the etcd store (`sluice apply` writes it) instead of files:
+    /// etcd://HOST:PORT[,HOST:PORT...][/PREFIX]. Every replica following one store serves the
+    /// same versions; while etcd is unreachable a replica keeps serving its last good config.
+    #[cfg(feature = "etcd")]
+    #[arg(long, value_name = "URL", conflicts_with = "files")]
+    store: Option<sluice::store::StoreUrl>,
     /// Where the gRPC ADS server listens (the bootstrap's --xds-server).
     #[arg(long, value_name = "ADDR", default_value = sluice::serve::DEFAULT_XDS_LISTEN)]
     xds_listen: std::net::SocketAddr,
@@ -1462,6 +1468,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         xds_listen: args.xds_listen,
         admin_listen: args.admin_listen,
         debounce: std::time::Duration::from_millis(args.debounce_ms),
+        #[cfg(feature = "etcd")]
+        store: args.store,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -50,11 +50,9 @@ impl ServedMesh {
         }
         let localhost: SocketAddr = "127.0.0.1:0".parse()?;
         let config = ServeConfig {
-            inputs: vec![dir.path().to_path_buf()],
-            options,
             xds_listen: localhost,
             admin_listen: localhost,
-            debounce: sluice::serve::DEFAULT_DEBOUNCE,
+            ..ServeConfig::new(vec![dir.path().to_path_buf()], options)
         };
         let running = Running::start(config.clone())?;
         let mut config = config;

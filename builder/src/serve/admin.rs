@@ -27,14 +27,22 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// 200 once a valid config is served; 503 before (a load balancer in front of several serve
-/// replicas sends proxies only to one that has something to give them).
+/// replicas sends proxies only to one that has something to give them), and 503 "degraded"
+/// while the store cannot be read (the replica still serves its last good config to every
+/// proxy, but a fresher replica should be preferred).
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.ready() {
-        (StatusCode::OK, "ready\n")
+    let degraded = shared.lock().input.degraded.clone();
+    if let Some(why) = degraded {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: serving the last good config; the store cannot be read: {why}\n"),
+        )
+    } else if shared.ready() {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no valid config loaded yet (see /status)\n",
+            "no valid config loaded yet (see /status)\n".to_owned(),
         )
     }
 }

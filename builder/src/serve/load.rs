@@ -22,10 +22,15 @@ pub enum Loaded {
 
 /// Reads `config.inputs` with every stage of `generate` and types the result.
 pub fn load(config: &ServeConfig) -> Loaded {
-    let inputs = match Inputs::read(&config.inputs) {
-        Ok(i) => i,
-        Err(e) => return Loaded::Refused(e),
-    };
+    match Inputs::read(&config.inputs) {
+        Ok(inputs) => load_inputs(&inputs, config),
+        Err(e) => Loaded::Refused(e),
+    }
+}
+
+/// Runs every stage of `generate` on `inputs` (read from the files, or a generation of the
+/// store) and types the result.
+pub fn load_inputs(inputs: &Inputs, config: &ServeConfig) -> Loaded {
     let (set, warnings) = match crate::resources(&inputs, &config.options) {
         Ok(r) => r,
         Err(diags) => return Loaded::Refused(diags.to_string()),
@@ -64,7 +69,13 @@ pub fn load(config: &ServeConfig) -> Loaded {
 /// Reads the input and publishes it if valid and different; otherwise records why not and
 /// keeps the last good snapshot.
 pub fn reload(config: &ServeConfig, shared: &Shared) {
-    match load(config) {
+    publish(load(config), shared);
+}
+
+/// Publishes `loaded` if valid and different from what is served; otherwise records why not
+/// and keeps the last good snapshot.
+pub fn publish(loaded: Loaded, shared: &Shared) {
+    match loaded {
         Loaded::Good(published, warnings) => {
             let version = published.version.clone();
             let same = shared

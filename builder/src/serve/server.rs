@@ -25,6 +25,30 @@ pub struct ServeConfig {
     /// How long the tree must be quiet before a change is read: an editor's save or a
     /// `git checkout` is many events, and one read of the result is what counts.
     pub debounce: Duration,
+    /// Serve the store's current generation instead of `inputs` (`--store etcd://...`): every
+    /// replica following one store serves the same versions.
+    #[cfg(feature = "etcd")]
+    pub store: Option<crate::store::StoreUrl>,
+}
+
+impl ServeConfig {
+    /// Serving the files and folders `inputs` with `options`, on the default ports, with the
+    /// default debounce.
+    pub fn new(inputs: Vec<PathBuf>, options: Options) -> ServeConfig {
+        ServeConfig {
+            inputs,
+            options,
+            xds_listen: super::DEFAULT_XDS_LISTEN
+                .parse()
+                .expect("the default ADS address parses"),
+            admin_listen: super::DEFAULT_ADMIN_LISTEN
+                .parse()
+                .expect("the default admin address parses"),
+            debounce: DEFAULT_DEBOUNCE,
+            #[cfg(feature = "etcd")]
+            store: None,
+        }
+    }
 }
 
 /// The default debounce, istiod's `PILOT_DEBOUNCE_AFTER`.
@@ -58,8 +82,19 @@ pub async fn run(
         admin: admin.local_addr()?,
     });
     let shared = Arc::new(state::Shared::new());
-    load::reload(&config, &shared);
-    let watcher = load::watch(config.clone(), shared.clone())?;
+    #[cfg(feature = "etcd")]
+    let follower = config
+        .store
+        .clone()
+        .map(|url| tokio::spawn(follow_store(url, config.clone(), shared.clone())));
+    #[cfg(not(feature = "etcd"))]
+    let follower: Option<tokio::task::JoinHandle<()>> = None;
+    let watcher = if follower.is_some() {
+        None
+    } else {
+        load::reload(&config, &shared);
+        Some(load::watch(config.clone(), shared.clone())?)
+    };
     let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
     // Not tonic's graceful shutdown: it waits for every stream to end, and ADS streams do not.
     // Dropping the server closes the listener; the runtime's end cuts the open streams.
@@ -68,8 +103,52 @@ pub async fn run(
         () = shutdown => Ok(()),
     };
     admin_task.abort();
+    if let Some(follower) = follower {
+        follower.abort();
+    }
     drop(watcher);
     result
+}
+
+/// `--store`: serves each generation the store's follower reports (the same stages and
+/// diagnostics as the files), marks the replica degraded while etcd cannot be read (the last
+/// good config keeps serving to existing and new proxies), and catches up when it can.
+#[cfg(feature = "etcd")]
+async fn follow_store(url: crate::store::StoreUrl, config: ServeConfig, shared: Arc<state::Shared>) {
+    use crate::store::etcd::{Followed, follow};
+    let (tx, mut events) = tokio::sync::mpsc::channel(4);
+    let follower = tokio::spawn(follow(url.clone(), tx));
+    while let Some(event) = events.recv().await {
+        match event {
+            Followed::Generation {
+                generation,
+                registrations,
+                inputs,
+                ..
+            } => {
+                eprintln!(
+                    "serve: {url} generation {generation} ({} resources, {registrations} registered)",
+                    inputs.files.len()
+                );
+                let (config, shared) = (config.clone(), shared.clone());
+                // Modelling is CPU work: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || {
+                    load::publish(load::load_inputs(&inputs, &config), &shared);
+                    shared.lock().input.generation = Some(generation);
+                })
+                .await;
+            }
+            Followed::Degraded(why) => {
+                eprintln!("serve: degraded, the last good config keeps serving: {why}");
+                shared.lock().input.degraded = Some(why);
+            }
+            Followed::Recovered => {
+                eprintln!("serve: {url} answers again");
+                shared.lock().input.degraded = None;
+            }
+        }
+    }
+    follower.abort();
 }
 
 /// A serve running on its own runtime thread, for tests and embedding: dropping it (or

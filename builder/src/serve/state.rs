@@ -94,6 +94,11 @@ pub struct InputStatus {
     pub error: Option<String>,
     /// Seconds since the epoch of the latest read.
     pub read_at: u64,
+    /// Why the store cannot be read, while it cannot (`serve --store`): the last good config
+    /// keeps serving meanwhile.
+    pub degraded: Option<String>,
+    /// The store generation served (`serve --store`).
+    pub generation: Option<u64>,
 }
 
 /// Upper bounds of the change-to-ACK histogram, in seconds.
@@ -235,6 +240,8 @@ impl Shared {
                 "warnings": inner.input.warnings,
                 "error": inner.input.error,
                 "read_at": inner.input.read_at,
+                "generation": inner.input.generation,
+                "degraded": inner.input.degraded,
             },
             "proxies": proxies,
         })
@@ -289,6 +296,11 @@ impl Shared {
             "sluice_serve_nacks_total",
             "Responses proxies refused (NACK), by type.",
             &m.nacks,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_serve_store_degraded 1 while the store cannot be read (the last good config keeps serving), else 0.\n# TYPE sluice_serve_store_degraded gauge\nsluice_serve_store_degraded {}",
+            u8::from(inner.input.degraded.is_some())
         );
         let _ = writeln!(
             out,
