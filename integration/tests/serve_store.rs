@@ -241,6 +241,21 @@ fn two_replicas_serve_the_same_versions_and_an_envoy_fails_over_under_load() {
     })
     .unwrap();
 
+    // Envoy says which replica it follows now (each replica names itself in its responses).
+    let other_address = addresses[other].to_string();
+    poll(
+        DEADLINE,
+        "control_plane.identifier names the replica left",
+        || {
+            e1.stats_text().is_ok_and(|text| {
+                text.lines().any(|l| {
+                    l.starts_with("control_plane.identifier:") && l.contains(&other_address)
+                })
+            })
+        },
+    )
+    .unwrap();
+
     // The next apply reaches it through the replica that is left.
     assert_eq!(apply_text(&url, &shop_mesh(&v1, &v2, [0, 100])), 2);
     poll(DEADLINE, "proxy-1 routes the new split", || {
@@ -275,16 +290,44 @@ fn with_etcd_down_a_replica_keeps_serving_says_degraded_and_catches_up() {
     .unwrap();
     let e1 = start_envoy(&first, &[serve.bound.xds], "proxy-1");
     let p1 = wait_listener(&e1, LISTENER).unwrap();
-    poll(DEADLINE, "v1", || served_by(p1).as_deref() == Some("shop-v1")).unwrap();
+    poll(DEADLINE, "v1", || {
+        served_by(p1).as_deref() == Some("shop-v1")
+    })
+    .unwrap();
 
     // Every etcd member down: degraded, and the last good config keeps serving.
     cluster.kill_all();
     poll(DEADLINE, "/readyz says degraded", || {
-        admin(&serve, "/readyz").is_some_and(|(code, body)| code == 503 && body.contains("degraded"))
+        admin(&serve, "/readyz")
+            .is_some_and(|(code, body)| code == 503 && body.contains("degraded"))
     })
     .unwrap();
     let (_, metrics) = admin(&serve, "/metrics").expect("metrics");
-    assert!(metrics.contains("sluice_serve_store_degraded 1"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_serve_store_degraded 1"),
+        "{metrics}"
+    );
+    // An apply meanwhile fails with a clear error and changes nothing.
+    let refused = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            match EtcdStore::connect(&url).await {
+                Err(e) => e.to_string(),
+                Ok(mut store) => {
+                    let docs = store::documents(&Inputs::from_text("shop.yaml", &first), "default");
+                    apply(&mut store, &docs, true, false)
+                        .await
+                        .expect_err("etcd is down")
+                        .to_string()
+                }
+            }
+        });
+    assert!(
+        refused.contains("etcd at") && refused.contains("hint:"),
+        "{refused}"
+    );
     assert_eq!(served_by(p1).as_deref(), Some("shop-v1"));
     // A proxy that joins now gets the last good config too.
     let e2 = start_envoy(&first, &[serve.bound.xds], "proxy-2");
@@ -308,5 +351,8 @@ fn with_etcd_down_a_replica_keeps_serving_says_degraded_and_catches_up() {
         .unwrap();
     }
     let (_, metrics) = admin(&serve, "/metrics").expect("metrics");
-    assert!(metrics.contains("sluice_serve_store_degraded 0"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_serve_store_degraded 0"),
+        "{metrics}"
+    );
 }

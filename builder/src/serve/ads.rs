@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -29,7 +29,18 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let service = AggregatedDiscoveryServiceServer::new(Ads { shared })
+    // Each replica names itself in every response (`control_plane.identifier`), so a proxy's
+    // config_dump and logs say which replica it follows.
+    let identifier = format!(
+        "sluice-serve {} at {} (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        listener.local_addr()?,
+        std::process::id()
+    );
+    // gRPC health v1 on the ADS port: the envoy-xds bootstrap health-checks every replica, so
+    // a proxy reconnecting after its replica died picks a live one.
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let service = AggregatedDiscoveryServiceServer::new(Ads { shared, identifier })
         // A full snapshot of a large mesh is several MB: lift tonic's 4 MB default.
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(256 << 20);
@@ -37,6 +48,7 @@ pub async fn serve(
         // Find dead proxies (a VM gone without a FIN) and keep NATs from dropping idle streams.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
@@ -45,6 +57,13 @@ pub async fn serve(
 
 struct Ads {
     shared: Arc<Shared>,
+    identifier: String,
+}
+
+fn control_plane(identifier: &str) -> Option<ControlPlane> {
+    Some(ControlPlane {
+        identifier: identifier.to_owned(),
+    })
 }
 
 /// A request of either flavour.
@@ -76,8 +95,12 @@ impl AggregatedDiscoveryService for Ads {
         let incoming = request.into_inner().map(|r| r.map(Incoming::Sotw));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(self.shared.clone(), false, Box::pin(incoming), tx));
-        let out = UnboundedReceiverStream::new(rx).filter_map(|r| match r {
-            Reply::Sotw(r) => Some(Ok(r)),
+        let identifier = self.identifier.clone();
+        let out = UnboundedReceiverStream::new(rx).filter_map(move |r| match r {
+            Reply::Sotw(mut r) => {
+                r.control_plane = control_plane(&identifier);
+                Some(Ok(r))
+            }
             Reply::Delta(_) => None,
         });
         Ok(Response::new(Box::pin(out)))
@@ -90,8 +113,12 @@ impl AggregatedDiscoveryService for Ads {
         let incoming = request.into_inner().map(|r| r.map(Incoming::Delta));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(self.shared.clone(), true, Box::pin(incoming), tx));
-        let out = UnboundedReceiverStream::new(rx).filter_map(|r| match r {
-            Reply::Delta(r) => Some(Ok(r)),
+        let identifier = self.identifier.clone();
+        let out = UnboundedReceiverStream::new(rx).filter_map(move |r| match r {
+            Reply::Delta(mut r) => {
+                r.control_plane = control_plane(&identifier);
+                Some(Ok(r))
+            }
             Reply::Sotw(_) => None,
         });
         Ok(Response::new(Box::pin(out)))

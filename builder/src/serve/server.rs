@@ -114,7 +114,11 @@ pub async fn run(
 /// diagnostics as the files), marks the replica degraded while etcd cannot be read (the last
 /// good config keeps serving to existing and new proxies), and catches up when it can.
 #[cfg(feature = "etcd")]
-async fn follow_store(url: crate::store::StoreUrl, config: ServeConfig, shared: Arc<state::Shared>) {
+async fn follow_store(
+    url: crate::store::StoreUrl,
+    config: ServeConfig,
+    shared: Arc<state::Shared>,
+) {
     use crate::store::etcd::{Followed, follow};
     let (tx, mut events) = tokio::sync::mpsc::channel(4);
     let follower = tokio::spawn(follow(url.clone(), tx));

@@ -101,6 +101,15 @@ pub fn bootstrap(
                 },
             },
             "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
+            // gRPC health v1 on each replica's ADS port: a proxy whose replica died reconnects
+            // to one that answers.
+            "health_checks": [{
+                "timeout": "1s",
+                "interval": "2s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }],
         }]},
     }))
 }
