@@ -31,12 +31,12 @@ pub fn load(config: &ServeConfig) -> Loaded {
 /// Runs every stage of `generate` on `inputs` (read from the files, or a generation of the
 /// store) and types the result.
 pub fn load_inputs(inputs: &Inputs, config: &ServeConfig) -> Loaded {
-    let (set, warnings) = match crate::resources(&inputs, &config.options) {
+    let (set, warnings) = match crate::resources(inputs, &config.options) {
         Ok(r) => r,
         Err(diags) => return Loaded::Refused(diags.to_string()),
     };
     // The Gateways name the groups; the resources parse again (cheap next to modelling).
-    let (parsed, _) = crate::parse::parse(&inputs);
+    let (parsed, _) = crate::parse::parse(inputs);
     let gateways = Gateways::of(&parsed, &config.options.namespace);
     match Snapshot::build(&set) {
         Ok(full) => {
