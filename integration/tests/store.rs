@@ -479,3 +479,55 @@ fn registrations_live_as_long_as_their_lease_and_leave_at_once() {
         follower.abort();
     });
 }
+
+#[test]
+fn a_watch_from_a_compacted_revision_relists_the_newest_generation() {
+    let cluster = cluster();
+    let url: StoreUrl = cluster.store_url("/compaction-test").parse().expect("url");
+    let dir = demo_copy();
+    runtime().block_on(async {
+        let mut store = EtcdStore::connect(&url).await.expect("connect");
+        apply(&mut store, &checked(dir.path()), false, false)
+            .await
+            .expect("apply");
+        let behind = store.snapshot().await.expect("snapshot");
+        assert_eq!(behind.manifest.generation, 1);
+        // Two more generations, then etcd's history is compacted past the watcher's revision.
+        for (from, to) in [("weight: 90", "weight: 80"), ("weight: 80", "weight: 70")] {
+            edit(dir.path(), "routing.yaml", from, to);
+            apply(&mut store, &checked(dir.path()), false, false)
+                .await
+                .expect("apply");
+        }
+        let mut raw = etcd_client::Client::connect([cluster.endpoint(1)], None)
+            .await
+            .expect("connect");
+        let latest = raw
+            .get("/compaction-test/current", None)
+            .await
+            .expect("get")
+            .header()
+            .expect("header")
+            .revision();
+        raw.compact(
+            latest,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+        // The watch from the old revision does not hang: it reports the compaction at once ...
+        let woke = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            store.wait_for_change(behind.revision),
+        )
+        .await
+        .expect("a compacted watch returns at once")
+        .expect("watch");
+        assert!(woke >= latest, "woke at {woke}, compacted at {latest}");
+        // ... and the relist reads the newest generation, whole.
+        let now = store.snapshot().await.expect("snapshot");
+        assert_eq!(now.manifest.generation, 3);
+        let inputs = store::inputs_of(&now.manifest, &now.objects).expect("complete");
+        assert!(inputs.files.iter().any(|f| f.text.contains("weight: 70")));
+    });
+}
