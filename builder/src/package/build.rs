@@ -101,7 +101,7 @@ fn is_sluice_checkout(dir: &Path) -> bool {
 
 /// File name of a filter's module, as cargo names it.
 pub fn module_file(filter: &str) -> String {
-    format!("sluice_{filter}.wasm")
+    sluice_core::wire::module_file(filter)
 }
 
 /// Runs the build; `progress` receives one line per step.
@@ -225,7 +225,7 @@ fn cargo_build(
         .current_dir(repo)
         .args(["build", "--release", "--target", "wasm32-wasip1"]);
     for filter in modules {
-        command.args(["-p", &format!("sluice-{filter}")]);
+        command.args(["-p", &sluice_core::wire::filter_name(filter)]);
     }
     let packages = match modules {
         [one] => one.to_string(),
@@ -443,7 +443,7 @@ fn write_oci_layout(
 ) -> Result<Vec<oci::ImageSummary>, String> {
     let names: Vec<String> = modules
         .iter()
-        .map(|(filter, ..)| format!("sluice-{filter}"))
+        .map(|(filter, ..)| sluice_core::wire::filter_name(filter))
         .collect();
     let inputs: Vec<oci::Module<'_>> = modules
         .iter()

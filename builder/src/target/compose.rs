@@ -171,7 +171,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
         let Some(source_dir) = &source_dir else {
             break; // validation: the modules are not read
         };
-        let file = format!("sluice_{filter}.wasm");
+        let file = sluice_core::wire::module_file(filter);
         if !envoy_yaml.contains(&format!("{WASM_MOUNT}/{file}")) {
             continue;
         }

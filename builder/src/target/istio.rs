@@ -103,7 +103,7 @@ pub fn pins(
         }
         PinSource::Modules(dir) => {
             for filter in filters {
-                let path = dir.join(format!("sluice_{filter}.wasm"));
+                let path = dir.join(sluice_core::wire::module_file(filter));
                 let Ok(wasm) = std::fs::read(&path) else {
                     missing.push(format!("{} is missing", path.display()));
                     continue;
@@ -115,7 +115,7 @@ pub fn pins(
                     // The layout is deterministic: this is the digest `sluice build --oci
                     // --tag TAG` writes for these very bytes.
                     ModuleSource::Oci { tag, .. } => {
-                        let name = format!("sluice-{filter}");
+                        let name = sluice_core::wire::filter_name(filter);
                         match crate::package::oci::image_layout(
                             &[crate::package::oci::Module {
                                 name: &name,
@@ -298,7 +298,7 @@ fn envoy_filter_http_filter(
     config: &Value,
     options: &IstioOptions,
 ) -> Result<Value, Vec<EmitError>> {
-    let file = format!("sluice_{filter}.wasm");
+    let file = sluice_core::wire::module_file(filter);
     let code = match &options.source {
         ModuleSource::File(dir) => {
             json!({"local": {"filename": format!("{}/{file}", dir.trim_end_matches('/'))}})
@@ -358,7 +358,7 @@ fn wasm_plugin(filter: &str, config: &Value, options: &IstioOptions) -> Value {
         .map_or(0, |(_, p)| *p);
     let mut spec = json!({
         "url": module_url(filter, &options.source),
-        "pluginName": format!("sluice_{filter}"),
+        "pluginName": sluice_core::wire::root_id(filter),
         "phase": "STATS",
         "priority": priority,
         "failStrategy": "FAIL_CLOSE",
@@ -376,7 +376,7 @@ fn wasm_plugin(filter: &str, config: &Value, options: &IstioOptions) -> Value {
         "apiVersion": "extensions.istio.io/v1alpha1",
         "kind": "WasmPlugin",
         "metadata": {
-            "name": format!("sluice-{filter}"),
+            "name": sluice_core::wire::filter_name(filter),
             "namespace": options.root_namespace,
             "labels": {"app.kubernetes.io/part-of": "sluice"},
         },

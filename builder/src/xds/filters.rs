@@ -14,21 +14,22 @@ use sluice_core::fault::plan::FaultPlan;
 use sluice_core::json::FromJson;
 use sluice_core::router::{self, CompiledRouter, RouterConfig};
 use sluice_core::suite::SuiteConfig;
+use sluice_core::wire;
 
 use super::error::EmitError;
 use crate::diag::Origin;
 use crate::model::{Listener, Mesh, Target};
 
 /// The sluice filters of the chain layout, by short name (`sluice_<name>.wasm`), in chain order.
-pub const FILTERS: [&str; 4] = ["router", "canary", "fault", "breaker"];
+pub const FILTERS: [&str; 4] = wire::FILTERS;
 
 /// Every module a generated config can load: the four filters, and the suite
 /// ([`SUITE`]) that replaces them with `--suite`.
-pub const MODULES: [&str; 5] = ["router", "canary", "fault", "breaker", SUITE];
+pub const MODULES: [&str; 5] = wire::MODULES;
 
 /// Short name of the one-module layout (`sluice_suite.wasm`, root_id `sluice_suite`, Envoy
 /// filter and WasmPlugin `sluice-suite`).
-pub const SUITE: &str = "suite";
+pub const SUITE: &str = wire::SUITE;
 
 /// The router plugin config of one listener.
 pub fn router_config(listener: &Listener) -> RouterConfig {

@@ -67,7 +67,7 @@ pub fn build(mesh: &Mesh, options: &Options) -> Result<ResourceSet, Vec<EmitErro
 
 /// The file name of a sluice module: `sluice_<module>.wasm`.
 pub fn module_file(module: &str) -> String {
-    format!("sluice_{module}.wasm")
+    wire::module_file(module)
 }
 
 fn module_path(filter: &str, options: &Options) -> String {
@@ -99,9 +99,9 @@ fn wasm_filter(filter: &str, config_json: String, options: &Options) -> Value {
 /// (a local file, or remote code). The envoy target and the istio target's EnvoyFilter write
 /// exactly this.
 pub(crate) fn wasm_http_filter(filter: &str, code: Value, config_json: String) -> Value {
-    let id = format!("sluice_{filter}");
+    let id = wire::root_id(filter);
     json!({
-        "name": format!("sluice-{filter}"),
+        "name": wire::filter_name(filter),
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
