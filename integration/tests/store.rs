@@ -403,14 +403,6 @@ fn registrations_live_as_long_as_their_lease_and_leave_at_once() {
             next_event(&mut events).await,
             Followed::Generation { registrations: 0, .. }
         ));
-        let group = serde_json::json!({
-            "kind": "WorkloadGroup",
-            "metadata": {"name": "ratings-vm", "namespace": "shop"},
-            "spec": {
-                "metadata": {"labels": {"app": "ratings"}},
-                "template": {"ports": {"http": 9080}, "serviceAccount": "ratings", "labels": {"version": "v3"}},
-            },
-        });
         let vm = |address: &str| Registration {
             group: "ratings-vm".into(),
             namespace: "shop".into(),
@@ -419,9 +411,16 @@ fn registrations_live_as_long_as_their_lease_and_leave_at_once() {
             ports: BTreeMap::new(),
         };
         let mut store = EtcdStore::connect(&url).await.expect("connect");
-        let service = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ratings, namespace: shop}\nspec:\n  hosts: [ratings.shop]\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  resolution: STATIC\n  workloadSelector: {labels: {app: ratings}}\n";
-        let docs = store::documents(&Inputs::from_text("ratings.yaml", service), "default");
+        let service = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ratings, namespace: shop}\nspec:\n  hosts: [ratings.shop]\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  resolution: STATIC\n  workloadSelector: {labels: {app: ratings}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata: {name: ratings-vm, namespace: shop}\nspec:\n  metadata: {labels: {app: ratings}}\n  template: {ports: {http: 9080}, serviceAccount: ratings, labels: {version: v3}}\n  probe: {httpGet: {port: 9080, path: /healthz}, periodSeconds: 5}\n";
+        // The group and the service go through `sluice apply`'s checks like any resource.
+        let (docs, _) = store::check(&Inputs::from_text("ratings.yaml", service), &Options::default())
+            .unwrap_or_else(|d| panic!("{d}"));
         apply(&mut store, &docs, false, false).await.expect("apply");
+        let group = store
+            .workload_group("shop", "ratings-vm")
+            .await
+            .expect("read")
+            .expect("the group is in the store");
         assert!(matches!(
             next_event(&mut events).await,
             Followed::Generation { generation: 1, registrations: 0, .. }
@@ -438,8 +437,9 @@ fn registrations_live_as_long_as_their_lease_and_leave_at_once() {
         let keeping = tokio::spawn(async move { keeper.keep_alive(lease, Duration::from_secs(2)).await });
         match next_event(&mut events).await {
             Followed::Generation { registrations: 1, inputs, .. } => {
-                let text = &inputs.files[1].text;
-                assert!(inputs.files[1].name.contains("shop/ratings-vm-10-1-0-7"), "{}", inputs.files[1].name);
+                let registered = inputs.files.last().expect("the registration");
+                let text = &registered.text;
+                assert!(registered.name.contains("shop/ratings-vm-10-1-0-7"), "{}", registered.name);
                 for expected in ["\"address\": \"10.1.0.7\"", "\"serviceAccount\": \"ratings\"", "\"app\": \"ratings\"", "\"version\": \"v3\"", "\"zone\": \"a\"", "\"http\": 9080"] {
                     assert!(text.contains(expected), "{expected} in {text}");
                 }

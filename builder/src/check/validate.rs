@@ -217,6 +217,35 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                 }
             }
             Spec::WorkloadEntry(we) => check_endpoint(r, &spec, we, false, &mut out),
+            Spec::WorkloadGroup(group) => {
+                if group
+                    .template
+                    .address
+                    .as_deref()
+                    .is_some_and(|a| !a.is_empty())
+                {
+                    out.push(r.error(
+                        Code::InvalidField,
+                        &spec.key("template").key("address"),
+                        "a WorkloadGroup's template has no address: each VM brings its own",
+                        "remove `address`; VMs join with `sluice register --address IP`",
+                    ));
+                }
+                if let Some(probe) = &group.probe
+                    && let Err(e) = probe.resolve()
+                {
+                    let mut at = spec.key("probe");
+                    for part in e.field.split('.').filter(|p| !p.is_empty()) {
+                        at = at.key(part);
+                    }
+                    out.push(r.error(
+                        Code::InvalidField,
+                        &at,
+                        e.message,
+                        "see Istio's WorkloadGroup `probe` (Kubernetes' readiness probe)",
+                    ));
+                }
+            }
             // Read leniently: its ports were checked while parsing (crate::kube).
             Spec::Service(_) => {}
         }

@@ -515,6 +515,32 @@ pub struct WorkloadSelector {
     pub labels: BTreeMap<String, String>,
 }
 
+/// `WorkloadGroup.spec`: the template of the WorkloadEntries its VMs register
+/// (`sluice register`), and how the control plane probes them.
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadGroupSpec {
+    /// Labels and annotations every entry of the group gets.
+    #[serde(default)]
+    pub metadata: WorkloadGroupMetadata,
+    /// The entries' spec, without an address (each VM brings its own).
+    #[serde(default)]
+    pub template: WorkloadEntrySpec,
+    /// The readiness probe the control plane runs against each entry.
+    pub probe: Option<crate::input::probe::ProbeInput>,
+}
+
+/// `WorkloadGroup.spec.metadata`.
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
+pub struct WorkloadGroupMetadata {
+    /// Labels of every entry.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of every entry.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// `WorkloadEntry.spec`, also the shape of `ServiceEntry.spec.endpoints[]`.
 #[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]

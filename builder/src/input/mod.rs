@@ -12,5 +12,6 @@ pub mod locality;
 pub mod native;
 pub mod options;
 pub mod parse;
+pub mod probe;
 pub mod tcp;
 pub mod yaml;

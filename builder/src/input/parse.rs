@@ -9,7 +9,7 @@ use crate::diag::{Code, Diagnostic, Origin, Severity, did_you_mean};
 use crate::input::annotations::SluiceAnnotations;
 use crate::input::istio::{
     DestinationRuleSpec, GatewaySpec, KNOWN_FIELDS, Metadata, Object, ServiceEntrySpec,
-    UNSUPPORTED, VirtualServiceSpec, WorkloadEntrySpec,
+    UNSUPPORTED, VirtualServiceSpec, WorkloadEntrySpec, WorkloadGroupSpec,
 };
 use crate::input::yaml::{self, FieldPath, Node, Pos, Seg};
 
@@ -208,28 +208,32 @@ pub enum Kind {
     ServiceEntry,
     /// `WorkloadEntry`.
     WorkloadEntry,
+    /// `WorkloadGroup`: the template of registered VMs' entries.
+    WorkloadGroup,
     /// A Kubernetes `v1` `Service`: a registry entry, as in a Kubernetes mesh.
     Service,
 }
 
 impl Kind {
     /// All kinds, for hints.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Gateway,
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
+        Kind::WorkloadGroup,
         Kind::Service,
     ];
 
     /// The Istio kinds (the networking.istio.io API).
-    pub const ISTIO: [Kind; 5] = [
+    pub const ISTIO: [Kind; 6] = [
         Kind::Gateway,
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
+        Kind::WorkloadGroup,
     ];
 
     /// The `kind:` spelling.
@@ -240,6 +244,7 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::WorkloadGroup => "WorkloadGroup",
             Kind::Service => "Service",
         }
     }
@@ -266,6 +271,8 @@ pub enum Spec {
     ServiceEntry(ServiceEntrySpec),
     /// A WorkloadEntry.
     WorkloadEntry(WorkloadEntrySpec),
+    /// A WorkloadGroup.
+    WorkloadGroup(WorkloadGroupSpec),
     /// A Kubernetes Service (see [`crate::kube`]).
     Service(crate::input::kube::ServiceSpec),
 }
@@ -694,6 +701,9 @@ fn parse_document(file: &str, root: Node, diags: &mut Vec<Diagnostic>) -> Option
         }
         Kind::WorkloadEntry => {
             typed::<WorkloadEntrySpec>(&json, &mut ignored).map(|o| o.map(Spec::WorkloadEntry))
+        }
+        Kind::WorkloadGroup => {
+            typed::<WorkloadGroupSpec>(&json, &mut ignored).map(|o| o.map(Spec::WorkloadGroup))
         }
         // Read by parse_service before this point.
         Kind::Service => return None,

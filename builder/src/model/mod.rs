@@ -510,9 +510,27 @@ fn register<'a>(
             _ => None,
         })
         .collect();
+    // The labels each WorkloadGroup gives the entries its VMs register (`sluice register`).
+    let groups: Vec<(&str, BTreeMap<&str, &str>)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::WorkloadGroup(g) => Some((
+                r.namespace.as_str(),
+                g.metadata
+                    .labels
+                    .iter()
+                    .chain(&g.template.labels)
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect();
     for r in resources {
         match &r.spec {
-            Spec::ServiceEntry(se) => register_service(r, se, &workloads, &mut registry, out),
+            Spec::ServiceEntry(se) => {
+                register_service(r, se, &workloads, &groups, &mut registry, out)
+            }
             Spec::Service(svc) => register_kube_service(r, svc, &mut registry, out),
             Spec::Gateway(g) => {
                 registry
@@ -565,6 +583,7 @@ fn register_service<'a>(
     r: &'a Resource,
     se: &'a ServiceEntrySpec,
     workloads: &[(&'a Resource, &'a WorkloadEntrySpec)],
+    groups: &[(&str, BTreeMap<&str, &str>)],
     registry: &mut Registry<'a>,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -589,7 +608,18 @@ fn register_service<'a>(
         None => se.endpoints.iter().collect(),
     };
     let dns_host = endpoints.is_empty() && discovery != Discovery::Static;
-    if endpoints.is_empty() && !dns_host {
+    // A selector a WorkloadGroup's entries will carry: its endpoints are the VMs that register
+    // (none yet is a service with no endpoint so far, not a mistake).
+    let registering = se.workload_selector.as_ref().is_some_and(|sel| {
+        groups.iter().any(|(ns, labels)| {
+            *ns == r.namespace
+                && sel
+                    .labels
+                    .iter()
+                    .all(|(k, v)| labels.get(k.as_str()) == Some(&v.as_str()))
+        })
+    });
+    if endpoints.is_empty() && !dns_host && !registering {
         let at = FieldPath::root()
             .key("spec")
             .key(if se.workload_selector.is_some() {
@@ -598,7 +628,7 @@ fn register_service<'a>(
                 "hosts"
             });
         let hint = if se.workload_selector.is_some() {
-            "no WorkloadEntry in this namespace carries the selector's labels"
+            "no WorkloadEntry (and no WorkloadGroup) in this namespace carries the selector's labels"
         } else {
             "add `endpoints:` with addresses, or use `resolution: DNS` to resolve the hosts"
         };

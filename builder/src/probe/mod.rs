@@ -4,11 +4,13 @@
 //! N x M).
 //!
 //! - [`spec`]: what to probe, in the shape of Istio's WorkloadGroup `probe` (Kubernetes'
-//!   readiness probe): `httpGet`, `tcpSocket` or `grpc`, with period, timeout and thresholds.
+//!   readiness probe): `httpGet`, `tcpSocket` or `grpc`, with period, timeout and thresholds
+//!   (the input stage's `input::probe`, which reads and checks it with the WorkloadGroup).
 //! - [`tracker`]: the per-endpoint state machine (thresholds, when it last changed).
 //! - [`run`]: the probes themselves (HTTP/1.1 GET, TCP connect, gRPC health v1) and the
 //!   scheduler that spreads them over the interval.
 
 pub mod run;
-pub mod spec;
 pub mod tracker;
+
+pub use crate::input::probe as spec;

@@ -1,12 +1,13 @@
 //! What a probe checks, read from Istio's WorkloadGroup `probe` shape (Kubernetes' readiness
-//! probe), with Kubernetes' defaults.
+//! probe), with Kubernetes' defaults: the WorkloadGroup's input, resolved once by the check
+//! stage (its errors become diagnostics) and by the control plane's prober.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 /// A probe as written in YAML (WorkloadGroup `spec.probe`), before its defaults and checks.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProbeInput {
     /// An HTTP GET answered with a 2xx or 3xx status.
@@ -30,7 +31,7 @@ pub struct ProbeInput {
 }
 
 /// `httpGet`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpGetInput {
     /// The path (default `/`).
@@ -47,7 +48,7 @@ pub struct HttpGetInput {
 }
 
 /// One `httpHeaders` entry.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderInput {
     /// Header name.
@@ -57,7 +58,7 @@ pub struct HeaderInput {
 }
 
 /// `tcpSocket`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PortInput {
     /// The port on the endpoint.
@@ -67,7 +68,7 @@ pub struct PortInput {
 }
 
 /// `grpc`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(serde::Serialize, Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcInput {
     /// The port on the endpoint.
