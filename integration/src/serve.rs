@@ -10,6 +10,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -20,6 +23,7 @@ use sluice::{Inputs, Options, Target};
 
 use crate::client::{self, Request};
 use crate::envoy::{Envoy, EnvoyOptions};
+use crate::upstream::Upstream;
 use crate::{mesh, wasm};
 
 /// A served mesh: its folder, and serve running on it.
@@ -198,6 +202,96 @@ impl ServedMesh {
 impl Drop for ServedMesh {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The port of [`shop_mesh`]'s service.
+pub const SHOP_PORT: u16 = 8000;
+
+/// `shop` on port [`SHOP_PORT`] with subsets v1 and v2 split `weights` (route `shop-split`),
+/// as one file: the mesh of the serve tests.
+pub fn shop_mesh(v1: &Upstream, v2: &Upstream, weights: [u32; 2]) -> String {
+    format!(
+        "{}apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: shop}}
+spec:
+  host: shop
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop}}
+spec:
+  hosts: [shop]
+  http:
+  - name: shop-split
+    route:
+    - destination: {{host: shop, subset: v1}}
+      weight: {}
+    - destination: {{host: shop, subset: v2}}
+      weight: {}
+",
+        mesh::service_entry("shop", SHOP_PORT, &[(v1, "v1"), (v2, "v2")]),
+        weights[0],
+        weights[1]
+    )
+}
+
+/// Requests sent in a loop from another thread until stopped: every outcome that is not a 2xx
+/// from an upstream is kept (for "no request failed during ..." assertions).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<(u64, Vec<String>)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts sending to `port` with `authority`.
+    pub fn start(port: u16, authority: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcomes = Arc::new(Mutex::new((0, Vec::new())));
+        let thread = {
+            let stop = stop.clone();
+            let outcomes = outcomes.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let requests = vec![Request::get(port, "/").authority(authority); 8];
+                    for result in client::send_many(requests, 4) {
+                        let mut o = outcomes.lock().unwrap();
+                        o.0 += 1;
+                        match result {
+                            Ok(r) if (200..300).contains(&r.status) && r.served_by().is_some() => {}
+                            Ok(r) => {
+                                o.1.push(format!("{} {:?} {}", r.status, r.served_by(), r.text()))
+                            }
+                            Err(e) => o.1.push(format!("transport error: {e:#}")),
+                        }
+                    }
+                }
+            })
+        };
+        Load {
+            stop,
+            outcomes,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns (requests sent, failures).
+    pub fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        std::mem::take(&mut *self.outcomes.lock().unwrap())
+    }
+
+    /// Requests sent so far.
+    pub fn sent(&self) -> u64 {
+        self.outcomes.lock().unwrap().0
     }
 }
 

@@ -5,53 +5,19 @@
 //! be shared by several builds.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_integration::binomial::assert_plausible;
-use sluice_integration::client::{self, NO_HEADERS, Request};
+use sluice_integration::client::{self, NO_HEADERS};
 use sluice_integration::envoy::Envoy;
 use sluice_integration::mesh;
-use sluice_integration::serve::{ServedMesh, poll, wait_listener};
+use sluice_integration::serve::{Load, ServedMesh, poll, shop_mesh, wait_listener};
 use sluice_integration::upstream::Upstream;
 
-const PORT: u16 = 8000;
+const PORT: u16 = sluice_integration::serve::SHOP_PORT;
 const LISTENER: &str = "listener_8000";
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// `shop` with subsets v1 and v2 split `weights`, as one file.
-fn shop_mesh(v1: &Upstream, v2: &Upstream, weights: [u32; 2]) -> String {
-    format!(
-        "{}apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: shop}}
-spec:
-  host: shop
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: shop}}
-spec:
-  hosts: [shop]
-  http:
-  - name: shop-split
-    route:
-    - destination: {{host: shop, subset: v1}}
-      weight: {}
-    - destination: {{host: shop, subset: v2}}
-      weight: {}
-",
-        mesh::service_entry("shop", PORT, &[(v1, "v1"), (v2, "v2")]),
-        weights[0],
-        weights[1]
-    )
-}
 
 /// One more service on the same port, `extra`, served by `upstream`.
 fn extra_mesh(upstream: &Upstream) -> String {
@@ -67,59 +33,6 @@ spec:
 ",
         mesh::service_entry("extra", PORT, &[(upstream, "v1")])
     )
-}
-
-/// Requests sent in a loop from another thread until stopped: every outcome that is not a 2xx
-/// from an upstream is kept.
-struct Load {
-    stop: Arc<AtomicBool>,
-    outcomes: Arc<Mutex<(u64, Vec<String>)>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(port: u16, authority: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let outcomes = Arc::new(Mutex::new((0, Vec::new())));
-        let thread = {
-            let stop = stop.clone();
-            let outcomes = outcomes.clone();
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let requests = vec![Request::get(port, "/").authority(authority); 8];
-                    for result in client::send_many(requests, 4) {
-                        let mut o = outcomes.lock().unwrap();
-                        o.0 += 1;
-                        match result {
-                            Ok(r) if (200..300).contains(&r.status) && r.served_by().is_some() => {}
-                            Ok(r) => {
-                                o.1.push(format!("{} {:?} {}", r.status, r.served_by(), r.text()))
-                            }
-                            Err(e) => o.1.push(format!("transport error: {e:#}")),
-                        }
-                    }
-                }
-            })
-        };
-        Load {
-            stop,
-            outcomes,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops and returns (requests sent, failures).
-    fn finish(mut self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        std::mem::take(&mut *self.outcomes.lock().unwrap())
-    }
-
-    fn sent(&self) -> u64 {
-        self.outcomes.lock().unwrap().0
-    }
 }
 
 fn served_by(port: u16, authority: &str) -> Option<String> {

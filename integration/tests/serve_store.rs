@@ -11,8 +11,6 @@
 //! No fixed sleep is an assertion: every wait polls with a generous deadline.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -24,43 +22,11 @@ use sluice_integration::client::{self, NO_HEADERS, Request};
 use sluice_integration::envoy::{Envoy, EnvoyOptions};
 use sluice_integration::etcd::EtcdCluster;
 use sluice_integration::mesh;
-use sluice_integration::serve::{poll, wait_listener};
+use sluice_integration::serve::{Load, poll, shop_mesh, wait_listener};
 use sluice_integration::upstream::Upstream;
 
-const PORT: u16 = 8000;
 const LISTENER: &str = "listener_8000";
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// `shop` with subsets v1 and v2 split `weights`.
-fn shop_mesh(v1: &Upstream, v2: &Upstream, weights: [u32; 2]) -> String {
-    format!(
-        "{}apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: shop}}
-spec:
-  host: shop
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: shop}}
-spec:
-  hosts: [shop]
-  http:
-  - name: shop-split
-    route:
-    - destination: {{host: shop, subset: v1}}
-      weight: {}
-    - destination: {{host: shop, subset: v2}}
-      weight: {}
-",
-        mesh::service_entry("shop", PORT, &[(v1, "v1"), (v2, "v2")]),
-        weights[0],
-        weights[1]
-    )
-}
 
 /// `sluice apply` of `text` (as file `shop.yaml`), through the library the CLI calls.
 fn apply_text(url: &StoreUrl, text: &str) -> u64 {
@@ -153,51 +119,6 @@ fn served_by(port: u16) -> Option<String> {
         .and_then(|r| r.served_by().map(str::to_owned))
 }
 
-/// Requests in a loop from another thread until stopped; every outcome that is not a 2xx from
-/// an upstream is kept.
-struct Load {
-    stop: Arc<AtomicBool>,
-    outcomes: Arc<Mutex<(u64, Vec<String>)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(port: u16) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let outcomes = Arc::new(Mutex::new((0, Vec::new())));
-        let thread = {
-            let (stop, outcomes) = (stop.clone(), outcomes.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let requests = vec![Request::get(port, "/").authority("shop"); 8];
-                    for result in client::send_many(requests, 4) {
-                        let mut o = outcomes.lock().expect("lock");
-                        o.0 += 1;
-                        match result {
-                            Ok(r) if r.status == 200 && r.served_by().is_some() => {}
-                            Ok(r) => o.1.push(format!("{} {}", r.status, r.text())),
-                            Err(e) => o.1.push(format!("transport error: {e:#}")),
-                        }
-                    }
-                }
-            })
-        };
-        Load {
-            stop,
-            outcomes,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("load thread");
-        }
-        std::mem::take(&mut *self.outcomes.lock().expect("lock"))
-    }
-}
-
 #[test]
 fn two_replicas_serve_the_same_versions_and_an_envoy_fails_over_under_load() {
     let cluster = EtcdCluster::start(3).unwrap_or_else(|e| panic!("{e:#}"));
@@ -234,7 +155,7 @@ fn two_replicas_serve_the_same_versions_and_an_envoy_fails_over_under_load() {
         .find(|i| has_proxy(live(&replicas, *i), "proxy-1"))
         .expect("proxy-1 is attached to a replica");
     let other = 1 - attached;
-    let load = Load::start(p1);
+    let load = Load::start(p1, "shop");
     replicas[attached].take().expect("running").stop();
     poll(DEADLINE, "proxy-1 reconnected to the other replica", || {
         has_proxy(live(&replicas, other), "proxy-1")
