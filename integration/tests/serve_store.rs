@@ -271,9 +271,9 @@ fn with_etcd_down_a_replica_keeps_serving_says_degraded_and_catches_up() {
         })
         .unwrap();
     }
-    let (_, metrics) = admin(&serve, "/metrics").expect("metrics");
-    assert!(
-        metrics.contains("sluice_serve_store_degraded 0"),
-        "{metrics}"
-    );
+    poll(DEADLINE, "the degraded gauge back to 0", || {
+        admin(&serve, "/metrics")
+            .is_some_and(|(_, metrics)| metrics.contains("sluice_serve_store_degraded 0"))
+    })
+    .unwrap();
 }

@@ -492,10 +492,12 @@ impl EtcdStore {
             .with_prefix()
             .with_start_revision(revision + 1);
         let mut stream = self
-            .client
-            .watch(current_key.as_str(), Some(options))
-            .await
-            .map_err(|e| self.err(e))?;
+            .retry(|mut c| {
+                let key = current_key.clone();
+                let options = options.clone();
+                async move { c.watch(key, Some(options)).await }
+            })
+            .await?;
         loop {
             let Some(response) = stream.message().await.map_err(|e| self.err(e))? else {
                 return Err(StoreError::Corrupt("the etcd watch ended".into()));
@@ -652,6 +654,11 @@ async fn follow_connected(
     degraded: &mut bool,
 ) -> Result<(), StoreError> {
     let mut store = EtcdStore::connect(url).await?;
+    // A broken watch is not an unreachable store: the member it ran on may have restarted
+    // while the others answer. It only sends the loop back to list (with a growing pause, so
+    // a watch that keeps failing does not hammer the cluster); the store is degraded when the
+    // list itself fails, after its retries over every member.
+    let mut watch_pause = Duration::from_millis(50);
     loop {
         let snapshot = store.snapshot().await?;
         if *degraded {
@@ -680,6 +687,12 @@ async fn follow_connected(
             }
             *last_sent = Some(sent);
         }
-        store.wait_for_change(snapshot.revision).await?;
+        match store.wait_for_change(snapshot.revision).await {
+            Ok(_) => watch_pause = Duration::from_millis(50),
+            Err(_) => {
+                tokio::time::sleep(watch_pause).await;
+                watch_pause = (watch_pause * 2).min(Duration::from_secs(2));
+            }
+        }
     }
 }
