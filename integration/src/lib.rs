@@ -34,6 +34,7 @@
 
 pub mod binomial;
 pub mod bootstrap;
+pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod envoy;

@@ -1,9 +1,10 @@
 //! `sluice serve --store`: control-plane replicas on a real 3-member etcd cluster, real Envoy
 //! 1.40 proxies fed only by them, and `sluice apply`'s library.
 //!
-//! 1. Two replicas serve what was applied, with the same versions; an Envoy whose replica is
-//!    killed under load fails over to the other and gets the next apply from it; no request
-//!    fails on the way.
+//! 1. Two replicas (`sluice serve` processes) serve what was applied, with the same versions;
+//!    an Envoy whose replica is killed by PID under load fails over to the other; with one etcd
+//!    member down too, the next apply reaches it through the replica left; no request fails on
+//!    the way.
 //! 2. With every etcd member down, a replica keeps serving its last good config to the proxies
 //!    it has and to a new one, says `degraded` on /readyz and /metrics, and catches up when etcd
 //!    returns.
@@ -18,12 +19,14 @@ use sluice::serve::{Running, ServeConfig};
 use sluice::store::etcd::{EtcdStore, apply};
 use sluice::store::{self, StoreUrl};
 use sluice::{Inputs, Options, Target, XdsBootstrap};
+use sluice_integration::cli::ServeProcess;
 use sluice_integration::client::{self, NO_HEADERS, Request};
 use sluice_integration::envoy::{Envoy, EnvoyOptions};
 use sluice_integration::etcd::EtcdCluster;
 use sluice_integration::mesh;
 use sluice_integration::serve::{Load, poll, shop_mesh, wait_listener};
 use sluice_integration::upstream::Upstream;
+use sluice_integration::wasm;
 
 const LISTENER: &str = "listener_8000";
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -58,13 +61,29 @@ fn replica(url: &StoreUrl) -> Running {
     .expect("serve starts")
 }
 
-fn live(replicas: &[Option<Running>], i: usize) -> &Running {
-    replicas[i].as_ref().expect("running")
+/// A `sluice serve --store` replica as its own process (the CLI users run), on ports 0.
+fn replica_process(url: &StoreUrl) -> ServeProcess {
+    let wasm_dir = wasm::module_dir();
+    let url = url.to_string();
+    ServeProcess::start(&[
+        "--store",
+        &url,
+        "--wasm-dir",
+        wasm_dir.to_str().expect("UTF-8 path"),
+        "--listen-address",
+        "127.0.0.1",
+        "--ephemeral-ports",
+    ])
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-fn admin(running: &Running, path: &str) -> Option<(u16, String)> {
+fn live(replicas: &[Option<ServeProcess>], i: usize) -> SocketAddr {
+    replicas[i].as_ref().expect("running").admin
+}
+
+fn admin(admin: SocketAddr, path: &str) -> Option<(u16, String)> {
     client::send(
-        &Request::get(running.bound.admin.port(), path)
+        &Request::get(admin.port(), path)
             .authority("127.0.0.1")
             .timeout(Duration::from_secs(10)),
     )
@@ -72,20 +91,20 @@ fn admin(running: &Running, path: &str) -> Option<(u16, String)> {
     .map(|r| (r.status, r.text()))
 }
 
-fn status(running: &Running) -> Value {
-    admin(running, "/status")
+fn status(admin_address: SocketAddr) -> Value {
+    admin(admin_address, "/status")
         .and_then(|(_, body)| serde_json::from_str(&body).ok())
         .unwrap_or(Value::Null)
 }
 
-fn version(running: &Running) -> Option<String> {
-    status(running)["config"]["version"]
+fn version(admin: SocketAddr) -> Option<String> {
+    status(admin)["config"]["version"]
         .as_str()
         .map(str::to_owned)
 }
 
-fn has_proxy(running: &Running, node: &str) -> bool {
-    status(running)["proxies"]
+fn has_proxy(admin: SocketAddr, node: &str) -> bool {
+    status(admin)["proxies"]
         .as_array()
         .is_some_and(|list| list.iter().any(|p| p["id"] == node))
 }
@@ -121,13 +140,13 @@ fn served_by(port: u16) -> Option<String> {
 
 #[test]
 fn two_replicas_serve_the_same_versions_and_an_envoy_fails_over_under_load() {
-    let cluster = EtcdCluster::start(3).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut cluster = EtcdCluster::start(3).unwrap_or_else(|e| panic!("{e:#}"));
     let url: StoreUrl = cluster.store_url("/replicas").parse().expect("url");
     let (v1, v2) = (Upstream::start("shop-v1"), Upstream::start("shop-v2"));
     let first = shop_mesh(&v1, &v2, [100, 0]);
     assert_eq!(apply_text(&url, &first), 1);
 
-    let mut replicas = vec![Some(replica(&url)), Some(replica(&url))];
+    let mut replicas = vec![Some(replica_process(&url)), Some(replica_process(&url))];
     poll(DEADLINE, "both replicas ready with one version", || {
         let (a, b) = (version(live(&replicas, 0)), version(live(&replicas, 1)));
         a.is_some() && a == b
@@ -135,7 +154,7 @@ fn two_replicas_serve_the_same_versions_and_an_envoy_fails_over_under_load() {
     .unwrap();
     let addresses: Vec<SocketAddr> = replicas
         .iter()
-        .map(|r| r.as_ref().expect("running").bound.xds)
+        .map(|r| r.as_ref().expect("running").xds)
         .collect();
 
     // One Envoy per replica order; each routes what was applied.
@@ -150,13 +169,15 @@ fn two_replicas_serve_the_same_versions_and_an_envoy_fails_over_under_load() {
         .unwrap();
     }
 
-    // Kill the replica proxy-1 is attached to, under load.
+    // Kill the replica proxy-1 is attached to, by PID, under load.
     let attached = (0..2)
         .find(|i| has_proxy(live(&replicas, *i), "proxy-1"))
         .expect("proxy-1 is attached to a replica");
     let other = 1 - attached;
     let load = Load::start(p1, "shop");
-    replicas[attached].take().expect("running").stop();
+    let mut killed = replicas[attached].take().expect("running");
+    eprintln!("killing replica {} (pid {})", killed.xds, killed.pid());
+    killed.kill();
     poll(DEADLINE, "proxy-1 reconnected to the other replica", || {
         has_proxy(live(&replicas, other), "proxy-1")
     })
@@ -177,7 +198,8 @@ fn two_replicas_serve_the_same_versions_and_an_envoy_fails_over_under_load() {
     )
     .unwrap();
 
-    // The next apply reaches it through the replica that is left.
+    // With one etcd member down too, the next apply reaches it through the replica left.
+    cluster.kill(0);
     assert_eq!(apply_text(&url, &shop_mesh(&v1, &v2, [0, 100])), 2);
     poll(DEADLINE, "proxy-1 routes the new split", || {
         served_by(p1).as_deref() == Some("shop-v2")
@@ -206,7 +228,7 @@ fn with_etcd_down_a_replica_keeps_serving_says_degraded_and_catches_up() {
     apply_text(&url, &first);
     let serve = replica(&url);
     poll(DEADLINE, "ready", || {
-        admin(&serve, "/readyz").is_some_and(|(code, _)| code == 200)
+        admin(serve.bound.admin, "/readyz").is_some_and(|(code, _)| code == 200)
     })
     .unwrap();
     let e1 = start_envoy(&first, &[serve.bound.xds], "proxy-1");
@@ -219,11 +241,11 @@ fn with_etcd_down_a_replica_keeps_serving_says_degraded_and_catches_up() {
     // Every etcd member down: degraded, and the last good config keeps serving.
     cluster.kill_all();
     poll(DEADLINE, "/readyz says degraded", || {
-        admin(&serve, "/readyz")
+        admin(serve.bound.admin, "/readyz")
             .is_some_and(|(code, body)| code == 503 && body.contains("degraded"))
     })
     .unwrap();
-    let (_, metrics) = admin(&serve, "/metrics").expect("metrics");
+    let (_, metrics) = admin(serve.bound.admin, "/metrics").expect("metrics");
     assert!(
         metrics.contains("sluice_serve_store_degraded 1"),
         "{metrics}"
@@ -261,7 +283,7 @@ fn with_etcd_down_a_replica_keeps_serving_says_degraded_and_catches_up() {
     // etcd back: ready again, and an apply reaches both proxies.
     cluster.restart().unwrap_or_else(|e| panic!("{e:#}"));
     poll(DEADLINE, "/readyz ready again", || {
-        admin(&serve, "/readyz").is_some_and(|(code, _)| code == 200)
+        admin(serve.bound.admin, "/readyz").is_some_and(|(code, _)| code == 200)
     })
     .unwrap();
     apply_text(&url, &shop_mesh(&v1, &v2, [0, 100]));
@@ -272,7 +294,7 @@ fn with_etcd_down_a_replica_keeps_serving_says_degraded_and_catches_up() {
         .unwrap();
     }
     poll(DEADLINE, "the degraded gauge back to 0", || {
-        admin(&serve, "/metrics")
+        admin(serve.bound.admin, "/metrics")
             .is_some_and(|(_, metrics)| metrics.contains("sluice_serve_store_degraded 0"))
     })
     .unwrap();
