@@ -245,16 +245,17 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// Speak HTTP/2 upstream (port protocol HTTP2 or GRPC).
     pub http2: bool,
-    /// Host policy merged with the subset's, as Istio input (connection pool, outlier detection,
-    /// TLS, ... are read from it when emitting; load balancing is resolved below).
-    pub policy: TrafficPolicy,
-    /// The policy's consistent-hash ring and slow start, resolved.
+    /// Host policy merged with the subset's, resolved: connection pool, outlier detection,
+    /// upstream TLS, retry budget, PROXY protocol.
+    pub policy: policy::ClusterPolicy,
+    /// The merged policy's load balancing, resolved: algorithm, consistent-hash key and ring,
+    /// slow start, locality settings.
     pub load_balancing: policy::LoadBalancing,
     /// The sluice breaker guarding this cluster, if configured.
     pub breaker: Option<sluice_core::breaker::BreakerSettings>,
     /// Active health checking (`sluice.dev/health-check` on the DestinationRule, else on the
     /// ServiceEntry).
-    pub health_check: Option<crate::model::native::HealthCheck>,
+    pub health_check: Option<policy::HealthCheck>,
     /// The locality of each endpoint (`region/zone/subzone`, empty when unset), in the order
     /// of `endpoints`.
     pub endpoint_localities: Vec<String>,
@@ -1021,7 +1022,7 @@ fn build_clusters(
                                 &policy,
                             ),
                             load_balancing: policy::load_balancing(&policy),
-                            policy,
+                            policy: policy::cluster_policy(&policy, host),
                             health_check: crate::model::native::health_check(
                                 dr.map(|(r, _)| *r),
                                 svc.resource,
@@ -1772,8 +1773,9 @@ fn istio_default_retries() -> crate::input::istio::HttpRetry {
     }
 }
 
-/// The native extras of a rule: mirrors resolved to clusters (unknown ones reported), the
-/// destinations' consistent-hash keys, the rest as written.
+/// The native extras of a rule, resolved: mirrors to clusters (unknown ones reported), the
+/// destinations' consistent-hash keys, rewrites, redirects, headers and CORS in the model's
+/// own types.
 #[allow(clippy::too_many_arguments)]
 fn native_extras(
     registry: &Registry<'_>,
@@ -1819,15 +1821,8 @@ fn native_extras(
             .get(cluster)
             .and_then(crate::model::native::cluster_hash)
     };
-    let mut extras = crate::model::native::route_extras(h, &clusters, resolve, hash_of, at);
-    // Envoy cannot copy the request's port into a redirect; Istio knows the port each route is
-    // generated for and writes it (`FROM_REQUEST_PORT`). `FROM_PROTOCOL_DEFAULT` sets no port,
-    // as Istio leaves Envoy's `port_redirect` unset.
-    if let Some(redirect) = extras.redirect.as_mut()
-        && redirect.derive_port.as_deref() == Some("FROM_REQUEST_PORT")
-    {
-        redirect.port = Some(listener_port);
-    }
+    let mut extras =
+        crate::model::native::route_extras(h, &clusters, resolve, hash_of, at, listener_port);
     match target {
         Target::Cluster(c) => {
             extras.passthrough_endpoints = mesh

@@ -660,7 +660,7 @@ fn hashes_source_ip(target: &Target, mesh: &Mesh) -> bool {
     mesh.clusters
         .get(cluster)
         .and_then(crate::model::native::cluster_hash)
-        == Some(crate::input::native::HashKey::SourceIp)
+        == Some(crate::model::policy::HashKey::SourceIp)
 }
 
 /// What destinations resolve against: service hosts (`resolve(host, namespace)` gives the

@@ -17,6 +17,7 @@ use sluice_core::wire;
 
 use super::ResourceSet;
 use crate::input::options::{Options, WasmModules};
+use crate::model::policy::LbAlgorithm;
 use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule};
 
 /// Envoy's "unlimited" for circuit-breaker thresholds, as Istio emits by default (Envoy's own
@@ -234,36 +235,13 @@ fn retry_json(r: &RetryPolicy) -> Value {
     policy
 }
 
-fn limit(v: Option<i64>) -> u64 {
-    v.and_then(|n| u64::try_from(n).ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(UNLIMITED)
-}
-
 fn cluster_json(c: &Cluster) -> Value {
-    let tcp = c
-        .policy
-        .connection_pool
-        .as_ref()
-        .and_then(|p| p.tcp.as_ref());
-    let http = c
-        .policy
-        .connection_pool
-        .as_ref()
-        .and_then(|p| p.http.as_ref());
-    let connect_timeout = tcp
-        .and_then(|t| t.connect_timeout.as_deref())
-        .and_then(|t| sluice_core::duration::parse(t).ok())
-        .unwrap_or(Duration::from_secs(10)); // Istio's default
-    let lb_policy = match c
-        .policy
-        .load_balancer
-        .as_ref()
-        .and_then(|l| l.simple.as_deref())
-    {
-        Some("ROUND_ROBIN") => "ROUND_ROBIN",
-        Some("RANDOM") => "RANDOM",
-        _ => "LEAST_REQUEST", // Istio's default, and its mapping of LEAST_CONN
+    let pool = &c.policy.connection_pool;
+    let lb_policy = match c.load_balancing.algorithm {
+        LbAlgorithm::RoundRobin => "ROUND_ROBIN",
+        LbAlgorithm::Random => "RANDOM",
+        // PASSTHROUGH becomes ORIGINAL_DST in `native::decorate_cluster`.
+        LbAlgorithm::LeastRequest | LbAlgorithm::Passthrough => "LEAST_REQUEST",
     };
     let endpoints: Vec<Value> = c
         .endpoints
@@ -283,14 +261,14 @@ fn cluster_json(c: &Cluster) -> Value {
             Discovery::StrictDns => "STRICT_DNS",
             Discovery::LogicalDns => "LOGICAL_DNS",
         },
-        "connect_timeout": duration(connect_timeout),
+        "connect_timeout": duration(pool.connect_timeout),
         "lb_policy": lb_policy,
         "load_assignment": {"cluster_name": c.name, "endpoints": [{"lb_endpoints": endpoints}]},
         "circuit_breakers": {"thresholds": [{
-            "max_connections": limit(tcp.and_then(|t| t.max_connections)),
-            "max_pending_requests": limit(http.and_then(|h| h.http1_max_pending_requests)),
-            "max_requests": limit(http.and_then(|h| h.http2_max_requests)),
-            "max_retries": limit(http.and_then(|h| h.max_retries)),
+            "max_connections": pool.max_connections.unwrap_or(UNLIMITED),
+            "max_pending_requests": pool.max_pending_requests.unwrap_or(UNLIMITED),
+            "max_requests": pool.max_requests.unwrap_or(UNLIMITED),
+            "max_retries": pool.max_retries.unwrap_or(UNLIMITED),
         }]},
     });
     if c.discovery != Discovery::Static {
@@ -298,16 +276,10 @@ fn cluster_json(c: &Cluster) -> Value {
     }
     let mut protocol = serde_json::Map::new();
     let mut common = serde_json::Map::new();
-    if let Some(n) = http
-        .and_then(|h| h.max_requests_per_connection)
-        .filter(|n| *n > 0)
-    {
+    if let Some(n) = pool.max_requests_per_connection {
         common.insert("max_requests_per_connection".into(), json!(n));
     }
-    if let Some(t) = http
-        .and_then(|h| h.idle_timeout.as_deref())
-        .and_then(|t| sluice_core::duration::parse(t).ok())
-    {
+    if let Some(t) = pool.idle_timeout {
         common.insert("idle_timeout".into(), json!(duration(t)));
     }
     if !common.is_empty() {
@@ -335,28 +307,25 @@ fn cluster_json(c: &Cluster) -> Value {
     }
     if let Some(od) = &c.policy.outlier_detection {
         let mut o = serde_json::Map::new();
-        if let Some(n) = od.consecutive5xx_errors.or(od.consecutive_errors) {
+        if let Some(n) = od.consecutive_5xx {
             o.insert("consecutive_5xx".into(), json!(n));
             o.insert(
                 "enforcing_consecutive_5xx".into(),
                 json!(if n > 0 { 100 } else { 0 }),
             );
         }
-        if let Some(n) = od.consecutive_gateway_errors {
+        if let Some(n) = od.consecutive_gateway {
             o.insert("consecutive_gateway_failure".into(), json!(n));
             o.insert(
                 "enforcing_consecutive_gateway_failure".into(),
                 json!(if n > 0 { 100 } else { 0 }),
             );
         }
-        for (key, text) in [
-            ("interval", &od.interval),
-            ("base_ejection_time", &od.base_ejection_time),
+        for (key, d) in [
+            ("interval", od.interval),
+            ("base_ejection_time", od.base_ejection_time),
         ] {
-            if let Some(d) = text
-                .as_deref()
-                .and_then(|t| sluice_core::duration::parse(t).ok())
-            {
+            if let Some(d) = d {
                 o.insert(key.into(), json!(duration(d)));
             }
         }
