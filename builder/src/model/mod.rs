@@ -269,14 +269,21 @@ pub fn cluster_name(port: u32, subset: &str, host: &str) -> String {
     format!("outbound|{port}|{subset}|{host}")
 }
 
-struct PortDef {
+/// One port of a registered service.
+pub(crate) struct PortDef {
     number: u32,
     name: Option<String>,
     target_port: Option<u32>,
     http2: bool,
+    /// The ServiceEntry port's `protocol`, upper case (empty when unset or for a Kubernetes
+    /// Service, whose ports the TCP side does not route).
+    protocol: String,
+    /// Its index in the resource's `spec.ports`, for diagnostics.
+    index: usize,
 }
 
-struct Service<'a> {
+/// A registered service host: the resource defining it, its ports and endpoints.
+pub(crate) struct Service<'a> {
     resource: &'a Resource,
     ports: Vec<PortDef>,
     discovery: Discovery,
@@ -284,7 +291,12 @@ struct Service<'a> {
     dns_host: bool,
 }
 
-struct Registry<'a> {
+/// The one index of the mesh, built once from the resources and read by every part of the
+/// model (HTTP listeners and clusters here, TCP listeners in [`tcp`]): service hosts with their
+/// ports and endpoints, DestinationRules (and so subsets) by registered host, Gateways by
+/// namespace and name. As Istio's push context, it resolves a host as written in a namespace
+/// to its registered form.
+pub(crate) struct Registry<'a> {
     /// The cluster domain of Kubernetes names (`--cluster-domain`, `cluster.local`).
     domain: String,
     services: BTreeMap<String, Service<'a>>,
@@ -416,7 +428,7 @@ pub fn build_from(
         .map(|(host, _)| host.clone())
         .collect();
     build_listeners(resources, &registry, credentials, &mut mesh, &mut out);
-    crate::model::tcp::build(resources, credentials, &mut mesh, &mut out);
+    crate::model::tcp::build(resources, &registry, credentials, &mut mesh, &mut out);
     (mesh, out)
 }
 
@@ -656,9 +668,12 @@ fn register_service<'a>(
         let ports = se
             .ports
             .iter()
-            .filter_map(|p| {
+            .enumerate()
+            .filter_map(|(index, p)| {
                 Some(PortDef {
                     number: p.number?,
+                    protocol: crate::input::tcp::protocol_of(p.protocol.as_deref()),
+                    index,
                     name: p.name.clone(),
                     target_port: p.target_port,
                     http2: matches!(
@@ -721,8 +736,11 @@ fn register_kube_service<'a>(
     let ports = svc
         .ports
         .iter()
-        .map(|p| PortDef {
+        .enumerate()
+        .map(|(index, p)| PortDef {
             number: p.port,
+            protocol: String::new(),
+            index,
             name: p.name.clone(),
             target_port: p.target_port,
             http2: p.http2(),
