@@ -47,6 +47,30 @@ pub struct Mesh {
 }
 
 impl Mesh {
+    /// All HTTP listeners' virtual hosts in one, as a proxy that serves every port with one
+    /// filter config sees them (the istio target: one config per filter for every sidecar and
+    /// gateway). A virtual host repeated on several ports is kept once (its rules are the
+    /// same), and a domain already owned by an earlier virtual host is dropped from later ones
+    /// (the router requires unique domains).
+    pub fn merged_listener(&self) -> Listener {
+        let mut merged = Listener::default();
+        let mut names = BTreeSet::new();
+        let mut domains = BTreeSet::new();
+        for listener in self.listeners.values() {
+            for vh in &listener.virtual_hosts {
+                if !names.insert(vh.name.clone()) {
+                    continue;
+                }
+                let mut vh = vh.clone();
+                vh.domains.retain(|d| domains.insert(d.clone()));
+                if !vh.domains.is_empty() {
+                    merged.virtual_hosts.push(vh);
+                }
+            }
+        }
+        merged
+    }
+
     /// The clusters that some HTTP rule routes to.
     pub fn routed_clusters(&self) -> BTreeSet<&str> {
         let mut routed = BTreeSet::new();
@@ -1196,7 +1220,7 @@ fn check_match_gateways(
 }
 
 /// The istio target's limit on `match.gateways`: its one sluice router config serves every
-/// gateway and sidecar (see `target::istio::merged_listener`), so a match block cannot be
+/// gateway and sidecar (see [`Mesh::merged_listener`]), so a match block cannot be
 /// kept to some of them; each such block is an error there.
 pub fn check_match_gateways_for_istio(resources: &[Resource]) -> Vec<Diagnostic> {
     let mut out = Vec::new();

@@ -48,7 +48,8 @@ pub fn build(mesh: &Mesh, options: &Options) -> Result<ResourceSet, Vec<EmitErro
             listeners.push(super::tcp::listener_json(listener, address));
             continue;
         }
-        match listener_json(listener, mesh, options, &mut modules) {
+        let name = listener.name();
+        match listener_json(listener, &name, &name, mesh, options, &mut modules) {
             Ok(mut l) => {
                 super::native::decorate_listener(listener, &mut l);
                 listeners.push(l);
@@ -63,6 +64,35 @@ pub fn build(mesh: &Mesh, options: &Options) -> Result<ResourceSet, Vec<EmitErro
     let mut set = ResourceSet::from_inline(listeners, clusters);
     set.modules = modules;
     set.node = super::native::node(mesh);
+    Ok(set)
+}
+
+/// The name of the one listener of [`mesh_wide`] (its route table is named alike, its filter
+/// configs `mesh/sluice-<module>`).
+pub const MESH_WIDE: &str = "mesh";
+
+/// The resources of the mesh as one proxy that serves every port with one filter config sees
+/// it: `merged` ([`Mesh::merged_listener`]) as one listener named [`MESH_WIDE`], with its
+/// route table and its sluice filter configs, compiled as for any listener (an error names
+/// "the merged config of all listeners"). No clusters: the istio target, which is written from
+/// this set, leaves them to Istio.
+pub fn mesh_wide(
+    merged: &Listener,
+    mesh: &Mesh,
+    options: &Options,
+) -> Result<ResourceSet, Vec<EmitError>> {
+    let mut modules = BTreeSet::new();
+    let listener = listener_json(
+        merged,
+        MESH_WIDE,
+        "the merged config of all listeners",
+        mesh,
+        options,
+        &mut modules,
+    )
+    .map_err(|e| vec![e])?;
+    let mut set = ResourceSet::from_inline(vec![listener], Vec::new());
+    set.modules = modules;
     Ok(set)
 }
 
@@ -96,10 +126,10 @@ fn wasm_filter(filter: &str, config_json: String, options: &Options) -> Value {
 
 /// The `envoy.filters.http.wasm` filter of one sluice module: filter name `sluice-<filter>`,
 /// root id `sluice_<filter>`, the shared `vm_id` (the filters read each other's shared data),
-/// V8, the plugin config, `failure_policy: FAIL_CLOSED`; `code` is the `vm_config.code`
-/// (a local file, or remote code). The envoy target and the istio target's EnvoyFilter write
-/// exactly this.
-pub(crate) fn wasm_http_filter(filter: &str, code: Value, config_json: String) -> Value {
+/// V8, the plugin config, `failure_policy: FAIL_CLOSED`; `code` is the `vm_config.code` (a
+/// local file). The envoy target writes exactly this; the istio target's EnvoyFilter too, with
+/// the code its proxies load.
+fn wasm_http_filter(filter: &str, code: Value, config_json: String) -> Value {
     let id = wire::root_id(filter);
     json!({
         "name": wire::filter_name(filter),
@@ -124,21 +154,24 @@ pub(crate) fn wasm_http_filter(filter: &str, code: Value, config_json: String) -
     })
 }
 
+/// The listener `name` of `listener`, its HTTP connection manager with the sluice filters'
+/// configs and the route table inline; `label` names it in errors.
 fn listener_json(
     listener: &Listener,
+    name: &str,
+    label: &str,
     mesh: &Mesh,
     options: &Options,
     used: &mut std::collections::BTreeSet<&'static str>,
 ) -> Result<Value, EmitError> {
-    let name = listener.name();
     let configs = super::filters::PluginConfigs::with_detail(
         listener,
         mesh,
-        &name,
+        label,
         options.detailed_replies,
     )?;
     let mut http_filters = Vec::new();
-    for (module, json) in configs.layout(options.suite, &name)? {
+    for (module, json) in configs.layout(options.suite, label)? {
         http_filters.push(wasm_filter(module, json, options));
         used.insert(module);
     }
