@@ -172,13 +172,7 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     } = model(inputs, options)?;
     let emitted = match &options.target {
         Target::Envoy => target::envoy::emit(&mesh, options),
-        Target::Istio(istio) => target::istio::emit(
-            &resources,
-            &mesh,
-            istio,
-            options.suite,
-            options.detailed_replies,
-        ),
+        Target::Istio(istio) => target::istio::emit(&resources, &mesh, options, istio),
         Target::Compose => target::compose::emit(&mesh, options),
         Target::EnvoyXds(xds) => target::envoy_xds::emit(&mesh, options, xds)
             .map(|files| target::envoy::Emitted { files }),

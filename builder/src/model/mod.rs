@@ -47,6 +47,30 @@ pub struct Mesh {
 }
 
 impl Mesh {
+    /// All HTTP listeners' virtual hosts in one, as a proxy that serves every port with one
+    /// filter config sees them (the istio target: one config per filter for every sidecar and
+    /// gateway). A virtual host repeated on several ports is kept once (its rules are the
+    /// same), and a domain already owned by an earlier virtual host is dropped from later ones
+    /// (the router requires unique domains).
+    pub fn merged_listener(&self) -> Listener {
+        let mut merged = Listener::default();
+        let mut names = BTreeSet::new();
+        let mut domains = BTreeSet::new();
+        for listener in self.listeners.values() {
+            for vh in &listener.virtual_hosts {
+                if !names.insert(vh.name.clone()) {
+                    continue;
+                }
+                let mut vh = vh.clone();
+                vh.domains.retain(|d| domains.insert(d.clone()));
+                if !vh.domains.is_empty() {
+                    merged.virtual_hosts.push(vh);
+                }
+            }
+        }
+        merged
+    }
+
     /// The clusters that some HTTP rule routes to.
     pub fn routed_clusters(&self) -> BTreeSet<&str> {
         let mut routed = BTreeSet::new();
@@ -245,16 +269,17 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// Speak HTTP/2 upstream (port protocol HTTP2 or GRPC).
     pub http2: bool,
-    /// Host policy merged with the subset's, as Istio input (connection pool, outlier detection,
-    /// TLS, ... are read from it when emitting; load balancing is resolved below).
-    pub policy: TrafficPolicy,
-    /// The policy's consistent-hash ring and slow start, resolved.
+    /// Host policy merged with the subset's, resolved: connection pool, outlier detection,
+    /// upstream TLS, retry budget, PROXY protocol.
+    pub policy: policy::ClusterPolicy,
+    /// The merged policy's load balancing, resolved: algorithm, consistent-hash key and ring,
+    /// slow start, locality settings.
     pub load_balancing: policy::LoadBalancing,
     /// The sluice breaker guarding this cluster, if configured.
     pub breaker: Option<sluice_core::breaker::BreakerSettings>,
     /// Active health checking (`sluice.dev/health-check` on the DestinationRule, else on the
     /// ServiceEntry).
-    pub health_check: Option<crate::model::native::HealthCheck>,
+    pub health_check: Option<policy::HealthCheck>,
     /// The locality of each endpoint (`region/zone/subzone`, empty when unset), in the order
     /// of `endpoints`.
     pub endpoint_localities: Vec<String>,
@@ -268,14 +293,21 @@ pub fn cluster_name(port: u32, subset: &str, host: &str) -> String {
     format!("outbound|{port}|{subset}|{host}")
 }
 
-struct PortDef {
+/// One port of a registered service.
+pub(crate) struct PortDef {
     number: u32,
     name: Option<String>,
     target_port: Option<u32>,
     http2: bool,
+    /// The ServiceEntry port's `protocol`, upper case (empty when unset or for a Kubernetes
+    /// Service, whose ports the TCP side does not route).
+    protocol: String,
+    /// Its index in the resource's `spec.ports`, for diagnostics.
+    index: usize,
 }
 
-struct Service<'a> {
+/// A registered service host: the resource defining it, its ports and endpoints.
+pub(crate) struct Service<'a> {
     resource: &'a Resource,
     ports: Vec<PortDef>,
     discovery: Discovery,
@@ -283,7 +315,12 @@ struct Service<'a> {
     dns_host: bool,
 }
 
-struct Registry<'a> {
+/// The one index of the mesh, built once from the resources and read by every part of the
+/// model (HTTP listeners and clusters here, TCP listeners in [`tcp`]): service hosts with their
+/// ports and endpoints, DestinationRules (and so subsets) by registered host, Gateways by
+/// namespace and name. As Istio's push context, it resolves a host as written in a namespace
+/// to its registered form.
+pub(crate) struct Registry<'a> {
     /// The cluster domain of Kubernetes names (`--cluster-domain`, `cluster.local`).
     domain: String,
     services: BTreeMap<String, Service<'a>>,
@@ -415,7 +452,7 @@ pub fn build_from(
         .map(|(host, _)| host.clone())
         .collect();
     build_listeners(resources, &registry, credentials, &mut mesh, &mut out);
-    crate::model::tcp::build(resources, credentials, &mut mesh, &mut out);
+    crate::model::tcp::build(resources, &registry, credentials, &mut mesh, &mut out);
     (mesh, out)
 }
 
@@ -655,9 +692,12 @@ fn register_service<'a>(
         let ports = se
             .ports
             .iter()
-            .filter_map(|p| {
+            .enumerate()
+            .filter_map(|(index, p)| {
                 Some(PortDef {
                     number: p.number?,
+                    protocol: crate::input::tcp::protocol_of(p.protocol.as_deref()),
+                    index,
                     name: p.name.clone(),
                     target_port: p.target_port,
                     http2: matches!(
@@ -720,8 +760,11 @@ fn register_kube_service<'a>(
     let ports = svc
         .ports
         .iter()
-        .map(|p| PortDef {
+        .enumerate()
+        .map(|(index, p)| PortDef {
             number: p.port,
+            protocol: String::new(),
+            index,
             name: p.name.clone(),
             target_port: p.target_port,
             http2: p.http2(),
@@ -1021,7 +1064,7 @@ fn build_clusters(
                                 &policy,
                             ),
                             load_balancing: policy::load_balancing(&policy),
-                            policy,
+                            policy: policy::cluster_policy(&policy, host),
                             health_check: crate::model::native::health_check(
                                 dr.map(|(r, _)| *r),
                                 svc.resource,
@@ -1177,7 +1220,7 @@ fn check_match_gateways(
 }
 
 /// The istio target's limit on `match.gateways`: its one sluice router config serves every
-/// gateway and sidecar (see `target::istio::merged_listener`), so a match block cannot be
+/// gateway and sidecar (see [`Mesh::merged_listener`]), so a match block cannot be
 /// kept to some of them; each such block is an error there.
 pub fn check_match_gateways_for_istio(resources: &[Resource]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
@@ -1772,8 +1815,9 @@ fn istio_default_retries() -> crate::input::istio::HttpRetry {
     }
 }
 
-/// The native extras of a rule: mirrors resolved to clusters (unknown ones reported), the
-/// destinations' consistent-hash keys, the rest as written.
+/// The native extras of a rule, resolved: mirrors to clusters (unknown ones reported), the
+/// destinations' consistent-hash keys, rewrites, redirects, headers and CORS in the model's
+/// own types.
 #[allow(clippy::too_many_arguments)]
 fn native_extras(
     registry: &Registry<'_>,
@@ -1819,15 +1863,8 @@ fn native_extras(
             .get(cluster)
             .and_then(crate::model::native::cluster_hash)
     };
-    let mut extras = crate::model::native::route_extras(h, &clusters, resolve, hash_of, at);
-    // Envoy cannot copy the request's port into a redirect; Istio knows the port each route is
-    // generated for and writes it (`FROM_REQUEST_PORT`). `FROM_PROTOCOL_DEFAULT` sets no port,
-    // as Istio leaves Envoy's `port_redirect` unset.
-    if let Some(redirect) = extras.redirect.as_mut()
-        && redirect.derive_port.as_deref() == Some("FROM_REQUEST_PORT")
-    {
-        redirect.port = Some(listener_port);
-    }
+    let mut extras =
+        crate::model::native::route_extras(h, &clusters, resolve, hash_of, at, listener_port);
     match target {
         Target::Cluster(c) => {
             extras.passthrough_endpoints = mesh

@@ -15,6 +15,11 @@
 //! - extension configs ([`Kind::ExtensionConfig`]): each listener's sluice filter configs,
 //!   named `<listener>/<filter>`.
 //!
+//! The istio target is written from the set of the mesh as one proxy sees it
+//! ([`resources::mesh_wide`]): every HTTP listener merged into one, so one config per filter
+//! serves every sidecar and gateway; its filter configs ([`ResourceSet::filter_configs`]) are
+//! the WasmPlugins' and EnvoyFilter's.
+//!
 //! Every resource carries a content hash ([`Resource::hash`]): the same mesh gives the same
 //! hashes on every machine and in every process, so versions derived from them never churn.
 
@@ -28,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use sluice_core::wire;
 
 /// The Envoy v3 resource types a [`ResourceSet`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -116,6 +122,28 @@ pub struct ResourceSet {
     pub modules: BTreeSet<&'static str>,
     /// The bootstrap's `node` fields the mesh asks for (the proxy's locality), if any.
     pub node: Option<Value>,
+}
+
+/// One sluice filter's config in a [`ResourceSet`]: an [`Kind::ExtensionConfig`] resource
+/// named `<listener>/sluice-<module>`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FilterConfig<'a> {
+    /// The listener whose HTTP filter it is.
+    pub listener: &'a str,
+    /// The module (`router`, `canary`, `fault`, `breaker`, `suite`).
+    pub module: &'static str,
+    /// The `envoy.filters.http.wasm` filter's `typed_config`: VM, code, failure policy and the
+    /// plugin config.
+    pub typed_config: &'a Value,
+}
+
+impl FilterConfig<'_> {
+    /// The plugin config, as the filter reads it in `on_configure`.
+    pub fn plugin_config(&self) -> &str {
+        self.typed_config["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap_or_default()
+    }
 }
 
 /// The config source of every dynamic resource: the ADS stream the proxy opened.
@@ -235,6 +263,25 @@ impl ResourceSet {
     /// The resources of `kind` by name.
     pub fn index(&self, kind: Kind) -> BTreeMap<&str, &Resource> {
         self.of(kind).iter().map(|r| (r.name.as_str(), r)).collect()
+    }
+
+    /// The sluice filter configs of the set (its [`Kind::ExtensionConfig`] resources), in the
+    /// set's order.
+    pub fn filter_configs(&self) -> Vec<FilterConfig<'_>> {
+        self.of(Kind::ExtensionConfig)
+            .iter()
+            .filter_map(|r| {
+                let (listener, filter) = r.name.rsplit_once('/')?;
+                let module = wire::MODULES
+                    .into_iter()
+                    .find(|m| wire::filter_name(m) == filter)?;
+                Some(FilterConfig {
+                    listener,
+                    module,
+                    typed_config: &r.body["typed_config"],
+                })
+            })
+            .collect()
     }
 
     /// The static form: listeners and clusters with their route tables, filter configs and
