@@ -317,9 +317,13 @@ struct StatusArgs {
     /// The admin address of `sluice serve` (its --admin-listen).
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:18080")]
     admin: String,
-    /// table (for people) or json (the /status document).
+    /// table (for people) or json (the /status document, or /endpoints with --endpoints).
     #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
     format: StatusFormat,
+    /// Every probed endpoint (central health checking) instead of the proxies: its
+    /// clusters, health, the replica probing it, probes run, last change and last error.
+    #[arg(long)]
+    endpoints: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -1510,9 +1514,18 @@ fn status(args: StatusArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(sluice::serve::status::fetch(&args.admin)) {
+    let path = if args.endpoints {
+        "/endpoints"
+    } else {
+        "/status"
+    };
+    match runtime.block_on(sluice::serve::status::fetch_path(&args.admin, path)) {
         Ok(doc) => {
             match args.format {
+                StatusFormat::Table if args.endpoints => print!(
+                    "{}",
+                    sluice::serve::status::render_endpoints(&doc, sluice::serve::state::now_secs())
+                ),
                 StatusFormat::Table => print!("{}", sluice::serve::status::render(&doc)),
                 StatusFormat::Json => {
                     println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())

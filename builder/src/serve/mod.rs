@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod ads;
 pub mod groups;
+pub mod health;
 pub mod load;
 pub mod snapshot;
 pub mod state;

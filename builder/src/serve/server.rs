@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use super::{admin, ads, load, state};
+use super::{admin, ads, health, load, state};
 use crate::Options;
 
 /// How `sluice serve` runs.
@@ -82,6 +82,9 @@ pub async fn run(
         admin: admin.local_addr()?,
     });
     let shared = Arc::new(state::Shared::new());
+    let prober = Arc::new(crate::probe::run::Prober::new());
+    let _ = shared.prober.set(prober.clone());
+    let health_task = tokio::spawn(health::run(shared.clone(), prober));
     #[cfg(feature = "etcd")]
     let follower = config
         .store
@@ -103,6 +106,7 @@ pub async fn run(
         () = shutdown => Ok(()),
     };
     admin_task.abort();
+    health_task.abort();
     if let Some(follower) = follower {
         follower.abort();
     }

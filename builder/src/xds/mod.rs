@@ -20,6 +20,7 @@
 
 pub mod error;
 pub mod filters;
+pub mod health;
 pub mod native;
 pub mod resources;
 pub mod tcp;
