@@ -310,6 +310,11 @@ struct ServeArgs {
     xff_trusted_hops: u32,
     #[command(flatten)]
     hosts: HostArgs,
+    /// Accept VM registrations over HTTP (`POST /register` on the admin port) from callers
+    /// that send `Authorization: Bearer TOKEN` with the token in FILE; needs --store.
+    #[cfg(feature = "etcd")]
+    #[arg(long, value_name = "FILE", requires = "store")]
+    register_token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -1452,6 +1457,25 @@ fn explain(args: ExplainArgs) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    #[cfg(feature = "etcd")]
+    let register_token = match &args.register_token_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => Some(text.trim().to_owned()),
+            Ok(_) => {
+                eprintln!(
+                    "error: --register-token-file {}: the file is empty\n  hint: write a long random token into it, e.g. `openssl rand -hex 32 > {}`",
+                    path.display(),
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: --register-token-file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let config = sluice::serve::ServeConfig {
         inputs: args.files,
         options: sluice::Options {
@@ -1474,6 +1498,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         debounce: std::time::Duration::from_millis(args.debounce_ms),
         #[cfg(feature = "etcd")]
         store: args.store,
+        #[cfg(feature = "etcd")]
+        register_token,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

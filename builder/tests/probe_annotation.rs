@@ -14,14 +14,7 @@ fn probed(text: &str) -> Vec<(String, Check, Vec<u32>, String)> {
         .unwrap_or_else(|d| panic!("does not generate:\n{d}"));
     probed
         .into_iter()
-        .map(|(key, p)| {
-            (
-                key,
-                p.probe.check,
-                p.ports.into_iter().collect(),
-                p.source,
-            )
-        })
+        .map(|(key, p)| (key, p.probe.check, p.ports.into_iter().collect(), p.source))
         .collect()
 }
 
@@ -137,9 +130,10 @@ spec: {address: 10.0.0.9, labels: {app: ratings}}
 
 #[test]
 fn annotation_errors_point_inside_the_value() {
-    let bad = SHOP
-        .replace("port: http}", "port: admin}")
-        .replace("periodSeconds: 2", "periodSeconds: 2\n      timeoutSecond: 1");
+    let bad = SHOP.replace("port: http}", "port: admin}").replace(
+        "periodSeconds: 2",
+        "periodSeconds: 2\n      timeoutSecond: 1",
+    );
     let diags = diagnose(&bad);
     // Line 7 holds `httpGet`, line 9 the misspelt field.
     assert!(

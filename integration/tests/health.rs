@@ -86,6 +86,19 @@ fn serve_health(served: &ServedMesh) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// serve's responses sent so far, by type.
+fn pushes(served: &ServedMesh) -> BTreeMap<&'static str, f64> {
+    ["CDS", "EDS", "LDS", "RDS", "ECDS"]
+        .into_iter()
+        .map(|kind| {
+            (
+                kind,
+                served.metric(&format!("sluice_serve_pushes_total{{type=\"{kind}\"}}")),
+            )
+        })
+        .collect()
+}
+
 fn key(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
@@ -107,26 +120,31 @@ fn wait_serve(served: &ServedMesh, ports: &[u16], health: &str) -> Duration {
     started.elapsed()
 }
 
-/// The ports of the shop cluster's hosts that Envoy marks unhealthy by EDS, and all its hosts.
+/// The ports of the shop cluster's hosts whose EDS health status is UNHEALTHY in Envoy, and
+/// all its hosts (from the admin's `/clusters?format=json`).
 fn envoy_view(envoy: &Envoy) -> (BTreeSet<u16>, BTreeSet<u16>) {
-    let (_, text) = envoy.admin_get("/clusters").unwrap_or_default();
+    let (_, text) = envoy.admin_get("/clusters?format=json").unwrap_or_default();
+    let doc: Value = serde_json::from_str(&text).unwrap_or_default();
     let mut unhealthy = BTreeSet::new();
     let mut hosts = BTreeSet::new();
-    let prefix = format!("{CLUSTER}::127.0.0.1:");
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some((port, field)) = rest.split_once("::") else {
-            continue;
-        };
-        let Ok(port) = port.parse::<u16>() else {
+    let cluster = doc["cluster_statuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == CLUSTER);
+    for host in cluster
+        .and_then(|c| c["host_statuses"].as_array())
+        .into_iter()
+        .flatten()
+    {
+        let Some(port) = host["address"]["socket_address"]["port_value"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+        else {
             continue;
         };
         hosts.insert(port);
-        if let Some(flags) = field.strip_prefix("health_flags::")
-            && flags.contains("eds_status_unhealthy")
-        {
+        if host["health_status"]["eds_health_status"] == "UNHEALTHY" {
             unhealthy.insert(port);
         }
     }
@@ -226,6 +244,7 @@ fn serve_probes_once_and_every_envoy_follows_by_eds() {
     // serve within about period x threshold, then in both Envoys; from then on they get no
     // request, and no request fails.
     let failing: Vec<u16> = ports[5..10].to_vec();
+    let pushes_before = pushes(&served);
     for u in &upstreams[5..10] {
         u.set_behavior(Behavior::Status(503));
     }
@@ -234,6 +253,15 @@ fn serve_probes_once_and_every_envoy_follows_by_eds() {
         "5 failing endpoints UNHEALTHY in serve after {took:?} (period {PERIOD:?} x threshold {FAILURES})"
     );
     wait_envoys(&envoys, &ports, &failing);
+    // Health travels by EDS alone: no cluster, listener, route or filter config was pushed.
+    let pushes_after = pushes(&served);
+    for kind in ["CDS", "LDS", "RDS", "ECDS"] {
+        assert_eq!(
+            pushes_after[kind], pushes_before[kind],
+            "{kind} pushed on a health change"
+        );
+    }
+    assert!(pushes_after["EDS"] > pushes_before["EDS"]);
     for u in &upstreams {
         u.clear_requests();
     }

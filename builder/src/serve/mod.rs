@@ -17,6 +17,8 @@ pub mod ads;
 pub mod groups;
 pub mod health;
 pub mod load;
+#[cfg(feature = "etcd")]
+pub mod register;
 pub mod snapshot;
 pub mod state;
 pub mod status;
