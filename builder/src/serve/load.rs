@@ -60,11 +60,14 @@ pub fn load_inputs(inputs: &Inputs, config: &ServeConfig) -> Loaded {
     }
 }
 
+/// Each group's snapshot, by group name.
+pub type GroupSnapshots = BTreeMap<String, Arc<Snapshot>>;
+
 /// The version of `set` and each group's snapshot of it, or the resources that do not type.
 pub fn group_snapshots(
     set: &ResourceSet,
     gateways: &Gateways,
-) -> Result<(String, BTreeMap<String, Arc<Snapshot>>), Vec<String>> {
+) -> Result<(String, GroupSnapshots), Vec<String>> {
     let full = Snapshot::build(set)?;
     let groups = gateways
         .groups()
