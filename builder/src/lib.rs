@@ -200,13 +200,29 @@ pub fn resources(
     inputs: &Inputs,
     options: &Options,
 ) -> Result<(xds::ResourceSet, Diagnostics), Diagnostics> {
+    resources_and_probes(inputs, options).map(|(set, _, diags)| (set, diags))
+}
+
+/// [`resources()`], and the endpoints the control plane probes
+/// ([`model::Mesh::probed`]), whose health `sluice serve` writes into the set's EDS resources.
+pub fn resources_and_probes(
+    inputs: &Inputs,
+    options: &Options,
+) -> Result<
+    (
+        xds::ResourceSet,
+        std::collections::BTreeMap<String, model::ProbedEndpoint>,
+        Diagnostics,
+    ),
+    Diagnostics,
+> {
     let Modelled {
         mesh,
         warnings: mut diags,
         ..
     } = model(inputs, options)?;
     match xds::resources::build(&mesh, options) {
-        Ok(set) => Ok((set, diags)),
+        Ok(set) => Ok((set, mesh.probed, diags)),
         Err(errors) => {
             diags.0.extend(
                 errors

@@ -310,6 +310,11 @@ struct ServeArgs {
     xff_trusted_hops: u32,
     #[command(flatten)]
     hosts: HostArgs,
+    /// Accept VM registrations over HTTP (`POST /register` on the admin port) from callers
+    /// that send `Authorization: Bearer TOKEN` with the token in FILE; needs --store.
+    #[cfg(feature = "etcd")]
+    #[arg(long, value_name = "FILE", requires = "store")]
+    register_token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -317,9 +322,13 @@ struct StatusArgs {
     /// The admin address of `sluice serve` (its --admin-listen).
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:18080")]
     admin: String,
-    /// table (for people) or json (the /status document).
+    /// table (for people) or json (the /status document, or /endpoints with --endpoints).
     #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
     format: StatusFormat,
+    /// Every probed endpoint (central health checking) instead of the proxies: its
+    /// clusters, health, the replica probing it, probes run, last change and last error.
+    #[arg(long)]
+    endpoints: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -1448,6 +1457,25 @@ fn explain(args: ExplainArgs) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    #[cfg(feature = "etcd")]
+    let register_token = match &args.register_token_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => Some(text.trim().to_owned()),
+            Ok(_) => {
+                eprintln!(
+                    "error: --register-token-file {}: the file is empty\n  hint: write a long random token into it, e.g. `openssl rand -hex 32 > {}`",
+                    path.display(),
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: --register-token-file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let config = sluice::serve::ServeConfig {
         inputs: args.files,
         options: sluice::Options {
@@ -1470,6 +1498,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         debounce: std::time::Duration::from_millis(args.debounce_ms),
         #[cfg(feature = "etcd")]
         store: args.store,
+        #[cfg(feature = "etcd")]
+        register_token,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -1510,9 +1540,18 @@ fn status(args: StatusArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(sluice::serve::status::fetch(&args.admin)) {
+    let path = if args.endpoints {
+        "/endpoints"
+    } else {
+        "/status"
+    };
+    match runtime.block_on(sluice::serve::status::fetch_path(&args.admin, path)) {
         Ok(doc) => {
             match args.format {
+                StatusFormat::Table if args.endpoints => print!(
+                    "{}",
+                    sluice::serve::status::render_endpoints(&doc, sluice::serve::state::now_secs())
+                ),
                 StatusFormat::Table => print!("{}", sluice::serve::status::render(&doc)),
                 StatusFormat::Json => {
                     println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())

@@ -199,6 +199,34 @@ impl ServedMesh {
     }
 }
 
+/// An Envoy fed by the serve replicas at `servers` (group `mesh`, state of the world), with
+/// the `envoy-xds` bootstrap generated from `mesh_text`: a proxy of a serve that follows a
+/// store rather than a folder.
+pub fn start_xds_envoy(mesh_text: &str, servers: &[SocketAddr], node_id: &str) -> Result<Envoy> {
+    let options = Options {
+        target: Target::EnvoyXds(XdsBootstrap {
+            servers: servers.iter().map(ToString::to_string).collect(),
+            node_id: node_id.to_owned(),
+            node_cluster: "mesh".to_owned(),
+            delta: false,
+        }),
+        ..mesh::options()
+    };
+    let output = sluice::generate(&Inputs::from_text("mesh.yaml", mesh_text), &options)
+        .map_err(|d| anyhow!("the mesh does not generate:\n{d}"))?;
+    let config_yaml = String::from_utf8(
+        output
+            .files
+            .get("envoy.yaml")
+            .context("the envoy-xds target writes envoy.yaml")?
+            .clone(),
+    )?;
+    Envoy::start_with(EnvoyOptions {
+        config_yaml,
+        ..EnvoyOptions::default()
+    })
+}
+
 impl Drop for ServedMesh {
     fn drop(&mut self) {
         self.stop();

@@ -44,6 +44,43 @@ pub struct Mesh {
     /// Hosts known only from Kubernetes Services (`<name>.<namespace>.svc.<domain>`): their
     /// clusters have no endpoints, which Istio's registry knows and a static config does not.
     pub service_only_hosts: BTreeSet<String>,
+    /// The endpoints `sluice serve` probes (a WorkloadGroup's `probe`, a `sluice.dev/probe`
+    /// annotation), by [`ProbedEndpoint::key`]. Not part of any generated config: the static
+    /// targets leave health to Envoy.
+    #[serde(skip)]
+    pub probed: BTreeMap<String, ProbedEndpoint>,
+}
+
+/// A probe resolved from its input (Kubernetes' defaults applied, its port a number), as the
+/// prober runs it: the model's own, so later stages need not read the input.
+pub use crate::input::probe::{Check as ProbeCheck, Probe};
+
+/// One endpoint the control plane probes, and the ports its result applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbedEndpoint {
+    /// The workload's address.
+    pub address: String,
+    /// The probe, its port resolved for this endpoint.
+    pub probe: Probe,
+    /// The ports the workload serves at `address`: the result applies to every EDS endpoint
+    /// `address:port` of these ports, in every cluster (the workload as a whole is healthy or
+    /// not, as Istio treats a WorkloadEntry's health).
+    pub ports: BTreeSet<u32>,
+    /// Where the probe was given: `WorkloadGroup/NS/NAME`, `WorkloadEntry/NS/NAME` or
+    /// `ServiceEntry/NS/NAME`.
+    pub source: String,
+}
+
+impl ProbedEndpoint {
+    /// `address:port` of the probe: one probe per key, whatever the number of services.
+    pub fn key(&self) -> String {
+        let port = match &self.probe.check {
+            ProbeCheck::Http { port, .. }
+            | ProbeCheck::Tcp { port }
+            | ProbeCheck::Grpc { port, .. } => *port,
+        };
+        format!("{}:{port}", self.address)
+    }
 }
 
 impl Mesh {
@@ -311,8 +348,37 @@ pub(crate) struct Service<'a> {
     resource: &'a Resource,
     ports: Vec<PortDef>,
     discovery: Discovery,
-    endpoints: Vec<&'a WorkloadEntrySpec>,
+    endpoints: Vec<Member<'a>>,
     dns_host: bool,
+}
+
+/// One endpoint of a service, and the probe `sluice serve` runs on it, if any, with where
+/// that probe was given.
+#[derive(Clone)]
+struct Member<'a> {
+    spec: &'a WorkloadEntrySpec,
+    probe: Option<(crate::input::probe::ProbeInput, String)>,
+}
+
+/// The probe of a WorkloadEntry: its own `sluice.dev/probe`, else its WorkloadGroup's `probe`
+/// (the group named by Istio's `istio.io/autoRegistrationGroup` annotation, which
+/// `sluice register` writes, in the entry's namespace).
+fn workload_probe(
+    w: &Resource,
+    group_probes: &BTreeMap<(&str, &str), &crate::input::probe::ProbeInput>,
+) -> Option<(crate::input::probe::ProbeInput, String)> {
+    if let Some(own) = crate::input::annotations::probe_input(w) {
+        return Some((own, format!("WorkloadEntry/{}/{}", w.namespace, w.name)));
+    }
+    let group = w
+        .metadata
+        .annotations
+        .get(crate::input::istio::AUTO_REGISTRATION_GROUP)?;
+    let probe = group_probes.get(&(w.namespace.as_str(), group.as_str()))?;
+    Some((
+        (*probe).clone(),
+        format!("WorkloadGroup/{}/{group}", w.namespace),
+    ))
 }
 
 /// The one index of the mesh, built once from the resources and read by every part of the
@@ -563,11 +629,26 @@ fn register<'a>(
             _ => None,
         })
         .collect();
+    let group_probes: BTreeMap<(&str, &str), &crate::input::probe::ProbeInput> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::WorkloadGroup(g) => {
+                Some(((r.namespace.as_str(), r.name.as_str()), g.probe.as_ref()?))
+            }
+            _ => None,
+        })
+        .collect();
     for r in resources {
         match &r.spec {
-            Spec::ServiceEntry(se) => {
-                register_service(r, se, &workloads, &groups, &mut registry, out)
-            }
+            Spec::ServiceEntry(se) => register_service(
+                r,
+                se,
+                &workloads,
+                &groups,
+                &group_probes,
+                &mut registry,
+                out,
+            ),
             Spec::Service(svc) => register_kube_service(r, svc, &mut registry, out),
             Spec::Gateway(g) => {
                 registry
@@ -621,6 +702,7 @@ fn register_service<'a>(
     se: &'a ServiceEntrySpec,
     workloads: &[(&'a Resource, &'a WorkloadEntrySpec)],
     groups: &[(&str, BTreeMap<&str, &str>)],
+    group_probes: &BTreeMap<(&str, &str), &crate::input::probe::ProbeInput>,
     registry: &mut Registry<'a>,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -630,7 +712,9 @@ fn register_service<'a>(
         "DNS_ROUND_ROBIN" => Discovery::LogicalDns,
         _ => Discovery::Static,
     };
-    let endpoints: Vec<&WorkloadEntrySpec> = match &se.workload_selector {
+    let service_probe = crate::input::annotations::probe_input(r)
+        .map(|p| (p, format!("ServiceEntry/{}/{}", r.namespace, r.name)));
+    let endpoints: Vec<Member<'_>> = match &se.workload_selector {
         Some(sel) => workloads
             .iter()
             .filter(|(w, spec)| {
@@ -640,9 +724,19 @@ fn register_service<'a>(
                         .iter()
                         .all(|(k, v)| spec.labels.get(k) == Some(v))
             })
-            .map(|(_, spec)| *spec)
+            .map(|(w, spec)| Member {
+                spec,
+                probe: workload_probe(w, group_probes).or_else(|| service_probe.clone()),
+            })
             .collect(),
-        None => se.endpoints.iter().collect(),
+        None => se
+            .endpoints
+            .iter()
+            .map(|spec| Member {
+                spec,
+                probe: service_probe.clone(),
+            })
+            .collect(),
     };
     let dns_host = endpoints.is_empty() && discovery != Discovery::Static;
     // A selector a WorkloadGroup's entries will carry: its endpoints are the VMs that register
@@ -1021,9 +1115,16 @@ fn build_clusters(
             } else {
                 svc.endpoints
                     .iter()
-                    .filter_map(|ep| Some((endpoint_for(ep)?, *ep)))
+                    .filter_map(|m| Some((endpoint_for(m.spec)?, m.spec)))
                     .collect()
             };
+            // EDS carries health; DNS clusters keep their hosts inline, so only the endpoints
+            // of static services are probed.
+            if svc.discovery == Discovery::Static {
+                for m in &svc.endpoints {
+                    record_probe(m, &svc.ports, endpoint_for(m.spec), &mut mesh.probed);
+                }
+            }
             let dns_endpoint = || Endpoint {
                 address: host.clone(),
                 port: port.target_port.unwrap_or(port.number),
@@ -1109,6 +1210,41 @@ fn build_clusters(
         }
         check_passthrough(host, svc, dr.map(|(r, _)| *r), mesh, out);
     }
+}
+
+/// Records that `member`, served at `endpoint`, is probed (its probe's named port resolved as
+/// the endpoint's port of that name). A probe that does not resolve was reported by the checks.
+fn record_probe(
+    member: &Member<'_>,
+    ports: &[PortDef],
+    endpoint: Option<Endpoint>,
+    probed: &mut BTreeMap<String, ProbedEndpoint>,
+) {
+    let (Some((input, source)), Some(endpoint)) = (&member.probe, endpoint) else {
+        return;
+    };
+    let named = |name: &str| {
+        member.spec.ports.get(name).copied().or_else(|| {
+            ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name))
+                .map(|p| p.target_port.unwrap_or(p.number))
+        })
+    };
+    let Ok(probe) = input.resolve_with(&named) else {
+        return;
+    };
+    let found = ProbedEndpoint {
+        address: endpoint.address,
+        probe,
+        ports: BTreeSet::new(),
+        source: source.clone(),
+    };
+    probed
+        .entry(found.key())
+        .or_insert(found)
+        .ports
+        .insert(endpoint.port);
 }
 
 /// PASSTHROUGH forwards to the `ip:port` a request names, checked against the service's

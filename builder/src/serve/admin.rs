@@ -1,4 +1,5 @@
-//! The admin port: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/status` (JSON per proxy).
+//! The admin port: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/status` (JSON per proxy),
+//! `/endpoints` (JSON per probed endpoint).
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/endpoints", get(endpoints))
         .with_state(shared)
 }
 
@@ -56,4 +58,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     axum::Json(shared.status_json())
+}
+
+async fn endpoints(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    axum::Json(shared.endpoints_json())
 }

@@ -40,6 +40,7 @@ pub async fn serve(
     // gRPC health v1 on the ADS port: the envoy-xds bootstrap health-checks every replica, so
     // a proxy reconnecting after its replica died picks a live one.
     let (_reporter, health) = tonic_health::server::health_reporter();
+    let _ = shared.identifier.set(identifier.clone());
     let service = AggregatedDiscoveryServiceServer::new(Ads { shared, identifier })
         // A full snapshot of a large mesh is several MB: lift tonic's 4 MB default.
         .max_decoding_message_size(64 << 20)

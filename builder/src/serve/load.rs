@@ -1,5 +1,6 @@
 //! Reading the input tree into a snapshot, and watching it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use super::ServeConfig;
 use super::groups::{self, Gateways};
 use super::snapshot::Snapshot;
 use super::state::{Published, Shared, now_secs};
+use crate::xds::ResourceSet;
 use crate::{Diagnostics, Inputs};
 
 /// What one read of the input gave.
@@ -31,39 +33,51 @@ pub fn load(config: &ServeConfig) -> Loaded {
 /// Runs every stage of `generate` on `inputs` (read from the files, or a generation of the
 /// store) and types the result.
 pub fn load_inputs(inputs: &Inputs, config: &ServeConfig) -> Loaded {
-    let (set, warnings) = match crate::resources(inputs, &config.options) {
+    let (set, probed, warnings) = match crate::resources_and_probes(inputs, &config.options) {
         Ok(r) => r,
         Err(diags) => return Loaded::Refused(diags.to_string()),
     };
     // The Gateways name the groups; the resources parse again (cheap next to modelling).
     let (parsed, _) = crate::parse::parse(inputs);
     let gateways = Gateways::of(&parsed, &config.options.namespace);
-    match Snapshot::build(&set) {
-        Ok(full) => {
-            let groups = gateways
-                .groups()
-                .into_iter()
-                .map(|g| {
-                    let snapshot = groups::snapshot_of(&set, &full, &gateways, &g);
-                    (g, Arc::new(snapshot))
-                })
-                .collect();
-            Loaded::Good(
-                Published {
-                    version: full.version,
-                    gateways,
-                    groups,
-                    at: Instant::now(),
-                },
-                warnings,
-            )
-        }
+    match group_snapshots(&set, &gateways) {
+        Ok((version, groups)) => Loaded::Good(
+            Published {
+                version,
+                gateways,
+                groups,
+                at: Instant::now(),
+                set: Arc::new(set),
+                probed: Arc::new(probed),
+            },
+            warnings,
+        ),
         // A bug of the builder, not of the input: a resource Envoy could not parse.
         Err(errors) => Loaded::Refused(format!(
             "<output>: error: the generated resources do not parse as Envoy's v3 API (a sluice bug; please report it):\n  {}",
             errors.join("\n  ")
         )),
     }
+}
+
+/// Each group's snapshot, by group name.
+pub type GroupSnapshots = BTreeMap<String, Arc<Snapshot>>;
+
+/// The version of `set` and each group's snapshot of it, or the resources that do not type.
+pub fn group_snapshots(
+    set: &ResourceSet,
+    gateways: &Gateways,
+) -> Result<(String, GroupSnapshots), Vec<String>> {
+    let full = Snapshot::build(set)?;
+    let groups = gateways
+        .groups()
+        .into_iter()
+        .map(|g| {
+            let snapshot = groups::snapshot_of(set, &full, gateways, &g);
+            (g, Arc::new(snapshot))
+        })
+        .collect();
+    Ok((full.version, groups))
 }
 
 /// Reads the input and publishes it if valid and different; otherwise records why not and
@@ -107,7 +121,11 @@ pub fn publish(loaded: Loaded, shared: &Shared) {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            shared.published.send_replace(Some(published));
+            // The current health goes with it (a new config must not forget which endpoints
+            // are down); the same check again under the publishing lock.
+            shared.publish_config(published, |current| {
+                current.is_some_and(|p| p.version == version)
+            });
         }
         Loaded::Refused(diagnostics) => {
             eprintln!(

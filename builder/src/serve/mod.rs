@@ -15,7 +15,10 @@
 pub mod admin;
 pub mod ads;
 pub mod groups;
+pub mod health;
 pub mod load;
+#[cfg(feature = "etcd")]
+pub mod register;
 pub mod snapshot;
 pub mod state;
 pub mod status;

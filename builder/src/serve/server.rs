@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use super::{admin, ads, load, state};
+use super::{admin, ads, health, load, state};
 use crate::Options;
 
 /// How `sluice serve` runs.
@@ -29,6 +29,10 @@ pub struct ServeConfig {
     /// replica following one store serves the same versions.
     #[cfg(feature = "etcd")]
     pub store: Option<crate::store::StoreUrl>,
+    /// The token VMs must present to register over HTTP (`POST /register` on the admin port,
+    /// `--register-token-file`); needs `store`. `None`: no HTTP registration.
+    #[cfg(feature = "etcd")]
+    pub register_token: Option<String>,
 }
 
 impl ServeConfig {
@@ -47,6 +51,8 @@ impl ServeConfig {
             debounce: DEFAULT_DEBOUNCE,
             #[cfg(feature = "etcd")]
             store: None,
+            #[cfg(feature = "etcd")]
+            register_token: None,
         }
     }
 }
@@ -82,6 +88,9 @@ pub async fn run(
         admin: admin.local_addr()?,
     });
     let shared = Arc::new(state::Shared::new());
+    let prober = Arc::new(crate::probe::run::Prober::new());
+    let _ = shared.prober.set(prober.clone());
+    let health_task = tokio::spawn(health::run(shared.clone(), prober));
     #[cfg(feature = "etcd")]
     let follower = config
         .store
@@ -95,7 +104,16 @@ pub async fn run(
         load::reload(&config, &shared);
         Some(load::watch(config.clone(), shared.clone())?)
     };
-    let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
+    #[allow(unused_mut)]
+    let mut admin_routes = admin::router(shared.clone());
+    #[cfg(feature = "etcd")]
+    if let (Some(store), Some(token)) = (&config.store, &config.register_token) {
+        admin_routes = admin_routes.merge(super::register::router(super::register::Registrar {
+            store: store.clone(),
+            token: token.clone(),
+        }));
+    }
+    let admin_task = tokio::spawn(async move { axum::serve(admin, admin_routes).await });
     // Not tonic's graceful shutdown: it waits for every stream to end, and ADS streams do not.
     // Dropping the server closes the listener; the runtime's end cuts the open streams.
     let result = tokio::select! {
@@ -103,6 +121,7 @@ pub async fn run(
         () = shutdown => Ok(()),
     };
     admin_task.abort();
+    health_task.abort();
     if let Some(follower) = follower {
         follower.abort();
     }

@@ -376,7 +376,7 @@ impl Registration {
                 "name": self.name(),
                 "namespace": self.namespace,
                 "labels": spec["metadata"]["labels"].clone(),
-                "annotations": {"istio.io/autoRegistrationGroup": self.group},
+                "annotations": {crate::input::istio::AUTO_REGISTRATION_GROUP: self.group},
             },
             "spec": entry,
         })

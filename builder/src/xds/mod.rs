@@ -25,6 +25,7 @@
 
 pub mod error;
 pub mod filters;
+pub mod health;
 pub mod native;
 pub mod resources;
 pub mod tcp;
