@@ -315,6 +315,12 @@ struct ServeArgs {
     #[cfg(feature = "etcd")]
     #[arg(long, value_name = "FILE", requires = "store")]
     register_token_file: Option<PathBuf>,
+    /// With --store, the replicas share health checking: each endpoint is probed by one live
+    /// replica. A replica that stops renewing its lease for DURATION (it died) hands its
+    /// endpoints to the others.
+    #[cfg(feature = "etcd")]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    fleet_ttl: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -1500,6 +1506,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         store: args.store,
         #[cfg(feature = "etcd")]
         register_token,
+        #[cfg(feature = "etcd")]
+        fleet_ttl: args.fleet_ttl,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

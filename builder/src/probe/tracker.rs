@@ -25,6 +25,13 @@ impl Health {
             Health::Unhealthy => "UNHEALTHY",
         }
     }
+
+    /// The health an EDS `health_status` name says ([`Health::eds_name`]'s inverse).
+    pub fn from_eds_name(name: &str) -> Option<Health> {
+        [Health::Unknown, Health::Healthy, Health::Unhealthy]
+            .into_iter()
+            .find(|h| h.eds_name() == name)
+    }
 }
 
 /// The probe results of one endpoint.

@@ -12,9 +12,9 @@ use crate::probe::run::{Prober, Target};
 use crate::probe::tracker::Health;
 
 /// The prober's targets for `probed`.
-fn targets(probed: &BTreeMap<String, ProbedEndpoint>) -> Vec<Target> {
+pub(super) fn targets<'a>(probed: impl IntoIterator<Item = &'a ProbedEndpoint>) -> Vec<Target> {
     probed
-        .values()
+        .into_iter()
         .map(|p| Target {
             address: p.address.clone(),
             probe: p.probe.clone(),
@@ -44,7 +44,7 @@ pub async fn run(shared: Arc<Shared>, prober: Arc<Prober>) {
                     .as_ref()
                     .is_some_and(|p| Arc::ptr_eq(p, &probed) || **p == *probed);
                 if !same {
-                    prober.set_targets(targets(&probed));
+                    prober.set_targets(targets(probed.values()));
                     probing = Some(probed);
                 }
             }
@@ -54,21 +54,30 @@ pub async fn run(shared: Arc<Shared>, prober: Arc<Prober>) {
                 }
                 changes.borrow_and_update();
                 let health = prober.health_by_key();
-                for (key, h) in &health {
-                    if last.get(key) != Some(h) {
-                        let why = prober
-                            .status()
-                            .into_iter()
-                            .find(|s| &s.key == key)
-                            .and_then(|s| s.last_error)
-                            .map(|e| format!(" ({e})"))
-                            .unwrap_or_default();
-                        eprintln!("serve: endpoint {key} is {}{why}", h.eds_name());
-                    }
-                }
+                log_changes(&prober, &last, &health);
                 shared.publish_health(health.clone());
                 last = health;
             }
+        }
+    }
+}
+
+/// One log line per endpoint whose health moved from `last` to `now`, with why.
+pub(super) fn log_changes(
+    prober: &Prober,
+    last: &BTreeMap<String, Health>,
+    now: &BTreeMap<String, Health>,
+) {
+    for (key, h) in now {
+        if last.get(key) != Some(h) {
+            let why = prober
+                .status()
+                .into_iter()
+                .find(|s| &s.key == key)
+                .and_then(|s| s.last_error)
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            eprintln!("serve: endpoint {key} is {}{why}", h.eds_name());
         }
     }
 }

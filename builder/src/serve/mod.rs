@@ -14,6 +14,8 @@
 
 pub mod admin;
 pub mod ads;
+#[cfg(feature = "etcd")]
+pub mod fleet;
 pub mod groups;
 pub mod health;
 pub mod load;

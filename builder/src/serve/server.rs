@@ -33,6 +33,10 @@ pub struct ServeConfig {
     /// `--register-token-file`); needs `store`. `None`: no HTTP registration.
     #[cfg(feature = "etcd")]
     pub register_token: Option<String>,
+    /// With `store`: how long the other replicas wait for this one, once it stops renewing
+    /// its lease (it died), before they probe its endpoints (`--fleet-ttl`).
+    #[cfg(feature = "etcd")]
+    pub fleet_ttl: Duration,
 }
 
 impl ServeConfig {
@@ -53,6 +57,8 @@ impl ServeConfig {
             store: None,
             #[cfg(feature = "etcd")]
             register_token: None,
+            #[cfg(feature = "etcd")]
+            fleet_ttl: super::fleet::DEFAULT_FLEET_TTL,
         }
     }
 }
@@ -83,14 +89,36 @@ pub async fn run(
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot listen on --admin-listen {}", config.admin_listen))?;
-    on_bound(Bound {
+    let bound = Bound {
         xds: xds.local_addr()?,
         admin: admin.local_addr()?,
-    });
+    };
+    on_bound(bound);
     let shared = Arc::new(state::Shared::new());
     let prober = Arc::new(crate::probe::run::Prober::new());
     let _ = shared.prober.set(prober.clone());
-    let health_task = tokio::spawn(health::run(shared.clone(), prober));
+    let identifier = shared
+        .identifier
+        .get_or_init(|| ads::identifier(bound.xds))
+        .clone();
+    // With a store, the replicas share the probing (each endpoint probed by one of them);
+    // alone, this replica probes every endpoint.
+    #[cfg(feature = "etcd")]
+    let health_task = match &config.store {
+        Some(url) => tokio::spawn(super::fleet::run(
+            shared.clone(),
+            prober,
+            url.clone(),
+            identifier,
+            config.fleet_ttl,
+        )),
+        None => tokio::spawn(health::run(shared.clone(), prober)),
+    };
+    #[cfg(not(feature = "etcd"))]
+    let health_task = {
+        let _ = identifier;
+        tokio::spawn(health::run(shared.clone(), prober))
+    };
     #[cfg(feature = "etcd")]
     let follower = config
         .store

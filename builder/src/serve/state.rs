@@ -190,6 +190,9 @@ pub struct Shared {
     publishing: Mutex<()>,
     /// The health last reported by the prober, by probe key.
     health: Mutex<BTreeMap<String, Health>>,
+    /// The health other replicas report of the endpoints they probe (with a store), by probe
+    /// key.
+    others: Mutex<BTreeMap<String, crate::probe::HealthReport>>,
     /// The prober, once serve runs one.
     pub prober: OnceLock<Arc<Prober>>,
     /// This replica's name (`control_plane.identifier`), once ADS listens.
@@ -218,6 +221,7 @@ impl Shared {
             inner: Mutex::new(Inner::default()),
             publishing: Mutex::new(()),
             health: Mutex::new(BTreeMap::new()),
+            others: Mutex::new(BTreeMap::new()),
             prober: OnceLock::new(),
             identifier: OnceLock::new(),
         }
@@ -264,6 +268,14 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = health;
     }
 
+    /// Records what other replicas report of the endpoints they probe (`/endpoints` shows it).
+    pub fn set_others(&self, others: BTreeMap<String, crate::probe::HealthReport>) {
+        *self
+            .others
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = others;
+    }
+
     /// The `/endpoints` document: every probed endpoint with its clusters, health, who probes
     /// it, its probe count, when its health last changed and its last error.
     pub fn endpoints_json(&self) -> Value {
@@ -277,6 +289,16 @@ impl Shared {
             .map(|s| (s.key.clone(), s))
             .collect();
         let replica = self.identifier.get().cloned().unwrap_or_default();
+        let others = self
+            .others
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let served = self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let now = SystemTime::now();
         let endpoints: Vec<Value> = published
             .as_ref()
@@ -284,26 +306,49 @@ impl Shared {
                 p.probed
                     .iter()
                     .map(|(key, e)| {
-                        let s = status.get(key);
-                        let health = s.map_or(Health::Unknown, |s| s.health);
-                        let changed_at = s.and_then(|s| s.since_change).and_then(|ago| {
-                            now.checked_sub(ago)?
-                                .duration_since(UNIX_EPOCH)
-                                .ok()
-                                .map(|d| d.as_secs())
-                        });
+                        // Probed here, or by another replica of the store's fleet (its report).
+                        let (health, by, probes, changed_at, last_error) =
+                            match (status.get(key), others.get(key)) {
+                                (Some(s), _) => (
+                                    s.health.eds_name().to_owned(),
+                                    replica.clone(),
+                                    s.probes,
+                                    s.since_change.and_then(|ago| {
+                                        now.checked_sub(ago)?
+                                            .duration_since(UNIX_EPOCH)
+                                            .ok()
+                                            .map(|d| d.as_secs())
+                                    }),
+                                    s.last_error.clone(),
+                                ),
+                                (None, Some(r)) => (
+                                    r.health.clone(),
+                                    r.by.clone(),
+                                    r.probes,
+                                    (r.changed_unix_ms > 0).then_some(r.changed_unix_ms / 1000),
+                                    r.last_error.clone(),
+                                ),
+                                (None, None) => (
+                                    Health::Unknown.eds_name().to_owned(),
+                                    String::new(),
+                                    0,
+                                    None,
+                                    None,
+                                ),
+                            };
+                        let eds = served.get(key) == Some(&Health::Healthy);
                         json!({
                             "key": key,
                             "address": e.address,
                             "ports": e.ports,
                             "clusters": crate::xds::health::clusters_of(&p.set, &e.address, &e.ports),
                             "source": e.source,
-                            "health": health.eds_name(),
-                            "eds": if health == Health::Healthy { "HEALTHY" } else { "UNHEALTHY" },
-                            "probed_by": replica,
-                            "probes": s.map_or(0, |s| s.probes),
+                            "health": health,
+                            "eds": if eds { "HEALTHY" } else { "UNHEALTHY" },
+                            "probed_by": by,
+                            "probes": probes,
                             "changed_at": changed_at,
-                            "last_error": s.and_then(|s| s.last_error.clone()),
+                            "last_error": last_error,
                         })
                     })
                     .collect()

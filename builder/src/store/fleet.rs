@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use etcd_client::{GetOptions, PutOptions, WatchOptions};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::etcd::{EtcdStore, StoreError};
@@ -44,21 +43,7 @@ fn rank(replica: &str, endpoint: &str) -> u64 {
     u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-/// One endpoint's health, as its owner reports it to the other replicas.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthReport {
-    /// The EDS `health_status` name: `HEALTHY`, `UNHEALTHY` or `UNKNOWN`.
-    pub health: String,
-    /// The replica that probes it.
-    pub by: String,
-    /// Probes its owner ran.
-    pub probes: u64,
-    /// When its health last changed, in milliseconds since the Unix epoch (0: never).
-    pub changed_unix_ms: u64,
-    /// Why its last probe failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-}
+pub use crate::probe::HealthReport;
 
 /// What the store says of the fleet, at one etcd revision.
 #[derive(Debug, Clone, Default, PartialEq)]
