@@ -233,6 +233,51 @@ impl Drop for ServedMesh {
     }
 }
 
+/// `shop` on port [`SHOP_PORT`] with one endpoint per port of `ports` (all on 127.0.0.1), each
+/// probed by serve (`sluice.dev/probe`: `GET /healthz` on the endpoint's own `http` port,
+/// every `period`, UNHEALTHY after `failures` failures in a row): the mesh of the central
+/// health-checking tests.
+pub fn probed_mesh(ports: &[u16], period: Duration, failures: u32) -> String {
+    let mut yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: shop
+  annotations:
+    sluice.dev/probe: |
+      httpGet: {{path: /healthz, port: http}}
+      periodSeconds: {}
+      timeoutSeconds: 1
+      failureThreshold: {failures}
+spec:
+  hosts: [shop]
+  ports:
+  - {{number: {SHOP_PORT}, name: http, protocol: HTTP}}
+  resolution: STATIC
+  endpoints:
+",
+        period.as_secs()
+    );
+    for port in ports {
+        yaml.push_str(&format!(
+            "  - {{address: 127.0.0.1, ports: {{http: {port}}}}}\n"
+        ));
+    }
+    yaml.push_str(
+        "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop]
+  http:
+  - route:
+    - destination: {host: shop}
+",
+    );
+    yaml
+}
+
 /// The port of [`shop_mesh`]'s service.
 pub const SHOP_PORT: u16 = 8000;
 
