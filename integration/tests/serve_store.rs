@@ -99,6 +99,7 @@ fn start_envoy(mesh_text: &str, servers: &[SocketAddr], node: &str) -> Envoy {
             node_id: node.to_owned(),
             node_cluster: "mesh".to_owned(),
             delta: false,
+            module_servers: Vec::new(),
         }),
         ..mesh::options()
     };

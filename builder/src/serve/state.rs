@@ -25,6 +25,10 @@ pub struct Published {
     pub groups: BTreeMap<String, Arc<Snapshot>>,
     /// When the loader published it.
     pub at: Instant,
+    /// `--serve-modules`: the bytes of each module the filter configs pin, by file name
+    /// (`sluice_router.wasm`), read with this config, so what `/modules/` serves is exactly
+    /// what the configs' sha256 name. Empty without `--serve-modules`.
+    pub modules: Arc<BTreeMap<String, bytes::Bytes>>,
 }
 
 impl Published {
