@@ -14,7 +14,7 @@
 //!   names inline, as EDS cannot carry them;
 //! - extension configs ([`Kind::ExtensionConfig`]): each listener's sluice filter configs,
 //!   named `<listener>/<filter>` (`<listener>/<filter>@<digest>` when the module is fetched
-//!   from `sluice serve`: see [`remote_module_suffix`]).
+//!   from `sluice serve`: see `remote_module_suffix`).
 //!
 //! Every resource carries a content hash ([`Resource::hash`]): the same mesh gives the same
 //! hashes on every machine and in every process, so versions derived from them never churn.
