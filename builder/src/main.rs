@@ -170,8 +170,9 @@ The wasm modules are referenced by path in the filter configs serve sends (--was
 $SLUICE_WASM_DIR or target/wasm32-wasip1/release of this checkout): they must exist there on the
 proxy's host. With --serve-modules DIR they are fetched instead: each filter config names
 http://sluice-modules/modules/sluice_<module>.wasm and its sha256 (Envoy refuses other bytes),
-the proxy's listeners stay warming until the modules arrived, and Envoy caches them by sha256
-(a config change that keeps the modules fetches nothing). Admin port: /healthz, /readyz (200 once a valid config is loaded), /metrics
+a listener stays warming until its modules arrived and matched, Envoy caches them by sha256 (a
+weight change fetches nothing), and a rebuilt module is a new listener that warms while the old
+one serves. Admin port: /healthz, /readyz (200 once a valid config is loaded), /metrics
 (Prometheus), /status (JSON). Versions are hashes of the content: a restarted serve gives every
 proxy the versions it already has, so nothing is re-applied. Exit codes: 2 when a port cannot be
 bound; an invalid input does not stop serve.";
