@@ -61,8 +61,8 @@ use std::path::Path;
 
 pub use diag::{Code, Diagnostic, Diagnostics, Severity};
 pub use input::options::{
-    DEFAULT_MODULE_DIR, DEFAULT_XDS_LISTEN, Options, Target, WasmModules, XdsBootstrap,
-    default_wasm_dir,
+    DEFAULT_MODULE_DIR, DEFAULT_XDS_LISTEN, Options, ServedModules, Target, WasmModules,
+    XdsBootstrap, default_wasm_dir,
 };
 pub use input::parse::{Inputs, SourceFile};
 pub use output::Output;

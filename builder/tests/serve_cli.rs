@@ -252,3 +252,96 @@ spec:
     );
     drop(open);
 }
+
+#[test]
+fn serve_modules_as_a_user_gives_them() {
+    // The bootstrap: the module cluster lists every replica's admin address.
+    let run = sluice()
+        .args([
+            "generate",
+            "-f",
+            &demo(),
+            "--target",
+            "envoy-xds",
+            "-o",
+            "-",
+        ])
+        .args([
+            "--modules-server",
+            "10.0.0.1:18080",
+            "--modules-server",
+            "10.0.0.2:18080",
+        ])
+        .output()
+        .expect("sluice generate runs");
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for want in ["sluice-modules", "10.0.0.2", "port_value: 18080", "/readyz"] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    assert!(!text.contains(".wasm"), "no module file:\n{text}");
+
+    // Files on the proxy or modules over HTTP: one or the other.
+    let both = sluice()
+        .args(["serve", "-f", &demo(), "--serve-modules", "/tmp"])
+        .args(["--wasm-dir", "/opt/sluice/wasm"])
+        .output()
+        .expect("sluice serve runs");
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+
+    // A folder without modules: serve stays up, serves nothing, and says why.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let mut child = sluice()
+        .args(["serve", "-f", &demo()])
+        .args([
+            "--xds-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--serve-modules", &empty.path().display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice serve starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let serve = Serve(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let first = lines.next().expect("a line").expect("UTF-8");
+    let admin = first
+        .split("admin on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no admin address in {first:?}"))
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let error = loop {
+        let run = sluice()
+            .args(["status", "--admin", &admin, "--format", "json"])
+            .output()
+            .expect("sluice status runs");
+        let doc: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap_or_default();
+        if let Some(error) = doc["config"]["error"].as_str() {
+            assert_eq!(doc["ready"], false);
+            break error.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no refusal: {doc}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        error.contains("--serve-modules: no sluice_<module>.wasm"),
+        "{error}"
+    );
+    drop(serve);
+}

@@ -1,6 +1,7 @@
 //! Reading the input tree into a snapshot, and watching it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,10 +34,40 @@ pub fn load(config: &ServeConfig) -> Loaded {
 /// Runs every stage of `generate` on `inputs` (read from the files, or a generation of the
 /// store) and types the result.
 pub fn load_inputs(inputs: &Inputs, config: &ServeConfig) -> Loaded {
-    let (set, probed, warnings) = match crate::resources_and_probes(inputs, &config.options) {
+    let (options, modules) = match &config.serve_modules {
+        Some(dir) => match read_modules(dir) {
+            Ok((served, bytes)) => (
+                crate::Options {
+                    wasm: crate::WasmModules::Served(served),
+                    ..config.options.clone()
+                },
+                bytes,
+            ),
+            Err(e) => return Loaded::Refused(e),
+        },
+        None => (config.options.clone(), BTreeMap::new()),
+    };
+    let (set, probed, warnings) = match crate::resources_and_probes(inputs, &options) {
         Ok(r) => r,
         Err(diags) => return Loaded::Refused(diags.to_string()),
     };
+    if config.serve_modules.is_some() {
+        let missing: Vec<String> = set
+            .modules
+            .iter()
+            .map(|m| crate::xds::resources::module_file(m))
+            .filter(|file| !modules.contains_key(file))
+            .collect();
+        if !missing.is_empty() {
+            let dir = config.serve_modules.as_deref().unwrap_or(Path::new("."));
+            return Loaded::Refused(format!(
+                "{}: error: --serve-modules has no {} (the mesh's filters need {}): nothing is pushed\n  hint: build the modules (cargo xtask build-wasm, or sluice build) into that folder",
+                dir.display(),
+                missing.join(", "),
+                if missing.len() == 1 { "it" } else { "them" },
+            ));
+        }
+    }
     // The Gateways name the groups; the resources parse again (cheap next to modelling).
     let (parsed, _) = crate::parse::parse(inputs);
     let gateways = Gateways::of(&parsed, &config.options.namespace);
@@ -49,6 +80,7 @@ pub fn load_inputs(inputs: &Inputs, config: &ServeConfig) -> Loaded {
                 at: Instant::now(),
                 set: Arc::new(set),
                 probed: Arc::new(probed),
+                modules: Arc::new(modules),
             },
             warnings,
         ),
@@ -78,6 +110,44 @@ pub fn group_snapshots(
         })
         .collect();
     Ok((full.version, groups))
+}
+
+/// `--serve-modules DIR`: every `sluice_<module>.wasm` of `DIR` (the modules a config may
+/// load; those absent are skipped, and a config that needs one is refused), with the sha256
+/// each filter config pins. Read with every load, so a module rebuilt in `DIR` is served, and
+/// pinned, with the next change of the tree.
+pub fn read_modules(
+    dir: &Path,
+) -> Result<(crate::ServedModules, BTreeMap<String, bytes::Bytes>), String> {
+    use sha2::{Digest, Sha256};
+    let mut served = crate::ServedModules::default();
+    let mut bytes = BTreeMap::new();
+    for module in crate::xds::filters::MODULES {
+        let file = crate::xds::resources::module_file(module);
+        let path = dir.join(&file);
+        match std::fs::read(&path) {
+            Ok(data) => {
+                served
+                    .sha256
+                    .insert(module.to_owned(), hex::encode(Sha256::digest(&data)));
+                bytes.insert(file, bytes::Bytes::from(data));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(format!(
+                    "{}: error: --serve-modules: cannot read it: {e}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    if bytes.is_empty() {
+        return Err(format!(
+            "{}: error: --serve-modules: no sluice_<module>.wasm in this folder\n  hint: build them (cargo xtask build-wasm, or sluice build) or name the folder that holds them",
+            dir.display()
+        ));
+    }
+    Ok((served, bytes))
 }
 
 /// Reads the input and publishes it if valid and different; otherwise records why not and
@@ -161,6 +231,12 @@ pub fn watch(
         watcher
             .watch(path, notify::RecursiveMode::Recursive)
             .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", path.display()))?;
+    }
+    // A module rebuilt in --serve-modules is a change too: served and pinned at once.
+    if let Some(dir) = &config.serve_modules {
+        watcher
+            .watch(dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| anyhow::anyhow!("cannot watch --serve-modules {}: {e}", dir.display()))?;
     }
     tokio::spawn(async move {
         while rx.recv().await.is_some() {

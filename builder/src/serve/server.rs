@@ -25,6 +25,11 @@ pub struct ServeConfig {
     /// How long the tree must be quiet before a change is read: an editor's save or a
     /// `git checkout` is many events, and one read of the result is what counts.
     pub debounce: Duration,
+    /// `--serve-modules DIR`: serve `DIR/sluice_<module>.wasm` on the admin port
+    /// (`/modules/sluice_<module>.wasm`) and make the filter configs fetch them from there
+    /// (Envoy's remote data source, pinned by sha256) instead of naming a file on the proxy's
+    /// host. `None`: the configs name files (`options.wasm`).
+    pub serve_modules: Option<PathBuf>,
     /// Serve the store's current generation instead of `inputs` (`--store etcd://...`): every
     /// replica following one store serves the same versions.
     #[cfg(feature = "etcd")]
@@ -53,6 +58,7 @@ impl ServeConfig {
                 .parse()
                 .expect("the default admin address parses"),
             debounce: DEFAULT_DEBOUNCE,
+            serve_modules: None,
             #[cfg(feature = "etcd")]
             store: None,
             #[cfg(feature = "etcd")]

@@ -33,6 +33,10 @@ pub struct Published {
     pub set: Arc<ResourceSet>,
     /// The endpoints probed, by probe key ([`ProbedEndpoint::key`]).
     pub probed: Arc<BTreeMap<String, ProbedEndpoint>>,
+    /// `--serve-modules`: the bytes of each module the filter configs pin, by file name
+    /// (`sluice_router.wasm`), read with this config, so what `/modules/` serves is exactly
+    /// what the configs' sha256 name. Empty without `--serve-modules`.
+    pub modules: Arc<BTreeMap<String, bytes::Bytes>>,
 }
 
 impl Published {

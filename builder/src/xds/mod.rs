@@ -13,7 +13,8 @@
 //!   endpoints a [`Kind::Endpoint`] resource of the same name; DNS clusters keep their host
 //!   names inline, as EDS cannot carry them;
 //! - extension configs ([`Kind::ExtensionConfig`]): each listener's sluice filter configs,
-//!   named `<listener>/<filter>`.
+//!   named `<listener>/<filter>` (`<listener>/<filter>@<digest>` when the module is fetched
+//!   from `sluice serve`: see `remote_module_suffix`).
 //!
 //! The istio target is written from the set of the mesh as one proxy sees it
 //! ([`resources::mesh_wide`]): every HTTP listener merged into one, so one config per filter
@@ -211,8 +212,9 @@ impl ResourceSet {
                         continue;
                     }
                     let name = format!(
-                        "{listener_name}/{}",
-                        filter["name"].as_str().unwrap_or_default()
+                        "{listener_name}/{}{}",
+                        filter["name"].as_str().unwrap_or_default(),
+                        remote_module_suffix(&filter["typed_config"])
                     );
                     // Every chain of a listener runs the same filter configs: one resource.
                     filter_configs.entry(name.clone()).or_insert_with(
@@ -325,7 +327,8 @@ impl ResourceSet {
                             continue;
                         }
                         let name = filter["name"].as_str().unwrap_or_default().to_owned();
-                        let short = name.rsplit('/').next().unwrap_or(&name).to_owned();
+                        let short = name.rsplit('/').next().unwrap_or(&name);
+                        let short = short.split('@').next().unwrap_or(short).to_owned();
                         let typed_config = filters
                             .get(name.as_str())
                             .map(|r| r.body["typed_config"].clone())
@@ -370,6 +373,20 @@ impl ResourceSet {
         }
         hex::encode(digest.finalize())
     }
+}
+
+/// `@<digest>` for a filter whose module is remote code (`sluice serve --serve-modules`): the
+/// first 12 hex digits of the module's sha256, so the filter config's ECDS name, and with it
+/// the listener that names it, changes with the module. Envoy 1.40 fetches remote code only
+/// while a listener warms (an in-place ECDS update of a warm listener would never fetch it),
+/// so a new module is a new listener, warmed (fetched and checked against the sha256) before it
+/// replaces the old one, which serves meanwhile. A weight change keeps the module, the name
+/// and the listener: an in-place ECDS update. Empty for a module read from a file.
+fn remote_module_suffix(typed_config: &Value) -> String {
+    typed_config["config"]["vm_config"]["code"]["remote"]["sha256"]
+        .as_str()
+        .map(|sha| format!("@{}", &sha[..sha.len().min(12)]))
+        .unwrap_or_default()
 }
 
 fn hcm_of(chain: &Value) -> Option<&serde_json::Map<String, Value>> {

@@ -105,7 +105,7 @@ fn module_path(filter: &str, options: &Options) -> String {
     match &options.wasm {
         WasmModules::Bundle { module_dir, .. } => module_dir.join(module_file(filter)),
         WasmModules::Reference(dir) => dir.join(module_file(filter)),
-        WasmModules::NotRead => module_file(filter).into(),
+        WasmModules::NotRead | WasmModules::Served(_) => module_file(filter).into(),
     }
     .display()
     .to_string()
@@ -119,9 +119,63 @@ fn duration(d: Duration) -> String {
     sluice_core::duration::format(d)
 }
 
+/// The bootstrap cluster through which the filter configs of `sluice serve --serve-modules`
+/// fetch the modules: every serve replica's admin address (`generate --target envoy-xds
+/// --modules-server`).
+pub const MODULES_CLUSTER: &str = "sluice-modules";
+
+/// Where serve's admin port serves the modules: `/modules/sluice_<module>.wasm`.
+pub const MODULES_PATH: &str = "/modules/";
+
+/// The URI a filter config fetches `module` from (`http://sluice-modules/modules/sluice_<module>.wasm`):
+/// the host is only the `:authority` sent; [`MODULES_CLUSTER`] says where it goes.
+pub fn served_module_uri(module: &str) -> String {
+    format!(
+        "http://{MODULES_CLUSTER}{MODULES_PATH}{}",
+        module_file(module)
+    )
+}
+
+/// `vm_config.code` of `filter`: a file on the proxy's host, or (`--serve-modules`) Envoy's
+/// remote data source pinned by the sha256 of the bytes serve serves.
+fn module_code(filter: &str, options: &Options) -> Value {
+    match &options.wasm {
+        WasmModules::Served(served) => json!({"remote": {
+            "http_uri": {
+                "uri": served_module_uri(filter),
+                "cluster": MODULES_CLUSTER,
+                "timeout": "30s",
+            },
+            // Envoy refuses bytes of another digest; serve refuses to load a config that
+            // needs a module it does not have, so this is never empty in a served config.
+            "sha256": served.sha256.get(filter).cloned().unwrap_or_default(),
+            // Envoy fetches while the listener warms (the old listener, if any, keeps
+            // serving): a module server that is down, or bytes that do not match the pin, keep
+            // the listener warming and retried (about 58 days at 5 s) instead of letting it
+            // serve with a filter that has no code.
+            "retry_policy": {
+                "retry_back_off": {"base_interval": "0.5s", "max_interval": "5s"},
+                "num_retries": 1_000_000,
+            },
+        }}),
+        _ => json!({"local": {"filename": module_path(filter, options)}}),
+    }
+}
+
 fn wasm_filter(filter: &str, config_json: String, options: &Options) -> Value {
-    let code = json!({"local": {"filename": module_path(filter, options)}});
-    wasm_http_filter(filter, code, config_json)
+    let mut wasm = wasm_http_filter(filter, module_code(filter, options), config_json);
+    if let WasmModules::Served(_) = options.wasm {
+        // Envoy keys a VM by (vm_id, vm configuration, code), and while a remote module is
+        // still being fetched it computes that key with no code: the modules, sharing vm_id
+        // `sluice` (for the breaker's shared data), would then share one VM, and every filter
+        // would run the first module fetched. A vm configuration naming the module keeps their
+        // keys apart; the filters do not read it.
+        wasm["typed_config"]["config"]["vm_config"]["configuration"] = json!({
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": wire::root_id(filter),
+        });
+    }
+    wasm
 }
 
 /// The `envoy.filters.http.wasm` filter of one sluice module: filter name `sluice-<filter>`,
