@@ -121,34 +121,17 @@ fn wait_serve(served: &ServedMesh, ports: &[u16], health: &str) -> Duration {
 }
 
 /// The ports of the shop cluster's hosts whose EDS health status is UNHEALTHY in Envoy, and
-/// all its hosts (from the admin's `/clusters?format=json`).
+/// all its hosts.
 fn envoy_view(envoy: &Envoy) -> (BTreeSet<u16>, BTreeSet<u16>) {
-    let (_, text) = envoy.admin_get("/clusters?format=json").unwrap_or_default();
-    let doc: Value = serde_json::from_str(&text).unwrap_or_default();
-    let mut unhealthy = BTreeSet::new();
-    let mut hosts = BTreeSet::new();
-    let cluster = doc["cluster_statuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["name"] == CLUSTER);
-    for host in cluster
-        .and_then(|c| c["host_statuses"].as_array())
-        .into_iter()
-        .flatten()
-    {
-        let Some(port) = host["address"]["socket_address"]["port_value"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-        else {
-            continue;
-        };
-        hosts.insert(port);
-        if host["health_status"]["eds_health_status"] == "UNHEALTHY" {
-            unhealthy.insert(port);
-        }
-    }
-    (unhealthy, hosts)
+    let hosts = envoy.cluster_hosts(CLUSTER);
+    (
+        hosts
+            .iter()
+            .filter(|(_, eds)| eds == "UNHEALTHY")
+            .map(|(p, _)| *p)
+            .collect(),
+        hosts.iter().map(|(p, _)| *p).collect(),
+    )
 }
 
 /// Waits until each Envoy has the 20 hosts, exactly `down` of them unhealthy by EDS.

@@ -82,16 +82,11 @@ fn post(admin: SocketAddr, token: Option<&str>, body: &Value) -> (u16, Value) {
 }
 
 /// The ports of the hosts Envoy has in the ratings cluster.
-fn hosts(envoy: &Envoy) -> Vec<u64> {
-    let (_, text) = envoy.admin_get("/clusters?format=json").unwrap_or_default();
-    let doc: Value = serde_json::from_str(&text).unwrap_or_default();
-    doc["cluster_statuses"]
-        .as_array()
+fn hosts(envoy: &Envoy) -> Vec<u16> {
+    envoy
+        .cluster_hosts(CLUSTER)
         .into_iter()
-        .flatten()
-        .filter(|c| c["name"] == CLUSTER)
-        .flat_map(|c| c["host_statuses"].as_array().cloned().unwrap_or_default())
-        .filter_map(|h| h["address"]["socket_address"]["port_value"].as_u64())
+        .map(|(port, _)| port)
         .collect()
 }
 
@@ -155,7 +150,7 @@ fn a_vm_registers_over_http_with_the_token_and_appears_in_eds() {
     assert_eq!(answer["name"], "ratings-vm-127-0-0-1");
     assert_eq!(answer["ttlSeconds"], 10);
     poll(DEADLINE, "the VM in Envoy's EDS", || {
-        hosts(&envoy) == [u64::from(vm.port())]
+        hosts(&envoy) == [vm.port()]
     })
     .unwrap_or_else(|e| panic!("{e:#}: {:?}", hosts(&envoy)));
     poll(DEADLINE, "traffic to the VM", || {
