@@ -48,6 +48,8 @@ pub struct StreamLog {
     pub bytes: u64,
     /// When the stream last received a response.
     pub last_response: Option<Instant>,
+    /// When it received each response.
+    pub received: Vec<Instant>,
     /// When the stream last sent an ACK (queued it on its connection).
     pub last_ack: Option<Instant>,
     /// Types with at least one ACKed response.
@@ -213,6 +215,7 @@ async fn run_stream(server: SocketAddr, node: Node, log: Arc<Mutex<StreamLog>>) 
             log.responses += 1;
             log.bytes += response.encoded_len() as u64;
             log.last_response = Some(received);
+            log.received.push(received);
             log.last_ack = Some(Instant::now());
             log.acked_types
                 .insert(sluice::serve::state::short_name(kind));

@@ -23,6 +23,7 @@ use sluice::probe::tracker::Health;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::control_plane::load_average;
+use super::load::{NICE, prioritise};
 use super::procfs::thread_cpu_seconds;
 use super::report::{machine, today, upsert_section};
 
@@ -71,6 +72,8 @@ pub struct ProbeReport {
     pub runs: Vec<ProbeRun>,
     /// Load average at the start.
     pub load_average: String,
+    /// Whether the prober and upstreams ran at nice [`NICE`].
+    pub prioritised: bool,
 }
 
 /// Counts of what the upstreams saw.
@@ -83,6 +86,8 @@ struct Seen {
 /// Runs the probe bench and writes its section of the report.
 pub fn probes(options: &ProbeOptions) -> Result<ProbeReport> {
     let load_average = load_average();
+    // The runtimes' threads, created below, inherit it.
+    let prioritised = prioritise(std::process::id()).is_ok();
     let upstreams = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("upstreams")
@@ -144,6 +149,7 @@ pub fn probes(options: &ProbeOptions) -> Result<ProbeReport> {
         options: options.clone(),
         runs,
         load_average,
+        prioritised,
     };
     let section = render(&report);
     upsert_section(&options.output, "probes", &section)?;
@@ -237,10 +243,15 @@ fn render(report: &ProbeReport) -> String {
     let _ = writeln!(
         md,
         "Measured {} on {} (load average {} at the start: a shared machine, other engineers \
-         compiling beside it). Command: `{}`.\n",
+         compiling and testing beside it; {}). Command: `{}`.\n",
         today(),
         machine(),
         report.load_average,
+        if report.prioritised {
+            format!("the prober and the upstreams at nice {NICE} with their session's autogroup")
+        } else {
+            "default priority (renice refused)".to_owned()
+        },
         o.command_line
     );
     let _ = writeln!(

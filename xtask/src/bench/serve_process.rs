@@ -86,7 +86,8 @@ impl ServeProcess {
         let response = client::send(
             &Request::get(self.admin.port(), path)
                 .authority("127.0.0.1")
-                .timeout(Duration::from_secs(10)),
+                // A large push keeps serve's workers busy for seconds on 2 cores.
+                .timeout(Duration::from_secs(30)),
         )?;
         Ok((response.status, response.text()))
     }

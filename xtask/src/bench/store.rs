@@ -17,8 +17,10 @@ use sluice_integration::etcd::EtcdCluster;
 use super::ads_load::Fleet;
 use super::builder_scale::{Variant, release_binary};
 use super::control_plane::{
-    MeshDir, Repetition, dir_bytes, load_average, mean, measure_once, percentile, wait_in_sync,
+    MeshDir, Repetition, dir_bytes, load_average, mean, measure_once, percentile, priority_note,
+    wait_in_sync,
 };
+use super::load::prioritise;
 use super::report::{machine, median, today, upsert_section};
 use super::serve_process::ServeProcess;
 
@@ -62,6 +64,8 @@ pub struct StoreReport {
     pub load_average: String,
     /// Wall time of the run.
     pub wall: Duration,
+    /// Whether the processes ran at a raised priority.
+    pub prioritised: bool,
 }
 
 /// Runs the store bench and writes its section of the report.
@@ -69,6 +73,8 @@ pub fn store(options: &StoreOptions, wasm_dir: &Path) -> Result<StoreReport> {
     let started = Instant::now();
     let load_average = load_average();
     let binary = release_binary()?;
+    // etcd, the replicas, `sluice apply` and the generator inherit it (not the build above).
+    let prioritised = prioritise(std::process::id()).is_ok();
     let mut mesh = MeshDir::create(options.services)?;
     let input_bytes = dir_bytes(mesh.path())?;
     eprintln!("bench store: {} etcd members", options.members);
@@ -174,6 +180,7 @@ pub fn store(options: &StoreOptions, wasm_dir: &Path) -> Result<StoreReport> {
         replica_peak_rss_kib,
         load_average,
         wall: started.elapsed(),
+        prioritised,
     };
     let previous = std::fs::read_to_string(&options.output).unwrap_or_default();
     let section = render(&report, file_source_weight(&previous).as_deref());
@@ -213,11 +220,12 @@ fn render(report: &StoreReport, file_source: Option<&str>) -> String {
     let _ = writeln!(
         md,
         "Measured {} on {} (load average {} at the start: a shared machine, other engineers \
-         compiling beside it; {:.0} s in all). Command: `{}`.\n",
+         compiling and testing beside it; {:.0} s in all; {}). Command: `{}`.\n",
         today(),
         machine(),
         report.load_average,
         report.wall.as_secs_f64(),
+        priority_note(report.prioritised),
         o.command_line
     );
     let _ = writeln!(
