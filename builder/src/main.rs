@@ -136,7 +136,9 @@ Examples:
   sluice register --store etcd://10.0.0.1:2379 --group ratings-vm --namespace shop \\
       --address 10.1.0.7 --label zone=a
 
-  # Leave now (e.g. before a planned shutdown):
+  # Leave (e.g. before a planned shutdown): the entry drains for --drain (default 5s: proxies
+  # send the VM no new requests and finish those in flight), then it is removed; stop the
+  # VM's server once this returns:
   sluice register --store etcd://10.0.0.1:2379 --group ratings-vm --namespace shop \\
       --address 10.1.0.7 --leave
 
@@ -144,7 +146,9 @@ The entry is the group's template (ports, serviceAccount, network, locality, wei
 with the VM's address and the extra labels and ports, named GROUP-ADDRESS, annotated
 istio.io/autoRegistrationGroup as Istio's auto-registration does. Control planes following the
 store (`sluice serve --store`) see it within a second and stop seeing it when it leaves or its
-lease lapses (--ttl, default 10s).";
+lease lapses (--ttl, default 10s). Leaving, by --leave or by stopping this command (Ctrl-C,
+SIGTERM), drains first: the entry is annotated sluice.dev/draining, proxies get its endpoints
+as EDS DRAINING for --drain, then it is removed; a crash removes it when the lease lapses.";
 const SERVE_HELP: &str = "\
 Examples:
   # Serve a directory; write the bootstrap an Envoy joins with; run that Envoy:
@@ -471,9 +475,14 @@ struct RegisterArgs {
     /// How long the registration outlives this process if it dies without leaving.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     ttl: std::time::Duration,
-    /// Remove the registration and exit.
+    /// Remove the registration and exit (after the drain).
     #[arg(long)]
     leave: bool,
+    /// On leaving (--leave, Ctrl-C, SIGTERM): how long the entry stays draining before it is
+    /// removed: proxies get the VM as EDS DRAINING, send it no new requests and finish those
+    /// in flight. Keep the VM serving until this command exits. 0s removes it at once.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    drain: std::time::Duration,
 }
 
 #[cfg(feature = "etcd")]
@@ -1288,8 +1297,11 @@ fn register(args: RegisterArgs) -> ExitCode {
     let result: Result<(), String> = runtime().block_on(async {
         let mut store = EtcdStore::connect(&url).await.map_err(|e| e.to_string())?;
         if args.leave {
+            if !args.drain.is_zero() {
+                println!("draining {}/{name} for {:?}", args.namespace, args.drain);
+            }
             let left = store
-                .deregister(&args.namespace, &name, None)
+                .leave(&args.namespace, &name, None, args.drain)
                 .await
                 .map_err(|e| e.to_string())?;
             if left {
@@ -1327,10 +1339,17 @@ fn register(args: RegisterArgs) -> ExitCode {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
                 () = stop_signal() => {
-                    store
-                        .deregister(&args.namespace, &name, Some(lease))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    if !args.drain.is_zero() {
+                        println!("draining {}/{name} for {:?}", args.namespace, args.drain);
+                    }
+                    let leaving = store.leave(&args.namespace, &name, Some(lease), args.drain);
+                    tokio::pin!(leaving);
+                    // The lease is renewed while the entry drains, however long the drain.
+                    let left = tokio::select! {
+                        left = &mut leaving => left,
+                        _ = keeper.keep_alive(lease, ttl) => leaving.await,
+                    };
+                    left.map_err(|e| e.to_string())?;
                     println!("left: {}/{name} removed from {url}", args.namespace);
                     return Ok(());
                 }

@@ -206,3 +206,102 @@ spec:
         "{diags}"
     );
 }
+
+/// A ServiceEntry selecting two WorkloadEntries, one of them leaving, both probed.
+const LEAVING: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: ratings
+  annotations: {sluice.dev/probe: '{tcpSocket: {port: 9080}}'}
+spec:
+  hosts: [ratings]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: ratings}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: staying}
+spec: {address: 10.0.0.1, labels: {app: ratings}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: leaving
+  annotations: {sluice.dev/draining: 'true'}
+spec: {address: 10.0.0.2, labels: {app: ratings}}
+";
+
+/// `(address, health_status)` of each endpoint of the ratings cluster's EDS resource in `set`.
+fn eds_health(set: &sluice::xds::ResourceSet) -> Vec<(String, String)> {
+    let assignment = set
+        .of(sluice::xds::Kind::Endpoint)
+        .iter()
+        .find(|r| r.name == "outbound|9080||ratings")
+        .expect("the ratings EDS resource")
+        .body
+        .clone();
+    assignment["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["lb_endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|lb| {
+            (
+                lb["endpoint"]["address"]["socket_address"]["address"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                lb["health_status"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_draining_workload_is_eds_draining_whatever_its_probe_says() {
+    use sluice::xds::health::{EdsHealth, apply, by_socket};
+    let (set, probed, _) =
+        sluice::resources_and_probes(&Inputs::from_text("mesh.yaml", LEAVING), &options())
+            .unwrap_or_else(|d| panic!("does not generate:\n{d}"));
+    assert_eq!(
+        eds_health(&set),
+        [
+            ("10.0.0.1".to_owned(), "-".to_owned()),
+            ("10.0.0.2".to_owned(), "DRAINING".to_owned())
+        ]
+    );
+    // Both still probed (a leaving VM's health stays visible in `status --endpoints`), but a
+    // passing probe does not put the leaving one back in the load balancing.
+    assert_eq!(probed.len(), 2);
+    let healthy = apply(&set, &by_socket(&probed, |_| EdsHealth::Healthy));
+    assert_eq!(
+        eds_health(&healthy),
+        [
+            ("10.0.0.1".to_owned(), "HEALTHY".to_owned()),
+            ("10.0.0.2".to_owned(), "DRAINING".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn the_draining_annotation_is_true_or_false_on_a_workload_entry() {
+    let diags =
+        diagnose(&LEAVING.replace("sluice.dev/draining: 'true'", "sluice.dev/draining: 'yes'"));
+    assert!(
+        diags.contains("mesh.yaml:21:")
+            && diags.contains("sluice.dev/draining")
+            && diags.contains("expected \"true\" or \"false\""),
+        "{diags}"
+    );
+    let on_service = LEAVING.replace(
+        "annotations: {sluice.dev/probe: '{tcpSocket: {port: 9080}}'}",
+        "annotations: {sluice.dev/draining: 'true'}",
+    );
+    let diags = diagnose(&on_service);
+    assert!(
+        diags.contains("mesh.yaml:5:17:") && diags.contains("belongs on a WorkloadEntry"),
+        "{diags}"
+    );
+}

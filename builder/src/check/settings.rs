@@ -21,9 +21,9 @@ use sluice_core::fault::plan::FaultPlan;
 
 use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
 use crate::input::annotations::{
-    BREAKER_ANNOTATION, BreakerFields, CANARY_ANNOTATION, CanaryRoute, FAULT_ANNOTATION,
-    FaultExtras, OUTCOMES, PROBE_ANNOTATION, annotation_tree, fault_rule, legacy_breaker, outcome,
-    route_index,
+    BREAKER_ANNOTATION, BreakerFields, CANARY_ANNOTATION, CanaryRoute, DRAINING_ANNOTATION,
+    FAULT_ANNOTATION, FaultExtras, OUTCOMES, PROBE_ANNOTATION, annotation_tree, fault_rule,
+    legacy_breaker, outcome, route_index,
 };
 use crate::input::istio::{DestinationRuleSpec, VirtualServiceSpec};
 use crate::input::parse::{Inputs, Resource, Spec};
@@ -333,7 +333,11 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                 check_breaker(r, dr, &sources, &mut out);
                 check_legacy_breakers(r, dr, &mut out);
             }
-            Spec::ServiceEntry(_) | Spec::WorkloadEntry(_) => check_probe(r, &sources, &mut out),
+            Spec::ServiceEntry(_) => check_probe(r, &sources, &mut out),
+            Spec::WorkloadEntry(_) => {
+                check_probe(r, &sources, &mut out);
+                check_draining(r, &mut out);
+            }
             _ => {}
         }
         for key in r.metadata.annotations.keys() {
@@ -344,6 +348,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                     BREAKER_ANNOTATION,
                     crate::input::annotations::HEALTH_CHECK_ANNOTATION,
                     PROBE_ANNOTATION,
+                    DRAINING_ANNOTATION,
                 ]
                 .contains(&key.as_str())
             {
@@ -353,6 +358,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                     BREAKER_ANNOTATION,
                     crate::input::annotations::HEALTH_CHECK_ANNOTATION,
                     PROBE_ANNOTATION,
+                    DRAINING_ANNOTATION,
                 ];
                 let hint = match did_you_mean(key, known) {
                     Some(s) => format!("did you mean `{s}`?"),
@@ -376,11 +382,13 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
             FAULT_ANNOTATION,
             BREAKER_ANNOTATION,
             PROBE_ANNOTATION,
+            DRAINING_ANNOTATION,
         ] {
             let wrong_kind = match r.spec {
                 _ if key == PROBE_ANNOTATION => {
                     !matches!(r.spec, Spec::ServiceEntry(_) | Spec::WorkloadEntry(_))
                 }
+                _ if key == DRAINING_ANNOTATION => !matches!(r.spec, Spec::WorkloadEntry(_)),
                 Spec::VirtualService(_) => key == BREAKER_ANNOTATION,
                 Spec::DestinationRule(_) => key != BREAKER_ANNOTATION,
                 _ => true,
@@ -388,6 +396,8 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
             if wrong_kind && r.metadata.annotations.contains_key(key) {
                 let home = if key == PROBE_ANNOTATION {
                     "ServiceEntry or WorkloadEntry"
+                } else if key == DRAINING_ANNOTATION {
+                    "WorkloadEntry"
                 } else if key == BREAKER_ANNOTATION {
                     "DestinationRule"
                 } else {
@@ -401,13 +411,36 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                             .key("annotations")
                             .key(key),
                         format!("`{key}` belongs on a {home}, not a {}", r.kind),
-                        &format!("move it to the {home} of the same host"),
+                        &if key == DRAINING_ANNOTATION {
+                            "annotate the WorkloadEntry of the workload that is leaving".to_owned()
+                        } else {
+                            format!("move it to the {home} of the same host")
+                        },
                     ),
                 );
             }
         }
     }
     out
+}
+
+/// `sluice.dev/draining` on a WorkloadEntry: `"true"` or `"false"`, nothing else (a typo must
+/// not leave a leaving workload in the load balancing, nor drain a healthy one).
+fn check_draining(r: &Resource, out: &mut Vec<Diagnostic>) {
+    let Some(value) = r.metadata.annotations.get(DRAINING_ANNOTATION) else {
+        return;
+    };
+    if value != "true" && value != "false" {
+        out.push(r.error(
+            Code::InvalidAnnotation,
+            &FieldPath::root()
+                .key("metadata")
+                .key("annotations")
+                .key(DRAINING_ANNOTATION),
+            format!("`{DRAINING_ANNOTATION}` is {value:?}: expected \"true\" or \"false\""),
+            "write \"true\" (quoted) to drain the workload's endpoints, or remove the annotation",
+        ));
+    }
 }
 
 /// `sluice.dev/probe` on a ServiceEntry or WorkloadEntry: the shape of Istio's WorkloadGroup

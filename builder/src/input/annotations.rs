@@ -16,6 +16,9 @@
 //!   checking of the host's endpoints.
 //! - `sluice.dev/probe` on a ServiceEntry or WorkloadEntry: central health checking by
 //!   `sluice serve` (Istio's WorkloadGroup `probe` shape, see [`crate::input::probe`]).
+//! - `sluice.dev/draining: "true"` on a WorkloadEntry: the workload is leaving; proxies get its
+//!   endpoints as EDS `DRAINING` (no new requests, those in flight finish). `sluice register`
+//!   writes it before it removes a VM's entry.
 //!
 //! This module only reads; [`crate::check::settings`] reports problems with positions, and the
 //! model ([`crate::model::settings`]) resolves the values of valid inputs.
@@ -41,6 +44,19 @@ pub const BREAKER_ANNOTATION: &str = "sluice.dev/breaker";
 /// probe `sluice serve` runs on each endpoint, in the shape of Istio's WorkloadGroup
 /// `spec.probe`, whose result every proxy gets as EDS health status.
 pub const PROBE_ANNOTATION: &str = "sluice.dev/probe";
+/// Annotation of a WorkloadEntry, `"true"` or `"false"`: whether the workload is draining
+/// (leaving): its endpoints go to every proxy as EDS `health_status: DRAINING`, so Envoy sends
+/// them no new requests while those in flight finish, whatever their probes say.
+pub const DRAINING_ANNOTATION: &str = "sluice.dev/draining";
+
+/// Whether `r` carries `sluice.dev/draining: "true"` (any other value is not draining; the
+/// checks report values other than `"true"` and `"false"`).
+pub fn is_draining(r: &Resource) -> bool {
+    r.metadata
+        .annotations
+        .get(DRAINING_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
 
 /// The breaker outcomes `countAs` accepts, for hints.
 pub(crate) const OUTCOMES: [&str; 5] = [

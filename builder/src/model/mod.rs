@@ -287,6 +287,9 @@ pub struct Endpoint {
     pub port: u32,
     /// Load-balancing weight.
     pub weight: Option<u32>,
+    /// The workload is leaving (`sluice.dev/draining`): EDS `DRAINING`, no new requests.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// An upstream cluster: one host, port and (optional) subset.
@@ -358,6 +361,8 @@ pub(crate) struct Service<'a> {
 struct Member<'a> {
     spec: &'a WorkloadEntrySpec,
     probe: Option<(crate::input::probe::ProbeInput, String)>,
+    /// A WorkloadEntry annotated `sluice.dev/draining: "true"`.
+    draining: bool,
 }
 
 /// The probe of a WorkloadEntry: its own `sluice.dev/probe`, else its WorkloadGroup's `probe`
@@ -727,6 +732,7 @@ fn register_service<'a>(
             .map(|(w, spec)| Member {
                 spec,
                 probe: workload_probe(w, group_probes).or_else(|| service_probe.clone()),
+                draining: crate::input::annotations::is_draining(w),
             })
             .collect(),
         None => se
@@ -735,6 +741,7 @@ fn register_service<'a>(
             .map(|spec| Member {
                 spec,
                 probe: service_probe.clone(),
+                draining: false,
             })
             .collect(),
     };
@@ -1097,7 +1104,8 @@ fn build_clusters(
             )
         };
         for port in &svc.ports {
-            let endpoint_for = |ep: &WorkloadEntrySpec| -> Option<Endpoint> {
+            let endpoint_for = |m: &Member<'_>| -> Option<Endpoint> {
+                let ep = m.spec;
                 let number = port
                     .name
                     .as_ref()
@@ -1108,6 +1116,7 @@ fn build_clusters(
                     address: ep.address.clone()?,
                     port: number,
                     weight: ep.weight,
+                    draining: m.draining,
                 })
             };
             let all: Vec<(Endpoint, &WorkloadEntrySpec)> = if svc.dns_host {
@@ -1115,20 +1124,21 @@ fn build_clusters(
             } else {
                 svc.endpoints
                     .iter()
-                    .filter_map(|m| Some((endpoint_for(m.spec)?, m.spec)))
+                    .filter_map(|m| Some((endpoint_for(m)?, m.spec)))
                     .collect()
             };
             // EDS carries health; DNS clusters keep their hosts inline, so only the endpoints
             // of static services are probed.
             if svc.discovery == Discovery::Static {
                 for m in &svc.endpoints {
-                    record_probe(m, &svc.ports, endpoint_for(m.spec), &mut mesh.probed);
+                    record_probe(m, &svc.ports, endpoint_for(m), &mut mesh.probed);
                 }
             }
             let dns_endpoint = || Endpoint {
                 address: host.clone(),
                 port: port.target_port.unwrap_or(port.number),
                 weight: None,
+                draining: false,
             };
             let mut make =
                 |subset: &str, labels: Option<&BTreeMap<String, String>>, policy: TrafficPolicy| {

@@ -8,8 +8,10 @@
 //! lease of `ttlSeconds` (the same entry `sluice register` writes,
 //! [`crate::store::Registration::workload_entry`]). The VM renews by posting again before the
 //! lease lapses (the answer says when: `renewEverySeconds`); a VM that stops posting (crash,
-//! shutdown) disappears once its lease lapses. `"leave": true` removes it at once. A missing or
-//! wrong token is refused with 401 and nothing is written.
+//! shutdown) disappears once its lease lapses. `"leave": true` drains it first (its endpoints
+//! go to the proxies as EDS `DRAINING` for `drainSeconds`, default 5; the VM must stop renewing
+//! and keep serving meanwhile), removes it, and answers when it is gone. A missing or wrong
+//! token is refused with 401 and nothing is written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +29,9 @@ use crate::store::{Registration, StoreUrl};
 
 /// The default lease of an HTTP registration.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// The longest drain a `leave` may ask for (the request waits it out).
+pub const MAX_DRAIN: Duration = Duration::from_secs(300);
 
 /// Where registrations go and the token that allows them.
 #[derive(Debug, Clone)]
@@ -52,6 +57,9 @@ struct Request {
     ttl_seconds: Option<u64>,
     #[serde(default)]
     leave: bool,
+    /// With `leave`: how long the entry stays draining before it is removed (default
+    /// [`crate::store::DEFAULT_DRAIN`]; 0 removes it at once).
+    drain_seconds: Option<u64>,
 }
 
 fn default_namespace() -> String {
@@ -106,7 +114,7 @@ async fn register(
             return error(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "{e}; expected {{\"group\", \"address\", optional \"namespace\", \"labels\", \"ports\", \"ttlSeconds\", \"leave\"}}"
+                    "{e}; expected {{\"group\", \"address\", optional \"namespace\", \"labels\", \"ports\", \"ttlSeconds\", \"leave\", \"drainSeconds\"}}"
                 ),
             );
         }
@@ -137,10 +145,20 @@ async fn register(
         Err(e) => return unavailable(e),
     };
     if request.leave {
-        return match store.deregister(&request.namespace, &name, None).await {
+        let drain = request
+            .drain_seconds
+            .map_or(crate::store::DEFAULT_DRAIN, Duration::from_secs)
+            .min(MAX_DRAIN);
+        // Answered once the drain is over and the entry is gone: the VM may stop serving then.
+        return match store.leave(&request.namespace, &name, None, drain).await {
             Ok(left) => answer(
                 StatusCode::OK,
-                json!({"name": name, "namespace": request.namespace, "left": left}),
+                json!({
+                    "name": name,
+                    "namespace": request.namespace,
+                    "left": left,
+                    "drainedSeconds": if left { drain.as_secs_f64() } else { 0.0 },
+                }),
             ),
             Err(e) => unavailable(e),
         };

@@ -271,6 +271,58 @@ impl EtcdStore {
         }
     }
 
+    /// Leaves gracefully: marks the registration draining ([`EtcdStore::mark_draining`]), waits
+    /// `drain` while the proxies stop sending it new requests and finish those in flight, then
+    /// removes it ([`EtcdStore::deregister`], revoking `lease` if given). A zero `drain`
+    /// removes it at once. `false` if it was not registered.
+    pub async fn leave(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        lease: Option<i64>,
+        drain: Duration,
+    ) -> Result<bool, StoreError> {
+        if !drain.is_zero() && self.mark_draining(namespace, name).await? {
+            tokio::time::sleep(drain).await;
+        }
+        self.deregister(namespace, name, lease).await
+    }
+
+    /// Marks the registration `namespace/name` as draining (`sluice.dev/draining: "true"` on
+    /// its WorkloadEntry, under the same lease), so every proxy gets its endpoints as EDS
+    /// `DRAINING` and sends them no new requests. `false` if there is no such registration.
+    /// The caller waits out its drain period, then [`EtcdStore::deregister`]s.
+    pub async fn mark_draining(&mut self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        let key = self.key(&format!("registrations/{namespace}/{name}"));
+        let found = self
+            .retry(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        let Some(kv) = found.kvs().first() else {
+            return Ok(false);
+        };
+        let lease = kv.lease();
+        let mut entry: serde_json::Value = serde_json::from_slice(kv.value())
+            .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
+        let metadata = &mut entry["metadata"];
+        if !metadata["annotations"].is_object() {
+            metadata["annotations"] = serde_json::json!({});
+        }
+        metadata["annotations"][crate::input::annotations::DRAINING_ANNOTATION] =
+            serde_json::json!("true");
+        let text = serde_json::to_string_pretty(&entry).expect("JSON serialises");
+        self.retry(|mut c| {
+            let (key, text) = (key.clone(), text.clone());
+            // The same lease: a VM that dies while draining still leaves when it lapses.
+            let options = (lease != 0).then(|| etcd_client::PutOptions::new().with_lease(lease));
+            async move { c.put(key, text, options).await }
+        })
+        .await?;
+        Ok(true)
+    }
+
     /// Removes a registration at once (`sluice register --leave`), and revokes its lease if
     /// given.
     pub async fn deregister(

@@ -307,6 +307,10 @@ pub fn plan(current: &Manifest, desired: &[Document], prune: bool) -> (Manifest,
     (next, change)
 }
 
+/// How long a leaving VM's entry stays draining (EDS `DRAINING`: no new requests, those in
+/// flight finish) before it is removed: Istio's default `terminationDrainDuration`, 5 s.
+pub const DEFAULT_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A VM that joined a WorkloadGroup (`sluice register`): the WorkloadEntry the store keeps
 /// for it while it renews its lease.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

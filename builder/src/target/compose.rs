@@ -140,6 +140,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
                     .unwrap_or_else(|| e.address.clone()),
                 port: e.port,
                 weight: e.weight,
+                draining: e.draining,
             })
             .collect();
     }

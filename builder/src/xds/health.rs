@@ -91,6 +91,10 @@ pub fn apply(set: &ResourceSet, health: &BTreeMap<Socket, EdsHealth>) -> Resourc
         let mut body = resource.body.clone();
         let mut changed = false;
         for lb in lb_endpoints_mut(&mut body) {
+            // A draining workload stays draining whatever its probes say: it is leaving.
+            if lb["health_status"] == super::resources::DRAINING {
+                continue;
+            }
             let Some(h) = socket_of(lb).and_then(|s| health.get(&s)) else {
                 continue;
             };

@@ -24,6 +24,9 @@ use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule};
 /// default of 1024 would silently cap a busy service).
 const UNLIMITED: u64 = 4_294_967_295;
 
+/// The EDS `health_status` of a draining workload's endpoints (`sluice.dev/draining`).
+pub const DRAINING: &str = "DRAINING";
+
 /// Why building the resources failed (a plugin config the filters would refuse), typed; see
 /// [`super::error`].
 pub use super::error::EmitError;
@@ -337,6 +340,11 @@ fn cluster_json(c: &Cluster) -> Value {
             let mut lb = json!({"endpoint": {"address": socket(&e.address, e.port)}});
             if let Some(w) = e.weight.filter(|w| *w > 0) {
                 lb["load_balancing_weight"] = json!(w);
+            }
+            if e.draining {
+                // Envoy sends a DRAINING host no new requests (it leaves the load balancing
+                // as an unhealthy one does) and lets those in flight finish.
+                lb["health_status"] = json!(DRAINING);
             }
             lb
         })
