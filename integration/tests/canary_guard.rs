@@ -13,7 +13,7 @@
 //!   ceiling (but well under the route timeout, every answer a 200) is halted.
 //! - The breaker and the guard do not fight: a tripped breaker's local 503s on the canary's
 //!   cluster are not counted as the canary's failures (the upstream failures that tripped it
-//!   were counted once), so they halt nothing.
+//!   are counted once), so they halt nothing.
 //!
 //! Needs the modules: `cargo xtask build-wasm`.
 
@@ -615,7 +615,10 @@ fn halts_a_canary_slower_than_the_ceiling(layout: Layout) {
 
     let n = 200;
     let responses = send((0..n).map(|_| request(port, None)).collect());
-    assert_eq!(client::status_counts(&responses), BTreeMap::from([(200, n as u64)]));
+    assert_eq!(
+        client::status_counts(&responses),
+        BTreeMap::from([(200, n as u64)])
+    );
     assert!(backends.v1.request_count() >= 20 && backends.v2.request_count() >= 20);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(envoy.stat(HALTED_GAUGE), Some(0), "{}", envoy.log());
@@ -643,26 +646,24 @@ fn suite_halts_a_canary_slower_than_the_ceiling() {
 
 // --- test 5: the breaker and the guard -------------------------------------------------------
 
-/// The breaker on the canary's cluster trips after 5 consecutive upstream 503s and stays open
-/// (1 h); the split has no failover, so the canary's share keeps reaching the open breaker,
-/// which answers 503 itself. Those local 503s are no failures of the canary: the guard counts
-/// neither the requests nor the failures (the 5 upstream 503s that tripped the breaker were
-/// counted once, when they came), so with hundreds of them the canary is not halted.
+/// The canary's upstream answers every request 503; the breaker on its cluster trips after 5
+/// consecutive ones and stays open (300 s); the split has no failover, so the canary's share
+/// keeps reaching the open breaker, which answers 503 itself. Those local 503s are no failures
+/// of the canary: the guard counts neither the requests nor the failures. The upstream 503s
+/// that tripped the breaker are counted once, when they come: 5, plus the few already in
+/// flight when it tripped (at most the client's 16 in parallel), far under the guard's
+/// `minRequests` (100), so the test never runs and the canary is not halted.
 ///
-/// Why this cannot pass by luck: had the local 503s counted, the window would hold about 200
-/// canary failures against 0 of the baseline (minRequests 20), a statistic far above the
-/// critical value at every merge.
+/// Why this cannot pass by luck: had the local 503s counted, the window would hold about 190
+/// canary failures in about 190 requests against 0 in about 200 of the baseline, a statistic
+/// far above the critical value at every merge.
 fn a_tripped_breakers_local_503s_are_not_the_canarys_failures(layout: Layout) {
     let backends = Backends::start();
-    backends.v2.set_behavior(Behavior::FailNext {
-        count: 5,
-        status: 503,
-    });
-    let mut config = canary_config(json!({"minRequests": 20}), &[]);
+    backends.v2.set_behavior(Behavior::Status(503));
+    let mut config = canary_config(json!({"minRequests": 100}), &[]);
     config["splits"][0]["failover"] = json!(false);
     let breaker = json!({"afterRouter": true, "detailedReplies": true, "breakers": [
-        {"cluster": "reviews-v2", "consecutiveErrors": 5, "baseEjectionTime": "1h",
-         "maxEjectionTime": "1h"}]});
+        {"cluster": "reviews-v2", "consecutiveErrors": 5, "baseEjectionTime": "300s"}]});
     let yaml = bootstrap_with(layout, &backends, &config, false, Some(&breaker)).render();
     let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e:#}"));
     let port = envoy.listener_port(LISTENER_NAME);
@@ -671,16 +672,27 @@ fn a_tripped_breakers_local_503s_are_not_the_canarys_failures(layout: Layout) {
     let responses = send((0..n).map(|_| request(port, None)).collect());
     let rejected = responses
         .iter()
-        .filter(|r| r.status == 503 && r.header("x-sluice-breaker").is_some())
+        .filter(|r| r.status == 503 && r.header_str("x-sluice-breaker") == Some("reviews-v2 open"))
         .count();
-    // Envoy's own count: what reached the canary's upstream.
-    let upstream = envoy.stat("cluster.reviews-v2.upstream_rq_total");
-    assert_eq!(backends.v2.request_count(), 5, "the breaker let 5 through");
-    assert_eq!(upstream, Some(5));
+    // Envoy's own count of what reached the canary's upstream: the trip's failures only.
+    let reached = backends.v2.request_count();
+    assert_eq!(
+        envoy.stat("cluster.reviews-v2.upstream_rq_503"),
+        Some(reached as u64)
+    );
+    assert!(
+        (5..=5 + 16).contains(&reached),
+        "{reached} reached the canary's upstream"
+    );
     assert!(
         rejected >= 100,
         "local 503s of the open breaker: {rejected} of {n}: {:?}",
         client::status_counts(&responses)
+    );
+    assert_eq!(
+        reached + rejected + client::served_by_counts(&responses)["v1"] as usize,
+        n,
+        "every request: the baseline, the canary's upstream, or the breaker"
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(envoy.stat(HALTED_GAUGE), Some(0), "{}", envoy.log());

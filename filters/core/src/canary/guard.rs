@@ -639,8 +639,8 @@ pub fn hundredths(x: f64) -> (i64, u32) {
 mod tests {
     use super::*;
     use crate::breaker::Outcome;
-    use crate::canary::config::Failures;
     use crate::breaker::classify::response_flags as f;
+    use crate::canary::config::Failures;
     use std::cell::{Cell, RefCell};
     use std::collections::HashMap;
 
@@ -750,7 +750,10 @@ mod tests {
             with(&["UNAVAILABLE", "UNAVAILBLE"], None),
             "at.failures.grpc: not a gRPC error status",
         );
-        refuse(with(&["OK"], None), "at.failures.grpc: not a gRPC error status");
+        refuse(
+            with(&["OK"], None),
+            "at.failures.grpc: not a gRPC error status",
+        );
         for latency in ["fast", "0s", "2h"] {
             refuse(
                 with(&[], Some(latency)),
@@ -761,14 +764,28 @@ mod tests {
         // fingerprint.
         refuse(with(&["unavailable"], None), "at.failures.grpc: ");
         let compiled = |grpc: &[&str], latency: Option<&str>| {
-            CompiledGuard::compile("at", &with(grpc, latency), "s", &clusters, &[1, 1], None, true)
-                .unwrap()
+            CompiledGuard::compile(
+                "at",
+                &with(grpc, latency),
+                "s",
+                &clusters,
+                &[1, 1],
+                None,
+                true,
+            )
+            .unwrap()
         };
         let g = compiled(&["DEADLINE_EXCEEDED", "INTERNAL"], Some("1.5s"));
         assert_eq!(g.grpc, (1 << 4) | (1 << 13));
         assert_eq!(g.latency_ms, 1_500);
-        assert_ne!(g.fingerprint, compiled(&["INTERNAL"], Some("1.5s")).fingerprint);
-        assert_ne!(g.fingerprint, compiled(&["INTERNAL", "DEADLINE_EXCEEDED"], None).fingerprint);
+        assert_ne!(
+            g.fingerprint,
+            compiled(&["INTERNAL"], Some("1.5s")).fingerprint
+        );
+        assert_ne!(
+            g.fingerprint,
+            compiled(&["INTERNAL", "DEADLINE_EXCEEDED"], None).fingerprint
+        );
         assert_eq!(
             g.fingerprint,
             compiled(&["INTERNAL", "DEADLINE_EXCEEDED"], Some("1500ms")).fingerprint
@@ -790,7 +807,13 @@ mod tests {
             .collect();
         assert_eq!(
             default_names,
-            ["UNKNOWN", "DEADLINE_EXCEEDED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"]
+            [
+                "UNKNOWN",
+                "DEADLINE_EXCEEDED",
+                "INTERNAL",
+                "UNAVAILABLE",
+                "DATA_LOSS"
+            ]
         );
         assert_eq!(d.latency_ms, 0);
         refuse(
@@ -1043,18 +1066,18 @@ mod tests {
         // gRPC answers are HTTP 200: the status decides.
         for (code, verdict) in [
             (0, Verdict::Success),
-            (2, Verdict::Failure),   // UNKNOWN
-            (4, Verdict::Failure),   // DEADLINE_EXCEEDED
-            (13, Verdict::Failure),  // INTERNAL
-            (14, Verdict::Failure),  // UNAVAILABLE
-            (15, Verdict::Failure),  // DATA_LOSS
-            (1, Verdict::Success),   // CANCELLED
-            (3, Verdict::Success),   // INVALID_ARGUMENT
-            (5, Verdict::Success),   // NOT_FOUND
-            (8, Verdict::Success),   // RESOURCE_EXHAUSTED
-            (12, Verdict::Success),  // UNIMPLEMENTED
-            (16, Verdict::Success),  // UNAUTHENTICATED
-            (99, Verdict::Success),  // not a status
+            (2, Verdict::Failure),  // UNKNOWN
+            (4, Verdict::Failure),  // DEADLINE_EXCEEDED
+            (13, Verdict::Failure), // INTERNAL
+            (14, Verdict::Failure), // UNAVAILABLE
+            (15, Verdict::Failure), // DATA_LOSS
+            (1, Verdict::Success),  // CANCELLED
+            (3, Verdict::Success),  // INVALID_ARGUMENT
+            (5, Verdict::Success),  // NOT_FOUND
+            (8, Verdict::Success),  // RESOURCE_EXHAUSTED
+            (12, Verdict::Success), // UNIMPLEMENTED
+            (16, Verdict::Success), // UNAUTHENTICATED
+            (99, Verdict::Success), // not a status
         ] {
             assert_eq!(
                 g.classify(0, || Some(200), false, status(code), upstream),
