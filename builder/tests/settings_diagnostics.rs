@@ -272,7 +272,9 @@ fn canary_guard_reaches_the_plugin_config_and_bad_guards_are_refused() {
         ("jason:\n  guard: {}", "nothing to compare the canary with"),
         (
             "rollout:\n  guard:\n    failures:\n      grpc: [INTERNAL, UNAVAILBLE]",
-            "guard.failures.grpc[1]: not a gRPC error status",
+            "mesh.yaml:32:30: error[SL206]: VirtualService/reviews: \
+             metadata.annotations[\"sluice.dev/canary\"].rollout.guard.failures.grpc[1]: \
+             not a gRPC error status",
         ),
         (
             "rollout:\n  guard:\n    failures:\n      grpc: [INTERNAL, UNAVAILBLE]",
@@ -292,7 +294,7 @@ fn canary_guard_reaches_the_plugin_config_and_bad_guards_are_refused() {
         ),
         (
             "rollout:\n  guard: {failures: {outcomes: [], grpc: []}}",
-            "guard.failures counts nothing",
+            "rollout.guard.failures: failures counts nothing",
         ),
         (
             "rollout:\n  guard: {failures: {outcomes: [5xx], grcp: []}}",
