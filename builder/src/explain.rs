@@ -621,15 +621,13 @@ fn action(
     let n = &rule.native;
     if let Some(r) = &n.redirect {
         return Ok(Action::Redirect {
-            status: r.redirect_code.unwrap_or(301),
-            uri: r.uri.clone().or_else(|| r.prefix_rewrite.clone()),
+            status: r.status,
+            uri: r.path.clone().or_else(|| r.prefix_rewrite.clone()),
             authority: r.authority.clone(),
         });
     }
     if let Some(d) = &n.direct_response {
-        return Ok(Action::DirectResponse {
-            status: d.status.unwrap_or(200),
-        });
+        return Ok(Action::DirectResponse { status: d.status });
     }
     match destination {
         Destination::Cluster(c) => Ok(Action::Cluster {

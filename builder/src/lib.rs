@@ -61,8 +61,8 @@ use std::path::Path;
 
 pub use diag::{Code, Diagnostic, Diagnostics, Severity};
 pub use input::options::{
-    DEFAULT_MODULE_DIR, DEFAULT_XDS_LISTEN, Options, Target, WasmModules, XdsBootstrap,
-    default_wasm_dir,
+    DEFAULT_MODULE_DIR, DEFAULT_XDS_LISTEN, Options, ServedModules, Target, WasmModules,
+    XdsBootstrap, default_wasm_dir,
 };
 pub use input::parse::{Inputs, SourceFile};
 pub use output::Output;
@@ -172,13 +172,7 @@ pub fn generate(inputs: &Inputs, options: &Options) -> Result<Output, Diagnostic
     } = model(inputs, options)?;
     let emitted = match &options.target {
         Target::Envoy => target::envoy::emit(&mesh, options),
-        Target::Istio(istio) => target::istio::emit(
-            &resources,
-            &mesh,
-            istio,
-            options.suite,
-            options.detailed_replies,
-        ),
+        Target::Istio(istio) => target::istio::emit(&resources, &mesh, options, istio),
         Target::Compose => target::compose::emit(&mesh, options),
         Target::EnvoyXds(xds) => target::envoy_xds::emit(&mesh, options, xds)
             .map(|files| target::envoy::Emitted { files }),
@@ -206,13 +200,29 @@ pub fn resources(
     inputs: &Inputs,
     options: &Options,
 ) -> Result<(xds::ResourceSet, Diagnostics), Diagnostics> {
+    resources_and_probes(inputs, options).map(|(set, _, diags)| (set, diags))
+}
+
+/// [`resources()`], and the endpoints the control plane probes
+/// ([`model::Mesh::probed`]), whose health `sluice serve` writes into the set's EDS resources.
+pub fn resources_and_probes(
+    inputs: &Inputs,
+    options: &Options,
+) -> Result<
+    (
+        xds::ResourceSet,
+        std::collections::BTreeMap<String, model::ProbedEndpoint>,
+        Diagnostics,
+    ),
+    Diagnostics,
+> {
     let Modelled {
         mesh,
         warnings: mut diags,
         ..
     } = model(inputs, options)?;
     match xds::resources::build(&mesh, options) {
-        Ok(set) => Ok((set, diags)),
+        Ok(set) => Ok((set, mesh.probed, diags)),
         Err(errors) => {
             diags.0.extend(
                 errors

@@ -161,9 +161,18 @@ Examples:
   # Incremental xDS: the same serve answers both; the bootstrap chooses.
   sluice generate -f examples/demo --target envoy-xds --delta -o out/joiner-delta
 
+  # Proxies with nothing on disk but the bootstrap: serve the modules too (on the admin port),
+  # and give the bootstrap every replica's admin address:
+  sluice serve -f examples/demo --serve-modules target/wasm32-wasip1/release &
+  sluice generate -f examples/demo --target envoy-xds --modules-server 127.0.0.1:18080 -o out/vm
+
 The wasm modules are referenced by path in the filter configs serve sends (--wasm-dir, default
 $SLUICE_WASM_DIR or target/wasm32-wasip1/release of this checkout): they must exist there on the
-proxy's host. Admin port: /healthz, /readyz (200 once a valid config is loaded), /metrics
+proxy's host. With --serve-modules DIR they are fetched instead: each filter config names
+http://sluice-modules/modules/sluice_<module>.wasm and its sha256 (Envoy refuses other bytes),
+a listener stays warming until its modules arrived and matched, Envoy caches them by sha256 (a
+weight change fetches nothing), and a rebuilt module is a new listener that warms while the old
+one serves. Admin port: /healthz, /readyz (200 once a valid config is loaded), /metrics
 (Prometheus), /status (JSON). Versions are hashes of the content: a restarted serve gives every
 proxy the versions it already has, so nothing is re-applied. Exit codes: 2 when a port cannot be
 bound; an invalid input does not stop serve.";
@@ -290,6 +299,13 @@ struct ServeArgs {
     /// Default: $SLUICE_WASM_DIR, else target/wasm32-wasip1/release of this checkout.
     #[arg(long, value_name = "DIR")]
     wasm_dir: Option<PathBuf>,
+    /// Serve DIR/sluice_<module>.wasm (this host's folder) over HTTP on the admin port, at
+    /// /modules/sluice_<module>.wasm, and make the filter configs fetch them from there
+    /// (Envoy's remote data source, pinned by each module's sha256) instead of naming a file
+    /// on the proxy's host: a proxy then needs nothing on disk but its bootstrap
+    /// (generate --target envoy-xds --modules-server ADMIN_ADDR). Off by default.
+    #[arg(long, value_name = "DIR", conflicts_with = "wasm_dir")]
+    serve_modules: Option<PathBuf>,
     /// Address the served listeners bind.
     #[arg(long, default_value = "0.0.0.0")]
     listen_address: String,
@@ -310,6 +326,17 @@ struct ServeArgs {
     xff_trusted_hops: u32,
     #[command(flatten)]
     hosts: HostArgs,
+    /// Accept VM registrations over HTTP (`POST /register` on the admin port) from callers
+    /// that send `Authorization: Bearer TOKEN` with the token in FILE; needs --store.
+    #[cfg(feature = "etcd")]
+    #[arg(long, value_name = "FILE", requires = "store")]
+    register_token_file: Option<PathBuf>,
+    /// With --store, the replicas share health checking: each endpoint is probed by one live
+    /// replica. A replica that stops renewing its lease for DURATION (it died) hands its
+    /// endpoints to the others.
+    #[cfg(feature = "etcd")]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    fleet_ttl: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -317,9 +344,13 @@ struct StatusArgs {
     /// The admin address of `sluice serve` (its --admin-listen).
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:18080")]
     admin: String,
-    /// table (for people) or json (the /status document).
+    /// table (for people) or json (the /status document, or /endpoints with --endpoints).
     #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
     format: StatusFormat,
+    /// Every probed endpoint (central health checking) instead of the proxies: its
+    /// clusters, health, the replica probing it, probes run, last change and last error.
+    #[arg(long)]
+    endpoints: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -783,6 +814,11 @@ struct GenerateArgs {
     /// envoy-xds target: incremental xDS (DELTA_GRPC) instead of state of the world (GRPC).
     #[arg(long)]
     delta: bool,
+    /// envoy-xds target: the admin address (--admin-listen) of a `sluice serve --serve-modules`,
+    /// HOST:PORT (repeatable: every replica). The bootstrap gets the cluster sluice-modules the
+    /// served filter configs fetch the wasm modules through, so the proxy needs no module file.
+    #[arg(long, value_name = "HOST:PORT")]
+    modules_server: Vec<String>,
 }
 
 fn parse_locality(text: &str) -> Result<sluice::locality::Locality, String> {
@@ -1054,6 +1090,7 @@ fn generate(args: GenerateArgs) -> ExitCode {
                 node_id: args.node_id.clone(),
                 node_cluster: args.node_cluster.clone(),
                 delta: args.delta,
+                module_servers: args.modules_server.clone(),
             }),
         },
         listen_address: args.listen_address,
@@ -1448,6 +1485,25 @@ fn explain(args: ExplainArgs) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    #[cfg(feature = "etcd")]
+    let register_token = match &args.register_token_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => Some(text.trim().to_owned()),
+            Ok(_) => {
+                eprintln!(
+                    "error: --register-token-file {}: the file is empty\n  hint: write a long random token into it, e.g. `openssl rand -hex 32 > {}`",
+                    path.display(),
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: --register-token-file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let config = sluice::serve::ServeConfig {
         inputs: args.files,
         options: sluice::Options {
@@ -1468,8 +1524,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         xds_listen: args.xds_listen,
         admin_listen: args.admin_listen,
         debounce: std::time::Duration::from_millis(args.debounce_ms),
+        serve_modules: args
+            .serve_modules
+            .map(|dir| std::path::absolute(&dir).unwrap_or(dir)),
         #[cfg(feature = "etcd")]
         store: args.store,
+        #[cfg(feature = "etcd")]
+        register_token,
+        #[cfg(feature = "etcd")]
+        fleet_ttl: args.fleet_ttl,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -1510,9 +1573,18 @@ fn status(args: StatusArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(sluice::serve::status::fetch(&args.admin)) {
+    let path = if args.endpoints {
+        "/endpoints"
+    } else {
+        "/status"
+    };
+    match runtime.block_on(sluice::serve::status::fetch_path(&args.admin, path)) {
         Ok(doc) => {
             match args.format {
+                StatusFormat::Table if args.endpoints => print!(
+                    "{}",
+                    sluice::serve::status::render_endpoints(&doc, sluice::serve::state::now_secs())
+                ),
                 StatusFormat::Table => print!("{}", sluice::serve::status::render(&doc)),
                 StatusFormat::Json => {
                     println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())

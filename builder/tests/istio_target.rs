@@ -309,3 +309,80 @@ fn envoy_filter_remote_code_and_the_sources_it_cannot_take() {
         assert!(err.contains(says), "{err}");
     }
 }
+
+/// The istio target is written from a resource set (the mesh as one proxy sees it, all HTTP
+/// listeners merged): each WasmPlugin's `pluginConfig` is that set's filter config, and the
+/// EnvoyFilter carries the set's `envoy.filters.http.wasm` configs as they are, but for the
+/// code the proxies load.
+#[test]
+fn wasm_plugins_and_envoy_filters_are_written_from_the_mesh_wide_resource_set() {
+    use sluice::emit::istio_target::Attach;
+    let inputs = Inputs::read(&[repo().join("examples/demo")]).expect("readable example");
+    for suite in [false, true] {
+        let options = |attach| Options {
+            target: Target::Istio(IstioOptions {
+                attach,
+                source: ModuleSource::File("/var/lib/sluice/wasm".into()),
+                ..IstioOptions::default()
+            }),
+            suite,
+            ..Options::default()
+        };
+        let modelled =
+            sluice::model(&inputs, &options(Attach::WasmPlugin)).unwrap_or_else(|d| panic!("{d}"));
+        let mesh = &modelled.mesh;
+        let set = sluice::xds::resources::mesh_wide(
+            &mesh.merged_listener(),
+            mesh,
+            &options(Attach::WasmPlugin),
+        )
+        .expect("the merged configs compile");
+        let filters = set.filter_configs();
+        assert!(!filters.is_empty());
+        assert!(filters.iter().all(|f| f.listener == "mesh"), "{filters:?}");
+
+        let plugins = documents(
+            &sluice::generate(&inputs, &options(Attach::WasmPlugin))
+                .unwrap_or_else(|d| panic!("{d}")),
+        );
+        let plugin_configs: BTreeMap<String, Value> = plugins["wasmplugins.yaml"]
+            .iter()
+            .map(|p| {
+                let name = p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                (name, p["spec"]["pluginConfig"].clone())
+            })
+            .collect();
+        let from_set: BTreeMap<String, Value> = filters
+            .iter()
+            .map(|f| {
+                let config: Value = serde_json::from_str(f.plugin_config()).expect("JSON");
+                (format!("sluice-{}", f.module), config)
+            })
+            .collect();
+        assert_eq!(plugin_configs, from_set, "suite: {suite}");
+
+        let envoy_filters = documents(
+            &sluice::generate(&inputs, &options(Attach::EnvoyFilter))
+                .unwrap_or_else(|d| panic!("{d}")),
+        );
+        for patch in envoy_filters["envoyfilters.yaml"][0]["spec"]["configPatches"]
+            .as_array()
+            .expect("patches")
+        {
+            let value = &patch["patch"]["value"];
+            let name = value["name"].as_str().unwrap_or_default();
+            let filter = filters
+                .iter()
+                .find(|f| format!("sluice-{}", f.module) == name)
+                .unwrap_or_else(|| panic!("{name} is in the set"));
+            let mut expected = filter.typed_config.clone();
+            expected["config"]["vm_config"]["code"] = serde_json::json!({"local": {
+                "filename": format!("/var/lib/sluice/wasm/sluice_{}.wasm", filter.module),
+            }});
+            assert_eq!(value["typed_config"], expected, "{name}");
+        }
+    }
+}

@@ -338,3 +338,72 @@ fn an_upward_import_and_a_cycle_are_found() {
         "{problems:#?}"
     );
 }
+
+/// The `crate::input::<module>` modules `file` names outside comments (also inside groups:
+/// `crate::{input::native::X}`, `crate::input::{options, native}`), with their lines.
+fn input_modules(file: &File) -> Vec<(String, usize)> {
+    let mut found = Vec::new();
+    for (n, line) in file.text.lines().enumerate() {
+        if line.trim_start().starts_with("//") {
+            continue;
+        }
+        let code = line.split(" //").next().unwrap_or(line);
+        let mut rest = code;
+        while let Some(i) = rest.find("input::") {
+            let before = rest[..i].chars().next_back();
+            rest = &rest[i + "input::".len()..];
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            if rest.starts_with('{') {
+                let close = rest.find('}').unwrap_or(rest.len());
+                for (head, _) in group_heads(&rest[1..close]) {
+                    found.push((head, n + 1));
+                }
+            } else {
+                let ident: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                found.push((ident, n + 1));
+            }
+        }
+    }
+    found
+}
+
+/// The xds stage translates the model and never reads input resources again: of the input
+/// stage it may name only the run's options (`input::options`). Istio's input types, their
+/// free-form JSON and their duration strings are resolved once, in the model.
+#[test]
+fn the_xds_stage_reads_no_input_type_but_the_options() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    read_src(&root.join("xds"), &root, &mut files);
+    assert!(!files.is_empty(), "read builder/src/xds");
+    let mut problems = Vec::new();
+    for file in &files {
+        for (module, line) in input_modules(file) {
+            if module != "options" {
+                problems.push(format!(
+                    "{}:{line}: xds reads `input::{module}`: resolve it into the model instead",
+                    file.path
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The check itself finds a group import and a path in an expression.
+    let sample = File {
+        path: "xds/native.rs".into(),
+        text: "use crate::input::{options::Options, native::Headers};\n// crate::input::istio\nlet x = crate::input::istio::X;\n".into(),
+    };
+    assert_eq!(
+        input_modules(&sample),
+        [
+            ("options".to_owned(), 1),
+            ("native".to_owned(), 1),
+            ("istio".to_owned(), 3)
+        ]
+    );
+}

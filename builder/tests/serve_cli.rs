@@ -142,3 +142,206 @@ fn envoy_xds_bootstrap_names_every_server_and_the_mode() {
         "no listener in the bootstrap:\n{text}"
     );
 }
+
+#[test]
+fn status_endpoints_lists_each_probed_endpoint_with_its_health_and_error() {
+    // One endpoint answers (a bound listener: the TCP probe connects), one does not (a port
+    // bound then released: refused).
+    let open = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (up, down) = (
+        open.local_addr().expect("addr").port(),
+        closed.local_addr().expect("addr").port(),
+    );
+    drop(closed);
+    let dir = tempfile::tempdir().expect("a folder");
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: shop
+  annotations:
+    sluice.dev/probe: '{{tcpSocket: {{port: http}}, periodSeconds: 1, failureThreshold: 1}}'
+spec:
+  hosts: [shop]
+  ports: [{{number: 8000, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {up}}}}}
+  - {{address: 127.0.0.1, ports: {{http: {down}}}}}
+"
+        ),
+    )
+    .expect("write the mesh");
+    let mut child = sluice()
+        .args(["serve", "-f", &dir.path().display().to_string()])
+        .args([
+            "--xds-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--wasm-dir", "/opt/sluice/wasm"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice serve starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let _serve = Serve(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let first = lines.next().expect("a line").expect("UTF-8");
+    let admin = first
+        .split("admin on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no admin address in {first:?}"))
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+
+    let row = |table: &str, port: u16| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("127.0.0.1:{port} ")))
+            .map(str::to_owned)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let table = loop {
+        let run = sluice()
+            .args(["status", "--admin", &admin, "--endpoints"])
+            .output()
+            .expect("sluice status runs");
+        let text = String::from_utf8_lossy(&run.stdout).into_owned();
+        let health =
+            |port| row(&text, port).and_then(|r| r.split_whitespace().nth(2).map(str::to_owned));
+        let settled = health(up).as_deref() == Some("HEALTHY")
+            && health(down).as_deref() == Some("UNHEALTHY");
+        if run.status.success() && settled {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled: {text}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(table.starts_with("2 probed endpoints\n"), "{table}");
+    let bad = row(&table, down).expect("the refused endpoint's row");
+    for part in ["outbound|8000||shop", "sluice-serve", "connect: ", "s ago"] {
+        assert!(bad.contains(part), "{part:?} in {bad}");
+    }
+    let json = sluice()
+        .args([
+            "status",
+            "--admin",
+            &admin,
+            "--endpoints",
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("sluice status runs");
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(doc["endpoints"].as_array().map(Vec::len), Some(2), "{doc}");
+    assert!(
+        doc["replica"].as_str().is_some_and(|r| r.contains("pid")),
+        "{doc}"
+    );
+    drop(open);
+}
+
+#[test]
+fn serve_modules_as_a_user_gives_them() {
+    // The bootstrap: the module cluster lists every replica's admin address.
+    let run = sluice()
+        .args([
+            "generate",
+            "-f",
+            &demo(),
+            "--target",
+            "envoy-xds",
+            "-o",
+            "-",
+        ])
+        .args([
+            "--modules-server",
+            "10.0.0.1:18080",
+            "--modules-server",
+            "10.0.0.2:18080",
+        ])
+        .output()
+        .expect("sluice generate runs");
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for want in ["sluice-modules", "10.0.0.2", "port_value: 18080", "/readyz"] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    assert!(!text.contains(".wasm"), "no module file:\n{text}");
+
+    // Files on the proxy or modules over HTTP: one or the other.
+    let both = sluice()
+        .args(["serve", "-f", &demo(), "--serve-modules", "/tmp"])
+        .args(["--wasm-dir", "/opt/sluice/wasm"])
+        .output()
+        .expect("sluice serve runs");
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+
+    // A folder without modules: serve stays up, serves nothing, and says why.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let mut child = sluice()
+        .args(["serve", "-f", &demo()])
+        .args([
+            "--xds-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--serve-modules", &empty.path().display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice serve starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let serve = Serve(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let first = lines.next().expect("a line").expect("UTF-8");
+    let admin = first
+        .split("admin on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no admin address in {first:?}"))
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let error = loop {
+        let run = sluice()
+            .args(["status", "--admin", &admin, "--format", "json"])
+            .output()
+            .expect("sluice status runs");
+        let doc: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap_or_default();
+        if let Some(error) = doc["config"]["error"].as_str() {
+            assert_eq!(doc["ready"], false);
+            break error.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no refusal: {doc}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        error.contains("--serve-modules: no sluice_<module>.wasm"),
+        "{error}"
+    );
+    drop(serve);
+}

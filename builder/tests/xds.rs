@@ -128,3 +128,74 @@ fn a_weight_change_moves_only_the_canary_filter_config() {
         "{moved:?}"
     );
 }
+
+/// Modules served by `sluice serve --serve-modules`: each filter config fetches its module
+/// (remote data source pinned by sha256, no file), and its ECDS name carries the module's
+/// digest, so a new module is a new listener while a weight change stays an ECDS update.
+#[test]
+fn served_modules_are_fetched_by_digest_and_name_their_filter_configs() {
+    let served = |canary_sha: &str| sluice::Options {
+        wasm: sluice::WasmModules::Served(sluice::ServedModules {
+            sha256: [
+                ("router".to_owned(), "a".repeat(64)),
+                ("canary".to_owned(), canary_sha.to_owned()),
+                ("fault".to_owned(), "c".repeat(64)),
+                ("breaker".to_owned(), "d".repeat(64)),
+            ]
+            .into(),
+        }),
+        ..options()
+    };
+    let set_with = |text: &str, sha: &str| {
+        resources(&Inputs::from_text("mesh.yaml", text), &served(sha))
+            .unwrap_or_else(|d| panic!("{d}"))
+            .0
+    };
+    let text = demo_text();
+    let one = set_with(&text, &"b".repeat(64));
+    let canary = one
+        .of(Kind::ExtensionConfig)
+        .iter()
+        .find(|r| r.name.contains("sluice-canary"))
+        .expect("a canary config");
+    assert_eq!(
+        canary.name,
+        format!("listener_9080/sluice-canary@{}", "b".repeat(12))
+    );
+    let code = &canary.body["typed_config"]["config"]["vm_config"]["code"]["remote"];
+    assert_eq!(code["sha256"], "b".repeat(64));
+    assert_eq!(
+        code["http_uri"]["uri"],
+        "http://sluice-modules/modules/sluice_canary.wasm"
+    );
+    assert_eq!(code["http_uri"]["cluster"], "sluice-modules");
+    for filter in one.of(Kind::ExtensionConfig) {
+        assert!(
+            !filter.body.to_string().contains("filename"),
+            "no module file: {}",
+            filter.body
+        );
+    }
+
+    // A weight change: the same listener, another canary config.
+    let moved = set_with(
+        &text
+            .replace("weight: 90", "weight: 80")
+            .replace("weight: 10", "weight: 20"),
+        &"b".repeat(64),
+    );
+    assert_eq!(one.of(Kind::Listener), moved.of(Kind::Listener));
+    assert_ne!(
+        one.of(Kind::ExtensionConfig),
+        moved.of(Kind::ExtensionConfig)
+    );
+    // A new canary module: the listener names the new config.
+    let rebuilt = set_with(&text, &"e".repeat(64));
+    assert_ne!(one.of(Kind::Listener), rebuilt.of(Kind::Listener));
+    assert!(
+        rebuilt
+            .of(Kind::ExtensionConfig)
+            .iter()
+            .any(|r| r.name == format!("listener_9080/sluice-canary@{}", "e".repeat(12)))
+    );
+}

@@ -9,7 +9,10 @@
 //! 2. the ratings canary: a 90/10 split, and sticky users staying on their member;
 //! 3. faults: a header-matched abort and delay on reviews;
 //! 4. the ratings v2 breaker tripping, the canary failing over to v1, then the recovery;
-//! 5. the filters' counters from Envoy's `/stats`.
+//! 5. the filters' counters from Envoy's `/stats`;
+//! 6. live ([`live`]): `sluice serve` on a temporary copy of the mesh feeds an Envoy that has
+//!    only its `envoy-xds` bootstrap (the modules come over HTTP); the ratings canary weight is
+//!    changed in the copy and the split moves while the same Envoy process keeps serving.
 //!
 //! Each step checks what it saw against what the mesh says and records the observations in
 //! [`Facts`], so `cargo xtask demo` exits non-zero when sluice misbehaves, and
@@ -30,6 +33,8 @@ use crate::binomial;
 use crate::client::{self, Request, Response};
 use crate::envoy::{self, Envoy, EnvoyOptions};
 use crate::upstream::{Behavior, Upstream};
+
+pub mod live;
 
 /// The mesh's listener (its services' port 9080).
 pub const LISTENER: &str = "listener_9080";
@@ -184,6 +189,8 @@ pub struct Facts {
     pub breaker: Option<BreakerFacts>,
     /// Step 5: the non-zero `wasmcustom.sluice.*` counters.
     pub counters: BTreeMap<String, u64>,
+    /// Step 6 (`None`: skipped).
+    pub live: Option<live::LiveFacts>,
 }
 
 /// The outcome of [`run`].
@@ -310,7 +317,7 @@ pub fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<Report> {
     let generate_options = sluice::Options {
         listen_address: "127.0.0.1".into(),
         ephemeral_ports: true,
-        wasm: sluice::WasmModules::Reference(wasm_dir),
+        wasm: sluice::WasmModules::Reference(wasm_dir.clone()),
         ..sluice::Options::default()
     };
     let output = generate_with_ports(&inputs, &generate_options, &endpoint_ports)?;
@@ -354,7 +361,7 @@ pub fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<Report> {
 
     let mut facts = Facts::default();
     // In order: each step prints as it goes, and later steps rely on the state earlier ones left.
-    let steps = vec![
+    let mut steps = vec![
         tour.routing(out, &mut facts),
         tour.split(out, &mut facts),
         tour.fault(out, &mut facts),
@@ -362,6 +369,10 @@ pub fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<Report> {
         tour.counters(out, &mut facts),
     ];
     drop(envoy);
+    // The live step runs its own Envoy, fed by `sluice serve` (the tour's is stopped first).
+    let (step, live) = live::run(&options.mesh, &wasm_dir, &endpoint_ports, out)?;
+    steps.push(step);
+    facts.live = live;
     Ok(Report {
         steps,
         facts,

@@ -479,6 +479,28 @@ impl Envoy {
         self.admin_get_with_timeout(path, Duration::from_secs(10))
     }
 
+    /// The hosts of `cluster` as Envoy has them (`/clusters?format=json`): each host's port and
+    /// the health status EDS gave it (`HEALTHY`, `UNHEALTHY`, ...; empty when EDS gave none).
+    /// Empty when Envoy has no such cluster (yet) or its admin does not answer.
+    pub fn cluster_hosts(&self, cluster: &str) -> Vec<(u16, String)> {
+        let (_, text) = self.admin_get("/clusters?format=json").unwrap_or_default();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        doc["cluster_statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["name"] == cluster)
+            .flat_map(|c| c["host_statuses"].as_array().cloned().unwrap_or_default())
+            .filter_map(|h| {
+                let port = h["address"]["socket_address"]["port_value"].as_u64()?;
+                let eds = h["health_status"]["eds_health_status"]
+                    .as_str()
+                    .unwrap_or_default();
+                Some((u16::try_from(port).ok()?, eds.to_owned()))
+            })
+            .collect()
+    }
+
     /// POST `path` on the admin interface (e.g. `/runtime_modify?key=value`,
     /// `/reset_counters`): status and body.
     pub fn admin_post(&self, path: &str) -> Result<(u16, String)> {

@@ -42,6 +42,17 @@ impl ServedMesh {
 
     /// [`ServedMesh::start`] with other builder options.
     pub fn start_with(files: &[(&str, String)], options: Options) -> Result<ServedMesh> {
+        Self::start_serving(files, options, None)
+    }
+
+    /// [`ServedMesh::start_with`], serve also serving the modules of `serve_modules` over HTTP
+    /// (`--serve-modules`) when given; its proxies' bootstraps then name serve's admin port as
+    /// the module server (`--modules-server`).
+    pub fn start_serving(
+        files: &[(&str, String)],
+        options: Options,
+        serve_modules: Option<std::path::PathBuf>,
+    ) -> Result<ServedMesh> {
         for filter in wasm::FILTERS {
             wasm::module(filter)?;
         }
@@ -56,6 +67,7 @@ impl ServedMesh {
         let config = ServeConfig {
             xds_listen: localhost,
             admin_listen: localhost,
+            serve_modules,
             ..ServeConfig::new(vec![dir.path().to_path_buf()], options)
         };
         let running = Running::start(config.clone())?;
@@ -80,6 +92,11 @@ impl ServedMesh {
     /// The ADS address.
     pub fn xds_addr(&self) -> SocketAddr {
         self.config.xds_listen
+    }
+
+    /// The admin address (and, with `--serve-modules`, the module server's).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.config.admin_listen
     }
 
     /// Replaces `name` in the folder at once (written aside, then renamed: serve never reads a
@@ -168,6 +185,24 @@ impl ServedMesh {
     /// The `envoy-xds` bootstrap for a proxy `node_id` of group `node_cluster` (admin on port
     /// 0), as `sluice generate --target envoy-xds` writes it.
     pub fn bootstrap(&self, node_id: &str, node_cluster: &str, delta: bool) -> Result<String> {
+        let module_servers = self
+            .config
+            .serve_modules
+            .iter()
+            .map(|_| self.config.admin_listen.to_string())
+            .collect();
+        self.bootstrap_fetching_from(node_id, node_cluster, delta, module_servers)
+    }
+
+    /// [`ServedMesh::bootstrap`] whose module cluster lists `module_servers` (admin addresses
+    /// of `--serve-modules` serves, maybe another replica's) instead of this serve's.
+    pub fn bootstrap_fetching_from(
+        &self,
+        node_id: &str,
+        node_cluster: &str,
+        delta: bool,
+        module_servers: Vec<String>,
+    ) -> Result<String> {
         let inputs = Inputs::read(&self.config.inputs).map_err(|e| anyhow!(e))?;
         let options = Options {
             target: Target::EnvoyXds(XdsBootstrap {
@@ -175,6 +210,7 @@ impl ServedMesh {
                 node_id: node_id.to_owned(),
                 node_cluster: node_cluster.to_owned(),
                 delta,
+                module_servers,
             }),
             ..self.config.options.clone()
         };
@@ -199,10 +235,84 @@ impl ServedMesh {
     }
 }
 
+/// An Envoy fed by the serve replicas at `servers` (group `mesh`, state of the world), with
+/// the `envoy-xds` bootstrap generated from `mesh_text`: a proxy of a serve that follows a
+/// store rather than a folder.
+pub fn start_xds_envoy(mesh_text: &str, servers: &[SocketAddr], node_id: &str) -> Result<Envoy> {
+    let options = Options {
+        target: Target::EnvoyXds(XdsBootstrap {
+            servers: servers.iter().map(ToString::to_string).collect(),
+            node_id: node_id.to_owned(),
+            node_cluster: "mesh".to_owned(),
+            delta: false,
+            module_servers: Vec::new(),
+        }),
+        ..mesh::options()
+    };
+    let output = sluice::generate(&Inputs::from_text("mesh.yaml", mesh_text), &options)
+        .map_err(|d| anyhow!("the mesh does not generate:\n{d}"))?;
+    let config_yaml = String::from_utf8(
+        output
+            .files
+            .get("envoy.yaml")
+            .context("the envoy-xds target writes envoy.yaml")?
+            .clone(),
+    )?;
+    Envoy::start_with(EnvoyOptions {
+        config_yaml,
+        ..EnvoyOptions::default()
+    })
+}
+
 impl Drop for ServedMesh {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `shop` on port [`SHOP_PORT`] with one endpoint per port of `ports` (all on 127.0.0.1), each
+/// probed by serve (`sluice.dev/probe`: `GET /healthz` on the endpoint's own `http` port,
+/// every `period`, UNHEALTHY after `failures` failures in a row): the mesh of the central
+/// health-checking tests.
+pub fn probed_mesh(ports: &[u16], period: Duration, failures: u32) -> String {
+    let mut yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: shop
+  annotations:
+    sluice.dev/probe: |
+      httpGet: {{path: /healthz, port: http}}
+      periodSeconds: {}
+      timeoutSeconds: 1
+      failureThreshold: {failures}
+spec:
+  hosts: [shop]
+  ports:
+  - {{number: {SHOP_PORT}, name: http, protocol: HTTP}}
+  resolution: STATIC
+  endpoints:
+",
+        period.as_secs()
+    );
+    for port in ports {
+        yaml.push_str(&format!(
+            "  - {{address: 127.0.0.1, ports: {{http: {port}}}}}\n"
+        ));
+    }
+    yaml.push_str(
+        "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop]
+  http:
+  - route:
+    - destination: {host: shop}
+",
+    );
+    yaml
 }
 
 /// The port of [`shop_mesh`]'s service.

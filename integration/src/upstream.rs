@@ -157,6 +157,12 @@ impl Upstream {
     ///
     /// Panics if it cannot bind (a broken machine rather than a test outcome).
     pub fn start(name: &str) -> Self {
+        Self::start_at(name, 0)
+    }
+
+    /// [`Upstream::start`] on `127.0.0.1:port` (0: a free port): an upstream brought back on
+    /// the port it had, as a restarted server would be. Panics if it cannot bind.
+    pub fn start_at(name: &str, port: u16) -> Self {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             state: Mutex::new(State {
@@ -165,8 +171,8 @@ impl Upstream {
                 rng: random_seed(),
             }),
         });
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("upstream {name}: cannot bind 127.0.0.1:0: {e}"));
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("upstream {name}: cannot bind 127.0.0.1:{port}: {e}"));
         let port = std_listener
             .local_addr()
             .unwrap_or_else(|e| panic!("upstream {name}: no local address: {e}"))

@@ -1,7 +1,8 @@
 //! The demo tour (`cargo xtask demo`) through a real Envoy 1.40, with its facts re-checked here
 //! so the demo can never silently rot: who served, the canary share (binomial bounds,
 //! p < 1e-6), stickiness, the fault statuses and delays, the breaker's trip, failover and
-//! recovery, and the counters Envoy shows.
+//! recovery, the counters Envoy shows, and the live step (`sluice serve`, a weight changed on
+//! disk, the split moved in the same Envoy process).
 //!
 //! Needs the four modules: `cargo xtask build-wasm`.
 
@@ -21,7 +22,7 @@ fn the_demo_tour_behaves_as_the_mesh_says() {
     let context = format!("{}{rendered}", String::from_utf8_lossy(&progress));
 
     // Every step ran (none skipped for missing builder support) and passed its own checks.
-    assert_eq!(report.steps.len(), 5, "{context}");
+    assert_eq!(report.steps.len(), 6, "{context}");
     for step in &report.steps {
         assert_eq!(
             step.verdict,
@@ -145,5 +146,41 @@ fn the_demo_tour_behaves_as_the_mesh_says() {
         counter("wasmcustom.sluice.breaker.cluster.outbound_9080_v2_ratings.trips"),
         1,
         "{context}"
+    );
+
+    // 6. live: the split moved in the same process, with no listener rebuilt, and the proxy's
+    // modules came from serve over HTTP.
+    let live = report.facts.live.as_ref().expect("step 6 facts");
+    let requests = demo::live::LIVE_REQUESTS as u64;
+    let v2 = |counts: &std::collections::BTreeMap<String, u64>| {
+        counts.get("ratings-v2").copied().unwrap_or(0)
+    };
+    let v1 = |counts: &std::collections::BTreeMap<String, u64>| {
+        counts.get("ratings-v1").copied().unwrap_or(0)
+    };
+    assert_eq!(v1(&live.before) + v2(&live.before), requests, "{context}");
+    assert_eq!(v1(&live.after) + v2(&live.after), requests, "{context}");
+    binomial::assert_plausible("live: ratings-v2 before", v2(&live.before), requests, 0.1);
+    binomial::assert_plausible(
+        "live: ratings-v2 after",
+        v2(&live.after),
+        requests,
+        demo::live::LIVE_PERCENT as f64 / 100.0,
+    );
+    assert_eq!(
+        live.pids.0, live.pids.1,
+        "the same Envoy process\n{context}"
+    );
+    assert_eq!(
+        live.listener_modified.0, live.listener_modified.1,
+        "no listener rebuilt\n{context}"
+    );
+    assert!(live.canary_reloads.1 > live.canary_reloads.0, "{context}");
+    assert!(live.modules_fetched >= 1, "{context}");
+    assert!(live.bootstrap_has_no_module_file, "{context}");
+    eprintln!(
+        "live step: the edit reached Envoy in {:?} (measured; the step's deadline is {:?})",
+        live.change_to_reload,
+        demo::live::LIVE_DEADLINE
     );
 }

@@ -11,6 +11,7 @@
 //!
 //! No fixed sleep is an assertion: every wait polls with a generous deadline.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,14 +19,16 @@ use serde_json::Value;
 use sluice::serve::{Running, ServeConfig};
 use sluice::store::etcd::{EtcdStore, apply};
 use sluice::store::{self, StoreUrl};
-use sluice::{Inputs, Options, Target, XdsBootstrap};
+use sluice::{Inputs, Options};
 use sluice_integration::cli::ServeProcess;
 use sluice_integration::client::{self, NO_HEADERS, Request};
-use sluice_integration::envoy::{Envoy, EnvoyOptions};
+use sluice_integration::envoy::Envoy;
 use sluice_integration::etcd::EtcdCluster;
 use sluice_integration::mesh;
-use sluice_integration::serve::{Load, poll, shop_mesh, wait_listener};
-use sluice_integration::upstream::Upstream;
+use sluice_integration::serve::{
+    Load, poll, probed_mesh, shop_mesh, start_xds_envoy, wait_listener,
+};
+use sluice_integration::upstream::{Behavior, Upstream};
 use sluice_integration::wasm;
 
 const LISTENER: &str = "listener_8000";
@@ -62,10 +65,10 @@ fn replica(url: &StoreUrl) -> Running {
 }
 
 /// A `sluice serve --store` replica as its own process (the CLI users run), on ports 0.
-fn replica_process(url: &StoreUrl) -> ServeProcess {
+fn replica_process(url: &StoreUrl, more: &[&str]) -> ServeProcess {
     let wasm_dir = wasm::module_dir();
     let url = url.to_string();
-    ServeProcess::start(&[
+    let mut args = vec![
         "--store",
         &url,
         "--wasm-dir",
@@ -73,8 +76,9 @@ fn replica_process(url: &StoreUrl) -> ServeProcess {
         "--listen-address",
         "127.0.0.1",
         "--ephemeral-ports",
-    ])
-    .unwrap_or_else(|e| panic!("{e:#}"))
+    ];
+    args.extend_from_slice(more);
+    ServeProcess::start(&args).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn live(replicas: &[Option<ServeProcess>], i: usize) -> SocketAddr {
@@ -109,26 +113,9 @@ fn has_proxy(admin: SocketAddr, node: &str) -> bool {
         .is_some_and(|list| list.iter().any(|p| p["id"] == node))
 }
 
-/// An Envoy joining the replicas `servers` (in that order) as `node`, with the `envoy-xds`
-/// bootstrap `sluice generate` writes.
+/// An Envoy joining the replicas `servers` (in that order) as `node`.
 fn start_envoy(mesh_text: &str, servers: &[SocketAddr], node: &str) -> Envoy {
-    let options = Options {
-        target: Target::EnvoyXds(XdsBootstrap {
-            servers: servers.iter().map(ToString::to_string).collect(),
-            node_id: node.to_owned(),
-            node_cluster: "mesh".to_owned(),
-            delta: false,
-        }),
-        ..mesh::options()
-    };
-    let output = sluice::generate(&Inputs::from_text("shop.yaml", mesh_text), &options)
-        .unwrap_or_else(|d| panic!("{d}"));
-    let config_yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8");
-    Envoy::start_with(EnvoyOptions {
-        config_yaml,
-        ..EnvoyOptions::default()
-    })
-    .expect("Envoy starts")
+    start_xds_envoy(mesh_text, servers, node).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn served_by(port: u16) -> Option<String> {
@@ -146,7 +133,10 @@ fn two_replicas_serve_the_same_versions_and_an_envoy_fails_over_under_load() {
     let first = shop_mesh(&v1, &v2, [100, 0]);
     assert_eq!(apply_text(&url, &first), 1);
 
-    let mut replicas = vec![Some(replica_process(&url)), Some(replica_process(&url))];
+    let mut replicas = vec![
+        Some(replica_process(&url, &[])),
+        Some(replica_process(&url, &[])),
+    ];
     poll(DEADLINE, "both replicas ready with one version", || {
         let (a, b) = (version(live(&replicas, 0)), version(live(&replicas, 1)));
         a.is_some() && a == b
@@ -298,4 +288,151 @@ fn with_etcd_down_a_replica_keeps_serving_says_degraded_and_catches_up() {
             .is_some_and(|(_, metrics)| metrics.contains("sluice_serve_store_degraded 0"))
     })
     .unwrap();
+}
+
+/// Replica `admin`'s `/endpoints`: probe key -> (health, the replica that probes it).
+fn endpoints(admin_address: SocketAddr) -> BTreeMap<String, (String, String)> {
+    let doc: Value = admin(admin_address, "/endpoints")
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())
+        .unwrap_or(Value::Null);
+    doc["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["key"].as_str()?.to_owned(),
+                (
+                    e["health"].as_str()?.to_owned(),
+                    e["probed_by"].as_str()?.to_owned(),
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// Two replicas on one store share the probing of 20 endpoints (each probed by one replica,
+/// both serving every endpoint's health); a replica killed by PID hands its endpoints to the
+/// other within the fleet's TTL, which then finds a failure among them and takes the endpoint
+/// out of its Envoy's traffic.
+#[test]
+fn replicas_share_the_probing_and_a_dead_replicas_endpoints_keep_being_probed() {
+    const PERIOD: Duration = Duration::from_secs(1);
+    let cluster = EtcdCluster::start(3).unwrap_or_else(|e| panic!("{e:#}"));
+    let url: StoreUrl = cluster.store_url("/fleet").parse().expect("url");
+    let upstreams: Vec<Upstream> = (0..20)
+        .map(|i| Upstream::start(&format!("ep{i}")))
+        .collect();
+    let ports: Vec<u16> = upstreams.iter().map(Upstream::port).collect();
+    let mesh_text = probed_mesh(&ports, PERIOD, 2);
+    apply_text(&url, &mesh_text);
+    let ttl = ["--fleet-ttl", "2s"];
+    let mut replicas = vec![
+        Some(replica_process(&url, &ttl)),
+        Some(replica_process(&url, &ttl)),
+    ];
+
+    // Both replicas serve all 20 HEALTHY, agree on who probes each, and each probes some.
+    let mut owners = BTreeMap::new();
+    poll(
+        DEADLINE,
+        "both replicas agree on 20 healthy endpoints",
+        || {
+            let (a, b) = (endpoints(live(&replicas, 0)), endpoints(live(&replicas, 1)));
+            owners = a
+                .values()
+                .map(|(_, by)| by.clone())
+                .fold(BTreeMap::new(), |mut m, by| {
+                    *m.entry(by).or_insert(0) += 1;
+                    m
+                });
+            a.len() == 20 && a == b && a.values().all(|(h, _)| h == "HEALTHY") && owners.len() == 2
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}", endpoints(live(&replicas, 0))));
+    eprintln!("endpoints per replica: {owners:?}");
+
+    // Each endpoint is probed about once per period in all, not once per replica.
+    for u in &upstreams {
+        u.clear_requests();
+    }
+    let started = std::time::Instant::now();
+    std::thread::sleep(PERIOD * 5);
+    let periods = (started.elapsed().as_secs_f64() / PERIOD.as_secs_f64()).ceil() as usize;
+    for u in &upstreams {
+        let probes = u.request_count();
+        assert!(
+            (1..=periods + 2).contains(&probes),
+            "{}: {probes} probes in {periods} periods",
+            u.name()
+        );
+    }
+
+    // An Envoy on replica 0; replica 1 is killed by PID.
+    let envoy = start_envoy(
+        &mesh_text,
+        &[replicas[0].as_ref().expect("running").xds],
+        "proxy-1",
+    );
+    let port = wait_listener(&envoy, LISTENER).unwrap();
+    poll(DEADLINE, "the Envoy routes", || served_by(port).is_some()).unwrap();
+    let survivor_name = endpoints(live(&replicas, 0))
+        .values()
+        .map(|(_, by)| by.clone())
+        .find(|by| by.contains(&replicas[0].as_ref().expect("running").xds.to_string()))
+        .expect("replica 0 probes some endpoints");
+    let orphans: Vec<usize> = endpoints(live(&replicas, 0))
+        .iter()
+        .filter(|(_, (_, by))| *by != survivor_name)
+        .filter_map(|(key, _)| ports.iter().position(|p| key.ends_with(&format!(":{p}"))))
+        .collect();
+    assert!(!orphans.is_empty());
+    replicas[1].take().expect("running").kill();
+    let killed = std::time::Instant::now();
+    poll(DEADLINE, "replica 0 probes every endpoint", || {
+        endpoints(live(&replicas, 0))
+            .values()
+            .all(|(health, by)| *by == survivor_name && health == "HEALTHY")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}", endpoints(live(&replicas, 0))));
+    eprintln!(
+        "the dead replica's {} endpoints taken over {:.1} s after the kill (TTL 2 s)",
+        orphans.len(),
+        killed.elapsed().as_secs_f64()
+    );
+
+    // One of them fails now: the survivor finds it and its Envoy stops sending to it.
+    let failing = &upstreams[orphans[0]];
+    failing.set_behavior(Behavior::Status(503));
+    let failing_key = format!("127.0.0.1:{}", failing.port());
+    poll(DEADLINE, "the survivor marks it UNHEALTHY", || {
+        endpoints(live(&replicas, 0))
+            .get(&failing_key)
+            .is_some_and(|(health, _)| health == "UNHEALTHY")
+    })
+    .unwrap();
+    let mut in_a_row = 0;
+    poll(DEADLINE, "50 requests in a row succeed", || {
+        in_a_row = if served_by(port).is_some() {
+            in_a_row + 1
+        } else {
+            0
+        };
+        in_a_row >= 50
+    })
+    .unwrap();
+    failing.clear_requests();
+    for _ in 0..100 {
+        assert!(
+            served_by(port).is_some(),
+            "a request failed after the switch"
+        );
+    }
+    let reached = failing
+        .requests()
+        .iter()
+        .filter(|r| r.path != "/healthz")
+        .count();
+    assert_eq!(reached, 0, "the UNHEALTHY endpoint still got traffic");
+    drop(envoy);
 }

@@ -531,3 +531,104 @@ fn a_watch_from_a_compacted_revision_relists_the_newest_generation() {
         assert!(inputs.files.iter().any(|f| f.text.contains("weight: 70")));
     });
 }
+
+/// The serve replicas' fleet (`sluice::store::fleet`): replicas join under leases, each
+/// endpoint has one owner among the live ones, a replica that stops renewing leaves with its
+/// health reports, and its endpoints pass to the replicas left. Fleet keys never make a mesh
+/// follower relist.
+#[test]
+fn the_fleet_hands_a_dead_replicas_endpoints_to_the_others() {
+    use sluice::store::etcd::{Followed, follow};
+    use sluice::store::fleet::{HealthReport, owner};
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+    let cluster = cluster();
+    let url: StoreUrl = cluster.store_url("/fleet-test").parse().expect("url");
+    runtime().block_on(async {
+        let (tx, mut events) = tokio::sync::mpsc::channel(16);
+        let follower = tokio::spawn(follow(url.clone(), tx));
+        assert!(matches!(
+            next_event(&mut events).await,
+            Followed::Generation { generation: 0, .. }
+        ));
+
+        let ttl = Duration::from_secs(2);
+        let mut a = EtcdStore::connect(&url).await.expect("connect");
+        let mut b = EtcdStore::connect(&url).await.expect("connect");
+        let lease_a = a.join_fleet("serve-a", ttl).await.expect("a joins");
+        let lease_b = b.join_fleet("serve-b", ttl).await.expect("b joins");
+        let mut keeper = EtcdStore::connect(&url).await.expect("connect");
+        let keep_a = tokio::spawn(async move { keeper.keep_alive(lease_a, ttl).await });
+
+        let fleet = a.fleet().await.expect("fleet");
+        let both: BTreeSet<String> = ["serve-a", "serve-b"].map(str::to_owned).into();
+        assert_eq!(fleet.replicas, both);
+        // Each replica reports the endpoints it owns.
+        let endpoints: Vec<String> = (0..40).map(|i| format!("10.1.0.{i}:8080")).collect();
+        for endpoint in &endpoints {
+            let by = owner(endpoint, &fleet.replicas).expect("owner");
+            let (store, lease) = if by == "serve-a" {
+                (&mut a, lease_a)
+            } else {
+                (&mut b, lease_b)
+            };
+            let report = HealthReport {
+                health: "HEALTHY".into(),
+                by: by.to_owned(),
+                probes: 1,
+                changed_unix_ms: 1,
+                last_error: None,
+            };
+            store
+                .report_health(lease, endpoint, &report)
+                .await
+                .expect("report");
+        }
+        let fleet = a.fleet().await.expect("fleet");
+        assert_eq!(fleet.health.len(), endpoints.len());
+        let b_owned = fleet.health.values().filter(|r| r.by == "serve-b").count();
+        assert!(b_owned > 0 && b_owned < endpoints.len(), "{b_owned}");
+
+        // serve-b dies (stops renewing): within its TTL (plus etcd's lease check) it is gone,
+        // and so are its reports; serve-a, renewed, stays and owns every endpoint.
+        let started = Instant::now();
+        loop {
+            let fleet = a.fleet().await.expect("fleet");
+            if !fleet.replicas.contains("serve-b") {
+                assert_eq!(fleet.replicas, ["serve-a".to_owned()].into());
+                assert_eq!(fleet.health.len(), endpoints.len() - b_owned);
+                for endpoint in &endpoints {
+                    assert_eq!(owner(endpoint, &fleet.replicas), Some("serve-a"));
+                }
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "serve-b's lease never lapsed"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!(
+            "a dead replica left the fleet {:.1} s after its last renewal (TTL {ttl:?})",
+            started.elapsed().as_secs_f64()
+        );
+        // A waiter sees the next fleet change.
+        let revision = a.fleet().await.expect("fleet").revision;
+        let kept = a.fleet().await.expect("fleet").health;
+        let (endpoint, _) = kept.iter().next().expect("serve-a's reports stay");
+        a.withdraw_health(endpoint).await.expect("withdraw");
+        tokio::time::timeout(Duration::from_secs(60), a.wait_for_fleet_change(revision))
+            .await
+            .expect("a change within 60 s")
+            .expect("watch");
+
+        // None of this was a mesh change: the follower reported nothing more.
+        assert!(
+            events.try_recv().is_err(),
+            "fleet keys made the follower relist"
+        );
+        keep_a.abort();
+        drop(events);
+        follower.abort();
+    });
+}

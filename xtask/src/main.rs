@@ -62,8 +62,12 @@ enum Task {
     /// non-zero if anything did not behave as the mesh says.
     Demo,
     /// Benchmark plain proxying, Envoy's native equivalent, each filter and the suite through
-    /// a real Envoy (see xtask/src/bench/) and write BENCHMARKS.md.
+    /// a real Envoy (see xtask/src/bench/) and write BENCHMARKS.md. With a part (control-plane,
+    /// store, probes, builder), run that benchmark instead: each writes its own section of
+    /// BENCHMARKS.md, which the other runs keep.
     Bench {
+        #[command(subcommand)]
+        part: Option<BenchPart>,
         /// Smoke run: 1 s phases, 1 round, no builder-scale section.
         #[arg(long)]
         quick: bool,
@@ -74,7 +78,7 @@ enum Task {
         #[arg(long)]
         runs: Option<u32>,
         /// Where to write the report (default: BENCHMARKS.md of the repository).
-        #[arg(long)]
+        #[arg(long, global = true)]
         output: Option<PathBuf>,
     },
     /// Soak: all four filters chained in Envoy --concurrency 2 under wrk until N requests;
@@ -111,6 +115,75 @@ enum Task {
     },
 }
 
+/// The benchmarks beside the data plane's (`cargo xtask bench <part>`).
+#[derive(Debug, Subcommand)]
+enum BenchPart {
+    /// The control plane (issue 20): `sluice serve` (release, its own process) on a mesh of
+    /// SERVICES services with canary splits, one file each; STREAMS ADS streams of a load
+    /// generator on envoy-types' client plus ENVOYS real Envoys; one canary weight changed, one
+    /// service added, everything changed, REPETITIONS times each: change-to-ACK p50/p99/max,
+    /// bytes per push, serve's CPU and peak RSS.
+    ControlPlane {
+        /// Services in the mesh (3 subsets, 10 rules, a 90/10 split each).
+        #[arg(long, default_value_t = 1000)]
+        services: u32,
+        /// ADS streams of the load generator.
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// Real Envoys joining too (the first state of the world, the second delta, ...).
+        #[arg(long, default_value_t = 2)]
+        envoys: usize,
+        /// Repetitions of each change.
+        #[arg(long, default_value_t = 20)]
+        repetitions: usize,
+    },
+    /// The store (issue 21): a 3-member etcd cluster, two `sluice serve --store` replicas,
+    /// STREAMS ADS streams split between them; `sluice apply` of one canary weight change to
+    /// the last stream's ACK, p50/p99 over REPETITIONS applies.
+    Store {
+        /// Services in the mesh.
+        #[arg(long, default_value_t = 1000)]
+        services: u32,
+        /// ADS streams, split between the replicas.
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// Applies measured.
+        #[arg(long, default_value_t = 20)]
+        repetitions: usize,
+    },
+    /// Central health checks (issue 22): the prober of `sluice serve` on ENDPOINTS local
+    /// upstreams every INTERVAL_MS, HTTP then TCP: probes per second and the CPU they cost,
+    /// beside the N x M probes Envoy-side checking would cost for PROXIES proxies.
+    Probes {
+        /// Endpoints (a listening socket each, on 127.0.0.1).
+        #[arg(long, default_value_t = 1000)]
+        endpoints: usize,
+        /// Probe period of every endpoint, milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Seconds measured per kind of check.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// N of the Envoy-side comparison.
+        #[arg(long, default_value_t = 100)]
+        proxies: u64,
+    },
+    /// The builder (issue 19): `sluice generate` on the 1,000-service mesh, this tree against
+    /// BASELINE (built in release in a temporary worktree), RUNS runs each, alternating; and
+    /// the module sizes table re-measured.
+    Builder {
+        /// The commit to compare with (default: the last one before the builder's re-layout).
+        #[arg(long, default_value = bench::PRE_RELAYOUT)]
+        baseline: String,
+        /// Runs of each binary.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Services of the mesh.
+        #[arg(long, default_value_t = 1000)]
+        services: u32,
+    },
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -126,6 +199,12 @@ fn main() {
         Task::Envoy => provision_envoy().map(drop),
         Task::Demo => demo(),
         Task::Bench {
+            part: Some(part),
+            output,
+            ..
+        } => run_bench_part(part, output),
+        Task::Bench {
+            part: None,
             quick,
             duration,
             runs,
@@ -231,16 +310,95 @@ fn provision_envoy() -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// How this run was started, for the report.
+fn command_line() -> String {
+    std::iter::once("cargo xtask".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn run_bench_part(part: BenchPart, output: Option<PathBuf>) -> Result<()> {
+    let output = output.unwrap_or_else(|| repo_root().join("BENCHMARKS.md"));
+    let command_line = command_line();
+    match part {
+        BenchPart::ControlPlane {
+            services,
+            streams,
+            envoys,
+            repetitions,
+        } => {
+            let wasm_dir = build_wasm()?;
+            provision_envoy()?;
+            let options = bench::ControlPlaneOptions {
+                services,
+                streams,
+                envoys,
+                repetitions,
+                output,
+                command_line,
+            };
+            bench::control_plane(&options, &wasm_dir).map(drop)
+        }
+        BenchPart::Store {
+            services,
+            streams,
+            repetitions,
+        } => {
+            ensure_store_tools()?;
+            let wasm_dir = build_wasm()?;
+            let options = bench::StoreOptions {
+                services,
+                streams,
+                replicas: 2,
+                members: 3,
+                repetitions,
+                output,
+                command_line,
+            };
+            bench::store(&options, &wasm_dir).map(drop)
+        }
+        BenchPart::Probes {
+            endpoints,
+            interval_ms,
+            seconds,
+            proxies,
+        } => {
+            let options = bench::ProbeOptions {
+                endpoints,
+                interval: Duration::from_millis(interval_ms),
+                seconds,
+                proxies,
+                output,
+                command_line,
+            };
+            bench::probes(&options).map(drop)
+        }
+        BenchPart::Builder {
+            baseline,
+            runs,
+            services,
+        } => {
+            let wasm_dir = build_wasm()?;
+            let options = bench::BuilderOptions {
+                baseline,
+                runs,
+                services,
+                output,
+                command_line,
+            };
+            bench::builder(&options, &wasm_dir)
+        }
+    }
+}
+
 fn run_bench(
     quick: bool,
     duration: Option<f64>,
     runs: Option<u32>,
     output: Option<PathBuf>,
 ) -> Result<()> {
-    let command_line = std::iter::once("cargo xtask".to_owned())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command_line = command_line();
     let options = bench::BenchOptions {
         duration: duration.unwrap_or(if quick { 1.0 } else { 10.0 }),
         runs: runs.unwrap_or(if quick { 1 } else { 3 }),

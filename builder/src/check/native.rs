@@ -5,7 +5,7 @@
 use crate::diag::{Code, Diagnostic};
 use crate::input::annotations::HEALTH_CHECK_ANNOTATION;
 use crate::input::istio::HttpRoute;
-use crate::input::native::{hash_key, proxy_protocol_version, redirect_code};
+use crate::input::native::{hash_key, is_redirect_code, proxy_protocol_version};
 use crate::input::parse::Resource;
 use crate::position::FieldPath;
 
@@ -159,7 +159,7 @@ pub fn check_route(r: &Resource, at: &FieldPath, h: &HttpRoute, out: &mut Vec<Di
     if let Some(rd) = &h.redirect {
         let rat = at.key("redirect");
         if let Some(code) = rd.redirect_code
-            && redirect_code(code).is_none()
+            && !is_redirect_code(code)
         {
             out.push(r.error(
                 Code::InvalidHttpAction,

@@ -22,10 +22,12 @@ use sluice_core::fault::plan::FaultPlan;
 use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
 use crate::input::annotations::{
     BREAKER_ANNOTATION, BreakerFields, CANARY_ANNOTATION, CanaryRoute, FAULT_ANNOTATION,
-    FaultExtras, OUTCOMES, annotation_tree, fault_rule, legacy_breaker, outcome, route_index,
+    FaultExtras, OUTCOMES, PROBE_ANNOTATION, annotation_tree, fault_rule, legacy_breaker, outcome,
+    route_index,
 };
 use crate::input::istio::{DestinationRuleSpec, VirtualServiceSpec};
 use crate::input::parse::{Inputs, Resource, Spec};
+use crate::input::probe::ProbeInput;
 use crate::input::yaml::{FieldPath, Node, Pos, Seg, Value};
 
 /// Where an annotation's YAML sits in its file, to turn a position inside the value into one
@@ -331,6 +333,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                 check_breaker(r, dr, &sources, &mut out);
                 check_legacy_breakers(r, dr, &mut out);
             }
+            Spec::ServiceEntry(_) | Spec::WorkloadEntry(_) => check_probe(r, &sources, &mut out),
             _ => {}
         }
         for key in r.metadata.annotations.keys() {
@@ -340,6 +343,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                     FAULT_ANNOTATION,
                     BREAKER_ANNOTATION,
                     crate::input::annotations::HEALTH_CHECK_ANNOTATION,
+                    PROBE_ANNOTATION,
                 ]
                 .contains(&key.as_str())
             {
@@ -348,6 +352,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                     FAULT_ANNOTATION,
                     BREAKER_ANNOTATION,
                     crate::input::annotations::HEALTH_CHECK_ANNOTATION,
+                    PROBE_ANNOTATION,
                 ];
                 let hint = match did_you_mean(key, known) {
                     Some(s) => format!("did you mean `{s}`?"),
@@ -366,14 +371,24 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                 );
             }
         }
-        for key in [CANARY_ANNOTATION, FAULT_ANNOTATION, BREAKER_ANNOTATION] {
+        for key in [
+            CANARY_ANNOTATION,
+            FAULT_ANNOTATION,
+            BREAKER_ANNOTATION,
+            PROBE_ANNOTATION,
+        ] {
             let wrong_kind = match r.spec {
+                _ if key == PROBE_ANNOTATION => {
+                    !matches!(r.spec, Spec::ServiceEntry(_) | Spec::WorkloadEntry(_))
+                }
                 Spec::VirtualService(_) => key == BREAKER_ANNOTATION,
                 Spec::DestinationRule(_) => key != BREAKER_ANNOTATION,
                 _ => true,
             };
             if wrong_kind && r.metadata.annotations.contains_key(key) {
-                let home = if key == BREAKER_ANNOTATION {
+                let home = if key == PROBE_ANNOTATION {
+                    "ServiceEntry or WorkloadEntry"
+                } else if key == BREAKER_ANNOTATION {
                     "DestinationRule"
                 } else {
                     "VirtualService"
@@ -393,6 +408,42 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// `sluice.dev/probe` on a ServiceEntry or WorkloadEntry: the shape of Istio's WorkloadGroup
+/// `probe`, resolved as the prober will run it; a port given by name must name a port of the
+/// ServiceEntry (or a key of the WorkloadEntry's `ports`). Errors point inside the value.
+fn check_probe(r: &Resource, sources: &BTreeMap<&str, &str>, out: &mut Vec<Diagnostic>) {
+    let e = Embedded::new(r, PROBE_ANNOTATION, sources);
+    let Some(tree) = e.tree(out) else { return };
+    let Some(input) = e.typed::<ProbeInput>(&tree, &FieldPath::root(), &tree, out) else {
+        return;
+    };
+    let (named, names): (BTreeMap<String, u32>, &str) = match &r.spec {
+        Spec::ServiceEntry(se) => (
+            se.ports
+                .iter()
+                .filter_map(|p| Some((p.name.clone()?, p.target_port.or(p.number)?)))
+                .collect(),
+            "the name of one of the ServiceEntry's `ports`",
+        ),
+        Spec::WorkloadEntry(we) => (we.ports.clone(), "a key of the WorkloadEntry's `ports`"),
+        _ => return,
+    };
+    if let Err(error) = input.resolve_with(&|name| named.get(name).copied()) {
+        let mut path = FieldPath::root();
+        for part in error.field.split('.').filter(|p| !p.is_empty()) {
+            path = path.key(part);
+        }
+        let hint = if input.port_name().is_some() && error.field.ends_with(".port") {
+            format!("a probe port is a number or {names}")
+        } else {
+            "the value has the shape of Istio's WorkloadGroup `probe`: \
+             {httpGet: {path: /healthz, port: 8080}, periodSeconds: 10, failureThreshold: 3}"
+                .to_owned()
+        };
+        out.push(e.error(Code::InvalidAnnotation, &tree, &path, error.message, &hint));
+    }
 }
 
 fn check_canary(

@@ -238,12 +238,19 @@ pub fn check_resources(resources: &[Resource]) -> Vec<Diagnostic> {
                     for part in e.field.split('.').filter(|p| !p.is_empty()) {
                         at = at.key(part);
                     }
-                    out.push(r.error(
-                        Code::InvalidField,
-                        &at,
-                        e.message,
-                        "see Istio's WorkloadGroup `probe` (Kubernetes' readiness probe)",
-                    ));
+                    let (message, hint) = match probe.port_name() {
+                        Some(name) if !e.field.is_empty() && e.field.ends_with(".port") => (
+                            format!(
+                                "Istio's WorkloadGroup probe takes a port number, not the name {name:?}"
+                            ),
+                            "write the number (a name is read only in the `sluice.dev/probe` annotation)",
+                        ),
+                        _ => (
+                            e.message,
+                            "see Istio's WorkloadGroup `probe` (Kubernetes' readiness probe)",
+                        ),
+                    };
+                    out.push(r.error(Code::InvalidField, &at, message, hint));
                 }
             }
             // Read leniently: its ports were checked while parsing (crate::kube).

@@ -14,6 +14,8 @@
 //!   trafficPolicy over the host's).
 //! - `sluice.dev/health-check` on a ServiceEntry or DestinationRule: Envoy's active HTTP health
 //!   checking of the host's endpoints.
+//! - `sluice.dev/probe` on a ServiceEntry or WorkloadEntry: central health checking by
+//!   `sluice serve` (Istio's WorkloadGroup `probe` shape, see [`crate::input::probe`]).
 //!
 //! This module only reads; [`crate::check::settings`] reports problems with positions, and the
 //! model ([`crate::model::settings`]) resolves the values of valid inputs.
@@ -35,6 +37,10 @@ pub const CANARY_ANNOTATION: &str = "sluice.dev/canary";
 pub const FAULT_ANNOTATION: &str = "sluice.dev/fault";
 /// Annotation of a DestinationRule: the sluice breaker of the host and its subsets.
 pub const BREAKER_ANNOTATION: &str = "sluice.dev/breaker";
+/// Annotation of a ServiceEntry (all its endpoints) or a WorkloadEntry (that workload): the
+/// probe `sluice serve` runs on each endpoint, in the shape of Istio's WorkloadGroup
+/// `spec.probe`, whose result every proxy gets as EDS health status.
+pub const PROBE_ANNOTATION: &str = "sluice.dev/probe";
 
 /// The breaker outcomes `countAs` accepts, for hints.
 pub(crate) const OUTCOMES: [&str; 5] = [
@@ -231,7 +237,8 @@ pub(crate) fn route_index(vs: &VirtualServiceSpec, key: &str) -> Option<usize> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SluiceAnnotations {
     /// Per annotation key present ([`CANARY_ANNOTATION`], [`FAULT_ANNOTATION`],
-    /// [`BREAKER_ANNOTATION`]): its value as a YAML tree, or the YAML error.
+    /// [`BREAKER_ANNOTATION`], [`PROBE_ANNOTATION`]): its value as a YAML tree, or the YAML
+    /// error.
     pub trees: BTreeMap<&'static str, Result<Node, yaml::YamlError>>,
     /// [`HEALTH_CHECK_ANNOTATION`], when present: the settings, or what is wrong with them.
     pub health_check: Option<Result<HealthCheck, String>>,
@@ -240,10 +247,15 @@ pub struct SluiceAnnotations {
 impl SluiceAnnotations {
     /// Parses the sluice annotations among `annotations`.
     pub fn read(annotations: &BTreeMap<String, String>) -> Self {
-        let trees = [CANARY_ANNOTATION, FAULT_ANNOTATION, BREAKER_ANNOTATION]
-            .into_iter()
-            .filter_map(|key| Some((key, yaml_tree(annotations.get(key)?))))
-            .collect();
+        let trees = [
+            CANARY_ANNOTATION,
+            FAULT_ANNOTATION,
+            BREAKER_ANNOTATION,
+            PROBE_ANNOTATION,
+        ]
+        .into_iter()
+        .filter_map(|key| Some((key, yaml_tree(annotations.get(key)?))))
+        .collect();
         Self {
             trees,
             health_check: annotations
@@ -272,6 +284,13 @@ pub(crate) fn annotation_tree<'r>(
     key: &str,
 ) -> Option<&'r Result<Node, yaml::YamlError>> {
     r.annotations.trees.get(key)
+}
+
+/// The `sluice.dev/probe` annotation of `r` as a probe input (`None`: absent, or invalid, which
+/// [`crate::check::settings::check`] reports with its position).
+pub fn probe_input(r: &Resource) -> Option<crate::input::probe::ProbeInput> {
+    let tree = annotation_tree(r, PROBE_ANNOTATION)?.as_ref().ok()?;
+    serde_json::from_value(tree.to_json()).ok()
 }
 
 /// Host-level fields and per-subset overrides of a breaker annotation tree.

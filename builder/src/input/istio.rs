@@ -541,6 +541,10 @@ pub struct WorkloadGroupMetadata {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// Istio's annotation of a WorkloadEntry that auto-registration created: the WorkloadGroup it
+/// came from (`sluice register` writes it too); the group's `probe` applies to the entry.
+pub const AUTO_REGISTRATION_GROUP: &str = "istio.io/autoRegistrationGroup";
+
 /// `WorkloadEntry.spec`, also the shape of `ServiceEntry.spec.endpoints[]`.
 #[derive(serde::Serialize, Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -238,8 +238,9 @@ pub fn at_port(
     out
 }
 
-/// How Envoy's route hashes a request for a consistent-hash cluster (Istio
-/// `LoadBalancerSettings.ConsistentHashLB`, the key part).
+/// The key part of Istio's `LoadBalancerSettings.ConsistentHashLB`, read from its JSON (the
+/// checks refuse a `consistentHash` without one; the model resolves it into
+/// [`crate::model::policy::HashKey`]).
 #[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
     /// A request header.
@@ -291,16 +292,9 @@ pub fn hash_key(consistent_hash: &serde_json::Value) -> Option<HashKey> {
         .map(HashKey::QueryParameter)
 }
 
-/// Envoy's `RedirectResponseCode` for an HTTP status.
-pub fn redirect_code(code: u32) -> Option<&'static str> {
-    Some(match code {
-        301 => "MOVED_PERMANENTLY",
-        302 => "FOUND",
-        303 => "SEE_OTHER",
-        307 => "TEMPORARY_REDIRECT",
-        308 => "PERMANENT_REDIRECT",
-        _ => return None,
-    })
+/// Whether `code` is a redirect status Istio's `redirectCode` takes (301, 302, 303, 307, 308).
+pub fn is_redirect_code(code: u32) -> bool {
+    matches!(code, 301 | 302 | 303 | 307 | 308)
 }
 
 /// `ServerTLSSettings` of a Gateway server, as far as sluice reads it.

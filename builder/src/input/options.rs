@@ -44,6 +44,11 @@ pub struct XdsBootstrap {
     pub node_cluster: String,
     /// DELTA_GRPC (incremental xDS) instead of GRPC (state of the world).
     pub delta: bool,
+    /// Every `sluice serve --serve-modules` admin address, `host:port` (`--modules-server`,
+    /// repeatable): the bootstrap gets the cluster the served filter configs fetch the wasm
+    /// modules through ([`crate::xds::resources::MODULES_CLUSTER`]). Empty: no such cluster
+    /// (the modules are files on the proxy's host).
+    pub module_servers: Vec<String>,
 }
 
 impl Default for XdsBootstrap {
@@ -53,6 +58,7 @@ impl Default for XdsBootstrap {
             node_id: "sluice-proxy".to_owned(),
             node_cluster: "mesh".to_owned(),
             delta: false,
+            module_servers: Vec::new(),
         }
     }
 }
@@ -78,6 +84,17 @@ pub enum WasmModules {
     /// For `sluice validate`, which runs every check of generation (the emitters' included)
     /// and discards the files, so it works where no module has been built.
     NotRead,
+    /// Fetch each module over HTTP from `sluice serve --serve-modules` (Envoy's remote data
+    /// source through [`crate::xds::resources::MODULES_CLUSTER`], pinned by its sha256): the
+    /// proxy needs no module on its disk. Only serve writes this: it read the bytes it serves.
+    Served(ServedModules),
+}
+
+/// The modules `sluice serve --serve-modules` serves, as the filter configs pin them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServedModules {
+    /// Hex SHA-256 of each served module's bytes, by short name (`router`, ..., `suite`).
+    pub sha256: BTreeMap<String, String>,
 }
 
 /// Generation options.

@@ -1,6 +1,7 @@
 //! What a probe checks, read from Istio's WorkloadGroup `probe` shape (Kubernetes' readiness
-//! probe), with Kubernetes' defaults: the WorkloadGroup's input, resolved once by the check
-//! stage (its errors become diagnostics) and by the control plane's prober.
+//! probe), with Kubernetes' defaults: the WorkloadGroup's input (and the `sluice.dev/probe`
+//! annotation's, the same shape), resolved once by the check stage (its errors become
+//! diagnostics) and by the model, which gives each probed endpoint its probe.
 
 use std::time::Duration;
 
@@ -30,6 +31,24 @@ pub struct ProbeInput {
     pub failure_threshold: Option<u32>,
 }
 
+/// A probe's port: a number, or (in the `sluice.dev/probe` annotation only, as Kubernetes
+/// allows a container port's name) the name of a port of the service, resolved per endpoint
+/// to the port that endpoint serves it on.
+#[derive(serde::Serialize, Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ProbePort {
+    /// A port number.
+    Number(u32),
+    /// A port name (`ServiceEntry.spec.ports[].name`, or a key of a WorkloadEntry's `ports`).
+    Name(String),
+}
+
+impl Default for ProbePort {
+    fn default() -> Self {
+        ProbePort::Number(0)
+    }
+}
+
 /// `httpGet`.
 #[derive(serde::Serialize, Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -37,7 +56,7 @@ pub struct HttpGetInput {
     /// The path (default `/`).
     pub path: Option<String>,
     /// The port on the endpoint.
-    pub port: u32,
+    pub port: ProbePort,
     /// The Host header (default: the endpoint's address).
     pub host: Option<String>,
     /// `HTTP` (HTTPS is not probed by sluice yet: refused).
@@ -62,7 +81,7 @@ pub struct HeaderInput {
 #[serde(deny_unknown_fields)]
 pub struct PortInput {
     /// The port on the endpoint.
-    pub port: u32,
+    pub port: ProbePort,
     /// Ignored by Kubernetes for readiness on the same host; refused here to avoid surprises.
     pub host: Option<String>,
 }
@@ -72,7 +91,7 @@ pub struct PortInput {
 #[serde(deny_unknown_fields)]
 pub struct GrpcInput {
     /// The port on the endpoint.
-    pub port: u32,
+    pub port: ProbePort,
     /// The service name asked about (empty: the server as a whole).
     pub service: Option<String>,
 }
@@ -131,20 +150,54 @@ pub struct ProbeError {
     pub message: String,
 }
 
-fn port(field: &str, port: u32) -> Result<u16, ProbeError> {
-    u16::try_from(port)
+fn port(
+    field: &str,
+    port: &ProbePort,
+    named: &dyn Fn(&str) -> Option<u32>,
+) -> Result<u16, ProbeError> {
+    let number = match port {
+        ProbePort::Number(n) => *n,
+        ProbePort::Name(name) => named(name).ok_or_else(|| ProbeError {
+            field: field.into(),
+            message: format!("no port is named {name:?} here"),
+        })?,
+    };
+    u16::try_from(number)
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| ProbeError {
             field: field.into(),
-            message: format!("port {port} is not between 1 and 65535"),
+            message: format!("port {number} is not between 1 and 65535"),
         })
 }
 
 impl ProbeInput {
     /// The probe with Kubernetes' defaults (period 10 s, timeout 1 s, success 1, failure 3),
-    /// or why it cannot run from a control plane.
+    /// or why it cannot run from a control plane. A port given by name is refused (Istio's
+    /// WorkloadGroup takes numbers): see [`ProbeInput::resolve_with`].
     pub fn resolve(&self) -> Result<Probe, ProbeError> {
+        self.resolve_with(&|_| None)
+    }
+
+    /// The name of the port the probe gives by name, if it does.
+    pub fn port_name(&self) -> Option<&str> {
+        let port = [
+            self.http_get.as_ref().map(|h| &h.port),
+            self.tcp_socket.as_ref().map(|t| &t.port),
+            self.grpc.as_ref().map(|g| &g.port),
+        ]
+        .into_iter()
+        .flatten()
+        .next()?;
+        match port {
+            ProbePort::Name(n) => Some(n),
+            ProbePort::Number(_) => None,
+        }
+    }
+
+    /// [`ProbeInput::resolve`], with a port given by name looked up with `named` (the port
+    /// one endpoint serves that name on).
+    pub fn resolve_with(&self, named: &dyn Fn(&str) -> Option<u32>) -> Result<Probe, ProbeError> {
         let set = [
             self.http_get.is_some(),
             self.tcp_socket.is_some(),
@@ -183,7 +236,7 @@ impl ProbeInput {
                 });
             }
             Check::Http {
-                port: port("httpGet.port", h.port)?,
+                port: port("httpGet.port", &h.port, named)?,
                 path,
                 host: h.host.clone().filter(|h| !h.is_empty()),
                 headers: h
@@ -201,11 +254,11 @@ impl ProbeInput {
                 });
             }
             Check::Tcp {
-                port: port("tcpSocket.port", t.port)?,
+                port: port("tcpSocket.port", &t.port, named)?,
             }
         } else if let Some(g) = &self.grpc {
             Check::Grpc {
-                port: port("grpc.port", g.port)?,
+                port: port("grpc.port", &g.port, named)?,
                 service: g.service.clone().unwrap_or_default(),
             }
         } else {
@@ -297,9 +350,28 @@ mod tests {
                 "",
             ),
             (serde_json::json!({}), ""),
+            (
+                serde_json::json!({"httpGet": {"port": "http"}}),
+                "httpGet.port",
+            ),
         ] {
             let error = input(json.clone()).resolve().expect_err("refused");
             assert_eq!(error.field, field, "{json}: {error:?}");
         }
+    }
+
+    #[test]
+    fn a_named_port_is_the_endpoints_port_of_that_name() {
+        let probe = input(serde_json::json!({"tcpSocket": {"port": "http"}}));
+        assert_eq!(probe.port_name(), Some("http"));
+        let named = |n: &str| (n == "http").then_some(9081);
+        assert_eq!(
+            probe.resolve_with(&named).unwrap().check,
+            Check::Tcp { port: 9081 }
+        );
+        let other = input(serde_json::json!({"tcpSocket": {"port": "admin"}}));
+        let error = other.resolve_with(&named).expect_err("no such port");
+        assert_eq!(error.field, "tcpSocket.port");
+        assert!(error.message.contains("\"admin\""), "{}", error.message);
     }
 }

@@ -14,9 +14,72 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::input::locality::setting;
-pub use crate::input::locality::{Distribute, Failover, Locality, LocalityLbSetting};
+pub use crate::input::locality::Locality;
+use crate::input::locality::LocalityLbSetting;
 use crate::model::{Discovery, Mesh};
+
+/// A cluster's `localityLbSetting`, resolved (see [`LocalityLb::resolve`]).
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalityLb {
+    /// Weights per destination locality, by source locality.
+    pub distribute: Vec<Distribute>,
+    /// Region to fail over to, by region.
+    pub failover: Vec<Failover>,
+}
+
+/// A `distribute` rule: for proxies in `from`, the weight of each destination locality pattern.
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Distribute {
+    /// Source locality pattern (`region/zone/*`).
+    pub from: String,
+    /// Destination locality pattern and weight, in the input's order.
+    pub to: Vec<(String, u64)>,
+}
+
+/// A `failover` rule: the region the traffic of proxies in region `from` fails over to.
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failover {
+    /// Region of the proxy.
+    pub from: String,
+    /// Region its traffic fails over to (`None`: none named).
+    pub to: Option<String>,
+}
+
+impl LocalityLb {
+    /// The setting as the model applies it: `None` when `enabled: false`; rules without a
+    /// `from` (which match no proxy) dropped.
+    pub fn resolve(s: LocalityLbSetting) -> Option<Self> {
+        if s.enabled == Some(false) {
+            return None;
+        }
+        Some(Self {
+            distribute: s
+                .distribute
+                .into_iter()
+                .filter_map(|d| {
+                    Some(Distribute {
+                        from: d.from?,
+                        to: d
+                            .to
+                            .into_iter()
+                            .map(|(pattern, w)| (pattern, u64::try_from(w).unwrap_or(0)))
+                            .collect(),
+                    })
+                })
+                .collect(),
+            failover: s
+                .failover
+                .into_iter()
+                .filter_map(|f| {
+                    Some(Failover {
+                        from: f.from?,
+                        to: f.to,
+                    })
+                })
+                .collect(),
+        })
+    }
+}
 
 /// The endpoints of one locality in a cluster's `load_assignment`.
 #[derive(serde::Serialize, Debug, Clone, PartialEq, Eq)]
@@ -76,9 +139,7 @@ pub fn apply(mesh: &mut Mesh, proxy: Option<&Locality>) {
             })
             .collect();
         let mut weighted = false;
-        if let (Some(proxy), Some(s)) = (proxy, setting(&c.policy))
-            && s.enabled != Some(false)
-        {
+        if let (Some(proxy), Some(s)) = (proxy, &c.load_balancing.locality) {
             let outlier = c.policy.outlier_detection.is_some();
             if !s.distribute.is_empty() {
                 weighted = true;
@@ -94,15 +155,12 @@ pub fn apply(mesh: &mut Mesh, proxy: Option<&Locality>) {
 
 /// Istio's `applyLocalityWeights`.
 fn distribute(proxy: &Locality, rules: &[Distribute], groups: &mut [LocalityGroup]) {
-    let Some(rule) = rules
-        .iter()
-        .find(|d| d.from.as_deref().is_some_and(|f| proxy.matches(f)))
-    else {
+    let Some(rule) = rules.iter().find(|d| proxy.matches(&d.from)) else {
         return;
     };
     let mut unmatched: BTreeSet<usize> = (0..groups.len()).collect();
     for (pattern, weight) in &rule.to {
-        let weight = u64::try_from(*weight).unwrap_or(0);
+        let weight = *weight;
         let matched: Vec<usize> = unmatched
             .iter()
             .copied()
@@ -139,9 +197,7 @@ fn failover(proxy: &Locality, rules: &[Failover], groups: &mut [LocalityGroup]) 
     for g in groups.iter_mut() {
         let mut priority = proxy.lb_priority(&g.locality);
         if priority == 3
-            && let Some(rule) = rules
-                .iter()
-                .find(|f| f.from.as_deref() == Some(proxy.region.as_str()))
+            && let Some(rule) = rules.iter().find(|f| f.from == proxy.region)
             && rule.to.as_deref() != Some(g.locality.region.as_str())
         {
             priority = 4;
@@ -177,7 +233,7 @@ mod tests {
         failover(
             &proxy,
             &[Failover {
-                from: Some("us-east".into()),
+                from: "us-east".into(),
                 to: Some("us-west".into()),
             }],
             &mut groups,
@@ -204,12 +260,11 @@ mod tests {
             group("us-west/b", 3),
         ];
         let rule = Distribute {
-            from: Some("us-east/*".into()),
-            to: [
+            from: "us-east/*".into(),
+            to: vec![
                 ("us-east/zone-a".to_owned(), 60),
                 ("us-west/*".to_owned(), 40),
-            ]
-            .into(),
+            ],
         };
         distribute(&proxy, &[rule], &mut groups);
         let w: Vec<(u32, usize)> = groups

@@ -44,9 +44,70 @@ pub struct Mesh {
     /// Hosts known only from Kubernetes Services (`<name>.<namespace>.svc.<domain>`): their
     /// clusters have no endpoints, which Istio's registry knows and a static config does not.
     pub service_only_hosts: BTreeSet<String>,
+    /// The endpoints `sluice serve` probes (a WorkloadGroup's `probe`, a `sluice.dev/probe`
+    /// annotation), by [`ProbedEndpoint::key`]. Not part of any generated config: the static
+    /// targets leave health to Envoy.
+    #[serde(skip)]
+    pub probed: BTreeMap<String, ProbedEndpoint>,
+}
+
+/// A probe resolved from its input (Kubernetes' defaults applied, its port a number), as the
+/// prober runs it: the model's own, so later stages need not read the input.
+pub use crate::input::probe::{Check as ProbeCheck, Probe};
+
+/// One endpoint the control plane probes, and the ports its result applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbedEndpoint {
+    /// The workload's address.
+    pub address: String,
+    /// The probe, its port resolved for this endpoint.
+    pub probe: Probe,
+    /// The ports the workload serves at `address`: the result applies to every EDS endpoint
+    /// `address:port` of these ports, in every cluster (the workload as a whole is healthy or
+    /// not, as Istio treats a WorkloadEntry's health).
+    pub ports: BTreeSet<u32>,
+    /// Where the probe was given: `WorkloadGroup/NS/NAME`, `WorkloadEntry/NS/NAME` or
+    /// `ServiceEntry/NS/NAME`.
+    pub source: String,
+}
+
+impl ProbedEndpoint {
+    /// `address:port` of the probe: one probe per key, whatever the number of services.
+    pub fn key(&self) -> String {
+        let port = match &self.probe.check {
+            ProbeCheck::Http { port, .. }
+            | ProbeCheck::Tcp { port }
+            | ProbeCheck::Grpc { port, .. } => *port,
+        };
+        format!("{}:{port}", self.address)
+    }
 }
 
 impl Mesh {
+    /// All HTTP listeners' virtual hosts in one, as a proxy that serves every port with one
+    /// filter config sees them (the istio target: one config per filter for every sidecar and
+    /// gateway). A virtual host repeated on several ports is kept once (its rules are the
+    /// same), and a domain already owned by an earlier virtual host is dropped from later ones
+    /// (the router requires unique domains).
+    pub fn merged_listener(&self) -> Listener {
+        let mut merged = Listener::default();
+        let mut names = BTreeSet::new();
+        let mut domains = BTreeSet::new();
+        for listener in self.listeners.values() {
+            for vh in &listener.virtual_hosts {
+                if !names.insert(vh.name.clone()) {
+                    continue;
+                }
+                let mut vh = vh.clone();
+                vh.domains.retain(|d| domains.insert(d.clone()));
+                if !vh.domains.is_empty() {
+                    merged.virtual_hosts.push(vh);
+                }
+            }
+        }
+        merged
+    }
+
     /// The clusters that some HTTP rule routes to.
     pub fn routed_clusters(&self) -> BTreeSet<&str> {
         let mut routed = BTreeSet::new();
@@ -245,16 +306,17 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// Speak HTTP/2 upstream (port protocol HTTP2 or GRPC).
     pub http2: bool,
-    /// Host policy merged with the subset's, as Istio input (connection pool, outlier detection,
-    /// TLS, ... are read from it when emitting; load balancing is resolved below).
-    pub policy: TrafficPolicy,
-    /// The policy's consistent-hash ring and slow start, resolved.
+    /// Host policy merged with the subset's, resolved: connection pool, outlier detection,
+    /// upstream TLS, retry budget, PROXY protocol.
+    pub policy: policy::ClusterPolicy,
+    /// The merged policy's load balancing, resolved: algorithm, consistent-hash key and ring,
+    /// slow start, locality settings.
     pub load_balancing: policy::LoadBalancing,
     /// The sluice breaker guarding this cluster, if configured.
     pub breaker: Option<sluice_core::breaker::BreakerSettings>,
     /// Active health checking (`sluice.dev/health-check` on the DestinationRule, else on the
     /// ServiceEntry).
-    pub health_check: Option<crate::model::native::HealthCheck>,
+    pub health_check: Option<policy::HealthCheck>,
     /// The locality of each endpoint (`region/zone/subzone`, empty when unset), in the order
     /// of `endpoints`.
     pub endpoint_localities: Vec<String>,
@@ -268,22 +330,63 @@ pub fn cluster_name(port: u32, subset: &str, host: &str) -> String {
     format!("outbound|{port}|{subset}|{host}")
 }
 
-struct PortDef {
+/// One port of a registered service.
+pub(crate) struct PortDef {
     number: u32,
     name: Option<String>,
     target_port: Option<u32>,
     http2: bool,
+    /// The ServiceEntry port's `protocol`, upper case (empty when unset or for a Kubernetes
+    /// Service, whose ports the TCP side does not route).
+    protocol: String,
+    /// Its index in the resource's `spec.ports`, for diagnostics.
+    index: usize,
 }
 
-struct Service<'a> {
+/// A registered service host: the resource defining it, its ports and endpoints.
+pub(crate) struct Service<'a> {
     resource: &'a Resource,
     ports: Vec<PortDef>,
     discovery: Discovery,
-    endpoints: Vec<&'a WorkloadEntrySpec>,
+    endpoints: Vec<Member<'a>>,
     dns_host: bool,
 }
 
-struct Registry<'a> {
+/// One endpoint of a service, and the probe `sluice serve` runs on it, if any, with where
+/// that probe was given.
+#[derive(Clone)]
+struct Member<'a> {
+    spec: &'a WorkloadEntrySpec,
+    probe: Option<(crate::input::probe::ProbeInput, String)>,
+}
+
+/// The probe of a WorkloadEntry: its own `sluice.dev/probe`, else its WorkloadGroup's `probe`
+/// (the group named by Istio's `istio.io/autoRegistrationGroup` annotation, which
+/// `sluice register` writes, in the entry's namespace).
+fn workload_probe(
+    w: &Resource,
+    group_probes: &BTreeMap<(&str, &str), &crate::input::probe::ProbeInput>,
+) -> Option<(crate::input::probe::ProbeInput, String)> {
+    if let Some(own) = crate::input::annotations::probe_input(w) {
+        return Some((own, format!("WorkloadEntry/{}/{}", w.namespace, w.name)));
+    }
+    let group = w
+        .metadata
+        .annotations
+        .get(crate::input::istio::AUTO_REGISTRATION_GROUP)?;
+    let probe = group_probes.get(&(w.namespace.as_str(), group.as_str()))?;
+    Some((
+        (*probe).clone(),
+        format!("WorkloadGroup/{}/{group}", w.namespace),
+    ))
+}
+
+/// The one index of the mesh, built once from the resources and read by every part of the
+/// model (HTTP listeners and clusters here, TCP listeners in [`tcp`]): service hosts with their
+/// ports and endpoints, DestinationRules (and so subsets) by registered host, Gateways by
+/// namespace and name. As Istio's push context, it resolves a host as written in a namespace
+/// to its registered form.
+pub(crate) struct Registry<'a> {
     /// The cluster domain of Kubernetes names (`--cluster-domain`, `cluster.local`).
     domain: String,
     services: BTreeMap<String, Service<'a>>,
@@ -415,7 +518,7 @@ pub fn build_from(
         .map(|(host, _)| host.clone())
         .collect();
     build_listeners(resources, &registry, credentials, &mut mesh, &mut out);
-    crate::model::tcp::build(resources, credentials, &mut mesh, &mut out);
+    crate::model::tcp::build(resources, &registry, credentials, &mut mesh, &mut out);
     (mesh, out)
 }
 
@@ -526,11 +629,26 @@ fn register<'a>(
             _ => None,
         })
         .collect();
+    let group_probes: BTreeMap<(&str, &str), &crate::input::probe::ProbeInput> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::WorkloadGroup(g) => {
+                Some(((r.namespace.as_str(), r.name.as_str()), g.probe.as_ref()?))
+            }
+            _ => None,
+        })
+        .collect();
     for r in resources {
         match &r.spec {
-            Spec::ServiceEntry(se) => {
-                register_service(r, se, &workloads, &groups, &mut registry, out)
-            }
+            Spec::ServiceEntry(se) => register_service(
+                r,
+                se,
+                &workloads,
+                &groups,
+                &group_probes,
+                &mut registry,
+                out,
+            ),
             Spec::Service(svc) => register_kube_service(r, svc, &mut registry, out),
             Spec::Gateway(g) => {
                 registry
@@ -584,6 +702,7 @@ fn register_service<'a>(
     se: &'a ServiceEntrySpec,
     workloads: &[(&'a Resource, &'a WorkloadEntrySpec)],
     groups: &[(&str, BTreeMap<&str, &str>)],
+    group_probes: &BTreeMap<(&str, &str), &crate::input::probe::ProbeInput>,
     registry: &mut Registry<'a>,
     out: &mut Vec<Diagnostic>,
 ) {
@@ -593,7 +712,9 @@ fn register_service<'a>(
         "DNS_ROUND_ROBIN" => Discovery::LogicalDns,
         _ => Discovery::Static,
     };
-    let endpoints: Vec<&WorkloadEntrySpec> = match &se.workload_selector {
+    let service_probe = crate::input::annotations::probe_input(r)
+        .map(|p| (p, format!("ServiceEntry/{}/{}", r.namespace, r.name)));
+    let endpoints: Vec<Member<'_>> = match &se.workload_selector {
         Some(sel) => workloads
             .iter()
             .filter(|(w, spec)| {
@@ -603,9 +724,19 @@ fn register_service<'a>(
                         .iter()
                         .all(|(k, v)| spec.labels.get(k) == Some(v))
             })
-            .map(|(_, spec)| *spec)
+            .map(|(w, spec)| Member {
+                spec,
+                probe: workload_probe(w, group_probes).or_else(|| service_probe.clone()),
+            })
             .collect(),
-        None => se.endpoints.iter().collect(),
+        None => se
+            .endpoints
+            .iter()
+            .map(|spec| Member {
+                spec,
+                probe: service_probe.clone(),
+            })
+            .collect(),
     };
     let dns_host = endpoints.is_empty() && discovery != Discovery::Static;
     // A selector a WorkloadGroup's entries will carry: its endpoints are the VMs that register
@@ -655,9 +786,12 @@ fn register_service<'a>(
         let ports = se
             .ports
             .iter()
-            .filter_map(|p| {
+            .enumerate()
+            .filter_map(|(index, p)| {
                 Some(PortDef {
                     number: p.number?,
+                    protocol: crate::input::tcp::protocol_of(p.protocol.as_deref()),
+                    index,
                     name: p.name.clone(),
                     target_port: p.target_port,
                     http2: matches!(
@@ -720,8 +854,11 @@ fn register_kube_service<'a>(
     let ports = svc
         .ports
         .iter()
-        .map(|p| PortDef {
+        .enumerate()
+        .map(|(index, p)| PortDef {
             number: p.port,
+            protocol: String::new(),
+            index,
             name: p.name.clone(),
             target_port: p.target_port,
             http2: p.http2(),
@@ -978,9 +1115,16 @@ fn build_clusters(
             } else {
                 svc.endpoints
                     .iter()
-                    .filter_map(|ep| Some((endpoint_for(ep)?, *ep)))
+                    .filter_map(|m| Some((endpoint_for(m.spec)?, m.spec)))
                     .collect()
             };
+            // EDS carries health; DNS clusters keep their hosts inline, so only the endpoints
+            // of static services are probed.
+            if svc.discovery == Discovery::Static {
+                for m in &svc.endpoints {
+                    record_probe(m, &svc.ports, endpoint_for(m.spec), &mut mesh.probed);
+                }
+            }
             let dns_endpoint = || Endpoint {
                 address: host.clone(),
                 port: port.target_port.unwrap_or(port.number),
@@ -1021,7 +1165,7 @@ fn build_clusters(
                                 &policy,
                             ),
                             load_balancing: policy::load_balancing(&policy),
-                            policy,
+                            policy: policy::cluster_policy(&policy, host),
                             health_check: crate::model::native::health_check(
                                 dr.map(|(r, _)| *r),
                                 svc.resource,
@@ -1066,6 +1210,41 @@ fn build_clusters(
         }
         check_passthrough(host, svc, dr.map(|(r, _)| *r), mesh, out);
     }
+}
+
+/// Records that `member`, served at `endpoint`, is probed (its probe's named port resolved as
+/// the endpoint's port of that name). A probe that does not resolve was reported by the checks.
+fn record_probe(
+    member: &Member<'_>,
+    ports: &[PortDef],
+    endpoint: Option<Endpoint>,
+    probed: &mut BTreeMap<String, ProbedEndpoint>,
+) {
+    let (Some((input, source)), Some(endpoint)) = (&member.probe, endpoint) else {
+        return;
+    };
+    let named = |name: &str| {
+        member.spec.ports.get(name).copied().or_else(|| {
+            ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name))
+                .map(|p| p.target_port.unwrap_or(p.number))
+        })
+    };
+    let Ok(probe) = input.resolve_with(&named) else {
+        return;
+    };
+    let found = ProbedEndpoint {
+        address: endpoint.address,
+        probe,
+        ports: BTreeSet::new(),
+        source: source.clone(),
+    };
+    probed
+        .entry(found.key())
+        .or_insert(found)
+        .ports
+        .insert(endpoint.port);
 }
 
 /// PASSTHROUGH forwards to the `ip:port` a request names, checked against the service's
@@ -1177,7 +1356,7 @@ fn check_match_gateways(
 }
 
 /// The istio target's limit on `match.gateways`: its one sluice router config serves every
-/// gateway and sidecar (see `target::istio::merged_listener`), so a match block cannot be
+/// gateway and sidecar (see [`Mesh::merged_listener`]), so a match block cannot be
 /// kept to some of them; each such block is an error there.
 pub fn check_match_gateways_for_istio(resources: &[Resource]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
@@ -1772,8 +1951,9 @@ fn istio_default_retries() -> crate::input::istio::HttpRetry {
     }
 }
 
-/// The native extras of a rule: mirrors resolved to clusters (unknown ones reported), the
-/// destinations' consistent-hash keys, the rest as written.
+/// The native extras of a rule, resolved: mirrors to clusters (unknown ones reported), the
+/// destinations' consistent-hash keys, rewrites, redirects, headers and CORS in the model's
+/// own types.
 #[allow(clippy::too_many_arguments)]
 fn native_extras(
     registry: &Registry<'_>,
@@ -1819,15 +1999,8 @@ fn native_extras(
             .get(cluster)
             .and_then(crate::model::native::cluster_hash)
     };
-    let mut extras = crate::model::native::route_extras(h, &clusters, resolve, hash_of, at);
-    // Envoy cannot copy the request's port into a redirect; Istio knows the port each route is
-    // generated for and writes it (`FROM_REQUEST_PORT`). `FROM_PROTOCOL_DEFAULT` sets no port,
-    // as Istio leaves Envoy's `port_redirect` unset.
-    if let Some(redirect) = extras.redirect.as_mut()
-        && redirect.derive_port.as_deref() == Some("FROM_REQUEST_PORT")
-    {
-        redirect.port = Some(listener_port);
-    }
+    let mut extras =
+        crate::model::native::route_extras(h, &clusters, resolve, hash_of, at, listener_port);
     match target {
         Target::Cluster(c) => {
             extras.passthrough_endpoints = mesh

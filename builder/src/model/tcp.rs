@@ -20,14 +20,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diag::{Code, Diagnostic, Severity};
-use crate::input::istio::{DestinationRuleSpec, GatewaySpec, ServiceEntrySpec};
-use crate::input::parse::{Resource, Spec};
+use crate::input::parse::{Kind, Resource, Spec};
 pub use crate::input::tcp::{L4Route, RouteDestination, TcpRoute, TlsRoute};
 use crate::input::tcp::{
     ServerKind, TCP_PROTOCOLS, is_passthrough_server, parse_subnet, protocol_of, server_kind,
 };
 use crate::model::credentials::CredentialSource;
-use crate::model::{Listener, Mesh, Target, cluster_name, server_host_matches};
+use crate::model::{Listener, Mesh, Registry, Service, Target, cluster_name, server_host_matches};
 use crate::position::FieldPath;
 
 /// A resolved tunnel: Envoy's `tunneling_config`.
@@ -94,13 +93,6 @@ fn tunnel_of(
     })
 }
 
-/// A service host and the protocol of each of its ports.
-struct TcpService<'a> {
-    resource: &'a Resource,
-    /// Port number -> (index in `spec.ports`, upper-case protocol).
-    ports: BTreeMap<u32, (usize, String)>,
-}
-
 /// Who put a chain on a port, for conflict reports.
 struct Owner<'a> {
     resource: &'a Resource,
@@ -164,45 +156,18 @@ impl<'a> PortChains<'a> {
     }
 }
 
-/// Builds the TCP listeners of `mesh` (after its clusters and HTTP listeners): a TCP port's
-/// listener replaces the HTTP default routes the HTTP side gave it.
-pub fn build(
+/// Builds the TCP listeners of `mesh` (after its clusters and HTTP listeners) from the model's
+/// one `registry` (hosts, their ports and protocols, subsets, DestinationRules, Gateways): a
+/// TCP port's listener replaces the HTTP default routes the HTTP side gave it.
+pub(crate) fn build(
     resources: &[Resource],
+    registry: &Registry<'_>,
     credentials: Option<&dyn CredentialSource>,
     mesh: &mut Mesh,
     out: &mut Vec<Diagnostic>,
 ) {
-    let services = tcp_services(resources);
-    let hosts: BTreeSet<&str> = mesh.clusters.values().map(|c| c.host.as_str()).collect();
-    let resolve = |host: &str, namespace: &str| -> Option<String> {
-        if hosts.contains(host) {
-            return Some(host.to_owned());
-        }
-        let long = format!("{host}.{namespace}.svc.cluster.local");
-        if !host.contains('.') && hosts.contains(long.as_str()) {
-            return Some(long);
-        }
-        let short = host.strip_suffix(".svc.cluster.local")?.split('.').next()?;
-        hosts.contains(short).then(|| short.to_owned())
-    };
-    let gateways: BTreeMap<(String, String), (&Resource, &GatewaySpec)> = resources
-        .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::Gateway(g) => Some(((r.namespace.clone(), r.name.clone()), (r, g))),
-            _ => None,
-        })
-        .collect();
-
-    // DestinationRules by the canonical host (duplicates and unknown hosts are reported by the
-    // model; the first wins, as there).
-    let mut destination_rules: BTreeMap<String, &DestinationRuleSpec> = BTreeMap::new();
-    for r in resources {
-        if let Spec::DestinationRule(dr) = &r.spec
-            && let Some(host) = dr.host.as_deref().and_then(|h| resolve(h, &r.namespace))
-        {
-            destination_rules.entry(host).or_insert(dr);
-        }
-    }
+    let services = tcp_services(registry);
+    let gateways = &registry.gateways;
     let mut ports: BTreeMap<u32, PortChains<'_>> = BTreeMap::new();
     // Ports served as HTTP: HTTP gateway servers and service ports of an HTTP protocol.
     let mut http_ports: BTreeSet<u32> = BTreeSet::new();
@@ -217,9 +182,9 @@ pub fn build(
             }
         }
     }
-    for svc in services.values() {
-        for (&number, (_, protocol)) in &svc.ports {
-            if !TCP_PROTOCOLS.contains(&protocol.as_str()) {
+    for (_, ports) in services.values() {
+        for (&number, (_, protocol)) in ports {
+            if !TCP_PROTOCOLS.contains(protocol) {
                 http_ports.insert(number);
             }
         }
@@ -229,7 +194,7 @@ pub fn build(
     let mut gateway_tcp_ports: BTreeMap<u32, ServerKind> = BTreeMap::new();
     let mut terminating: BTreeMap<(&(String, String), usize), crate::model::native::ServerTls> =
         BTreeMap::new();
-    for (key, (r, g)) in &gateways {
+    for (key, (r, g)) in gateways {
         for (i, s) in g.servers.iter().enumerate() {
             let (Some(kind), Some(number)) =
                 (server_kind(s), s.port.as_ref().and_then(|p| p.number))
@@ -296,9 +261,9 @@ pub fn build(
     }
     // Mesh TCP ports: every service port of a TCP protocol.
     let mut mesh_tcp_ports: BTreeSet<u32> = BTreeSet::new();
-    for svc in services.values() {
-        for (&number, (pi, protocol)) in &svc.ports {
-            if !TCP_PROTOCOLS.contains(&protocol.as_str()) {
+    for (svc, ports) in services.values() {
+        for (&number, (pi, protocol)) in ports {
+            if !TCP_PROTOCOLS.contains(protocol) {
                 continue;
             }
             // A gateway's SNI-matched servers and a service's TCP port would share one listener,
@@ -337,17 +302,17 @@ pub fn build(
         for gref in &refs {
             if gref == "mesh" {
                 for host in &vs.hosts {
-                    let Some(canonical) = resolve(host, &r.namespace) else {
+                    let Some(canonical) = registry.resolve(host, &r.namespace) else {
                         continue;
                     };
-                    let Some(svc) = services.get(&canonical) else {
+                    let Some((_, ports)) = services.get(canonical.as_str()) else {
                         continue;
                     };
-                    for (&number, (_, protocol)) in &svc.ports {
+                    for (&number, (_, protocol)) in ports {
                         if !mesh_tcp_ports.contains(&number) {
                             continue;
                         }
-                        let kind = if protocol == "TLS" {
+                        let kind = if *protocol == "TLS" {
                             ServerKind::Passthrough
                         } else {
                             ServerKind::Tcp
@@ -406,11 +371,7 @@ pub fn build(
         listeners.dedup_by(|a, b| a.port == b.port && a.server_hosts == b.server_hosts);
         let bound = !listeners.is_empty();
         let spec = FieldPath::root().key("spec");
-        let lookup = Lookup {
-            resolve: &resolve,
-            rules: &destination_rules,
-            mesh,
-        };
+        let lookup = Lookup { registry, mesh };
         let tcp_rules: Vec<Rule<'_>> = vs
             .tcp
             .iter()
@@ -546,16 +507,16 @@ pub fn build(
     }
 
     // Istio's default chain for every service TCP port no VirtualService routes.
-    for (host, svc) in &services {
-        for (&number, (pi, protocol)) in &svc.ports {
-            if !mesh_tcp_ports.contains(&number) || routed.contains(&(number, host.clone())) {
+    for (host, (svc, svc_ports)) in &services {
+        for (&number, (pi, protocol)) in svc_ports {
+            if !mesh_tcp_ports.contains(&number) || routed.contains(&(number, (*host).to_owned())) {
                 continue;
             }
             let cluster = cluster_name(number, "", host);
             let target = Target::Cluster(cluster.clone());
             let hash_source_ip = hashes_source_ip(&target, mesh);
-            let server_names = if protocol == "TLS" && !host.contains('*') {
-                vec![host.clone()]
+            let server_names = if *protocol == "TLS" && !host.contains('*') {
+                vec![(*host).to_owned()]
             } else {
                 Vec::new()
             };
@@ -568,7 +529,7 @@ pub fn build(
                     server_names,
                     destination_subnets: Vec::new(),
                     target,
-                    tunnel: tunnel_of(destination_rules.get(host).copied(), ""),
+                    tunnel: tunnel_of(registry.rules.get(*host).map(|(_, dr)| *dr), ""),
                     tls: None,
                 },
                 Owner {
@@ -660,14 +621,13 @@ fn hashes_source_ip(target: &Target, mesh: &Mesh) -> bool {
     mesh.clusters
         .get(cluster)
         .and_then(crate::model::native::cluster_hash)
-        == Some(crate::input::native::HashKey::SourceIp)
+        == Some(crate::model::policy::HashKey::SourceIp)
 }
 
-/// What destinations resolve against: service hosts (`resolve(host, namespace)` gives the
-/// registered form), DestinationRules by host, and the clusters.
+/// What destinations resolve against: the registry (hosts, their ports and subsets, the
+/// DestinationRules' tunnels) and the clusters.
 struct Lookup<'a> {
-    resolve: &'a dyn Fn(&str, &str) -> Option<String>,
-    rules: &'a BTreeMap<String, &'a DestinationRuleSpec>,
+    registry: &'a Registry<'a>,
     mesh: &'a Mesh,
 }
 
@@ -680,17 +640,13 @@ fn resolve_target(
     lookup: &Lookup<'_>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<(Target, Option<Tunnel>)> {
-    let Lookup {
-        resolve,
-        rules,
-        mesh,
-    } = lookup;
+    let Lookup { registry, mesh } = lookup;
     let mut members = Vec::new();
     for (d, dest) in route.iter().enumerate() {
         let dat = at.key("route").index(d).key("destination");
         let dd = dest.destination.as_ref()?;
         let host = dd.host.as_deref()?;
-        let Some(canonical) = resolve(host, &r.namespace) else {
+        let Some(canonical) = registry.resolve(host, &r.namespace) else {
             out.push(r.error(
                 Code::UnknownHost,
                 &dat.key("host"),
@@ -699,12 +655,11 @@ fn resolve_target(
             ));
             return None;
         };
-        let svc_ports: BTreeSet<u32> = mesh
-            .clusters
-            .values()
-            .filter(|c| c.host == canonical)
-            .map(|c| c.port)
-            .collect();
+        let svc_ports: BTreeSet<u32> = registry
+            .services
+            .get(&canonical)
+            .map(|svc| svc.ports.iter().map(|p| p.number).collect())
+            .unwrap_or_default();
         let number = match dd.port.as_ref().and_then(|p| p.number) {
             Some(n) if svc_ports.contains(&n) => n,
             Some(n) => {
@@ -732,12 +687,7 @@ fn resolve_target(
         let subset = dd.subset.as_deref().unwrap_or("");
         let cluster = cluster_name(number, subset, &canonical);
         if !mesh.clusters.contains_key(&cluster) {
-            let known: Vec<&str> = mesh
-                .clusters
-                .values()
-                .filter(|c| c.host == canonical && c.port == number && !c.subset.is_empty())
-                .map(|c| c.subset.as_str())
-                .collect();
+            let known = registry.subsets(&canonical);
             out.push(r.error(
                 Code::UnknownSubset,
                 &dat.key("subset"),
@@ -754,7 +704,7 @@ fn resolve_target(
         }
         let weight =
             u32::try_from(dest.weight.unwrap_or(0).clamp(0, i64::from(u32::MAX))).unwrap_or(0);
-        let tunnel = tunnel_of(rules.get(&canonical).copied(), subset);
+        let tunnel = tunnel_of(registry.rules.get(&canonical).map(|(_, dr)| *dr), subset);
         members.push((cluster, weight, tunnel));
     }
     if members.len() > 1 {
@@ -780,27 +730,29 @@ fn resolve_target(
     }
 }
 
-/// ServiceEntry hosts with their ports' protocols.
-fn tcp_services(resources: &[Resource]) -> BTreeMap<String, TcpService<'_>> {
-    let mut services = BTreeMap::new();
-    for r in resources {
-        let Spec::ServiceEntry(se) = &r.spec else {
-            continue;
-        };
-        let ServiceEntrySpec { hosts, ports, .. } = se;
-        let ports: BTreeMap<u32, (usize, String)> = ports
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| Some((p.number?, (i, protocol_of(p.protocol.as_deref())))))
-            .collect();
-        for host in hosts {
-            services.entry(host.clone()).or_insert(TcpService {
-                resource: r,
-                ports: ports.clone(),
-            });
-        }
-    }
-    services
+/// A service's ports by number: (index in `spec.ports`, upper-case protocol).
+type PortProtocols<'r> = BTreeMap<u32, (usize, &'r str)>;
+
+/// The ServiceEntry hosts of the registry, each with its ports by number: (index in
+/// `spec.ports`, upper-case protocol). A port number listed twice keeps its last entry (the
+/// duplicate is reported by the checks). Kubernetes Services are left to the HTTP side: their
+/// ports carry no `protocol` the TCP side reads.
+fn tcp_services<'r, 'a>(
+    registry: &'r Registry<'a>,
+) -> BTreeMap<&'r str, (&'r Service<'a>, PortProtocols<'r>)> {
+    registry
+        .services
+        .iter()
+        .filter(|(_, svc)| svc.resource.kind == Kind::ServiceEntry)
+        .map(|(host, svc)| {
+            let ports = svc
+                .ports
+                .iter()
+                .map(|p| (p.number, (p.index, p.protocol.as_str())))
+                .collect();
+            (host.as_str(), (svc, ports))
+        })
+        .collect()
 }
 
 #[cfg(test)]

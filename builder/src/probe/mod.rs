@@ -14,3 +14,21 @@ pub mod run;
 pub mod tracker;
 
 pub use crate::input::probe as spec;
+
+use serde::{Deserialize, Serialize};
+
+/// One endpoint's health, as its owner reports it to the other replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// The EDS `health_status` name: `HEALTHY`, `UNHEALTHY` or `UNKNOWN`.
+    pub health: String,
+    /// The replica that probes it.
+    pub by: String,
+    /// Probes its owner ran.
+    pub probes: u64,
+    /// When its health last changed, in milliseconds since the Unix epoch (0: never).
+    pub changed_unix_ms: u64,
+    /// Why its last probe failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}

@@ -3,6 +3,7 @@
 //! that a thousand endpoints do not all fire at the same instant.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -137,6 +138,16 @@ struct Probed {
 pub struct Prober {
     endpoints: Arc<Mutex<BTreeMap<String, Probed>>>,
     changes: watch::Sender<u64>,
+    total: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober")
+            .field("endpoints", &self.lock().len())
+            .field("probes_total", &self.probes_total())
+            .finish()
+    }
 }
 
 impl Default for Prober {
@@ -151,6 +162,7 @@ impl Prober {
         Prober {
             endpoints: Arc::default(),
             changes: watch::channel(0).0,
+            total: Arc::default(),
         }
     }
 
@@ -184,6 +196,7 @@ impl Prober {
                 offset,
                 Arc::clone(&self.endpoints),
                 self.changes.clone(),
+                Arc::clone(&self.total),
             ));
             endpoints.insert(
                 key,
@@ -216,6 +229,19 @@ impl Prober {
             .collect()
     }
 
+    /// Probes run since the prober started, over every endpoint it probed.
+    pub fn probes_total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Every probed endpoint's health, by key.
+    pub fn health_by_key(&self) -> BTreeMap<String, Health> {
+        self.lock()
+            .iter()
+            .map(|(key, p)| (key.clone(), p.tracker.health()))
+            .collect()
+    }
+
     /// A receiver that sees a new value each time some endpoint's health changes.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
@@ -236,6 +262,7 @@ async fn probe_loop(
     offset: Duration,
     endpoints: Arc<Mutex<BTreeMap<String, Probed>>>,
     changes: watch::Sender<u64>,
+    total: Arc<AtomicU64>,
 ) {
     let probe = &target.probe;
     let start = tokio::time::Instant::now() + probe.initial_delay + offset;
@@ -245,6 +272,7 @@ async fn probe_loop(
     loop {
         ticks.tick().await;
         let result = probe_once(&target.address, probe).await;
+        total.fetch_add(1, Ordering::Relaxed);
         let changed = {
             let mut endpoints = endpoints.lock().unwrap_or_else(|e| e.into_inner());
             let Some(probed) = endpoints.get_mut(&key) else {

@@ -6,8 +6,9 @@ use std::time::Instant;
 /// An endpoint's health as the control plane reports it (EDS `health_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
-    /// Not probed enough yet: Envoy treats UNKNOWN as healthy, so a new endpoint takes traffic
-    /// at once, as it would without central checking.
+    /// Not probed enough yet. Proxies get it as UNHEALTHY (see
+    /// [`crate::xds::health::EdsHealth::Unhealthy`]): Istio sends no traffic to a
+    /// health-checked WorkloadEntry before its first passing probe.
     Unknown,
     /// Probes pass.
     Healthy,
@@ -23,6 +24,13 @@ impl Health {
             Health::Healthy => "HEALTHY",
             Health::Unhealthy => "UNHEALTHY",
         }
+    }
+
+    /// The health an EDS `health_status` name says ([`Health::eds_name`]'s inverse).
+    pub fn from_eds_name(name: &str) -> Option<Health> {
+        [Health::Unknown, Health::Healthy, Health::Unhealthy]
+            .into_iter()
+            .find(|h| h.eds_name() == name)
     }
 }
 

@@ -1,9 +1,17 @@
-//! The admin port: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/status` (JSON per proxy).
+//! The admin port: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/status` (JSON per proxy),
+//! `/endpoints` (JSON per probed endpoint),
+//! and with `--serve-modules` the wasm modules the filter configs fetch
+//! (`/modules/sluice_<module>.wasm`).
+//!
+//! Why the modules are here and not on the ADS port: this port is plain HTTP/1.1 that any
+//! client reads (curl, a load balancer, Envoy's remote data source through an ordinary
+//! cluster), it is already health-checked on `/readyz`, and a multi-megabyte download never
+//! shares a listener or a connection's flow control with the ADS streams.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -23,6 +31,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/endpoints", get(endpoints))
+        .route("/modules/{file}", get(module))
         .with_state(shared)
 }
 
@@ -56,4 +66,37 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     axum::Json(shared.status_json())
+}
+
+async fn endpoints(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    axum::Json(shared.endpoints_json())
+}
+
+/// A module of the published config, the exact bytes its filter configs pin by sha256; 404
+/// for a name the config does not serve (or without `--serve-modules`), 503 before any valid
+/// config is loaded.
+async fn module(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> impl IntoResponse {
+    let bytes = shared
+        .published
+        .borrow()
+        .as_ref()
+        .map(|p| p.modules.get(&file).cloned());
+    match bytes {
+        Some(Some(bytes)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/wasm")],
+            bytes,
+        )
+            .into_response(),
+        Some(None) => (
+            StatusCode::NOT_FOUND,
+            format!("no module {file} is served (sluice serve --serve-modules DIR serves DIR/sluice_<module>.wasm)\n"),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no valid config loaded yet (see /status)\n",
+        )
+            .into_response(),
+    }
 }

@@ -23,6 +23,16 @@ use super::state::{NackRecord, ProxyStatus, Shared, now_secs};
 use super::stream::{Event, Reply, Stream};
 use crate::xds::Kind;
 
+/// This replica's name, from the address ADS listens on and the process: what proxies see as
+/// `control_plane.identifier`, and its id in the store's fleet.
+pub fn identifier(xds: std::net::SocketAddr) -> String {
+    format!(
+        "sluice-serve {} at {xds} (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    )
+}
+
 /// Serves ADS on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -31,12 +41,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Each replica names itself in every response (`control_plane.identifier`), so a proxy's
     // config_dump and logs say which replica it follows.
-    let identifier = format!(
-        "sluice-serve {} at {} (pid {})",
-        env!("CARGO_PKG_VERSION"),
-        listener.local_addr()?,
-        std::process::id()
-    );
+    let address = listener.local_addr()?;
+    let identifier = shared
+        .identifier
+        .get_or_init(|| identifier(address))
+        .clone();
     // gRPC health v1 on the ADS port: the envoy-xds bootstrap health-checks every replica, so
     // a proxy reconnecting after its replica died picks a live one.
     let (_reporter, health) = tonic_health::server::health_reporter();

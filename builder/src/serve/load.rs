@@ -1,5 +1,7 @@
 //! Reading the input tree into a snapshot, and watching it.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,6 +11,7 @@ use super::ServeConfig;
 use super::groups::{self, Gateways};
 use super::snapshot::Snapshot;
 use super::state::{Published, Shared, now_secs};
+use crate::xds::ResourceSet;
 use crate::{Diagnostics, Inputs};
 
 /// What one read of the input gave.
@@ -31,39 +34,120 @@ pub fn load(config: &ServeConfig) -> Loaded {
 /// Runs every stage of `generate` on `inputs` (read from the files, or a generation of the
 /// store) and types the result.
 pub fn load_inputs(inputs: &Inputs, config: &ServeConfig) -> Loaded {
-    let (set, warnings) = match crate::resources(inputs, &config.options) {
+    let (options, modules) = match &config.serve_modules {
+        Some(dir) => match read_modules(dir) {
+            Ok((served, bytes)) => (
+                crate::Options {
+                    wasm: crate::WasmModules::Served(served),
+                    ..config.options.clone()
+                },
+                bytes,
+            ),
+            Err(e) => return Loaded::Refused(e),
+        },
+        None => (config.options.clone(), BTreeMap::new()),
+    };
+    let (set, probed, warnings) = match crate::resources_and_probes(inputs, &options) {
         Ok(r) => r,
         Err(diags) => return Loaded::Refused(diags.to_string()),
     };
+    if config.serve_modules.is_some() {
+        let missing: Vec<String> = set
+            .modules
+            .iter()
+            .map(|m| crate::xds::resources::module_file(m))
+            .filter(|file| !modules.contains_key(file))
+            .collect();
+        if !missing.is_empty() {
+            let dir = config.serve_modules.as_deref().unwrap_or(Path::new("."));
+            return Loaded::Refused(format!(
+                "{}: error: --serve-modules has no {} (the mesh's filters need {}): nothing is pushed\n  hint: build the modules (cargo xtask build-wasm, or sluice build) into that folder",
+                dir.display(),
+                missing.join(", "),
+                if missing.len() == 1 { "it" } else { "them" },
+            ));
+        }
+    }
     // The Gateways name the groups; the resources parse again (cheap next to modelling).
     let (parsed, _) = crate::parse::parse(inputs);
     let gateways = Gateways::of(&parsed, &config.options.namespace);
-    match Snapshot::build(&set) {
-        Ok(full) => {
-            let groups = gateways
-                .groups()
-                .into_iter()
-                .map(|g| {
-                    let snapshot = groups::snapshot_of(&set, &full, &gateways, &g);
-                    (g, Arc::new(snapshot))
-                })
-                .collect();
-            Loaded::Good(
-                Published {
-                    version: full.version,
-                    gateways,
-                    groups,
-                    at: Instant::now(),
-                },
-                warnings,
-            )
-        }
+    match group_snapshots(&set, &gateways) {
+        Ok((version, groups)) => Loaded::Good(
+            Published {
+                version,
+                gateways,
+                groups,
+                at: Instant::now(),
+                set: Arc::new(set),
+                probed: Arc::new(probed),
+                modules: Arc::new(modules),
+            },
+            warnings,
+        ),
         // A bug of the builder, not of the input: a resource Envoy could not parse.
         Err(errors) => Loaded::Refused(format!(
             "<output>: error: the generated resources do not parse as Envoy's v3 API (a sluice bug; please report it):\n  {}",
             errors.join("\n  ")
         )),
     }
+}
+
+/// Each group's snapshot, by group name.
+pub type GroupSnapshots = BTreeMap<String, Arc<Snapshot>>;
+
+/// The version of `set` and each group's snapshot of it, or the resources that do not type.
+pub fn group_snapshots(
+    set: &ResourceSet,
+    gateways: &Gateways,
+) -> Result<(String, GroupSnapshots), Vec<String>> {
+    let full = Snapshot::build(set)?;
+    let groups = gateways
+        .groups()
+        .into_iter()
+        .map(|g| {
+            let snapshot = groups::snapshot_of(set, &full, gateways, &g);
+            (g, Arc::new(snapshot))
+        })
+        .collect();
+    Ok((full.version, groups))
+}
+
+/// `--serve-modules DIR`: every `sluice_<module>.wasm` of `DIR` (the modules a config may
+/// load; those absent are skipped, and a config that needs one is refused), with the sha256
+/// each filter config pins. Read with every load, so a module rebuilt in `DIR` is served, and
+/// pinned, with the next change of the tree.
+pub fn read_modules(
+    dir: &Path,
+) -> Result<(crate::ServedModules, BTreeMap<String, bytes::Bytes>), String> {
+    use sha2::{Digest, Sha256};
+    let mut served = crate::ServedModules::default();
+    let mut bytes = BTreeMap::new();
+    for module in crate::xds::filters::MODULES {
+        let file = crate::xds::resources::module_file(module);
+        let path = dir.join(&file);
+        match std::fs::read(&path) {
+            Ok(data) => {
+                served
+                    .sha256
+                    .insert(module.to_owned(), hex::encode(Sha256::digest(&data)));
+                bytes.insert(file, bytes::Bytes::from(data));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(format!(
+                    "{}: error: --serve-modules: cannot read it: {e}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    if bytes.is_empty() {
+        return Err(format!(
+            "{}: error: --serve-modules: no sluice_<module>.wasm in this folder\n  hint: build them (cargo xtask build-wasm, or sluice build) or name the folder that holds them",
+            dir.display()
+        ));
+    }
+    Ok((served, bytes))
 }
 
 /// Reads the input and publishes it if valid and different; otherwise records why not and
@@ -107,7 +191,11 @@ pub fn publish(loaded: Loaded, shared: &Shared) {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            shared.published.send_replace(Some(published));
+            // The current health goes with it (a new config must not forget which endpoints
+            // are down); the same check again under the publishing lock.
+            shared.publish_config(published, |current| {
+                current.is_some_and(|p| p.version == version)
+            });
         }
         Loaded::Refused(diagnostics) => {
             eprintln!(
@@ -143,6 +231,12 @@ pub fn watch(
         watcher
             .watch(path, notify::RecursiveMode::Recursive)
             .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", path.display()))?;
+    }
+    // A module rebuilt in --serve-modules is a change too: served and pinned at once.
+    if let Some(dir) = &config.serve_modules {
+        watcher
+            .watch(dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| anyhow::anyhow!("cannot watch --serve-modules {}: {e}", dir.display()))?;
     }
     tokio::spawn(async move {
         while rx.recv().await.is_some() {

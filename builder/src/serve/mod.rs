@@ -11,11 +11,18 @@
 //! Stages: [`load`] (files -> snapshot) -> [`stream`] (the protocol state of one ADS stream, pure)
 //! -> [`groups`] (one snapshot per proxy group, chosen by `node.cluster`) -> [`ads`] (the tonic service that drives one [`stream::Stream`] per proxy) and [`admin`]
 //! (health, readiness, Prometheus metrics, per-proxy status). [`state`] holds what they share.
+//! [`health`] runs the prober over the probed endpoints and publishes their health (EDS only);
+//! `register` takes VM registrations over HTTP (with `--store` and a token).
 
 pub mod admin;
 pub mod ads;
+#[cfg(feature = "etcd")]
+pub mod fleet;
 pub mod groups;
+pub mod health;
 pub mod load;
+#[cfg(feature = "etcd")]
+pub mod register;
 pub mod snapshot;
 pub mod state;
 pub mod status;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use super::{admin, ads, load, state};
+use super::{admin, ads, health, load, state};
 use crate::Options;
 
 /// How `sluice serve` runs.
@@ -25,10 +25,23 @@ pub struct ServeConfig {
     /// How long the tree must be quiet before a change is read: an editor's save or a
     /// `git checkout` is many events, and one read of the result is what counts.
     pub debounce: Duration,
+    /// `--serve-modules DIR`: serve `DIR/sluice_<module>.wasm` on the admin port
+    /// (`/modules/sluice_<module>.wasm`) and make the filter configs fetch them from there
+    /// (Envoy's remote data source, pinned by sha256) instead of naming a file on the proxy's
+    /// host. `None`: the configs name files (`options.wasm`).
+    pub serve_modules: Option<PathBuf>,
     /// Serve the store's current generation instead of `inputs` (`--store etcd://...`): every
     /// replica following one store serves the same versions.
     #[cfg(feature = "etcd")]
     pub store: Option<crate::store::StoreUrl>,
+    /// The token VMs must present to register over HTTP (`POST /register` on the admin port,
+    /// `--register-token-file`); needs `store`. `None`: no HTTP registration.
+    #[cfg(feature = "etcd")]
+    pub register_token: Option<String>,
+    /// With `store`: how long the other replicas wait for this one, once it stops renewing
+    /// its lease (it died), before they probe its endpoints (`--fleet-ttl`).
+    #[cfg(feature = "etcd")]
+    pub fleet_ttl: Duration,
 }
 
 impl ServeConfig {
@@ -45,8 +58,13 @@ impl ServeConfig {
                 .parse()
                 .expect("the default admin address parses"),
             debounce: DEFAULT_DEBOUNCE,
+            serve_modules: None,
             #[cfg(feature = "etcd")]
             store: None,
+            #[cfg(feature = "etcd")]
+            register_token: None,
+            #[cfg(feature = "etcd")]
+            fleet_ttl: super::fleet::DEFAULT_FLEET_TTL,
         }
     }
 }
@@ -77,11 +95,36 @@ pub async fn run(
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot listen on --admin-listen {}", config.admin_listen))?;
-    on_bound(Bound {
+    let bound = Bound {
         xds: xds.local_addr()?,
         admin: admin.local_addr()?,
-    });
+    };
+    on_bound(bound);
     let shared = Arc::new(state::Shared::new());
+    let prober = Arc::new(crate::probe::run::Prober::new());
+    let _ = shared.prober.set(prober.clone());
+    let identifier = shared
+        .identifier
+        .get_or_init(|| ads::identifier(bound.xds))
+        .clone();
+    // With a store, the replicas share the probing (each endpoint probed by one of them);
+    // alone, this replica probes every endpoint.
+    #[cfg(feature = "etcd")]
+    let health_task = match &config.store {
+        Some(url) => tokio::spawn(super::fleet::run(
+            shared.clone(),
+            prober,
+            url.clone(),
+            identifier,
+            config.fleet_ttl,
+        )),
+        None => tokio::spawn(health::run(shared.clone(), prober)),
+    };
+    #[cfg(not(feature = "etcd"))]
+    let health_task = {
+        let _ = identifier;
+        tokio::spawn(health::run(shared.clone(), prober))
+    };
     #[cfg(feature = "etcd")]
     let follower = config
         .store
@@ -95,7 +138,16 @@ pub async fn run(
         load::reload(&config, &shared);
         Some(load::watch(config.clone(), shared.clone())?)
     };
-    let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
+    #[allow(unused_mut)]
+    let mut admin_routes = admin::router(shared.clone());
+    #[cfg(feature = "etcd")]
+    if let (Some(store), Some(token)) = (&config.store, &config.register_token) {
+        admin_routes = admin_routes.merge(super::register::router(super::register::Registrar {
+            store: store.clone(),
+            token: token.clone(),
+        }));
+    }
+    let admin_task = tokio::spawn(async move { axum::serve(admin, admin_routes).await });
     // Not tonic's graceful shutdown: it waits for every stream to end, and ADS streams do not.
     // Dropping the server closes the listener; the runtime's end cuts the open streams.
     let result = tokio::select! {
@@ -103,6 +155,7 @@ pub async fn run(
         () = shutdown => Ok(()),
     };
     admin_task.abort();
+    health_task.abort();
     if let Some(follower) = follower {
         follower.abort();
     }

@@ -2,7 +2,7 @@
 //! input's health, each connected proxy's status, and the metrics.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -11,7 +11,11 @@ use tokio::sync::watch;
 use super::groups::Gateways;
 use super::snapshot::Snapshot;
 use super::stream::TypeStatus;
-use crate::xds::Kind;
+use crate::model::ProbedEndpoint;
+use crate::probe::run::Prober;
+use crate::probe::tracker::Health;
+use crate::xds::health::EdsHealth;
+use crate::xds::{Kind, ResourceSet};
 
 /// A config as published: one snapshot per group, and when it was read, so a proxy's ACK can
 /// be timed from it.
@@ -25,9 +29,37 @@ pub struct Published {
     pub groups: BTreeMap<String, Arc<Snapshot>>,
     /// When the loader published it.
     pub at: Instant,
+    /// The resource set as the input gives it, before health is written into its endpoints.
+    pub set: Arc<ResourceSet>,
+    /// The endpoints probed, by probe key ([`ProbedEndpoint::key`]).
+    pub probed: Arc<BTreeMap<String, ProbedEndpoint>>,
+    /// `--serve-modules`: the bytes of each module the filter configs pin, by file name
+    /// (`sluice_router.wasm`), read with this config, so what `/modules/` serves is exactly
+    /// what the configs' sha256 name. Empty without `--serve-modules`.
+    pub modules: Arc<BTreeMap<String, bytes::Bytes>>,
 }
 
 impl Published {
+    /// This config with `health` (by probe key; a key without a result yet is unhealthy, as
+    /// Istio treats a health-checked WorkloadEntry before its first probe) written into its
+    /// endpoints: only EDS resources differ from the input's, so proxies get only EDS.
+    pub fn with_health(&self, health: &BTreeMap<String, Health>) -> Published {
+        let by_socket = crate::xds::health::by_socket(&self.probed, |key| match health.get(key) {
+            Some(Health::Healthy) => EdsHealth::Healthy,
+            _ => EdsHealth::Unhealthy,
+        });
+        let set = crate::xds::health::apply(&self.set, &by_socket);
+        match super::load::group_snapshots(&set, &self.gateways) {
+            Ok((_, groups)) => Published {
+                groups,
+                at: Instant::now(),
+                ..self.clone()
+            },
+            // Health only sets an enum field of endpoints that typed before: cannot fail.
+            Err(_) => self.clone(),
+        }
+    }
+
     /// The group of a proxy whose `node.cluster` is `cluster`, and its snapshot.
     pub fn for_cluster(&self, cluster: &str) -> (String, Arc<Snapshot>) {
         let group = self.gateways.group_of(cluster);
@@ -157,6 +189,18 @@ pub struct Shared {
     /// The latest good snapshot (`None` until a valid input was read).
     pub published: watch::Sender<Option<Published>>,
     inner: Mutex<Inner>,
+    /// Held while a config is published (a new input, or new health): the two publishers
+    /// must not interleave, or one would publish over the other with stale content.
+    publishing: Mutex<()>,
+    /// The health last reported by the prober, by probe key.
+    health: Mutex<BTreeMap<String, Health>>,
+    /// The health other replicas report of the endpoints they probe (with a store), by probe
+    /// key.
+    others: Mutex<BTreeMap<String, crate::probe::HealthReport>>,
+    /// The prober, once serve runs one.
+    pub prober: OnceLock<Arc<Prober>>,
+    /// This replica's name (`control_plane.identifier`), once ADS listens.
+    pub identifier: OnceLock<String>,
 }
 
 impl Default for Shared {
@@ -179,7 +223,142 @@ impl Shared {
         Shared {
             published: watch::Sender::new(None),
             inner: Mutex::new(Inner::default()),
+            publishing: Mutex::new(()),
+            health: Mutex::new(BTreeMap::new()),
+            others: Mutex::new(BTreeMap::new()),
+            prober: OnceLock::new(),
+            identifier: OnceLock::new(),
         }
+    }
+
+    /// Publishes `published` (a config as the input gives it) with the current health, unless
+    /// `skip` says, under the publishing lock, that it must not be; returns whether it was.
+    pub fn publish_config(
+        &self,
+        published: Published,
+        skip: impl FnOnce(Option<&Published>) -> bool,
+    ) -> bool {
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if skip(self.published.borrow().as_ref()) {
+            return false;
+        }
+        let health = self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        self.published
+            .send_replace(Some(published.with_health(&health)));
+        true
+    }
+
+    /// Records the prober's `health` (by probe key) and publishes the current config with it.
+    pub fn publish_health(&self, health: BTreeMap<String, Health>) {
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.published.borrow().clone();
+        if let Some(current) = current {
+            self.published
+                .send_replace(Some(current.with_health(&health)));
+        }
+        *self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = health;
+    }
+
+    /// Records what other replicas report of the endpoints they probe (`/endpoints` shows it).
+    pub fn set_others(&self, others: BTreeMap<String, crate::probe::HealthReport>) {
+        *self
+            .others
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = others;
+    }
+
+    /// The `/endpoints` document: every probed endpoint with its clusters, health, who probes
+    /// it, its probe count, when its health last changed and its last error.
+    pub fn endpoints_json(&self) -> Value {
+        let published = self.published.borrow().clone();
+        let status: BTreeMap<String, crate::probe::run::EndpointStatus> = self
+            .prober
+            .get()
+            .map(|p| p.status())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.key.clone(), s))
+            .collect();
+        let replica = self.identifier.get().cloned().unwrap_or_default();
+        let others = self
+            .others
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let served = self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let now = SystemTime::now();
+        let endpoints: Vec<Value> = published
+            .as_ref()
+            .map(|p| {
+                p.probed
+                    .iter()
+                    .map(|(key, e)| {
+                        // Probed here, or by another replica of the store's fleet (its report).
+                        let (health, by, probes, changed_at, last_error) =
+                            match (status.get(key), others.get(key)) {
+                                (Some(s), _) => (
+                                    s.health.eds_name().to_owned(),
+                                    replica.clone(),
+                                    s.probes,
+                                    s.since_change.and_then(|ago| {
+                                        now.checked_sub(ago)?
+                                            .duration_since(UNIX_EPOCH)
+                                            .ok()
+                                            .map(|d| d.as_secs())
+                                    }),
+                                    s.last_error.clone(),
+                                ),
+                                (None, Some(r)) => (
+                                    r.health.clone(),
+                                    r.by.clone(),
+                                    r.probes,
+                                    (r.changed_unix_ms > 0).then_some(r.changed_unix_ms / 1000),
+                                    r.last_error.clone(),
+                                ),
+                                (None, None) => (
+                                    Health::Unknown.eds_name().to_owned(),
+                                    String::new(),
+                                    0,
+                                    None,
+                                    None,
+                                ),
+                            };
+                        let eds = served.get(key) == Some(&Health::Healthy);
+                        json!({
+                            "key": key,
+                            "address": e.address,
+                            "ports": e.ports,
+                            "clusters": crate::xds::health::clusters_of(&p.set, &e.address, &e.ports),
+                            "source": e.source,
+                            "health": health,
+                            "eds": if eds { "HEALTHY" } else { "UNHEALTHY" },
+                            "probed_by": by,
+                            "probes": probes,
+                            "changed_at": changed_at,
+                            "last_error": last_error,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({"replica": replica, "endpoints": endpoints})
     }
 
     /// The state, locked. A panic while holding the lock cannot leave it half-updated in a way
@@ -317,6 +496,25 @@ impl Shared {
             "# HELP sluice_serve_ready 1 once a valid config is served.\n# TYPE sluice_serve_ready gauge\nsluice_serve_ready {}",
             u8::from(self.ready())
         );
+        if let Some(prober) = self.prober.get() {
+            let _ = writeln!(
+                out,
+                "# HELP sluice_serve_probes_total Health probes run by this replica.\n# TYPE sluice_serve_probes_total counter\nsluice_serve_probes_total {}",
+                prober.probes_total()
+            );
+            let mut by_health: BTreeMap<&str, u64> =
+                [("HEALTHY", 0), ("UNHEALTHY", 0), ("UNKNOWN", 0)].into();
+            for s in prober.status() {
+                *by_health.entry(s.health.eds_name()).or_default() += 1;
+            }
+            let _ = writeln!(
+                out,
+                "# HELP sluice_serve_endpoints Probed endpoints, by health (UNKNOWN: not probed enough yet; proxies get it as UNHEALTHY).\n# TYPE sluice_serve_endpoints gauge"
+            );
+            for (health, n) in by_health {
+                let _ = writeln!(out, "sluice_serve_endpoints{{health=\"{health}\"}} {n}");
+            }
+        }
         let name = "sluice_serve_change_to_ack_seconds";
         let _ = writeln!(
             out,

@@ -1,5 +1,6 @@
 //! `sluice status`: a serve's `/status` as a table, one line per connected proxy (what
-//! `istioctl proxy-status` shows).
+//! `istioctl proxy-status` shows); with `--endpoints`, its `/endpoints`, one line per probed
+//! endpoint.
 
 use serde_json::Value;
 
@@ -8,6 +9,11 @@ use crate::xds::Kind;
 
 /// Fetches `URL/status` (plain HTTP/1.1, as the admin port speaks).
 pub async fn fetch(admin: &str) -> anyhow::Result<Value> {
+    fetch_path(admin, "/status").await
+}
+
+/// Fetches the JSON document at `URL` + `path` of a serve's admin port.
+pub async fn fetch_path(admin: &str, path: &str) -> anyhow::Result<Value> {
     use http_body_util::BodyExt;
     let base = admin.trim_end_matches('/');
     let base = if base.contains("://") {
@@ -15,7 +21,7 @@ pub async fn fetch(admin: &str) -> anyhow::Result<Value> {
     } else {
         format!("http://{base}")
     };
-    let uri: axum::http::Uri = format!("{base}/status").parse()?;
+    let uri: axum::http::Uri = format!("{base}{path}").parse()?;
     let authority = uri
         .authority()
         .ok_or_else(|| anyhow::anyhow!("{uri}: no host"))?
@@ -85,9 +91,6 @@ pub fn render(status: &Value) -> String {
         });
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
     let mut out = String::new();
     let config = &status["config"];
     out.push_str(&format!(
@@ -103,6 +106,16 @@ pub fn render(status: &Value) -> String {
             )
         }
     ));
+    out.push_str(&table(&rows));
+    out
+}
+
+/// Rows as aligned columns.
+fn table(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
     for row in rows {
         let cells: Vec<String> = row
             .iter()
@@ -113,6 +126,56 @@ pub fn render(status: &Value) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The `/endpoints` document as a table, one line per probed endpoint; `now` (seconds since
+/// the epoch) dates the last changes.
+pub fn render_endpoints(doc: &Value, now: u64) -> String {
+    let mut rows = vec![
+        [
+            "ENDPOINT",
+            "CLUSTERS",
+            "HEALTH",
+            "PROBED BY",
+            "PROBES",
+            "CHANGED",
+            "LAST ERROR",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    let endpoints = doc["endpoints"].as_array().map_or(&[][..], Vec::as_slice);
+    for e in endpoints {
+        let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+        let clusters: Vec<&str> = e["clusters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        rows.push(vec![
+            text(&e["key"]),
+            if clusters.is_empty() {
+                "-".to_owned()
+            } else {
+                clusters.join(",")
+            },
+            text(&e["health"]),
+            text(&e["probed_by"]),
+            e["probes"].as_u64().unwrap_or(0).to_string(),
+            e["changed_at"].as_u64().map_or_else(
+                || "never".to_owned(),
+                |at| format!("{}s ago", now.saturating_sub(at)),
+            ),
+            text(&e["last_error"]),
+        ]);
+    }
+    format!(
+        "{} probed endpoint{}\n{}",
+        endpoints.len(),
+        if endpoints.len() == 1 { "" } else { "s" },
+        table(&rows)
+    )
 }
 
 #[cfg(test)]
@@ -135,5 +198,38 @@ mod tests {
         assert!(table.contains("STALE (sent v3)"), "{table}");
         assert!(table.contains("RDS v2: bad route"), "{table}");
         assert!(!table.contains("more"), "{table}");
+    }
+
+    #[test]
+    fn an_endpoint_row_shows_health_prober_probes_and_last_change() {
+        let doc = json!({"replica": "sluice-serve 0.1.0 at 127.0.0.1:18000 (pid 7)", "endpoints": [{
+            "key": "10.0.0.5:8080", "clusters": ["outbound|80||shop", "outbound|80|v1|shop"],
+            "health": "UNHEALTHY", "probed_by": "sluice-serve 0.1.0 at 127.0.0.1:18000 (pid 7)",
+            "probes": 12, "changed_at": 1000, "last_error": "connect: Connection refused",
+        }, {
+            "key": "10.0.0.6:8080", "clusters": [], "health": "UNKNOWN", "probed_by": "r",
+            "probes": 0, "changed_at": null, "last_error": null,
+        }]});
+        let table = render_endpoints(&doc, 1042);
+        assert!(table.starts_with("2 probed endpoints\n"), "{table}");
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("10.0.0.5:8080"))
+            .unwrap();
+        for part in [
+            "outbound|80||shop,outbound|80|v1|shop",
+            "UNHEALTHY",
+            "(pid 7)",
+            " 12 ",
+            "42s ago",
+            "connect: Connection refused",
+        ] {
+            assert!(row.contains(part), "{part:?} in {row}");
+        }
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("10.0.0.6:8080"))
+            .unwrap();
+        assert!(row.contains("UNKNOWN") && row.contains("never"), "{row}");
     }
 }

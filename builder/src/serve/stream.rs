@@ -14,6 +14,8 @@
 //!   listeners, route tables, filter configs), and clusters (with their endpoints) that a new
 //!   snapshot removes stay in the proxy's view until every other type has answered, so no route
 //!   ever names a cluster the proxy has already dropped;
+//! - delta: a filter config the proxy still subscribes to is never removed (a warming listener
+//!   may be replacing the one that names it);
 //! - a cluster whose definition changed gets its endpoints again: Envoy rebuilds the cluster,
 //!   and the new one waits in warming for an assignment (the classic stuck-warming bug);
 //! - versions are content hashes ([`version_of`]), per type and per stream.
@@ -354,6 +356,11 @@ impl Stream {
                 .sent
                 .keys()
                 .filter(|n| !view.contains_key(*n))
+                // A filter config the proxy still subscribes to is still named by one of its
+                // listeners: that listener may be serving while its replacement warms (a new
+                // module, `--serve-modules`), so it keeps its filters until Envoy drops it and
+                // unsubscribes (make before break, as for clusters).
+                .filter(|n| !(kind == Kind::ExtensionConfig && st.names.contains(*n)))
                 .cloned()
                 .collect();
             let changed = !updates.is_empty() || !removed.is_empty();

@@ -75,6 +75,8 @@ mod tests {
         let xds = crate::XdsBootstrap {
             servers: vec!["serve-a:18000".into(), "10.0.0.2:18000".into()],
             delta: true,
+            // The modules cluster too (`--modules-server`).
+            module_servers: vec!["serve-a:18080".into()],
             ..crate::XdsBootstrap::default()
         };
         let bootstrap =

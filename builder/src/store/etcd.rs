@@ -92,11 +92,11 @@ impl EtcdStore {
         })
     }
 
-    fn key(&self, rest: &str) -> String {
+    pub(super) fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.url.prefix)
     }
 
-    fn err(&self, e: etcd_client::Error) -> StoreError {
+    pub(super) fn err(&self, e: etcd_client::Error) -> StoreError {
         etcd_error(&self.url, e)
     }
 
@@ -104,7 +104,7 @@ impl EtcdStore {
     /// when it fails because the member it reached is down: the client balances requests over
     /// every member and notices a dead one only when a request to it fails. Every operation
     /// here is safe to repeat (see [`EtcdStore::write`] for the one guarded write).
-    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
+    pub(super) async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -506,7 +506,16 @@ impl EtcdStore {
                 // The revision was compacted: the caller relists.
                 return Ok(response.compact_revision());
             }
-            if let Some(event) = response.events().first() {
+            // The fleet's keys (replicas and health reports, see [`super::fleet`]) change with
+            // every probe result: they are not the mesh, and must not make followers relist.
+            let fleet = format!("{current_key}{}/", super::fleet::FLEET_DIR);
+            let mesh_event = response.events().iter().find(|event| {
+                event
+                    .kv()
+                    .and_then(|kv| kv.key_str().ok())
+                    .is_none_or(|key| !key.starts_with(&fleet))
+            });
+            if let Some(event) = mesh_event {
                 return Ok(event.kv().map_or(revision + 1, |kv| kv.mod_revision()));
             }
         }

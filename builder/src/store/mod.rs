@@ -9,6 +9,10 @@
 //! - `<prefix>/generations/<N>`: a [`Manifest`], the complete list of generation N's
 //!   resources (kind/namespace/name -> object, source file and line).
 //! - `<prefix>/current`: `N`, the generation readers serve.
+//! - `<prefix>/registrations/<namespace>/<name>`: a VM's WorkloadEntry (`sluice register`),
+//!   under the VM's lease.
+//! - `<prefix>/fleet/`: the serve replicas and the endpoints' health they share
+//!   ([`fleet`]); not part of the mesh.
 //!
 //! An apply writes the new objects first (in batches within etcd's request and transaction
 //! limits), then in one transaction, guarded by the generation it planned against, the new
@@ -18,6 +22,7 @@
 //! its guard and says so).
 
 pub mod etcd;
+pub mod fleet;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -371,7 +376,7 @@ impl Registration {
                 "name": self.name(),
                 "namespace": self.namespace,
                 "labels": spec["metadata"]["labels"].clone(),
-                "annotations": {"istio.io/autoRegistrationGroup": self.group},
+                "annotations": {crate::input::istio::AUTO_REGISTRATION_GROUP: self.group},
             },
             "spec": entry,
         })

@@ -165,7 +165,7 @@ pub fn emit(mesh: &Mesh, options: &Options) -> Result<Emitted, Vec<EmitError>> {
     let source_dir = match &options.wasm {
         WasmModules::Bundle { from, .. } => Some(from.clone()),
         WasmModules::Reference(dir) => Some(dir.clone()),
-        WasmModules::NotRead => None,
+        WasmModules::NotRead | WasmModules::Served(_) => None,
     };
     for filter in MODULES {
         let Some(source_dir) = &source_dir else {

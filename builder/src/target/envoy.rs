@@ -13,7 +13,6 @@ use crate::model::Mesh;
 /// The module names, where they were before the stage layout (`sluice::emit::envoy::MODULES`).
 pub use crate::xds::filters::{FILTERS, MODULES};
 pub use crate::xds::resources::EmitError;
-pub(crate) use crate::xds::resources::wasm_http_filter;
 use crate::xds::resources::{module_file, socket};
 
 /// Labels the bootstrap's `stats_tags` extract from sluice metric names.

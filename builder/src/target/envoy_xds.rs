@@ -5,14 +5,17 @@
 //! serve replica, HTTP/2 with keepalives), that everything comes over one ADS stream (state of
 //! the world, or delta), the admin port, and the stats tags of the envoy target (so the
 //! filters' metrics carry the same labels either way). The wasm modules are named by the
-//! filter configs serve sends (its `--wasm-dir` / `--module-dir`), so they must be at that path
-//! on the proxy's host, as with the envoy target.
+//! filter configs serve sends: files at serve's `--wasm-dir` on the proxy's host, as with the
+//! envoy target, or, with `sluice serve --serve-modules` and `--modules-server` here, fetched
+//! from serve's admin port through the cluster [`MODULES_CLUSTER`] (every replica), so the
+//! proxy's host needs nothing but this bootstrap.
 
 use serde_json::{Value, json};
 
 use crate::input::options::{Options, XdsBootstrap};
 use crate::model::Mesh;
 use crate::xds::error::EmitError;
+pub use crate::xds::resources::MODULES_CLUSTER;
 
 use super::envoy::stats_tags;
 
@@ -20,18 +23,60 @@ use super::envoy::stats_tags;
 pub const XDS_CLUSTER: &str = "sluice-xds";
 
 /// Splits `host:port` (`[v6]:port` too).
+#[cfg(test)]
 fn host_port(server: &str) -> Result<(String, u16), String> {
+    host_port_of("--xds-server", server)
+}
+
+/// [`host_port`] of a value of the option `flag` (named in the error).
+fn host_port_of(flag: &str, server: &str) -> Result<(String, u16), String> {
     let (host, port) = server
         .rsplit_once(':')
-        .ok_or_else(|| format!("--xds-server {server:?}: expected HOST:PORT"))?;
+        .ok_or_else(|| format!("{flag} {server:?}: expected HOST:PORT"))?;
     let port: u16 = port
         .parse()
-        .map_err(|_| format!("--xds-server {server:?}: {port:?} is not a port"))?;
+        .map_err(|_| format!("{flag} {server:?}: {port:?} is not a port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        return Err(format!("--xds-server {server:?}: no host"));
+        return Err(format!("{flag} {server:?}: no host"));
     }
     Ok((host.to_owned(), port))
+}
+
+/// The `lb_endpoints` of `servers` (values of `flag`), and whether every host is an IP (a
+/// STATIC cluster) rather than a name (STRICT_DNS).
+fn endpoints_of(flag: &str, servers: &[String], errors: &mut Vec<String>) -> (Vec<Value>, bool) {
+    let mut endpoints = Vec::new();
+    let mut all_ips = true;
+    for server in servers {
+        match host_port_of(flag, server) {
+            Ok((host, port)) => {
+                all_ips &= host.parse::<std::net::IpAddr>().is_ok();
+                endpoints.push(json!({"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    (endpoints, all_ips)
+}
+
+/// The cluster the filter configs of `sluice serve --serve-modules` fetch the modules through:
+/// every replica's admin port, plain HTTP/1.1, health-checked on `/readyz` (a replica with no
+/// valid config loaded has no modules to give).
+fn modules_cluster(endpoints: Vec<Value>, all_ips: bool) -> Value {
+    json!({
+        "name": MODULES_CLUSTER,
+        "type": if all_ips { "STATIC" } else { "STRICT_DNS" },
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": MODULES_CLUSTER, "endpoints": [{"lb_endpoints": endpoints}]},
+        "health_checks": [{
+            "timeout": "1s",
+            "interval": "2s",
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+            "http_health_check": {"path": "/readyz"},
+        }],
+    })
 }
 
 /// The bootstrap, as JSON.
@@ -41,17 +86,9 @@ pub fn bootstrap(
     xds: &XdsBootstrap,
 ) -> Result<Value, Vec<String>> {
     let mut errors = Vec::new();
-    let mut endpoints = Vec::new();
-    let mut all_ips = true;
-    for server in &xds.servers {
-        match host_port(server) {
-            Ok((host, port)) => {
-                all_ips &= host.parse::<std::net::IpAddr>().is_ok();
-                endpoints.push(json!({"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}));
-            }
-            Err(e) => errors.push(e),
-        }
-    }
+    let (endpoints, all_ips) = endpoints_of("--xds-server", &xds.servers, &mut errors);
+    let (module_endpoints, modules_all_ips) =
+        endpoints_of("--modules-server", &xds.module_servers, &mut errors);
     if xds.servers.is_empty() {
         errors.push("no --xds-server: name at least one `sluice serve` address".to_owned());
     }
@@ -67,7 +104,7 @@ pub fn bootstrap(
         options.admin_port
     };
     let ads = json!({"ads": {}, "resource_api_version": "V3"});
-    Ok(json!({
+    let mut bootstrap = json!({
         "node": node,
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "stats_config": {"stats_tags": stats_tags()},
@@ -111,7 +148,13 @@ pub fn bootstrap(
                 "grpc_health_check": {},
             }],
         }]},
-    }))
+    });
+    if !module_endpoints.is_empty()
+        && let Some(clusters) = bootstrap["static_resources"]["clusters"].as_array_mut()
+    {
+        clusters.push(modules_cluster(module_endpoints, modules_all_ips));
+    }
+    Ok(bootstrap)
 }
 
 /// The `envoy-xds` target's files: `envoy.yaml`.
@@ -125,7 +168,14 @@ pub fn emit(
     let bootstrap = bootstrap(set.node.as_ref(), options, xds).map_err(|errors| {
         errors
             .into_iter()
-            .map(|e| EmitError::option("--xds-server", e))
+            .map(|e| {
+                let flag = if e.starts_with("--modules-server") {
+                    "--modules-server"
+                } else {
+                    "--xds-server"
+                };
+                EmitError::option(flag, e)
+            })
             .collect::<Vec<_>>()
     })?;
     let text = format!(
@@ -165,11 +215,42 @@ mod tests {
         );
         assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
         assert_eq!(
+            b["static_resources"]["clusters"].as_array().unwrap().len(),
+            1,
+            "no modules cluster without --modules-server"
+        );
+        assert_eq!(
             b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
                 .as_array()
                 .unwrap()
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn modules_cluster_lists_every_replica_admin_address() {
+        let xds = XdsBootstrap {
+            module_servers: vec!["10.0.0.1:18080".into(), "10.0.0.2:18080".into()],
+            ..XdsBootstrap::default()
+        };
+        let b = bootstrap(None, &Options::default(), &xds).unwrap();
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        let modules = clusters
+            .iter()
+            .find(|c| c["name"] == MODULES_CLUSTER)
+            .expect("the modules cluster");
+        assert_eq!(modules["type"], "STATIC");
+        assert_eq!(
+            modules["load_assignment"]["endpoints"][0]["lb_endpoints"][1]["endpoint"]["address"]["socket_address"]
+                ["address"],
+            "10.0.0.2"
+        );
+        let bad = XdsBootstrap {
+            module_servers: vec!["serve".into()],
+            ..XdsBootstrap::default()
+        };
+        let errors = bootstrap(None, &Options::default(), &bad).unwrap_err();
+        assert!(errors[0].starts_with("--modules-server"), "{errors:?}");
     }
 }

@@ -7,9 +7,12 @@
 //!   `phase: STATS` (after Istio's authn/authz filters: a denied request is never routed) and
 //!   descending `priority` router 40 > canary 30 > fault 20 > breaker 10: Istio orders plugins of
 //!   one phase by descending priority. `failStrategy: FAIL_CLOSE`: a plugin that cannot run must
-//!   not let traffic bypass routing. `pluginConfig` is the very config the envoy target
-//!   generates, for all listeners merged (one Envoy sees them all; domains keep the rules of
-//!   different hosts apart).
+//!   not let traffic bypass routing. `pluginConfig` is the config of the filter in the resource
+//!   set of the mesh as one proxy sees it ([`crate::xds::resources::mesh_wide`]: all listeners
+//!   merged, as one Envoy sees them all; domains keep the rules of different hosts apart),
+//!   written by the same code as the envoy target's. With `--attach envoyfilter`, the
+//!   EnvoyFilter carries that set's `envoy.filters.http.wasm` configs, with the code the
+//!   proxies load.
 //! - `virtualservices.yaml`: each input VirtualService with its `http` rewritten so that Istio
 //!   routes on what the filters decided: one route per (rule, destination) matching the
 //!   `x-sluice-rule` and `x-sluice-cluster` headers the router/canary set, keeping the rule's
@@ -24,17 +27,18 @@
 //! `vm_id`, so all WasmPlugins of a proxy share one (empty) namespace and the breaker's
 //! `sluice.breaker.<cluster>` keys are visible to the canary without an EnvoyFilter.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use sluice_core::wire;
 
+use crate::input::options::Options;
 pub use crate::input::options::{Attach, DEFAULT_REGISTRY, IstioOptions, ModuleSource};
 use crate::input::parse::{Kind, Resource};
 use crate::model::{Listener, Mesh, Target};
+use crate::xds::FilterConfig;
 
 use super::envoy::{EmitError, Emitted};
-use crate::xds::filters::PluginConfigs;
 
 /// Where the WasmPlugins' `sha256` pins come from: exactly the bytes that will be shipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,38 +157,40 @@ const PRIORITY: [(&str, i32); 5] = [
     ("suite", 40),
 ];
 
-/// Writes the Istio manifests; `suite`: one WasmPlugin `sluice-suite` (`sluice_suite.wasm`)
-/// instead of one per filter ([`crate::Options::suite`]).
+/// Writes the Istio manifests of `mesh` (`options.suite`: one WasmPlugin `sluice-suite`,
+/// `sluice_suite.wasm`, instead of one per filter). The filters' configs come from the resource
+/// set of the mesh as one proxy sees it ([`crate::xds::resources::mesh_wide`]).
 pub fn emit(
     resources: &[Resource],
     mesh: &Mesh,
-    options: &IstioOptions,
-    suite: bool,
-    detailed_replies: bool,
+    options: &Options,
+    istio: &IstioOptions,
 ) -> Result<Emitted, Vec<EmitError>> {
-    let merged = merged_listener(mesh);
-    // The istio target has one config per filter for every listener, merged.
-    let label = "the merged config of all listeners";
-    let plugin_configs =
-        PluginConfigs::with_detail(&merged, mesh, label, detailed_replies).map_err(|e| vec![e])?;
+    let merged = mesh.merged_listener();
+    let set = crate::xds::resources::mesh_wide(&merged, mesh, options)?;
+    let filters = set.filter_configs();
     let mut configs: BTreeMap<&'static str, Value> = BTreeMap::new();
-    for (module, json) in plugin_configs.layout(suite, label).map_err(|e| vec![e])? {
-        let config =
-            serde_json::from_str(&json).map_err(|e| vec![EmitError::internal(e.to_string())])?;
-        configs.insert(module, config);
+    for filter in &filters {
+        let config = serde_json::from_str(filter.plugin_config())
+            .map_err(|e| vec![EmitError::internal(e.to_string())])?;
+        configs.insert(filter.module, config);
     }
     // The VirtualServices keep Istio's own `fault` only when no sluice filter injects it.
-    let sluice_faults = plugin_configs.fault.is_some();
+    let sluice_faults = merged
+        .virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.rules)
+        .any(|rule| rule.fault.is_some());
 
-    let attachment = match options.attach {
+    let attachment = match istio.attach {
         Attach::WasmPlugin => (
             "wasmplugins.yaml",
             configs
                 .iter()
-                .map(|(filter, config)| wasm_plugin(filter, config, options))
+                .map(|(filter, config)| wasm_plugin(filter, config, istio))
                 .collect::<Vec<Value>>(),
         ),
-        Attach::EnvoyFilter => ("envoyfilters.yaml", vec![envoy_filter(&configs, options)?]),
+        Attach::EnvoyFilter => ("envoyfilters.yaml", vec![envoy_filter(&filters, istio)?]),
     };
     let virtual_services: Vec<Value> = resources
         .iter()
@@ -203,28 +209,6 @@ pub fn emit(
     files.insert("virtualservices.yaml".into(), documents(&virtual_services));
     files.insert("resources.yaml".into(), documents(&others));
     Ok(Emitted { files })
-}
-
-/// All listeners' virtual hosts in one: a sidecar or gateway sees every port. A virtual host
-/// repeated on several ports is kept once (its rules are the same), and a domain already owned by
-/// an earlier virtual host is dropped from later ones (the router requires unique domains).
-pub fn merged_listener(mesh: &Mesh) -> Listener {
-    let mut merged = Listener::default();
-    let mut names = BTreeSet::new();
-    let mut domains = BTreeSet::new();
-    for listener in mesh.listeners.values() {
-        for vh in &listener.virtual_hosts {
-            if !names.insert(vh.name.clone()) {
-                continue;
-            }
-            let mut vh = vh.clone();
-            vh.domains.retain(|d| domains.insert(d.clone()));
-            if !vh.domains.is_empty() {
-                merged.virtual_hosts.push(vh);
-            }
-        }
-    }
-    merged
 }
 
 fn module_url(filter: &str, source: &ModuleSource) -> String {
@@ -250,20 +234,21 @@ pub const ENVOY_FILTER_CONTEXTS: [&str; 2] = ["SIDECAR_OUTBOUND", "GATEWAY"];
 
 /// One EnvoyFilter `sluice` in the root namespace: for each context, one HTTP_FILTER patch per
 /// filter in chain order, each `INSERT_BEFORE` `envoy.filters.http.router` (so the filters end up
-/// in that order, just before the router), carrying the same `envoy.filters.http.wasm` config
-/// the envoy target writes: explicit `vm_id` (shared data between the filters), V8,
-/// `failure_policy: FAIL_CLOSED`, the plugin config.
+/// in that order, just before the router), carrying the `envoy.filters.http.wasm` config of the
+/// resource set, as the envoy target writes it: explicit `vm_id` (shared data between the
+/// filters), V8, `failure_policy: FAIL_CLOSED`, the plugin config; only the code is where the
+/// proxies find it.
 fn envoy_filter(
-    configs: &BTreeMap<&'static str, Value>,
+    filters: &[FilterConfig<'_>],
     options: &IstioOptions,
 ) -> Result<Value, Vec<EmitError>> {
-    let ordered: Vec<(&str, &Value)> = PRIORITY
+    let ordered: Vec<&FilterConfig<'_>> = PRIORITY
         .iter()
-        .filter_map(|(filter, _)| configs.get(filter).map(|config| (*filter, config)))
+        .filter_map(|(module, _)| filters.iter().find(|f| f.module == *module))
         .collect();
     let mut patches = Vec::new();
     for context in ENVOY_FILTER_CONTEXTS {
-        for (filter, config) in &ordered {
+        for filter in &ordered {
             patches.push(json!({
                 "applyTo": "HTTP_FILTER",
                 "match": {
@@ -275,7 +260,7 @@ fn envoy_filter(
                 },
                 "patch": {
                     "operation": "INSERT_BEFORE",
-                    "value": envoy_filter_http_filter(filter, config, options)?,
+                    "value": envoy_filter_http_filter(filter, options)?,
                 },
             }));
         }
@@ -292,12 +277,13 @@ fn envoy_filter(
     }))
 }
 
-/// The `envoy.filters.http.wasm` filter of one module, as an EnvoyFilter patch value.
+/// The `envoy.filters.http.wasm` filter of one module, as an EnvoyFilter patch value: the
+/// resource set's config with the code the proxies load.
 fn envoy_filter_http_filter(
-    filter: &str,
-    config: &Value,
+    config: &FilterConfig<'_>,
     options: &IstioOptions,
 ) -> Result<Value, Vec<EmitError>> {
+    let filter = config.module;
     let file = sluice_core::wire::module_file(filter);
     let code = match &options.source {
         ModuleSource::File(dir) => {
@@ -344,11 +330,9 @@ fn envoy_filter_http_filter(
             ]);
         }
     };
-    Ok(super::envoy::wasm_http_filter(
-        filter,
-        code,
-        config.to_string(),
-    ))
+    let mut typed_config = config.typed_config.clone();
+    typed_config["config"]["vm_config"]["code"] = code;
+    Ok(json!({"name": wire::filter_name(filter), "typed_config": typed_config}))
 }
 
 fn wasm_plugin(filter: &str, config: &Value, options: &IstioOptions) -> Value {

@@ -13,13 +13,20 @@
 //!   endpoints a [`Kind::Endpoint`] resource of the same name; DNS clusters keep their host
 //!   names inline, as EDS cannot carry them;
 //! - extension configs ([`Kind::ExtensionConfig`]): each listener's sluice filter configs,
-//!   named `<listener>/<filter>`.
+//!   named `<listener>/<filter>` (`<listener>/<filter>@<digest>` when the module is fetched
+//!   from `sluice serve`: see `remote_module_suffix`).
+//!
+//! The istio target is written from the set of the mesh as one proxy sees it
+//! ([`resources::mesh_wide`]): every HTTP listener merged into one, so one config per filter
+//! serves every sidecar and gateway; its filter configs ([`ResourceSet::filter_configs`]) are
+//! the WasmPlugins' and EnvoyFilter's.
 //!
 //! Every resource carries a content hash ([`Resource::hash`]): the same mesh gives the same
 //! hashes on every machine and in every process, so versions derived from them never churn.
 
 pub mod error;
 pub mod filters;
+pub mod health;
 pub mod native;
 pub mod resources;
 pub mod tcp;
@@ -28,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use sluice_core::wire;
 
 /// The Envoy v3 resource types a [`ResourceSet`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -118,6 +126,28 @@ pub struct ResourceSet {
     pub node: Option<Value>,
 }
 
+/// One sluice filter's config in a [`ResourceSet`]: an [`Kind::ExtensionConfig`] resource
+/// named `<listener>/sluice-<module>`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FilterConfig<'a> {
+    /// The listener whose HTTP filter it is.
+    pub listener: &'a str,
+    /// The module (`router`, `canary`, `fault`, `breaker`, `suite`).
+    pub module: &'static str,
+    /// The `envoy.filters.http.wasm` filter's `typed_config`: VM, code, failure policy and the
+    /// plugin config.
+    pub typed_config: &'a Value,
+}
+
+impl FilterConfig<'_> {
+    /// The plugin config, as the filter reads it in `on_configure`.
+    pub fn plugin_config(&self) -> &str {
+        self.typed_config["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap_or_default()
+    }
+}
+
 /// The config source of every dynamic resource: the ADS stream the proxy opened.
 pub fn ads_source() -> Value {
     json!({"ads": {}, "resource_api_version": "V3"})
@@ -182,8 +212,9 @@ impl ResourceSet {
                         continue;
                     }
                     let name = format!(
-                        "{listener_name}/{}",
-                        filter["name"].as_str().unwrap_or_default()
+                        "{listener_name}/{}{}",
+                        filter["name"].as_str().unwrap_or_default(),
+                        remote_module_suffix(&filter["typed_config"])
                     );
                     // Every chain of a listener runs the same filter configs: one resource.
                     filter_configs.entry(name.clone()).or_insert_with(
@@ -237,6 +268,25 @@ impl ResourceSet {
         self.of(kind).iter().map(|r| (r.name.as_str(), r)).collect()
     }
 
+    /// The sluice filter configs of the set (its [`Kind::ExtensionConfig`] resources), in the
+    /// set's order.
+    pub fn filter_configs(&self) -> Vec<FilterConfig<'_>> {
+        self.of(Kind::ExtensionConfig)
+            .iter()
+            .filter_map(|r| {
+                let (listener, filter) = r.name.rsplit_once('/')?;
+                let module = wire::MODULES
+                    .into_iter()
+                    .find(|m| wire::filter_name(m) == filter)?;
+                Some(FilterConfig {
+                    listener,
+                    module,
+                    typed_config: &r.body["typed_config"],
+                })
+            })
+            .collect()
+    }
+
     /// The static form: listeners and clusters with their route tables, filter configs and
     /// endpoints inline, as a bootstrap's `static_resources` holds them.
     pub fn inline(&self) -> (Vec<Value>, Vec<Value>) {
@@ -277,7 +327,8 @@ impl ResourceSet {
                             continue;
                         }
                         let name = filter["name"].as_str().unwrap_or_default().to_owned();
-                        let short = name.rsplit('/').next().unwrap_or(&name).to_owned();
+                        let short = name.rsplit('/').next().unwrap_or(&name);
+                        let short = short.split('@').next().unwrap_or(short).to_owned();
                         let typed_config = filters
                             .get(name.as_str())
                             .map(|r| r.body["typed_config"].clone())
@@ -322,6 +373,20 @@ impl ResourceSet {
         }
         hex::encode(digest.finalize())
     }
+}
+
+/// `@<digest>` for a filter whose module is remote code (`sluice serve --serve-modules`): the
+/// first 12 hex digits of the module's sha256, so the filter config's ECDS name, and with it
+/// the listener that names it, changes with the module. Envoy 1.40 fetches remote code only
+/// while a listener warms (an in-place ECDS update of a warm listener would never fetch it),
+/// so a new module is a new listener, warmed (fetched and checked against the sha256) before it
+/// replaces the old one, which serves meanwhile. A weight change keeps the module, the name
+/// and the listener: an in-place ECDS update. Empty for a module read from a file.
+fn remote_module_suffix(typed_config: &Value) -> String {
+    typed_config["config"]["vm_config"]["code"]["remote"]["sha256"]
+        .as_str()
+        .map(|sha| format!("@{}", &sha[..sha.len().min(12)]))
+        .unwrap_or_default()
 }
 
 fn hcm_of(chain: &Value) -> Option<&serde_json::Map<String, Value>> {

@@ -8,16 +8,14 @@
 use serde_json::{Map, Value, json};
 use sluice_core::wire;
 
-use crate::input::native::{HeaderOperations, Headers, redirect_code};
-use crate::model::native::{HashKey, RouteExtras};
-use crate::model::policy::HashRing;
+use crate::model::native::{
+    Body, Cors, HeaderChanges, HeaderOps, OriginMatch, PathMatch, PathRewrite, Redirect,
+    RouteExtras, UriMatch,
+};
+use crate::model::policy::{HashKey, HashRing, ProxyProtocol, UpstreamTls};
 use crate::model::{Cluster, Listener, Rule, Target};
 
 const CORS_FILTER: &str = "envoy.filters.http.cors";
-
-/// Where TLS origination finds trusted CAs when `caCertificates` is not given (Debian's and
-/// Istio's proxy image's system bundle): the server is verified unless `insecureSkipVerify`.
-pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The extra HTTP filters a listener needs (before Envoy's router): the CORS filter when a rule
 /// has a `corsPolicy`. It sits after the sluice filters because it reads the route they select.
@@ -53,20 +51,18 @@ pub fn routes(rule: &Rule, mut base: Value) -> Vec<Value> {
     }
     if let Some(direct) = &n.direct_response {
         strip_action(&mut base);
-        let mut d = json!({"status": direct.status.unwrap_or(200)});
-        if let Some(body) = &direct.body {
-            if let Some(s) = &body.string {
-                d["body"] = json!({"inline_string": s});
-            } else if let Some(b) = &body.bytes {
-                // Proto JSON writes `bytes` in base64, as Istio's `bytes` already is.
-                d["body"] = json!({"inline_bytes": b});
-            }
+        let mut d = json!({"status": direct.status});
+        match &direct.body {
+            Some(Body::Text(s)) => d["body"] = json!({"inline_string": s}),
+            // Proto JSON writes `bytes` in base64, as Istio's `bytes` already is.
+            Some(Body::Base64(b)) => d["body"] = json!({"inline_bytes": b}),
+            None => {}
         }
         base["direct_response"] = d;
         add_headers(&mut base, n.headers.as_ref());
         return vec![base];
     }
-    let route_authority = route_authority(n);
+    let route_authority = n.authority();
     decorate_forwarding(n, route_authority, &mut base);
     if rule.retries.as_ref().is_some_and(|r| r.remote_localities)
         && base["route"]["retry_policy"].is_object()
@@ -167,13 +163,10 @@ fn strip_action(route: &mut Value) {
 /// where `prefix_rewrite` would replace only the leading `/` (`/old/x` -> `/new/old/x`), so the
 /// redirect uses `regex_rewrite` on the rule's own prefixes instead (the same anchored
 /// alternatives as `rewrite.uri`, see [`prefix_pattern`]); the query string is kept.
-fn redirect_json(
-    r: &crate::input::native::HttpRedirect,
-    uri_matches: &[(crate::input::istio::StringMatch, bool)],
-) -> Value {
+fn redirect_json(r: &Redirect, uri_matches: &[UriMatch]) -> Value {
     let mut d = Map::new();
-    if let Some(uri) = &r.uri {
-        d.insert("path_redirect".into(), json!(uri));
+    if let Some(path) = &r.path {
+        d.insert("path_redirect".into(), json!(path));
     }
     if let Some(p) = &r.prefix_rewrite {
         d.insert(
@@ -194,59 +187,35 @@ fn redirect_json(
         d.insert("scheme_redirect".into(), json!(s));
     }
     // Istio's default is 301, Envoy's too; written out so the config says what it does.
-    let code = r
-        .redirect_code
-        .and_then(redirect_code)
-        .unwrap_or("MOVED_PERMANENTLY");
-    d.insert("response_code".into(), json!(code));
+    d.insert(
+        "response_code".into(),
+        json!(redirect_response_code(r.status)),
+    );
     Value::Object(d)
 }
 
-/// The Host a forwarding rule sets for every destination, as Istio orders it: `rewrite.authority`,
-/// else a `host` / `:authority` entry of the rule's `headers.request` (`set` over `add`). Istio
-/// turns those entries into this rewrite (Envoy refuses to modify Host or a pseudo-header through
-/// `request_headers_to_add`).
-fn route_authority(n: &RouteExtras) -> Option<&str> {
-    n.rewrite
-        .as_ref()
-        .and_then(|rw| rw.authority.as_deref())
-        .or_else(|| headers_authority(n.headers.as_ref()))
-}
-
-/// The authority a `Headers` block sets on the request (Istio's `TranslateHeadersOperations`):
-/// the value of a `host` or `:authority` key, `set` winning over `add`.
-pub fn headers_authority(headers: Option<&Headers>) -> Option<&str> {
-    let ops = headers?.request.as_ref()?;
-    authority_in(&ops.set).or_else(|| authority_in(&ops.add))
-}
-
-fn authority_in(m: &std::collections::BTreeMap<String, String>) -> Option<&str> {
-    m.iter()
-        .find(|(k, _)| is_authority_header(k))
-        .map(|(_, v)| v.as_str())
-}
-
-/// Istio's `isAuthorityHeader`.
-fn is_authority_header(key: &str) -> bool {
-    key.eq_ignore_ascii_case(":authority") || key.eq_ignore_ascii_case("host")
-}
-
-/// Istio's `isInternalHeader`: pseudo-headers and Host, which header operations never touch
-/// (Envoy refuses such a config). Their `set`/`add` on requests become the Host rewrite.
-fn is_internal_header(key: &str) -> bool {
-    key.starts_with(':') || key.eq_ignore_ascii_case("host")
+/// Envoy's `RedirectResponseCode` of a redirect status.
+fn redirect_response_code(status: u32) -> &'static str {
+    match status {
+        302 => "FOUND",
+        303 => "SEE_OTHER",
+        307 => "TEMPORARY_REDIRECT",
+        308 => "PERMANENT_REDIRECT",
+        _ => "MOVED_PERMANENTLY",
+    }
 }
 
 /// A destination's header operations on its route, and its Host rewrite when the rule sets none
-/// ([`route_authority`] takes precedence, as in Istio's single and weighted destinations).
+/// ([`RouteExtras::authority`] takes precedence, as in Istio's single and weighted
+/// destinations).
 fn add_destination_headers(
     route: &mut Value,
-    headers: Option<&Headers>,
+    headers: Option<&HeaderOps>,
     route_authority: Option<&str>,
 ) {
     add_headers(route, headers);
     if route_authority.is_none()
-        && let Some(authority) = headers_authority(headers)
+        && let Some(authority) = headers.and_then(|h| h.authority.as_deref())
         && route["route"].is_object()
     {
         route["route"]["host_rewrite_literal"] = json!(authority);
@@ -258,18 +227,23 @@ fn decorate_forwarding(n: &RouteExtras, authority: Option<&str>, route: &mut Val
     if let Some(a) = authority {
         action["host_rewrite_literal"] = json!(a);
     }
-    if let Some(rw) = &n.rewrite {
-        if let Some(uri) = &rw.uri {
+    match n.rewrite.as_ref().and_then(|rw| rw.path.as_ref()) {
+        Some(PathRewrite::MatchedPrefix(uri)) => {
             action["regex_rewrite"] = json!({
                 "pattern": {"regex": prefix_pattern(&n.uri_matches)},
                 "substitution": escape_substitution(uri),
             });
-        } else if let Some(rr) = &rw.uri_regex_rewrite {
+        }
+        Some(PathRewrite::Regex {
+            pattern,
+            substitution,
+        }) => {
             action["regex_rewrite"] = json!({
-                "pattern": {"regex": rr.pattern.clone().unwrap_or_default()},
-                "substitution": rr.rewrite.clone().unwrap_or_default(),
+                "pattern": {"regex": pattern},
+                "substitution": substitution,
             });
         }
+        None => {}
     }
     if !n.mirrors.is_empty() {
         action["request_mirror_policies"] = n
@@ -306,21 +280,19 @@ fn fraction(percent: f64) -> Value {
 /// prefix (the whole path for exact and regex matches, `/` when the block has no `uri`). sluice
 /// has one Envoy route per rule, so the blocks become alternatives in order (RE2 takes the
 /// first that matches, as Envoy takes the first route).
-pub fn prefix_pattern(uri_matches: &[(crate::input::istio::StringMatch, bool)]) -> String {
+pub fn prefix_pattern(uri_matches: &[UriMatch]) -> String {
     if uri_matches.is_empty() {
         return "^/".into();
     }
     let alternatives: Vec<String> = uri_matches
         .iter()
-        .map(|(m, ignore_case)| {
-            let body = if let Some(p) = &m.prefix {
-                escape_regex(p)
-            } else if let Some(e) = &m.exact {
-                format!("{}$", escape_regex(e))
-            } else {
-                ".*".into()
+        .map(|m| {
+            let body = match &m.path {
+                PathMatch::Prefix(p) => escape_regex(p),
+                PathMatch::Exact(e) => format!("{}$", escape_regex(e)),
+                PathMatch::Whole => ".*".into(),
             };
-            if *ignore_case {
+            if m.ignore_case {
                 format!("(?i:{body})")
             } else {
                 body
@@ -354,11 +326,8 @@ fn hash_policy(h: &HashKey) -> Value {
             if let Some(p) = path {
                 c["path"] = json!(p);
             }
-            if let Some(t) = ttl
-                .as_deref()
-                .and_then(|t| sluice_core::duration::parse(t).ok())
-            {
-                c["ttl"] = json!(sluice_core::duration::format(t));
+            if let Some(t) = ttl {
+                c["ttl"] = json!(sluice_core::duration::format(*t));
             }
             json!({"cookie": c})
         }
@@ -367,17 +336,16 @@ fn hash_policy(h: &HashKey) -> Value {
     }
 }
 
-fn cors_json(c: &crate::input::native::CorsPolicy) -> Value {
-    let mut origins: Vec<Value> = c.allow_origin.iter().map(|o| json!({"exact": o})).collect();
-    for o in &c.allow_origins {
-        if let Some(e) = &o.exact {
-            origins.push(json!({"exact": e}));
-        } else if let Some(p) = &o.prefix {
-            origins.push(json!({"prefix": p}));
-        } else if let Some(r) = &o.regex {
-            origins.push(json!({"safe_regex": {"regex": r}}));
-        }
-    }
+fn cors_json(c: &Cors) -> Value {
+    let origins: Vec<Value> = c
+        .allow_origins
+        .iter()
+        .map(|o| match o {
+            OriginMatch::Exact(e) => json!({"exact": e}),
+            OriginMatch::Prefix(p) => json!({"prefix": p}),
+            OriginMatch::Regex(r) => json!({"safe_regex": {"regex": r}}),
+        })
+        .collect();
     let mut p = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
         "allow_origin_string_match": origins,
@@ -391,17 +359,13 @@ fn cors_json(c: &crate::input::native::CorsPolicy) -> Value {
             p[key] = json!(list.join(","));
         }
     }
-    if let Some(d) = c
-        .max_age
-        .as_deref()
-        .and_then(|t| sluice_core::duration::parse(t).ok())
-    {
+    if let Some(d) = c.max_age {
         p["max_age"] = json!(d.as_secs().to_string());
     }
     if let Some(b) = c.allow_credentials {
         p["allow_credentials"] = json!(b);
     }
-    if c.unmatched_preflights.as_deref() == Some("IGNORE") {
+    if c.ignore_unmatched_preflights {
         p["forward_not_matching_preflights"] = json!(false);
     }
     p
@@ -409,7 +373,7 @@ fn cors_json(c: &crate::input::native::CorsPolicy) -> Value {
 
 /// Appends `headers`' operations to an Envoy route (`set` overwrites, `add` appends, as Istio
 /// maps them).
-fn add_headers(route: &mut Value, headers: Option<&Headers>) {
+fn add_headers(route: &mut Value, headers: Option<&HeaderOps>) {
     let Some(h) = headers else { return };
     for (ops, to_add, to_remove) in [
         (
@@ -423,35 +387,28 @@ fn add_headers(route: &mut Value, headers: Option<&Headers>) {
             "response_headers_to_remove",
         ),
     ] {
-        let Some(ops) = ops else { continue };
         let added = header_values(ops);
         if !added.is_empty() {
             push_all(route, to_add, added);
         }
-        let removed: Vec<Value> = ops
-            .remove
-            .iter()
-            .filter(|n| !is_internal_header(n))
-            .map(|n| json!(n.to_ascii_lowercase()))
-            .collect();
-        if !removed.is_empty() {
-            push_all(route, to_remove, removed);
+        if !ops.remove.is_empty() {
+            push_all(
+                route,
+                to_remove,
+                ops.remove.iter().map(|n| json!(n)).collect(),
+            );
         }
     }
 }
 
-fn header_values(ops: &HeaderOperations) -> Vec<Value> {
-    let entry = |k: &String, v: &String, action: &str| json!({"header": {"key": k.to_ascii_lowercase(), "value": v}, "append_action": action});
-    // Host and pseudo-headers are dropped, as Istio drops them: a request's Host comes from
-    // `host_rewrite_literal` instead (see `route_authority`).
+fn header_values(ops: &HeaderChanges) -> Vec<Value> {
+    let entry = |k: &String, v: &String, action: &str| json!({"header": {"key": k, "value": v}, "append_action": action});
     ops.set
         .iter()
-        .filter(|(k, _)| !is_internal_header(k))
         .map(|(k, v)| entry(k, v, "OVERWRITE_IF_EXISTS_OR_ADD"))
         .chain(
             ops.add
                 .iter()
-                .filter(|(k, _)| !is_internal_header(k))
                 .map(|(k, v)| entry(k, v, "APPEND_IF_EXISTS_OR_ADD")),
         )
         .collect()
@@ -467,7 +424,7 @@ fn push_all(route: &mut Value, key: &str, values: Vec<Value>) {
 /// Adds the native cluster settings of `c`'s traffic policy to its Envoy cluster.
 pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
     let policy = &c.policy;
-    let dur = |t: Option<&str>| t.and_then(|t| sluice_core::duration::parse(t).ok());
+    let pool = &policy.connection_pool;
     match &c.load_balancing.hash_ring {
         Some(HashRing::Maglev { table_size }) => {
             cluster["lb_policy"] = json!("MAGLEV");
@@ -507,7 +464,7 @@ pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
         if let Some(p) = od.min_health_percent {
             cluster["common_lb_config"] = json!({"healthy_panic_threshold": {"value": p}});
         }
-        if od.split_external_local_origin_errors == Some(true) {
+        if od.split_local_origin_errors {
             let o = &mut cluster["outlier_detection"];
             o["split_external_local_origin_errors"] = json!(true);
             if let Some(n) = od.consecutive_local_origin_failures {
@@ -516,62 +473,45 @@ pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
             }
         }
     }
-    let tcp = policy.connection_pool.as_ref().and_then(|p| p.tcp.as_ref());
-    if let Some(ka) = tcp.and_then(|t| t.tcp_keepalive.as_ref()) {
+    if let Some(ka) = &pool.tcp_keepalive {
         let mut k = Map::new();
-        if let Some(p) = ka.get("probes").and_then(Value::as_u64) {
+        if let Some(p) = ka.probes {
             k.insert("keepalive_probes".into(), json!(p));
         }
-        for (istio, envoy) in [
-            ("time", "keepalive_time"),
-            ("interval", "keepalive_interval"),
+        for (envoy, d) in [
+            ("keepalive_time", ka.time),
+            ("keepalive_interval", ka.interval),
         ] {
-            if let Some(d) = dur(ka.get(istio).and_then(Value::as_str)) {
+            if let Some(d) = d {
                 k.insert(envoy.into(), json!(d.as_secs().max(1)));
             }
         }
         cluster["upstream_connection_options"] = json!({"tcp_keepalive": k});
     }
-    if let Some(d) = dur(tcp.and_then(|t| t.max_connection_duration.as_deref())) {
-        let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-        if cluster["typed_extension_protocol_options"][key].is_null() {
-            cluster["typed_extension_protocol_options"][key] = json!({
-                "@type": format!("type.googleapis.com/{key}"),
-                "explicit_http_config": if c.http2 {
-                    json!({"http2_protocol_options": {}})
-                } else {
-                    json!({"http_protocol_options": {}})
-                },
-            });
-        }
-        cluster["typed_extension_protocol_options"][key]["common_http_protocol_options"]["max_connection_duration"] =
+    if let Some(d) = pool.max_connection_duration {
+        protocol_options(c, cluster)["common_http_protocol_options"]["max_connection_duration"] =
             json!(sluice_core::duration::format(d));
     }
     if let Some(hc) = &c.health_check {
-        let d = |v: &Option<String>, default: u64| {
-            dur(v.as_deref()).unwrap_or(std::time::Duration::from_secs(default))
-        };
         // Probes carry the service host, as real requests do (not Envoy's default, the cluster
         // name, which is no valid authority).
         let mut http = json!({"path": hc.path, "host": c.host});
         if c.http2 {
             http["codec_client_type"] = json!("HTTP2");
         }
-        let interval = sluice_core::duration::format(d(&hc.interval, 10));
+        let interval = sluice_core::duration::format(hc.interval);
         cluster["health_checks"] = json!([{
             // Envoy probes a cluster that has had no traffic only every 60s by default: an
             // endpoint whose first probe failed would stay out that long. Probe at `interval`.
             "no_traffic_interval": interval,
             "interval": interval,
-            "timeout": sluice_core::duration::format(d(&hc.timeout, 1)),
-            "unhealthy_threshold": hc.unhealthy_threshold.unwrap_or(3),
-            "healthy_threshold": hc.healthy_threshold.unwrap_or(1),
+            "timeout": sluice_core::duration::format(hc.timeout),
+            "unhealthy_threshold": hc.unhealthy_threshold,
+            "healthy_threshold": hc.healthy_threshold,
             "http_health_check": http,
         }]);
     }
-    if let Some(tls) = &policy.tls
-        && matches!(tls.mode.as_deref(), Some("SIMPLE" | "MUTUAL"))
-    {
+    if let Some(tls) = &policy.tls {
         cluster["transport_socket"] = upstream_tls(c, tls);
     }
     if let Some(rb) = &policy.retry_budget {
@@ -585,12 +525,14 @@ pub fn decorate_cluster(c: &Cluster, cluster: &mut Value) {
         // Envoy then ignores the threshold's `max_retries` (`connectionPool.http.maxRetries`).
         cluster["circuit_breakers"]["thresholds"][0]["retry_budget"] = Value::Object(budget);
     }
-    if let Some(version) = policy
-        .proxy_protocol
-        .as_ref()
-        .and_then(crate::input::native::proxy_protocol_version)
-    {
-        wrap_in_proxy_protocol(cluster, version);
+    if let Some(version) = policy.proxy_protocol {
+        wrap_in_proxy_protocol(
+            cluster,
+            match version {
+                ProxyProtocol::V1 => "V1",
+                ProxyProtocol::V2 => "V2",
+            },
+        );
     }
     upstream_protocol(c, cluster);
     locality_endpoints(c, cluster);
@@ -673,21 +615,14 @@ fn protocol_options<'a>(c: &Cluster, cluster: &'a mut Value) -> &'a mut Value {
 /// only survives on an HTTP2/GRPC port without them. `DEFAULT` is Istio's mesh default
 /// (`DO_NOT_UPGRADE`): the port's protocol decides.
 fn upstream_protocol(c: &Cluster, cluster: &mut Value) {
-    let Some(http) = c
-        .policy
-        .connection_pool
-        .as_ref()
-        .and_then(|p| p.http.as_ref())
-    else {
-        return;
-    };
-    if let Some(n) = http.max_concurrent_streams.filter(|n| *n > 0)
+    let pool = &c.policy.connection_pool;
+    if let Some(n) = pool.max_concurrent_streams
         && c.http2
     {
         protocol_options(c, cluster)["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"] =
             json!(n);
     }
-    if http.use_client_protocol == Some(true) {
+    if pool.use_client_protocol {
         let options = protocol_options(c, cluster);
         if let Some(o) = options.as_object_mut() {
             o.remove("explicit_http_config");
@@ -695,7 +630,7 @@ fn upstream_protocol(c: &Cluster, cluster: &mut Value) {
         options["use_downstream_protocol_config"] =
             json!({"http_protocol_options": {}, "http2_protocol_options": {}});
     }
-    if http.h2_upgrade_policy.as_deref() == Some("UPGRADE") {
+    if pool.h2_upgrade {
         let options = protocol_options(c, cluster);
         if let Some(o) = options.as_object_mut() {
             o.remove("use_downstream_protocol_config");
@@ -705,7 +640,7 @@ fn upstream_protocol(c: &Cluster, cluster: &mut Value) {
 }
 
 /// Envoy's `core.Locality` of `l`, without empty parts.
-fn locality_json(l: &crate::input::locality::Locality) -> Value {
+fn locality_json(l: &crate::model::locality::Locality) -> Value {
     let mut out = Map::new();
     for (key, v) in [
         ("region", &l.region),
@@ -758,22 +693,18 @@ pub fn node(mesh: &crate::model::Mesh) -> Option<Value> {
         .map(|l| json!({"locality": locality_json(l)}))
 }
 
-fn upstream_tls(c: &Cluster, tls: &crate::input::native::ClientTls) -> Value {
+fn upstream_tls(c: &Cluster, tls: &UpstreamTls) -> Value {
     let mut common = Map::new();
-    if tls.mode.as_deref() == Some("MUTUAL")
-        && let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key)
-    {
+    if let Some(cert) = &tls.client_certificate {
         common.insert(
             "tls_certificates".into(),
-            json!([{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}]),
+            json!([{"certificate_chain": {"filename": cert.certificate_chain}, "private_key": {"filename": cert.private_key}}]),
         );
     }
-    if tls.insecure_skip_verify != Some(true) {
-        let mut v = json!({
-            "trusted_ca": {"filename": tls.ca_certificates.as_deref().unwrap_or(SYSTEM_CA_BUNDLE)},
-        });
-        if !tls.subject_alt_names.is_empty() {
-            v["match_typed_subject_alt_names"] = tls
+    if let Some(verify) = &tls.verify {
+        let mut v = json!({"trusted_ca": {"filename": verify.trusted_ca}});
+        if !verify.subject_alt_names.is_empty() {
+            v["match_typed_subject_alt_names"] = verify
                 .subject_alt_names
                 .iter()
                 .map(|san| {
@@ -784,7 +715,7 @@ fn upstream_tls(c: &Cluster, tls: &crate::input::native::ClientTls) -> Value {
                 })
                 .collect();
         }
-        if let Some(crl) = &tls.ca_crl {
+        if let Some(crl) = &verify.crl {
             v["crl"] = json!({"filename": crl});
         }
         common.insert("validation_context".into(), v);
@@ -796,12 +727,7 @@ fn upstream_tls(c: &Cluster, tls: &crate::input::native::ClientTls) -> Value {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context": common,
     });
-    // Istio sends the destination host as SNI when none is set (auto SNI); a name, not an IP.
-    let sni = tls.sni.clone().or_else(|| {
-        (c.host.chars().any(|ch| ch.is_ascii_alphabetic()) && !c.host.contains('*'))
-            .then(|| c.host.clone())
-    });
-    if let Some(sni) = sni {
+    if let Some(sni) = &tls.sni {
         ctx["sni"] = json!(sni);
     }
     json!({"name": "envoy.transport_sockets.tls", "typed_config": ctx})
@@ -927,28 +853,24 @@ pub(crate) fn downstream_tls(tls: &crate::model::native::ServerTls, alpn: &[&str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::istio::StringMatch;
 
-    fn prefix(p: &str) -> (StringMatch, bool) {
-        (
-            StringMatch {
-                prefix: Some(p.into()),
-                ..Default::default()
-            },
-            false,
-        )
+    fn prefix(p: &str) -> UriMatch {
+        UriMatch {
+            path: PathMatch::Prefix(p.into()),
+            ignore_case: false,
+        }
     }
 
     #[test]
     fn rewrite_patterns_follow_the_match_blocks() {
         assert_eq!(prefix_pattern(&[]), "^/");
         assert_eq!(prefix_pattern(&[prefix("/ratings")]), "^(?:/ratings)");
-        let exact = StringMatch {
-            exact: Some("/a.b".into()),
-            ..Default::default()
+        let exact = UriMatch {
+            path: PathMatch::Exact("/a.b".into()),
+            ignore_case: true,
         };
         assert_eq!(
-            prefix_pattern(&[prefix("/x"), (exact, true)]),
+            prefix_pattern(&[prefix("/x"), exact]),
             r"^(?:/x|(?i:/a\.b$))"
         );
     }

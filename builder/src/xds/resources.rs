@@ -17,6 +17,7 @@ use sluice_core::wire;
 
 use super::ResourceSet;
 use crate::input::options::{Options, WasmModules};
+use crate::model::policy::LbAlgorithm;
 use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule};
 
 /// Envoy's "unlimited" for circuit-breaker thresholds, as Istio emits by default (Envoy's own
@@ -47,7 +48,8 @@ pub fn build(mesh: &Mesh, options: &Options) -> Result<ResourceSet, Vec<EmitErro
             listeners.push(super::tcp::listener_json(listener, address));
             continue;
         }
-        match listener_json(listener, mesh, options, &mut modules) {
+        let name = listener.name();
+        match listener_json(listener, &name, &name, mesh, options, &mut modules) {
             Ok(mut l) => {
                 super::native::decorate_listener(listener, &mut l);
                 listeners.push(l);
@@ -65,6 +67,35 @@ pub fn build(mesh: &Mesh, options: &Options) -> Result<ResourceSet, Vec<EmitErro
     Ok(set)
 }
 
+/// The name of the one listener of [`mesh_wide`] (its route table is named alike, its filter
+/// configs `mesh/sluice-<module>`).
+pub const MESH_WIDE: &str = "mesh";
+
+/// The resources of the mesh as one proxy that serves every port with one filter config sees
+/// it: `merged` ([`Mesh::merged_listener`]) as one listener named [`MESH_WIDE`], with its
+/// route table and its sluice filter configs, compiled as for any listener (an error names
+/// "the merged config of all listeners"). No clusters: the istio target, which is written from
+/// this set, leaves them to Istio.
+pub fn mesh_wide(
+    merged: &Listener,
+    mesh: &Mesh,
+    options: &Options,
+) -> Result<ResourceSet, Vec<EmitError>> {
+    let mut modules = BTreeSet::new();
+    let listener = listener_json(
+        merged,
+        MESH_WIDE,
+        "the merged config of all listeners",
+        mesh,
+        options,
+        &mut modules,
+    )
+    .map_err(|e| vec![e])?;
+    let mut set = ResourceSet::from_inline(vec![listener], Vec::new());
+    set.modules = modules;
+    Ok(set)
+}
+
 /// The file name of a sluice module: `sluice_<module>.wasm`.
 pub fn module_file(module: &str) -> String {
     wire::module_file(module)
@@ -74,7 +105,7 @@ fn module_path(filter: &str, options: &Options) -> String {
     match &options.wasm {
         WasmModules::Bundle { module_dir, .. } => module_dir.join(module_file(filter)),
         WasmModules::Reference(dir) => dir.join(module_file(filter)),
-        WasmModules::NotRead => module_file(filter).into(),
+        WasmModules::NotRead | WasmModules::Served(_) => module_file(filter).into(),
     }
     .display()
     .to_string()
@@ -88,17 +119,71 @@ fn duration(d: Duration) -> String {
     sluice_core::duration::format(d)
 }
 
+/// The bootstrap cluster through which the filter configs of `sluice serve --serve-modules`
+/// fetch the modules: every serve replica's admin address (`generate --target envoy-xds
+/// --modules-server`).
+pub const MODULES_CLUSTER: &str = "sluice-modules";
+
+/// Where serve's admin port serves the modules: `/modules/sluice_<module>.wasm`.
+pub const MODULES_PATH: &str = "/modules/";
+
+/// The URI a filter config fetches `module` from (`http://sluice-modules/modules/sluice_<module>.wasm`):
+/// the host is only the `:authority` sent; [`MODULES_CLUSTER`] says where it goes.
+pub fn served_module_uri(module: &str) -> String {
+    format!(
+        "http://{MODULES_CLUSTER}{MODULES_PATH}{}",
+        module_file(module)
+    )
+}
+
+/// `vm_config.code` of `filter`: a file on the proxy's host, or (`--serve-modules`) Envoy's
+/// remote data source pinned by the sha256 of the bytes serve serves.
+fn module_code(filter: &str, options: &Options) -> Value {
+    match &options.wasm {
+        WasmModules::Served(served) => json!({"remote": {
+            "http_uri": {
+                "uri": served_module_uri(filter),
+                "cluster": MODULES_CLUSTER,
+                "timeout": "30s",
+            },
+            // Envoy refuses bytes of another digest; serve refuses to load a config that
+            // needs a module it does not have, so this is never empty in a served config.
+            "sha256": served.sha256.get(filter).cloned().unwrap_or_default(),
+            // Envoy fetches while the listener warms (the old listener, if any, keeps
+            // serving): a module server that is down, or bytes that do not match the pin, keep
+            // the listener warming and retried (about 58 days at 5 s) instead of letting it
+            // serve with a filter that has no code.
+            "retry_policy": {
+                "retry_back_off": {"base_interval": "0.5s", "max_interval": "5s"},
+                "num_retries": 1_000_000,
+            },
+        }}),
+        _ => json!({"local": {"filename": module_path(filter, options)}}),
+    }
+}
+
 fn wasm_filter(filter: &str, config_json: String, options: &Options) -> Value {
-    let code = json!({"local": {"filename": module_path(filter, options)}});
-    wasm_http_filter(filter, code, config_json)
+    let mut wasm = wasm_http_filter(filter, module_code(filter, options), config_json);
+    if let WasmModules::Served(_) = options.wasm {
+        // Envoy keys a VM by (vm_id, vm configuration, code), and while a remote module is
+        // still being fetched it computes that key with no code: the modules, sharing vm_id
+        // `sluice` (for the breaker's shared data), would then share one VM, and every filter
+        // would run the first module fetched. A vm configuration naming the module keeps their
+        // keys apart; the filters do not read it.
+        wasm["typed_config"]["config"]["vm_config"]["configuration"] = json!({
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": wire::root_id(filter),
+        });
+    }
+    wasm
 }
 
 /// The `envoy.filters.http.wasm` filter of one sluice module: filter name `sluice-<filter>`,
 /// root id `sluice_<filter>`, the shared `vm_id` (the filters read each other's shared data),
-/// V8, the plugin config, `failure_policy: FAIL_CLOSED`; `code` is the `vm_config.code`
-/// (a local file, or remote code). The envoy target and the istio target's EnvoyFilter write
-/// exactly this.
-pub(crate) fn wasm_http_filter(filter: &str, code: Value, config_json: String) -> Value {
+/// V8, the plugin config, `failure_policy: FAIL_CLOSED`; `code` is the `vm_config.code` (a
+/// local file). The envoy target writes exactly this; the istio target's EnvoyFilter too, with
+/// the code its proxies load.
+fn wasm_http_filter(filter: &str, code: Value, config_json: String) -> Value {
     let id = wire::root_id(filter);
     json!({
         "name": wire::filter_name(filter),
@@ -123,21 +208,24 @@ pub(crate) fn wasm_http_filter(filter: &str, code: Value, config_json: String) -
     })
 }
 
+/// The listener `name` of `listener`, its HTTP connection manager with the sluice filters'
+/// configs and the route table inline; `label` names it in errors.
 fn listener_json(
     listener: &Listener,
+    name: &str,
+    label: &str,
     mesh: &Mesh,
     options: &Options,
     used: &mut std::collections::BTreeSet<&'static str>,
 ) -> Result<Value, EmitError> {
-    let name = listener.name();
     let configs = super::filters::PluginConfigs::with_detail(
         listener,
         mesh,
-        &name,
+        label,
         options.detailed_replies,
     )?;
     let mut http_filters = Vec::new();
-    for (module, json) in configs.layout(options.suite, &name)? {
+    for (module, json) in configs.layout(options.suite, label)? {
         http_filters.push(wasm_filter(module, json, options));
         used.insert(module);
     }
@@ -234,36 +322,13 @@ fn retry_json(r: &RetryPolicy) -> Value {
     policy
 }
 
-fn limit(v: Option<i64>) -> u64 {
-    v.and_then(|n| u64::try_from(n).ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(UNLIMITED)
-}
-
 fn cluster_json(c: &Cluster) -> Value {
-    let tcp = c
-        .policy
-        .connection_pool
-        .as_ref()
-        .and_then(|p| p.tcp.as_ref());
-    let http = c
-        .policy
-        .connection_pool
-        .as_ref()
-        .and_then(|p| p.http.as_ref());
-    let connect_timeout = tcp
-        .and_then(|t| t.connect_timeout.as_deref())
-        .and_then(|t| sluice_core::duration::parse(t).ok())
-        .unwrap_or(Duration::from_secs(10)); // Istio's default
-    let lb_policy = match c
-        .policy
-        .load_balancer
-        .as_ref()
-        .and_then(|l| l.simple.as_deref())
-    {
-        Some("ROUND_ROBIN") => "ROUND_ROBIN",
-        Some("RANDOM") => "RANDOM",
-        _ => "LEAST_REQUEST", // Istio's default, and its mapping of LEAST_CONN
+    let pool = &c.policy.connection_pool;
+    let lb_policy = match c.load_balancing.algorithm {
+        LbAlgorithm::RoundRobin => "ROUND_ROBIN",
+        LbAlgorithm::Random => "RANDOM",
+        // PASSTHROUGH becomes ORIGINAL_DST in `native::decorate_cluster`.
+        LbAlgorithm::LeastRequest | LbAlgorithm::Passthrough => "LEAST_REQUEST",
     };
     let endpoints: Vec<Value> = c
         .endpoints
@@ -283,14 +348,14 @@ fn cluster_json(c: &Cluster) -> Value {
             Discovery::StrictDns => "STRICT_DNS",
             Discovery::LogicalDns => "LOGICAL_DNS",
         },
-        "connect_timeout": duration(connect_timeout),
+        "connect_timeout": duration(pool.connect_timeout),
         "lb_policy": lb_policy,
         "load_assignment": {"cluster_name": c.name, "endpoints": [{"lb_endpoints": endpoints}]},
         "circuit_breakers": {"thresholds": [{
-            "max_connections": limit(tcp.and_then(|t| t.max_connections)),
-            "max_pending_requests": limit(http.and_then(|h| h.http1_max_pending_requests)),
-            "max_requests": limit(http.and_then(|h| h.http2_max_requests)),
-            "max_retries": limit(http.and_then(|h| h.max_retries)),
+            "max_connections": pool.max_connections.unwrap_or(UNLIMITED),
+            "max_pending_requests": pool.max_pending_requests.unwrap_or(UNLIMITED),
+            "max_requests": pool.max_requests.unwrap_or(UNLIMITED),
+            "max_retries": pool.max_retries.unwrap_or(UNLIMITED),
         }]},
     });
     if c.discovery != Discovery::Static {
@@ -298,16 +363,10 @@ fn cluster_json(c: &Cluster) -> Value {
     }
     let mut protocol = serde_json::Map::new();
     let mut common = serde_json::Map::new();
-    if let Some(n) = http
-        .and_then(|h| h.max_requests_per_connection)
-        .filter(|n| *n > 0)
-    {
+    if let Some(n) = pool.max_requests_per_connection {
         common.insert("max_requests_per_connection".into(), json!(n));
     }
-    if let Some(t) = http
-        .and_then(|h| h.idle_timeout.as_deref())
-        .and_then(|t| sluice_core::duration::parse(t).ok())
-    {
+    if let Some(t) = pool.idle_timeout {
         common.insert("idle_timeout".into(), json!(duration(t)));
     }
     if !common.is_empty() {
@@ -335,28 +394,25 @@ fn cluster_json(c: &Cluster) -> Value {
     }
     if let Some(od) = &c.policy.outlier_detection {
         let mut o = serde_json::Map::new();
-        if let Some(n) = od.consecutive5xx_errors.or(od.consecutive_errors) {
+        if let Some(n) = od.consecutive_5xx {
             o.insert("consecutive_5xx".into(), json!(n));
             o.insert(
                 "enforcing_consecutive_5xx".into(),
                 json!(if n > 0 { 100 } else { 0 }),
             );
         }
-        if let Some(n) = od.consecutive_gateway_errors {
+        if let Some(n) = od.consecutive_gateway {
             o.insert("consecutive_gateway_failure".into(), json!(n));
             o.insert(
                 "enforcing_consecutive_gateway_failure".into(),
                 json!(if n > 0 { 100 } else { 0 }),
             );
         }
-        for (key, text) in [
-            ("interval", &od.interval),
-            ("base_ejection_time", &od.base_ejection_time),
+        for (key, d) in [
+            ("interval", od.interval),
+            ("base_ejection_time", od.base_ejection_time),
         ] {
-            if let Some(d) = text
-                .as_deref()
-                .and_then(|t| sluice_core::duration::parse(t).ok())
-            {
+            if let Some(d) = d {
                 o.insert(key.into(), json!(duration(d)));
             }
         }

@@ -289,20 +289,13 @@ pub(super) fn cpu_ns(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
+pub(super) use super::procfs::rss_kib;
+
 pub(super) fn requests(envoy: &Envoy) -> Result<u64> {
     let name = format!("http.{}.downstream_rq_total", bootstrap::STAT_PREFIX);
     envoy
         .stat(&name)
         .with_context(|| format!("Envoy has no stat {name}"))
-}
-
-pub(super) fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
 }
 
 /// CPUs of the machine (not of this process, whose affinity the bench narrows to CPU 1).

@@ -47,11 +47,34 @@
 //! measures), [`load`] (the upstream, pinning and priorities, wrk, the timing log, the figures
 //! read back from the processes), [`report`] (medians and the markdown of BENCHMARKS.md) and
 //! [`builder_scale`] (the builder's time on a large mesh); this file runs the rounds.
+//!
+//! The other benches, each its own `cargo xtask bench <part>` writing its own section of
+//! BENCHMARKS.md ([`report::upsert_section`], below the notes marker, so the data-plane run
+//! keeps them):
+//! - [`control_plane`] (issue 20): change-to-ACK through `sluice serve` ([`serve_process`])
+//!   for a fleet of ADS streams ([`ads_load`]) and real Envoys; serve's CPU and RSS
+//!   ([`procfs`]);
+//! - [`store`] (issue 21): apply-to-ACK through a real etcd cluster and two serve replicas;
+//! - [`probes`] (issue 22): the central prober's probes per second and CPU;
+//! - [`builder_compare`] (issue 19): the builder's time now against the commit before its
+//!   re-layout, and the module sizes re-measured.
 
+mod ads_load;
+mod builder_compare;
 mod builder_scale;
 mod configs;
+mod control_plane;
 mod load;
+mod probes;
+mod procfs;
 mod report;
+mod serve_process;
+mod store;
+
+pub use builder_compare::{BuilderOptions, PRE_RELAYOUT, builder};
+pub use control_plane::{ControlPlaneOptions, control_plane};
+pub use probes::{ProbeOptions, probes};
+pub use store::{StoreOptions, store};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

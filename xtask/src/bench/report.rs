@@ -2,7 +2,10 @@
 //! BENCHMARKS.md (the notes after [`NOTES_MARKER`] are kept across runs).
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::Command;
+
+use anyhow::{Context, Result};
 
 use sluice_bench::OpenLoopReport;
 use sluice_bench::envoy_log::EnvoyTimings;
@@ -13,6 +16,43 @@ use super::{BenchOptions, ConfigResult, Report};
 
 /// Everything after this line of the report is kept across runs of the bench.
 pub const NOTES_MARKER: &str = "<!-- notes: kept by cargo xtask bench -->";
+
+/// Puts `body` into the report at `path` as section `id`: between `<!-- bench:ID -->` and
+/// `<!-- /bench:ID -->`, replacing what was there, or, the first time, right after
+/// [`NOTES_MARKER`] (so the data-plane bench, which rewrites everything above the marker,
+/// keeps it). Creates the report if missing. The sections of `cargo xtask bench control-plane`,
+/// `store`, `probes` and `builder` live there, each rewritten only by its own run.
+pub fn upsert_section(path: &Path, id: &str, body: &str) -> Result<()> {
+    let previous = std::fs::read_to_string(path).unwrap_or_default();
+    let updated = with_section(&previous, id, body);
+    std::fs::write(path, updated).with_context(|| format!("write {}", path.display()))
+}
+
+fn with_section(report: &str, id: &str, body: &str) -> String {
+    let open = format!("<!-- bench:{id} -->");
+    let close = format!("<!-- /bench:{id} -->");
+    let section = format!("{open}\n{}\n{close}", body.trim_end());
+    if let Some(start) = report.find(&open)
+        && let Some(end) = report[start..].find(&close)
+    {
+        let end = start + end + close.len();
+        return format!("{}{section}{}", &report[..start], &report[end..]);
+    }
+    match report.find(NOTES_MARKER) {
+        Some(at) => {
+            // After the marker, or after the last section already there: sections keep the
+            // order in which they were first written.
+            let mut after = at + NOTES_MARKER.len();
+            if let Some(last) = report[after..].rfind("<!-- /bench:")
+                && let Some(end) = report[after + last..].find("-->")
+            {
+                after += last + end + "-->".len();
+            }
+            format!("{}\n\n{section}{}", &report[..after], &report[after..])
+        }
+        None => format!("{}\n{NOTES_MARKER}\n\n{section}\n", report.trim_end()),
+    }
+}
 
 /// The median of `values` (the mean of the middle two for an even count); 0 when empty.
 pub fn median(values: &[f64]) -> f64 {
@@ -257,6 +297,25 @@ pub(super) fn render_envoy_side(md: &mut String, report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_section_is_inserted_after_the_marker_then_replaced() {
+        let report = format!("# t\n\n{NOTES_MARKER}\n\n## Notes\n");
+        let once = with_section(&report, "x", "## X\n\nfirst\n");
+        assert_eq!(
+            once,
+            format!(
+                "# t\n\n{NOTES_MARKER}\n\n<!-- bench:x -->\n## X\n\nfirst\n<!-- /bench:x -->\n\n## Notes\n"
+            )
+        );
+        let twice = with_section(&once, "x", "## X\n\nsecond");
+        assert_eq!(twice, once.replace("first", "second"));
+        let other = with_section(&twice, "y", "## Y");
+        assert!(other.contains(
+            "<!-- /bench:x -->\n\n<!-- bench:y -->\n## Y\n<!-- /bench:y -->\n\n## Notes"
+        ));
+        assert!(with_section("", "z", "Z").contains(NOTES_MARKER));
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
