@@ -238,11 +238,22 @@ fn fault_settings_without_any_fault_are_a_warning_at_the_annotation() {
 /// last destination, so naming it is refused, and the filter's own range checks apply.
 #[test]
 fn canary_guard_reaches_the_plugin_config_and_bad_guards_are_refused() {
-    let text = canary("rollout:\n  guard: {minRequests: 50, window: 20s, margin: 0.02}");
+    let text = canary(
+        "rollout:\n  guard: {minRequests: 50, window: 20s, margin: 0.02,\n    \
+         failures: {grpc: [UNAVAILABLE, UNIMPLEMENTED], latency: 750ms}}",
+    );
     let output = generate(&Inputs::from_text("mesh.yaml", &text), &options())
         .unwrap_or_else(|d| panic!("{d}"));
     let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8");
-    for field in ["guard", "minRequests", "falseAlarm", "20s"] {
+    for field in [
+        "guard",
+        "minRequests",
+        "falseAlarm",
+        "20s",
+        "UNIMPLEMENTED",
+        "750ms",
+        "outcomes",
+    ] {
         assert!(yaml.contains(field), "{field} missing:\n{yaml}");
     }
     for (body, needle) in [
@@ -259,6 +270,37 @@ fn canary_guard_reaches_the_plugin_config_and_bad_guards_are_refused() {
             "minRequests: must be at least 10",
         ),
         ("jason:\n  guard: {}", "nothing to compare the canary with"),
+        (
+            "rollout:\n  guard:\n    failures:\n      grpc: [INTERNAL, UNAVAILBLE]",
+            "mesh.yaml:32:30: error[SL206]: VirtualService/reviews: \
+             metadata.annotations[\"sluice.dev/canary\"].rollout.guard.failures.grpc[1]: \
+             not a gRPC error status",
+        ),
+        (
+            "rollout:\n  guard:\n    failures:\n      grpc: [INTERNAL, UNAVAILBLE]",
+            "did you mean `UNAVAILABLE`?",
+        ),
+        (
+            "rollout:\n  guard: {failures: {grpc: [OK]}}",
+            "guard.failures.grpc[0]: not a gRPC error status",
+        ),
+        (
+            "rollout:\n  guard: {failures: {latency: 0s}}",
+            "guard.failures.latency: must be a duration from 1ms to 1h",
+        ),
+        (
+            "rollout:\n  guard: {failures: {latency: soon}}",
+            "guard.failures.latency: must be a duration",
+        ),
+        (
+            "rollout:\n  guard: {failures: {outcomes: [], grpc: []}}",
+            "rollout.guard.failures: failures counts nothing",
+        ),
+        (
+            "rollout:\n  guard: {failures: {outcomes: [5xx], grcp: []}}",
+            "grcp",
+        ),
+        ("rollout:\n  guard: {failures: [5xx]}", "guard.failures"),
     ] {
         let diagnostics = diagnose(&canary(body));
         assert!(

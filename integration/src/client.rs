@@ -300,12 +300,23 @@ pub fn grpc<V: AsRef<[u8]>>(
     message: &[u8],
     headers: &[(&str, V)],
 ) -> Result<Response> {
+    send(&grpc_request(port, authority, path, message, headers)?)
+}
+
+/// The request [`grpc`] sends, e.g. for [`send_many`].
+pub fn grpc_request<V: AsRef<[u8]>>(
+    port: u16,
+    authority: &str,
+    path: &str,
+    message: &[u8],
+    headers: &[(&str, V)],
+) -> Result<Request> {
     let length = u32::try_from(message.len()).context("gRPC message over 4 GiB")?;
     let mut framed = Vec::with_capacity(5 + message.len());
     framed.push(0); // not compressed
     framed.extend_from_slice(&length.to_be_bytes());
     framed.extend_from_slice(message);
-    let request = headers.iter().fold(
+    Ok(headers.iter().fold(
         Request::new("POST", port, path)
             .authority(authority)
             .h2c()
@@ -313,8 +324,7 @@ pub fn grpc<V: AsRef<[u8]>>(
             .header("te", "trailers")
             .body(framed),
         |request, (name, value)| request.header(name, value),
-    );
-    send(&request)
+    ))
 }
 
 pub(crate) async fn send_async(request: Request) -> Result<Response> {

@@ -51,6 +51,19 @@ pub enum Behavior {
         /// The status failures get.
         status: u16,
     },
+    /// gRPC requests each independently get HTTP 200 with `grpc-status: status` with
+    /// probability `per_million / 1e6`, else answer as [`Behavior::Ok`] (`grpc-status: 0`);
+    /// other requests always as [`Behavior::Ok`]: a gRPC service failing at a steady rate.
+    GrpcFailRandomly {
+        /// Failure probability, in millionths.
+        per_million: u32,
+        /// The gRPC status failures get.
+        status: u32,
+        /// `true`: a failure is trailers-only (the status in the headers of a response without
+        /// body, as gRPC servers answer errors); `false`: a message, then the status in
+        /// trailers.
+        trailers_only: bool,
+    },
     /// Answers as [`Behavior::Ok`] after this delay.
     Delay(Duration),
     /// Never answers (the connection stays open until the peer gives up).
@@ -331,6 +344,7 @@ async fn handle(
     };
 
     // Decide under the lock, act after releasing it (delays must not block other requests).
+    let mut grpc_failure = None;
     let status = {
         let mut state = shared.lock();
         state.requests.push(recorded);
@@ -362,6 +376,16 @@ async fn handle(
                     Ok(StatusCode::OK)
                 }
             }
+            Behavior::GrpcFailRandomly {
+                per_million,
+                status,
+                trailers_only,
+            } => {
+                if is_grpc && state.next_per_million() < per_million {
+                    grpc_failure = Some((status, trailers_only));
+                }
+                Ok(StatusCode::OK)
+            }
             Behavior::Delay(delay) => Err(Some(delay)),
             Behavior::Hang => Err(None),
             Behavior::Reset => return Err(ResetConnection),
@@ -376,8 +400,20 @@ async fn handle(
         Err(None) => std::future::pending().await,
     };
 
-    let mut response = Response::new(NameBody::new(&shared.name, is_grpc && status.is_success()));
+    let grpc_status = match grpc_failure {
+        Some((code, false)) => Some(code),
+        Some((_, true)) => None,
+        None => (is_grpc && status.is_success()).then_some(0),
+    };
+    let mut response = Response::new(NameBody::new(&shared.name, grpc_status));
     *response.status_mut() = status;
+    if let Some((code, true)) = grpc_failure {
+        // Trailers-only: the status in the headers, no body.
+        response
+            .headers_mut()
+            .insert("grpc-status", HeaderValue::from(code));
+        *response.body_mut() = NameBody::empty();
+    }
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&shared.name) {
         headers.insert(SERVED_BY_HEADER, value);
@@ -397,22 +433,32 @@ fn status_code(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// The response body: the upstream's name, then (for gRPC) `grpc-status: 0` trailers.
+/// The response body: the upstream's name, then (for gRPC) the `grpc-status` trailer.
 struct NameBody {
     data: Option<Bytes>,
     trailers: Option<HeaderMap>,
 }
 
 impl NameBody {
-    fn new(name: &str, grpc_ok: bool) -> Self {
-        if grpc_ok {
+    /// No body at all.
+    fn empty() -> Self {
+        Self {
+            data: None,
+            trailers: None,
+        }
+    }
+
+    /// The name; for a gRPC answer (`grpc_status`) one message holding it, then the status in
+    /// trailers.
+    fn new(name: &str, grpc_status: Option<u32>) -> Self {
+        if let Some(code) = grpc_status {
             // One gRPC message frame holding the name, then the status in trailers.
             let mut framed = vec![0u8];
             let len = u32::try_from(name.len()).unwrap_or(0);
             framed.extend_from_slice(&len.to_be_bytes());
             framed.extend_from_slice(name.as_bytes());
             let mut trailers = HeaderMap::new();
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert("grpc-status", HeaderValue::from(code));
             Self {
                 data: Some(Bytes::from(framed)),
                 trailers: Some(trailers),

@@ -568,6 +568,14 @@ fn check_canary(
             ));
             continue;
         }
+        // The filter refuses a bad gRPC status name without naming the entry (one message
+        // less in every module): find the entry here, to point at it.
+        let bad_grpc = route.guard.as_ref().and_then(|g| {
+            g.failures.grpc.iter().enumerate().find(|(_, name)| {
+                !matches!(sluice_core::fault::grpc::code_of(name), Some(code) if code != 0)
+            })
+        });
+        let bad_grpc = bad_grpc.map(|(index, name)| (index, name.clone()));
         // Compile the split as the canary filter will, with placeholder clusters, so the builder
         // refuses exactly what the filter would.
         let split = Split {
@@ -623,8 +631,27 @@ fn check_canary(
                 .strip_prefix(&prefix)
                 .unwrap_or(&message)
                 .trim_start_matches(['.', ':', ' ']);
-            let (path, text) = split_message(message);
-            let hint = if text.contains("members") {
+            let (mut path, text) = split_message(message);
+            let grpc_hint = match &bad_grpc {
+                Some((index, name)) if path.to_string().ends_with("failures.grpc") => {
+                    path = path.index(*index);
+                    let known = sluice_core::fault::grpc::STATUS_NAMES
+                        .iter()
+                        .skip(1)
+                        .copied();
+                    Some(match did_you_mean(name, known.clone()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!(
+                            "gRPC error statuses: {}",
+                            known.collect::<Vec<_>>().join(", ")
+                        ),
+                    })
+                }
+                _ => None,
+            };
+            let hint = if let Some(hint) = grpc_hint {
+                hint
+            } else if text.contains("members") {
                 format!(
                     "http[{index}] has {destinations} destinations: give one weight per destination, in route order"
                 )

@@ -37,7 +37,9 @@ use rand_core::SeedableRng;
 use rand_pcg::Pcg32;
 use sluice_core::canary::{self, Choice, CompiledCanary};
 use sluice_core::wire;
-use sluice_glue::canary::{Seen, SplitState, choose_member, reject, schedule_period, split_point};
+use sluice_glue::canary::{
+    Guarded, Seen, SplitState, choose_member, reject, schedule_period, split_point,
+};
 use sluice_glue::router::write_internal_headers;
 use sluice_glue::{HostRequest, log, now_ms, request_header};
 
@@ -140,9 +142,8 @@ struct CanaryHttp {
     runtime: Option<Rc<Runtime>>,
     /// `set-cookie` value to add to the response (a freshly pinned client).
     set_cookie: Option<String>,
-    /// For a guarded split: the split's index and whether the canary member was picked, for
-    /// the guard's count in `on_log`.
-    guarded: Option<(usize, bool)>,
+    /// A request of a guarded split, for the guard's count in `on_log`.
+    guarded: Option<Guarded>,
 }
 
 impl Context for CanaryHttp {}
@@ -204,9 +205,7 @@ impl HttpContext for CanaryHttp {
             Some(wire::SPLIT_HEADER),
         );
         state.count_routed(member);
-        self.guarded = state
-            .guarded_side(split, member)
-            .map(|canary| (index, canary));
+        self.guarded = state.guarded(split, index, member);
         Action::Continue
     }
 
@@ -214,17 +213,21 @@ impl HttpContext for CanaryHttp {
         if let Some(cookie) = self.set_cookie.take() {
             let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie);
         }
+        if let Some(guarded) = &mut self.guarded {
+            guarded.on_response_headers();
+        }
         Action::Continue
     }
 
     fn on_log(&mut self) {
-        let (Some((index, canary)), Some(runtime)) = (self.guarded.take(), &self.runtime) else {
+        let (Some(guarded), Some(runtime)) = (self.guarded.take(), &self.runtime) else {
             return;
         };
+        let index = guarded.index;
         if let (Some(split), Some(state)) =
             (runtime.canary.splits.get(index), runtime.splits.get(index))
         {
-            state.record_outcome(split, canary);
+            state.record_outcome(split, &guarded);
         }
     }
 }

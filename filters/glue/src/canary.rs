@@ -109,29 +109,44 @@ impl SplitState {
         split.guard.as_ref().filter(|_| halted).map(|g| g.canary)
     }
 
-    /// Whether finished requests to `member` are counted by the split's guard, and on which
-    /// side: `Some(true)` the canary, `Some(false)` the baseline, `None` no guard (or halted:
-    /// the window no longer matters).
-    pub fn guarded_side(&self, split: &CompiledSplit, member: usize) -> Option<bool> {
+    /// A request of split `index` routed to `member`, to follow for the split's guard; `None`
+    /// without a guard (or with the canary halted: the window no longer matters). Reads the
+    /// clock only under a latency ceiling, and the request's `content-type` only when gRPC
+    /// statuses count.
+    pub fn guarded(&self, split: &CompiledSplit, index: usize, member: usize) -> Option<Guarded> {
         let guard = split.guard.as_ref()?;
         let state = self.guard.as_ref()?;
-        (!state.halted.get()).then_some(member == guard.canary)
+        if state.halted.get() {
+            return None;
+        }
+        let deadline_ms = match guard.latency_ms {
+            0 => 0,
+            ceiling => now_ms().saturating_add(ceiling),
+        };
+        Some(Guarded {
+            index,
+            canary: member == guard.canary,
+            grpc: guard.grpc != 0 && crate::fault::is_grpc_request(),
+            deadline_ms,
+            slow: false,
+        })
     }
 
-    /// Counts a finished request of the guard's `canary` side or the baseline (in `on_log`):
-    /// reads `response.flags`, then `response.code` if the flags leave it open, then
-    /// `response.code_details` only for a code that counts as a failure. No allocation beyond
-    /// the host's property values.
-    pub fn record_outcome(&self, split: &CompiledSplit, canary: bool) {
+    /// Counts a finished request (in `on_log`) on its side of the window: reads
+    /// `response.flags`, then `response.code` if the flags leave it open, the gRPC status
+    /// (`response.grpc_status`) only for a gRPC request the code did not fail, and
+    /// `response.code_details` only for a response that counts as a failure. No allocation
+    /// beyond the host's property values.
+    pub fn record_outcome(&self, split: &CompiledSplit, request: &Guarded) {
         let (Some(guard), Some(state)) = (&split.guard, &self.guard) else {
             return;
         };
-        let verdict = classify(guard);
+        let verdict = classify(guard, request);
         if verdict == Verdict::Ignored {
             return;
         }
         let mut tally = state.tally.get();
-        tally.record(canary, verdict == Verdict::Failure);
+        tally.record(request.canary, verdict == Verdict::Failure);
         state.tally.set(tally);
     }
 
@@ -243,12 +258,48 @@ impl GuardState {
     }
 }
 
-/// The guard's verdict on the current stream's response.
-fn classify(guard: &CompiledGuard) -> Verdict {
+/// A request of a guarded split, followed from its headers to its log for the guard: 24 bytes
+/// in the request's context, no allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Guarded {
+    /// The split's index.
+    pub index: usize,
+    /// Routed to the canary member (else the baseline).
+    canary: bool,
+    /// A gRPC request whose statuses the guard counts.
+    grpc: bool,
+    /// When (host clock, ms) the response headers become too late; 0: no latency ceiling,
+    /// or the response headers came.
+    deadline_ms: u64,
+    /// The response headers came after the deadline.
+    slow: bool,
+}
+
+impl Guarded {
+    /// On the response headers: one clock read under a latency ceiling.
+    pub fn on_response_headers(&mut self) {
+        if self.deadline_ms != 0 {
+            self.slow = now_ms() > self.deadline_ms;
+            self.deadline_ms = 0;
+        }
+    }
+}
+
+/// The guard's verdict on the current stream's response. A stream that ended without response
+/// headers under a latency ceiling (a reset, a timeout) is judged by its flags.
+fn classify(guard: &CompiledGuard, request: &Guarded) -> Verdict {
     let flags = property_u64(&["response", "flags"]).unwrap_or(0);
     guard.classify(
         flags,
         || property_u64(&["response", "code"]).and_then(|c| u32::try_from(c).ok()),
+        request.slow,
+        || {
+            if request.grpc {
+                property_u64(&["response", "grpc_status"]).and_then(|c| u32::try_from(c).ok())
+            } else {
+                None
+            }
+        },
         || {
             hostcalls::get_property(vec!["response", "code_details"])
                 .ok()

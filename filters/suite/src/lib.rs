@@ -69,7 +69,7 @@ use sluice_core::suite::{CompiledSuite, Target};
 use sluice_core::unique::FirstSeen;
 use sluice_core::wire;
 use sluice_glue::breaker::{self as breaker_glue, Guard, record_outcome};
-use sluice_glue::canary::{Seen, SplitState, choose_member, reject, split_point};
+use sluice_glue::canary::{Guarded, Seen, SplitState, choose_member, reject, split_point};
 use sluice_glue::fault::{FaultCounters, PendingAbort, client_ip, is_grpc_request};
 use sluice_glue::router::{respond_no_match, write_internal_headers};
 use sluice_glue::{Counts, HostRequest, LazyClock, count, count_by, log, now_ms, now_nanos};
@@ -481,9 +481,8 @@ struct SuiteHttp {
     set_cookie: Option<String>,
     /// `x-sluice-fault` value for the upstream's response (delay-only faults).
     response_debug: Option<String>,
-    /// For a guarded split: the split's index and whether the canary member was picked, for
-    /// the guard's count in `on_log`.
-    guarded: Option<(usize, bool)>,
+    /// A request of a guarded split, for the guard's count in `on_log`.
+    guarded: Option<Guarded>,
 }
 
 impl SuiteHttp {
@@ -516,10 +515,7 @@ impl SuiteHttp {
             return None;
         };
         self.worker.count(run.state.routed_counter(member));
-        self.guarded = run
-            .state
-            .guarded_side(split, member)
-            .map(|canary| (index, canary));
+        self.guarded = run.state.guarded(split, index, member);
         Some(Picked {
             cluster: split.clusters.get(member)?,
             guard: run.guards.get(member).cloned().flatten(),
@@ -714,6 +710,9 @@ impl HttpContext for SuiteHttp {
         if let Some(value) = self.response_debug.take() {
             let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, DEBUG_HEADER, &value);
         }
+        if let Some(guarded) = &mut self.guarded {
+            guarded.on_response_headers();
+        }
         Action::Continue
     }
 
@@ -726,12 +725,14 @@ impl HttpContext for SuiteHttp {
         if let Some((guard, ticket)) = admission {
             record_outcome(FILTER, &guard, ticket);
         }
-        if let (Some((index, canary)), Some(runtime)) = (self.guarded.take(), &self.runtime)
+        if let (Some(guarded), Some(runtime)) = (self.guarded.take(), &self.runtime)
             && let Some(canary_config) = &runtime.suite.canary
-            && let (Some(split), Some(run)) =
-                (canary_config.splits.get(index), runtime.splits.get(index))
+            && let (Some(split), Some(run)) = (
+                canary_config.splits.get(guarded.index),
+                runtime.splits.get(guarded.index),
+            )
         {
-            run.state.record_outcome(split, canary);
+            run.state.record_outcome(split, &guarded);
         }
     }
 }

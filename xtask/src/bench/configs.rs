@@ -17,8 +17,11 @@ use super::optimize_module;
 /// `bench/noop-filter` (a proxy-wasm filter that returns `Continue` and makes no host call):
 /// the floor of what Envoy's wasm host costs per filter, under every sluice figure.
 /// `sluice-suite` is the four-filter chain; `sluice-suite-module` the same routes, split, 0 %
-/// fault and breakers in the one-filter suite module (`filters/suite`).
-pub const CONFIGS: [&str; 11] = [
+/// fault and breakers in the one-filter suite module (`filters/suite`). `sluice-canary-guard`
+/// is `sluice-canary` with the self-guard on its split, a latency ceiling included (the most
+/// a guard does per request: two clock reads, the outcome's properties in `on_log`, the
+/// shared window merged on the tick).
+pub const CONFIGS: [&str; 12] = [
     "plain",
     "native",
     "noop-wasm-1",
@@ -26,6 +29,7 @@ pub const CONFIGS: [&str; 11] = [
     "noop-wasm-4",
     "sluice-router",
     "sluice-canary",
+    "sluice-canary-guard",
     "sluice-fault",
     "sluice-breaker",
     "sluice-suite",
@@ -176,6 +180,17 @@ pub(super) fn config_for(
                 &json!({"splits": [split], "rules": [{"split": "reviews"}]}).to_string(),
             )
             .route_cluster_header(),
+        "sluice-canary-guard" => {
+            let mut guarded = split.clone();
+            guarded["guard"] = json!({"failures": {"latency": "1s"}});
+            plain_clusters(Bootstrap::new())
+                .wasm_filter_at(
+                    "canary",
+                    &module("canary")?,
+                    &json!({"splits": [guarded], "rules": [{"split": "reviews"}]}).to_string(),
+                )
+                .route_cluster_header()
+        }
         "sluice-fault" => plain_clusters(Bootstrap::new())
             .wasm_filter_at(
                 "fault",

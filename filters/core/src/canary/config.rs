@@ -12,8 +12,10 @@
 //!     "schedule": {"steps": [{"weights": [90, 10], "hold": "10m"}, {"weights": [50, 50], "hold": "10m"},
 //!                            {"weights": [0, 100], "hold": "0s"}]},
 //!     "failover": true,
-//!     "guard": {"canary": "reviews-v2", "failures": ["5xx", "reset", "timeout"], "minRequests": 100,
-//!               "window": "30s", "margin": 0.02, "falseAlarm": 1e-6}
+//!     "guard": {"canary": "reviews-v2",
+//!               "failures": {"outcomes": ["5xx", "reset", "timeout"], "grpc": ["UNAVAILABLE"],
+//!                            "latency": "800ms"},
+//!               "minRequests": 100, "window": "30s", "margin": 0.02, "falseAlarm": 1e-6}
 //!   }]
 //! }
 //! ```
@@ -84,11 +86,9 @@ pub struct Guard {
     /// stable one, see `members`). Every other member is the baseline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<String>,
-    /// Which finished requests count as failures (names as the breaker's `countAs`); default
-    /// `["5xx", "reset", "timeout"]`. A 5xx counts only when the upstream sent it (not a local
-    /// reply of a breaker or a fault); resets and timeouts are read from Envoy's response flags.
-    #[serde(default = "default_failures")]
-    pub failures: Vec<Outcome>,
+    /// Which finished requests count as failures; default: the default [`Failures`].
+    #[serde(default)]
+    pub failures: Failures,
     /// Requests each side (canary, baseline) must have in the window before the test runs;
     /// default 100, at least 10.
     #[cfg_attr(feature = "schema", schemars(range(min = 10)))]
@@ -114,7 +114,7 @@ impl Default for Guard {
     fn default() -> Self {
         Self {
             canary: None,
-            failures: default_failures(),
+            failures: Failures::default(),
             min_requests: default_min_requests(),
             window: default_window(),
             margin: 0.0,
@@ -123,9 +123,63 @@ impl Default for Guard {
     }
 }
 
-/// Default [`Guard::failures`].
-pub fn default_failures() -> Vec<Outcome> {
+/// What counts as a failure of a member, for its guard. A request that fails in none of these
+/// ways is a success; one the client or Envoy itself ended (a client reset, a local reply of a
+/// breaker or a fault) is not counted at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Failures {
+    /// Response kinds (names as the breaker's `countAs`); default `["5xx", "reset", "timeout"]`.
+    /// A 5xx counts only when the upstream sent it (not a local reply of a breaker or a
+    /// fault); resets and timeouts are read from Envoy's response flags.
+    #[serde(default = "default_outcomes")]
+    pub outcomes: Vec<Outcome>,
+    /// gRPC statuses (canonical names, `UNAVAILABLE`, as Istio's `grpcStatus`) that count as
+    /// failures of a gRPC request (request `content-type`
+    /// `application/grpc...`): the `grpc-status` trailer, or header of a trailers-only
+    /// response, sent by the upstream. Default: [`DEFAULT_GRPC_FAILURES`], the statuses that
+    /// say the server failed; `[]` counts none.
+    #[serde(default = "default_grpc")]
+    pub grpc: Vec<String>,
+    /// A response whose headers come later than this after the request's (duration string,
+    /// `"800ms"`) counts as a failure; absent: no latency ceiling.
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::duration::SCHEMA_PATTERN)))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<String>,
+}
+
+impl Default for Failures {
+    fn default() -> Self {
+        Self {
+            outcomes: default_outcomes(),
+            grpc: default_grpc(),
+            latency: None,
+        }
+    }
+}
+
+/// Default [`Failures::outcomes`].
+pub fn default_outcomes() -> Vec<Outcome> {
     vec![Outcome::Status5xx, Outcome::Reset, Outcome::Timeout]
+}
+
+/// Default [`Failures::grpc`]: the statuses that say the server, not the caller, failed. They
+/// are the ones Envoy maps to a 5xx (`Grpc::Utility::grpcToHttpStatus`: 500, 503, 504), so a
+/// gRPC canary is judged as an HTTP one is by its 5xx, less `UNIMPLEMENTED` (501), which
+/// mostly means a client calling a method the service never had; list it to catch a canary
+/// that dropped one. Caller errors (`INVALID_ARGUMENT`, `NOT_FOUND`, `PERMISSION_DENIED`, ...),
+/// `CANCELLED` (the caller gave up) and `RESOURCE_EXHAUSTED` (quota) are not the member's fault.
+pub const DEFAULT_GRPC_FAILURES: [&str; 5] = [
+    "UNKNOWN",
+    "DEADLINE_EXCEEDED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+];
+
+fn default_grpc() -> Vec<String> {
+    DEFAULT_GRPC_FAILURES.map(String::from).to_vec()
 }
 
 /// Default [`Guard::min_requests`].

@@ -50,6 +50,15 @@ const WINDOW_RANGE_MS: (u64, u64) = (1_000, 3_600_000);
 /// Fewest `minRequests` accepted: below, the normal approximation says nothing useful.
 const MIN_MIN_REQUESTS: u32 = 10;
 
+/// The refusal of a `failures.grpc` entry that is no gRPC error status (the builder points at
+/// the entry).
+pub const GRPC_REFUSAL: &str = ".failures.grpc: not a gRPC error status; use names of \
+     https://github.com/grpc/grpc/blob/master/doc/statuscodes.md other than OK, e.g. UNAVAILABLE";
+
+/// Shortest and longest latency ceiling accepted (ms): below 1 ms the filter's millisecond
+/// clock cannot tell; above an hour no route waits that long.
+const LATENCY_RANGE_MS: (u64, u64) = (1, 3_600_000);
+
 /// Requests and failures of the two sides of a guarded split.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -112,6 +121,10 @@ pub struct CompiledGuard {
     pub canary: usize,
     /// What counts as a failure.
     pub failures: OutcomeSet,
+    /// gRPC statuses that count as failures of a gRPC request, bit `1 << code`; 0: none.
+    pub grpc: u32,
+    /// The latency ceiling (ms from the request's headers to the response's); 0: none.
+    pub latency_ms: u64,
     /// Requests each side needs in the window before the test runs.
     pub min_requests: u32,
     /// The window's length.
@@ -156,16 +169,37 @@ impl CompiledGuard {
             Some(cluster) => clusters.iter().position(|c| c == cluster),
             None => clusters.len().checked_sub(1),
         };
+        let failures = &guard.failures;
+        // Refused below as out of range when it is no duration: no `format!` of its own.
+        let latency_ms = failures.latency.as_deref().map_or(0, |text| {
+            crate::duration::parse(text).map_or(u64::MAX, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            })
+        });
+        let mut grpc = 0u32;
+        let mut bad_grpc = false;
+        for name in &failures.grpc {
+            match crate::fault::grpc::code_of(name) {
+                Some(code) if code != 0 => grpc |= 1 << code,
+                _ => bad_grpc = true,
+            }
+        }
         // One `format!` for every refusal: each call site costs the modules code.
         let refusal = if clusters.len() < 2 {
             Some(": a guard needs a canary and a baseline: list at least two members")
         } else if canary.is_none() {
             Some(".canary: not the cluster of a member of the split")
-        } else if guard.failures.is_empty() {
+        } else if failures.outcomes.is_empty() && grpc == 0 && failures.latency.is_none() {
             Some(
-                ".failures is empty: list what counts as a failure (5xx, gateway-error, \
-                 connect-failure, reset, timeout)",
+                ".failures counts nothing: list `outcomes` (5xx, gateway-error, \
+                 connect-failure, reset, timeout), `grpc` statuses or a `latency`",
             )
+        } else if failures.latency.is_some()
+            && !(LATENCY_RANGE_MS.0..=LATENCY_RANGE_MS.1).contains(&latency_ms)
+        {
+            Some(".failures.latency: must be a duration from 1ms to 1h, e.g. \"800ms\"")
+        } else if bad_grpc {
+            Some(GRPC_REFUSAL)
         } else if guard.min_requests < MIN_MIN_REQUESTS {
             Some(".minRequests: must be at least 10; the test needs some evidence")
         } else if !(WINDOW_RANGE_MS.0..=WINDOW_RANGE_MS.1).contains(&window_ms) {
@@ -182,7 +216,7 @@ impl CompiledGuard {
         }
         let canary = canary.unwrap_or(0);
         // The content as bytes (no number formatting: it would cost the modules bytes).
-        let failures: OutcomeSet = guard.failures.iter().copied().collect();
+        let outcomes: OutcomeSet = failures.outcomes.iter().copied().collect();
         let mut content = Vec::new();
         for (cluster, weight) in clusters.iter().zip(weights) {
             content.extend_from_slice(cluster.as_bytes());
@@ -193,7 +227,9 @@ impl CompiledGuard {
             schedule_fingerprint.unwrap_or(0),
             u64::from(failover),
             canary as u64,
-            u64::from(failures.bits()),
+            u64::from(outcomes.bits()),
+            u64::from(grpc),
+            latency_ms,
             u64::from(guard.min_requests),
             window_ms,
             guard.margin.to_bits(),
@@ -206,7 +242,9 @@ impl CompiledGuard {
             | u64::from(sticky_point("\u{1}", &content));
         Ok(Self {
             canary,
-            failures,
+            failures: outcomes,
+            grpc,
+            latency_ms,
             min_requests: guard.min_requests,
             window_ms,
             margin: guard.margin,
@@ -259,27 +297,46 @@ impl CompiledGuard {
         (z > self.critical_z).then_some(Figures { window: *window, z })
     }
 
-    /// Classifies a finished request from Envoy's `response.flags` and `response.code`.
-    /// `code` is asked only when the flags leave it open; `from_upstream` (whether the upstream
-    /// sent the response, Envoy's `response.code_details == "via_upstream"`) only for a code
-    /// that would count as a failure: a breaker's or a fault's local 503 is no failure of the
-    /// member, and counting it would make the breaker and the guard count one failure twice.
+    /// Whether a response whose headers came `elapsed_ms` after the request's is too slow.
+    pub fn is_slow(&self, elapsed_ms: u64) -> bool {
+        self.latency_ms != 0 && elapsed_ms > self.latency_ms
+    }
+
+    /// Classifies a finished request from Envoy's `response.flags`, its latency,
+    /// `response.code` and its gRPC status. Each source is asked only when the ones before
+    /// leave it open: `slow` (the response headers came after the latency ceiling; whoever
+    /// sent them, since the wait was the member's: a route timeout's 504 after the ceiling is
+    /// slow too) when the flags say nothing; `code` then; `grpc_status` (the status of a gRPC
+    /// request, `None` for any other) when the code does not already fail it; `from_upstream`
+    /// (whether the upstream sent the response, Envoy's `response.code_details ==
+    /// "via_upstream"`) only for a code or status that would count as a failure.
+    ///
+    /// A local reply is never the member's failure: a breaker's or a fault's 503 (or, for a
+    /// gRPC request, its `grpc-status: 14` in a trailers-only 200) is not counted at all. The
+    /// upstream failures that tripped a breaker were counted when they happened; counting its
+    /// rejections too would count one failure twice, and halt a canary for its breaker's
+    /// protection.
     pub fn classify(
         &self,
         flags: u64,
         code: impl FnOnce() -> Option<u32>,
+        slow: bool,
+        grpc_status: impl FnOnce() -> Option<u32>,
         from_upstream: impl FnOnce() -> bool,
     ) -> Verdict {
         if flags & NOT_THE_UPSTREAMS_FAULT != 0 {
             return Verdict::Ignored;
         }
-        if observed(None, flags).intersects(self.failures) {
+        if slow || observed(None, flags).intersects(self.failures) {
             return Verdict::Failure;
         }
         let Some(code) = code().filter(|&c| c != 0) else {
             return Verdict::Ignored;
         };
-        if !observed(Some(code), 0).intersects(self.failures) {
+        let failed = observed(Some(code), 0).intersects(self.failures)
+            || (self.grpc != 0
+                && grpc_status().is_some_and(|s| s < 32 && self.grpc & (1 << s) != 0));
+        if !failed {
             Verdict::Success
         } else if from_upstream() {
             Verdict::Failure
@@ -583,6 +640,7 @@ mod tests {
     use super::*;
     use crate::breaker::Outcome;
     use crate::breaker::classify::response_flags as f;
+    use crate::canary::config::Failures;
     use std::cell::{Cell, RefCell};
     use std::collections::HashMap;
 
@@ -651,13 +709,113 @@ mod tests {
             },
             "at.canary: not the cluster of a member",
         );
+        let counts_nothing = Failures {
+            outcomes: vec![],
+            grpc: vec![],
+            latency: None,
+        };
         refuse(
             Guard {
-                failures: vec![],
+                failures: counts_nothing.clone(),
                 ..Guard::default()
             },
-            "failures is empty",
+            "at.failures counts nothing",
         );
+        // Any one kind is enough.
+        for failures in [
+            Failures {
+                grpc: vec!["UNAVAILABLE".into()],
+                ..counts_nothing.clone()
+            },
+            Failures {
+                latency: Some("1s".into()),
+                ..counts_nothing.clone()
+            },
+        ] {
+            let g = Guard {
+                failures,
+                ..Guard::default()
+            };
+            assert!(CompiledGuard::compile("at", &g, "s", &clusters, &[1, 1], None, true).is_ok());
+        }
+        let with = |grpc: &[&str], latency: Option<&str>| Guard {
+            failures: Failures {
+                grpc: grpc.iter().map(|s| (*s).into()).collect(),
+                latency: latency.map(Into::into),
+                ..Failures::default()
+            },
+            ..Guard::default()
+        };
+        refuse(
+            with(&["UNAVAILABLE", "UNAVAILBLE"], None),
+            "at.failures.grpc: not a gRPC error status",
+        );
+        refuse(
+            with(&["OK"], None),
+            "at.failures.grpc: not a gRPC error status",
+        );
+        for latency in ["fast", "0s", "2h"] {
+            refuse(
+                with(&[], Some(latency)),
+                "at.failures.latency: must be a duration from 1ms to 1h",
+            );
+        }
+        // Canonical names only (as Istio's `grpcStatus`); the set and the ceiling enter the
+        // fingerprint.
+        refuse(with(&["unavailable"], None), "at.failures.grpc: ");
+        let compiled = |grpc: &[&str], latency: Option<&str>| {
+            CompiledGuard::compile(
+                "at",
+                &with(grpc, latency),
+                "s",
+                &clusters,
+                &[1, 1],
+                None,
+                true,
+            )
+            .unwrap()
+        };
+        let g = compiled(&["DEADLINE_EXCEEDED", "INTERNAL"], Some("1.5s"));
+        assert_eq!(g.grpc, (1 << 4) | (1 << 13));
+        assert_eq!(g.latency_ms, 1_500);
+        assert_ne!(
+            g.fingerprint,
+            compiled(&["INTERNAL"], Some("1.5s")).fingerprint
+        );
+        assert_ne!(
+            g.fingerprint,
+            compiled(&["INTERNAL", "DEADLINE_EXCEEDED"], None).fingerprint
+        );
+        assert_eq!(
+            g.fingerprint,
+            compiled(&["INTERNAL", "DEADLINE_EXCEEDED"], Some("1500ms")).fingerprint
+        );
+        // The defaults: the server-side statuses, no ceiling.
+        let d = compiled(&crate::canary::config::DEFAULT_GRPC_FAILURES, None);
+        assert_eq!(
+            d.grpc,
+            Guard::default()
+                .failures
+                .grpc
+                .iter()
+                .map(|n| 1u32 << crate::fault::grpc::code_of(n).unwrap())
+                .sum::<u32>()
+        );
+        let default_names: Vec<&str> = (0..17)
+            .filter(|c| d.grpc & (1 << c) != 0)
+            .map(|c| crate::fault::grpc::STATUS_NAMES[c])
+            .collect();
+        assert_eq!(
+            default_names,
+            [
+                "UNKNOWN",
+                "DEADLINE_EXCEEDED",
+                "INTERNAL",
+                "UNAVAILABLE",
+                "DATA_LOSS"
+            ]
+        );
+        assert_eq!(d.latency_ms, 0);
         refuse(
             Guard {
                 min_requests: 5,
@@ -864,32 +1022,116 @@ mod tests {
     fn classification_ignores_local_replies_and_client_aborts() {
         let g = guard(100, 0.0, 1e-6);
         let no_code = || -> Option<u32> { panic!("code read without need") };
+        let no_grpc = || -> Option<u32> { panic!("gRPC status read without need") };
+        let not_grpc = || -> Option<u32> { None };
         let upstream = || true;
         let local = || false;
-        assert_eq!(g.classify(0, || Some(200), upstream), Verdict::Success);
-        assert_eq!(g.classify(0, || Some(503), upstream), Verdict::Failure);
+        let http = |flags, code: Option<u32>, from: bool| {
+            g.classify(flags, || code, false, not_grpc, || from)
+        };
+        assert_eq!(http(0, Some(200), true), Verdict::Success);
+        assert_eq!(http(0, Some(503), true), Verdict::Failure);
         // A breaker's or fault's own 503: not the member's failure.
-        assert_eq!(g.classify(0, || Some(503), local), Verdict::Ignored);
+        assert_eq!(http(0, Some(503), false), Verdict::Ignored);
         assert_eq!(
-            g.classify(f::UPSTREAM_REQUEST_TIMEOUT, no_code, local),
+            g.classify(f::UPSTREAM_REQUEST_TIMEOUT, no_code, false, no_grpc, local),
             Verdict::Failure
         );
         assert_eq!(
-            g.classify(f::UPSTREAM_REMOTE_RESET, no_code, local),
+            g.classify(f::UPSTREAM_REMOTE_RESET, no_code, false, no_grpc, local),
             Verdict::Failure
         );
         assert_eq!(
-            g.classify(f::DOWNSTREAM_REMOTE_RESET, no_code, local),
+            g.classify(f::DOWNSTREAM_REMOTE_RESET, no_code, true, no_grpc, local),
             Verdict::Ignored
         );
-        assert_eq!(g.classify(0, || None, local), Verdict::Ignored);
+        assert_eq!(http(0, None, false), Verdict::Ignored);
         // Not counted kinds: a 5xx is a success for a guard counting only timeouts.
         let timeouts = CompiledGuard {
             failures: [Outcome::Timeout].into_iter().collect(),
-            ..g
+            ..g.clone()
         };
         assert_eq!(
-            timeouts.classify(0, || Some(500), upstream),
+            timeouts.classify(0, || Some(500), false, not_grpc, upstream),
+            Verdict::Success
+        );
+    }
+
+    #[test]
+    fn grpc_statuses_count_for_grpc_requests_when_the_upstream_sent_them() {
+        let g = guard(100, 0.0, 1e-6);
+        let status = |s: u32| move || Some(s);
+        let upstream = || true;
+        let local = || false;
+        // gRPC answers are HTTP 200: the status decides.
+        for (code, verdict) in [
+            (0, Verdict::Success),
+            (2, Verdict::Failure),  // UNKNOWN
+            (4, Verdict::Failure),  // DEADLINE_EXCEEDED
+            (13, Verdict::Failure), // INTERNAL
+            (14, Verdict::Failure), // UNAVAILABLE
+            (15, Verdict::Failure), // DATA_LOSS
+            (1, Verdict::Success),  // CANCELLED
+            (3, Verdict::Success),  // INVALID_ARGUMENT
+            (5, Verdict::Success),  // NOT_FOUND
+            (8, Verdict::Success),  // RESOURCE_EXHAUSTED
+            (12, Verdict::Success), // UNIMPLEMENTED
+            (16, Verdict::Success), // UNAUTHENTICATED
+            (99, Verdict::Success), // not a status
+        ] {
+            assert_eq!(
+                g.classify(0, || Some(200), false, status(code), upstream),
+                verdict,
+                "grpc-status {code}"
+            );
+        }
+        // A breaker's local reply to a gRPC request: 200 with `grpc-status: 14`, not the
+        // member's failure.
+        assert_eq!(
+            g.classify(0, || Some(200), false, status(14), local),
+            Verdict::Ignored
+        );
+        // The status is not read when the code already fails the request, nor with no set.
+        let unread = || -> Option<u32> { panic!("gRPC status read without need") };
+        assert_eq!(
+            g.classify(0, || Some(503), false, unread, upstream),
+            Verdict::Failure
+        );
+        let none = CompiledGuard { grpc: 0, ..g };
+        assert_eq!(
+            none.classify(0, || Some(200), false, unread, upstream),
+            Verdict::Success
+        );
+    }
+
+    #[test]
+    fn a_response_slower_than_the_ceiling_fails_whoever_answered() {
+        let base = guard(100, 0.0, 1e-6);
+        assert!(!base.is_slow(u64::MAX), "no ceiling by default");
+        let g = CompiledGuard {
+            latency_ms: 500,
+            ..base
+        };
+        assert!(!g.is_slow(500));
+        assert!(g.is_slow(501));
+        let unread = || -> Option<u32> { panic!("read without need") };
+        let unasked = || -> bool { panic!("origin asked without need") };
+        assert_eq!(
+            g.classify(0, unread, true, unread, unasked),
+            Verdict::Failure
+        );
+        // A route timeout's 504 after the ceiling: slow (and a timeout).
+        assert_eq!(
+            g.classify(f::UPSTREAM_REQUEST_TIMEOUT, unread, true, unread, unasked),
+            Verdict::Failure
+        );
+        // The client gave up: still not counted.
+        assert_eq!(
+            g.classify(f::DOWNSTREAM_REMOTE_RESET, unread, true, unread, unasked),
+            Verdict::Ignored
+        );
+        assert_eq!(
+            g.classify(0, || Some(200), false, || None, || true),
             Verdict::Success
         );
     }

@@ -24,7 +24,7 @@ use crate::{duration, metrics};
 
 pub use bucket::{Choice, choose, locate, sticky_point};
 pub use config::{
-    CanaryConfig, CanaryRule, Guard, Member, Schedule, SetCookie, Split, Step, Sticky,
+    CanaryConfig, CanaryRule, Failures, Guard, Member, Schedule, SetCookie, Split, Step, Sticky,
 };
 pub use guard::CompiledGuard;
 pub use schedule::{CompiledSchedule, ScheduleRecord, SharedStore};

@@ -19,7 +19,7 @@
 use super::{Error, FromJson, Reader};
 use crate::breaker::{Breaker, BreakerConfig, BreakerSettings, ErrorRatio, Outcome};
 use crate::canary::{
-    CanaryConfig, CanaryRule, Guard, Member, Schedule, SetCookie, Split, Step, Sticky,
+    CanaryConfig, CanaryRule, Failures, Guard, Member, Schedule, SetCookie, Split, Step, Sticky,
 };
 use crate::fault::config::{Abort, Delay, FaultConfig, FaultRule, HeaderFaults, Percent};
 use crate::matching::{HttpMatchRequest, StringMatch};
@@ -226,6 +226,23 @@ impl FromJson for Guard {
                 3 => value.window = r.string()?,
                 4 => value.margin = r.f64()?,
                 _ => value.false_alarm = r.f64()?,
+            }
+        }
+        r.end_struct(&object, NAMES, 0)?;
+        Ok(value)
+    }
+}
+
+impl FromJson for Failures {
+    fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
+        const NAMES: &[&str] = &["outcomes", "grpc", "latency"];
+        let mut value = Self::default();
+        let mut object = r.object("struct Failures")?;
+        while let Some(field) = r.field(&mut object, NAMES)? {
+            match field {
+                0 => value.outcomes = FromJson::read(r)?,
+                1 => value.grpc = FromJson::read(r)?,
+                _ => value.latency = FromJson::read(r)?,
             }
         }
         r.end_struct(&object, NAMES, 0)?;
@@ -741,8 +758,12 @@ mod tests {
                         "setCookie": {"name": "n", "ttl": "24h", "path": "/p"}},
              "schedule": {"steps": [{"weights": [90, 10], "hold": "1m"}, {"weights": [0, 100], "hold": "0s"}],
                           "paused": true},
-             "failover": false},
-            {"name": "t", "members": [{"cluster": "c3", "weight": 1}], "sticky": null, "schedule": null}],
+             "failover": false,
+             "guard": {"canary": "c2", "failures": {"outcomes": ["5xx", "reset"], "grpc": ["UNAVAILABLE"],
+                                                    "latency": "800ms"},
+                       "minRequests": 50, "window": "10s", "margin": 0.01, "falseAlarm": 1e-9}},
+            {"name": "t", "members": [{"cluster": "c3", "weight": 1}], "sticky": null, "schedule": null,
+             "guard": {"failures": {"latency": null}}}],
             "rules": [{"match": matches, "split": "s"}, {"split": "t"}]});
         let fault = json!({"afterRouter": false, "faults": [
             {"rule": "r1", "match": matches, "delay": {"fixedDelay": "5s", "percentage": {"value": 0.0001}, "percent": 3},
