@@ -216,13 +216,37 @@ pub fn resources_and_probes(
     ),
     Diagnostics,
 > {
+    served(inputs, options).map(|s| (s.set, s.probed, s.warnings))
+}
+
+/// What `sluice serve` takes from one read of its input: [`resources_and_probes()`] and the
+/// parsed resources (its Gateways name the proxy groups), from a single parse.
+#[derive(Debug)]
+pub struct Served {
+    /// The resource set.
+    pub set: xds::ResourceSet,
+    /// The endpoints the control plane probes ([`model::Mesh::probed`]).
+    pub probed: std::collections::BTreeMap<String, model::ProbedEndpoint>,
+    /// The parsed resources (namespaces filled in).
+    pub resources: Vec<parse::Resource>,
+    /// Warnings.
+    pub warnings: Diagnostics,
+}
+
+/// [`resources_and_probes()`] with the parsed resources: see [`Served`].
+pub fn served(inputs: &Inputs, options: &Options) -> Result<Served, Diagnostics> {
     let Modelled {
+        resources,
         mesh,
         warnings: mut diags,
-        ..
     } = model(inputs, options)?;
     match xds::resources::build(&mesh, options) {
-        Ok(set) => Ok((set, mesh.probed, diags)),
+        Ok(set) => Ok(Served {
+            set,
+            probed: mesh.probed,
+            resources,
+            warnings: diags,
+        }),
         Err(errors) => {
             diags.0.extend(
                 errors

@@ -181,8 +181,20 @@ async fn drive(
             tokio::select! {
                 request = incoming.next() => match request {
                     Some(Ok(request)) => handle(&mut stream, &request),
-                    // The proxy went away (or the stream broke): forget it.
-                    _ => break,
+                    // The stream broke (a reset, a keepalive timeout): the proxy will be back
+                    // on a new stream; say why, as a stall or a reconnect storm starts here.
+                    Some(Err(status)) => {
+                        eprintln!(
+                            "serve: ADS stream of proxy {:?} ({}, {}) broke: {}",
+                            node.id,
+                            node.cluster,
+                            if delta { "delta" } else { "sotw" },
+                            status.message()
+                        );
+                        break;
+                    }
+                    // The proxy closed it: forget it.
+                    None => break,
                 },
                 changed = published.changed() => {
                     if changed.is_err() {

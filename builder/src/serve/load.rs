@@ -17,23 +17,44 @@ use crate::{Diagnostics, Inputs};
 /// What one read of the input gave.
 #[derive(Debug)]
 pub enum Loaded {
-    /// A valid config, with its warnings.
-    Good(Published, Diagnostics),
+    /// A valid config, with its warnings and what building it took.
+    Good(Published, Diagnostics, Timings),
     /// The input does not generate: its diagnostics as `generate` prints them.
     Refused(String),
 }
 
-/// Reads `config.inputs` with every stage of `generate` and types the result.
-pub fn load(config: &ServeConfig) -> Loaded {
+/// How long each stage of a load took, for serve's log: where the time of a change goes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Reading the files (or taking the store's generation).
+    pub read: std::time::Duration,
+    /// Every stage of `generate`: parse, check, model, the resource set.
+    pub generate: std::time::Duration,
+    /// Typing the set into protobuf and cutting the groups' snapshots.
+    pub typed: std::time::Duration,
+}
+
+/// Reads `config.inputs` with every stage of `generate` and types the result, reusing the
+/// typed resources of `previous` (the snapshot served now) that did not change.
+pub fn load(config: &ServeConfig, previous: Option<&Snapshot>) -> Loaded {
+    let started = Instant::now();
     match Inputs::read(&config.inputs) {
-        Ok(inputs) => load_inputs(&inputs, config),
+        Ok(inputs) => {
+            let read = started.elapsed();
+            let mut loaded = load_inputs(&inputs, config, previous);
+            if let Loaded::Good(_, _, timings) = &mut loaded {
+                timings.read = read;
+            }
+            loaded
+        }
         Err(e) => Loaded::Refused(e),
     }
 }
 
 /// Runs every stage of `generate` on `inputs` (read from the files, or a generation of the
-/// store) and types the result.
-pub fn load_inputs(inputs: &Inputs, config: &ServeConfig) -> Loaded {
+/// store) and types the result, reusing the typed resources of `previous` that did not change.
+pub fn load_inputs(inputs: &Inputs, config: &ServeConfig, previous: Option<&Snapshot>) -> Loaded {
+    let started = Instant::now();
     let (options, modules) = match &config.serve_modules {
         Some(dir) => match read_modules(dir) {
             Ok((served, bytes)) => (
@@ -47,7 +68,12 @@ pub fn load_inputs(inputs: &Inputs, config: &ServeConfig) -> Loaded {
         },
         None => (config.options.clone(), BTreeMap::new()),
     };
-    let (set, probed, warnings) = match crate::resources_and_probes(inputs, &options) {
+    let crate::Served {
+        set,
+        probed,
+        resources,
+        warnings,
+    } = match crate::served(inputs, &options) {
         Ok(r) => r,
         Err(diags) => return Loaded::Refused(diags.to_string()),
     };
@@ -68,21 +94,27 @@ pub fn load_inputs(inputs: &Inputs, config: &ServeConfig) -> Loaded {
             ));
         }
     }
-    // The Gateways name the groups; the resources parse again (cheap next to modelling).
-    let (parsed, _) = crate::parse::parse(inputs);
-    let gateways = Gateways::of(&parsed, &config.options.namespace);
-    match group_snapshots(&set, &gateways) {
-        Ok((version, groups)) => Loaded::Good(
+    let generated = Instant::now();
+    // The Gateways name the groups.
+    let gateways = Gateways::of(&resources, &config.options.namespace);
+    match group_snapshots(&set, &gateways, previous) {
+        Ok((version, typed, groups)) => Loaded::Good(
             Published {
                 version,
                 gateways,
                 groups,
+                typed,
                 at: Instant::now(),
                 set: Arc::new(set),
                 probed: Arc::new(probed),
                 modules: Arc::new(modules),
             },
             warnings,
+            Timings {
+                read: std::time::Duration::ZERO,
+                generate: generated - started,
+                typed: generated.elapsed(),
+            },
         ),
         // A bug of the builder, not of the input: a resource Envoy could not parse.
         Err(errors) => Loaded::Refused(format!(
@@ -95,12 +127,14 @@ pub fn load_inputs(inputs: &Inputs, config: &ServeConfig) -> Loaded {
 /// Each group's snapshot, by group name.
 pub type GroupSnapshots = BTreeMap<String, Arc<Snapshot>>;
 
-/// The version of `set` and each group's snapshot of it, or the resources that do not type.
+/// The version of `set`, its typed snapshot and each group's snapshot of it, or the resources
+/// that do not type. Resources `previous` holds unchanged are not typed again.
 pub fn group_snapshots(
     set: &ResourceSet,
     gateways: &Gateways,
-) -> Result<(String, GroupSnapshots), Vec<String>> {
-    let full = Snapshot::build(set)?;
+    previous: Option<&Snapshot>,
+) -> Result<(String, Arc<Snapshot>, GroupSnapshots), Vec<String>> {
+    let full = Snapshot::build_reusing(set, previous)?;
     let groups = gateways
         .groups()
         .into_iter()
@@ -109,7 +143,7 @@ pub fn group_snapshots(
             (g, Arc::new(snapshot))
         })
         .collect();
-    Ok((full.version, groups))
+    Ok((full.version.clone(), Arc::new(full), groups))
 }
 
 /// `--serve-modules DIR`: every `sluice_<module>.wasm` of `DIR` (the modules a config may
@@ -153,14 +187,15 @@ pub fn read_modules(
 /// Reads the input and publishes it if valid and different; otherwise records why not and
 /// keeps the last good snapshot.
 pub fn reload(config: &ServeConfig, shared: &Shared) {
-    publish(load(config), shared);
+    let previous = shared.published.borrow().as_ref().map(|p| p.typed.clone());
+    publish(load(config, previous.as_deref()), shared);
 }
 
 /// Publishes `loaded` if valid and different from what is served; otherwise records why not
 /// and keeps the last good snapshot.
 pub fn publish(loaded: Loaded, shared: &Shared) {
     match loaded {
-        Loaded::Good(published, warnings) => {
+        Loaded::Good(published, warnings, timings) => {
             let version = published.version.clone();
             let same = shared
                 .published
@@ -181,7 +216,11 @@ pub fn publish(loaded: Loaded, shared: &Shared) {
                 return;
             }
             eprintln!(
-                "serve: config {version} loaded ({} warning{}; groups: {})",
+                "serve: config {version} loaded in {:.3} s (read {:.3}, generate {:.3}, typed {:.3}; {} warning{}; groups: {})",
+                (timings.read + timings.generate + timings.typed).as_secs_f64(),
+                timings.read.as_secs_f64(),
+                timings.generate.as_secs_f64(),
+                timings.typed.as_secs_f64(),
                 warnings.0.len(),
                 if warnings.0.len() == 1 { "" } else { "s" },
                 published

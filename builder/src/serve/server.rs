@@ -190,7 +190,11 @@ async fn follow_store(
                 let (config, shared) = (config.clone(), shared.clone());
                 // Modelling is CPU work: off the async workers.
                 let _ = tokio::task::spawn_blocking(move || {
-                    load::publish(load::load_inputs(&inputs, &config), &shared);
+                    let previous = shared.published.borrow().as_ref().map(|p| p.typed.clone());
+                    load::publish(
+                        load::load_inputs(&inputs, &config, previous.as_deref()),
+                        &shared,
+                    );
                     shared.lock().input.generation = Some(generation);
                 })
                 .await;

@@ -27,6 +27,9 @@ pub struct Published {
     pub gateways: Gateways,
     /// Each group's snapshot (see [`super::groups`]).
     pub groups: BTreeMap<String, Arc<Snapshot>>,
+    /// The typed snapshot of every resource the groups are cut from (health written in, once
+    /// published): the next build takes the resources that did not change from it.
+    pub typed: Arc<Snapshot>,
     /// When the loader published it.
     pub at: Instant,
     /// The resource set as the input gives it, before health is written into its endpoints.
@@ -48,10 +51,18 @@ impl Published {
             Some(Health::Healthy) => EdsHealth::Healthy,
             _ => EdsHealth::Unhealthy,
         });
+        if by_socket.is_empty() {
+            // Nothing probed: health changes no resource, and the groups are those of the set.
+            return Published {
+                at: Instant::now(),
+                ..self.clone()
+            };
+        }
         let set = crate::xds::health::apply(&self.set, &by_socket);
-        match super::load::group_snapshots(&set, &self.gateways) {
-            Ok((_, groups)) => Published {
+        match super::load::group_snapshots(&set, &self.gateways, Some(&self.typed)) {
+            Ok((_, typed, groups)) => Published {
                 groups,
+                typed,
                 at: Instant::now(),
                 ..self.clone()
             },

@@ -89,6 +89,11 @@ struct TypeState {
     nacked_version: Option<String>,
     /// Respond even if nothing changed (a new subscription, a rebuilt cluster's endpoints).
     force: bool,
+    /// Something the response depends on may have changed since the type was last evaluated:
+    /// its resources in the snapshot, the stale clusters kept, its subscriptions. A type that
+    /// is neither dirty nor forced would answer as it did last time (nothing), so it is not
+    /// evaluated again: every ACK would otherwise walk every type's resources.
+    dirty: bool,
 }
 
 /// The protocol state of one ADS stream (one proxy).
@@ -226,6 +231,11 @@ impl Stream {
                 .map(|(n, v)| (n.clone(), v.clone()))
                 .collect();
         }
+        if !request.resource_names_subscribe.is_empty()
+            || !request.resource_names_unsubscribe.is_empty()
+        {
+            st.dirty = true;
+        }
         for name in &request.resource_names_subscribe {
             if name == "*" {
                 st.wildcard = true;
@@ -272,24 +282,30 @@ impl Stream {
         if snapshot.version == self.snapshot.version {
             return Vec::new();
         }
+        for (kind, st) in &mut self.types {
+            // Equal versions, equal names and content: the type's view cannot have changed.
+            if snapshot.of(*kind).version != self.snapshot.of(*kind).version {
+                st.dirty = true;
+            }
+        }
         // What the proxy holds of the old snapshot's clusters and endpoints that the new one
         // drops: keep serving it until the listeners and routes that name it are replaced.
         for kind in [Kind::Cluster, Kind::Endpoint] {
-            let held: Vec<String> = self
-                .types
-                .get(&kind)
-                .map(|st| st.sent.keys().cloned().collect())
-                .unwrap_or_default();
-            for name in held {
-                if snapshot.of(kind).resources.contains_key(&name) {
-                    if let Some(stale) = self.stale.get_mut(&kind) {
-                        stale.remove(&name);
-                    }
-                } else if let Some(entry) = self.snapshot.of(kind).resources.get(&name) {
-                    self.stale
-                        .entry(kind)
-                        .or_default()
-                        .insert(name, entry.clone());
+            if snapshot.of(kind).version == self.snapshot.of(kind).version {
+                // Nothing of the kind came or went: what is stale stays stale.
+                continue;
+            }
+            let Some(st) = self.types.get(&kind) else {
+                continue;
+            };
+            let current = &self.snapshot.of(kind).resources;
+            let next = &snapshot.of(kind).resources;
+            let stale = self.stale.entry(kind).or_default();
+            for name in st.sent.keys() {
+                if next.contains_key(name) {
+                    stale.remove(name);
+                } else if let Some(entry) = current.get(name) {
+                    stale.insert(name.clone(), entry.clone());
                 }
             }
         }
@@ -303,6 +319,11 @@ impl Stream {
         if !self.types.values().any(|st| st.awaiting) {
             if self.stale.values().any(|s| !s.is_empty()) {
                 // Everything else is in place: now the removed clusters can go.
+                for kind in self.stale.keys() {
+                    if let Some(st) = self.types.get_mut(kind) {
+                        st.dirty = true;
+                    }
+                }
                 self.stale.clear();
                 replies.extend(self.respond_all());
             }
@@ -323,39 +344,34 @@ impl Stream {
             .collect()
     }
 
-    /// The resources of `kind` the proxy should have now.
-    fn view(&self, kind: Kind, st: &TypeState) -> BTreeMap<String, Entry> {
-        let current = &self.snapshot.of(kind).resources;
-        let stale = self.stale.get(&kind);
-        let all = current.iter().chain(
-            stale
-                .into_iter()
-                .flatten()
-                .filter(|(n, _)| !current.contains_key(*n)),
-        );
-        all.filter(|(name, _)| st.wildcard || st.names.contains(*name))
-            .map(|(n, e)| (n.clone(), e.clone()))
-            .collect()
-    }
-
     fn respond(&mut self, kind: Kind) -> Option<Reply> {
-        let st = self.types.get(&kind)?;
-        if !st.started {
+        let st = self.types.get_mut(&kind)?;
+        if !st.started || !(st.force || st.dirty) {
             return None;
         }
-        let view = self.view(kind, st);
-        let version = version_of(&view);
-        let st = self.types.get_mut(&kind)?;
-        let before = st.sent.clone();
+        st.dirty = false;
+        let view = view(&self.snapshot, self.stale.get(&kind), kind, st);
+        let all = self.snapshot.of(kind);
+        let version = if !view.is_empty()
+            && view.len() == all.resources.len()
+            && self.stale.get(&kind).is_none_or(BTreeMap::is_empty)
+        {
+            // Every resource of the snapshot and nothing else: its version, computed once
+            // ([`version_of`] the same entries; an empty default snapshot carries none).
+            all.version.clone()
+        } else {
+            version_of(view.iter().map(|(n, e)| (*n, *e)))
+        };
         let reply = if self.delta {
             let updates: Vec<(&String, &Entry)> = view
                 .iter()
+                .map(|(n, e)| (*n, *e))
                 .filter(|(n, e)| st.sent.get(*n) != Some(&e.hash))
                 .collect();
             let removed: Vec<String> = st
                 .sent
                 .keys()
-                .filter(|n| !view.contains_key(*n))
+                .filter(|n| !view.contains_key(n))
                 // A filter config the proxy still subscribes to is still named by one of its
                 // listeners: that listener may be serving while its replacement warms (a new
                 // module, `--serve-modules`), so it keeps its filters until Envoy drops it and
@@ -368,6 +384,7 @@ impl Stream {
             if !(st.force || changed && !refused) {
                 return None;
             }
+            let rebuilt = redefined(kind, &st.sent, view.iter().map(|(n, e)| (*n, *e)));
             self.next_nonce += 1;
             let nonce = self.next_nonce.to_string();
             let response = DeltaDiscoveryResponse {
@@ -393,13 +410,14 @@ impl Stream {
                 st.sent.remove(name);
             }
             st.nonce = nonce;
-            Reply::Delta(response)
+            (Reply::Delta(response), rebuilt)
         } else {
             let unchanged = st.sent_version.as_deref() == Some(version.as_str());
             let refused = st.nacked_version.as_deref() == Some(version.as_str());
             if !(st.force || !unchanged && !refused) {
                 return None;
             }
+            let rebuilt = redefined(kind, &st.sent, view.iter().map(|(n, e)| (*n, *e)));
             self.next_nonce += 1;
             let nonce = self.next_nonce.to_string();
             let response = DiscoveryResponse {
@@ -411,45 +429,69 @@ impl Stream {
             };
             st.sent = view
                 .iter()
-                .map(|(n, e)| (n.clone(), e.hash.clone()))
+                .map(|(n, e)| ((*n).clone(), e.hash.clone()))
                 .collect();
             st.nonce = nonce;
-            Reply::Sotw(response)
+            (Reply::Sotw(response), rebuilt)
         };
+        let (reply, rebuilt) = reply;
         st.force = false;
         st.awaiting = true;
         st.sent_version = Some(version);
-        if kind == Kind::Cluster {
-            self.resend_endpoints_of_changed_clusters(&before);
-        }
+        self.resend_endpoints_of(&rebuilt);
         Some(reply)
     }
 
     /// Envoy rebuilds a cluster whose definition changed, and the new cluster waits for an
-    /// assignment: send the endpoints of every such cluster again, even if they did not change.
-    fn resend_endpoints_of_changed_clusters(&mut self, before: &BTreeMap<String, String>) {
-        let now = self
-            .types
-            .get(&Kind::Cluster)
-            .map(|st| st.sent.clone())
-            .unwrap_or_default();
-        let changed: Vec<&String> = now
-            .iter()
-            .filter(|(n, h)| before.get(*n).is_some_and(|old| old != *h))
-            .map(|(n, _)| n)
-            .collect();
-        if changed.is_empty() {
+    /// assignment: send the endpoints of every such cluster (`rebuilt`) again, even if they did
+    /// not change.
+    fn resend_endpoints_of(&mut self, rebuilt: &[String]) {
+        if rebuilt.is_empty() {
             return;
         }
         let Some(eds) = self.types.get_mut(&Kind::Endpoint) else {
             return;
         };
-        for name in changed {
+        for name in rebuilt {
             if eds.sent.remove(name).is_some() || eds.names.contains(name) {
                 eds.force = true;
             }
         }
     }
+}
+
+/// The resources of `kind` a proxy should have now, by name: those of `snapshot` it asked for
+/// (`st`), and the `stale` ones it still holds (make before break).
+fn view<'a>(
+    snapshot: &'a Snapshot,
+    stale: Option<&'a BTreeMap<String, Entry>>,
+    kind: Kind,
+    st: &TypeState,
+) -> BTreeMap<&'a String, &'a Entry> {
+    let current = &snapshot.of(kind).resources;
+    let all = current.iter().chain(
+        stale
+            .into_iter()
+            .flatten()
+            .filter(|(n, _)| !current.contains_key(*n)),
+    );
+    all.filter(|(name, _)| st.wildcard || st.names.contains(*name))
+        .collect()
+}
+
+/// For clusters: the names `sent` holds that `view` defines differently (Envoy rebuilds them).
+fn redefined<'a>(
+    kind: Kind,
+    sent: &BTreeMap<String, String>,
+    view: impl IntoIterator<Item = (&'a String, &'a Entry)>,
+) -> Vec<String> {
+    if kind != Kind::Cluster {
+        return Vec::new();
+    }
+    view.into_iter()
+        .filter(|(n, e)| sent.get(*n).is_some_and(|old| *old != e.hash))
+        .map(|(n, _)| n.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -648,6 +690,54 @@ mod tests {
         let removed = one_delta(stream.set_snapshot(snap(&set("x"))));
         assert!(removed.resources.is_empty());
         assert_eq!(removed.removed_resources, ["b"]);
+    }
+
+    #[test]
+    fn delta_in_sync_answers_only_what_changed_and_a_resubscribe() {
+        let mut stream = Stream::new(true, snap(&set("x")));
+        let ask = |kind: Kind, names: &[&str], nonce: &str| DeltaDiscoveryRequest {
+            type_url: kind.type_url().into(),
+            resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        };
+        for (kind, names) in [
+            (Kind::Cluster, &[][..]),
+            (Kind::Endpoint, &["a"]),
+            (Kind::Route, &["r"]),
+        ] {
+            let first = one_delta(stream.delta_request(&ask(kind, names, "")));
+            assert!(
+                stream
+                    .delta_request(&ask(kind, &[], &first.nonce))
+                    .is_empty()
+            );
+        }
+        // In sync: an ACK again, or a new snapshot changing only the route table, touches only
+        // what changed.
+        let routes = one_delta(stream.set_snapshot(snap(&set("y"))));
+        assert_eq!(routes.type_url, Kind::Route.type_url());
+        assert!(
+            stream
+                .delta_request(&ask(Kind::Route, &[], &routes.nonce))
+                .is_empty()
+        );
+        // Subscribing again to what it holds (Envoy lost it: a rebuilt cluster) gets it again.
+        let again = one_delta(stream.delta_request(&ask(Kind::Endpoint, &["a"], "")));
+        assert_eq!(again.resources.len(), 1);
+        assert_eq!(again.resources[0].name, "a");
+        assert!(
+            stream
+                .delta_request(&ask(Kind::Endpoint, &[], &again.nonce))
+                .is_empty()
+        );
+        assert!(
+            stream
+                .take_events()
+                .iter()
+                .any(|e| matches!(e, Event::Settled { .. })),
+            "the change settled"
+        );
     }
 
     #[test]

@@ -193,6 +193,9 @@ pub struct Repetition {
     pub serve_mean: f64,
     /// Configs serve published for this change (1 unless the debounce split a write).
     pub snapshots: f64,
+    /// The proxies (serve's `/status` id and mode) whose stream broke and reconnected during
+    /// the change: in sync at its end, but not timed by serve.
+    pub reconnected: Vec<String>,
 }
 
 /// One change's repetitions and what they cost serve.
@@ -426,10 +429,15 @@ pub(super) fn measure_once(
     };
     let before = metrics()?;
     let logs_before = fleet.logs();
+    // Whole seconds, as serve's `/status` gives `connected_at`: a proxy connected at this
+    // second or later reconnected during the change.
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let t0 = change()?;
     let deadline = t0 + CHANGE_TIMEOUT;
     let mut unanswered = 0;
-    let (metrics, logs) = loop {
+    let (metrics, logs, reconnected) = loop {
         std::thread::sleep(POLL);
         // Serve may be too busy pushing to answer at once: that is not the end of the change.
         let metrics = match metrics() {
@@ -442,12 +450,28 @@ pub(super) fn measure_once(
             Err(e) => return Err(e),
         };
         let settled = metrics.settled() - before.settled();
-        if settled >= proxies as f64 {
-            let logs = fleet.logs();
-            let all_reached = logs.iter().all(|l| l.last_ack.is_some_and(|at| at > t0));
-            let latest = logs.iter().filter_map(|l| l.last_response).max();
-            if all_reached && latest.is_some_and(|at| at.elapsed() >= QUIET) {
-                break (metrics, logs);
+        let logs = fleet.logs();
+        let all_reached = logs.iter().all(|l| l.last_ack.is_some_and(|at| at > t0));
+        let latest = logs.iter().filter_map(|l| l.last_response).max();
+        let quiet = all_reached && latest.is_some_and(|at| at.elapsed() >= QUIET);
+        if quiet && settled >= proxies as f64 {
+            break (metrics, logs, Vec::new());
+        }
+        if quiet && settled > 0.0 {
+            // A proxy whose stream broke and reconnected during the change is served the
+            // whole config on its new stream, which serve does not time (it times changes
+            // made while a proxy is connected): count it once it is in sync.
+            let reconnected: Vec<String> = serves
+                .iter()
+                .flat_map(|s| reconnected_since(s, since))
+                .collect();
+            if !reconnected.is_empty()
+                && settled + reconnected.len() as f64 >= proxies as f64
+                && serves
+                    .iter()
+                    .all(|s| lagging(s).is_some_and(|(_, behind)| behind.is_empty()))
+            {
+                break (metrics, logs, reconnected);
             }
         }
         if Instant::now() > deadline {
@@ -456,15 +480,32 @@ pub(super) fn measure_once(
                 .iter()
                 .filter(|l| l.last_ack.is_some_and(|at| at > t0))
                 .count();
+            let behind: Vec<String> = serves.iter().map(|s| out_of_sync(s)).collect();
+            let reconnected: Vec<String> = serves
+                .iter()
+                .flat_map(|s| reconnected_since(s, since))
+                .collect();
             bail!(
                 "not settled in {CHANGE_TIMEOUT:?}: serve counted {settled} of {proxies} proxies, \
                  {reached} of {} generator streams received the change ({unanswered} polls of \
-                 /metrics unanswered)",
-                logs.len()
+                 /metrics unanswered); serve's /status of the proxies not in sync: {}; \
+                 reconnected during the change: [{}]; streams serve saw break: [{}]",
+                logs.len(),
+                behind.join("; "),
+                reconnected.join(", "),
+                broken_streams(serves).join(" / ")
             );
         }
     };
-    let repetition = figures(t0, &before, &metrics, &logs_before, &logs);
+    let mut repetition = figures(t0, &before, &metrics, &logs_before, &logs);
+    if !reconnected.is_empty() {
+        eprintln!(
+            "bench: reconnected during the change: {}; serve says: {}",
+            reconnected.join(", "),
+            broken_streams(serves).join(" / ")
+        );
+    }
+    repetition.reconnected = reconnected;
     eprintln!(
         "bench: first response {:.0} ms, last stream {:.0} ms, median stream {:.0} ms, {:.0} \
          bytes per stream, serve publish-to-ACK mean {:.0} ms",
@@ -513,7 +554,89 @@ fn figures(
         bytes_per_proxy: per_stream(|l| l.bytes),
         serve_mean: if count > 0.0 { sum / count } else { 0.0 },
         snapshots: after.snapshots() - before.snapshots(),
+        reconnected: Vec::new(),
     }
+}
+
+/// The last lines of serve's log about ADS streams that broke (and why).
+fn broken_streams(serves: &[&ServeProcess]) -> Vec<String> {
+    let mut lines: Vec<String> = serves
+        .iter()
+        .flat_map(|s| {
+            s.log_text()
+                .lines()
+                .filter(|l| l.contains("ADS stream of proxy"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.drain(..lines.len().saturating_sub(5));
+    lines
+}
+
+/// The proxies of serve's `/status` (id and mode) connected at `since` (unix seconds) or later.
+fn reconnected_since(serve: &ServeProcess, since: u64) -> Vec<String> {
+    let status: Value = serve
+        .admin_get("/status")
+        .ok()
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())
+        .unwrap_or(Value::Null);
+    status["proxies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["connected_at"].as_u64().is_some_and(|at| at >= since))
+        .map(|p| format!("{} ({})", p["id"], p["mode"]))
+        .collect()
+}
+
+/// What serve's `/status` says of each proxy not in sync (a type un-ACKed or refused): its
+/// id, mode and those types' ACKed and sent versions, for the report of a change that did not
+/// settle.
+fn out_of_sync(serve: &ServeProcess) -> String {
+    match lagging(serve) {
+        None => "(/status did not answer)".to_owned(),
+        Some((listed, behind)) if behind.is_empty() => {
+            format!("{listed} proxies listed, each type ACKed at the version sent")
+        }
+        Some((_, behind)) => behind.join("; "),
+    }
+}
+
+/// How many proxies serve's `/status` lists, and a line for each not in sync (see
+/// [`out_of_sync`]); `None` if `/status` did not answer.
+fn lagging(serve: &ServeProcess) -> Option<(usize, Vec<String>)> {
+    let status: Value = serve
+        .admin_get("/status")
+        .ok()
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())?;
+    let list = status["proxies"].as_array().cloned().unwrap_or_default();
+    let behind: Vec<String> = list
+        .iter()
+        .filter_map(|p| {
+            let types = p["types"].as_object()?;
+            let lagging: Vec<String> = types
+                .iter()
+                .filter(|(_, v)| v["acked"] != v["sent"])
+                .map(|(t, v)| format!("{t} acked {} sent {}", v["acked"], v["sent"]))
+                .collect();
+            (!lagging.is_empty() || !p["last_nack"].is_null()).then(|| {
+                format!(
+                    "{} ({}, {} types): {}{}",
+                    p["id"],
+                    p["mode"],
+                    types.len(),
+                    lagging.join(", "),
+                    if p["last_nack"].is_null() {
+                        String::new()
+                    } else {
+                        format!(", last NACK {}", p["last_nack"])
+                    }
+                )
+            })
+        })
+        .collect();
+    Some((list.len(), behind))
 }
 
 /// Waits until serve's `/status` lists at least `proxies` proxies, each with every type it
@@ -766,6 +889,34 @@ fn render(report: &ControlPlaneReport) -> String {
         mib(report.peak_rss_kib),
         report.total_cpu,
         if report.in_sync { "yes" } else { "**no**" }
+    );
+    let reconnects: Vec<String> = report
+        .changes
+        .iter()
+        .flat_map(|c| {
+            c.repetitions
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !r.reconnected.is_empty())
+                .map(move |(k, r)| {
+                    format!(
+                        "{} (repetition {}): {}",
+                        c.change.title(),
+                        k + 1,
+                        r.reconnected.join(", ")
+                    )
+                })
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "Proxies whose ADS stream broke and reconnected during a change (in sync at its end, \
+         served the whole config on the new stream, not timed by serve): {}.\n",
+        if reconnects.is_empty() {
+            "none".to_owned()
+        } else {
+            reconnects.join("; ")
+        }
     );
     let p99_of = |change: Change| {
         report
