@@ -127,6 +127,95 @@ impl Drop for ServeProcess {
     }
 }
 
+/// `sluice register` running as its own process, as a VM's service manager runs it: joined
+/// once it has said so, and stopped with SIGTERM (what `systemctl stop` sends).
+pub struct RegisterProcess {
+    child: Child,
+    out: Arc<Mutex<String>>,
+}
+
+impl RegisterProcess {
+    /// Starts `sluice register ARGS` and waits (up to 60 s) for its `registered ...` line.
+    pub fn start(args: &[&str]) -> Result<RegisterProcess> {
+        let mut child = Command::new(sluice_binary()?)
+            .arg("register")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start sluice register")?;
+        let out = Arc::new(Mutex::new(String::new()));
+        let (joined_tx, joined_rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("piped stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("piped stderr")),
+        ] {
+            let (sink, joined) = (Arc::clone(&out), joined_tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.starts_with("registered ") {
+                        let _ = joined.send(());
+                    }
+                    let mut out = sink.lock().expect("output");
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        let mut process = RegisterProcess { child, out };
+        if joined_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            process.kill();
+            bail!(
+                "sluice register did not join in 60 s:\n{}",
+                process.output()
+            );
+        }
+        Ok(process)
+    }
+
+    /// What it printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.out.lock().expect("output").clone()
+    }
+
+    /// Sends SIGTERM and waits (up to 120 s) for it to leave and exit; its exit status.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("run kill -TERM")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed", self.child.id());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "sluice register did not exit after SIGTERM:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it with SIGKILL (a crash: no leaving; the lease lapses).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RegisterProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// The addresses in serve's startup line:
 /// `serve: ADS on 127.0.0.1:P, admin on http://127.0.0.1:Q (...)`.
 fn bound_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {

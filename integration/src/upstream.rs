@@ -163,6 +163,12 @@ impl Upstream {
     /// [`Upstream::start`] on `127.0.0.1:port` (0: a free port): an upstream brought back on
     /// the port it had, as a restarted server would be. Panics if it cannot bind.
     pub fn start_at(name: &str, port: u16) -> Self {
+        Self::start_on(name, [127, 0, 0, 1].into(), port)
+    }
+
+    /// [`Upstream::start_at`] on another loopback address (`127.0.0.2`, ...): hosts that a
+    /// registry tells apart by address, as VMs are.
+    pub fn start_on(name: &str, ip: std::net::IpAddr, port: u16) -> Self {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             state: Mutex::new(State {
@@ -171,8 +177,8 @@ impl Upstream {
                 rng: random_seed(),
             }),
         });
-        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("upstream {name}: cannot bind 127.0.0.1:{port}: {e}"));
+        let std_listener = std::net::TcpListener::bind((ip, port))
+            .unwrap_or_else(|e| panic!("upstream {name}: cannot bind {ip}:{port}: {e}"));
         let port = std_listener
             .local_addr()
             .unwrap_or_else(|e| panic!("upstream {name}: no local address: {e}"))
@@ -194,7 +200,7 @@ impl Upstream {
         }
     }
 
-    /// The port it listens on (127.0.0.1).
+    /// The port it listens on (on 127.0.0.1 unless started with [`Upstream::start_on`]).
     pub fn port(&self) -> u16 {
         self.port
     }
