@@ -13,59 +13,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_integration::envoy::Envoy;
-use sluice_integration::serve::{Load, ServedMesh, poll, wait_listener};
+use sluice_integration::serve::{Load, ServedMesh, poll, probed_mesh, wait_listener};
 use sluice_integration::upstream::{Behavior, Upstream};
 
-const PORT: u16 = 8000;
 const LISTENER: &str = "listener_8000";
 const CLUSTER: &str = "outbound|8000||shop";
 const PERIOD: Duration = Duration::from_secs(1);
 const FAILURES: u32 = 2;
 const DEADLINE: Duration = Duration::from_secs(60);
 const ENDPOINTS: usize = 20;
-
-/// `shop` with one endpoint per upstream, each probed by serve on its own port (the probe's
-/// port is the name of the service port, resolved per endpoint).
-fn mesh(ports: &[u16]) -> String {
-    let mut yaml = format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: shop
-  annotations:
-    sluice.dev/probe: |
-      httpGet: {{path: /healthz, port: http}}
-      periodSeconds: {}
-      timeoutSeconds: 1
-      failureThreshold: {FAILURES}
-spec:
-  hosts: [shop]
-  ports:
-  - {{number: {PORT}, name: http, protocol: HTTP}}
-  resolution: STATIC
-  endpoints:
-",
-        PERIOD.as_secs()
-    );
-    for port in ports {
-        yaml.push_str(&format!(
-            "  - {{address: 127.0.0.1, ports: {{http: {port}}}}}\n"
-        ));
-    }
-    yaml.push_str(
-        "---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: shop}
-spec:
-  hosts: [shop]
-  http:
-  - route:
-    - destination: {host: shop}
-",
-    );
-    yaml
-}
 
 /// Serve's view: probe key -> health.
 fn serve_health(served: &ServedMesh) -> BTreeMap<String, String> {
@@ -185,7 +141,7 @@ fn serve_probes_once_and_every_envoy_follows_by_eds() {
         .map(|i| Upstream::start(&format!("ep{i}")))
         .collect();
     let ports: Vec<u16> = upstreams.iter().map(Upstream::port).collect();
-    let served = ServedMesh::start(&[("mesh.yaml", mesh(&ports))]).unwrap();
+    let served = ServedMesh::start(&[("mesh.yaml", probed_mesh(&ports, PERIOD, FAILURES))]).unwrap();
     let sotw = served.start_envoy("shop-sotw", "mesh", false).unwrap();
     let delta = served.start_envoy("shop-delta", "mesh", true).unwrap();
     let envoys = [&sotw, &delta];
