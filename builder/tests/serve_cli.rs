@@ -20,6 +20,40 @@ fn demo() -> String {
 /// Kills the serve process (by its own pid) when the test ends, passing or not.
 struct Serve(Child);
 
+impl Serve {
+    /// Starts `sluice serve -f INPUT` on ephemeral ports with `more` arguments; returns it with
+    /// its first log line (the one naming its ports) and its admin address.
+    fn start(input: &str, more: &[&str]) -> (Serve, String, String) {
+        let mut child = sluice()
+            .args(["serve", "-f", input])
+            .args([
+                "--xds-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(more)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sluice serve starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let serve = Serve(child);
+        let mut lines = BufReader::new(stderr).lines();
+        let first = lines.next().expect("a line").expect("UTF-8");
+        let admin = first
+            .split("admin on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no admin address in {first:?}"))
+            .to_owned();
+        // Keep draining serve's log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        (serve, first, admin)
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -29,33 +63,8 @@ impl Drop for Serve {
 
 #[test]
 fn serve_reports_its_ports_and_status_prints_the_table() {
-    let mut child = sluice()
-        .args(["serve", "-f", &demo()])
-        .args([
-            "--xds-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--wasm-dir", "/opt/sluice/wasm"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sluice serve starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let serve = Serve(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines.next().expect("a line").expect("UTF-8");
-    let admin = first
-        .split("admin on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no admin address in {first:?}"))
-        .to_owned();
+    let (serve, first, admin) = Serve::start(&demo(), &["--wasm-dir", "/opt/sluice/wasm"]);
     assert!(first.contains("ADS on 127.0.0.1:"), "{first}");
-    // Keep draining serve's log so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let table = loop {
@@ -175,31 +184,10 @@ spec:
         ),
     )
     .expect("write the mesh");
-    let mut child = sluice()
-        .args(["serve", "-f", &dir.path().display().to_string()])
-        .args([
-            "--xds-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--wasm-dir", "/opt/sluice/wasm"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sluice serve starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let _serve = Serve(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines.next().expect("a line").expect("UTF-8");
-    let admin = first
-        .split("admin on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no admin address in {first:?}"))
-        .to_owned();
-    std::thread::spawn(move || for _ in lines {});
+    let (_serve, _, admin) = Serve::start(
+        &dir.path().display().to_string(),
+        &["--wasm-dir", "/opt/sluice/wasm"],
+    );
 
     let row = |table: &str, port: u16| {
         table
@@ -300,31 +288,10 @@ fn serve_modules_as_a_user_gives_them() {
 
     // A folder without modules: serve stays up, serves nothing, and says why.
     let empty = tempfile::tempdir().expect("tempdir");
-    let mut child = sluice()
-        .args(["serve", "-f", &demo()])
-        .args([
-            "--xds-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--serve-modules", &empty.path().display().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sluice serve starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let serve = Serve(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines.next().expect("a line").expect("UTF-8");
-    let admin = first
-        .split("admin on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no admin address in {first:?}"))
-        .to_owned();
-    std::thread::spawn(move || for _ in lines {});
+    let (serve, _, admin) = Serve::start(
+        &demo(),
+        &["--serve-modules", &empty.path().display().to_string()],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let error = loop {
         let run = sluice()
