@@ -496,3 +496,100 @@ impl Body for NameBody {
         self.data.is_none() && self.trailers.is_none()
     }
 }
+
+/// An [`Upstream`] in a process of its own (`sluice-test-upstream`), to be killed by PID.
+///
+/// The binary path comes from the test (`env!("CARGO_BIN_EXE_sluice-test-upstream")`), which
+/// Cargo builds for this crate's integration tests.
+pub struct UpstreamProcess {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    name: String,
+    port: u16,
+}
+
+impl UpstreamProcess {
+    /// Starts `binary NAME PORT` (PORT 0: a free port) and waits until it listens.
+    pub fn start(binary: &str, name: &str, port: u16) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(binary)
+            .args([name, &port.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start {binary}"))?;
+        let stdin = child.stdin.take().context("stdin piped")?;
+        let mut stdout = std::io::BufReader::new(child.stdout.take().context("stdout piped")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line).context("read its first line")?;
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("upstream {name} did not start: {line:?}"))?;
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            name: name.to_owned(),
+            port,
+        })
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn command(&mut self, command: &str) -> String {
+        use std::io::{BufRead as _, Write as _};
+        let mut line = String::new();
+        writeln!(self.stdin, "{command}")
+            .and_then(|()| self.stdin.flush())
+            .and_then(|()| self.stdout.read_line(&mut line).map(|_| ()))
+            .unwrap_or_else(|e| panic!("upstream {}: {command}: {e}", self.name));
+        line.trim().to_owned()
+    }
+
+    /// Requests since the last [`clear`](Self::clear): all of them, and the `GET /healthz`
+    /// probes among them.
+    pub fn counts(&mut self) -> (usize, usize) {
+        let answer = self.command("count");
+        let mut fields = answer.split(' ').filter_map(|f| f.parse().ok());
+        match (fields.next(), fields.next()) {
+            (Some(total), Some(probes)) => (total, probes),
+            _ => panic!("upstream {}: count answered {answer:?}", self.name),
+        }
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear(&mut self) {
+        let answer = self.command("clear");
+        assert_eq!(answer, "ok", "upstream {}: clear", self.name);
+    }
+
+    /// Kills it by PID (SIGKILL): its listener and connections vanish as in a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for UpstreamProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -4,9 +4,10 @@
 //! once the switch settled, and comes back when they recover; each endpoint is probed once per
 //! period, not once per Envoy.
 //!
-//! The upstreams are in-process servers (integration/src/upstream.rs): "stopping" one closes
-//! its listener and every connection (its runtime is dropped), and bringing it back binds the
-//! same port again. Every wait polls with a generous deadline (a shared 2-core machine).
+//! Five upstreams are processes of their own (`sluice-test-upstream`), killed by PID (SIGKILL)
+//! under load and started again on their ports; the other fifteen are in-process servers
+//! (integration/src/upstream.rs) that fail their probes on demand. Every wait polls with a
+//! generous deadline (a shared 2-core machine).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sluice_integration::envoy::Envoy;
 use sluice_integration::serve::{Load, ServedMesh, poll, probed_mesh, wait_listener};
-use sluice_integration::upstream::{Behavior, Upstream};
+use sluice_integration::upstream::{Behavior, Upstream, UpstreamProcess};
 
 const LISTENER: &str = "listener_8000";
 const CLUSTER: &str = "outbound|8000||shop";
@@ -22,6 +23,15 @@ const PERIOD: Duration = Duration::from_secs(1);
 const FAILURES: u32 = 2;
 const DEADLINE: Duration = Duration::from_secs(60);
 const ENDPOINTS: usize = 20;
+/// The first endpoints, processes of their own: the ones killed by PID.
+const KILLED: usize = 5;
+const UPSTREAM_BIN: &str = env!("CARGO_BIN_EXE_sluice-test-upstream");
+
+/// Starts upstream process `i` on `port` (0: a free one).
+fn process(i: usize, port: u16) -> UpstreamProcess {
+    UpstreamProcess::start(UPSTREAM_BIN, &format!("ep{i}"), port)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
 
 /// Serve's view: probe key -> health.
 fn serve_health(served: &ServedMesh) -> BTreeMap<String, String> {
@@ -137,10 +147,15 @@ fn settled_load(ports: [u16; 2], n: u64) -> Vec<String> {
 
 #[test]
 fn serve_probes_once_and_every_envoy_follows_by_eds() {
-    let mut upstreams: Vec<Upstream> = (0..ENDPOINTS)
+    let mut processes: Vec<UpstreamProcess> = (0..KILLED).map(|i| process(i, 0)).collect();
+    let upstreams: Vec<Upstream> = (KILLED..ENDPOINTS)
         .map(|i| Upstream::start(&format!("ep{i}")))
         .collect();
-    let ports: Vec<u16> = upstreams.iter().map(Upstream::port).collect();
+    let ports: Vec<u16> = processes
+        .iter()
+        .map(UpstreamProcess::port)
+        .chain(upstreams.iter().map(Upstream::port))
+        .collect();
     let served =
         ServedMesh::start(&[("mesh.yaml", probed_mesh(&ports, PERIOD, FAILURES))]).unwrap();
     let sotw = served.start_envoy("shop-sotw", "mesh", false).unwrap();
@@ -164,28 +179,43 @@ fn serve_probes_once_and_every_envoy_follows_by_eds() {
     for u in &upstreams {
         u.clear_requests();
     }
+    for p in &mut processes {
+        p.clear();
+    }
     let started = Instant::now();
     let failures = settled_load(listen, 600);
     std::thread::sleep(PERIOD * 4);
     let elapsed = started.elapsed();
     let periods = (elapsed.as_secs_f64() / PERIOD.as_secs_f64()).ceil() as usize;
-    for u in &upstreams {
-        let probes = u.request_count() - traffic(u);
+    let counts = processes
+        .iter_mut()
+        .map(|p| {
+            let (total, probes) = p.counts();
+            (p.name().to_owned(), probes, total - probes)
+        })
+        .chain(upstreams.iter().map(|u| {
+            (
+                u.name().to_owned(),
+                u.request_count() - traffic(u),
+                traffic(u),
+            )
+        }));
+    for (name, probes, requests) in counts {
         assert!(
             probes >= 1 && probes <= periods + 2,
-            "{}: {probes} probes in {elapsed:?} ({periods} periods)",
-            u.name()
+            "{name}: {probes} probes in {elapsed:?} ({periods} periods)"
         );
-        assert!(traffic(u) > 0, "{} got no traffic", u.name());
+        assert!(requests > 0, "{name} got no traffic");
     }
     assert!(failures.is_empty(), "failed requests: {failures:?}");
 
     // Five fail their probes (503 to every request, probes and traffic alike): UNHEALTHY in
     // serve within about period x threshold, then in both Envoys; from then on they get no
     // request, and no request fails.
-    let failing: Vec<u16> = ports[5..10].to_vec();
+    let (failing_upstreams, healthy_upstreams) = upstreams.split_at(5);
+    let failing: Vec<u16> = failing_upstreams.iter().map(Upstream::port).collect();
     let pushes_before = pushes(&served);
-    for u in &upstreams[5..10] {
+    for u in failing_upstreams {
         u.set_behavior(Behavior::Status(503));
     }
     let took = wait_serve(&served, &failing, "UNHEALTHY");
@@ -205,16 +235,23 @@ fn serve_probes_once_and_every_envoy_follows_by_eds() {
     for u in &upstreams {
         u.clear_requests();
     }
+    for p in &mut processes {
+        p.clear();
+    }
     let failures = settled_load(listen, 600);
     assert!(
         failures.is_empty(),
         "failed requests after the switch: {failures:?}"
     );
-    for u in &upstreams[5..10] {
+    for u in failing_upstreams {
         assert_eq!(traffic(u), 0, "{} got traffic while UNHEALTHY", u.name());
     }
-    for u in upstreams[..5].iter().chain(&upstreams[10..]) {
+    for u in healthy_upstreams {
         assert!(traffic(u) > 0, "{} got no traffic", u.name());
+    }
+    for p in &mut processes {
+        let (total, probes) = p.counts();
+        assert!(total > probes, "{} got no traffic", p.name());
     }
     assert_eq!(
         served.metric("sluice_serve_endpoints{health=\"UNHEALTHY\"}"),
@@ -231,24 +268,25 @@ fn serve_probes_once_and_every_envoy_follows_by_eds() {
         line.contains(CLUSTER) && line.contains("UNHEALTHY") && line.contains("HTTP 503"),
         "{line}"
     );
-    for u in &upstreams[5..10] {
+    for u in failing_upstreams {
         u.set_behavior(Behavior::Ok);
     }
     wait_serve(&served, &failing, "HEALTHY");
     wait_envoys(&envoys, &ports, &[]);
 
-    // Five are stopped (listener and connections closed) under load: UNHEALTHY in serve, then
-    // in both Envoys; once that settled, no request fails and no connection is attempted to
-    // them.
-    let stopped: Vec<u16> = ports[..5].to_vec();
+    // Five are killed by PID (SIGKILL) under load: UNHEALTHY in serve, then in both Envoys;
+    // once that settled, no request fails and no connection is attempted to them.
+    let killed: Vec<u16> = ports[..KILLED].to_vec();
     let loads = listen.map(|p| Load::start(p, "shop"));
-    let gone: Vec<Upstream> = upstreams.drain(..5).collect();
-    drop(gone);
-    let took = wait_serve(&served, &stopped, "UNHEALTHY");
+    for p in processes.drain(..) {
+        eprintln!("killing {} (pid {}, port {})", p.name(), p.pid(), p.port());
+        p.kill();
+    }
+    let took = wait_serve(&served, &killed, "UNHEALTHY");
     eprintln!(
-        "5 stopped endpoints UNHEALTHY in serve after {took:?} (period {PERIOD:?} x threshold {FAILURES})"
+        "5 killed endpoints UNHEALTHY in serve after {took:?} (period {PERIOD:?} x threshold {FAILURES})"
     );
-    wait_envoys(&envoys, &ports, &stopped);
+    wait_envoys(&envoys, &ports, &killed);
     for load in loads {
         let (sent, failed) = load.finish();
         eprintln!(
@@ -268,28 +306,29 @@ fn serve_probes_once_and_every_envoy_follows_by_eds() {
     assert_eq!(
         envoys.map(connect_failures),
         connect_before,
-        "no connection was attempted to a stopped endpoint"
+        "no connection was attempted to a killed endpoint"
     );
     assert!(upstreams.iter().all(|u| traffic(u) > 0));
 
-    // They come back on their ports: HEALTHY again, and traffic returns to them.
-    let back: Vec<Upstream> = stopped
+    // They are started again on their ports: HEALTHY again, and traffic returns to them.
+    let mut back: Vec<UpstreamProcess> = killed
         .iter()
         .enumerate()
-        .map(|(i, port)| Upstream::start_at(&format!("ep{i}"), *port))
+        .map(|(i, port)| process(i, *port))
         .collect();
-    wait_serve(&served, &stopped, "HEALTHY");
+    wait_serve(&served, &killed, "HEALTHY");
     wait_envoys(&envoys, &ports, &[]);
     let failures = settled_load(listen, 600);
     assert!(
         failures.is_empty(),
         "failed requests after the return: {failures:?}"
     );
-    for u in &back {
+    for p in &mut back {
+        let (total, probes) = p.counts();
         assert!(
-            traffic(u) > 0,
+            total > probes,
             "{} got no traffic after its return",
-            u.name()
+            p.name()
         );
     }
     assert!(served.metric("sluice_serve_probes_total") >= (ENDPOINTS * 4) as f64);
