@@ -28,6 +28,7 @@ pub mod state;
 pub mod status;
 pub mod stream;
 pub mod typed;
+pub mod wire;
 
 mod server;
 pub use server::*;

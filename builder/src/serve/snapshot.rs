@@ -1,8 +1,10 @@
 //! A snapshot: one resource set, typed and versioned, ready to serve to every proxy of a group.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use bytes::{Bytes, BytesMut};
+use envoy_types::pb::envoy::service::discovery::v3::Resource as DeltaResource;
 use envoy_types::pb::google::protobuf::Any;
 use sha2::{Digest, Sha256};
 
@@ -10,12 +12,69 @@ use crate::xds::{Kind, ResourceSet};
 
 /// One resource as served: its content hash (the delta protocol's per-resource version) and
 /// its typed form.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     /// [`crate::xds::Resource::hash`]: equal content, equal hash, on every machine.
     pub hash: String,
     /// The resource as xDS carries it.
     pub any: Arc<Any>,
+    /// Its encodings as a response element, made on first use and shared by every stream (and
+    /// by the next snapshot, which clones an unchanged entry): see [`super::wire`].
+    encoded: Arc<Encoded>,
+}
+
+#[derive(Debug, Default)]
+struct Encoded {
+    sotw: OnceLock<Bytes>,
+    delta: OnceLock<Bytes>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        // The encodings are functions of these.
+        self.hash == other.hash && self.any == other.any
+    }
+}
+
+impl Entry {
+    /// The entry of a resource whose content hash is `hash`.
+    pub fn new(hash: String, any: Arc<Any>) -> Entry {
+        Entry {
+            hash,
+            any,
+            encoded: Arc::default(),
+        }
+    }
+
+    /// The resource as an element of a `DiscoveryResponse`'s `resources` (field 2: key,
+    /// length, the encoded `Any`), encoded once.
+    pub fn sotw(&self) -> Bytes {
+        self.encoded.sotw.get_or_init(|| field2(&*self.any)).clone()
+    }
+
+    /// The resource as an element of a `DeltaDiscoveryResponse`'s `resources` (field 2: a
+    /// `Resource` of `name`, its hash as version, the `Any`), encoded once. `name` is the name
+    /// the entry is stored under in its snapshot, always the same for one entry.
+    pub fn delta(&self, name: &str) -> Bytes {
+        self.encoded
+            .delta
+            .get_or_init(|| {
+                field2(&DeltaResource {
+                    name: name.to_owned(),
+                    version: self.hash.clone(),
+                    resource: Some((*self.any).clone()),
+                    ..Default::default()
+                })
+            })
+            .clone()
+    }
+}
+
+/// `message` as field 2 of its enclosing response.
+fn field2(message: &impl prost::Message) -> Bytes {
+    let mut out = BytesMut::with_capacity(prost::encoding::message::encoded_len(2, message));
+    prost::encoding::message::encode(2, message, &mut out);
+    out.freeze()
 }
 
 /// The resources of one kind by name, and their version.
@@ -80,13 +139,7 @@ impl Snapshot {
                 }
                 match super::typed::to_any(kind.type_url(), &r.body) {
                     Ok(any) => {
-                        resources.insert(
-                            r.name.clone(),
-                            Entry {
-                                hash: r.hash.clone(),
-                                any: Arc::new(any),
-                            },
-                        );
+                        resources.insert(r.name.clone(), Entry::new(r.hash.clone(), Arc::new(any)));
                     }
                     Err(e) => errors.push(format!("{kind:?} {:?}: {e}", r.name)),
                 }
