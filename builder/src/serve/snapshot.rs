@@ -78,12 +78,51 @@ fn field2(message: &impl prost::Message) -> Bytes {
 }
 
 /// The resources of one kind by name, and their version.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct TypeSnapshot {
     /// [`version_of`] the resources.
     pub version: String,
     /// The resources by name.
     pub resources: BTreeMap<String, Entry>,
+    /// Every resource's [`Entry::sotw`], in name order, as one piece: what a stream that asked
+    /// for the whole type is sent. Made on first use and shared by every such stream, so the
+    /// gRPC body hands hyper one shared buffer instead of thousands of small pieces it would
+    /// have to copy together per stream. Never cloned into another snapshot (its resources may
+    /// differ), only with this one.
+    all: Arc<OnceLock<Bytes>>,
+}
+
+impl PartialEq for TypeSnapshot {
+    fn eq(&self, other: &TypeSnapshot) -> bool {
+        // `all` is a function of the resources.
+        self.version == other.version && self.resources == other.resources
+    }
+}
+
+impl TypeSnapshot {
+    /// The resources of a kind, whose [`version_of`] is `version`.
+    pub fn new(version: String, resources: BTreeMap<String, Entry>) -> TypeSnapshot {
+        TypeSnapshot {
+            version,
+            resources,
+            all: Arc::default(),
+        }
+    }
+
+    /// Every resource as elements of a `DiscoveryResponse`'s `resources`, in name order (the
+    /// order of [`TypeSnapshot::resources`] and of a stream's view), encoded once.
+    pub fn sotw_all(&self) -> Bytes {
+        self.all
+            .get_or_init(|| {
+                let entries: Vec<Bytes> = self.resources.values().map(Entry::sotw).collect();
+                let mut out = BytesMut::with_capacity(entries.iter().map(Bytes::len).sum());
+                for e in entries {
+                    out.extend_from_slice(&e);
+                }
+                out.freeze()
+            })
+            .clone()
+    }
 }
 
 /// Everything a group of proxies is served.
@@ -145,7 +184,7 @@ impl Snapshot {
                 }
             }
             let version = version_of(&resources);
-            kinds.insert(kind, TypeSnapshot { version, resources });
+            kinds.insert(kind, TypeSnapshot::new(version, resources));
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -231,6 +270,48 @@ pub(crate) mod tests {
         bad.resources.get_mut(&Kind::Cluster).unwrap()[0] =
             Resource::new("a", json!({"name": "a", "typo": 1}));
         assert!(Snapshot::build_reusing(&bad, Some(&before)).is_err());
+    }
+
+    #[test]
+    fn an_entry_is_encoded_once_as_prost_encodes_it_in_a_response() {
+        use envoy_types::pb::envoy::service::discovery::v3::{
+            DeltaDiscoveryResponse, DiscoveryResponse,
+        };
+        use prost::Message;
+        let snapshot = Snapshot::build(&set("x")).unwrap();
+        let entry = &snapshot.of(Kind::Cluster).resources["a"];
+        let sotw = DiscoveryResponse {
+            resources: vec![(*entry.any).clone()],
+            ..Default::default()
+        };
+        assert_eq!(entry.sotw().to_vec(), sotw.encode_to_vec());
+        let delta = DeltaDiscoveryResponse {
+            resources: vec![DeltaResource {
+                name: "a".into(),
+                version: entry.hash.clone(),
+                resource: Some((*entry.any).clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(entry.delta("a").to_vec(), delta.encode_to_vec());
+        // Shared, not encoded again: by this entry's clones (the next snapshot's) too.
+        let again = entry.clone().sotw();
+        assert_eq!(again.as_ptr(), entry.sotw().as_ptr());
+        // The whole type in one piece is its entries' pieces in name order.
+        let two = Snapshot::build(&crate::serve::stream::tests::with_cluster(
+            set("x"),
+            "b",
+            "",
+        ))
+        .unwrap();
+        let clusters = two.of(Kind::Cluster);
+        let pieces: Vec<u8> = clusters
+            .resources
+            .values()
+            .flat_map(|e| e.sotw().to_vec())
+            .collect();
+        assert_eq!(clusters.sotw_all().to_vec(), pieces);
     }
 
     #[test]

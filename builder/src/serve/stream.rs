@@ -342,10 +342,10 @@ impl Stream {
         st.dirty = false;
         let view = view(&self.snapshot, self.stale.get(&kind), kind, st);
         let all = self.snapshot.of(kind);
-        let version = if !view.is_empty()
+        let whole = !view.is_empty()
             && view.len() == all.resources.len()
-            && self.stale.get(&kind).is_none_or(BTreeMap::is_empty)
-        {
+            && self.stale.get(&kind).is_none_or(BTreeMap::is_empty);
+        let version = if whole {
             // Every resource of the snapshot and nothing else: its version, computed once
             // ([`version_of`] the same entries; an empty default snapshot carries none).
             all.version.clone()
@@ -405,8 +405,13 @@ impl Stream {
             let response = SotwResponse {
                 version_info: version.clone(),
                 type_url: kind.type_url().to_owned(),
-                // Encoded once per resource and shared with every other stream.
-                resources: view.values().map(|e| e.sotw()).collect(),
+                // Encoded once and shared with every other stream: the whole type in one piece
+                // when the view is the whole type (the wildcard CDS and LDS of every proxy).
+                resources: if whole {
+                    vec![all.sotw_all()]
+                } else {
+                    view.values().map(|e| e.sotw()).collect()
+                },
                 nonce: nonce.clone(),
             };
             st.sent = view
@@ -477,7 +482,7 @@ fn redefined<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::serve::snapshot::tests::set;
     use crate::xds::{Resource, ResourceSet};
@@ -523,7 +528,7 @@ mod tests {
         DeltaDiscoveryResponse::decode(reply.encode_to_bytes("")).unwrap()
     }
 
-    fn with_cluster(mut s: ResourceSet, name: &str, note: &str) -> ResourceSet {
+    pub(crate) fn with_cluster(mut s: ResourceSet, name: &str, note: &str) -> ResourceSet {
         s.resources
             .entry(Kind::Cluster)
             .or_default()

@@ -170,7 +170,7 @@ impl Reply {
 
 /// Small resources are copied together into chunks of about this size; larger ones go out as
 /// the shared bytes they are.
-const PACK: usize = 16 * 1024;
+const PACK: usize = 128 * 1024;
 
 /// The gRPC response body of one ADS stream: the replies sent on `rx`, each as its encoded
 /// pieces, then `grpc-status` 0 once the stream's task ends.
