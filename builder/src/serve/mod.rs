@@ -21,6 +21,7 @@ pub mod fleet;
 pub mod groups;
 pub mod health;
 pub mod load;
+pub mod malloc;
 #[cfg(feature = "etcd")]
 pub mod register;
 pub mod snapshot;
