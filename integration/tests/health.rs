@@ -141,7 +141,8 @@ fn serve_probes_once_and_every_envoy_follows_by_eds() {
         .map(|i| Upstream::start(&format!("ep{i}")))
         .collect();
     let ports: Vec<u16> = upstreams.iter().map(Upstream::port).collect();
-    let served = ServedMesh::start(&[("mesh.yaml", probed_mesh(&ports, PERIOD, FAILURES))]).unwrap();
+    let served =
+        ServedMesh::start(&[("mesh.yaml", probed_mesh(&ports, PERIOD, FAILURES))]).unwrap();
     let sotw = served.start_envoy("shop-sotw", "mesh", false).unwrap();
     let delta = served.start_envoy("shop-delta", "mesh", true).unwrap();
     let envoys = [&sotw, &delta];
