@@ -246,7 +246,7 @@ mod tests {
         Any {
             type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
             // Some large, some small: both packing paths.
-            value: vec![n as u8; if n % 2 == 0 { 9000 } else { 30 }],
+            value: vec![n as u8; if n.is_multiple_of(2) { 9000 } else { 30 }],
         }
     }
 
