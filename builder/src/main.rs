@@ -1553,6 +1553,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         #[cfg(feature = "etcd")]
         fleet_ttl: args.fleet_ttl,
     };
+    // Before the runtime's threads exist: see the module's note (peak RSS of the fan-out).
+    sluice::serve::malloc::one_arena();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

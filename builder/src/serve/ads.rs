@@ -1,26 +1,26 @@
 //! The gRPC ADS service: one task per stream drives a [`Stream`] with the proxy's requests and
 //! the published snapshots, and sends what it returns.
 
+use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use prost::Message;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
-use tonic::{Request, Response, Status, Streaming};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
+use tonic::codec::{DecodeBuf, Decoder, Streaming};
+use tonic::codegen::http;
 
 use super::state::{NackRecord, ProxyStatus, Shared, now_secs};
 use super::stream::{Event, Reply, Stream};
+use super::wire::ReplyBody;
 use crate::xds::Kind;
 
 /// This replica's name, from the address ADS listens on and the process: what proxies see as
@@ -49,10 +49,10 @@ pub async fn serve(
     // gRPC health v1 on the ADS port: the envoy-xds bootstrap health-checks every replica, so
     // a proxy reconnecting after its replica died picks a live one.
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let service = AggregatedDiscoveryServiceServer::new(Ads { shared, identifier })
-        // A full snapshot of a large mesh is several MB: lift tonic's 4 MB default.
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(256 << 20);
+    let service = Ads {
+        shared,
+        identifier: identifier.into(),
+    };
     tonic::transport::Server::builder()
         // Find dead proxies (a VM gone without a FIN) and keep NATs from dropping idle streams.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -64,15 +64,86 @@ pub async fn serve(
     Ok(())
 }
 
+/// The ADS service, written over tonic's transport instead of envoy-types' generated server so
+/// that responses go out as the shared pre-encoded bytes of [`super::wire`] (the generated
+/// server takes prost messages and encodes each into a buffer of its own, per stream).
+#[derive(Clone)]
 struct Ads {
     shared: Arc<Shared>,
-    identifier: String,
+    identifier: Arc<str>,
 }
 
-fn control_plane(identifier: &str) -> Option<ControlPlane> {
-    Some(ControlPlane {
-        identifier: identifier.to_owned(),
-    })
+impl tonic::server::NamedService for Ads {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+}
+
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// A full snapshot of a large mesh is several MB, and so may a proxy's request be (delta's
+/// `initial_resource_versions`): lift tonic's 4 MB default, as the generated server was.
+const MAX_REQUEST: usize = 64 << 20;
+
+/// Decodes requests with prost, as the generated server did.
+struct ProstDecoder<T>(PhantomData<fn() -> T>);
+
+impl<T: prost::Message + Default + 'static> Decoder for ProstDecoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<T>, Status> {
+        T::decode(buf)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+fn requests<T: prost::Message + Default + 'static>(
+    body: tonic::body::Body,
+    wrap: fn(T) -> Incoming,
+) -> IncomingStream {
+    let streaming = Streaming::new_request(
+        ProstDecoder::<T>(PhantomData),
+        body,
+        None,
+        Some(MAX_REQUEST),
+    );
+    Box::pin(streaming.map(move |r| r.map(wrap)))
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Ads {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let delta = match request.uri().path() {
+            SOTW_PATH => false,
+            DELTA_PATH => true,
+            _ => return std::future::ready(Ok(Status::unimplemented("").into_http())),
+        };
+        let body = request.into_body();
+        let incoming = if delta {
+            requests(body, Incoming::Delta)
+        } else {
+            requests(body, Incoming::Sotw)
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(drive(self.shared.clone(), delta, incoming, tx));
+        let body = ReplyBody::new(rx, self.identifier.to_string());
+        let mut response = http::Response::new(tonic::body::Body::new(body));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        std::future::ready(Ok(response))
+    }
 }
 
 /// A request of either flavour.
@@ -87,50 +158,6 @@ impl Incoming {
             Incoming::Sotw(r) => r.node.as_ref(),
             Incoming::Delta(r) => r.node.as_ref(),
         }
-    }
-}
-
-type ResponseStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let incoming = request.into_inner().map(|r| r.map(Incoming::Sotw));
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(self.shared.clone(), false, Box::pin(incoming), tx));
-        let identifier = self.identifier.clone();
-        let out = UnboundedReceiverStream::new(rx).filter_map(move |r| match r {
-            Reply::Sotw(mut r) => {
-                r.control_plane = control_plane(&identifier);
-                Some(Ok(r))
-            }
-            Reply::Delta(_) => None,
-        });
-        Ok(Response::new(Box::pin(out)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let incoming = request.into_inner().map(|r| r.map(Incoming::Delta));
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(self.shared.clone(), true, Box::pin(incoming), tx));
-        let identifier = self.identifier.clone();
-        let out = UnboundedReceiverStream::new(rx).filter_map(move |r| match r {
-            Reply::Delta(mut r) => {
-                r.control_plane = control_plane(&identifier);
-                Some(Ok(r))
-            }
-            Reply::Sotw(_) => None,
-        });
-        Ok(Response::new(Box::pin(out)))
     }
 }
 
@@ -240,11 +267,8 @@ fn send(
     let events = stream.take_events();
     let mut inner = shared.lock();
     for reply in &replies {
-        let (type_url, bytes) = match reply {
-            Reply::Sotw(r) => (r.type_url.as_str(), r.encoded_len()),
-            Reply::Delta(r) => (r.type_url.as_str(), r.encoded_len()),
-        };
-        if let Some(kind) = Kind::from_type_url(type_url) {
+        let bytes = reply.encoded_len();
+        if let Some(kind) = Kind::from_type_url(reply.type_url()) {
             *inner.metrics.pushes.entry(kind).or_default() += 1;
             *inner.metrics.bytes.entry(kind).or_default() += bytes as u64;
         }

@@ -141,7 +141,7 @@ pub fn snapshot_of(
                 .map(|(n, e)| (n.clone(), e.clone()))
                 .collect();
             let version = version_of(&resources);
-            (*kind, TypeSnapshot { version, resources })
+            (*kind, TypeSnapshot::new(version, resources))
         })
         .collect();
     let mut digest = Sha256::new();

@@ -21,6 +21,7 @@ pub mod fleet;
 pub mod groups;
 pub mod health;
 pub mod load;
+pub mod malloc;
 #[cfg(feature = "etcd")]
 pub mod register;
 pub mod snapshot;
@@ -28,6 +29,7 @@ pub mod state;
 pub mod status;
 pub mod stream;
 pub mod typed;
+pub mod wire;
 
 mod server;
 pub use server::*;

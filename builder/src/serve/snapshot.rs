@@ -1,8 +1,10 @@
 //! A snapshot: one resource set, typed and versioned, ready to serve to every proxy of a group.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use bytes::{Bytes, BytesMut};
+use envoy_types::pb::envoy::service::discovery::v3::Resource as DeltaResource;
 use envoy_types::pb::google::protobuf::Any;
 use sha2::{Digest, Sha256};
 
@@ -10,21 +12,117 @@ use crate::xds::{Kind, ResourceSet};
 
 /// One resource as served: its content hash (the delta protocol's per-resource version) and
 /// its typed form.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     /// [`crate::xds::Resource::hash`]: equal content, equal hash, on every machine.
     pub hash: String,
     /// The resource as xDS carries it.
     pub any: Arc<Any>,
+    /// Its encodings as a response element, made on first use and shared by every stream (and
+    /// by the next snapshot, which clones an unchanged entry): see [`super::wire`].
+    encoded: Arc<Encoded>,
+}
+
+#[derive(Debug, Default)]
+struct Encoded {
+    sotw: OnceLock<Bytes>,
+    delta: OnceLock<Bytes>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        // The encodings are functions of these.
+        self.hash == other.hash && self.any == other.any
+    }
+}
+
+impl Entry {
+    /// The entry of a resource whose content hash is `hash`.
+    pub fn new(hash: String, any: Arc<Any>) -> Entry {
+        Entry {
+            hash,
+            any,
+            encoded: Arc::default(),
+        }
+    }
+
+    /// The resource as an element of a `DiscoveryResponse`'s `resources` (field 2: key,
+    /// length, the encoded `Any`), encoded once.
+    pub fn sotw(&self) -> Bytes {
+        self.encoded.sotw.get_or_init(|| field2(&*self.any)).clone()
+    }
+
+    /// The resource as an element of a `DeltaDiscoveryResponse`'s `resources` (field 2: a
+    /// `Resource` of `name`, its hash as version, the `Any`), encoded once. `name` is the name
+    /// the entry is stored under in its snapshot, always the same for one entry.
+    pub fn delta(&self, name: &str) -> Bytes {
+        self.encoded
+            .delta
+            .get_or_init(|| {
+                field2(&DeltaResource {
+                    name: name.to_owned(),
+                    version: self.hash.clone(),
+                    resource: Some((*self.any).clone()),
+                    ..Default::default()
+                })
+            })
+            .clone()
+    }
+}
+
+/// `message` as field 2 of its enclosing response.
+fn field2(message: &impl prost::Message) -> Bytes {
+    let mut out = BytesMut::with_capacity(prost::encoding::message::encoded_len(2, message));
+    prost::encoding::message::encode(2, message, &mut out);
+    out.freeze()
 }
 
 /// The resources of one kind by name, and their version.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct TypeSnapshot {
     /// [`version_of`] the resources.
     pub version: String,
     /// The resources by name.
     pub resources: BTreeMap<String, Entry>,
+    /// Every resource's [`Entry::sotw`], in name order, as one piece: what a stream that asked
+    /// for the whole type is sent. Made on first use and shared by every such stream, so the
+    /// gRPC body hands hyper one shared buffer instead of thousands of small pieces it would
+    /// have to copy together per stream. Never cloned into another snapshot (its resources may
+    /// differ), only with this one.
+    all: Arc<OnceLock<Bytes>>,
+}
+
+impl PartialEq for TypeSnapshot {
+    fn eq(&self, other: &TypeSnapshot) -> bool {
+        // `all` is a function of the resources.
+        self.version == other.version && self.resources == other.resources
+    }
+}
+
+impl TypeSnapshot {
+    /// The resources of a kind, whose [`version_of`] is `version`.
+    pub fn new(version: String, resources: BTreeMap<String, Entry>) -> TypeSnapshot {
+        TypeSnapshot {
+            version,
+            resources,
+            all: Arc::default(),
+        }
+    }
+
+    /// Every resource as elements of a `DiscoveryResponse`'s `resources`, in name order (the
+    /// order of [`TypeSnapshot::resources`] and of a stream's view), encoded once.
+    pub fn sotw_all(&self) -> Bytes {
+        self.all
+            .get_or_init(|| {
+                let entries: Vec<Bytes> = self.resources.values().map(Entry::sotw).collect();
+                let mut out = BytesMut::with_capacity(entries.iter().map(Bytes::len).sum());
+                for e in entries {
+                    out.extend_from_slice(&e);
+                }
+                out.freeze()
+            })
+            .clone()
+    }
 }
 
 /// Everything a group of proxies is served.
@@ -80,19 +178,13 @@ impl Snapshot {
                 }
                 match super::typed::to_any(kind.type_url(), &r.body) {
                     Ok(any) => {
-                        resources.insert(
-                            r.name.clone(),
-                            Entry {
-                                hash: r.hash.clone(),
-                                any: Arc::new(any),
-                            },
-                        );
+                        resources.insert(r.name.clone(), Entry::new(r.hash.clone(), Arc::new(any)));
                     }
                     Err(e) => errors.push(format!("{kind:?} {:?}: {e}", r.name)),
                 }
             }
             let version = version_of(&resources);
-            kinds.insert(kind, TypeSnapshot { version, resources });
+            kinds.insert(kind, TypeSnapshot::new(version, resources));
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -178,6 +270,48 @@ pub(crate) mod tests {
         bad.resources.get_mut(&Kind::Cluster).unwrap()[0] =
             Resource::new("a", json!({"name": "a", "typo": 1}));
         assert!(Snapshot::build_reusing(&bad, Some(&before)).is_err());
+    }
+
+    #[test]
+    fn an_entry_is_encoded_once_as_prost_encodes_it_in_a_response() {
+        use envoy_types::pb::envoy::service::discovery::v3::{
+            DeltaDiscoveryResponse, DiscoveryResponse,
+        };
+        use prost::Message;
+        let snapshot = Snapshot::build(&set("x")).unwrap();
+        let entry = &snapshot.of(Kind::Cluster).resources["a"];
+        let sotw = DiscoveryResponse {
+            resources: vec![(*entry.any).clone()],
+            ..Default::default()
+        };
+        assert_eq!(entry.sotw().to_vec(), sotw.encode_to_vec());
+        let delta = DeltaDiscoveryResponse {
+            resources: vec![DeltaResource {
+                name: "a".into(),
+                version: entry.hash.clone(),
+                resource: Some((*entry.any).clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(entry.delta("a").to_vec(), delta.encode_to_vec());
+        // Shared, not encoded again: by this entry's clones (the next snapshot's) too.
+        let again = entry.clone().sotw();
+        assert_eq!(again.as_ptr(), entry.sotw().as_ptr());
+        // The whole type in one piece is its entries' pieces in name order.
+        let two = Snapshot::build(&crate::serve::stream::tests::with_cluster(
+            set("x"),
+            "b",
+            "",
+        ))
+        .unwrap();
+        let clusters = two.of(Kind::Cluster);
+        let pieces: Vec<u8> = clusters
+            .resources
+            .values()
+            .flat_map(|e| e.sotw().to_vec())
+            .collect();
+        assert_eq!(clusters.sotw_all().to_vec(), pieces);
     }
 
     #[test]

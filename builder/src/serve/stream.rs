@@ -23,22 +23,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    Resource as DeltaResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 
 use super::snapshot::{Entry, Snapshot, version_of};
+pub use super::wire::Reply;
+use super::wire::{DeltaResponse, SotwResponse};
 use crate::xds::Kind;
-
-/// A response for the proxy.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    /// State of the world (`StreamAggregatedResources`).
-    Sotw(DiscoveryResponse),
-    /// Incremental (`DeltaAggregatedResources`).
-    Delta(DeltaDiscoveryResponse),
-}
 
 /// What happened on the stream, for status and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,10 +342,10 @@ impl Stream {
         st.dirty = false;
         let view = view(&self.snapshot, self.stale.get(&kind), kind, st);
         let all = self.snapshot.of(kind);
-        let version = if !view.is_empty()
+        let whole = !view.is_empty()
             && view.len() == all.resources.len()
-            && self.stale.get(&kind).is_none_or(BTreeMap::is_empty)
-        {
+            && self.stale.get(&kind).is_none_or(BTreeMap::is_empty);
+        let version = if whole {
             // Every resource of the snapshot and nothing else: its version, computed once
             // ([`version_of`] the same entries; an empty default snapshot carries none).
             all.version.clone()
@@ -387,21 +377,13 @@ impl Stream {
             let rebuilt = redefined(kind, &st.sent, view.iter().map(|(n, e)| (*n, *e)));
             self.next_nonce += 1;
             let nonce = self.next_nonce.to_string();
-            let response = DeltaDiscoveryResponse {
+            let response = DeltaResponse {
                 system_version_info: version.clone(),
                 type_url: kind.type_url().to_owned(),
-                resources: updates
-                    .iter()
-                    .map(|(name, e)| DeltaResource {
-                        name: (*name).clone(),
-                        version: e.hash.clone(),
-                        resource: Some((*e.any).clone()),
-                        ..Default::default()
-                    })
-                    .collect(),
+                // Encoded once per resource and shared with every other stream.
+                resources: updates.iter().map(|(name, e)| e.delta(name)).collect(),
                 removed_resources: removed.clone(),
                 nonce: nonce.clone(),
-                ..Default::default()
             };
             for (name, e) in &updates {
                 st.sent.insert((*name).clone(), e.hash.clone());
@@ -420,12 +402,17 @@ impl Stream {
             let rebuilt = redefined(kind, &st.sent, view.iter().map(|(n, e)| (*n, *e)));
             self.next_nonce += 1;
             let nonce = self.next_nonce.to_string();
-            let response = DiscoveryResponse {
+            let response = SotwResponse {
                 version_info: version.clone(),
                 type_url: kind.type_url().to_owned(),
-                resources: view.values().map(|e| (*e.any).clone()).collect(),
+                // Encoded once and shared with every other stream: the whole type in one piece
+                // when the view is the whole type (the wildcard CDS and LDS of every proxy).
+                resources: if whole {
+                    vec![all.sotw_all()]
+                } else {
+                    view.values().map(|e| e.sotw()).collect()
+                },
                 nonce: nonce.clone(),
-                ..Default::default()
             };
             st.sent = view
                 .iter()
@@ -495,11 +482,15 @@ fn redefined<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::serve::snapshot::tests::set;
     use crate::xds::{Resource, ResourceSet};
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, DiscoveryResponse,
+    };
     use envoy_types::pb::google::rpc::Status;
+    use prost::Message;
     use serde_json::json;
 
     fn snap(set: &ResourceSet) -> Arc<Snapshot> {
@@ -518,21 +509,26 @@ mod tests {
 
     fn one(replies: Vec<Reply>) -> DiscoveryResponse {
         assert_eq!(replies.len(), 1, "{replies:#?}");
-        match replies.into_iter().next().unwrap() {
-            Reply::Sotw(r) => r,
-            Reply::Delta(_) => panic!("delta reply on a sotw stream"),
-        }
+        let reply = replies.into_iter().next().unwrap();
+        assert!(
+            matches!(reply, Reply::Sotw(_)),
+            "delta reply on a sotw stream"
+        );
+        // As the proxy reads it: the pre-encoded pieces decode as one response.
+        DiscoveryResponse::decode(reply.encode_to_bytes("")).unwrap()
     }
 
     fn one_delta(replies: Vec<Reply>) -> DeltaDiscoveryResponse {
         assert_eq!(replies.len(), 1, "{replies:#?}");
-        match replies.into_iter().next().unwrap() {
-            Reply::Delta(r) => r,
-            Reply::Sotw(_) => panic!("sotw reply on a delta stream"),
-        }
+        let reply = replies.into_iter().next().unwrap();
+        assert!(
+            matches!(reply, Reply::Delta(_)),
+            "sotw reply on a delta stream"
+        );
+        DeltaDiscoveryResponse::decode(reply.encode_to_bytes("")).unwrap()
     }
 
-    fn with_cluster(mut s: ResourceSet, name: &str, note: &str) -> ResourceSet {
+    pub(crate) fn with_cluster(mut s: ResourceSet, name: &str, note: &str) -> ResourceSet {
         s.resources
             .entry(Kind::Cluster)
             .or_default()
