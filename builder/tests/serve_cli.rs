@@ -61,6 +61,30 @@ impl Drop for Serve {
     }
 }
 
+/// `sluice generate -f examples/demo --target envoy-xds -o - MORE`: the bootstrap it prints
+/// (the run must succeed).
+fn xds_bootstrap(more: &[&str]) -> String {
+    let run = sluice()
+        .args([
+            "generate",
+            "-f",
+            &demo(),
+            "--target",
+            "envoy-xds",
+            "-o",
+            "-",
+        ])
+        .args(more)
+        .output()
+        .expect("sluice generate runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
 #[test]
 fn serve_reports_its_ports_and_status_prints_the_table() {
     let (serve, first, admin) = Serve::start(&demo(), &["--wasm-dir", "/opt/sluice/wasm"]);
@@ -110,31 +134,17 @@ fn serve_reports_its_ports_and_status_prints_the_table() {
 
 #[test]
 fn envoy_xds_bootstrap_names_every_server_and_the_mode() {
-    let run = sluice()
-        .args([
-            "generate",
-            "-f",
-            &demo(),
-            "--target",
-            "envoy-xds",
-            "-o",
-            "-",
-        ])
-        .args([
-            "--xds-server",
-            "10.0.0.1:18000",
-            "--xds-server",
-            "serve.internal:18000",
-        ])
-        .args(["--node-id", "vm-7", "--node-cluster", "edge", "--delta"])
-        .output()
-        .expect("sluice generate runs");
-    let text = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let text = xds_bootstrap(&[
+        "--xds-server",
+        "10.0.0.1:18000",
+        "--xds-server",
+        "serve.internal:18000",
+        "--node-id",
+        "vm-7",
+        "--node-cluster",
+        "edge",
+        "--delta",
+    ]);
     for want in [
         "DELTA_GRPC",
         "10.0.0.1",
@@ -244,30 +254,12 @@ spec:
 #[test]
 fn serve_modules_as_a_user_gives_them() {
     // The bootstrap: the module cluster lists every replica's admin address.
-    let run = sluice()
-        .args([
-            "generate",
-            "-f",
-            &demo(),
-            "--target",
-            "envoy-xds",
-            "-o",
-            "-",
-        ])
-        .args([
-            "--modules-server",
-            "10.0.0.1:18080",
-            "--modules-server",
-            "10.0.0.2:18080",
-        ])
-        .output()
-        .expect("sluice generate runs");
-    let text = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let text = xds_bootstrap(&[
+        "--modules-server",
+        "10.0.0.1:18080",
+        "--modules-server",
+        "10.0.0.2:18080",
+    ]);
     for want in ["sluice-modules", "10.0.0.2", "port_value: 18080", "/readyz"] {
         assert!(text.contains(want), "{want} missing:\n{text}");
     }

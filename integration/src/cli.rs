@@ -74,19 +74,7 @@ impl ServeProcess {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (bound_tx, bound_rx) = mpsc::channel();
-        let sink = Arc::clone(&log);
-        // Drains stderr for the process's whole life (a full pipe would block it) and keeps it
-        // for failure messages.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addresses) = bound_addresses(&line) {
-                    let _ = bound_tx.send(addresses);
-                }
-                let mut log = sink.lock().expect("log");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        drain_lines(stderr, Arc::clone(&log), bound_tx, bound_addresses);
         match bound_rx.recv_timeout(Duration::from_secs(60)) {
             Ok((xds, admin)) => Ok(ServeProcess {
                 child,
@@ -147,22 +135,11 @@ impl RegisterProcess {
             .context("start sluice register")?;
         let out = Arc::new(Mutex::new(String::new()));
         let (joined_tx, joined_rx) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().expect("piped stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("piped stderr")),
-        ] {
-            let (sink, joined) = (Arc::clone(&out), joined_tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.starts_with("registered ") {
-                        let _ = joined.send(());
-                    }
-                    let mut out = sink.lock().expect("output");
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            });
-        }
+        let joined = |line: &str| line.starts_with("registered ").then_some(());
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        drain_lines(stdout, Arc::clone(&out), joined_tx.clone(), joined);
+        drain_lines(stderr, Arc::clone(&out), joined_tx, joined);
         let mut process = RegisterProcess { child, out };
         if joined_rx.recv_timeout(Duration::from_secs(60)).is_err() {
             process.kill();
@@ -216,9 +193,29 @@ impl Drop for RegisterProcess {
     }
 }
 
+/// Drains `stream` line by line into `log` for the process's whole life (a full pipe would
+/// block it; the log is kept for failure messages), sending what `found` finds in a line.
+fn drain_lines<T: Send + 'static>(
+    stream: impl std::io::Read + Send + 'static,
+    log: Arc<Mutex<String>>,
+    sender: mpsc::Sender<T>,
+    found: fn(&str) -> Option<T>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Some(value) = found(&line) {
+                let _ = sender.send(value);
+            }
+            let mut log = log.lock().expect("log");
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
 /// The addresses in serve's startup line:
-/// `serve: ADS on 127.0.0.1:P, admin on http://127.0.0.1:Q (...)`.
-fn bound_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// `serve: ADS on 127.0.0.1:P, admin on http://127.0.0.1:Q (...)`; `None` for any other line.
+pub fn bound_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let rest = line.strip_prefix("serve: ADS on ")?;
     let (xds, rest) = rest.split_once(", admin on http://")?;
     let admin = rest.split_whitespace().next()?;

@@ -124,13 +124,10 @@ impl Drop for ServeProcess {
     }
 }
 
-/// `serve: ADS on A, admin on http://B ...`, the line serve logs once bound.
+/// The addresses of the line serve logs once bound, anywhere in its `log`.
 fn bound_addresses(log: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let line = log.lines().find(|l| l.starts_with("serve: ADS on "))?;
-    let rest = line.strip_prefix("serve: ADS on ")?;
-    let (xds, rest) = rest.split_once(", admin on http://")?;
-    let admin = rest.split_whitespace().next()?;
-    Some((xds.parse().ok()?, admin.parse().ok()?))
+    log.lines()
+        .find_map(sluice_integration::cli::bound_addresses)
 }
 
 /// Prometheus samples of serve's `/metrics`.
