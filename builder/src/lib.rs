@@ -61,8 +61,8 @@ use std::path::Path;
 
 pub use diag::{Code, Diagnostic, Diagnostics, Severity};
 pub use input::options::{
-    DEFAULT_MODULE_DIR, DEFAULT_XDS_LISTEN, Options, ServedModules, Target, WasmModules,
-    XdsBootstrap, default_wasm_dir,
+    DEFAULT_MODULE_DIR, DEFAULT_XDS_LISTEN, HaltReports, Options, ServedModules, Target,
+    WasmModules, XdsBootstrap, default_wasm_dir,
 };
 pub use input::parse::{Inputs, SourceFile};
 pub use output::Output;
@@ -231,21 +231,41 @@ pub struct Served {
     pub resources: Vec<parse::Resource>,
     /// Warnings.
     pub warnings: Diagnostics,
+    /// The fingerprint of each guarded canary split, by split name, as the input gives it
+    /// ([`model::halts::guarded`]): what a fleet halt is tied to.
+    pub guarded: std::collections::BTreeMap<String, String>,
+    /// The splits whose canary was taken out by a fleet halt in this set.
+    pub halted: Vec<String>,
 }
 
 /// [`resources_and_probes()`] with the parsed resources: see [`Served`].
 pub fn served(inputs: &Inputs, options: &Options) -> Result<Served, Diagnostics> {
+    served_halting(inputs, options, &std::collections::BTreeMap::new())
+}
+
+/// [`served()`] with the canaries of `halted` (split name -> the fingerprint it was halted at)
+/// taken out of their splits while those splits are unchanged ([`model::halts::apply`]):
+/// `sluice serve --spread-halts`.
+pub fn served_halting(
+    inputs: &Inputs,
+    options: &Options,
+    halted: &std::collections::BTreeMap<String, String>,
+) -> Result<Served, Diagnostics> {
     let Modelled {
         resources,
-        mesh,
+        mut mesh,
         warnings: mut diags,
     } = model(inputs, options)?;
+    let guarded = model::halts::guarded(&mesh);
+    let halted = model::halts::apply(&mut mesh, halted);
     match xds::resources::build(&mesh, options) {
         Ok(set) => Ok(Served {
             set,
             probed: mesh.probed,
             resources,
             warnings: diags,
+            guarded,
+            halted,
         }),
         Err(errors) => {
             diags.0.extend(

@@ -258,6 +258,17 @@ struct ExplainArgs {
     hosts: HostArgs,
 }
 
+/// `--halt-reports`.
+#[derive(Clone, Copy, ValueEnum)]
+enum HaltReportsArg {
+    /// When the input has a guarded canary split.
+    Auto,
+    /// Always.
+    On,
+    /// Never (each proxy still guards itself; serve cannot see its halts).
+    Off,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ExplainFormat {
     /// For people.
@@ -341,6 +352,14 @@ struct ServeArgs {
     #[cfg(feature = "etcd")]
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     fleet_ttl: std::time::Duration,
+    /// When one proxy's canary guard halts a split's canary, take that canary out of every
+    /// proxy's split (weight 0, schedule stopped) until the split changes in the files. Off:
+    /// each proxy guards itself. Either way `sluice status` shows which proxies halted what
+    /// (they report over Envoy's metrics service: the envoy-xds bootstrap of a mesh with a
+    /// guard adds the sink). Not with --store yet (a halt would reach one replica's proxies).
+    #[cfg_attr(feature = "etcd", arg(long, conflicts_with = "store"))]
+    #[cfg_attr(not(feature = "etcd"), arg(long))]
+    spread_halts: bool,
 }
 
 #[derive(clap::Args)]
@@ -828,6 +847,11 @@ struct GenerateArgs {
     /// served filter configs fetch the wasm modules through, so the proxy needs no module file.
     #[arg(long, value_name = "HOST:PORT")]
     modules_server: Vec<String>,
+    /// envoy-xds target: stream the proxy's stats to serve (Envoy's metrics service sink, every
+    /// 5 s) so serve sees which canaries its guards halted (`sluice status`, serve
+    /// --spread-halts). auto: when the input has a guarded split.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    halt_reports: HaltReportsArg,
 }
 
 fn parse_locality(text: &str) -> Result<sluice::locality::Locality, String> {
@@ -1100,6 +1124,11 @@ fn generate(args: GenerateArgs) -> ExitCode {
                 node_cluster: args.node_cluster.clone(),
                 delta: args.delta,
                 module_servers: args.modules_server.clone(),
+                halt_reports: match args.halt_reports {
+                    HaltReportsArg::Auto => sluice::HaltReports::Auto,
+                    HaltReportsArg::On => sluice::HaltReports::On,
+                    HaltReportsArg::Off => sluice::HaltReports::Off,
+                },
             }),
         },
         listen_address: args.listen_address,
@@ -1546,6 +1575,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         serve_modules: args
             .serve_modules
             .map(|dir| std::path::absolute(&dir).unwrap_or(dir)),
+        spread_halts: args.spread_halts,
         #[cfg(feature = "etcd")]
         store: args.store,
         #[cfg(feature = "etcd")]

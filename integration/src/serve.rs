@@ -53,6 +53,23 @@ impl ServedMesh {
         options: Options,
         serve_modules: Option<std::path::PathBuf>,
     ) -> Result<ServedMesh> {
+        Self::start_configured(files, options, |config| {
+            config.serve_modules = serve_modules
+        })
+    }
+
+    /// [`ServedMesh::start`] with `--spread-halts`: one proxy's canary halt is spread to every
+    /// proxy.
+    pub fn start_spreading_halts(files: &[(&str, String)]) -> Result<ServedMesh> {
+        Self::start_configured(files, mesh::options(), |config| config.spread_halts = true)
+    }
+
+    /// [`ServedMesh::start_with`], `configure` changing serve's config before it starts.
+    fn start_configured(
+        files: &[(&str, String)],
+        options: Options,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> Result<ServedMesh> {
         for filter in wasm::FILTERS {
             wasm::module(filter)?;
         }
@@ -64,14 +81,13 @@ impl ServedMesh {
             std::fs::write(dir.path().join(name), text)?;
         }
         let localhost: SocketAddr = "127.0.0.1:0".parse()?;
-        let config = ServeConfig {
+        let mut config = ServeConfig {
             xds_listen: localhost,
             admin_listen: localhost,
-            serve_modules,
             ..ServeConfig::new(vec![dir.path().to_path_buf()], options)
         };
+        configure(&mut config);
         let running = Running::start(config.clone())?;
-        let mut config = config;
         // Restarts bind the same ports, as a restarted process would.
         config.xds_listen = running.bound.xds;
         config.admin_listen = running.bound.admin;
@@ -211,6 +227,7 @@ impl ServedMesh {
                 node_cluster: node_cluster.to_owned(),
                 delta,
                 module_servers,
+                ..XdsBootstrap::default()
             }),
             ..self.config.options.clone()
         };
@@ -246,6 +263,7 @@ pub fn start_xds_envoy(mesh_text: &str, servers: &[SocketAddr], node_id: &str) -
             node_cluster: "mesh".to_owned(),
             delta: false,
             module_servers: Vec::new(),
+            ..XdsBootstrap::default()
         }),
         ..mesh::options()
     };

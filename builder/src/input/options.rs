@@ -49,6 +49,22 @@ pub struct XdsBootstrap {
     /// modules through ([`crate::xds::resources::MODULES_CLUSTER`]). Empty: no such cluster
     /// (the modules are files on the proxy's host).
     pub module_servers: Vec<String>,
+    /// Whether the proxy reports its canary guards' halts to serve (`--halt-reports`).
+    pub halt_reports: HaltReports,
+}
+
+/// Whether an `envoy-xds` bootstrap streams the proxy's stats to serve (Envoy's metrics
+/// service sink, every 5 s) so that serve sees which canaries its guards halted (`sluice
+/// status`, `serve --spread-halts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HaltReports {
+    /// When the input has a guarded canary split (`sluice.dev/canary` `guard`).
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never: serve cannot see halts (each proxy still guards itself).
+    Off,
 }
 
 impl Default for XdsBootstrap {
@@ -59,6 +75,7 @@ impl Default for XdsBootstrap {
             node_cluster: "mesh".to_owned(),
             delta: false,
             module_servers: Vec::new(),
+            halt_reports: HaltReports::Auto,
         }
     }
 }

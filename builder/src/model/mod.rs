@@ -8,6 +8,7 @@
 //! linear in the size of the input (no quadratic scans over services).
 
 pub mod credentials;
+pub mod halts;
 pub mod locality;
 pub mod native;
 pub mod policy;

@@ -33,10 +33,12 @@ pub fn identifier(xds: std::net::SocketAddr) -> String {
     )
 }
 
-/// Serves ADS on `listener` until `shutdown` completes.
+/// Serves ADS on `listener` until `shutdown` completes, and beside it gRPC health and the
+/// metrics service the proxies report their canary halts to (`spread_halts`: `--spread-halts`).
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    spread_halts: bool,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // Each replica names itself in every response (`control_plane.identifier`), so a proxy's
@@ -49,6 +51,8 @@ pub async fn serve(
     // gRPC health v1 on the ADS port: the envoy-xds bootstrap health-checks every replica, so
     // a proxy reconnecting after its replica died picks a live one.
     let (_reporter, health) = tonic_health::server::health_reporter();
+    // The proxies' stats sink (the canary guards' halts) on the same port as ADS.
+    let reports = super::halts::Reports::server(shared.clone(), spread_halts);
     let service = Ads {
         shared,
         identifier: identifier.into(),
@@ -58,6 +62,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health)
+        .add_service(reports)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

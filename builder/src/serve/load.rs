@@ -34,14 +34,19 @@ pub struct Timings {
     pub typed: std::time::Duration,
 }
 
+/// The fleet halts a build applies: split name -> the fingerprint it was halted at
+/// ([`crate::model::halts`]).
+pub type Halted = BTreeMap<String, String>;
+
 /// Reads `config.inputs` with every stage of `generate` and types the result, reusing the
-/// typed resources of `previous` (the snapshot served now) that did not change.
-pub fn load(config: &ServeConfig, previous: Option<&Snapshot>) -> Loaded {
+/// typed resources of `previous` (the snapshot served now) that did not change; the canaries
+/// of `halted` are taken out of their splits while those are unchanged.
+pub fn load(config: &ServeConfig, previous: Option<&Snapshot>, halted: &Halted) -> Loaded {
     let started = Instant::now();
     match Inputs::read(&config.inputs) {
         Ok(inputs) => {
             let read = started.elapsed();
-            let mut loaded = load_inputs(&inputs, config, previous);
+            let mut loaded = load_inputs(&inputs, config, previous, halted);
             if let Loaded::Good(_, _, timings) = &mut loaded {
                 timings.read = read;
             }
@@ -52,8 +57,14 @@ pub fn load(config: &ServeConfig, previous: Option<&Snapshot>) -> Loaded {
 }
 
 /// Runs every stage of `generate` on `inputs` (read from the files, or a generation of the
-/// store) and types the result, reusing the typed resources of `previous` that did not change.
-pub fn load_inputs(inputs: &Inputs, config: &ServeConfig, previous: Option<&Snapshot>) -> Loaded {
+/// store) and types the result, reusing the typed resources of `previous` that did not change;
+/// the canaries of `halted` are taken out of their splits while those are unchanged.
+pub fn load_inputs(
+    inputs: &Inputs,
+    config: &ServeConfig,
+    previous: Option<&Snapshot>,
+    halted: &Halted,
+) -> Loaded {
     let started = Instant::now();
     let (options, modules) = match &config.serve_modules {
         Some(dir) => match read_modules(dir) {
@@ -73,10 +84,17 @@ pub fn load_inputs(inputs: &Inputs, config: &ServeConfig, previous: Option<&Snap
         probed,
         resources,
         warnings,
-    } = match crate::served(inputs, &options) {
+        guarded,
+        halted: applied,
+    } = match crate::served_halting(inputs, &options, halted) {
         Ok(r) => r,
         Err(diags) => return Loaded::Refused(diags.to_string()),
     };
+    for split in &applied {
+        eprintln!(
+            "serve: fleet halt: the canary of split {split:?} has weight 0 in every proxy's split (until the split changes)"
+        );
+    }
     if config.serve_modules.is_some() {
         let missing: Vec<String> = set
             .modules
@@ -108,6 +126,7 @@ pub fn load_inputs(inputs: &Inputs, config: &ServeConfig, previous: Option<&Snap
                 set: Arc::new(set),
                 probed: Arc::new(probed),
                 modules: Arc::new(modules),
+                guarded: Arc::new(guarded),
             },
             warnings,
             Timings {
@@ -188,7 +207,10 @@ pub fn read_modules(
 /// keeps the last good snapshot.
 pub fn reload(config: &ServeConfig, shared: &Shared) {
     let previous = shared.published.borrow().as_ref().map(|p| p.typed.clone());
-    publish(load(config, previous.as_deref()), shared);
+    publish(
+        load(config, previous.as_deref(), &shared.fleet_halted()),
+        shared,
+    );
 }
 
 /// Publishes `loaded` if valid and different from what is served; otherwise records why not
@@ -196,6 +218,7 @@ pub fn reload(config: &ServeConfig, shared: &Shared) {
 pub fn publish(loaded: Loaded, shared: &Shared) {
     match loaded {
         Loaded::Good(published, warnings, timings) => {
+            shared.lift_changed_halts(&published.guarded);
             let version = published.version.clone();
             let same = shared
                 .published
@@ -256,6 +279,8 @@ pub fn watch(
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     use notify::Watcher;
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    // A fleet halt asks for a rebuild through the same debounce.
+    let _ = shared.reload.set(tx.clone());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Reads are cheap next to a missed change: any event, even an error, triggers one.
         let interesting = event.is_err()

@@ -19,6 +19,7 @@ pub mod ads;
 #[cfg(feature = "etcd")]
 pub mod fleet;
 pub mod groups;
+pub mod halts;
 pub mod health;
 pub mod load;
 pub mod malloc;

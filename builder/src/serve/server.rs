@@ -30,6 +30,10 @@ pub struct ServeConfig {
     /// (Envoy's remote data source, pinned by sha256) instead of naming a file on the proxy's
     /// host. `None`: the configs name files (`options.wasm`).
     pub serve_modules: Option<PathBuf>,
+    /// `--spread-halts`: when one proxy's canary guard halts a split's canary (reported over
+    /// Envoy's metrics service, [`super::halts`]), take that canary out of every proxy's split
+    /// until the split changes. Off: each proxy guards itself, and `/status` shows who halted.
+    pub spread_halts: bool,
     /// Serve the store's current generation instead of `inputs` (`--store etcd://...`): every
     /// replica following one store serves the same versions.
     #[cfg(feature = "etcd")]
@@ -59,6 +63,7 @@ impl ServeConfig {
                 .expect("the default admin address parses"),
             debounce: DEFAULT_DEBOUNCE,
             serve_modules: None,
+            spread_halts: false,
             #[cfg(feature = "etcd")]
             store: None,
             #[cfg(feature = "etcd")]
@@ -151,7 +156,7 @@ pub async fn run(
     // Not tonic's graceful shutdown: it waits for every stream to end, and ADS streams do not.
     // Dropping the server closes the listener; the runtime's end cuts the open streams.
     let result = tokio::select! {
-        result = ads::serve(xds, shared, std::future::pending()) => result,
+        result = ads::serve(xds, shared, config.spread_halts, std::future::pending()) => result,
         () = shutdown => Ok(()),
     };
     admin_task.abort();
@@ -192,7 +197,12 @@ async fn follow_store(
                 let _ = tokio::task::spawn_blocking(move || {
                     let previous = shared.published.borrow().as_ref().map(|p| p.typed.clone());
                     load::publish(
-                        load::load_inputs(&inputs, &config, previous.as_deref()),
+                        load::load_inputs(
+                            &inputs,
+                            &config,
+                            previous.as_deref(),
+                            &load::Halted::new(),
+                        ),
                         &shared,
                     );
                     shared.lock().input.generation = Some(generation);

@@ -40,6 +40,9 @@ pub struct Published {
     /// (`sluice_router.wasm`), read with this config, so what `/modules/` serves is exactly
     /// what the configs' sha256 name. Empty without `--serve-modules`.
     pub modules: Arc<BTreeMap<String, bytes::Bytes>>,
+    /// The fingerprint of each guarded canary split, by split name, as the input gives it
+    /// (what [`super::halts`] reads the proxies' reports against).
+    pub guarded: Arc<BTreeMap<String, String>>,
 }
 
 impl Published {
@@ -191,6 +194,10 @@ pub struct Inner {
     pub proxies: BTreeMap<u64, ProxyStatus>,
     /// Counters.
     pub metrics: Metrics,
+    /// The canary halts each proxy last reported, by `node.id` ([`super::halts`]).
+    pub halts: BTreeMap<String, super::halts::ProxyHalts>,
+    /// The halts spread to the fleet (`--spread-halts`), by split name.
+    pub fleet_halts: BTreeMap<String, super::halts::FleetHalt>,
     next_stream: u64,
 }
 
@@ -212,6 +219,8 @@ pub struct Shared {
     pub prober: OnceLock<Arc<Prober>>,
     /// This replica's name (`control_plane.identifier`), once ADS listens.
     pub identifier: OnceLock<String>,
+    /// Asks the watcher for a rebuild of the input (a fleet halt was added), once it watches.
+    pub reload: OnceLock<tokio::sync::mpsc::UnboundedSender<()>>,
 }
 
 impl Default for Shared {
@@ -239,6 +248,14 @@ impl Shared {
             others: Mutex::new(BTreeMap::new()),
             prober: OnceLock::new(),
             identifier: OnceLock::new(),
+            reload: OnceLock::new(),
+        }
+    }
+
+    /// Rebuilds the input soon (after the watcher's debounce), if a watcher runs.
+    pub fn request_reload(&self) {
+        if let Some(reload) = self.reload.get() {
+            let _ = reload.send(());
         }
     }
 
@@ -420,8 +437,15 @@ impl Shared {
                         "type": short_name(n.kind), "version": n.version,
                         "message": n.message, "at": n.at,
                     })),
+                    // Reported over the metrics service (no report: `null`).
+                    "halted": inner.halts.get(&p.id).map(|h| &h.splits),
                 })
             })
+            .collect();
+        let fleet_halts: Vec<Value> = inner
+            .fleet_halts
+            .iter()
+            .map(|(split, h)| json!({"split": split, "by": h.by, "at": h.at, "fingerprint": h.fingerprint}))
             .collect();
         json!({
             "ready": self.ready(),
@@ -434,6 +458,7 @@ impl Shared {
                 "degraded": inner.input.degraded,
             },
             "proxies": proxies,
+            "fleet_halts": fleet_halts,
         })
     }
 
@@ -507,6 +532,32 @@ impl Shared {
             "# HELP sluice_serve_ready 1 once a valid config is served.\n# TYPE sluice_serve_ready gauge\nsluice_serve_ready {}",
             u8::from(self.ready())
         );
+        let mut halted: BTreeMap<&str, u64> = BTreeMap::new();
+        for split in inner.halts.values().flat_map(|h| &h.splits) {
+            *halted.entry(split.as_str()).or_default() += 1;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_serve_halted_proxies Proxies whose canary guard reports the split's canary halted.\n# TYPE sluice_serve_halted_proxies gauge"
+        );
+        for (split, n) in halted {
+            let _ = writeln!(
+                out,
+                "sluice_serve_halted_proxies{{split=\"{}\"}} {n}",
+                escape(split)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_serve_fleet_halted 1 for each split whose canary serve took out of every proxy (--spread-halts).\n# TYPE sluice_serve_fleet_halted gauge"
+        );
+        for split in inner.fleet_halts.keys() {
+            let _ = writeln!(
+                out,
+                "sluice_serve_fleet_halted{{split=\"{}\"}} 1",
+                escape(split)
+            );
+        }
         if let Some(prober) = self.prober.get() {
             let _ = writeln!(
                 out,

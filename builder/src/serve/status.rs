@@ -54,6 +54,7 @@ pub fn render(status: &Value) -> String {
             "MODE".to_owned(),
         ];
         head.extend(Kind::ALL.iter().map(|k| short_name(*k).to_owned()));
+        head.push("HALTED".to_owned());
         head.push("LAST NACK".to_owned());
         head
     }];
@@ -80,6 +81,13 @@ pub fn render(status: &Value) -> String {
                 }
             });
         }
+        // The canaries its guards halted, as it last reported them ("?": it does not report,
+        // see `generate --halt-reports`).
+        row.push(match p["halted"].as_array() {
+            None => "?".to_owned(),
+            Some(splits) if splits.is_empty() => "-".to_owned(),
+            Some(splits) => splits.iter().map(text).collect::<Vec<_>>().join(","),
+        });
         row.push(match &p["last_nack"] {
             Value::Null => "-".to_owned(),
             n => format!(
@@ -107,6 +115,12 @@ pub fn render(status: &Value) -> String {
         }
     ));
     out.push_str(&table(&rows));
+    for halt in status["fleet_halts"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "fleet halt: the canary of split {} is out of every proxy's split (halted by {}; lifted when the split changes)\n",
+            halt["split"], halt["by"]
+        ));
+    }
     out
 }
 
@@ -198,6 +212,30 @@ mod tests {
         assert!(table.contains("STALE (sent v3)"), "{table}");
         assert!(table.contains("RDS v2: bad route"), "{table}");
         assert!(!table.contains("more"), "{table}");
+    }
+
+    #[test]
+    fn halted_canaries_show_per_proxy_and_for_the_fleet() {
+        let status = json!({"config": {"version": "abc", "error": null}, "proxies": [
+            {"id": "a", "types": {}, "last_nack": null, "halted": ["shop-split", "cart"]},
+            {"id": "b", "types": {}, "last_nack": null, "halted": []},
+            {"id": "c", "types": {}, "last_nack": null, "halted": null},
+        ], "fleet_halts": [{"split": "shop-split", "by": "a", "at": 1, "fingerprint": "f"}]});
+        let table = render(&status);
+        let cell = |id: &str| {
+            let row = table.lines().find(|l| l.starts_with(id)).unwrap();
+            // HALTED is the column before LAST NACK (`-` here).
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            cells[cells.len() - 2].to_owned()
+        };
+        assert!(table.lines().nth(1).unwrap().contains("HALTED"), "{table}");
+        assert_eq!(cell("a "), "shop-split,cart", "{table}");
+        assert_eq!(cell("b "), "-", "{table}");
+        assert_eq!(cell("c "), "?", "{table}");
+        assert!(
+            table.contains("fleet halt: the canary of split \"shop-split\" is out of every proxy's split (halted by \"a\""),
+            "{table}"
+        );
     }
 
     #[test]

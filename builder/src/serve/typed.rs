@@ -77,6 +77,8 @@ mod tests {
             delta: true,
             // The modules cluster too (`--modules-server`).
             module_servers: vec!["serve-a:18080".into()],
+            // The metrics service sink too (`--halt-reports on`).
+            halt_reports: crate::HaltReports::On,
             ..crate::XdsBootstrap::default()
         };
         let bootstrap =

@@ -12,7 +12,7 @@
 
 use serde_json::{Value, json};
 
-use crate::input::options::{Options, XdsBootstrap};
+use crate::input::options::{HaltReports, Options, XdsBootstrap};
 use crate::model::Mesh;
 use crate::xds::error::EmitError;
 pub use crate::xds::resources::MODULES_CLUSTER;
@@ -149,6 +149,20 @@ pub fn bootstrap(
             }],
         }]},
     });
+    if xds.halt_reports == HaltReports::On {
+        // Envoy's own metrics service sink, to the replicas' ADS port (serve answers it beside
+        // ADS): each flush carries the canary guards' halted gauges (`serve::halts`). Envoy
+        // sends only the stats in use, every `stats_flush_interval` (its default, 5 s).
+        bootstrap["stats_flush_interval"] = json!("5s");
+        bootstrap["stats_sinks"] = json!([{
+            "name": "envoy.stat_sinks.metrics_service",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig",
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": XDS_CLUSTER}},
+            },
+        }]);
+    }
     if !module_endpoints.is_empty()
         && let Some(clusters) = bootstrap["static_resources"]["clusters"].as_array_mut()
     {
@@ -165,7 +179,15 @@ pub fn emit(
 ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, Vec<EmitError>> {
     // The node's locality comes from the same place as the envoy target's.
     let set = crate::xds::resources::build(mesh, options)?;
-    let bootstrap = bootstrap(set.node.as_ref(), options, xds).map_err(|errors| {
+    let xds = XdsBootstrap {
+        halt_reports: match xds.halt_reports {
+            HaltReports::Auto if crate::model::halts::guarded(mesh).is_empty() => HaltReports::Off,
+            HaltReports::Auto => HaltReports::On,
+            other => other,
+        },
+        ..xds.clone()
+    };
+    let bootstrap = bootstrap(set.node.as_ref(), options, &xds).map_err(|errors| {
         errors
             .into_iter()
             .map(|e| {

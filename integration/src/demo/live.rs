@@ -109,6 +109,7 @@ pub(super) fn run(
                 node_cluster: "mesh".into(),
                 delta: false,
                 module_servers: vec![admin.to_string()],
+                ..sluice::XdsBootstrap::default()
             }),
             ..options
         },
