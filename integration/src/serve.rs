@@ -339,6 +339,27 @@ pub const SHOP_PORT: u16 = 8000;
 /// `shop` on port [`SHOP_PORT`] with subsets v1 and v2 split `weights` (route `shop-split`),
 /// as one file: the mesh of the serve tests.
 pub fn shop_mesh(v1: &Upstream, v2: &Upstream, weights: [u32; 2]) -> String {
+    shop_mesh_guarded(v1, v2, weights, None)
+}
+
+/// [`shop_mesh`] whose split has the canary `guard` (the YAML flow mapping of
+/// `sluice.dev/canary`'s `guard`), and no retries: Istio's default retries 503s, which would
+/// hide the canary's failures from its guard.
+pub fn shop_mesh_guarded(
+    v1: &Upstream,
+    v2: &Upstream,
+    weights: [u32; 2],
+    guard: Option<&str>,
+) -> String {
+    let (metadata, retries) = match guard {
+        Some(guard) => (
+            format!(
+                "\n  name: shop\n  annotations:\n    sluice.dev/canary: |\n      shop-split:\n        guard: {guard}"
+            ),
+            "\n    retries: {attempts: 0}",
+        ),
+        None => (" {name: shop}".to_owned(), ""),
+    };
     format!(
         "{}apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -351,11 +372,11 @@ spec:
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: shop}}
+metadata:{metadata}
 spec:
   hosts: [shop]
   http:
-  - name: shop-split
+  - name: shop-split{retries}
     route:
     - destination: {{host: shop, subset: v1}}
       weight: {}

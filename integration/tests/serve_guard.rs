@@ -18,49 +18,20 @@ use std::time::Duration;
 use serde_json::Value;
 use sluice_integration::client::{self, NO_HEADERS};
 use sluice_integration::envoy::Envoy;
-use sluice_integration::mesh;
-use sluice_integration::serve::{SHOP_PORT, ServedMesh, poll, wait_listener};
+use sluice_integration::serve::{ServedMesh, poll, shop_mesh_guarded, wait_listener};
 use sluice_integration::upstream::{Behavior, Upstream};
 
 const LISTENER: &str = "listener_8000";
 const DEADLINE: Duration = Duration::from_secs(90);
 const HALTED_GAUGE: &str = "wasmcustom.sluice.canary.split.shop-split.guard_halted";
 
-/// `shop` split `weights` between v1 and the canary v2 (route `shop-split`), guarded; no
-/// retries (Istio's default retries 503s, which would hide the canary's failures).
+/// `shop` split `weights` between v1 and the canary v2 (route `shop-split`), guarded.
 fn guarded_mesh(v1: &Upstream, v2: &Upstream, weights: [u32; 2]) -> String {
-    format!(
-        "{}apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: shop}}
-spec:
-  host: shop
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: shop
-  annotations:
-    sluice.dev/canary: |
-      shop-split:
-        guard: {{minRequests: 50, window: 30s, margin: 0.02}}
-spec:
-  hosts: [shop]
-  http:
-  - name: shop-split
-    retries: {{attempts: 0}}
-    route:
-    - destination: {{host: shop, subset: v1}}
-      weight: {}
-    - destination: {{host: shop, subset: v2}}
-      weight: {}
-",
-        mesh::service_entry("shop", SHOP_PORT, &[(v1, "v1"), (v2, "v2")]),
-        weights[0],
-        weights[1]
+    shop_mesh_guarded(
+        v1,
+        v2,
+        weights,
+        Some("{minRequests: 50, window: 30s, margin: 0.02}"),
     )
 }
 
