@@ -99,13 +99,31 @@ impl Resource {
     /// A resource named `name` holding `body`.
     pub fn new(name: impl Into<String>, body: Value) -> Resource {
         // serde_json's maps are ordered by key (the `preserve_order` feature is off in this
-        // workspace), so the serialisation of a value is canonical.
-        let hash = hex::encode(Sha256::digest(body.to_string().as_bytes()));
+        // workspace), so the serialisation of a value is canonical. It is hashed as it is
+        // written: a listener's text is megabytes on a large mesh, never needed as a String.
+        let mut digest = DigestWriter(Sha256::new());
+        // Writing into a digest cannot fail, nor can serialising a `Value`.
+        let _ = serde_json::to_writer(&mut digest, &body);
+        let hash = hex::encode(digest.0.finalize());
         Resource {
             name: name.into(),
             body,
             hash,
         }
+    }
+}
+
+/// An `io::Write` that feeds a SHA-256.
+struct DigestWriter(Sha256);
+
+impl std::io::Write for DigestWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
