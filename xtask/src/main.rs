@@ -130,6 +130,10 @@ enum BenchPart {
         /// ADS streams of the load generator.
         #[arg(long, default_value_t = 100)]
         streams: usize,
+        /// The generator's streams in delta xDS (DeltaAggregatedResources) instead of state
+        /// of the world.
+        #[arg(long)]
+        delta: bool,
         /// Real Envoys joining too (the first state of the world, the second delta, ...).
         #[arg(long, default_value_t = 2)]
         envoys: usize,
@@ -325,6 +329,7 @@ fn run_bench_part(part: BenchPart, output: Option<PathBuf>) -> Result<()> {
         BenchPart::ControlPlane {
             services,
             streams,
+            delta,
             envoys,
             repetitions,
         } => {
@@ -333,6 +338,7 @@ fn run_bench_part(part: BenchPart, output: Option<PathBuf>) -> Result<()> {
             let options = bench::ControlPlaneOptions {
                 services,
                 streams,
+                delta,
                 envoys,
                 repetitions,
                 output,

@@ -2,7 +2,9 @@
 //! on the same protos as `sluice serve` (envoy-types' ADS client over tonic).
 //!
 //! Each stream is one proxy (`node.id` = `bench-<n>`, `node.cluster` = the group), on its own
-//! HTTP/2 connection, in state-of-the-world mode:
+//! HTTP/2 connection, in state-of-the-world mode (or delta, `--delta`: the same subscriptions
+//! as subscribe and unsubscribe lists, the client keeping the clusters and listeners it was
+//! sent to know the names it needs):
 //! - the first request (CDS) carries the node, as Envoy's does; CDS and LDS are wildcard;
 //! - every response is ACKed at once (version and nonce of that response, the type's current
 //!   names); nothing is ever NACKed;
@@ -30,7 +32,10 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DiscoveryRequest,
+};
+use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use sluice::xds::Kind;
 use tokio::sync::mpsc;
@@ -67,12 +72,14 @@ pub struct Fleet {
 impl Fleet {
     /// Opens `streams` ADS streams of group `cluster`, stream `i` to `servers[i % len]`, `batch`
     /// at a time (each batch connected before the next starts, so serve's first full pushes are
-    /// not one burst). `threads`: the generator's tokio workers.
+    /// not one burst). `threads`: the generator's tokio workers. `delta`: incremental xDS
+    /// (`DeltaAggregatedResources`) instead of state of the world.
     pub fn connect(
         servers: &[SocketAddr],
         streams: usize,
         cluster: &str,
         threads: usize,
+        delta: bool,
     ) -> Result<Fleet> {
         if servers.is_empty() {
             bail!("no ADS server to connect to");
@@ -100,7 +107,11 @@ impl Fleet {
                 };
                 let server = servers[i % servers.len()];
                 fleet.runtime.spawn(async move {
-                    let outcome = run_stream(server, node, log.clone()).await;
+                    let outcome = if delta {
+                        run_delta_stream(server, node, log.clone()).await
+                    } else {
+                        run_stream(server, node, log.clone()).await
+                    };
                     let why = match outcome {
                         Ok(()) => "the server ended the stream".to_owned(),
                         Err(e) => format!("{e:#}"),
@@ -205,21 +216,12 @@ async fn run_stream(server: SocketAddr, node: Node, log: Arc<Mutex<StreamLog>>) 
         let Some(kind) = Kind::from_type_url(&response.type_url) else {
             continue;
         };
-        let wanted = names_wanted(kind, &response);
+        let wanted = names_wanted(kind, &response.resources);
         let sub = subs.entry(kind).or_default();
         sub.version.clone_from(&response.version_info);
         sub.nonce.clone_from(&response.nonce);
         let _ = tx.send(request(kind, sub, None));
-        {
-            let mut log = lock(&log);
-            log.responses += 1;
-            log.bytes += response.encoded_len() as u64;
-            log.last_response = Some(received);
-            log.received.push(received);
-            log.last_ack = Some(Instant::now());
-            log.acked_types
-                .insert(sluice::serve::state::short_name(kind));
-        }
+        record(&log, kind, response.encoded_len(), received);
         // New names: (re)subscribe, as Envoy does once it has the clusters or listeners.
         for (dependent, names) in wanted {
             let sub = subs.entry(dependent).or_default();
@@ -234,12 +236,103 @@ async fn run_stream(server: SocketAddr, node: Node, log: Arc<Mutex<StreamLog>>) 
     Ok(())
 }
 
-/// The names a response makes the proxy subscribe to: EDS from CDS, RDS and ECDS from LDS.
-fn names_wanted(kind: Kind, response: &DiscoveryResponse) -> Vec<(Kind, Vec<String>)> {
+/// Counts a response of `bytes` received at `received`, ACKed just now.
+fn record(log: &Mutex<StreamLog>, kind: Kind, bytes: usize, received: Instant) {
+    let mut log = lock(log);
+    log.responses += 1;
+    log.bytes += bytes as u64;
+    log.last_response = Some(received);
+    log.received.push(received);
+    log.last_ack = Some(Instant::now());
+    log.acked_types
+        .insert(sluice::serve::state::short_name(kind));
+}
+
+/// [`run_stream`] in delta: CDS and LDS wildcard (an empty first subscription), EDS, RDS and
+/// ECDS subscribed and unsubscribed by name as the clusters and listeners held change; every
+/// response ACKed by its nonce.
+async fn run_delta_stream(
+    server: SocketAddr,
+    node: Node,
+    log: Arc<Mutex<StreamLog>>,
+) -> Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))?
+        .connect()
+        .await
+        .with_context(|| format!("connect to ADS at {server}"))?;
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(512 << 20);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut node = Some(node);
+    for kind in [Kind::Cluster, Kind::Listener] {
+        let _ = tx.send(DeltaDiscoveryRequest {
+            node: node.take(),
+            type_url: kind.type_url().to_owned(),
+            ..DeltaDiscoveryRequest::default()
+        });
+    }
+    let mut responses = client
+        .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
+        .await
+        .context("open the delta ADS stream")?
+        .into_inner();
+    // The clusters and listeners held (what the names to subscribe come from), and the names
+    // subscribed per dependent type.
+    let mut held: BTreeMap<Kind, BTreeMap<String, Any>> = BTreeMap::new();
+    let mut subscribed: BTreeMap<Kind, BTreeSet<String>> = BTreeMap::new();
+    while let Some(response) = responses.message().await.context("delta ADS stream")? {
+        let received = Instant::now();
+        let Some(kind) = Kind::from_type_url(&response.type_url) else {
+            continue;
+        };
+        let _ = tx.send(DeltaDiscoveryRequest {
+            type_url: response.type_url.clone(),
+            response_nonce: response.nonce.clone(),
+            ..DeltaDiscoveryRequest::default()
+        });
+        record(&log, kind, response.encoded_len(), received);
+        if !matches!(kind, Kind::Cluster | Kind::Listener) {
+            continue;
+        }
+        let state = held.entry(kind).or_default();
+        for removed in &response.removed_resources {
+            state.remove(removed);
+        }
+        for resource in response.resources {
+            if let Some(any) = resource.resource {
+                state.insert(resource.name, any);
+            }
+        }
+        for (dependent, names) in names_wanted(kind, state.values()) {
+            let names: BTreeSet<String> = names.into_iter().collect();
+            let had = subscribed.entry(dependent).or_default();
+            let subscribe: Vec<String> = names.difference(had).cloned().collect();
+            let unsubscribe: Vec<String> = had.difference(&names).cloned().collect();
+            if subscribe.is_empty() && unsubscribe.is_empty() {
+                continue;
+            }
+            *had = names;
+            let _ = tx.send(DeltaDiscoveryRequest {
+                type_url: dependent.type_url().to_owned(),
+                resource_names_subscribe: subscribe,
+                resource_names_unsubscribe: unsubscribe,
+                ..DeltaDiscoveryRequest::default()
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The names resources of `kind` make the proxy subscribe to: EDS from clusters, RDS and ECDS
+/// from listeners.
+fn names_wanted<'a>(
+    kind: Kind,
+    resources: impl IntoIterator<Item = &'a Any>,
+) -> Vec<(Kind, Vec<String>)> {
     match kind {
         Kind::Cluster => {
             let mut eds = BTreeSet::new();
-            for any in &response.resources {
+            for any in resources {
                 let Ok(cluster) = Cluster::decode(any.value.as_slice()) else {
                     continue;
                 };
@@ -259,7 +352,7 @@ fn names_wanted(kind: Kind, response: &DiscoveryResponse) -> Vec<(Kind, Vec<Stri
         }
         Kind::Listener => {
             let (mut routes, mut filters) = (BTreeSet::new(), BTreeSet::new());
-            for any in &response.resources {
+            for any in resources {
                 let Ok(listener) = Listener::decode(any.value.as_slice()) else {
                     continue;
                 };

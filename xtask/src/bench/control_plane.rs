@@ -53,6 +53,8 @@ pub struct ControlPlaneOptions {
     pub services: u32,
     /// ADS streams of the load generator.
     pub streams: usize,
+    /// The generator's streams in delta xDS instead of state of the world.
+    pub delta: bool,
     /// Real Envoys joining too.
     pub envoys: usize,
     /// Repetitions of each change.
@@ -322,7 +324,7 @@ pub fn control_plane(options: &ControlPlaneOptions, wasm_dir: &Path) -> Result<C
     );
     let cpu_before_connect = serve.cpu_seconds()?;
     let connect_started = Instant::now();
-    let fleet = Fleet::connect(&[serve.xds], options.streams, "mesh", 2)?;
+    let fleet = Fleet::connect(&[serve.xds], options.streams, "mesh", 2, options.delta)?;
     let connect = connect_started.elapsed();
     let connect_cpu = serve.cpu_seconds()? - cpu_before_connect;
     let initial_bytes_per_proxy = mean(fleet.logs().iter().map(|l| l.bytes as f64));
@@ -790,7 +792,7 @@ fn render(report: &ControlPlaneReport) -> String {
         "{} services x {SUBSETS} subsets x {RULES} rules, each with a 90/10 canary split, one \
          file per service ({} bytes of YAML); `sluice serve -f DIR` (release build, default \
          100 ms debounce) in its own process; {} ADS streams of the load generator \
-         (`xtask/src/bench/ads_load.rs`: envoy-types' ADS client, state of the world, CDS/LDS \
+         (`xtask/src/bench/ads_load.rs`: envoy-types' ADS client, {}, CDS/LDS \
          wildcard, EDS/RDS/ECDS by name as Envoy asks, every response ACKed) plus {} real \
          Envoy 1.40 (`--concurrency 1`, bootstrap from `sluice generate --target envoy-xds`; \
          the first state of the world, the second delta), all in group `mesh`. Each change is \
@@ -802,6 +804,11 @@ fn render(report: &ControlPlaneReport) -> String {
         o.services,
         report.input_bytes,
         o.streams,
+        if o.delta {
+            "delta (`--delta`)"
+        } else {
+            "state of the world"
+        },
         o.envoys,
         o.repetitions,
         o.streams,

@@ -124,7 +124,7 @@ pub fn store(options: &StoreOptions, wasm_dir: &Path) -> Result<StoreReport> {
     }
     let servers: Vec<_> = replicas.iter().map(|r| r.xds).collect();
     eprintln!("bench store: {} ADS streams connect", options.streams);
-    let fleet = Fleet::connect(&servers, options.streams, "mesh", 2)?;
+    let fleet = Fleet::connect(&servers, options.streams, "mesh", 2, false)?;
     let serves: Vec<&ServeProcess> = replicas.iter().collect();
     let cpu_before = replicas
         .iter()
