@@ -123,7 +123,7 @@ pub fn load_inputs(
                 groups,
                 typed,
                 at: Instant::now(),
-                set: Arc::new(set),
+                set: Arc::new(kept_for_health(set)),
                 probed: Arc::new(probed),
                 modules: Arc::new(modules),
                 guarded: Arc::new(guarded),
@@ -141,6 +141,24 @@ pub fn load_inputs(
             errors.join("\n  ")
         )),
     }
+}
+
+/// What a published config keeps of its JSON resource set: the listeners (the groups are cut
+/// by what they refer to) and the endpoints (health is written into them), whole; every other
+/// resource by name and hash only (body `null`), as its typed form is in the snapshot, found by
+/// that hash when health republishes. The routes, filter configs and clusters of a large mesh
+/// are most of the set's memory, and a change would otherwise hold the old ones beside the new.
+pub fn kept_for_health(mut set: ResourceSet) -> ResourceSet {
+    use crate::xds::Kind;
+    for (kind, resources) in &mut set.resources {
+        if matches!(kind, Kind::Listener | Kind::Endpoint) {
+            continue;
+        }
+        for resource in resources {
+            resource.body = serde_json::Value::Null;
+        }
+    }
+    set
 }
 
 /// Each group's snapshot, by group name.

@@ -32,7 +32,9 @@ pub struct Published {
     pub typed: Arc<Snapshot>,
     /// When the loader published it.
     pub at: Instant,
-    /// The resource set as the input gives it, before health is written into its endpoints.
+    /// The resource set as the input gives it, before health is written into its endpoints:
+    /// the listeners and endpoints whole, the other resources by name and hash only
+    /// ([`super::load::kept_for_health`]).
     pub set: Arc<ResourceSet>,
     /// The endpoints probed, by probe key ([`ProbedEndpoint::key`]).
     pub probed: Arc<BTreeMap<String, ProbedEndpoint>>,
