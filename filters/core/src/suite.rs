@@ -229,15 +229,7 @@ fn require_after_router(section: &str, after_router: bool) -> Result<(), String>
 }
 
 fn split_names(canary: &CompiledCanary) -> String {
-    if canary.splits.is_empty() {
-        return "none".into();
-    }
-    canary
-        .splits
-        .iter()
-        .map(|s| format!("{:?}", s.name))
-        .collect::<Vec<_>>()
-        .join(", ")
+    crate::canary::quoted_names(&mut canary.splits.iter().map(|s| s.name.as_str()))
 }
 
 impl CompiledSuite {
