@@ -236,6 +236,7 @@ impl PluginConfigs {
             canary: self.canary.clone(),
             fault: self.fault.clone(),
             breaker: self.breaker.clone(),
+            debug: None,
         };
         suite.compile().map_err(|e| {
             EmitError::internal(format!(

@@ -29,6 +29,7 @@
 //! What the module decides at run time without the host lives here too, rather than in the
 //! cdylib: [`CompiledSuite::housekeeping_period`] and the worker's one [`timer::Timer`].
 
+pub mod debug;
 pub mod timer;
 
 use std::time::Duration;
@@ -40,6 +41,7 @@ use crate::canary::{CanaryConfig, CompiledCanary};
 use crate::fault::{FaultConfig, FaultPlan};
 use crate::host::RequestView;
 use crate::router::{CompiledRouter, Destination, RouterConfig};
+use debug::{CompiledDebug, DebugConfig};
 
 /// The suite module's plugin configuration: the four filters' configs, nested.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -60,6 +62,10 @@ pub struct SuiteConfig {
     /// the cluster the router or canary chose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerConfig>,
+    /// Who may ask for an `x-sluice-explain` response header, and the rules' source positions
+    /// ([`DebugConfig`]). Absent: no request is explained and none pays for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug: Option<DebugConfig>,
 }
 
 /// Where a matched rule sends the request, resolved at configure time.
@@ -102,6 +108,8 @@ pub struct CompiledSuite {
     pub fault: Option<FaultPlan>,
     /// The breaker section, compiled.
     pub breaker: Option<CompiledBreakers>,
+    /// The debug section, compiled.
+    pub debug: Option<CompiledDebug>,
     /// Indexed like [`CompiledRouter::rules`].
     links: Vec<Link>,
     warnings: Vec<String>,
@@ -149,6 +157,12 @@ impl SuiteConfig {
                 config.compile().map_err(|e| format!("breaker: {}", e.0))
             })
             .transpose()?;
+
+        // Its errors start with `debug: ` already.
+        let debug = match &self.debug {
+            Some(config) => Some(config.compile(router.rules().len())?),
+            None => None,
+        };
 
         let mut links = Vec::with_capacity(router.rules().len());
         let mut split_used = vec![false; canary.as_ref().map_or(0, |c| c.splits.len())];
@@ -211,6 +225,7 @@ impl SuiteConfig {
             canary,
             fault,
             breaker,
+            debug,
             links,
             warnings,
         })
@@ -467,6 +482,39 @@ mod tests {
             r#"{"afterRouter": true, "clusterHeader": "x-c", "default": {"consecutiveErrors": 3}}"#;
         let err = compile(&suite(ROUTER, Some(CANARY), None, Some(header))).unwrap_err();
         assert!(err.starts_with("breaker: clusterHeader \"x-c\""), "{err}");
+    }
+
+    #[test]
+    fn the_debug_section_is_checked_against_the_router_rules() {
+        let with_debug = |debug: &str| {
+            let mut json = suite(ROUTER, Some(CANARY), None, None);
+            json.pop();
+            compile(&format!(r#"{json}, "debug": {debug}}}"#))
+        };
+        let ok = with_debug(
+            r#"{"header": "x-sluice-debug", "secret": "0123456789abcdef",
+                "positions": ["vs.yaml:1:1", "vs.yaml:2:1", "vs.yaml:3:1"]}"#,
+        )
+        .unwrap();
+        let debug = ok.debug.as_ref().unwrap();
+        assert_eq!(debug.position(2), Some("vs.yaml:3:1"));
+        let err = with_debug(
+            r#"{"header": "x-sluice-debug", "secret": "0123456789abcdef",
+                "positions": ["vs.yaml:1:1"]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("debug: positions: 1 given for 3 router rules"),
+            "{err}"
+        );
+        let err = with_debug(r#"{"header": "x-sluice-debug"}"#).unwrap_err();
+        assert!(err.starts_with("debug: needs a secret"), "{err}");
+        assert!(
+            compile(&suite(ROUTER, Some(CANARY), None, None))
+                .unwrap()
+                .debug
+                .is_none()
+        );
     }
 
     #[test]

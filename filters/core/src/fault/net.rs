@@ -85,6 +85,16 @@ fn masked(addr: IpAddr, prefix_len: u8) -> IpAddr {
     }
 }
 
+/// A `trustedCidrs` list, parsed (the fault filter's `headerFaults` and the suite's `debug`
+/// section share it); errors name the entry, `trustedCidrs[1]: invalid CIDR ...`.
+pub fn parse_cidrs(cidrs: &[String]) -> Result<Vec<Cidr>, String> {
+    cidrs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Cidr::parse(c).map_err(|err| format!("trustedCidrs[{i}]: {err}")))
+        .collect()
+}
+
 /// Whether `addr` is inside any of `cidrs`.
 pub fn is_trusted(cidrs: &[Cidr], addr: IpAddr) -> bool {
     cidrs.iter().any(|cidr| cidr.contains(addr))
@@ -136,12 +146,11 @@ fn parse_ipv6(s: &[u8]) -> Option<Ipv6Addr> {
     if end != s.len() {
         return None;
     }
-    for (slot, group) in head
-        .iter_mut()
-        .skip(8 - tail_size)
-        .zip(tail.iter().take(tail_size))
-    {
-        *slot = *group;
+    // The tail fills the last groups; `::` stands for the zeros between.
+    for index in 0..tail_size {
+        if let (Some(slot), Some(group)) = (head.get_mut(8 - tail_size + index), tail.get(index)) {
+            *slot = *group;
+        }
     }
     Some(Ipv6Addr::from(head))
 }
@@ -163,8 +172,9 @@ fn ipv6_groups(s: &[u8], mut at: usize, groups: &mut [u16]) -> (usize, bool, usi
         if index + 1 < limit
             && let Some(([a, b, c, d], end)) = ipv4_at(s, start)
         {
-            if let Some(pair) = groups.get_mut(index..index + 2) {
-                pair.copy_from_slice(&[u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])]);
+            if let [first, second] = groups.get_mut(index..index + 2).unwrap_or_default() {
+                *first = u16::from_be_bytes([a, b]);
+                *second = u16::from_be_bytes([c, d]);
             }
             return (index + 2, true, end);
         }

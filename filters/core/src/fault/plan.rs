@@ -480,12 +480,7 @@ fn compile_header_faults(h: &HeaderFaults) -> Result<HeaderPolicy, String> {
                 .into(),
         );
     }
-    let trusted = h
-        .trusted_cidrs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Cidr::parse(c).map_err(|err| format!("trustedCidrs[{i}]: {err}")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let trusted = super::net::parse_cidrs(&h.trusted_cidrs)?;
     let max_delay_text = h
         .max_delay
         .as_deref()
