@@ -9,8 +9,9 @@ use sluice_core::canary::{Guard, Schedule, Sticky};
 
 use crate::diag::{Code, Diagnostic, Severity};
 use crate::input::annotations::{
-    BREAKER_ANNOTATION, CANARY_ANNOTATION, CanaryRoute, FAULT_ANNOTATION, FaultExtras,
-    annotation_tree, breaker_fields, legacy_breaker, route_index,
+    BREAKER_ANNOTATION, CANARY_ANNOTATION, CanaryRoute, DEBUG_ANNOTATION, DebugSettings,
+    FAULT_ANNOTATION, FaultExtras, annotation_tree, breaker_fields, debug_secret_path,
+    legacy_breaker, route_index,
 };
 use crate::input::parse::{Kind, Resource, Spec};
 use crate::input::yaml::Value;
@@ -30,6 +31,9 @@ pub struct RuleSettings {
     pub guard: Option<Guard>,
     /// The VirtualService's `sluice.dev/fault` extras.
     pub fault_extras: FaultExtras,
+    /// The VirtualService's `sluice.dev/debug`, its `secretFile` resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debug: Option<DebugSettings>,
 }
 
 impl Default for RuleSettings {
@@ -40,6 +44,7 @@ impl Default for RuleSettings {
             failover: true,
             guard: None,
             fault_extras: FaultExtras::default(),
+            debug: None,
         }
     }
 }
@@ -68,6 +73,14 @@ pub fn rule_settings(r: &Resource, index: usize) -> RuleSettings {
         && let Ok(extras) = serde_json::from_value::<FaultExtras>(tree.to_json())
     {
         settings.fault_extras = extras;
+    }
+    if let Some(Ok(tree)) = annotation_tree(r, DEBUG_ANNOTATION)
+        && let Ok(mut debug) = serde_json::from_value::<DebugSettings>(tree.to_json())
+    {
+        debug.secret_file = debug
+            .secret_file
+            .map(|file| debug_secret_path(&r.file, &file).display().to_string());
+        settings.debug = Some(debug);
     }
     settings
 }
