@@ -370,9 +370,17 @@ fn debug_setting_reaches_the_suite_config_with_every_rules_position() {
         lines[37]
     );
 
-    // The chain does not explain requests: no section, no secret anywhere.
+    // The chain does not explain requests: no section, no secret anywhere, and a warning.
     let output = generate(&Inputs::from_text("mesh.yaml", &text), &options())
         .unwrap_or_else(|d| panic!("{d}"));
+    let warnings = output.warnings.to_string();
+    assert!(
+        warnings.contains(
+            "warning[SL901]: VirtualService/reviews: metadata.annotations.sluice.dev/debug: \
+             sluice.dev/debug has no effect without --suite"
+        ),
+        "{warnings}"
+    );
     for (name, bytes) in &output.files {
         let text = String::from_utf8_lossy(bytes);
         assert!(!text.contains(SECRET), "{name} leaks the secret");

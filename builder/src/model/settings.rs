@@ -106,6 +106,36 @@ pub fn cluster_breaker(
     policy.circuit_breaker.as_ref().and_then(legacy_breaker)
 }
 
+/// A `sluice.dev/debug` annotation without `--suite`: only the suite module explains requests
+/// (the chained filters each see a part of the decision), so the setting would be dropped
+/// without a word. A warning at the annotation says so.
+pub fn check_debug_needs_suite(resources: &[Resource], suite: bool) -> Vec<Diagnostic> {
+    if suite {
+        return Vec::new();
+    }
+    resources
+        .iter()
+        .filter(|r| {
+            r.kind == Kind::VirtualService && r.metadata.annotations.contains_key(DEBUG_ANNOTATION)
+        })
+        .map(|r| {
+            r.diag(
+                Code::Ignored,
+                Severity::Warning,
+                &FieldPath::root()
+                    .key("metadata")
+                    .key("annotations")
+                    .key(DEBUG_ANNOTATION),
+                format!(
+                    "{DEBUG_ANNOTATION} has no effect without --suite: only the suite module \
+                     answers with x-sluice-explain"
+                ),
+                Some("generate with --suite, or remove the annotation".to_owned()),
+            )
+        })
+        .collect()
+}
+
 /// A `sluice.dev/fault` annotation that cannot take effect: the fault filter is attached only
 /// where a rule has a `fault`, so on a listener (for the istio target: anywhere, its one config
 /// serves every listener) without one, `headerFaults`, `maxActiveFaults` and `debugHeader` would
