@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sluice_integration::bootstrap::Bootstrap;
 use sluice_integration::client::{self, Request, Response};
 use sluice_integration::envoy::Envoy;
-use sluice_integration::upstream::Upstream;
+use sluice_integration::upstream::{Behavior, Upstream};
 
 const LISTENER: &str = "listener_test";
 const EXPLAIN: &str = sluice_core::suite::debug::EXPLAIN_HEADER;
@@ -260,4 +260,45 @@ fn envoy_refuses_a_debug_section_without_secret_or_networks() {
         "{log}"
     );
     assert!(!log.contains(SECRET));
+}
+
+#[test]
+fn open_breakers_and_a_split_with_every_member_unavailable_are_explained() {
+    let (v1, v2) = (Upstream::start("shop-v1"), Upstream::start("shop-v2"));
+    v1.set_behavior(Behavior::Status(500));
+    v2.set_behavior(Behavior::Status(500));
+    let mut config = config(debug_section(json!({})));
+    config["breaker"] = json!({"afterRouter": true, "breakers": [
+        {"cluster": "shop-v1", "consecutiveErrors": 1, "baseEjectionTime": "120s"},
+        {"cluster": "shop-v2", "consecutiveErrors": 1, "baseEjectionTime": "120s"}]});
+    let envoy = start(&v1, &v2, &config);
+    // Each failure opens its member's breaker; the split fails over, then has none left.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let r = get(&envoy, &[]);
+        statuses.push(r.status);
+        if r.header_str("x-sluice-canary") == Some("all-members-unavailable") {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    let r = get(&envoy, &[(DEBUG_HEADER, SECRET)]);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(
+        r.header_str(EXPLAIN),
+        Some("rule=rollout at shop.yaml:28:5; cluster=none; split=none; fault=none; breaker=none"),
+        "{r:?}"
+    );
+    // A rule to one cluster whose breaker is open: the breaker's 503, explained.
+    let r = get(&envoy, &[("x-tester", "yes"), (DEBUG_HEADER, SECRET)]);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.header("x-sluice-breaker").is_some(), "{r:?}");
+    assert_eq!(
+        r.header_str(EXPLAIN),
+        Some(
+            "rule=testers at shop.yaml:10:5; cluster=shop-v2; split=none; fault=none; \
+             breaker=not-admitted"
+        ),
+        "{r:?}"
+    );
 }

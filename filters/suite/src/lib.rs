@@ -499,7 +499,8 @@ struct Explain {
     /// The fault injected (`x-sluice-fault`'s value), empty for none.
     fault: String,
     /// `None` without a breaker; else what to say when the request holds no admission:
-    /// `rejected`, `skipped` (a fault aborted it first) or `unknown` (state unreachable).
+    /// `not-admitted` (rejected with a 503, or let through because the breaker's state was
+    /// unreachable) or `skipped` (a fault aborted it first).
     breaker: Option<&'static str>,
 }
 
@@ -741,16 +742,16 @@ impl HttpContext for SuiteHttp {
         // was stored open), reused by the admission below: the same callback, so as exact as
         // reading again. A healthy breaker never needs the clock, here or at admission.
         let mut seen = Seen::default();
-        let (cluster, guard, split) = match route.target {
-            Target::Cluster(cluster) => (
+        // `None`: every member of the split is unavailable (answered 503).
+        let picked = match route.target {
+            Target::Cluster(cluster) => Some((
                 cluster,
                 runtime.rule_guards.get(route.rule_index).cloned().flatten(),
                 None,
-            ),
-            Target::Split(index) => match self.pick(&runtime, index, &mut seen) {
-                Some(picked) => (picked.cluster, picked.guard, Some(picked.split)),
-                None => return Action::Pause,
-            },
+            )),
+            Target::Split(index) => self
+                .pick(&runtime, index, &mut seen)
+                .map(|picked| (picked.cluster, picked.guard, Some(picked.split))),
         };
         if let Some(explain) = &mut self.explain {
             explain.head = Explanation {
@@ -760,12 +761,18 @@ impl HttpContext for SuiteHttp {
                     .debug
                     .as_ref()
                     .and_then(|debug| debug.position(route.rule_index)),
-                cluster: Some(cluster),
-                split,
+                cluster: picked.as_ref().map(|(cluster, _, _)| *cluster),
+                split: picked.as_ref().and_then(|(_, _, split)| *split),
             }
             .head();
-            explain.breaker = guard.as_ref().map(|_| "rejected");
+            explain.breaker = picked
+                .as_ref()
+                .and_then(|(_, guard, _)| guard.as_ref())
+                .map(|_| "not-admitted");
         }
+        let Some((cluster, guard, _)) = picked else {
+            return Action::Pause;
+        };
         // Written before a delay parks the stream, so resuming only has to continue. A
         // client-sent `x-sluice-split` stays: no filter after this one reads it (the suite is
         // alone in its layout), Envoy's route reads only `x-sluice-cluster`, and the routes
@@ -783,12 +790,7 @@ impl HttpContext for SuiteHttp {
                 &seen.clock,
                 &self.worker,
             ) {
-                Ok(admission) => {
-                    if let (None, Some(explain)) = (&admission, &mut self.explain) {
-                        explain.breaker = Some("unknown");
-                    }
-                    self.admitted = admission;
-                }
+                Ok(admission) => self.admitted = admission,
                 Err(()) => return Action::Pause,
             }
         }

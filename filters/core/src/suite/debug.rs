@@ -187,8 +187,9 @@ impl Explanation<'_> {
 /// split=reviews.default.0 member=1 bucket=8123/10000; fault=delay=5000ms; breaker=closed`
 ///
 /// `fault`: `x-sluice-fault`'s value (`delay=5000ms`, `abort=503`), empty for none.
-/// `breaker`: `closed`, `half-open` (admitted as a probe), `rejected`, `skipped` (an abort
-/// answered first), `unknown` (its state was unreachable); `None` without a breaker.
+/// `breaker`: `closed`, `half-open` (admitted as a probe), `not-admitted` (rejected with a
+/// 503, or let through because its state was unreachable), `skipped` (an abort answered
+/// first); `None` without a breaker, or with no cluster chosen.
 pub fn finish(head: &mut String, fault: &str, breaker: Option<&str>) {
     push_field(head, "; fault=", Some(fault).filter(|f| !f.is_empty()));
     push_field(head, "; breaker=", breaker);
