@@ -269,7 +269,7 @@ mod tests {
         assert!(refused(config("", &[]), 0).starts_with("debug: needs a secret, trustedCidrs"));
         let err = refused(config("", &["10.1.0.0/8"]), 0);
         assert!(
-            err.starts_with("debug: trustedCidrs: invalid CIDR"),
+            err.starts_with("debug: trustedCidrs[0]: invalid CIDR"),
             "{err}"
         );
         for header in [
