@@ -125,28 +125,26 @@ impl SuiteConfig {
     /// docs). Errors start with the section: `router: `, `canary: `, `fault: ` or `breaker: `.
     pub fn compile(&self) -> Result<CompiledSuite, String> {
         let router = CompiledRouter::compile(&self.router).map_err(|e| format!("router: {e}"))?;
-        let canary = self
-            .canary
-            .as_ref()
-            .map(|config| {
+        // `match`es rather than `map(..).transpose()`: the closures and their Result<Option<_>>
+        // moves cost the module a few hundred bytes.
+        let canary = match &self.canary {
+            Some(config) => {
                 require_after_router("canary", config.after_router)?;
-                CompiledCanary::compile(config).map_err(|e| format!("canary: {e}"))
-            })
-            .transpose()?;
+                Some(CompiledCanary::compile(config).map_err(|e| format!("canary: {e}"))?)
+            }
+            None => None,
+        };
         let mut warnings = Vec::new();
-        let fault = self
-            .fault
-            .as_ref()
-            .map(|config| {
+        let fault = match &self.fault {
+            Some(config) => {
                 require_after_router("fault", config.after_router)?;
                 warnings.extend(config.warnings().into_iter().map(|w| format!("fault: {w}")));
-                FaultPlan::compile(config).map_err(|e| format!("fault: {e}"))
-            })
-            .transpose()?;
-        let breaker = self
-            .breaker
-            .as_ref()
-            .map(|config| {
+                Some(FaultPlan::compile(config).map_err(|e| format!("fault: {e}"))?)
+            }
+            None => None,
+        };
+        let breaker = match &self.breaker {
+            Some(config) => {
                 require_after_router("breaker", config.after_router)?;
                 if let Some(header) = &config.cluster_header {
                     return Err(format!(
@@ -154,9 +152,10 @@ impl SuiteConfig {
                          the cluster it chose: remove it"
                     ));
                 }
-                config.compile().map_err(|e| format!("breaker: {}", e.0))
-            })
-            .transpose()?;
+                Some(config.compile().map_err(|e| format!("breaker: {}", e.0))?)
+            }
+            None => None,
+        };
 
         // Its errors start with `debug: ` already.
         let debug = match &self.debug {
