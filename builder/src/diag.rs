@@ -56,6 +56,9 @@ pub enum Code {
     InvalidLocality,
     /// A sluice annotation (canary, fault, breaker, ...) is invalid.
     InvalidAnnotation,
+    /// A `sluice.dev/debug` annotation is invalid: its header, its secret file (unreadable,
+    /// too short) or its trusted networks, or neither a secret nor networks.
+    InvalidDebug,
     /// A host no ServiceEntry defines.
     UnknownHost,
     /// A subset no DestinationRule of the host defines.
@@ -98,7 +101,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in table order.
-    pub const ALL: [Code; 33] = [
+    pub const ALL: [Code; 34] = [
         Code::YamlSyntax,
         Code::NotUtf8,
         Code::NotAResource,
@@ -114,6 +117,7 @@ impl Code {
         Code::InvalidTcpTls,
         Code::InvalidLocality,
         Code::InvalidAnnotation,
+        Code::InvalidDebug,
         Code::UnknownHost,
         Code::UnknownSubset,
         Code::UnknownPort,
@@ -152,6 +156,7 @@ impl Code {
             Code::InvalidTcpTls => "SL204",
             Code::InvalidLocality => "SL205",
             Code::InvalidAnnotation => "SL206",
+            Code::InvalidDebug => "SL207",
             Code::UnknownHost => "SL301",
             Code::UnknownSubset => "SL302",
             Code::UnknownPort => "SL303",
@@ -193,6 +198,7 @@ impl Code {
             Code::InvalidTcpTls => "A tcp or tls route or a TLS setting is invalid.",
             Code::InvalidLocality => "A localityLbSetting or locality is invalid.",
             Code::InvalidAnnotation => "A sluice annotation is invalid.",
+            Code::InvalidDebug => "A sluice.dev/debug annotation is invalid.",
             Code::UnknownHost => "A host no ServiceEntry or Kubernetes Service defines.",
             Code::UnknownSubset => "A subset no DestinationRule defines.",
             Code::UnknownPort => "A port the host does not have, or an ambiguous port.",

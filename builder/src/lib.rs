@@ -127,6 +127,10 @@ pub fn model_with(
         diags.extend(model::check_client_credentials_in(&resources, credentials));
     }
     model::locality::apply(&mut mesh, options.locality.as_ref());
+    diags.extend(model::settings::check_debug_needs_suite(
+        &resources,
+        options.suite,
+    ));
     diags.extend(model::settings::check_unused_fault_extras(
         &mesh,
         &resources,

@@ -214,7 +214,12 @@ Examples:
 The request runs through the router config `generate` would emit for that listener, compiled
 and evaluated by the router filter's own code, and a split through the canary's own picking.
 Exit codes: 0 explained (a 404 included), 1 the input does not generate (its diagnostics on
-stderr), 2 usage or I/O error, or no listener for the request.";
+stderr), 2 usage or I/O error, or no listener for the request.
+
+Online: with `generate --suite`, a VirtualService annotated `sluice.dev/debug` (header,
+secretFile and/or trustedCidrs) makes the running proxy answer a request that carries that
+header with `x-sluice-explain: rule=... at file:line:col; cluster=...; split=... member=...
+bucket=.../10000; fault=...; breaker=...` (filters/suite/README.md).";
 
 #[derive(clap::Args)]
 struct ExplainArgs {

@@ -309,3 +309,178 @@ fn canary_guard_reaches_the_plugin_config_and_bad_guards_are_refused() {
         );
     }
 }
+
+/// `sluice.dev/debug` with its secret in `dir/<secret>.secret` (absolute, so the test does not
+/// depend on the working folder), plus `extra` lines.
+fn debug(dir: &std::path::Path, secret: &str, extra: &str) -> String {
+    let path = dir.join(format!("{secret}.secret"));
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    mesh(
+        " {}",
+        &format!(
+            "\n    sluice.dev/debug: |\n      header: x-sluice-debug\n      secretFile: {}{extra}",
+            path.display()
+        ),
+        "",
+    )
+}
+
+/// The suite's plugin config in a generated envoy.yaml, as JSON.
+fn suite_config(yaml: &str) -> serde_json::Value {
+    let line = yaml
+        .lines()
+        .skip_while(|l| !l.contains("name: sluice_suite"))
+        .find_map(|l| l.trim().strip_prefix("value: "))
+        .unwrap_or_else(|| panic!("no suite config:\n{yaml}"));
+    let text: String = serde_json::from_str(line).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn debug_setting_reaches_the_suite_config_with_every_rules_position() {
+    const SECRET: &str = "0123456789abcdef-debug";
+    let dir = tempfile::tempdir().unwrap();
+    let text = debug(dir.path(), SECRET, "\n      trustedCidrs: [10.0.0.0/8]");
+    let suite = Options {
+        suite: true,
+        ..options()
+    };
+    let output =
+        generate(&Inputs::from_text("mesh.yaml", &text), &suite).unwrap_or_else(|d| panic!("{d}"));
+    assert!(output.warnings.0.is_empty(), "{}", output.warnings);
+    let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8");
+    let config = suite_config(&yaml);
+    assert_eq!(
+        config["debug"],
+        serde_json::json!({"header": "x-sluice-debug", "secret": SECRET,
+            "trustedCidrs": ["10.0.0.0/8"],
+            // `http[0]` and `http[1]` of the VirtualService, where `- name:` starts.
+            "positions": ["mesh.yaml:35:5", "mesh.yaml:38:5"]}),
+        "{config}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[34].trim_start().starts_with("- name: jason"),
+        "{}",
+        lines[34]
+    );
+    assert!(
+        lines[37].trim_start().starts_with("- name: rollout"),
+        "{}",
+        lines[37]
+    );
+
+    // The chain does not explain requests: no section, no secret anywhere, and a warning.
+    let output = generate(&Inputs::from_text("mesh.yaml", &text), &options())
+        .unwrap_or_else(|d| panic!("{d}"));
+    let warnings = output.warnings.to_string();
+    assert!(
+        warnings.contains(
+            "warning[SL901]: VirtualService/reviews: metadata.annotations.sluice.dev/debug: \
+             sluice.dev/debug has no effect without --suite"
+        ),
+        "{warnings}"
+    );
+    for (name, bytes) in &output.files {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(SECRET), "{name} leaks the secret");
+        assert!(!text.contains("positions"), "{name}");
+    }
+
+    // Without the annotation, the suite's config has no debug section.
+    let plain = mesh(" {}", " {}", "");
+    let output = generate(&Inputs::from_text("mesh.yaml", &plain), &suite).unwrap();
+    let yaml = String::from_utf8(output.files["envoy.yaml"].clone()).expect("UTF-8");
+    assert!(suite_config(&yaml).get("debug").is_none());
+}
+
+#[test]
+fn bad_debug_settings_are_sl207_at_the_field_and_never_quote_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere.secret");
+    for (text, needle) in [
+        (
+            debug(dir.path(), "too-short", ""),
+            "mesh.yaml:30:7: error[SL207]: VirtualService/reviews: \
+             metadata.annotations[\"sluice.dev/debug\"].secretFile: the secret in the file \
+             must be at least 16 visible ASCII characters",
+        ),
+        (
+            mesh(
+                " {}",
+                &format!(
+                    "\n    sluice.dev/debug: |\n      header: x-sluice-debug\n      \
+                     secretFile: {}",
+                    missing.display()
+                ),
+                "",
+            ),
+            "secretFile: cannot read the secret file",
+        ),
+        (
+            mesh(
+                " {}",
+                "\n    sluice.dev/debug: |\n      trustedCidrs: [10.0.0.0/8]",
+                "",
+            ),
+            "error[SL207]: VirtualService/reviews: metadata.annotations[\"sluice.dev/debug\"]: \
+             missing `header`",
+        ),
+        (
+            mesh(
+                " {}",
+                "\n    sluice.dev/debug: |\n      header: x-sluice-debug",
+                "",
+            ),
+            "needs a secret, trustedCidrs, or both",
+        ),
+        (
+            debug(
+                dir.path(),
+                "0123456789abcdef-ok",
+                "\n      trustedCidrs: [10.1.0.0/8]",
+            ),
+            "metadata.annotations[\"sluice.dev/debug\"].trustedCidrs[0]: invalid CIDR",
+        ),
+        (
+            mesh(
+                " {}",
+                "\n    sluice.dev/debug: |\n      header: X-Debug\n      trustedCidrs: [::1]",
+                "",
+            ),
+            "metadata.annotations[\"sluice.dev/debug\"].header: header \"X-Debug\": must be a \
+             lowercase header name",
+        ),
+        (
+            mesh(
+                " {}",
+                "\n    sluice.dev/debug: |\n      header: x-sluice-cluster\n      trustedCidrs: [::1]",
+                "",
+            ),
+            "other than sluice's own",
+        ),
+        (
+            mesh(
+                " {}",
+                "\n    sluice.dev/debug: |\n      header: x-d\n      secret: inline-secret-123456",
+                "",
+            ),
+            "unknown field `secret`",
+        ),
+    ] {
+        let report = diagnose(&text);
+        assert!(report.contains(needle), "{needle}\n{report}");
+        assert!(!report.contains("too-short\n") && !report.contains("= too-short"));
+    }
+    // On a DestinationRule, it is misplaced.
+    let text = mesh(
+        "\n    sluice.dev/debug: |\n      header: x-sluice-debug",
+        " {}",
+        "",
+    );
+    let report = diagnose(&text);
+    assert!(
+        report.contains("`sluice.dev/debug` belongs on a VirtualService, not a DestinationRule"),
+        "{report}"
+    );
+}

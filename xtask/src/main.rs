@@ -278,6 +278,28 @@ fn filter_packages() -> Vec<String> {
         .collect()
 }
 
+/// A `--config` value that drops the registry's source folders from the modules' panic
+/// locations (`/root/.cargo/registry/src/index.crates.io-<hash>/proxy-wasm-0.2.5/src/x.rs`
+/// becomes `proxy-wasm-0.2.5/src/x.rs`): the dependencies' location strings are in every
+/// module, so without it a module is some 500 bytes larger, and its size and hash depend on
+/// where `CARGO_HOME` is. `None` when there is no registry folder to remap.
+fn remap_registry_config() -> Option<String> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))?;
+    let mut flags: Vec<String> = std::fs::read_dir(home.join("registry").join("src"))
+        .ok()?
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let path = path.to_str()?;
+            // The value is a TOML string in a TOML array: no quote or backslash to escape.
+            (!path.contains(['"', '\\'])).then(|| format!("\"--remap-path-prefix={path}/=\""))
+        })
+        .collect();
+    flags.sort();
+    (!flags.is_empty()).then(|| format!("target.wasm32-wasip1.rustflags=[{}]", flags.join(",")))
+}
+
 /// Makes sure the pinned toolchain has the wasm target and `components`, adding what is missing
 /// (rustup does not add the targets of rust-toolchain.toml to a toolchain it already has).
 fn ensure_toolchain(components: &[&str]) -> Result<()> {
@@ -290,6 +312,9 @@ fn build_wasm() -> Result<PathBuf> {
     ensure_toolchain(&[])?;
     let mut command = cargo(&["build", "--release", "--target", "wasm32-wasip1"]);
     command.args(filter_packages());
+    if let Some(config) = remap_registry_config() {
+        command.args(["--config", &config]);
+    }
     run(command)?;
     let dir = target_dir().join("wasm32-wasip1").join("release");
     bench::optimize_modules(&dir)?;

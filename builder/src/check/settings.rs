@@ -21,9 +21,10 @@ use sluice_core::fault::plan::FaultPlan;
 
 use crate::diag::{Code, Diagnostic, Severity, did_you_mean};
 use crate::input::annotations::{
-    BREAKER_ANNOTATION, BreakerFields, CANARY_ANNOTATION, CanaryRoute, DRAINING_ANNOTATION,
-    FAULT_ANNOTATION, FaultExtras, OUTCOMES, PROBE_ANNOTATION, annotation_tree, fault_rule,
-    legacy_breaker, outcome, route_index,
+    BREAKER_ANNOTATION, BreakerFields, CANARY_ANNOTATION, CanaryRoute, DEBUG_ANNOTATION,
+    DRAINING_ANNOTATION, DebugSettings, FAULT_ANNOTATION, FaultExtras, OUTCOMES, PROBE_ANNOTATION,
+    annotation_tree, debug_secret_path, fault_rule, legacy_breaker, outcome, read_debug_secret,
+    route_index,
 };
 use crate::input::istio::{DestinationRuleSpec, VirtualServiceSpec};
 use crate::input::parse::{Inputs, Resource, Spec};
@@ -327,6 +328,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
             Spec::VirtualService(vs) => {
                 check_canary(r, vs, &sources, &mut out);
                 check_fault_extras(r, &sources, &mut out);
+                check_debug(r, &sources, &mut out);
                 check_faults(r, vs, &mut out);
             }
             Spec::DestinationRule(dr) => {
@@ -345,6 +347,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                 && ![
                     CANARY_ANNOTATION,
                     FAULT_ANNOTATION,
+                    DEBUG_ANNOTATION,
                     BREAKER_ANNOTATION,
                     crate::input::annotations::HEALTH_CHECK_ANNOTATION,
                     PROBE_ANNOTATION,
@@ -355,6 +358,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                 let known = [
                     CANARY_ANNOTATION,
                     FAULT_ANNOTATION,
+                    DEBUG_ANNOTATION,
                     BREAKER_ANNOTATION,
                     crate::input::annotations::HEALTH_CHECK_ANNOTATION,
                     PROBE_ANNOTATION,
@@ -380,6 +384,7 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
         for key in [
             CANARY_ANNOTATION,
             FAULT_ANNOTATION,
+            DEBUG_ANNOTATION,
             BREAKER_ANNOTATION,
             PROBE_ANNOTATION,
             DRAINING_ANNOTATION,
@@ -690,6 +695,65 @@ fn check_fault_extras(r: &Resource, sources: &BTreeMap<&str, &str>, out: &mut Ve
             text,
             "see the fault filter's settings in filters/fault/README.md",
         ));
+    }
+}
+
+/// `sluice.dev/debug`, validated by the suite module's own compile step (with the secret read
+/// from its file), so what passes here is what the module accepts. Messages never quote the
+/// secret.
+fn check_debug(r: &Resource, sources: &BTreeMap<&str, &str>, out: &mut Vec<Diagnostic>) {
+    let e = Embedded::new(r, DEBUG_ANNOTATION, sources);
+    let Some(tree) = e.tree(out) else { return };
+    let Some(settings) = e.typed::<DebugSettings>(&tree, &FieldPath::root(), &tree, out) else {
+        return;
+    };
+    const HINT: &str = "see \"The online explanation\" in filters/suite/README.md";
+    let Some(header) = settings.header else {
+        out.push(e.error(
+            Code::InvalidDebug,
+            &tree,
+            &FieldPath::root(),
+            "missing `header`: the request header that asks for an explanation",
+            "add `header: x-sluice-debug`",
+        ));
+        return;
+    };
+    let secret = match &settings.secret_file {
+        Some(file) => match read_debug_secret(&debug_secret_path(&r.file, file)) {
+            Ok(secret) => secret,
+            Err(message) => {
+                out.push(e.error(
+                    Code::InvalidDebug,
+                    &tree,
+                    &FieldPath::root().key("secretFile"),
+                    message,
+                    "the path is relative to the folder of this YAML file",
+                ));
+                return;
+            }
+        },
+        None => String::new(),
+    };
+    let config = sluice_core::suite::debug::DebugConfig {
+        header,
+        secret,
+        trusted_cidrs: settings.trusted_cidrs,
+        positions: Vec::new(),
+    };
+    if let Err(message) = config.compile(0) {
+        let message = message.strip_prefix("debug: ").unwrap_or(&message);
+        let (path, text) = match message.strip_prefix("secret: ") {
+            // The module's `secret` is the content of `secretFile`.
+            Some(rest) => (
+                FieldPath::root().key("secretFile"),
+                format!("the secret in the file {rest}"),
+            ),
+            None if message.starts_with("header ") => {
+                (FieldPath::root().key("header"), message.to_owned())
+            }
+            None => split_message(message),
+        };
+        out.push(e.error(Code::InvalidDebug, &tree, &path, text, HINT));
     }
 }
 

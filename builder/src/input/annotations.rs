@@ -9,6 +9,8 @@
 //!   `http[]` as a string) `sticky`, `schedule`, `failover` of the canary split of that rule.
 //! - `sluice.dev/fault` on a VirtualService: the fault filter's extras (`maxActiveFaults`,
 //!   `debugHeader`, `headerFaults`).
+//! - `sluice.dev/debug` on a VirtualService: the header (and the secret file and/or trusted
+//!   networks) that gets a request an `x-sluice-explain` response header from the suite module.
 //! - `sluice.dev/breaker` on a DestinationRule: the breaker of every cluster of the host, with
 //!   per-subset overrides under `subsets:` (merged field by field, as Istio merges a subset's
 //!   trafficPolicy over the host's).
@@ -38,6 +40,10 @@ use crate::input::yaml::{self, Node, Pos, Value};
 pub const CANARY_ANNOTATION: &str = "sluice.dev/canary";
 /// Annotation of a VirtualService: extras of the fault filter.
 pub const FAULT_ANNOTATION: &str = "sluice.dev/fault";
+/// Annotation of a VirtualService: who may ask the suite module for an `x-sluice-explain`
+/// response header ([`DebugSettings`]); it applies to every rule of the listeners the
+/// VirtualService's rules are on.
+pub const DEBUG_ANNOTATION: &str = "sluice.dev/debug";
 /// Annotation of a DestinationRule: the sluice breaker of the host and its subsets.
 pub const BREAKER_ANNOTATION: &str = "sluice.dev/breaker";
 /// Annotation of a ServiceEntry (all its endpoints) or a WorkloadEntry (that workload): the
@@ -92,6 +98,44 @@ pub struct FaultExtras {
     pub debug_header: Option<bool>,
     /// Envoy's `x-envoy-fault-*` request headers, honoured for trusted clients.
     pub header_faults: Option<HeaderFaults>,
+}
+
+/// `sluice.dev/debug`: the suite's `debug` section as users write it. The secret is never in
+/// the YAML: `secretFile` names a file (relative to the YAML file's folder) whose content,
+/// without its trailing whitespace, is the secret. Every field is optional here (the checks
+/// report a missing `header`).
+#[derive(serde::Serialize, Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DebugSettings {
+    /// The request header that asks for an explanation, e.g. `x-sluice-debug`.
+    pub header: Option<String>,
+    /// The file holding the secret the header must carry. Once the model is built, the path
+    /// is resolved (relative to the folder of the YAML file that carries the annotation).
+    pub secret_file: Option<String>,
+    /// Client networks that may ask.
+    #[serde(default)]
+    pub trusted_cidrs: Vec<String>,
+}
+
+/// `secret_file` of a `sluice.dev/debug` annotation in the YAML file `yaml_file`: the path it
+/// names, relative to that file's folder unless absolute.
+pub fn debug_secret_path(yaml_file: &str, secret_file: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(secret_file);
+    if path.is_absolute() {
+        return path.to_owned();
+    }
+    std::path::Path::new(yaml_file)
+        .parent()
+        .unwrap_or(std::path::Path::new(""))
+        .join(path)
+}
+
+/// The secret in the file at `path`, without trailing whitespace (a final newline). The
+/// error names the file, never its content.
+pub fn read_debug_secret(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
+    Ok(text.trim_end().to_owned())
 }
 
 /// `sluice.dev/breaker` fields (host level, or one subset's overrides): every field optional,
@@ -266,6 +310,7 @@ impl SluiceAnnotations {
         let trees = [
             CANARY_ANNOTATION,
             FAULT_ANNOTATION,
+            DEBUG_ANNOTATION,
             BREAKER_ANNOTATION,
             PROBE_ANNOTATION,
         ]

@@ -9,8 +9,9 @@ use sluice_core::canary::{Guard, Schedule, Sticky};
 
 use crate::diag::{Code, Diagnostic, Severity};
 use crate::input::annotations::{
-    BREAKER_ANNOTATION, CANARY_ANNOTATION, CanaryRoute, FAULT_ANNOTATION, FaultExtras,
-    annotation_tree, breaker_fields, legacy_breaker, route_index,
+    BREAKER_ANNOTATION, CANARY_ANNOTATION, CanaryRoute, DEBUG_ANNOTATION, DebugSettings,
+    FAULT_ANNOTATION, FaultExtras, annotation_tree, breaker_fields, debug_secret_path,
+    legacy_breaker, route_index,
 };
 use crate::input::parse::{Kind, Resource, Spec};
 use crate::input::yaml::Value;
@@ -30,6 +31,9 @@ pub struct RuleSettings {
     pub guard: Option<Guard>,
     /// The VirtualService's `sluice.dev/fault` extras.
     pub fault_extras: FaultExtras,
+    /// The VirtualService's `sluice.dev/debug`, its `secretFile` resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debug: Option<DebugSettings>,
 }
 
 impl Default for RuleSettings {
@@ -40,6 +44,7 @@ impl Default for RuleSettings {
             failover: true,
             guard: None,
             fault_extras: FaultExtras::default(),
+            debug: None,
         }
     }
 }
@@ -69,6 +74,14 @@ pub fn rule_settings(r: &Resource, index: usize) -> RuleSettings {
     {
         settings.fault_extras = extras;
     }
+    if let Some(Ok(tree)) = annotation_tree(r, DEBUG_ANNOTATION)
+        && let Ok(mut debug) = serde_json::from_value::<DebugSettings>(tree.to_json())
+    {
+        debug.secret_file = debug
+            .secret_file
+            .map(|file| debug_secret_path(&r.file, &file).display().to_string());
+        settings.debug = Some(debug);
+    }
     settings
 }
 
@@ -91,6 +104,36 @@ pub fn cluster_breaker(
         return Some(fields.settings());
     }
     policy.circuit_breaker.as_ref().and_then(legacy_breaker)
+}
+
+/// A `sluice.dev/debug` annotation without `--suite`: only the suite module explains requests
+/// (the chained filters each see a part of the decision), so the setting would be dropped
+/// without a word. A warning at the annotation says so.
+pub fn check_debug_needs_suite(resources: &[Resource], suite: bool) -> Vec<Diagnostic> {
+    if suite {
+        return Vec::new();
+    }
+    resources
+        .iter()
+        .filter(|r| {
+            r.kind == Kind::VirtualService && r.metadata.annotations.contains_key(DEBUG_ANNOTATION)
+        })
+        .map(|r| {
+            r.diag(
+                Code::Ignored,
+                Severity::Warning,
+                &FieldPath::root()
+                    .key("metadata")
+                    .key("annotations")
+                    .key(DEBUG_ANNOTATION),
+                format!(
+                    "{DEBUG_ANNOTATION} has no effect without --suite: only the suite module \
+                     answers with x-sluice-explain"
+                ),
+                Some("generate with --suite, or remove the annotation".to_owned()),
+            )
+        })
+        .collect()
 }
 
 /// A `sluice.dev/fault` annotation that cannot take effect: the fault filter is attached only

@@ -14,6 +14,7 @@ use sluice_core::fault::plan::FaultPlan;
 use sluice_core::json::FromJson;
 use sluice_core::router::{self, CompiledRouter, RouterConfig};
 use sluice_core::suite::SuiteConfig;
+use sluice_core::suite::debug::DebugConfig;
 use sluice_core::wire;
 
 use super::error::EmitError;
@@ -146,6 +147,37 @@ pub fn breaker_config(listener: &Listener, mesh: &Mesh) -> Option<BreakerConfig>
     })
 }
 
+/// The suite's `debug` section of `listener`: the first `sluice.dev/debug` of its rules'
+/// VirtualServices, in rule order, with the secret read from its file and the position
+/// (`file:line:col` of `http[i]`) of every rule, in the router's order (`generated` for a rule
+/// no input wrote, such as a mesh service's default route). `None` without the annotation:
+/// the configs then carry no position and not one byte more.
+pub fn debug_config(listener: &Listener) -> Result<Option<DebugConfig>, EmitError> {
+    let rules = || listener.virtual_hosts.iter().flat_map(|vh| &vh.rules);
+    let Some((rule, settings)) = rules().find_map(|r| Some((r, r.sluice.debug.as_ref()?))) else {
+        return Ok(None);
+    };
+    let secret = match &settings.secret_file {
+        Some(path) => crate::input::annotations::read_debug_secret(std::path::Path::new(path))
+            .map_err(|e| EmitError::at_input(rule.origin.clone(), e))?,
+        None => String::new(),
+    };
+    let positions = rules()
+        .map(|r| {
+            r.origin.as_ref().map_or_else(
+                || "generated".to_owned(),
+                |o| format!("{}:{}:{}", o.file, o.pos.line, o.pos.col),
+            )
+        })
+        .collect();
+    Ok(Some(DebugConfig {
+        header: settings.header.clone().unwrap_or_default(),
+        secret,
+        trusted_cidrs: settings.trusted_cidrs.clone(),
+        positions,
+    }))
+}
+
 /// The sluice plugin configs of one listener (or of the istio target's merged listener), each
 /// already compiled with the filter's own code, so a config Envoy would refuse at load time is
 /// refused at build time instead.
@@ -164,6 +196,9 @@ pub struct PluginConfigs {
     pub fault: Option<FaultConfig>,
     /// When a destination has breaker settings.
     pub breaker: Option<BreakerConfig>,
+    /// When a rule's VirtualService has `sluice.dev/debug`: only the suite layout reads it
+    /// (the chain's filters do not explain requests).
+    pub debug: Option<DebugConfig>,
 }
 
 impl PluginConfigs {
@@ -204,11 +239,13 @@ impl PluginConfigs {
         if let Some(breaker) = &breaker {
             breaker.compile().map_err(|e| refused("breaker", &e))?;
         }
+        let debug = debug_config(listener)?;
         Ok(Self {
             router,
             canary,
             fault,
             breaker,
+            debug,
         })
     }
 
@@ -236,6 +273,7 @@ impl PluginConfigs {
             canary: self.canary.clone(),
             fault: self.fault.clone(),
             breaker: self.breaker.clone(),
+            debug: self.debug.clone(),
         };
         suite.compile().map_err(|e| {
             EmitError::internal(format!(

@@ -43,7 +43,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
                 "invalid duration {text:?}: expected a number before {unit:?}"
             )));
         }
-        let per_unit_us: u128 = match unit {
+        let per_unit_us: u64 = match unit {
             "h" => 3_600_000_000,
             "m" => 60_000_000,
             "s" => 1_000_000,
@@ -65,15 +65,22 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         })?);
         rest = next;
     }
-    let secs = u64::try_from(total_us / 1_000_000)
-        .map_err(|_| DurationError(format!("duration {text:?} is too large")))?;
-    // The remainder is below 1_000_000, so it always fits in u32 nanoseconds / 1000.
-    let micros = u32::try_from(total_us % 1_000_000).unwrap_or(0);
+    let (secs, micros) = whole_seconds(total_us)
+        .ok_or_else(|| DurationError(format!("duration {text:?} is too large")))?;
     Ok(Duration::new(secs, micros * 1_000))
 }
 
+/// `us` as whole seconds and the microseconds left (below 1_000_000); `None` when the seconds
+/// do not fit a u64. Without a u128 division ([`crate::wide`]).
+fn whole_seconds(us: u128) -> Option<(u64, u32)> {
+    let (secs, micros) = crate::wide::div_rem(us, 1_000_000)?;
+    Some((u64::try_from(secs).ok()?, micros))
+}
+
 /// `num` (digits with at most one '.') times `per_unit_us`, truncated to whole microseconds.
-fn scaled(num: &str, per_unit_us: u128) -> Option<u128> {
+/// No u128 division or parse ([`crate::wide`]): the fraction's scale fits a u64, and the
+/// whole part (at most 20 digits, below 2^67) is accumulated digit by digit.
+fn scaled(num: &str, per_unit_us: u64) -> Option<u128> {
     let (whole, frac) = match num.split_once('.') {
         Some((w, f)) => (w, f),
         None => (num, ""),
@@ -81,16 +88,15 @@ fn scaled(num: &str, per_unit_us: u128) -> Option<u128> {
     if frac.contains('.') || (whole.is_empty() && frac.is_empty()) || whole.len() > 20 {
         return None;
     }
-    let whole_v: u128 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().ok()?
-    };
-    let mut value = whole_v.checked_mul(per_unit_us)?;
+    let mut whole_v: u128 = 0;
+    for digit in whole.bytes() {
+        whole_v = whole_v * 10 + u128::from(digit.checked_sub(b'0').filter(|d| *d <= 9)?);
+    }
+    let mut value = whole_v.checked_mul(u128::from(per_unit_us))?;
     let mut scale = per_unit_us;
     for digit in frac.bytes().take(12) {
         scale /= 10;
-        value = value.checked_add(u128::from(digit.checked_sub(b'0')?) * scale)?;
+        value = value.checked_add(u128::from(digit.checked_sub(b'0')?) * u128::from(scale))?;
     }
     Some(value)
 }
@@ -140,6 +146,55 @@ mod tests {
             let err = parse(bad).unwrap_err().to_string();
             assert!(err.contains(needle), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn whole_seconds_equals_u128_division() {
+        for us in [
+            0u128,
+            1,
+            999_999,
+            1_000_000,
+            1_234_567_891,
+            u128::from(u64::MAX),
+            u128::from(u64::MAX) * 1_000_000 + 999_999,
+            u128::from(u64::MAX) * 1_000_000 + 1_000_000,
+            u128::MAX,
+        ] {
+            let expected = u64::try_from(us / 1_000_000)
+                .ok()
+                .map(|secs| (secs, u32::try_from(us % 1_000_000).unwrap()));
+            assert_eq!(whole_seconds(us), expected, "{us}");
+        }
+    }
+
+    #[test]
+    fn huge_and_precise_durations_keep_their_values_and_errors() {
+        assert_eq!(
+            parse("18446744073709551615s"),
+            Ok(Duration::from_secs(u64::MAX))
+        );
+        assert!(
+            parse("18446744073709551616s")
+                .unwrap_err()
+                .0
+                .contains("too large")
+        );
+        assert!(
+            parse("99999999999999999999h")
+                .unwrap_err()
+                .0
+                .contains("too large")
+        );
+        assert!(
+            parse("999999999999999999999s")
+                .unwrap_err()
+                .0
+                .contains("bad number")
+        );
+        assert_eq!(parse("1.0000015s"), Ok(Duration::from_micros(1_000_001)));
+        assert_eq!(parse("0.123456789123ms"), Ok(Duration::from_nanos(123_000)));
+        assert_eq!(parse("1.5h"), Ok(Duration::from_secs(5400)));
     }
 
     #[test]

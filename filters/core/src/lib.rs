@@ -26,4 +26,5 @@ pub mod regex;
 pub mod router;
 pub mod suite;
 pub mod unique;
+mod wide;
 pub mod wire;

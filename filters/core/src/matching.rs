@@ -270,21 +270,21 @@ struct Block {
 impl Block {
     fn compile(index: usize, block: &HttpMatchRequest) -> Result<Self, String> {
         let at = |field: &str| format!("match[{index}].{field}");
-        let uri = block
-            .uri
-            .as_ref()
-            .map(|m| Matcher::compile(m, block.ignore_uri_case, &|| at("uri")))
-            .transpose()?;
-        let method = block
-            .method
-            .as_ref()
-            .map(|m| Matcher::compile(header_match(m), false, &|| at("method")))
-            .transpose()?;
-        let authority = block
-            .authority
-            .as_ref()
-            .map(|m| Matcher::compile(header_match(m), false, &|| at("authority")))
-            .transpose()?;
+        // `match`es rather than `map(..).transpose()`: smaller modules, the same checks.
+        let uri = match &block.uri {
+            Some(m) => Some(Matcher::compile(m, block.ignore_uri_case, &|| at("uri"))?),
+            None => None,
+        };
+        let method = match &block.method {
+            Some(m) => Some(Matcher::compile(header_match(m), false, &|| at("method"))?),
+            None => None,
+        };
+        let authority = match &block.authority {
+            Some(m) => Some(Matcher::compile(header_match(m), false, &|| {
+                at("authority")
+            })?),
+            None => None,
+        };
         let headers = compile_headers(&block.headers, &|name| at(&format!("headers[{name:?}]")))?;
         let without_headers = compile_headers(&block.without_headers, &|name| {
             at(&format!("withoutHeaders[{name:?}]"))

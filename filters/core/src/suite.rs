@@ -29,6 +29,7 @@
 //! What the module decides at run time without the host lives here too, rather than in the
 //! cdylib: [`CompiledSuite::housekeeping_period`] and the worker's one [`timer::Timer`].
 
+pub mod debug;
 pub mod timer;
 
 use std::time::Duration;
@@ -40,6 +41,7 @@ use crate::canary::{CanaryConfig, CompiledCanary};
 use crate::fault::{FaultConfig, FaultPlan};
 use crate::host::RequestView;
 use crate::router::{CompiledRouter, Destination, RouterConfig};
+use debug::{CompiledDebug, DebugConfig};
 
 /// The suite module's plugin configuration: the four filters' configs, nested.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -60,6 +62,10 @@ pub struct SuiteConfig {
     /// the cluster the router or canary chose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerConfig>,
+    /// Who may ask for an `x-sluice-explain` response header, and the rules' source positions
+    /// ([`DebugConfig`]). Absent: no request is explained and none pays for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug: Option<DebugConfig>,
 }
 
 /// Where a matched rule sends the request, resolved at configure time.
@@ -102,6 +108,8 @@ pub struct CompiledSuite {
     pub fault: Option<FaultPlan>,
     /// The breaker section, compiled.
     pub breaker: Option<CompiledBreakers>,
+    /// The debug section, compiled.
+    pub debug: Option<CompiledDebug>,
     /// Indexed like [`CompiledRouter::rules`].
     links: Vec<Link>,
     warnings: Vec<String>,
@@ -117,28 +125,26 @@ impl SuiteConfig {
     /// docs). Errors start with the section: `router: `, `canary: `, `fault: ` or `breaker: `.
     pub fn compile(&self) -> Result<CompiledSuite, String> {
         let router = CompiledRouter::compile(&self.router).map_err(|e| format!("router: {e}"))?;
-        let canary = self
-            .canary
-            .as_ref()
-            .map(|config| {
+        // `match`es rather than `map(..).transpose()`: the closures and their Result<Option<_>>
+        // moves cost the module a few hundred bytes.
+        let canary = match &self.canary {
+            Some(config) => {
                 require_after_router("canary", config.after_router)?;
-                CompiledCanary::compile(config).map_err(|e| format!("canary: {e}"))
-            })
-            .transpose()?;
+                Some(CompiledCanary::compile(config).map_err(|e| format!("canary: {e}"))?)
+            }
+            None => None,
+        };
         let mut warnings = Vec::new();
-        let fault = self
-            .fault
-            .as_ref()
-            .map(|config| {
+        let fault = match &self.fault {
+            Some(config) => {
                 require_after_router("fault", config.after_router)?;
                 warnings.extend(config.warnings().into_iter().map(|w| format!("fault: {w}")));
-                FaultPlan::compile(config).map_err(|e| format!("fault: {e}"))
-            })
-            .transpose()?;
-        let breaker = self
-            .breaker
-            .as_ref()
-            .map(|config| {
+                Some(FaultPlan::compile(config).map_err(|e| format!("fault: {e}"))?)
+            }
+            None => None,
+        };
+        let breaker = match &self.breaker {
+            Some(config) => {
                 require_after_router("breaker", config.after_router)?;
                 if let Some(header) = &config.cluster_header {
                     return Err(format!(
@@ -146,9 +152,16 @@ impl SuiteConfig {
                          the cluster it chose: remove it"
                     ));
                 }
-                config.compile().map_err(|e| format!("breaker: {}", e.0))
-            })
-            .transpose()?;
+                Some(config.compile().map_err(|e| format!("breaker: {}", e.0))?)
+            }
+            None => None,
+        };
+
+        // Its errors start with `debug: ` already.
+        let debug = match &self.debug {
+            Some(config) => Some(config.compile(router.rules().len())?),
+            None => None,
+        };
 
         let mut links = Vec::with_capacity(router.rules().len());
         let mut split_used = vec![false; canary.as_ref().map_or(0, |c| c.splits.len())];
@@ -211,6 +224,7 @@ impl SuiteConfig {
             canary,
             fault,
             breaker,
+            debug,
             links,
             warnings,
         })
@@ -229,15 +243,7 @@ fn require_after_router(section: &str, after_router: bool) -> Result<(), String>
 }
 
 fn split_names(canary: &CompiledCanary) -> String {
-    if canary.splits.is_empty() {
-        return "none".into();
-    }
-    canary
-        .splits
-        .iter()
-        .map(|s| format!("{:?}", s.name))
-        .collect::<Vec<_>>()
-        .join(", ")
+    crate::canary::quoted_names(&mut canary.splits.iter().map(|s| s.name.as_str()))
 }
 
 impl CompiledSuite {
@@ -475,6 +481,39 @@ mod tests {
             r#"{"afterRouter": true, "clusterHeader": "x-c", "default": {"consecutiveErrors": 3}}"#;
         let err = compile(&suite(ROUTER, Some(CANARY), None, Some(header))).unwrap_err();
         assert!(err.starts_with("breaker: clusterHeader \"x-c\""), "{err}");
+    }
+
+    #[test]
+    fn the_debug_section_is_checked_against_the_router_rules() {
+        let with_debug = |debug: &str| {
+            let mut json = suite(ROUTER, Some(CANARY), None, None);
+            json.pop();
+            compile(&format!(r#"{json}, "debug": {debug}}}"#))
+        };
+        let ok = with_debug(
+            r#"{"header": "x-sluice-debug", "secret": "0123456789abcdef",
+                "positions": ["vs.yaml:1:1", "vs.yaml:2:1", "vs.yaml:3:1"]}"#,
+        )
+        .unwrap();
+        let debug = ok.debug.as_ref().unwrap();
+        assert_eq!(debug.position(2), Some("vs.yaml:3:1"));
+        let err = with_debug(
+            r#"{"header": "x-sluice-debug", "secret": "0123456789abcdef",
+                "positions": ["vs.yaml:1:1"]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("debug: positions: 1 given for 3 router rules"),
+            "{err}"
+        );
+        let err = with_debug(r#"{"header": "x-sluice-debug"}"#).unwrap_err();
+        assert!(err.starts_with("debug: needs a secret"), "{err}");
+        assert!(
+            compile(&suite(ROUTER, Some(CANARY), None, None))
+                .unwrap()
+                .debug
+                .is_none()
+        );
     }
 
     #[test]

@@ -64,6 +64,7 @@ use sluice_core::canary::{self, Choice};
 use sluice_core::fault::plan::DEBUG_HEADER;
 use sluice_core::fault::{self, DelayQueue, Injection, TimerChange, abort_reply};
 use sluice_core::metrics::{self, Batched, CounterBatch};
+use sluice_core::suite::debug::{self, CompiledDebug, EXPLAIN_HEADER, Explanation};
 use sluice_core::suite::timer::Timer;
 use sluice_core::suite::{CompiledSuite, Target};
 use sluice_core::unique::FirstSeen;
@@ -447,6 +448,7 @@ impl RootContext for SuiteRoot {
             set_cookie: None,
             response_debug: None,
             guarded: None,
+            explain: None,
         }))
     }
 
@@ -483,6 +485,23 @@ struct SuiteHttp {
     response_debug: Option<String>,
     /// A request of a guarded split, for the guard's count in `on_log`.
     guarded: Option<Guarded>,
+    /// What this request's `x-sluice-explain` will say; `Some` only for a request whose debug
+    /// header the `debug` section authorizes.
+    explain: Option<Explain>,
+}
+
+/// One explained request's explanation, completed and sent with its response headers (by
+/// then a delayed request has had its breaker admission).
+#[derive(Default)]
+struct Explain {
+    /// The routing decision ([`Explanation::head`]).
+    head: String,
+    /// The fault injected (`x-sluice-fault`'s value), empty for none.
+    fault: String,
+    /// `None` without a breaker; else what to say when the request holds no admission:
+    /// `not-admitted` (rejected with a 503, or let through because the breaker's state was
+    /// unreachable) or `skipped` (a fault aborted it first).
+    breaker: Option<&'static str>,
 }
 
 impl SuiteHttp {
@@ -517,6 +536,7 @@ impl SuiteHttp {
         self.worker.count(run.state.routed_counter(member));
         self.guarded = run.state.guarded(split, index, member);
         Some(Picked {
+            split: (split.name.as_str(), member, point),
             cluster: split.clusters.get(member)?,
             guard: run.guards.get(member).cloned().flatten(),
         })
@@ -546,6 +566,12 @@ impl SuiteHttp {
             fault::Decision::Inject(injection) => injection,
         };
         let metrics = &runtime.fault;
+        if let Some(explain) = &mut self.explain {
+            explain.fault = injection.debug_value();
+            if injection.abort.is_some() {
+                explain.breaker = explain.breaker.map(|_| "skipped");
+            }
+        }
         self.holds_fault_slot = true;
         self.worker
             .active
@@ -618,8 +644,47 @@ impl SuiteHttp {
     }
 }
 
+impl SuiteHttp {
+    /// The `x-sluice-explain` value of `explain`, with the breaker's state as the admission
+    /// (here or on the delay's tick) found it.
+    fn explanation(&self, explain: Explain) -> String {
+        let ticket = self
+            .admitted
+            .as_ref()
+            .map(|(_, ticket)| *ticket)
+            .or_else(|| {
+                let delayed = self.delayed.as_ref()?;
+                let slot = delayed.admitted.try_borrow().ok()?;
+                slot.as_ref().map(|(_, ticket)| *ticket)
+            });
+        let breaker = explain.breaker.map(|otherwise| match ticket {
+            Some(ticket) if ticket.probe => "half-open",
+            Some(_) => "closed",
+            None => otherwise,
+        });
+        let mut value = explain.head;
+        debug::finish(&mut value, &explain.fault, breaker);
+        value
+    }
+}
+
+/// Reads the debug header (absent: one host call, no allocation); when present, removes it
+/// from the request whatever its value, so it never reaches the upstream, and says whether it
+/// authorizes an explanation (the secret compared in constant time, the client's address read
+/// only when trusted networks are set).
+fn debug_asked(debug: &CompiledDebug) -> bool {
+    let Some(value) = sluice_glue::request_header(debug.header()) else {
+        return false;
+    };
+    // `set` with no value removes every copy (the call `write_internal_headers` links already).
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, debug.header(), None);
+    debug.authorizes(&value, client_ip)
+}
+
 /// The canary's choice.
 struct Picked<'r> {
+    /// The split's name, the member's index and the request's point (for an explanation).
+    split: (&'r str, usize, u32),
     cluster: &'r str,
     guard: Option<Rc<Guard>>,
 }
@@ -643,11 +708,27 @@ impl HttpContext for SuiteHttp {
             // Unreachable in Envoy (a refused configuration creates no contexts): fail closed.
             return respond_no_match(None);
         };
+        // The debug header goes first, so an explained request routes exactly as it would
+        // without it.
+        if let Some(debug) = &runtime.suite.debug
+            && debug_asked(debug)
+        {
+            self.explain = Some(Explain::default());
+        }
         // Deciding before replacing the client's internal headers is safe: no rule may match
         // on them (the router's compile refuses it).
         let route = runtime.suite.route(&HostRequest);
         sluice_glue::report_regex_budget(FILTER);
         let Some(route) = route else {
+            if let Some(explain) = &mut self.explain {
+                explain.head = Explanation {
+                    rule: None,
+                    position: None,
+                    cluster: None,
+                    split: None,
+                }
+                .head();
+            }
             return respond_no_match(runtime.no_match);
         };
         self.worker.count(
@@ -661,15 +742,36 @@ impl HttpContext for SuiteHttp {
         // was stored open), reused by the admission below: the same callback, so as exact as
         // reading again. A healthy breaker never needs the clock, here or at admission.
         let mut seen = Seen::default();
-        let (cluster, guard) = match route.target {
-            Target::Cluster(cluster) => (
+        // `None`: every member of the split is unavailable (answered 503).
+        let picked = match route.target {
+            Target::Cluster(cluster) => Some((
                 cluster,
                 runtime.rule_guards.get(route.rule_index).cloned().flatten(),
-            ),
-            Target::Split(index) => match self.pick(&runtime, index, &mut seen) {
-                Some(picked) => (picked.cluster, picked.guard),
-                None => return Action::Pause,
-            },
+                None,
+            )),
+            Target::Split(index) => self
+                .pick(&runtime, index, &mut seen)
+                .map(|picked| (picked.cluster, picked.guard, Some(picked.split))),
+        };
+        if let Some(explain) = &mut self.explain {
+            explain.head = Explanation {
+                rule: Some(route.rule_name),
+                position: runtime
+                    .suite
+                    .debug
+                    .as_ref()
+                    .and_then(|debug| debug.position(route.rule_index)),
+                cluster: picked.as_ref().map(|(cluster, _, _)| *cluster),
+                split: picked.as_ref().and_then(|(_, _, split)| *split),
+            }
+            .head();
+            explain.breaker = picked
+                .as_ref()
+                .and_then(|(_, guard, _)| guard.as_ref())
+                .map(|_| "not-admitted");
+        }
+        let Some((cluster, guard, _)) = picked else {
+            return Action::Pause;
         };
         // Written before a delay parks the stream, so resuming only has to continue. A
         // client-sent `x-sluice-split` stays: no filter after this one reads it (the suite is
@@ -712,6 +814,15 @@ impl HttpContext for SuiteHttp {
         }
         if let Some(guarded) = &mut self.guarded {
             guarded.on_response_headers();
+        }
+        if let Some(explain) = self.explain.take() {
+            let value = self.explanation(explain);
+            // Replaces any copy from the upstream: the client reads the proxy's word only.
+            let _ = hostcalls::set_map_value(
+                MapType::HttpResponseHeaders,
+                EXPLAIN_HEADER,
+                Some(&value),
+            );
         }
         Action::Continue
     }

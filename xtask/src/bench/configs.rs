@@ -20,8 +20,10 @@ use super::optimize_module;
 /// fault and breakers in the one-filter suite module (`filters/suite`). `sluice-canary-guard`
 /// is `sluice-canary` with the self-guard on its split, a latency ceiling included (the most
 /// a guard does per request: two clock reads, the outcome's properties in `on_log`, the
-/// shared window merged on the tick).
-pub const CONFIGS: [&str; 12] = [
+/// shared window merged on the tick). `sluice-suite-module-debug` is `sluice-suite-module` with
+/// the online explanation configured (`debug` section: header, secret, positions) and no
+/// request carrying its header: what every other request pays for the feature (issue 30).
+pub const CONFIGS: [&str; 13] = [
     "plain",
     "native",
     "noop-wasm-1",
@@ -34,6 +36,7 @@ pub const CONFIGS: [&str; 12] = [
     "sluice-breaker",
     "sluice-suite",
     "sluice-suite-module",
+    "sluice-suite-module-debug",
 ];
 
 /// The `Host` every request carries.
@@ -227,19 +230,28 @@ pub(super) fn config_for(
                 &json!({"afterRouter": true, "default": breaker}).to_string(),
             )
             .route_cluster_header(),
-        "sluice-suite-module" => plain_clusters(Bootstrap::new())
-            .wasm_filter_at(
-                "suite",
-                &module("suite")?,
-                &json!({
-                    "router": router,
-                    "canary": {"afterRouter": true, "splits": [split]},
-                    "fault": {"afterRouter": true, "faults": [fault_rule]},
-                    "breaker": {"afterRouter": true, "default": breaker},
-                })
-                .to_string(),
-            )
-            .route_cluster_header(),
+        "sluice-suite-module" | "sluice-suite-module-debug" => {
+            let mut config = json!({
+                "router": router,
+                "canary": {"afterRouter": true, "splits": [split]},
+                "fault": {"afterRouter": true, "faults": [fault_rule]},
+                "breaker": {"afterRouter": true, "default": breaker},
+            });
+            if name == "sluice-suite-module-debug" {
+                // One position per router rule; the load never sends the header.
+                let rules = router["virtualHosts"][0]["rules"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                config["debug"] = json!({
+                    "header": "x-sluice-debug",
+                    "secret": "bench-secret-not-sent-0123456789",
+                    "positions": vec!["bench.yaml:1:1"; rules],
+                });
+            }
+            plain_clusters(Bootstrap::new())
+                .wasm_filter_at("suite", &module("suite")?, &config.to_string())
+                .route_cluster_header()
+        }
         other => bail!("unknown configuration {other}"),
     };
     Ok(bootstrap.render())

@@ -119,7 +119,13 @@ pub fn choose(weights: &[u32], point: u32, mut is_available: impl FnMut(usize) -
     if healthy_total == 0 || primary_weight == 0 {
         return Choice::AllUnavailable;
     }
-    let stretched = offset * healthy_total / primary_weight;
+    // The divisor is one u32 weight: no u128 `/` ([`crate::wide`]).
+    let Some((stretched, _)) = u32::try_from(primary_weight)
+        .ok()
+        .and_then(|weight| crate::wide::div_rem(offset * healthy_total, weight))
+    else {
+        return Choice::AllUnavailable;
+    };
     let mut upper: u128 = 0;
     for (index, &weight) in weights.iter().enumerate().take(64) {
         if healthy_mask & (1 << index) != 0 {

@@ -25,6 +25,7 @@ use crate::fault::config::{Abort, Delay, FaultConfig, FaultRule, HeaderFaults, P
 use crate::matching::{HttpMatchRequest, StringMatch};
 use crate::router::{Destination, RouterConfig, Rule, VirtualHost};
 use crate::suite::SuiteConfig;
+use crate::suite::debug::DebugConfig;
 
 // --- router -----------------------------------------------------------------------------------
 
@@ -636,7 +637,7 @@ impl FromJson for Outcome {
 
 impl FromJson for SuiteConfig {
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
-        const NAMES: &[&str] = &["router", "canary", "fault", "breaker"];
+        const NAMES: &[&str] = &["router", "canary", "fault", "breaker", "debug"];
         let mut value = Self::default();
         let mut object = r.object("struct SuiteConfig")?;
         while let Some(field) = r.field(&mut object, NAMES)? {
@@ -644,7 +645,33 @@ impl FromJson for SuiteConfig {
                 0 => value.router = FromJson::read(r)?,
                 1 => value.canary = FromJson::read(r)?,
                 2 => value.fault = FromJson::read(r)?,
-                _ => value.breaker = FromJson::read(r)?,
+                3 => value.breaker = FromJson::read(r)?,
+                // Not `Option::read`: one more monomorph of it would cost the suite 150 bytes.
+                _ => {
+                    value.debug = if r.null()? {
+                        None
+                    } else {
+                        Some(DebugConfig::read(r)?)
+                    }
+                }
+            }
+        }
+        r.end_struct(&object, NAMES, 0b00001)?;
+        Ok(value)
+    }
+}
+
+impl FromJson for DebugConfig {
+    fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
+        const NAMES: &[&str] = &["header", "secret", "trustedCidrs", "positions"];
+        let mut value = Self::default();
+        let mut object = r.object("struct DebugConfig")?;
+        while let Some(field) = r.field(&mut object, NAMES)? {
+            match field {
+                0 => value.header = r.string()?,
+                1 => value.secret = r.string()?,
+                2 => value.trusted_cidrs = FromJson::read(r)?,
+                _ => value.positions = FromJson::read(r)?,
             }
         }
         r.end_struct(&object, NAMES, 0b0001)?;
@@ -774,8 +801,10 @@ mod tests {
             "delay": false, "abort": false, "maxDelay": "2s"}, "debugHeader": true});
         let breakers = json!({"afterRouter": true, "clusterHeader": "x-c", "breakers": [breaker, {"cluster": "d"}], "detailedReplies": true,
             "default": settings});
-        let suite =
-            json!({"router": router, "canary": canary, "fault": fault, "breaker": breakers});
+        let debug = json!({"header": "x-sluice-debug", "secret": "s\\u00e9cret-0123456789",
+            "trustedCidrs": ["10.0.0.0/8", "::1"], "positions": ["a.yaml:1:2", "b c.yaml:3:4"]});
+        let suite = json!({"router": router, "canary": canary, "fault": fault,
+            "breaker": breakers, "debug": debug});
         vec![
             ("router", router),
             ("canary", canary),
@@ -791,7 +820,12 @@ mod tests {
             ),
             (
                 "suite",
-                json!({"router": {"virtualHosts": []}, "canary": null, "fault": null, "breaker": null}),
+                json!({"router": {"virtualHosts": []}, "canary": null, "fault": null, "breaker": null,
+                       "debug": null}),
+            ),
+            (
+                "suite",
+                json!({"router": {"virtualHosts": []}, "debug": {"header": "x-d"}}),
             ),
         ]
     }
