@@ -108,7 +108,9 @@ fn bootstrap_with(
             }
         }
         Layout::Suite => {
-            let mut suite = json!({"router": router_config(), "canary": canary});
+            // The online explanation (issue 30) too: it names a halted canary (issue 29).
+            let mut suite = json!({"router": router_config(), "canary": canary,
+                "debug": {"header": DEBUG_HEADER, "secret": DEBUG_SECRET}});
             if let Some(breaker) = breaker {
                 suite["breaker"] = breaker.clone();
             }
@@ -145,6 +147,21 @@ fn guard() -> Value {
            "window": "30s", "margin": 0.02, "falseAlarm": 1e-6})
 }
 
+/// The suite layout's debug header and secret: a request carrying them gets
+/// `x-sluice-explain`.
+const DEBUG_HEADER: &str = "x-sluice-debug";
+const DEBUG_SECRET: &str = "guard-test-secret-0123";
+
+/// The `x-sluice-explain` of user `user`'s request (the suite layout).
+fn explained(port: u16, user: usize) -> String {
+    let request = request(port, Some(user)).header(DEBUG_HEADER, DEBUG_SECRET);
+    let response = send(vec![request]).remove(0);
+    response
+        .header_str("x-sluice-explain")
+        .unwrap_or_else(|| panic!("no x-sluice-explain: {:?}", response.headers))
+        .to_owned()
+}
+
 /// Users are `user-0 .. user-{USERS-1}`, each pinned by its `end-user` key.
 const USERS: usize = 1_000;
 
@@ -157,6 +174,11 @@ fn halts_a_canary_failing_ten_percent(layout: Layout) {
     });
     let (envoy, port) = start(layout, &backends, &canary_config(guard(), &[]));
     assert_eq!(envoy.stat(HALTED_GAUGE), Some(0));
+    if let Layout::Suite = layout {
+        let value = explained(port, 0);
+        assert!(value.contains("split=reviews member="), "{value}");
+        assert!(!value.contains("canary=halted"), "not halted yet: {value}");
+    }
 
     // Batches of 10 requests paced to `rate` per second (200 by default: 10 every 50 ms);
     // each request its own connection, so both workers count. `SLUICE_GUARD_RATE` sets another
@@ -240,6 +262,18 @@ fn halts_a_canary_failing_ten_percent(layout: Layout) {
     );
     assert_eq!(backends.v2.request_count(), canary_before);
     assert_eq!(envoy.stat(HALTED_GAUGE), Some(1));
+    // The explanation says why a user pinned to the canary got the baseline.
+    if let Layout::Suite = layout {
+        let pinned = *on_canary
+            .iter()
+            .next()
+            .expect("a user pinned to the canary");
+        let value = explained(port, pinned);
+        assert!(
+            value.contains("split=reviews member=0 ") && value.contains(" canary=halted;"),
+            "{value}"
+        );
+    }
 }
 
 #[test]

@@ -537,6 +537,7 @@ impl SuiteHttp {
         self.guarded = run.state.guarded(split, index, member);
         Some(Picked {
             split: (split.name.as_str(), member, point),
+            canary_halted: run.state.halted_canary(split).is_some(),
             cluster: split.clusters.get(member)?,
             guard: run.guards.get(member).cloned().flatten(),
         })
@@ -685,6 +686,8 @@ fn debug_asked(debug: &CompiledDebug) -> bool {
 struct Picked<'r> {
     /// The split's name, the member's index and the request's point (for an explanation).
     split: (&'r str, usize, u32),
+    /// The split's canary is halted by its guard (for an explanation).
+    canary_halted: bool,
     cluster: &'r str,
     guard: Option<Rc<Guard>>,
 }
@@ -726,6 +729,7 @@ impl HttpContext for SuiteHttp {
                     position: None,
                     cluster: None,
                     split: None,
+                    canary_halted: false,
                 }
                 .head();
             }
@@ -749,9 +753,10 @@ impl HttpContext for SuiteHttp {
                 runtime.rule_guards.get(route.rule_index).cloned().flatten(),
                 None,
             )),
-            Target::Split(index) => self
-                .pick(&runtime, index, &mut seen)
-                .map(|picked| (picked.cluster, picked.guard, Some(picked.split))),
+            Target::Split(index) => self.pick(&runtime, index, &mut seen).map(|picked| {
+                let split = (picked.split, picked.canary_halted);
+                (picked.cluster, picked.guard, Some(split))
+            }),
         };
         if let Some(explain) = &mut self.explain {
             explain.head = Explanation {
@@ -762,7 +767,13 @@ impl HttpContext for SuiteHttp {
                     .as_ref()
                     .and_then(|debug| debug.position(route.rule_index)),
                 cluster: picked.as_ref().map(|(cluster, _, _)| *cluster),
-                split: picked.as_ref().and_then(|(_, _, split)| *split),
+                split: picked
+                    .as_ref()
+                    .and_then(|(_, _, split)| split.map(|(split, _)| split)),
+                canary_halted: picked
+                    .as_ref()
+                    .and_then(|(_, _, split)| *split)
+                    .is_some_and(|(_, halted)| halted),
             }
             .head();
             explain.breaker = picked

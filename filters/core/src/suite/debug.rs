@@ -156,6 +156,9 @@ pub struct Explanation<'a> {
     /// For a split: its name, the member chosen (index in the split) and the request's point
     /// on the split's line (`[0, 2^32)`, see `canary::bucket`).
     pub split: Option<(&'a str, usize, u32)>,
+    /// The split's canary is halted by its guard (the member was chosen without it): the
+    /// `x-sluice-canary` reason of issue 29, as `canary=halted` after the bucket.
+    pub canary_halted: bool,
 }
 
 impl Explanation<'_> {
@@ -175,6 +178,9 @@ impl Explanation<'_> {
         if let Some((_, member, point)) = self.split {
             let bucket = (u64::from(point) * 10_000) >> 32;
             let _ = write!(value, " member={member} bucket={bucket}/10000");
+            if self.canary_halted {
+                value.push_str(" canary=halted");
+            }
         }
         value
     }
@@ -326,6 +332,7 @@ mod tests {
             position: Some("shop.yaml:12:5"),
             cluster: Some("shop-v2"),
             split: Some(("rollout", 1, u32::MAX)),
+            canary_halted: false,
         };
         let mut value = full.head();
         finish(&mut value, "delay=1000ms", Some("closed"));
@@ -339,6 +346,7 @@ mod tests {
             position: None,
             cluster: Some("shop-v2"),
             split: None,
+            canary_halted: false,
         };
         let mut value = plain.head();
         finish(&mut value, "", None);
@@ -351,6 +359,15 @@ mod tests {
             ..plain
         };
         assert!(half.head().ends_with("split=s member=0 bucket=5000/10000"));
+        let halted = Explanation {
+            canary_halted: true,
+            ..half
+        };
+        assert!(
+            halted
+                .head()
+                .ends_with("split=s member=0 bucket=5000/10000 canary=halted")
+        );
         let no_match = Explanation {
             rule: None,
             cluster: None,
