@@ -1679,7 +1679,10 @@ fn build_listeners(
             [only] => listener.tls = Some(only.tls.clone()),
             several => listener.sni_servers = several.to_vec(),
         }
-        let mut domain_owner: BTreeMap<String, String> = BTreeMap::new();
+        // Who routes each host on this port, and where (file:line:col of its `hosts` entry):
+        // a second VirtualService for it is refused naming both, rather than merged in an
+        // order the user may not expect as Istio merges them (istio#23073, istio#37500).
+        let mut domain_owner: BTreeMap<String, (String, String)> = BTreeMap::new();
         let mut rule_owner: BTreeMap<String, String> = BTreeMap::new();
         for b in bindings.get(&port).map_or(&[][..], Vec::as_slice) {
             let spec = FieldPath::root().key("spec");
@@ -1691,17 +1694,22 @@ fn build_listeners(
                 let key = registry
                     .kube_fqdn(host, &b.resource.namespace)
                     .unwrap_or_else(|| host.clone());
-                if let Some(owner) = domain_owner.get(&key) {
+                let at = spec.key("hosts").index(hi);
+                if let Some((owner, owner_at)) = domain_owner.get(&key) {
                     if *owner == b.resource.id() {
                         continue; // another alias of a host this VirtualService lists
                     }
-                    out.push(b.resource.error(Code::Conflict, &spec.key("hosts").index(hi),
-                        format!("host {host:?} on port {port} is already routed by {owner}"),
+                    out.push(b.resource.error(Code::Conflict, &at,
+                        format!("host {host:?} on port {port} is already routed by {owner} ({owner_at})"),
                         "route one host from one VirtualService per port (merge their `http` rules)",
                     ));
                     continue;
                 }
-                domain_owner.insert(key.clone(), b.resource.id());
+                let origin = b.resource.origin(&at);
+                domain_owner.insert(
+                    key.clone(),
+                    (b.resource.id(), format!("{}:{}", origin.file, origin.pos)),
+                );
                 domains.extend(registry.domains(&key, &b.resource.namespace, port));
             }
             if domains.is_empty() {
