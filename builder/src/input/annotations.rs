@@ -115,6 +115,11 @@ pub struct DebugSettings {
     /// Client networks that may ask.
     #[serde(default)]
     pub trusted_cidrs: Vec<String>,
+    /// The secret itself, read from `secret_file` when the model is built (empty: none). Never
+    /// in the YAML and never serialised (no model dump shows it): only the suite's config
+    /// carries it.
+    #[serde(skip)]
+    pub secret: String,
 }
 
 /// `secret_file` of a `sluice.dev/debug` annotation in the YAML file `yaml_file`: the path it

@@ -11,7 +11,7 @@ use crate::diag::{Code, Diagnostic, Severity};
 use crate::input::annotations::{
     BREAKER_ANNOTATION, CANARY_ANNOTATION, CanaryRoute, DEBUG_ANNOTATION, DebugSettings,
     FAULT_ANNOTATION, FaultExtras, annotation_tree, breaker_fields, debug_secret_path,
-    legacy_breaker, route_index,
+    legacy_breaker, read_debug_secret, route_index,
 };
 use crate::input::parse::{Kind, Resource, Spec};
 use crate::input::yaml::Value;
@@ -80,6 +80,13 @@ pub fn rule_settings(r: &Resource, index: usize) -> RuleSettings {
         debug.secret_file = debug
             .secret_file
             .map(|file| debug_secret_path(&r.file, &file).display().to_string());
+        // Read here, so the emitters read no input: `check::settings` read it already and
+        // reported a file that cannot be read (generation stops there). Should it vanish in
+        // between, the secret stays empty and the suite's config compile refuses a debug
+        // section with neither a secret nor trusted networks.
+        if let Some(file) = &debug.secret_file {
+            debug.secret = read_debug_secret(std::path::Path::new(file)).unwrap_or_default();
+        }
         settings.debug = Some(debug);
     }
     settings

@@ -148,19 +148,14 @@ pub fn breaker_config(listener: &Listener, mesh: &Mesh) -> Option<BreakerConfig>
 }
 
 /// The suite's `debug` section of `listener`: the first `sluice.dev/debug` of its rules'
-/// VirtualServices, in rule order, with the secret read from its file and the position
+/// VirtualServices, in rule order, with its secret (the model read it from its file) and the position
 /// (`file:line:col` of `http[i]`) of every rule, in the router's order (`generated` for a rule
 /// no input wrote, such as a mesh service's default route). `None` without the annotation:
 /// the configs then carry no position and not one byte more.
 pub fn debug_config(listener: &Listener) -> Result<Option<DebugConfig>, EmitError> {
     let rules = || listener.virtual_hosts.iter().flat_map(|vh| &vh.rules);
-    let Some((rule, settings)) = rules().find_map(|r| Some((r, r.sluice.debug.as_ref()?))) else {
+    let Some(settings) = rules().find_map(|r| r.sluice.debug.as_ref()) else {
         return Ok(None);
-    };
-    let secret = match &settings.secret_file {
-        Some(path) => crate::input::annotations::read_debug_secret(std::path::Path::new(path))
-            .map_err(|e| EmitError::at_input(rule.origin.clone(), e))?,
-        None => String::new(),
     };
     let positions = rules()
         .map(|r| {
@@ -172,7 +167,7 @@ pub fn debug_config(listener: &Listener) -> Result<Option<DebugConfig>, EmitErro
         .collect();
     Ok(Some(DebugConfig {
         header: settings.header.clone().unwrap_or_default(),
-        secret,
+        secret: settings.secret.clone(),
         trusted_cidrs: settings.trusted_cidrs.clone(),
         positions,
     }))
