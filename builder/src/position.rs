@@ -41,6 +41,11 @@ impl FieldPath {
         Self(Vec::new())
     }
 
+    /// The path of the annotation `name` of a resource: `metadata.annotations.<name>`.
+    pub fn annotation(name: &str) -> Self {
+        Self::root().key("metadata").key("annotations").key(name)
+    }
+
     /// This path extended by a mapping key.
     #[must_use]
     pub fn key(&self, key: &str) -> Self {

@@ -15,10 +15,7 @@ pub fn check_health_check(r: &Resource, out: &mut Vec<Diagnostic>) {
     let Some(parsed) = &r.annotations.health_check else {
         return;
     };
-    let at = FieldPath::root()
-        .key("metadata")
-        .key("annotations")
-        .key(HEALTH_CHECK_ANNOTATION);
+    let at = FieldPath::annotation(HEALTH_CHECK_ANNOTATION);
     if !matches!(
         r.spec,
         crate::input::parse::Spec::ServiceEntry(_) | crate::input::parse::Spec::DestinationRule(_)

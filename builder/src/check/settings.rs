@@ -368,17 +368,12 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("sluice reads {}", known.join(", ")),
                 };
-                out.push(
-                    r.error(
-                        Code::InvalidAnnotation,
-                        &FieldPath::root()
-                            .key("metadata")
-                            .key("annotations")
-                            .key(key),
-                        format!("unknown sluice annotation `{key}`"),
-                        &hint,
-                    ),
-                );
+                out.push(r.error(
+                    Code::InvalidAnnotation,
+                    &FieldPath::annotation(key),
+                    format!("unknown sluice annotation `{key}`"),
+                    &hint,
+                ));
             }
         }
         for key in [
@@ -408,21 +403,16 @@ pub fn check(resources: &[Resource], inputs: &Inputs) -> Vec<Diagnostic> {
                 } else {
                     "VirtualService"
                 };
-                out.push(
-                    r.error(
-                        Code::InvalidAnnotation,
-                        &FieldPath::root()
-                            .key("metadata")
-                            .key("annotations")
-                            .key(key),
-                        format!("`{key}` belongs on a {home}, not a {}", r.kind),
-                        &if key == DRAINING_ANNOTATION {
-                            "annotate the WorkloadEntry of the workload that is leaving".to_owned()
-                        } else {
-                            format!("move it to the {home} of the same host")
-                        },
-                    ),
-                );
+                out.push(r.error(
+                    Code::InvalidAnnotation,
+                    &FieldPath::annotation(key),
+                    format!("`{key}` belongs on a {home}, not a {}", r.kind),
+                    &if key == DRAINING_ANNOTATION {
+                        "annotate the WorkloadEntry of the workload that is leaving".to_owned()
+                    } else {
+                        format!("move it to the {home} of the same host")
+                    },
+                ));
             }
         }
     }
@@ -438,10 +428,7 @@ fn check_draining(r: &Resource, out: &mut Vec<Diagnostic>) {
     if value != "true" && value != "false" {
         out.push(r.error(
             Code::InvalidAnnotation,
-            &FieldPath::root()
-                .key("metadata")
-                .key("annotations")
-                .key(DRAINING_ANNOTATION),
+            &FieldPath::annotation(DRAINING_ANNOTATION),
             format!("`{DRAINING_ANNOTATION}` is {value:?}: expected \"true\" or \"false\""),
             "write \"true\" (quoted) to drain the workload's endpoints, or remove the annotation",
         ));

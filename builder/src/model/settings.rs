@@ -129,10 +129,7 @@ pub fn check_debug_needs_suite(resources: &[Resource], suite: bool) -> Vec<Diagn
             r.diag(
                 Code::Ignored,
                 Severity::Warning,
-                &FieldPath::root()
-                    .key("metadata")
-                    .key("annotations")
-                    .key(DEBUG_ANNOTATION),
+                &FieldPath::annotation(DEBUG_ANNOTATION),
                 format!(
                     "{DEBUG_ANNOTATION} has no effect without --suite: only the suite module \
                      answers with x-sluice-explain"
@@ -193,10 +190,7 @@ pub fn check_unused_fault_extras(
             r.diag(
                 Code::Ignored,
                 Severity::Warning,
-                &FieldPath::root()
-                    .key("metadata")
-                    .key("annotations")
-                    .key(FAULT_ANNOTATION),
+                &FieldPath::annotation(FAULT_ANNOTATION),
                 format!(
                     "{FAULT_ANNOTATION} has no effect: no route {} has a `fault`, so no fault \
                      filter is attached there and its settings (headerFaults, maxActiveFaults, \
