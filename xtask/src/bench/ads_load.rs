@@ -189,14 +189,20 @@ fn request(kind: Kind, sub: &Subscription, node: Option<Node>) -> DiscoveryReque
     }
 }
 
-async fn run_stream(server: SocketAddr, node: Node, log: Arc<Mutex<StreamLog>>) -> Result<()> {
+/// An ADS client on its own connection to `server`.
+async fn connect(
+    server: SocketAddr,
+) -> Result<AggregatedDiscoveryServiceClient<tonic::transport::Channel>> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))?
         .connect()
         .await
         .with_context(|| format!("connect to ADS at {server}"))?;
-    let mut client = AggregatedDiscoveryServiceClient::new(channel)
-        // A full CDS or ECDS response of a large mesh is many MB.
-        .max_decoding_message_size(512 << 20);
+    // A full CDS or ECDS response of a large mesh is many MB.
+    Ok(AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(512 << 20))
+}
+
+async fn run_stream(server: SocketAddr, node: Node, log: Arc<Mutex<StreamLog>>) -> Result<()> {
+    let mut client = connect(server).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut subs: BTreeMap<Kind, Subscription> = BTreeMap::new();
     for kind in [Kind::Cluster, Kind::Listener] {
@@ -256,12 +262,7 @@ async fn run_delta_stream(
     node: Node,
     log: Arc<Mutex<StreamLog>>,
 ) -> Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))?
-        .connect()
-        .await
-        .with_context(|| format!("connect to ADS at {server}"))?;
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(512 << 20);
+    let mut client = connect(server).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut node = Some(node);
     for kind in [Kind::Cluster, Kind::Listener] {
