@@ -86,16 +86,37 @@ pub struct Modelled {
 /// checks; on any error, all diagnostics (errors and warnings). [`generate`] emits from this.
 /// Secrets are read from `options.credentials_dir` ([`model::credentials::CredentialsDir`]).
 pub fn model(inputs: &Inputs, options: &Options) -> Result<Modelled, Diagnostics> {
+    model_reusing(inputs, options, &mut Reuse::default())
+}
+
+/// [`model()`], reusing what `reuse` kept of the last build (see [`Reuse`]).
+fn model_reusing(
+    inputs: &Inputs,
+    options: &Options,
+    reuse: &mut Reuse,
+) -> Result<Modelled, Diagnostics> {
     let dir = options
         .credentials_dir
         .as_deref()
         .map(model::credentials::CredentialsDir::new);
-    model_with(
+    model_from(
         inputs,
         options,
         dir.as_ref()
             .map(|d| d as &dyn model::credentials::CredentialSource),
+        &mut reuse.parse,
     )
+}
+
+/// What one build keeps for the next, so that `sluice serve`, which rebuilds on every change
+/// of its input, redoes only the work the change needs: the parse of every file (a file whose
+/// text did not change is not parsed again) and the plugin configs the filters' code already
+/// compiled. A build with a `Reuse` gives exactly the output of a build without one; it holds
+/// what the last build used and nothing older.
+#[derive(Debug, Default)]
+pub struct Reuse {
+    parse: input::parse::ParseCache,
+    emit: xds::filters::Compiled,
 }
 
 /// [`model()`] with the secrets of `credentialName`s read from `credentials` instead of
@@ -105,7 +126,22 @@ pub fn model_with(
     options: &Options,
     credentials: Option<&dyn model::credentials::CredentialSource>,
 ) -> Result<Modelled, Diagnostics> {
-    let (mut resources, mut diags, rejections) = input::parse::parse_with_rejections(inputs);
+    model_from(
+        inputs,
+        options,
+        credentials,
+        &mut input::parse::ParseCache::default(),
+    )
+}
+
+/// [`model_with()`], taking unchanged files' parses from `parsed`.
+fn model_from(
+    inputs: &Inputs,
+    options: &Options,
+    credentials: Option<&dyn model::credentials::CredentialSource>,
+    parsed: &mut input::parse::ParseCache,
+) -> Result<Modelled, Diagnostics> {
+    let (mut resources, mut diags, rejections) = input::parse::parse_reusing(inputs, parsed);
     for r in &mut resources {
         if r.metadata.namespace.is_none() {
             r.namespace.clone_from(&options.namespace);
@@ -255,14 +291,25 @@ pub fn served_halting(
     options: &Options,
     halted: &std::collections::BTreeMap<String, String>,
 ) -> Result<Served, Diagnostics> {
+    served_reusing(inputs, options, halted, &mut Reuse::default())
+}
+
+/// [`served_halting()`], reusing what `reuse` kept of the last build and keeping this one's
+/// for the next: what `sluice serve` runs on every change.
+pub fn served_reusing(
+    inputs: &Inputs,
+    options: &Options,
+    halted: &std::collections::BTreeMap<String, String>,
+    reuse: &mut Reuse,
+) -> Result<Served, Diagnostics> {
     let Modelled {
         resources,
         mut mesh,
         warnings: mut diags,
-    } = model(inputs, options)?;
+    } = model_reusing(inputs, options, reuse)?;
     let guarded = model::halts::guarded(&mesh);
     let halted = model::halts::apply(&mut mesh, halted);
-    match xds::resources::build(&mesh, options) {
+    match xds::resources::build_reusing(&mesh, options, &mut reuse.emit) {
         Ok(set) => Ok(Served {
             set,
             probed: mesh.probed,

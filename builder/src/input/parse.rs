@@ -447,49 +447,100 @@ pub fn parse(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>) {
 /// [`parse`], also returning what was rejected, for [`crate::generate`] to drop follow-on
 /// errors.
 pub fn parse_with_rejections(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>, Rejections) {
+    parse_reusing(inputs, &mut ParseCache::default())
+}
+
+/// [`parse_with_rejections`], taking from `cache` the parse of every file whose text has not
+/// changed since the cache last saw it, and leaving in it the parse of every file of `inputs`
+/// (and of no other file, so it never holds more than one input tree).
+///
+/// `sluice serve` keeps one across builds: a one-file edit of a large tree re-parses that file
+/// alone. The result is the same as without a cache: a file's parse depends on its name and
+/// text only.
+pub fn parse_reusing(
+    inputs: &Inputs,
+    cache: &mut ParseCache,
+) -> (Vec<Resource>, Vec<Diagnostic>, Rejections) {
+    let mut previous = std::mem::take(&mut cache.files);
     let mut resources = Vec::new();
     let mut rejections = Rejections::default();
     let mut diags = inputs.read_errors.clone();
     for file in &inputs.files {
-        match yaml::parse_documents(&file.text) {
-            Err(e) => diags.push(Diagnostic {
-                file: file.name.clone(),
-                pos: e.pos,
-                severity: Severity::Error,
-                resource: String::new(),
-                path: FieldPath::root(),
-                hint: Some(if e.message.contains("(the cap on") {
-                    "the caps bound the builder's memory; write the repeated blocks out, or \
-                     split the input into several files"
-                        .into()
-                } else {
-                    "fix the YAML syntax (indentation, quotes, brackets)".into()
-                }),
-                message: format!("invalid YAML: {}", e.message),
-                code: Code::YamlSyntax,
-            }),
-            Ok(docs) => {
-                for doc in docs {
-                    let reported = diags.len();
-                    // Read before parse_document consumes the tree; a few lookups.
-                    let identity = Rejected::of(&doc.root);
-                    match parse_document(&file.name, doc.root, &mut diags) {
-                        Some(r) => resources.push(r),
-                        None if diags[reported..]
-                            .iter()
-                            .any(|d| d.severity == Severity::Error) =>
-                        {
-                            rejections.documents.push(identity)
-                        }
-                        None => {} // an empty document
-                    }
-                }
-            }
-        }
+        let parsed = match previous.remove(&file.name) {
+            Some((text, parsed)) if text == file.text => parsed,
+            _ => parse_file(file),
+        };
+        resources.extend(parsed.resources.iter().cloned());
+        diags.extend(parsed.diags.iter().cloned());
+        rejections.documents.extend(parsed.rejected.iter().cloned());
+        cache
+            .files
+            .insert(file.name.clone(), (file.text.clone(), parsed));
     }
     rejections.unreadable_file = diags.iter().any(|d| d.code == Code::YamlSyntax);
     diags.sort();
     (resources, diags, rejections)
+}
+
+/// The parses of the files of the last [`parse_reusing`], by file name, with the text each was
+/// parsed from.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    files: std::collections::HashMap<String, (String, FileParse)>,
+}
+
+/// What parsing one file gave.
+#[derive(Debug)]
+struct FileParse {
+    resources: Vec<Resource>,
+    diags: Vec<Diagnostic>,
+    rejected: Vec<Rejected>,
+}
+
+/// Parses one file: its documents' resources, their problems, and the documents rejected.
+fn parse_file(file: &SourceFile) -> FileParse {
+    let mut parsed = FileParse {
+        resources: Vec::new(),
+        diags: Vec::new(),
+        rejected: Vec::new(),
+    };
+    let diags = &mut parsed.diags;
+    match yaml::parse_documents(&file.text) {
+        Err(e) => diags.push(Diagnostic {
+            file: file.name.clone(),
+            pos: e.pos,
+            severity: Severity::Error,
+            resource: String::new(),
+            path: FieldPath::root(),
+            hint: Some(if e.message.contains("(the cap on") {
+                "the caps bound the builder's memory; write the repeated blocks out, or \
+                 split the input into several files"
+                    .into()
+            } else {
+                "fix the YAML syntax (indentation, quotes, brackets)".into()
+            }),
+            message: format!("invalid YAML: {}", e.message),
+            code: Code::YamlSyntax,
+        }),
+        Ok(docs) => {
+            for doc in docs {
+                let reported = diags.len();
+                // Read before parse_document consumes the tree; a few lookups.
+                let identity = Rejected::of(&doc.root);
+                match parse_document(&file.name, doc.root, diags) {
+                    Some(r) => parsed.resources.push(r),
+                    None if diags[reported..]
+                        .iter()
+                        .any(|d| d.severity == Severity::Error) =>
+                    {
+                        parsed.rejected.push(identity)
+                    }
+                    None => {} // an empty document
+                }
+            }
+        }
+    }
+    parsed
 }
 
 fn bare_error(

@@ -41,12 +41,17 @@ pub type Halted = BTreeMap<String, String>;
 /// Reads `config.inputs` with every stage of `generate` and types the result, reusing the
 /// typed resources of `previous` (the snapshot served now) that did not change; the canaries
 /// of `halted` are taken out of their splits while those are unchanged.
-pub fn load(config: &ServeConfig, previous: Option<&Snapshot>, halted: &Halted) -> Loaded {
+pub fn load(
+    config: &ServeConfig,
+    previous: Option<&Snapshot>,
+    halted: &Halted,
+    reuse: &mut crate::Reuse,
+) -> Loaded {
     let started = Instant::now();
     match Inputs::read(&config.inputs) {
         Ok(inputs) => {
             let read = started.elapsed();
-            let mut loaded = load_inputs(&inputs, config, previous, halted);
+            let mut loaded = load_inputs(&inputs, config, previous, halted, reuse);
             if let Loaded::Good(_, _, timings) = &mut loaded {
                 timings.read = read;
             }
@@ -57,13 +62,16 @@ pub fn load(config: &ServeConfig, previous: Option<&Snapshot>, halted: &Halted) 
 }
 
 /// Runs every stage of `generate` on `inputs` (read from the files, or a generation of the
-/// store) and types the result, reusing the typed resources of `previous` that did not change;
-/// the canaries of `halted` are taken out of their splits while those are unchanged.
+/// store) and types the result, reusing the typed resources of `previous` that did not change
+/// and what `reuse` kept of the last build (the parse of unchanged files, the plugin configs
+/// already compiled); the canaries of `halted` are taken out of their splits while those are
+/// unchanged.
 pub fn load_inputs(
     inputs: &Inputs,
     config: &ServeConfig,
     previous: Option<&Snapshot>,
     halted: &Halted,
+    reuse: &mut crate::Reuse,
 ) -> Loaded {
     let started = Instant::now();
     let (options, modules) = match &config.serve_modules {
@@ -86,7 +94,7 @@ pub fn load_inputs(
         warnings,
         guarded,
         halted: applied,
-    } = match crate::served_halting(inputs, &options, halted) {
+    } = match crate::served_reusing(inputs, &options, halted, reuse) {
         Ok(r) => r,
         Err(diags) => return Loaded::Refused(diags.to_string()),
     };
@@ -224,9 +232,15 @@ pub fn read_modules(
 /// Reads the input and publishes it if valid and different; otherwise records why not and
 /// keeps the last good snapshot.
 pub fn reload(config: &ServeConfig, shared: &Shared) {
+    let mut reuse = shared.reuse.lock().unwrap_or_else(|e| e.into_inner());
     let previous = shared.published.borrow().as_ref().map(|p| p.typed.clone());
     publish(
-        load(config, previous.as_deref(), &shared.fleet_halted()),
+        load(
+            config,
+            previous.as_deref(),
+            &shared.fleet_halted(),
+            &mut reuse,
+        ),
         shared,
     );
 }

@@ -195,6 +195,7 @@ async fn follow_store(
                 let (config, shared) = (config.clone(), shared.clone());
                 // Modelling is CPU work: off the async workers.
                 let _ = tokio::task::spawn_blocking(move || {
+                    let mut reuse = shared.reuse.lock().unwrap_or_else(|e| e.into_inner());
                     let previous = shared.published.borrow().as_ref().map(|p| p.typed.clone());
                     load::publish(
                         load::load_inputs(
@@ -202,9 +203,11 @@ async fn follow_store(
                             &config,
                             previous.as_deref(),
                             &load::Halted::new(),
+                            &mut reuse,
                         ),
                         &shared,
                     );
+                    drop(reuse);
                     shared.lock().input.generation = Some(generation);
                 })
                 .await;

@@ -223,6 +223,9 @@ pub struct Shared {
     pub identifier: OnceLock<String>,
     /// Asks the watcher for a rebuild of the input (a fleet halt was added), once it watches.
     pub reload: OnceLock<tokio::sync::mpsc::UnboundedSender<()>>,
+    /// What the last build kept for the next ([`crate::Reuse`]); held for a whole build, so
+    /// builds also run one at a time.
+    pub reuse: Mutex<crate::Reuse>,
 }
 
 impl Default for Shared {
@@ -245,6 +248,7 @@ impl Shared {
         Shared {
             published: watch::Sender::new(None),
             inner: Mutex::new(Inner::default()),
+            reuse: Mutex::new(crate::Reuse::default()),
             publishing: Mutex::new(()),
             health: Mutex::new(BTreeMap::new()),
             others: Mutex::new(BTreeMap::new()),

@@ -7,6 +7,8 @@
 //! reads the internal headers once, so it costs less CPU per request (BENCHMARKS.md); the chain
 //! lets you attach, reorder or replace the filters one by one.
 
+use std::collections::{HashMap, HashSet};
+
 use sluice_core::breaker::{Breaker, BreakerConfig};
 use sluice_core::canary::{CanaryConfig, CompiledCanary, Member, Split};
 use sluice_core::fault::config::{DEFAULT_MAX_ACTIVE_FAULTS, FaultConfig};
@@ -210,38 +212,122 @@ impl PluginConfigs {
         label: &str,
         detailed_replies: bool,
     ) -> Result<Self, EmitError> {
-        let refused = |filter: &str, e: &dyn std::fmt::Display| {
-            let reason = e.to_string();
-            EmitError::at_input(
-                culprit(listener, &reason),
-                format!("{label}: the {filter} filter would refuse this config: {reason}"),
-            )
-        };
-        let router = router_config(listener);
-        CompiledRouter::compile(&router).map_err(|e| refused("router", &e))?;
-        let canary = canary_config(listener);
-        if let Some(canary) = &canary {
-            CompiledCanary::compile(canary).map_err(|e| refused("canary", &e))?;
-        }
-        let fault = fault_config(listener);
-        if let Some(fault) = &fault {
-            FaultPlan::compile(fault).map_err(|e| refused("fault", &e))?;
-        }
-        let breaker = breaker_config(listener, mesh).map(|b| BreakerConfig {
-            detailed_replies,
-            ..b
-        });
-        if let Some(breaker) = &breaker {
-            breaker.compile().map_err(|e| refused("breaker", &e))?;
-        }
-        let debug = debug_config(listener)?;
+        let configs = Self::assemble(listener, mesh, detailed_replies)?;
+        let refused = Refusal { listener, label };
+        configs.compile_router(&refused)?;
+        configs.compile_canary(&refused)?;
+        configs.compile_fault(&refused)?;
+        configs.compile_breaker(&refused)?;
+        Ok(configs)
+    }
+
+    /// The configs of `listener`, not yet compiled.
+    fn assemble(
+        listener: &Listener,
+        mesh: &Mesh,
+        detailed_replies: bool,
+    ) -> Result<Self, EmitError> {
         Ok(Self {
-            router,
-            canary,
-            fault,
-            breaker,
-            debug,
+            router: router_config(listener),
+            canary: canary_config(listener),
+            fault: fault_config(listener),
+            breaker: breaker_config(listener, mesh).map(|b| BreakerConfig {
+                detailed_replies,
+                ..b
+            }),
+            debug: debug_config(listener)?,
         })
+    }
+
+    fn compile_router(&self, refused: &Refusal<'_>) -> Result<(), EmitError> {
+        CompiledRouter::compile(&self.router).map_err(|e| refused.by("router", &e))?;
+        Ok(())
+    }
+
+    fn compile_canary(&self, refused: &Refusal<'_>) -> Result<(), EmitError> {
+        if let Some(canary) = &self.canary {
+            CompiledCanary::compile(canary).map_err(|e| refused.by("canary", &e))?;
+        }
+        Ok(())
+    }
+
+    fn compile_fault(&self, refused: &Refusal<'_>) -> Result<(), EmitError> {
+        if let Some(fault) = &self.fault {
+            FaultPlan::compile(fault).map_err(|e| refused.by("fault", &e))?;
+        }
+        Ok(())
+    }
+
+    fn compile_breaker(&self, refused: &Refusal<'_>) -> Result<(), EmitError> {
+        if let Some(breaker) = &self.breaker {
+            breaker.compile().map_err(|e| refused.by("breaker", &e))?;
+        }
+        Ok(())
+    }
+
+    /// The filters of `listener` in the layout `suite` selects, `(module, JSON config)` in
+    /// chain order, as [`PluginConfigs::with_detail`] then [`PluginConfigs::layout`] give them
+    /// (the same configs, the same errors), compiling only the configs `compiled` has not seen
+    /// compile: a one-rule edit of a large listener compiles the filter it touched, not the
+    /// others.
+    pub fn layout_reusing(
+        listener: &Listener,
+        mesh: &Mesh,
+        label: &str,
+        (suite, detailed_replies): (bool, bool),
+        compiled: &mut Compiled,
+    ) -> Result<Vec<(&'static str, String)>, EmitError> {
+        let configs = Self::assemble(listener, mesh, detailed_replies)?;
+        let refused = Refusal { listener, label };
+        if suite {
+            let suite = configs.suite_config();
+            let json = serialized(&suite)?;
+            if !compiled.known(SUITE, &json) {
+                configs.compile_router(&refused)?;
+                configs.compile_canary(&refused)?;
+                configs.compile_fault(&refused)?;
+                configs.compile_breaker(&refused)?;
+                compile_suite(&suite, label)?;
+                read_back(&suite, &json)?;
+            }
+            compiled.record(SUITE, &json);
+            return Ok(vec![(SUITE, json)]);
+        }
+        let mut filters = Vec::with_capacity(4);
+        let mut add = |module: &'static str,
+                       json: String,
+                       check: &dyn Fn(&str) -> Result<(), EmitError>|
+         -> Result<(), EmitError> {
+            if !compiled.known(module, &json) {
+                check(&json)?;
+            }
+            compiled.record(module, &json);
+            filters.push((module, json));
+            Ok(())
+        };
+        add("router", serialized(&configs.router)?, &|json| {
+            configs.compile_router(&refused)?;
+            read_back(&configs.router, json)
+        })?;
+        if let Some(canary) = &configs.canary {
+            add("canary", serialized(canary)?, &|json| {
+                configs.compile_canary(&refused)?;
+                read_back(canary, json)
+            })?;
+        }
+        if let Some(fault) = &configs.fault {
+            add("fault", serialized(fault)?, &|json| {
+                configs.compile_fault(&refused)?;
+                read_back(fault, json)
+            })?;
+        }
+        if let Some(breaker) = &configs.breaker {
+            add("breaker", serialized(breaker)?, &|json| {
+                configs.compile_breaker(&refused)?;
+                read_back(breaker, json)
+            })?;
+        }
+        Ok(filters)
     }
 
     /// The four-filter layout: `(filter, JSON config)` in chain order, only the filters in use.
@@ -263,19 +349,20 @@ impl PluginConfigs {
     /// suite's own code (it also checks what only holds across sections). `label` names the
     /// listener in the error.
     pub fn suite(&self, label: &str) -> Result<SuiteConfig, EmitError> {
-        let suite = SuiteConfig {
+        let suite = self.suite_config();
+        compile_suite(&suite, label)?;
+        Ok(suite)
+    }
+
+    /// The suite config nesting these configs, not yet compiled.
+    fn suite_config(&self) -> SuiteConfig {
+        SuiteConfig {
             router: self.router.clone(),
             canary: self.canary.clone(),
             fault: self.fault.clone(),
             breaker: self.breaker.clone(),
             debug: self.debug.clone(),
-        };
-        suite.compile().map_err(|e| {
-            EmitError::internal(format!(
-                "{label}: the suite filter would refuse this config: {e}"
-            ))
-        })?;
-        Ok(suite)
+        }
     }
 
     /// The filters of the layout `suite` selects: `(module, JSON config)` in chain order.
@@ -292,13 +379,92 @@ impl PluginConfigs {
     }
 }
 
+/// The suite's compilation of `suite` (what only holds across sections); `label` names the
+/// listener in the error.
+fn compile_suite(suite: &SuiteConfig, label: &str) -> Result<(), EmitError> {
+    suite.compile().map_err(|e| {
+        EmitError::internal(format!(
+            "{label}: the suite filter would refuse this config: {e}"
+        ))
+    })?;
+    Ok(())
+}
+
+/// Why a filter would refuse a listener's config, naming `label` and the input rule the
+/// reason quotes.
+struct Refusal<'a> {
+    listener: &'a Listener,
+    label: &'a str,
+}
+
+impl Refusal<'_> {
+    fn by(&self, filter: &str, e: &dyn std::fmt::Display) -> EmitError {
+        let reason = e.to_string();
+        EmitError::at_input(
+            culprit(self.listener, &reason),
+            format!(
+                "{}: the {filter} filter would refuse this config: {reason}",
+                self.label
+            ),
+        )
+    }
+}
+
+/// The plugin configs the filters' code compiled (and read back) in the last build, by module
+/// and JSON, kept by [`crate::Reuse`]: a config whose JSON compiled before is not compiled
+/// again, as a filter's compilation depends on its config alone. Holds the configs of the
+/// last build and of the one running, nothing older.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    last: HashMap<&'static str, HashSet<String>>,
+    this: HashMap<&'static str, HashSet<String>>,
+}
+
+impl Compiled {
+    /// Starts a build: what the last one compiled is what this one may reuse.
+    pub fn begin(&mut self) {
+        self.last = std::mem::take(&mut self.this);
+    }
+
+    fn known(&self, module: &'static str, json: &str) -> bool {
+        [&self.last, &self.this]
+            .iter()
+            .any(|seen| seen.get(module).is_some_and(|jsons| jsons.contains(json)))
+    }
+
+    fn record(&mut self, module: &'static str, json: &str) {
+        let this = self.this.entry(module).or_default();
+        if this.contains(json) {
+            return;
+        }
+        // Moved from the last build's set when it is there: a large config is not copied.
+        let kept = self
+            .last
+            .get_mut(module)
+            .and_then(|last| last.take(json))
+            .unwrap_or_else(|| json.to_owned());
+        this.insert(kept);
+    }
+}
+
+/// The config as JSON, as the builder writes it.
+fn serialized<T: serde::Serialize>(config: &T) -> Result<String, EmitError> {
+    serde_json::to_string(config).map_err(|e| EmitError::internal(e.to_string()))
+}
+
 /// The config as JSON, read back with the reader the filter itself uses
 /// (`sluice_core::json::from_slice`): every config the builder emits is one the filter's
 /// `on_configure` reads, to the same value (so every builder test also checks that).
 fn to_json<T: serde::Serialize + FromJson + PartialEq>(config: &T) -> Result<String, EmitError> {
-    let json = serde_json::to_string(config).map_err(|e| EmitError::internal(e.to_string()))?;
+    let json = serialized(config)?;
+    read_back(config, &json)?;
+    Ok(json)
+}
+
+/// Checks that the filter reads `json` back to `config` ([`to_json`]).
+fn read_back<T: FromJson + PartialEq>(config: &T, json: &str) -> Result<(), EmitError> {
     match sluice_core::json::from_slice::<T>(json.as_bytes()) {
-        Ok(read) if read == *config => Ok(json),
+        Ok(read) if read == *config => Ok(()),
         Ok(_) => Err(EmitError::internal(format!(
             "internal error: the filter would read this config with other values: {json}"
         ))),

@@ -30,6 +30,7 @@ pub const DRAINING: &str = "DRAINING";
 /// Why building the resources failed (a plugin config the filters would refuse), typed; see
 /// [`super::error`].
 pub use super::error::EmitError;
+use super::filters::{Compiled, PluginConfigs};
 /// The router and canary configs, where they were before they joined the other plugin configs
 /// in [`super::filters`].
 pub use super::filters::{canary_config, router_config};
@@ -37,6 +38,17 @@ pub use super::filters::{canary_config, router_config};
 /// The resources of `mesh`: every listener and cluster, with the plugin configs compiled by the
 /// filters' own code.
 pub fn build(mesh: &Mesh, options: &Options) -> Result<ResourceSet, Vec<EmitError>> {
+    build_reusing(mesh, options, &mut Compiled::default())
+}
+
+/// [`build`], compiling only the plugin configs `compiled` has not seen compile (see
+/// [`Compiled`]): what `sluice serve` runs on every change.
+pub fn build_reusing(
+    mesh: &Mesh,
+    options: &Options,
+    compiled: &mut Compiled,
+) -> Result<ResourceSet, Vec<EmitError>> {
+    compiled.begin();
     let mut errors = Vec::new();
     let mut modules = BTreeSet::new();
     let mut listeners = Vec::new();
@@ -52,7 +64,15 @@ pub fn build(mesh: &Mesh, options: &Options) -> Result<ResourceSet, Vec<EmitErro
             continue;
         }
         let name = listener.name();
-        match listener_json(listener, &name, &name, mesh, options, &mut modules) {
+        match listener_json(
+            listener,
+            &name,
+            &name,
+            mesh,
+            options,
+            &mut modules,
+            compiled,
+        ) {
             Ok(mut l) => {
                 super::native::decorate_listener(listener, &mut l);
                 listeners.push(l);
@@ -92,6 +112,7 @@ pub fn mesh_wide(
         mesh,
         options,
         &mut modules,
+        &mut Compiled::default(),
     )
     .map_err(|e| vec![e])?;
     let mut set = ResourceSet::from_inline(vec![listener], Vec::new());
@@ -220,15 +241,16 @@ fn listener_json(
     mesh: &Mesh,
     options: &Options,
     used: &mut std::collections::BTreeSet<&'static str>,
+    compiled: &mut Compiled,
 ) -> Result<Value, EmitError> {
-    let configs = super::filters::PluginConfigs::with_detail(
+    let mut http_filters = Vec::new();
+    for (module, json) in PluginConfigs::layout_reusing(
         listener,
         mesh,
         label,
-        options.detailed_replies,
-    )?;
-    let mut http_filters = Vec::new();
-    for (module, json) in configs.layout(options.suite, label)? {
+        (options.suite, options.detailed_replies),
+        compiled,
+    )? {
         http_filters.push(wasm_filter(module, json, options));
         used.insert(module);
     }
