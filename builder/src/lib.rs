@@ -119,6 +119,16 @@ pub struct Reuse {
     emit: xds::filters::Compiled,
 }
 
+impl Reuse {
+    /// Gives back the parsed resources of the last build ([`Served::resources`], or
+    /// [`Modelled::resources`]) once the caller is done with them: the next build takes the
+    /// unchanged files' resources from here instead of parsing them again. Without it, the
+    /// next build parses every file.
+    pub fn restore(&mut self, resources: Vec<parse::Resource>) {
+        self.parse.restore(resources);
+    }
+}
+
 /// [`model()`] with the secrets of `credentialName`s read from `credentials` instead of
 /// `options.credentials_dir` (`None`: no secret store).
 pub fn model_with(

@@ -8,12 +8,29 @@ use sluice::{Inputs, Options, Reuse, SourceFile, served, served_reusing};
 
 /// The outcome of a build, comparable: the resource set, the probed endpoints and the
 /// warnings, or the diagnostics.
-fn outcome(built: Result<sluice::Served, sluice::Diagnostics>) -> Result<String, String> {
+/// With `reuse`, its parsed resources go back to it, as `sluice serve` gives them back.
+fn outcome(
+    built: Result<sluice::Served, sluice::Diagnostics>,
+    reuse: Option<&mut Reuse>,
+) -> Result<String, String> {
     match built {
-        Ok(s) => Ok(format!(
-            "{:#?}\n{:#?}\n{}\n{:?}",
-            s.set, s.probed, s.warnings, s.guarded
-        )),
+        Ok(s) => {
+            let seen = Ok(format!(
+                "{:#?}\n{:#?}\n{}\n{:?}\n{:?}",
+                s.set,
+                s.probed,
+                s.warnings,
+                s.guarded,
+                s.resources
+                    .iter()
+                    .map(|r| (&r.file, r.id(), &r.namespace))
+                    .collect::<Vec<_>>()
+            ));
+            if let Some(reuse) = reuse {
+                reuse.restore(s.resources);
+            }
+            seen
+        }
         Err(diags) => Err(diags.to_string()),
     }
 }
@@ -37,8 +54,8 @@ fn edit(inputs: &mut Inputs, file: &str, from: &str, to: &str) {
 /// good.
 fn step(what: &str, inputs: &Inputs, options: &Options, reuse: &mut Reuse) -> bool {
     let none = std::collections::BTreeMap::new();
-    let reused = outcome(served_reusing(inputs, options, &none, reuse));
-    let fresh = outcome(served(inputs, options));
+    let reused = outcome(served_reusing(inputs, options, &none, reuse), Some(reuse));
+    let fresh = outcome(served(inputs, options), None);
     assert_eq!(reused, fresh, "{what}: the reusing build differs");
     reused.is_ok()
 }

@@ -454,6 +454,10 @@ pub fn parse_with_rejections(inputs: &Inputs) -> (Vec<Resource>, Vec<Diagnostic>
 /// changed since the cache last saw it, and leaving in it the parse of every file of `inputs`
 /// (and of no other file, so it never holds more than one input tree).
 ///
+/// The resources are lent, not copied: the cache keeps a file's diagnostics and rejected
+/// documents, and gets its resources back from [`ParseCache::restore`] once the caller is done
+/// with them; a file whose resources did not come back is parsed again next time.
+///
 /// `sluice serve` keeps one across builds: a one-file edit of a large tree re-parses that file
 /// alone. The result is the same as without a cache: a file's parse depends on its name and
 /// text only.
@@ -466,11 +470,13 @@ pub fn parse_reusing(
     let mut rejections = Rejections::default();
     let mut diags = inputs.read_errors.clone();
     for file in &inputs.files {
-        let parsed = match previous.remove(&file.name) {
-            Some((text, parsed)) if text == file.text => parsed,
+        let mut parsed = match previous.remove(&file.name) {
+            Some((text, parsed)) if text == file.text && parsed.resources.is_some() => parsed,
             _ => parse_file(file),
         };
-        resources.extend(parsed.resources.iter().cloned());
+        let lent = parsed.resources.take().unwrap_or_default();
+        parsed.lent = lent.len();
+        resources.extend(lent);
         diags.extend(parsed.diags.iter().cloned());
         rejections.documents.extend(parsed.rejected.iter().cloned());
         cache
@@ -489,18 +495,45 @@ pub struct ParseCache {
     files: std::collections::HashMap<String, (String, FileParse)>,
 }
 
+impl ParseCache {
+    /// Gives back the resources the last [`parse_reusing`] lent, as it returned them (the
+    /// namespace its caller fills in is filled in again on every build). A file gets its own
+    /// back only when all of them came back.
+    pub fn restore(&mut self, resources: Vec<Resource>) {
+        let mut by_file: std::collections::HashMap<String, Vec<Resource>> =
+            std::collections::HashMap::new();
+        for r in resources {
+            by_file.entry(r.file.clone()).or_default().push(r);
+        }
+        for (name, (_, parsed)) in &mut self.files {
+            if parsed.resources.is_some() {
+                continue;
+            }
+            let back = by_file.remove(name).unwrap_or_default();
+            if back.len() == parsed.lent {
+                parsed.resources = Some(back);
+            }
+        }
+    }
+}
+
 /// What parsing one file gave.
 #[derive(Debug)]
 struct FileParse {
-    resources: Vec<Resource>,
+    /// `None` while lent out by [`parse_reusing`].
+    resources: Option<Vec<Resource>>,
+    /// How many resources were lent.
+    lent: usize,
     diags: Vec<Diagnostic>,
     rejected: Vec<Rejected>,
 }
 
 /// Parses one file: its documents' resources, their problems, and the documents rejected.
 fn parse_file(file: &SourceFile) -> FileParse {
+    let mut resources = Vec::new();
     let mut parsed = FileParse {
-        resources: Vec::new(),
+        resources: None,
+        lent: 0,
         diags: Vec::new(),
         rejected: Vec::new(),
     };
@@ -528,7 +561,7 @@ fn parse_file(file: &SourceFile) -> FileParse {
                 // Read before parse_document consumes the tree; a few lookups.
                 let identity = Rejected::of(&doc.root);
                 match parse_document(&file.name, doc.root, diags) {
-                    Some(r) => parsed.resources.push(r),
+                    Some(r) => resources.push(r),
                     None if diags[reported..]
                         .iter()
                         .any(|d| d.severity == Severity::Error) =>
@@ -540,6 +573,7 @@ fn parse_file(file: &SourceFile) -> FileParse {
             }
         }
     }
+    parsed.resources = Some(resources);
     parsed
 }
 

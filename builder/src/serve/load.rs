@@ -123,6 +123,7 @@ pub fn load_inputs(
     let generated = Instant::now();
     // The Gateways name the groups.
     let gateways = Gateways::of(&resources, &config.options.namespace);
+    reuse.restore(resources);
     match group_snapshots(&set, &gateways, previous) {
         Ok((version, typed, groups)) => Loaded::Good(
             Published {
