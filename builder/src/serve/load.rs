@@ -17,8 +17,9 @@ use crate::{Diagnostics, Inputs};
 /// What one read of the input gave.
 #[derive(Debug)]
 pub enum Loaded {
-    /// A valid config, with its warnings and what building it took.
-    Good(Published, Diagnostics, Timings),
+    /// A valid config, with its warnings, what building it took, and the JSON it no longer
+    /// needs.
+    Good(Published, Diagnostics, Timings, Garbage),
     /// The input does not generate: its diagnostics as `generate` prints them.
     Refused(String),
 }
@@ -33,6 +34,11 @@ pub struct Timings {
     /// Typing the set into protobuf and cutting the groups' snapshots.
     pub typed: std::time::Duration,
 }
+
+/// The JSON bodies a published config does not keep ([`kept_for_health`]), freed only once
+/// the config is published: freeing megabytes of JSON is not on the way to the proxies.
+#[derive(Debug, Default)]
+pub struct Garbage(Vec<serde_json::Value>);
 
 /// The fleet halts a build applies: split name -> the fingerprint it was halted at
 /// ([`crate::model::halts`]).
@@ -52,7 +58,7 @@ pub fn load(
         Ok(inputs) => {
             let read = started.elapsed();
             let mut loaded = load_inputs(&inputs, config, previous, halted, reuse);
-            if let Loaded::Good(_, _, timings) = &mut loaded {
+            if let Loaded::Good(_, _, timings, _) = &mut loaded {
                 timings.read = read;
             }
             loaded
@@ -125,25 +131,29 @@ pub fn load_inputs(
     let gateways = Gateways::of(&resources, &config.options.namespace);
     reuse.restore(resources);
     match group_snapshots(&set, &gateways, previous) {
-        Ok((version, typed, groups)) => Loaded::Good(
-            Published {
-                version,
-                gateways,
-                groups,
-                typed,
-                at: Instant::now(),
-                set: Arc::new(kept_for_health(set)),
-                probed: Arc::new(probed),
-                modules: Arc::new(modules),
-                guarded: Arc::new(guarded),
-            },
-            warnings,
-            Timings {
-                read: std::time::Duration::ZERO,
-                generate: generated - started,
-                typed: generated.elapsed(),
-            },
-        ),
+        Ok((version, typed, groups)) => {
+            let (set, garbage) = kept_for_health(set);
+            Loaded::Good(
+                Published {
+                    version,
+                    gateways,
+                    groups,
+                    typed,
+                    at: Instant::now(),
+                    set: Arc::new(set),
+                    probed: Arc::new(probed),
+                    modules: Arc::new(modules),
+                    guarded: Arc::new(guarded),
+                },
+                warnings,
+                Timings {
+                    read: std::time::Duration::ZERO,
+                    generate: generated - started,
+                    typed: generated.elapsed(),
+                },
+                garbage,
+            )
+        }
         // A bug of the builder, not of the input: a resource Envoy could not parse.
         Err(errors) => Loaded::Refused(format!(
             "<output>: error: the generated resources do not parse as Envoy's v3 API (a sluice bug; please report it):\n  {}",
@@ -157,17 +167,19 @@ pub fn load_inputs(
 /// resource by name and hash only (body `null`), as its typed form is in the snapshot, found by
 /// that hash when health republishes. The routes, filter configs and clusters of a large mesh
 /// are most of the set's memory, and a change would otherwise hold the old ones beside the new.
-pub fn kept_for_health(mut set: ResourceSet) -> ResourceSet {
+/// The bodies taken out are returned, to be freed after publishing.
+pub fn kept_for_health(mut set: ResourceSet) -> (ResourceSet, Garbage) {
     use crate::xds::Kind;
+    let mut garbage = Garbage::default();
     for (kind, resources) in &mut set.resources {
         if matches!(kind, Kind::Listener | Kind::Endpoint) {
             continue;
         }
         for resource in resources {
-            resource.body = serde_json::Value::Null;
+            garbage.0.push(std::mem::take(&mut resource.body));
         }
     }
-    set
+    (set, garbage)
 }
 
 /// Each group's snapshot, by group name.
@@ -250,7 +262,9 @@ pub fn reload(config: &ServeConfig, shared: &Shared) {
 /// and keeps the last good snapshot.
 pub fn publish(loaded: Loaded, shared: &Shared) {
     match loaded {
-        Loaded::Good(published, warnings, timings) => {
+        Loaded::Good(published, warnings, timings, garbage) => {
+            // Freed last, whatever happens here.
+            let _garbage = garbage;
             shared.lift_changed_halts(&published.guarded);
             let version = published.version.clone();
             let same = shared
