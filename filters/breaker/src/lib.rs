@@ -29,7 +29,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use sluice_core::breaker::{BreakerConfig, CompiledBreakers, Ticket};
@@ -151,9 +150,7 @@ impl BreakerHttp {
         let bytes = if config.after_router {
             self.get_http_request_header_bytes(&config.cluster_header)
         } else {
-            hostcalls::get_property(vec!["xds", "cluster_name"])
-                .ok()
-                .flatten()
+            sluice_glue::property(sluice_glue::path::XDS_CLUSTER_NAME)
         }?;
         // Envoy cluster names are text; a non-UTF-8 value names no cluster we guard.
         String::from_utf8(bytes).ok().filter(|c| !c.is_empty())

@@ -456,11 +456,25 @@ fn first_query_value<'q>(query: &'q [u8], name: &[u8]) -> Option<&'q [u8]> {
 /// host at most once however many blocks and rules look at it, and only when one does.
 ///
 /// Create one per request and pass it to every [`MatchSet::matches_with`] call for that request.
+/// The first [`INLINE_HEADERS`] headers looked at are kept inline, so a request allocates
+/// nothing here unless its rules look at more distinct headers than that (the memo then
+/// continues in a `Vec`).
 pub struct Lookup<'a, V: RequestView> {
     req: &'a V,
-    headers: Vec<(&'a str, Option<Vec<u8>>)>,
+    /// The first headers looked at, in order of first use (`None`: free).
+    inline: [Option<Fetched<'a>>; INLINE_HEADERS],
+    /// The headers looked at beyond the inline ones.
+    more: Vec<Fetched<'a>>,
     port: Option<Option<u32>>,
 }
+
+/// A header's name and its (first) value as fetched, `None` when absent.
+type Fetched<'a> = (&'a str, Option<Vec<u8>>);
+
+/// How many distinct headers a [`Lookup`] keeps without allocating: the benchmark's and the
+/// bookinfo-style configs look at one per request. Few, because every request builds and drops
+/// the inline slots (two `Lookup`s per request in the suite: its route and its fault).
+pub const INLINE_HEADERS: usize = 2;
 
 impl<'a, V: RequestView> Lookup<'a, V> {
     /// Wraps a request; nothing is fetched yet. Refills the regex step budget
@@ -469,23 +483,31 @@ impl<'a, V: RequestView> Lookup<'a, V> {
         crate::regex::start_request();
         Self {
             req,
-            headers: Vec::new(),
+            inline: [None, None],
+            more: Vec::new(),
             port: None,
         }
     }
 
     /// A header's (first) value, fetched on first use. `name` must be lower-case.
     pub fn header(&mut self, name: &'a str) -> Option<&[u8]> {
-        let index = match self.headers.iter().position(|(seen, _)| *seen == name) {
-            Some(index) => index,
-            None => {
-                self.headers.push((name, self.req.header(name)));
-                self.headers.len() - 1
+        let seen = |slot: &Fetched<'_>| slot.0 == name;
+        let slot = if let Some(index) = self.inline.iter().flatten().position(seen) {
+            self.inline.get(index).and_then(Option::as_ref)
+        } else if let Some(index) = self.more.iter().position(seen) {
+            self.more.get(index)
+        } else {
+            let fetched = (name, self.req.header(name));
+            // Slots fill in order: the first free one follows the used ones.
+            match self.inline.iter_mut().find(|slot| slot.is_none()) {
+                Some(free) => Some(&*free.insert(fetched)),
+                None => {
+                    self.more.push(fetched);
+                    self.more.last()
+                }
             }
         };
-        self.headers
-            .get(index)
-            .and_then(|(_, value)| value.as_deref())
+        slot.and_then(|(_, value)| value.as_deref())
     }
 
     /// The local port, fetched on first use.
@@ -1027,6 +1049,30 @@ mod tests {
         assert!(b.matches_with(&mut lookup));
         assert!(!a.matches_with(&mut lookup));
         assert_eq!(*req.fetches.borrow(), vec!["end-user", ":path"]);
+    }
+
+    #[test]
+    fn lookup_beyond_its_inline_headers_still_fetches_each_once() {
+        // Two more distinct headers than the lookup keeps inline, each looked at twice.
+        let names: Vec<String> = (0..INLINE_HEADERS + 2).map(|i| format!("h{i}")).collect();
+        let mut inner = get("/");
+        for (i, name) in names.iter().enumerate() {
+            inner = inner.with(name, &i.to_string());
+        }
+        let req = Counting {
+            inner,
+            fetches: Default::default(),
+        };
+        let mut lookup = Lookup::new(&req);
+        for _ in 0..2 {
+            for (i, name) in names.iter().enumerate() {
+                assert_eq!(lookup.header(name), Some(i.to_string().as_bytes()));
+            }
+            assert_eq!(lookup.header("absent"), None);
+        }
+        let mut fetched = names.clone();
+        fetched.push("absent".into());
+        assert_eq!(*req.fetches.borrow(), fetched);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use sluice_core::breaker::{
 };
 use sluice_core::wire::{self, breaker_metric};
 
-use crate::{Counts, HostStore, LazyClock, define, log, property_u64};
+use crate::{Counts, HostStore, LazyClock, define, log, path, property_u64};
 
 /// Body of the breaker's 503s.
 const REJECT_BODY: &[u8] = b"upstream circuit breaker rejected the request\n";
@@ -290,8 +290,8 @@ pub fn admit(
 /// `response.code`, and when its request holds no slot and is no probe it changes no state,
 /// so nothing more is read ([`breaker::classify_with_code`], [`Ticket::records_anything`]).
 pub fn record_outcome(filter: &str, guard: &Guard, ticket: Ticket) {
-    let flags = property_u64(&["response", "flags"]).unwrap_or(0);
-    let code = || property_u64(&["response", "code"]).and_then(|c| u32::try_from(c).ok());
+    let flags = property_u64(path::RESPONSE_FLAGS).unwrap_or(0);
+    let code = || property_u64(path::RESPONSE_CODE).and_then(|c| u32::try_from(c).ok());
     let verdict = breaker::classify_with_code(flags, code, guard.policy.count_as);
     if !ticket.records_anything(verdict) {
         return;

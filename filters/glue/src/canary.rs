@@ -13,7 +13,8 @@ use sluice_core::canary::guard::{self, Figures, Flush, Tally, Verdict};
 use sluice_core::canary::{self, Choice, CompiledGuard, CompiledSplit, ScheduleRecord, schedule};
 
 use crate::{
-    HostRequest, HostStore, LazyClock, count, define, log, now_ms, property_u64, source_address,
+    HostRequest, HostStore, LazyClock, count, define, log, now_ms, path, property, property_u64,
+    source_address,
 };
 
 /// What a split needs at run time besides its config.
@@ -288,24 +289,19 @@ impl Guarded {
 /// The guard's verdict on the current stream's response. A stream that ended without response
 /// headers under a latency ceiling (a reset, a timeout) is judged by its flags.
 fn classify(guard: &CompiledGuard, request: &Guarded) -> Verdict {
-    let flags = property_u64(&["response", "flags"]).unwrap_or(0);
+    let flags = property_u64(path::RESPONSE_FLAGS).unwrap_or(0);
     guard.classify(
         flags,
-        || property_u64(&["response", "code"]).and_then(|c| u32::try_from(c).ok()),
+        || property_u64(path::RESPONSE_CODE).and_then(|c| u32::try_from(c).ok()),
         request.slow,
         || {
             if request.grpc {
-                property_u64(&["response", "grpc_status"]).and_then(|c| u32::try_from(c).ok())
+                property_u64(path::RESPONSE_GRPC_STATUS).and_then(|c| u32::try_from(c).ok())
             } else {
                 None
             }
         },
-        || {
-            hostcalls::get_property(vec!["response", "code_details"])
-                .ok()
-                .flatten()
-                .is_some_and(|details| details == b"via_upstream")
-        },
+        || property(path::RESPONSE_CODE_DETAILS).is_some_and(|details| details == b"via_upstream"),
     )
 }
 

@@ -90,9 +90,7 @@ impl RequestView for HostRequest {
 
     /// Envoy's `destination.port` property: the local port, as an 8-byte little-endian integer.
     fn local_port(&self) -> Option<u32> {
-        let bytes = hostcalls::get_property(vec!["destination", "port"])
-            .ok()
-            .flatten()?;
+        let bytes = property(path::DESTINATION_PORT)?;
         let le: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
         u32::try_from(u64::from_le_bytes(le)).ok()
     }
@@ -109,17 +107,81 @@ pub fn request_header(name: &str) -> Option<Vec<u8>> {
 /// manager resolved (the TCP peer under the generated `use_remote_address: true`, or the
 /// `xff_num_trusted_hops`-th `x-forwarded-for` entry from the right), as text, `ip:port`.
 pub fn source_address() -> Option<Vec<u8>> {
-    hostcalls::get_property(vec!["source", "address"])
-        .ok()
-        .flatten()
+    property(path::SOURCE_ADDRESS)
 }
 
 /// An integer property (`response.code`, `response.flags`): Envoy encodes them as 8 bytes,
 /// little endian.
-pub fn property_u64(path: &[&str]) -> Option<u64> {
-    let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+pub fn property_u64(path: &[u8]) -> Option<u64> {
+    let bytes = property(path)?;
     let array: [u8; 8] = bytes.as_slice().try_into().ok()?;
     Some(u64::from_le_bytes(array))
+}
+
+/// The property paths the filters read, in the ABI's form: the segments joined by NUL bytes
+/// (what the SDK's `get_property(vec!["response", "code"])` serialises on every call).
+pub mod path {
+    /// `response.code`.
+    pub const RESPONSE_CODE: &[u8] = b"response\0code";
+    /// `response.flags`.
+    pub const RESPONSE_FLAGS: &[u8] = b"response\0flags";
+    /// `response.grpc_status`.
+    pub const RESPONSE_GRPC_STATUS: &[u8] = b"response\0grpc_status";
+    /// `response.code_details`.
+    pub const RESPONSE_CODE_DETAILS: &[u8] = b"response\0code_details";
+    /// `destination.port`.
+    pub const DESTINATION_PORT: &[u8] = b"destination\0port";
+    /// `source.address`.
+    pub const SOURCE_ADDRESS: &[u8] = b"source\0address";
+    /// `xds.cluster_name`.
+    pub const XDS_CLUSTER_NAME: &[u8] = b"xds\0cluster_name";
+}
+
+/// A property's value (`None` when absent or the host refuses), `path` in the ABI's form
+/// ([`path`]). The SDK's `hostcalls::get_property` takes the path as a `Vec<&str>` and
+/// serialises it into another `Vec` on every call: two allocations (and their frees) per
+/// read that a constant path does not need, on the suite's per-request path (`on_log` reads
+/// `response.flags` and `response.code`). The value itself is still the host's allocation,
+/// through the SDK's `proxy_on_memory_allocate`, as for every value the host returns.
+pub fn property(path: &[u8]) -> Option<Vec<u8>> {
+    abi::get_property(path)
+}
+
+/// The one proxy-wasm import called without the SDK's wrapper ([`property`]).
+#[allow(unsafe_code)] // an FFI call and taking back the host's buffer; both as the SDK does
+mod abi {
+    use std::ptr::null_mut;
+
+    use proxy_wasm::types::Status;
+
+    // The same import, with the same signature, as the SDK's `hostcalls` declares.
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> Status;
+    }
+
+    /// `proxy_get_property`, with the SDK's `get_property`'s handling of the answer, except
+    /// that every status other than `Ok` reads as absent (the SDK panics on unknown ones).
+    pub(super) fn get_property(path: &[u8]) -> Option<Vec<u8>> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host reads `path.len()` bytes from `path` and writes the two out
+        // parameters, which live across the call.
+        let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+        if status != Status::Ok || data.is_null() {
+            return None;
+        }
+        // SAFETY: on `Ok` with a value, the host allocated `size` bytes at `data` through the
+        // module's `proxy_on_memory_allocate` (the SDK's: a leaked boxed slice of exactly
+        // `size` bytes from the global allocator) and hands them over; the SDK's
+        // `get_property` takes them back the same way.
+        Some(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
 }
 
 /// Proxy-wasm shared data, scoped by the plugin's `vm_id`: breaker states, schedule records.

@@ -23,9 +23,16 @@ use super::optimize_module;
 /// shared window merged on the tick). `sluice-suite-module-debug` is `sluice-suite-module` with
 /// the online explanation configured (`debug` section: header, secret, positions) and no
 /// request carrying its header: what every other request pays for the feature (issue 30).
-pub const CONFIGS: [&str; 13] = [
+/// `native-<filter>` is Envoy's own feature a user could configure by hand instead of that
+/// sluice filter (issue 25): a header-match route, `weighted_clusters`, the fault filter at
+/// 0 %, outlier detection with circuit breakers; `native` is all of them in one.
+pub const CONFIGS: [&str; 17] = [
     "plain",
     "native",
+    "native-router",
+    "native-canary",
+    "native-fault",
+    "native-breaker",
     "noop-wasm-1",
     "noop-wasm-2",
     "noop-wasm-4",
@@ -38,6 +45,19 @@ pub const CONFIGS: [&str; 13] = [
     "sluice-suite-module",
     "sluice-suite-module-debug",
 ];
+
+/// The Envoy-only configuration doing what `config` does, to compare a sluice filter with:
+/// `native-<filter>` for one filter, `native` for the suite; `None` for the others.
+pub fn native_equivalent(config: &str) -> Option<&'static str> {
+    match config {
+        "sluice-router" => Some("native-router"),
+        "sluice-canary" | "sluice-canary-guard" => Some("native-canary"),
+        "sluice-fault" => Some("native-fault"),
+        "sluice-breaker" => Some("native-breaker"),
+        "sluice-suite" | "sluice-suite-module" | "sluice-suite-module-debug" => Some("native"),
+        _ => None,
+    }
+}
 
 /// The `Host` every request carries.
 pub(super) const HOST: &str = "reviews";
@@ -130,37 +150,56 @@ pub(super) fn config_for(
     let fault_rule = json!({"rule": "default",
         "abort": {"httpStatus": 503, "percentage": {"value": 0.0}}});
     let breaker = json!({"consecutiveErrors": 5, "interval": "10s", "baseEjectionTime": "30s"});
+    // Envoy's equivalents, shared by `native` and the `native-<filter>` configurations.
+    let native_guarded = |name: &str| {
+        let mut cluster = bootstrap::static_cluster(name, upstream_port, false);
+        cluster["outlier_detection"] = json!({"consecutive_5xx": 5, "interval": "10s",
+            "base_ejection_time": "30s", "max_ejection_percent": 100});
+        cluster["circuit_breakers"] = json!({"thresholds": [{"max_connections": 1024,
+            "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3}]});
+        cluster
+    };
+    let native_fault = json!({"name": "envoy.filters.http.fault", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+        "abort": {"http_status": 503, "percentage": {"numerator": 0, "denominator": "HUNDRED"}},
+    }});
+    let native_jason = json!({"match": {"prefix": "/", "headers": [
+        {"name": "end-user", "string_match": {"exact": "jason"}}]},
+        "route": {"cluster": "reviews-v2"}});
+    let native_split = json!({"match": {"prefix": "/"}, "route": {"weighted_clusters": {
+        "clusters": [{"name": "reviews-v1", "weight": 90}, {"name": "reviews-v2", "weight": 10}]}}});
+    let native_plain = |b: Bootstrap| plain_clusters(b).forward_internal_headers();
 
     let bootstrap = match name {
         "plain" => plain_clusters(Bootstrap::new())
             .route_to_cluster("reviews-v1")
             .forward_internal_headers(),
-        "native" => {
-            let cluster = |name: &str| {
-                let mut cluster = bootstrap::static_cluster(name, upstream_port, false);
-                cluster["outlier_detection"] = json!({"consecutive_5xx": 5, "interval": "10s",
-                    "base_ejection_time": "30s", "max_ejection_percent": 100});
-                cluster["circuit_breakers"] = json!({"thresholds": [{"max_connections": 1024,
-                    "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3}]});
-                cluster
-            };
-            Bootstrap::new()
-                .cluster_json(cluster("reviews-v1"))
-                .cluster_json(cluster("reviews-v2"))
-                .without_access_log()
-                .forward_internal_headers()
-                .http_filter_json(json!({"name": "envoy.filters.http.fault", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
-                    "abort": {"http_status": 503, "percentage": {"numerator": 0, "denominator": "HUNDRED"}},
-                }}))
-                .routes_json(vec![
-                    json!({"match": {"prefix": "/", "headers": [
-                        {"name": "end-user", "string_match": {"exact": "jason"}}]},
-                        "route": {"cluster": "reviews-v2"}}),
-                    json!({"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
-                        {"name": "reviews-v1", "weight": 90}, {"name": "reviews-v2", "weight": 10}]}}}),
-                ])
-        }
+        "native" => Bootstrap::new()
+            .cluster_json(native_guarded("reviews-v1"))
+            .cluster_json(native_guarded("reviews-v2"))
+            .without_access_log()
+            .forward_internal_headers()
+            .http_filter_json(native_fault)
+            .routes_json(vec![native_jason, native_split]),
+        // As `sluice-router`: the header rule, everyone else to v1.
+        "native-router" => native_plain(Bootstrap::new()).routes_json(vec![
+            native_jason,
+            json!({"match": {"prefix": "/"}, "route": {"cluster": "reviews-v1"}}),
+        ]),
+        // As `sluice-canary`: the 90/10 split alone.
+        "native-canary" => native_plain(Bootstrap::new()).routes_json(vec![native_split]),
+        // As `sluice-fault`: an abort at 0 %, then v1.
+        "native-fault" => native_plain(Bootstrap::new())
+            .http_filter_json(native_fault)
+            .route_to_cluster("reviews-v1"),
+        // As `sluice-breaker`: v1 guarded by outlier detection (5 consecutive 5xx) and circuit
+        // breakers.
+        "native-breaker" => Bootstrap::new()
+            .cluster_json(native_guarded("reviews-v1"))
+            .cluster("reviews-v2", upstream_port)
+            .without_access_log()
+            .forward_internal_headers()
+            .route_to_cluster("reviews-v1"),
         noop_chain if noop_chain.starts_with("noop-wasm-") => {
             let count: usize = noop_chain
                 .trim_start_matches("noop-wasm-")

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use sluice_bench::OpenLoopReport;
 use sluice_bench::envoy_log::EnvoyTimings;
 
-use super::configs::CONFIGS;
+use super::configs::{CONFIGS, native_equivalent};
 use super::load::{NICE, OPEN_LOOP_CONNECTIONS, WRK_CONNECTIONS, online_cpus};
 use super::{BenchOptions, ConfigResult, Report};
 
@@ -147,20 +147,33 @@ pub(super) fn render(
     );
     let _ = writeln!(
         md,
-        "| configuration | req/s | vs plain | vs native | Envoy CPU us/req | CPU over plain | capacity vs plain (CPU) | RSS MiB |"
+        "| configuration | req/s | vs plain | vs native | vs its native equivalent | Envoy CPU us/req | CPU over plain | CPU over its native equivalent | capacity vs plain (CPU) | RSS MiB |"
     );
     let _ = writeln!(
         md,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let plain_cpu = median(&plain.cpu_us_per_request);
     for name in CONFIGS.iter().filter(|n| report.configs.contains_key(**n)) {
         let c = get(name);
         let rps = median(&c.rps);
         let cpu = median(&c.cpu_us_per_request);
+        // Against the Envoy-only configuration doing the same, when it was measured too.
+        let equivalent = native_equivalent(name)
+            .and_then(|native| report.configs.get(native))
+            .map(|native| (median(&native.rps), median(&native.cpu_us_per_request)));
+        let (vs_equivalent, cpu_over_equivalent) = equivalent.map_or_else(
+            || (String::new(), String::new()),
+            |(native_rps, native_cpu)| {
+                (
+                    format!("{:.1} %", 100.0 * rps / native_rps),
+                    format!("{:+.1}", cpu - native_cpu),
+                )
+            },
+        );
         let _ = writeln!(
             md,
-            "| {name} | {rps:.0} | {:.1} % | {:.1} % | {cpu:.1} | {:+.1} | {:.1} % | {:.1} |",
+            "| {name} | {rps:.0} | {:.1} % | {:.1} % | {vs_equivalent} | {cpu:.1} | {:+.1} | {cpu_over_equivalent} | {:.1} % | {:.1} |",
             100.0 * rps / plain_rps,
             100.0 * rps / native_rps,
             cpu - plain_cpu,

@@ -117,9 +117,18 @@ pub fn is_unavailable(value: Option<&[u8]>, now_ms: u64) -> bool {
 /// answered without a time, so a failover check costs no clock host call. `now_ms` is called
 /// at most once.
 pub fn is_unavailable_with_clock(value: Option<&[u8]>, now_ms: impl FnOnce() -> u64) -> bool {
-    value
-        .and_then(BreakerState::decode)
-        .is_some_and(|state| state.is_unavailable_with_clock(now_ms))
+    let Some(value) = value else {
+        return false;
+    };
+    // The healthy case without decoding the rest: a value of this encoding stored closed (a
+    // closed breaker is available whatever its counts).
+    if value.len() == ENCODED_LEN
+        && value.first() == Some(&ENCODING_VERSION)
+        && value.get(1) == Some(&(Phase::Closed as u8))
+    {
+        return false;
+    }
+    BreakerState::decode(value).is_some_and(|state| state.is_unavailable_with_clock(now_ms))
 }
 
 #[cfg(test)]

@@ -195,6 +195,26 @@ impl BreakerState {
         policy: &Policy,
         now_ms: impl FnOnce() -> u64,
     ) -> (Decision, Option<Self>) {
+        // The healthy case, decided before the general path's copy and comparison of the
+        // state: a closed breaker without a concurrency limit admits, and nothing changes.
+        if self.phase == Phase::Closed && policy.max_concurrent_requests.is_none() {
+            let ticket = Ticket {
+                probe: false,
+                holds_slot: false,
+                generation: self.generation,
+            };
+            return (Decision::Admit(ticket), None);
+        }
+        self.admit_general(policy, now_ms)
+    }
+
+    /// [`admit_with_clock`](Self::admit_with_clock) without its healthy-case shortcut (every
+    /// case, the shortcut's included: a test shows they agree).
+    fn admit_general(
+        &self,
+        policy: &Policy,
+        now_ms: impl FnOnce() -> u64,
+    ) -> (Decision, Option<Self>) {
         let mut clock_fn = Some(now_ms);
         let mut cached = None;
         let mut now = || *cached.get_or_insert_with(|| clock_fn.take().map_or(0, |f| f()));
@@ -281,6 +301,32 @@ impl BreakerState {
     /// `may_trip` is called only then (never on a success, an error below the threshold, a
     /// half-open probe failing: that breaker is already counted as not closed), at most once.
     pub fn record_capped(
+        &self,
+        policy: &Policy,
+        ticket: Ticket,
+        verdict: Verdict,
+        now_ms: impl FnMut() -> u64,
+        may_trip: impl FnOnce() -> bool,
+    ) -> (Transition, Option<Self>) {
+        // The healthy case, decided before the general path's copy and comparison of the
+        // state: a success that has no error count to reset and no window to count in, on a
+        // request that holds no slot and is no probe, changes nothing (as the general path
+        // would find).
+        let nothing_to_reset = self.consecutive_errors == 0 || policy.consecutive_errors.is_none();
+        if verdict == Verdict::Success
+            && nothing_to_reset
+            && !policy.tracks_window()
+            && !ticket.holds_slot
+            && !ticket.probe
+        {
+            return (Transition::None, None);
+        }
+        self.record_general(policy, ticket, verdict, now_ms, may_trip)
+    }
+
+    /// [`record_capped`](Self::record_capped) without its healthy-case shortcut (every case,
+    /// the shortcut's included: a test shows they agree).
+    fn record_general(
         &self,
         policy: &Policy,
         ticket: Ticket,
@@ -415,6 +461,72 @@ mod tests {
     use crate::breaker::test_support::*;
     use crate::breaker::{is_unavailable, is_unavailable_with_clock};
     use std::cell::Cell;
+
+    /// The healthy-case shortcuts of admission and outcome decide exactly as the general path,
+    /// over every phase, error count, window, slot and probe combination of three policies.
+    #[test]
+    fn shortcuts_agree_with_the_general_path() {
+        let policies = [
+            consecutive(3),
+            policy(
+                r#"{"errorRatio": {"thresholdPercent": 50, "minRequestVolume": 2}, "interval": "10s"}"#,
+            ),
+            policy(r#"{"consecutiveErrors": 2, "maxConcurrentRequests": 2}"#),
+        ];
+        let mut states = Vec::new();
+        for phase in [Phase::Closed, Phase::Open, Phase::HalfOpen] {
+            for consecutive_errors in [0, 1] {
+                for (window_requests, window_errors) in [(0, 0), (3, 1)] {
+                    for (in_flight, probes_in_flight) in [(0, 0), (1, 1), (2, 2)] {
+                        states.push(BreakerState {
+                            phase,
+                            consecutive_errors,
+                            window_requests,
+                            window_errors,
+                            window_start_ms: 1_000,
+                            in_flight,
+                            probes_in_flight,
+                            open_until_ms: 5_000,
+                            probe_deadline_ms: 6_000,
+                            generation: 4,
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+        }
+        let mut checked = 0;
+        for p in &policies {
+            for s in &states {
+                for now in [2_000, 9_000] {
+                    assert_eq!(
+                        s.admit_with_clock(p, || now),
+                        s.admit_general(p, || now),
+                        "{s:?} {p:?}"
+                    );
+                }
+                for (probe, holds_slot, generation) in [
+                    (false, false, 4),
+                    (false, true, 4),
+                    (true, false, 4),
+                    (true, true, 3),
+                ] {
+                    let ticket = Ticket {
+                        probe,
+                        holds_slot,
+                        generation,
+                    };
+                    for verdict in [Verdict::Success, Verdict::Failure, Verdict::Ignored] {
+                        let shortcut = s.record_capped(p, ticket, verdict, || 9_000, || true);
+                        let general = s.record_general(p, ticket, verdict, || 9_000, || true);
+                        assert_eq!(shortcut, general, "{s:?} {p:?} {ticket:?} {verdict:?}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 3 * 36 * 4 * 3);
+    }
 
     #[test]
     fn opens_after_exactly_n_consecutive_errors() {
