@@ -123,7 +123,7 @@ impl Reuse {
     /// Gives back the parsed resources of the last build ([`Served::resources`], or
     /// [`Modelled::resources`]) once the caller is done with them: the next build takes the
     /// unchanged files' resources from here instead of parsing them again. Without it, the
-    /// next build parses every file.
+    /// next build parses every file. A build that fails gives them back itself.
     pub fn restore(&mut self, resources: Vec<parse::Resource>) {
         self.parse.restore(resources);
     }
@@ -204,6 +204,8 @@ fn model_from(
     let mut diags = Diagnostics(diags);
     diags.sort();
     if diags.has_errors() {
+        // The files' parse is still good: the build of the fix takes it from here.
+        parsed.restore(resources);
         return Err(diags);
     }
     Ok(Modelled {
@@ -329,6 +331,7 @@ pub fn served_reusing(
             halted,
         }),
         Err(errors) => {
+            reuse.restore(resources);
             diags.0.extend(
                 errors
                     .into_iter()
