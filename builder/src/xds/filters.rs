@@ -181,8 +181,8 @@ pub fn debug_config(listener: &Listener) -> Result<Option<DebugConfig>, EmitErro
 ///
 /// They become either the chain `sluice-router -> sluice-canary -> sluice-fault ->
 /// sluice-breaker` ([`PluginConfigs::chain`]) or the one `sluice-suite` filter
-/// ([`PluginConfigs::suite`]), whose config nests these very values: the two layouts decide
-/// the same way by construction.
+/// ([`PluginConfigs::layout_reusing`] with `suite`), whose config nests these very values:
+/// the two layouts decide the same way by construction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginConfigs {
     /// Always present: every listener routes through the router.
@@ -266,10 +266,9 @@ impl PluginConfigs {
     }
 
     /// The filters of `listener` in the layout `suite` selects, `(module, JSON config)` in
-    /// chain order, as [`PluginConfigs::with_detail`] then [`PluginConfigs::layout`] give them
-    /// (the same configs, the same errors), compiling only the configs `compiled` has not seen
-    /// compile: a one-rule edit of a large listener compiles the filter it touched, not the
-    /// others.
+    /// chain order: the configs of [`PluginConfigs::with_detail`], with its errors, compiling
+    /// only the configs `compiled` has not seen compile (a one-rule edit of a large listener
+    /// compiles the filter it touched, not the others).
     pub fn layout_reusing(
         listener: &Listener,
         mesh: &Mesh,
@@ -345,15 +344,6 @@ impl PluginConfigs {
         Ok(filters)
     }
 
-    /// The one-module layout: the suite config nesting the same configs, compiled with the
-    /// suite's own code (it also checks what only holds across sections). `label` names the
-    /// listener in the error.
-    pub fn suite(&self, label: &str) -> Result<SuiteConfig, EmitError> {
-        let suite = self.suite_config();
-        compile_suite(&suite, label)?;
-        Ok(suite)
-    }
-
     /// The suite config nesting these configs, not yet compiled.
     fn suite_config(&self) -> SuiteConfig {
         SuiteConfig {
@@ -362,19 +352,6 @@ impl PluginConfigs {
             fault: self.fault.clone(),
             breaker: self.breaker.clone(),
             debug: self.debug.clone(),
-        }
-    }
-
-    /// The filters of the layout `suite` selects: `(module, JSON config)` in chain order.
-    pub fn layout(
-        &self,
-        suite: bool,
-        label: &str,
-    ) -> Result<Vec<(&'static str, String)>, EmitError> {
-        if suite {
-            Ok(vec![(SUITE, to_json(&self.suite(label)?)?)])
-        } else {
-            self.chain()
         }
     }
 }
