@@ -9,7 +9,8 @@
 //! - only a request naming the latest nonce of its type is an ACK or a NACK; older nonces are
 //!   stale and change nothing (delta subscription changes still apply: they are deltas);
 //! - state of the world: LDS and CDS responses hold the full set (wildcard), EDS, RDS and ECDS
-//!   the requested names that exist;
+//!   the requested names that exist and that the proxy was not sent as they are now (Envoy
+//!   applies those per name and keeps what a response leaves out);
 //! - make before break: responses go out in [`Kind::ALL`] order (clusters, endpoints,
 //!   listeners, route tables, filter configs), and clusters (with their endpoints) that a new
 //!   snapshot removes stay in the proxy's view until every other type has answered, so no route
@@ -396,7 +397,33 @@ impl Stream {
         } else {
             let unchanged = st.sent_version.as_deref() == Some(version.as_str());
             let refused = st.nacked_version.as_deref() == Some(version.as_str());
-            if !(st.force || !unchanged && !refused) {
+            // Only LDS and CDS responses must hold the whole set: Envoy applies the others
+            // per watched name, and leaves a name the response does not hold as it was (the
+            // xDS protocol's "grouping resources into responses"). So those carry only what
+            // the proxy was not sent yet: a weight change sends one filter config, not all.
+            let partial = !wildcard_by_default(kind);
+            let changed: Vec<&Entry> = if partial {
+                view.iter()
+                    .filter(|(n, e)| st.sent.get(**n) != Some(&e.hash))
+                    .map(|(_, e)| *e)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            // Partial: something the proxy lacks, even under the version it was last sent
+            // (a resource that left the view and came back as it was).
+            let news = if partial {
+                !changed.is_empty()
+            } else {
+                !unchanged
+            };
+            if !(st.force || news && !refused) {
+                if partial {
+                    // Resources dropped from the view (a removed route table its listener
+                    // still names): the proxy keeps them, this stream forgets them, so one
+                    // that comes back is sent again.
+                    st.sent.retain(|n, _| view.contains_key(n));
+                }
                 return None;
             }
             let rebuilt = redefined(kind, &st.sent, view.iter().map(|(n, e)| (*n, *e)));
@@ -407,7 +434,9 @@ impl Stream {
                 type_url: kind.type_url().to_owned(),
                 // Encoded once and shared with every other stream: the whole type in one piece
                 // when the view is the whole type (the wildcard CDS and LDS of every proxy).
-                resources: if whole {
+                resources: if partial && changed.len() < view.len() {
+                    changed.iter().map(|e| e.sotw()).collect()
+                } else if whole {
                     vec![all.sotw_all()]
                 } else {
                     view.values().map(|e| e.sotw()).collect()
@@ -660,6 +689,92 @@ pub(crate) mod tests {
             })
             .collect();
         assert_eq!(types, [Kind::Cluster.type_url(), Kind::Endpoint.type_url()]);
+        let Reply::Sotw(eds) = &replies[1] else {
+            unreachable!()
+        };
+        let eds = DiscoveryResponse::decode(Reply::Sotw(eds.clone()).encode_to_bytes("")).unwrap();
+        assert_eq!(
+            names_in(&eds),
+            ["b"],
+            "the rebuilt cluster's endpoints, unchanged"
+        );
+    }
+
+    /// The names of the resources of a state-of-the-world response.
+    fn names_in(response: &DiscoveryResponse) -> Vec<String> {
+        use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+        use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+        response
+            .resources
+            .iter()
+            .map(|any| match Kind::from_type_url(&any.type_url) {
+                Some(Kind::Route) => {
+                    RouteConfiguration::decode(any.value.as_slice())
+                        .unwrap()
+                        .name
+                }
+                Some(Kind::Endpoint) => {
+                    ClusterLoadAssignment::decode(any.value.as_slice())
+                        .unwrap()
+                        .cluster_name
+                }
+                other => panic!("no name reader for {other:?}"),
+            })
+            .collect()
+    }
+
+    fn with_route(mut s: ResourceSet, name: &str, note: &str) -> ResourceSet {
+        s.resources
+            .entry(Kind::Route)
+            .or_default()
+            .push(Resource::new(
+                name,
+                json!({"name": name, "virtual_hosts": [{"name": note, "domains": ["*"]}]}),
+            ));
+        s
+    }
+
+    #[test]
+    fn sotw_named_types_carry_only_what_the_proxy_was_not_sent() {
+        let mut stream = Stream::new(false, snap(&with_route(set("x"), "r2", "a")));
+        let rds = one(stream.sotw_request(&sotw(Kind::Route, &["r", "r2"], "", "")));
+        assert_eq!(names_in(&rds), ["r", "r2"], "the first response holds both");
+        stream.sotw_request(&sotw(
+            Kind::Route,
+            &["r", "r2"],
+            &rds.version_info,
+            &rds.nonce,
+        ));
+        // r2 changes: only r2 travels, under the version of the whole view.
+        let changed = one(stream.set_snapshot(snap(&with_route(set("x"), "r2", "b"))));
+        assert_eq!(names_in(&changed), ["r2"]);
+        assert_ne!(changed.version_info, rds.version_info);
+        stream.sotw_request(&sotw(
+            Kind::Route,
+            &["r", "r2"],
+            &changed.version_info,
+            &changed.nonce,
+        ));
+        assert_eq!(stream.status()[&Kind::Route].resources, 2);
+        // r2 goes from the snapshot while the proxy still asks for it: nothing to send; when
+        // it comes back as it was, the proxy is sent it again.
+        assert!(stream.set_snapshot(snap(&set("x"))).is_empty());
+        let back = one(stream.set_snapshot(snap(&with_route(set("x"), "r2", "b"))));
+        assert_eq!(names_in(&back), ["r2"]);
+        stream.sotw_request(&sotw(
+            Kind::Route,
+            &["r", "r2"],
+            &back.version_info,
+            &back.nonce,
+        ));
+        // A new stream (a reconnected proxy) is sent everything again.
+        let mut fresh = Stream::new(false, snap(&with_route(set("x"), "r2", "b")));
+        let all = one(fresh.sotw_request(&sotw(Kind::Route, &["r", "r2"], "", "")));
+        assert_eq!(names_in(&all), ["r", "r2"]);
+        assert_eq!(
+            all.version_info, back.version_info,
+            "same view, same version"
+        );
     }
 
     #[test]
