@@ -105,6 +105,7 @@ fn model_reusing(
         dir.as_ref()
             .map(|d| d as &dyn model::credentials::CredentialSource),
         &mut reuse.parse,
+        &mut reuse.checks,
     )
 }
 
@@ -116,7 +117,42 @@ fn model_reusing(
 #[derive(Debug, Default)]
 pub struct Reuse {
     parse: input::parse::ParseCache,
+    checks: FileChecks,
     emit: xds::filters::Compiled,
+}
+
+/// The checks that look at one resource at a time (validation, SL904 shadowed rules), by file:
+/// a file whose parse was reused ([`input::parse::ParseCache::reused`]) has the same resources,
+/// so the same findings.
+#[derive(Debug, Default)]
+struct FileChecks {
+    /// File name -> (validation findings, shadowed-rule warnings) of its resources.
+    files: std::collections::HashMap<String, (Vec<Diagnostic>, Vec<Diagnostic>)>,
+}
+
+impl FileChecks {
+    /// The findings of the per-resource checks on `resources` (in files' order, as
+    /// [`input::parse::parse_reusing`] returns them): validation, then shadowed rules. Checks
+    /// only the files `parsed` did not reuse, and keeps the findings of the files given.
+    fn run(
+        &mut self,
+        resources: &[parse::Resource],
+        parsed: &input::parse::ParseCache,
+    ) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+        let mut previous = std::mem::take(&mut self.files);
+        let (mut checked, mut shadowed) = (Vec::new(), Vec::new());
+        for file in resources.chunk_by(|a, b| a.file == b.file) {
+            let name = &file[0].file;
+            let found = match previous.remove(name) {
+                Some(found) if parsed.reused(name) => found,
+                _ => (check::validate::check_resources(file), shadow::check(file)),
+            };
+            checked.extend(found.0.iter().cloned());
+            shadowed.extend(found.1.iter().cloned());
+            self.files.insert(name.clone(), found);
+        }
+        (checked, shadowed)
+    }
 }
 
 impl Reuse {
@@ -141,6 +177,7 @@ pub fn model_with(
         options,
         credentials,
         &mut input::parse::ParseCache::default(),
+        &mut FileChecks::default(),
     )
 }
 
@@ -150,6 +187,7 @@ fn model_from(
     options: &Options,
     credentials: Option<&dyn model::credentials::CredentialSource>,
     parsed: &mut input::parse::ParseCache,
+    checks: &mut FileChecks,
 ) -> Result<Modelled, Diagnostics> {
     let (mut resources, mut diags, rejections) = input::parse::parse_reusing(inputs, parsed);
     for r in &mut resources {
@@ -157,7 +195,8 @@ fn model_from(
             r.namespace.clone_from(&options.namespace);
         }
     }
-    diags.extend(check::validate::check_resources(&resources));
+    let (checked, shadowed) = checks.run(&resources, parsed);
+    diags.extend(checked);
     diags.extend(check::settings::check(&resources, inputs));
     diags.extend(check::locality::check(
         &resources,
@@ -196,7 +235,7 @@ fn model_from(
             .iter()
             .any(|d| d.severity == Severity::Error && d.file == file && d.resource == resource)
     };
-    let shadowed: Vec<Diagnostic> = shadow::check(&resources)
+    let shadowed: Vec<Diagnostic> = shadowed
         .into_iter()
         .filter(|d| !has_error(&d.file, &d.resource))
         .collect();

@@ -106,6 +106,45 @@ spec:
         .into(),
     });
     assert!(step("a service added", &inputs, options, &mut reuse));
+
+    // Findings of the per-resource checks of a file that did not change are its own, kept from
+    // the build that checked it: a shadowed rule (SL904, a warning), then a validation error,
+    // each while another file changes.
+    inputs.files.last_mut().expect("extra.yaml").text.push_str(
+        "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: extra}
+spec:
+  hosts: [extra]
+  http:
+  - route: [{destination: {host: extra}}]
+    timeout: 5s
+  - match: [{headers: {end-user: {exact: a}}}]
+    route: [{destination: {host: extra}}]
+",
+    );
+    assert!(step("a shadowed rule", &inputs, options, &mut reuse));
+    edit(&mut inputs, "routing.yaml", "weight: 70", "weight: 60");
+    edit(&mut inputs, "routing.yaml", "weight: 30", "weight: 40");
+    assert!(step(
+        "another file changed beside the shadowed rule",
+        &inputs,
+        options,
+        &mut reuse
+    ));
+    edit(&mut inputs, "extra.yaml", "timeout: 5s", "timeout: soon");
+    assert!(!step("an invalid timeout", &inputs, options, &mut reuse));
+    edit(&mut inputs, "routing.yaml", "weight: 60", "weight: 70");
+    edit(&mut inputs, "routing.yaml", "weight: 40", "weight: 30");
+    assert!(!step(
+        "another file changed beside the invalid timeout",
+        &inputs,
+        options,
+        &mut reuse
+    ));
+    edit(&mut inputs, "extra.yaml", "timeout: soon", "timeout: 5s");
+    assert!(step("the timeout fixed", &inputs, options, &mut reuse));
     inputs.files.pop();
     assert!(step("the service removed", &inputs, options, &mut reuse));
 

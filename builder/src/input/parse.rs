@@ -466,12 +466,16 @@ pub fn parse_reusing(
     cache: &mut ParseCache,
 ) -> (Vec<Resource>, Vec<Diagnostic>, Rejections) {
     let mut previous = std::mem::take(&mut cache.files);
+    cache.reused.clear();
     let mut resources = Vec::new();
     let mut rejections = Rejections::default();
     let mut diags = inputs.read_errors.clone();
     for file in &inputs.files {
         let mut parsed = match previous.remove(&file.name) {
-            Some((text, parsed)) if text == file.text && parsed.resources.is_some() => parsed,
+            Some((text, parsed)) if text == file.text && parsed.resources.is_some() => {
+                cache.reused.insert(file.name.clone());
+                parsed
+            }
             _ => parse_file(file),
         };
         let lent = parsed.resources.take().unwrap_or_default();
@@ -493,9 +497,17 @@ pub fn parse_reusing(
 #[derive(Debug, Default)]
 pub struct ParseCache {
     files: std::collections::HashMap<String, (String, FileParse)>,
+    /// The files whose resources the last [`parse_reusing`] took from here, unparsed.
+    reused: std::collections::HashSet<String>,
 }
 
 impl ParseCache {
+    /// Whether the last [`parse_reusing`] lent `file`'s resources from an earlier parse of
+    /// the same text: what was derived from those resources alone still holds.
+    pub fn reused(&self, file: &str) -> bool {
+        self.reused.contains(file)
+    }
+
     /// Gives back the resources the last [`parse_reusing`] lent, as it returned them (the
     /// namespace its caller fills in is filled in again on every build). A file gets its own
     /// back only when all of them came back.
