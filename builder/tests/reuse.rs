@@ -70,6 +70,52 @@ fn edits_give_what_a_fresh_build_gives(options: &Options) {
     edit(&mut inputs, "routing.yaml", "weight: 10", "weight: 30");
     assert!(step("canary weight changed", &inputs, options, &mut reuse));
 
+    // A cluster's resources are kept only while the cluster is as it was: one host's clusters
+    // change beside unchanged ones, then one endpoint moves.
+    edit(
+        &mut inputs,
+        "destination-rules.yaml",
+        "  host: reviews\n",
+        "  host: reviews\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}\n",
+    );
+    assert!(step(
+        "one host's connection pool",
+        &inputs,
+        options,
+        &mut reuse
+    ));
+    edit(
+        &mut inputs,
+        "services.yaml",
+        "address: 127.0.0.1",
+        "address: 127.0.0.2",
+    );
+    assert!(step("an endpoint moved", &inputs, options, &mut reuse));
+    edit(
+        &mut inputs,
+        "services.yaml",
+        "address: 127.0.0.2",
+        "address: 127.0.0.1",
+    );
+    edit(
+        &mut inputs,
+        "destination-rules.yaml",
+        "maxConnections: 7",
+        "maxConnections: 8",
+    );
+    assert!(step(
+        "the endpoint back, the pool changed again",
+        &inputs,
+        options,
+        &mut reuse
+    ));
+    edit(
+        &mut inputs,
+        "destination-rules.yaml",
+        "  trafficPolicy: {connectionPool: {tcp: {maxConnections: 8}}}\n",
+        "",
+    );
+
     edit(
         &mut inputs,
         "routing.yaml",

@@ -72,7 +72,7 @@ fn resource_set_json(set: &sluice::xds::ResourceSet) -> Value {
         .map(|(kind, resources)| {
             let list: Vec<Value> = resources
                 .iter()
-                .map(|r| json!({"name": r.name, "body": r.body}))
+                .map(|r| json!({"name": r.name, "body": *r.body}))
                 .collect();
             (format!("{kind:?}"), Value::Array(list))
         })

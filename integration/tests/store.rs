@@ -448,7 +448,7 @@ fn registrations_live_as_long_as_their_lease_and_leave_at_once() {
                     .0;
                 let endpoints = serde_json::json!(set.of(sluice::xds::Kind::Endpoint)
                     .iter()
-                    .map(|r| r.body.clone())
+                    .map(|r| serde_json::Value::clone(&r.body))
                     .collect::<Vec<_>>())
                 .to_string();
                 assert!(endpoints.contains("10.1.0.7"), "the VM is an endpoint: {endpoints}");

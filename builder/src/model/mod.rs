@@ -294,7 +294,7 @@ pub struct Endpoint {
 }
 
 /// An upstream cluster: one host, port and (optional) subset.
-#[derive(serde::Serialize, Debug, Clone)]
+#[derive(serde::Serialize, Debug, Clone, PartialEq)]
 pub struct Cluster {
     /// `outbound|<port>|<subset>|<host>`.
     pub name: String,

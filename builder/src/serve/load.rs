@@ -38,7 +38,7 @@ pub struct Timings {
 /// The JSON bodies a published config does not keep ([`kept_for_health`]), freed only once
 /// the config is published: freeing megabytes of JSON is not on the way to the proxies.
 #[derive(Debug, Default)]
-pub struct Garbage(Vec<serde_json::Value>);
+pub struct Garbage(Vec<Arc<serde_json::Value>>);
 
 /// The fleet halts a build applies: split name -> the fingerprint it was halted at
 /// ([`crate::model::halts`]).

@@ -88,7 +88,7 @@ pub fn apply(set: &ResourceSet, health: &BTreeMap<Socket, EdsHealth>) -> Resourc
         return out;
     }
     for resource in out.resources.entry(Kind::Endpoint).or_default() {
-        let mut body = resource.body.clone();
+        let mut body = Value::clone(&resource.body);
         let mut changed = false;
         for lb in lb_endpoints_mut(&mut body) {
             // A draining workload stays draining whatever its probes say: it is leaving.
@@ -113,7 +113,7 @@ pub fn clusters_of(set: &ResourceSet, address: &str, ports: &BTreeSet<u32>) -> V
     set.of(Kind::Endpoint)
         .iter()
         .filter(|r| {
-            let mut body = r.body.clone();
+            let mut body = Value::clone(&r.body);
             lb_endpoints_mut(&mut body)
                 .any(|lb| socket_of(lb).is_some_and(|(a, p)| a == address && ports.contains(&p)))
         })

@@ -32,6 +32,7 @@ pub mod resources;
 pub mod tcp;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -89,8 +90,9 @@ impl Kind {
 pub struct Resource {
     /// The resource name (what xDS requests subscribe to).
     pub name: String,
-    /// The resource in Envoy's v3 JSON form.
-    pub body: Value,
+    /// The resource in Envoy's v3 JSON form, shared: a resource a build takes unchanged from
+    /// the last one ([`resources::Emitted`]) is not copied.
+    pub body: Arc<Value>,
     /// Hex SHA-256 of the body's serialisation: equal bodies, equal hashes.
     pub hash: String,
 }
@@ -107,7 +109,7 @@ impl Resource {
         let hash = hex::encode(digest.0.finalize());
         Resource {
             name: name.into(),
-            body,
+            body: Arc::new(body),
             hash,
         }
     }
@@ -142,6 +144,23 @@ pub struct ResourceSet {
     pub modules: BTreeSet<&'static str>,
     /// The bootstrap's `node` fields the mesh asks for (the proxy's locality), if any.
     pub node: Option<Value>,
+}
+
+/// A static cluster (endpoints inline, as a bootstrap holds it) as the set's resources: an EDS
+/// cluster and its endpoints when it lists them, else the cluster alone.
+pub fn cluster_resources(mut cluster: Value) -> (Resource, Option<Resource>) {
+    let name = cluster["name"].as_str().unwrap_or_default().to_owned();
+    let mut endpoints = None;
+    if cluster["type"] == "STATIC"
+        && let Some(assignment) = cluster
+            .as_object_mut()
+            .and_then(|c| c.remove("load_assignment"))
+    {
+        cluster["type"] = json!("EDS");
+        cluster["eds_cluster_config"] = json!({"eds_config": ads_source()});
+        endpoints = Some(Resource::new(name.clone(), assignment));
+    }
+    (Resource::new(name, cluster), endpoints)
 }
 
 /// One sluice filter's config in a [`ResourceSet`]: an [`Kind::ExtensionConfig`] resource
@@ -252,20 +271,26 @@ impl ResourceSet {
             }
             add(Kind::Listener, listener_name, listener);
         }
-        for mut cluster in clusters {
-            let name = cluster["name"].as_str().unwrap_or_default().to_owned();
-            if cluster["type"] == "STATIC"
-                && let Some(assignment) = cluster
-                    .as_object_mut()
-                    .and_then(|c| c.remove("load_assignment"))
-            {
-                cluster["type"] = json!("EDS");
-                cluster["eds_cluster_config"] = json!({"eds_config": ads_source()});
-                add(Kind::Endpoint, name.clone(), assignment);
-            }
-            add(Kind::Cluster, name, cluster);
+        for cluster in clusters {
+            let (cluster, endpoints) = cluster_resources(cluster);
+            set.add_cluster(cluster, endpoints);
         }
         set
+    }
+
+    /// Adds a cluster and its endpoints (as [`cluster_resources`] gives them) after the
+    /// set's other clusters.
+    pub fn add_cluster(&mut self, cluster: Resource, endpoints: Option<Resource>) {
+        if let Some(endpoints) = endpoints {
+            self.resources
+                .entry(Kind::Endpoint)
+                .or_default()
+                .push(endpoints);
+        }
+        self.resources
+            .entry(Kind::Cluster)
+            .or_default()
+            .push(cluster);
     }
 
     /// The resources of `kind`, in the model's order (listeners by port, clusters by name).
@@ -315,7 +340,7 @@ impl ResourceSet {
             .of(Kind::Listener)
             .iter()
             .map(|l| {
-                let mut listener = l.body.clone();
+                let mut listener = Value::clone(&l.body);
                 for chain in listener["filter_chains"]
                     .as_array_mut()
                     .map(Vec::as_mut_slice)
@@ -328,7 +353,7 @@ impl ResourceSet {
                         let name = rds["route_config_name"].as_str().unwrap_or_default();
                         let mut route = routes
                             .get(name)
-                            .map(|r| r.body.clone())
+                            .map(|r| Value::clone(&r.body))
                             .unwrap_or_else(|| json!({"name": name}));
                         // A one-chain listener's table is named after the listener; the names
                         // of several chains' tables are kept as the set gives them.
@@ -361,14 +386,14 @@ impl ResourceSet {
             .of(Kind::Cluster)
             .iter()
             .map(|c| {
-                let mut cluster = c.body.clone();
+                let mut cluster = Value::clone(&c.body);
                 if cluster["type"] == "EDS"
                     && let Some(assignment) = endpoints.get(c.name.as_str())
                     && let Some(object) = cluster.as_object_mut()
                 {
                     object.remove("eds_cluster_config");
                     object.insert("type".into(), json!("STATIC"));
-                    object.insert("load_assignment".into(), assignment.body.clone());
+                    object.insert("load_assignment".into(), Value::clone(&assignment.body));
                 }
                 cluster
             })

@@ -9,13 +9,13 @@
 //! `x-sluice-cluster`. Every plugin config is compiled here with the filters' own code, so a
 //! config Envoy would refuse at load time is refused at build time instead.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_core::wire;
 
-use super::ResourceSet;
+use super::{Resource, ResourceSet};
 use crate::input::options::{Options, WasmModules};
 use crate::model::policy::LbAlgorithm;
 use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule};
@@ -38,16 +38,29 @@ pub use super::filters::{canary_config, router_config};
 /// The resources of `mesh`: every listener and cluster, with the plugin configs compiled by the
 /// filters' own code.
 pub fn build(mesh: &Mesh, options: &Options) -> Result<ResourceSet, Vec<EmitError>> {
-    build_reusing(mesh, options, &mut Compiled::default())
+    build_reusing(mesh, options, &mut Emitted::default())
 }
 
-/// [`build`], compiling only the plugin configs `compiled` has not seen compile (see
-/// [`Compiled`]): what `sluice serve` runs on every change.
+/// What a build of the resources keeps for the next one, so that `sluice serve` writes again
+/// only what a change touched (see [`crate::Reuse`]).
+#[derive(Debug, Default)]
+pub struct Emitted {
+    /// The plugin configs the filters' code compiled ([`Compiled`]).
+    compiled: Compiled,
+    /// Cluster name -> the model's cluster and the resources the last build wrote for it: a
+    /// cluster's resources depend on it alone ([`cluster_json`]), so a cluster equal to the
+    /// last build's gets the same resources, shared, not written and hashed again.
+    clusters: HashMap<String, (Cluster, Resource, Option<Resource>)>,
+}
+
+/// [`build`], compiling only the plugin configs and writing only the clusters that `emitted`
+/// does not hold from the last build: what `sluice serve` runs on every change.
 pub fn build_reusing(
     mesh: &Mesh,
     options: &Options,
-    compiled: &mut Compiled,
+    emitted: &mut Emitted,
 ) -> Result<ResourceSet, Vec<EmitError>> {
+    let compiled = &mut emitted.compiled;
     compiled.begin();
     let mut errors = Vec::new();
     let mut modules = BTreeSet::new();
@@ -83,8 +96,21 @@ pub fn build_reusing(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let clusters: Vec<Value> = mesh.clusters.values().map(cluster_json).collect();
-    let mut set = ResourceSet::from_inline(listeners, clusters);
+    let mut set = ResourceSet::from_inline(listeners, Vec::new());
+    let mut last = std::mem::take(&mut emitted.clusters);
+    for (name, cluster) in &mesh.clusters {
+        let (model, resource, endpoints) = match last.remove(name) {
+            Some(kept) if kept.0 == *cluster => kept,
+            _ => {
+                let (resource, endpoints) = super::cluster_resources(cluster_json(cluster));
+                (cluster.clone(), resource, endpoints)
+            }
+        };
+        set.add_cluster(resource.clone(), endpoints.clone());
+        emitted
+            .clusters
+            .insert(name.clone(), (model, resource, endpoints));
+    }
     set.modules = modules;
     set.node = super::native::node(mesh);
     Ok(set)
