@@ -254,9 +254,12 @@ impl ResourceSet {
                         remote_module_suffix(&filter["typed_config"])
                     );
                     // Every chain of a listener runs the same filter configs: one resource.
-                    filter_configs.entry(name.clone()).or_insert_with(
-                        || json!({"name": name, "typed_config": filter["typed_config"].take()}),
-                    );
+                    filter_configs.entry(name.clone()).or_insert_with(|| {
+                        // Moved, not interpolated: `json!` would copy the config.
+                        let mut config = json!({ "name": name });
+                        config["typed_config"] = filter["typed_config"].take();
+                        config
+                    });
                     *filter = json!({
                         "name": name,
                         "config_discovery": {

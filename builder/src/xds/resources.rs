@@ -235,7 +235,7 @@ fn wasm_filter(filter: &str, config_json: String, options: &Options) -> Value {
 /// the code its proxies load.
 fn wasm_http_filter(filter: &str, code: Value, config_json: String) -> Value {
     let id = wire::root_id(filter);
-    json!({
+    let mut filter = json!({
         "name": wire::filter_name(filter),
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -245,17 +245,21 @@ fn wasm_http_filter(filter: &str, code: Value, config_json: String) -> Value {
                 "vm_config": {
                     "vm_id": wire::VM_ID,
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": code,
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": config_json,
                 },
                 // A filter that cannot run must not let traffic bypass routing decisions.
                 "failure_policy": "FAIL_CLOSED",
             },
         },
-    })
+    });
+    // Moved in, not interpolated: `json!` copies what it interpolates (`to_value`), and a
+    // config is up to megabytes.
+    let config = &mut filter["typed_config"]["config"];
+    config["vm_config"]["code"] = code;
+    config["configuration"]["value"] = Value::String(config_json);
+    filter
 }
 
 /// The listener `name` of `listener`, its HTTP connection manager with the sluice filters'
@@ -285,15 +289,20 @@ fn listener_json(
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }));
+    // Arrays of values are moved into place: `json!` would copy each (`to_value`), and a large
+    // mesh's route table is tens of thousands of values.
     let virtual_hosts: Vec<Value> = listener
         .virtual_hosts
         .iter()
         .map(|vh| {
-            json!({
-                "name": vh.name,
-                "domains": vh.domains,
-                "routes": vh.rules.iter().flat_map(|r| super::native::routes(r, route_json(r))).collect::<Vec<_>>(),
-            })
+            let mut virtual_host = json!({"name": vh.name, "domains": vh.domains});
+            virtual_host["routes"] = Value::Array(
+                vh.rules
+                    .iter()
+                    .flat_map(|r| super::native::routes(r, route_json(r)))
+                    .collect(),
+            );
+            virtual_host
         })
         .collect();
     let port = if options.ephemeral_ports {
@@ -301,7 +310,7 @@ fn listener_json(
     } else {
         listener.port
     };
-    Ok(json!({
+    let mut listener = json!({
         "name": name,
         "address": socket(&options.listen_address, port),
         "filter_chains": [{"filters": [{
@@ -320,14 +329,16 @@ fn listener_json(
                     // As Istio's sidecar and gateway routes: `host:<any port>` matches a domain
                     // listed without a port (`foo.example.com:12345` for `*.example.com`).
                     "ignore_port_in_host_matching": true,
-                    "virtual_hosts": virtual_hosts,
                     // The internal headers never reach an upstream.
                     "request_headers_to_remove": wire::INTERNAL_HEADERS,
                 },
-                "http_filters": http_filters,
             },
         }]}],
-    }))
+    });
+    let manager = &mut listener["filter_chains"][0]["filters"][0]["typed_config"];
+    manager["route_config"]["virtual_hosts"] = Value::Array(virtual_hosts);
+    manager["http_filters"] = Value::Array(http_filters);
+    Ok(listener)
 }
 
 fn route_json(rule: &Rule) -> Value {
