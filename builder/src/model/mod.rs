@@ -1867,7 +1867,8 @@ fn resolve_target(
     let mut members = Vec::new();
     let mut ok = true;
     for (d, dest) in h.route.iter().enumerate() {
-        let dat = at.key("route").index(d).key("destination");
+        // Built only for a diagnostic: most destinations resolve, and a path is allocations.
+        let dat = || at.key("route").index(d).key("destination");
         let Some(dd) = dest.destination.as_ref() else {
             ok = false;
             continue;
@@ -1879,7 +1880,7 @@ fn resolve_target(
         let Some(canonical) = registry.resolve(host, &r.namespace) else {
             out.push(r.error(
                 Code::UnknownHost,
-                &dat.key("host"),
+                &dat().key("host"),
                 format!("unknown destination host {host:?}: no ServiceEntry or Kubernetes Service defines it"),
                 &unknown_host_hint(host, registry),
             ));
@@ -1896,7 +1897,7 @@ fn resolve_target(
                 let have: Vec<String> = svc.ports.iter().map(|p| p.number.to_string()).collect();
                 out.push(r.error(
                     Code::UnknownPort,
-                    &dat.key("port").key("number"),
+                    &dat().key("port").key("number"),
                     format!("host {host:?} has no port {n}"),
                     &format!("its ports: {}", have.join(", ")),
                 ));
@@ -1913,7 +1914,7 @@ fn resolve_target(
                 _ => {
                     out.push(r.error(
                         Code::UnknownPort,
-                        &dat,
+                        &dat(),
                         format!("host {host:?} has several ports; which one?"),
                         "set `port: {number: ...}` on the destination",
                     ));
@@ -1936,7 +1937,7 @@ fn resolve_target(
                 };
                 out.push(r.error(
                     Code::UnknownSubset,
-                    &dat.key("subset"),
+                    &dat().key("subset"),
                     format!("unknown subset {subset:?} of host {host:?}"),
                     &hint,
                 ));
