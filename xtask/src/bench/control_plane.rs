@@ -7,7 +7,8 @@
 //! - The fleet: `streams` ADS streams of the load generator ([`Fleet`]) plus `envoys` real
 //!   Envoys (bootstrap from `sluice generate --target envoy-xds`, the first in state of the
 //!   world, the second in delta, `--concurrency 1`), all in group `mesh`.
-//! - Three changes, `repetitions` times each, one at a time: one service's canary weight (only
+//! - Three changes, `repetitions` times each, one at a time, each once the machine is idle
+//!   again ([`wait_for_idle_machine`]): one service's canary weight (only
 //!   the filter configs change: ECDS), one service added (a new file), everything (every file
 //!   rewritten: endpoints, weights, rule values and every cluster's connect timeout).
 //! - Change-to-ACK: from just before the file is renamed into place (the write is atomic) to
@@ -367,6 +368,29 @@ pub fn control_plane(options: &ControlPlaneOptions, wasm_dir: &Path) -> Result<C
     Ok(report)
 }
 
+/// Waits until the machine's CPUs are mostly idle (under 20 % busy over half a second), at most
+/// 10 s: each change starts once the last one's work is done, the Envoys applying a large
+/// config included (serve's freeing of the old one, their warming of 4,000 clusters), not
+/// while it still competes for the 2 cores. A machine that stays busy (neighbours) is noted
+/// and the change made anyway.
+fn wait_for_idle_machine() {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        let Ok((busy0, total0)) = super::procfs::machine_ticks() else {
+            return;
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let Ok((busy1, total1)) = super::procfs::machine_ticks() else {
+            return;
+        };
+        let total = total1.saturating_sub(total0).max(1);
+        if busy1.saturating_sub(busy0) * 5 < total {
+            return;
+        }
+    }
+    eprintln!("bench control-plane: the machine stayed busy for 10 s; changing anyway");
+}
+
 fn measure_change(
     change: Change,
     options: &ControlPlaneOptions,
@@ -386,6 +410,7 @@ fn measure_change(
             k + 1,
             options.repetitions
         );
+        wait_for_idle_machine();
         let repetition = measure_once(&[serve], fleet, proxies, || change.apply(mesh, k))
             .with_context(|| format!("{} (repetition {})", change.title(), k + 1))?;
         repetitions.push(repetition);
@@ -796,7 +821,9 @@ fn render(report: &ControlPlaneReport) -> String {
          wildcard, EDS/RDS/ECDS by name as Envoy asks, every response ACKed) plus {} real \
          Envoy 1.40 (`--concurrency 1`, bootstrap from `sluice generate --target envoy-xds`; \
          the first state of the world, the second delta), all in group `mesh`. Each change is \
-         made {} times, one at a time, by renaming a file into place; change-to-ACK runs from \
+         made {} times, one at a time, each once the machine's CPUs are idle again (under 20 % \
+         busy over 0.5 s, waited for at most 10 s), by renaming a file into place; \
+         change-to-ACK runs from \
          just before the rename to a stream's last ACK of what the change caused, and a \
          repetition's figure is its **last** stream's (of the generator's {}; serve's own \
          histogram counts the Envoys too and the bench waits for them). p99 of {} values is \
