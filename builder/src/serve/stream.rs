@@ -80,6 +80,10 @@ struct TypeState {
     nacked_version: Option<String>,
     /// Respond even if nothing changed (a new subscription, a rebuilt cluster's endpoints).
     force: bool,
+    /// State of the world: the proxy refused the latest response, and Envoy may have applied
+    /// some of its resources before it refused another; what the proxy holds of it is unknown,
+    /// so the next response holds the whole view, not only what changed.
+    resend_view: bool,
     /// Something the response depends on may have changed since the type was last evaluated:
     /// its resources in the snapshot, the stale clusters kept, its subscriptions. A type that
     /// is neither dirty nor forced would answer as it did last time (nothing), so it is not
@@ -187,6 +191,7 @@ impl Stream {
             match &request.error_detail {
                 Some(status) => {
                     st.nacked_version = Some(version.clone());
+                    st.resend_view = true;
                     self.events.push(Event::Nack {
                         kind,
                         version,
@@ -404,7 +409,7 @@ impl Stream {
             let partial = !wildcard_by_default(kind);
             let changed: Vec<&Entry> = if partial {
                 view.iter()
-                    .filter(|(n, e)| st.sent.get(**n) != Some(&e.hash))
+                    .filter(|(n, e)| st.resend_view || st.sent.get(**n) != Some(&e.hash))
                     .map(|(_, e)| *e)
                     .collect()
             } else {
@@ -447,6 +452,7 @@ impl Stream {
                 .iter()
                 .map(|(n, e)| ((*n).clone(), e.hash.clone()))
                 .collect();
+            st.resend_view = false;
             st.nonce = nonce;
             (Reply::Sotw(response), rebuilt)
         };
@@ -767,6 +773,33 @@ pub(crate) mod tests {
             &back.version_info,
             &back.nonce,
         ));
+        // A refused response: the next one holds the whole view again (Envoy may have applied
+        // part of the refused one), the refused version is not sent again.
+        let bad = one(stream.set_snapshot(snap(&with_route(set("x"), "r2", "bad"))));
+        assert_eq!(names_in(&bad), ["r2"]);
+        let mut nack = sotw(Kind::Route, &["r", "r2"], &back.version_info, &bad.nonce);
+        nack.error_detail = Some(Status {
+            message: "refused".into(),
+            ..Default::default()
+        });
+        assert!(stream.sotw_request(&nack).is_empty(), "no resend loop");
+        let fixed = one(stream.set_snapshot(snap(&with_route(set("x"), "r2", "c"))));
+        assert_eq!(names_in(&fixed), ["r", "r2"], "r unchanged, sent again");
+        stream.sotw_request(&sotw(
+            Kind::Route,
+            &["r", "r2"],
+            &fixed.version_info,
+            &fixed.nonce,
+        ));
+        let next = one(stream.set_snapshot(snap(&with_route(set("x"), "r2", "b"))));
+        assert_eq!(names_in(&next), ["r2"], "and only what changed after that");
+        stream.sotw_request(&sotw(
+            Kind::Route,
+            &["r", "r2"],
+            &next.version_info,
+            &next.nonce,
+        ));
+        let back = next;
         // A new stream (a reconnected proxy) is sent everything again.
         let mut fresh = Stream::new(false, snap(&with_route(set("x"), "r2", "b")));
         let all = one(fresh.sotw_request(&sotw(Kind::Route, &["r", "r2"], "", "")));
