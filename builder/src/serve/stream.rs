@@ -740,39 +740,34 @@ pub(crate) mod tests {
         s
     }
 
+    /// The proxy's ACK of `response`, for route tables `r` and `r2`.
+    fn ack(stream: &mut Stream, response: &DiscoveryResponse) {
+        let names = ["r", "r2"];
+        let request = sotw(Kind::Route, &names, &response.version_info, &response.nonce);
+        assert!(
+            stream.sotw_request(&request).is_empty(),
+            "an ACK answers nothing"
+        );
+    }
+
     #[test]
     fn sotw_named_types_carry_only_what_the_proxy_was_not_sent() {
         let mut stream = Stream::new(false, snap(&with_route(set("x"), "r2", "a")));
         let rds = one(stream.sotw_request(&sotw(Kind::Route, &["r", "r2"], "", "")));
         assert_eq!(names_in(&rds), ["r", "r2"], "the first response holds both");
-        stream.sotw_request(&sotw(
-            Kind::Route,
-            &["r", "r2"],
-            &rds.version_info,
-            &rds.nonce,
-        ));
+        ack(&mut stream, &rds);
         // r2 changes: only r2 travels, under the version of the whole view.
         let changed = one(stream.set_snapshot(snap(&with_route(set("x"), "r2", "b"))));
         assert_eq!(names_in(&changed), ["r2"]);
         assert_ne!(changed.version_info, rds.version_info);
-        stream.sotw_request(&sotw(
-            Kind::Route,
-            &["r", "r2"],
-            &changed.version_info,
-            &changed.nonce,
-        ));
+        ack(&mut stream, &changed);
         assert_eq!(stream.status()[&Kind::Route].resources, 2);
         // r2 goes from the snapshot while the proxy still asks for it: nothing to send; when
         // it comes back as it was, the proxy is sent it again.
         assert!(stream.set_snapshot(snap(&set("x"))).is_empty());
         let back = one(stream.set_snapshot(snap(&with_route(set("x"), "r2", "b"))));
         assert_eq!(names_in(&back), ["r2"]);
-        stream.sotw_request(&sotw(
-            Kind::Route,
-            &["r", "r2"],
-            &back.version_info,
-            &back.nonce,
-        ));
+        ack(&mut stream, &back);
         // A refused response: the next one holds the whole view again (Envoy may have applied
         // part of the refused one), the refused version is not sent again.
         let bad = one(stream.set_snapshot(snap(&with_route(set("x"), "r2", "bad"))));
@@ -785,20 +780,10 @@ pub(crate) mod tests {
         assert!(stream.sotw_request(&nack).is_empty(), "no resend loop");
         let fixed = one(stream.set_snapshot(snap(&with_route(set("x"), "r2", "c"))));
         assert_eq!(names_in(&fixed), ["r", "r2"], "r unchanged, sent again");
-        stream.sotw_request(&sotw(
-            Kind::Route,
-            &["r", "r2"],
-            &fixed.version_info,
-            &fixed.nonce,
-        ));
+        ack(&mut stream, &fixed);
         let next = one(stream.set_snapshot(snap(&with_route(set("x"), "r2", "b"))));
         assert_eq!(names_in(&next), ["r2"], "and only what changed after that");
-        stream.sotw_request(&sotw(
-            Kind::Route,
-            &["r", "r2"],
-            &next.version_info,
-            &next.nonce,
-        ));
+        ack(&mut stream, &next);
         let back = next;
         // A new stream (a reconnected proxy) is sent everything again.
         let mut fresh = Stream::new(false, snap(&with_route(set("x"), "r2", "b")));

@@ -84,12 +84,14 @@ pub fn peak_rss_kib(pid: u32) -> Result<u64> {
 pub fn machine_ticks() -> Result<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
     let line = text.lines().next().context("/proc/stat is empty")?;
+    // user nice system idle iowait irq softirq steal, then guest and guest_nice, which user
+    // and nice already count. Idle and iowait are not busy.
     let ticks: Vec<u64> = line
         .split_whitespace()
         .skip(1)
+        .take(8)
         .filter_map(|f| f.parse().ok())
         .collect();
-    // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
     let total: u64 = ticks.iter().sum();
     let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
     Ok((total - idle, total))
