@@ -1104,6 +1104,9 @@ fn build_clusters(
                 service_sans,
             )
         };
+        // The clusters made for this host, for the PASSTHROUGH check (a scan of every cluster
+        // of the mesh per host would be quadratic).
+        let mut made: Vec<String> = Vec::new();
         for port in &svc.ports {
             let endpoint_for = |m: &Member<'_>| -> Option<Endpoint> {
                 let ep = m.spec;
@@ -1160,6 +1163,7 @@ fn build_clusters(
                         located.into_iter().unzip();
                     let empty = endpoints.is_empty();
                     let name = cluster_name(port.number, subset, host);
+                    made.push(name.clone());
                     mesh.clusters.insert(
                         name.clone(),
                         Cluster {
@@ -1219,7 +1223,8 @@ fn build_clusters(
                 }
             }
         }
-        check_passthrough(host, svc, dr.map(|(r, _)| *r), mesh, out);
+        let clusters = made.iter().filter_map(|name| mesh.clusters.get(name));
+        check_passthrough(host, svc, dr.map(|(r, _)| *r), clusters, out);
     }
 }
 
@@ -1260,17 +1265,20 @@ fn record_probe(
 
 /// PASSTHROUGH forwards to the `ip:port` a request names, checked against the service's
 /// endpoints: they must be IP addresses (Envoy's `ORIGINAL_DST` takes no DNS names).
-fn check_passthrough(
+/// `clusters` are the host's.
+fn check_passthrough<'a>(
     host: &str,
     svc: &Service<'_>,
     dr: Option<&Resource>,
-    mesh: &Mesh,
+    clusters: impl Iterator<Item = &'a Cluster>,
     out: &mut Vec<Diagnostic>,
 ) {
     let Some(dr) = dr else { return };
-    let by_name = mesh.clusters.values().filter(|c| c.host == host);
-    let mut passthrough = by_name.filter(|c| crate::model::native::is_passthrough(c));
-    let Some(first) = passthrough.next() else {
+    // The first by name, as the mesh orders clusters.
+    let Some(first) = clusters
+        .filter(|c| crate::model::native::is_passthrough(c))
+        .min_by(|a, b| a.name.cmp(&b.name))
+    else {
         return;
     };
     let named = first
