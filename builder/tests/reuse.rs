@@ -126,6 +126,64 @@ fn edits_give_what_a_fresh_build_gives(options: &Options) {
     edit(&mut inputs, "routing.yaml", "subset: v9}", "subset: v2}");
     assert!(step("the subset fixed", &inputs, options, &mut reuse));
 
+    // A route table is kept only while what it is written from is as it was: each edit below
+    // changes one rule's route (its timeout, its retries, a destination's headers, the clusters
+    // of its split) while its weights and every other rule stay.
+    let canary = "  - name: ratings-canary\n    route:\n";
+    edit(
+        &mut inputs,
+        "routing.yaml",
+        canary,
+        "  - name: ratings-canary\n    timeout: 3s\n    route:\n",
+    );
+    assert!(step(
+        "a timeout on the canary",
+        &inputs,
+        options,
+        &mut reuse
+    ));
+    edit(
+        &mut inputs,
+        "routing.yaml",
+        "    timeout: 3s\n",
+        "    retries: {attempts: 2, retryOn: 5xx}\n",
+    );
+    assert!(step("retries instead", &inputs, options, &mut reuse));
+    edit(&mut inputs, "routing.yaml", "attempts: 2", "attempts: 3");
+    assert!(step("another retry count", &inputs, options, &mut reuse));
+    edit(
+        &mut inputs,
+        "routing.yaml",
+        "      weight: 30",
+        "      weight: 30\n      headers: {request: {set: {x-version: v2}}}",
+    );
+    assert!(step(
+        "a destination's headers",
+        &inputs,
+        options,
+        &mut reuse
+    ));
+    edit(
+        &mut inputs,
+        "routing.yaml",
+        "{host: ratings, subset: v2}\n      weight: 30",
+        "{host: reviews, subset: v2}\n      weight: 30",
+    );
+    assert!(step("the split's clusters", &inputs, options, &mut reuse));
+    edit(
+        &mut inputs,
+        "routing.yaml",
+        "{host: reviews, subset: v2}\n      weight: 30\n      headers: {request: {set: {x-version: v2}}}",
+        "{host: ratings, subset: v2}\n      weight: 30",
+    );
+    edit(
+        &mut inputs,
+        "routing.yaml",
+        "    retries: {attempts: 3, retryOn: 5xx}\n",
+        "",
+    );
+    assert!(step("the canary as it was", &inputs, options, &mut reuse));
+
     let services = inputs
         .files
         .iter()
@@ -202,6 +260,122 @@ spec:
         options,
         &mut reuse
     ));
+}
+
+/// A gateway's route tables: one per certificate (SNI), and the redirect to HTTPS, each
+/// changed while the weights of its canary change too.
+fn gateway_edits_give_what_a_fresh_build_gives(options: &Options) {
+    let mut reuse = Reuse::default();
+    let mut inputs = demo();
+    inputs.files.push(SourceFile {
+        name: "edge.yaml".into(),
+        text: "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, serverCertificate: /certs/shop.crt, privateKey: /certs/shop.key}
+  - port: {number: 443, name: https-admin, protocol: HTTPS}
+    hosts: [admin.example.com]
+    tls: {mode: SIMPLE, serverCertificate: /certs/admin.crt, privateKey: /certs/admin.key}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [shop.example.com, admin.example.com]
+    tls: {httpsRedirect: false}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: [shop.example.com, admin.example.com]
+  gateways: [edge]
+  http:
+  - name: edge-split
+    route:
+    - {destination: {host: ratings, subset: v1}, weight: 80, headers: {request: {set: {x-v: one}}}}
+    - {destination: {host: ratings, subset: v2}, weight: 20, headers: {request: {set: {x-v: two}}}}
+"
+        .into(),
+    });
+    assert!(step("a gateway", &inputs, options, &mut reuse));
+    let weights = |inputs: &mut Inputs, from: (u32, u32), to: (u32, u32)| {
+        edit(
+            inputs,
+            "edge.yaml",
+            &format!("weight: {}", from.0),
+            &format!("weight: {}", to.0),
+        );
+        edit(
+            inputs,
+            "edge.yaml",
+            &format!("weight: {}", from.1),
+            &format!("weight: {}", to.1),
+        );
+    };
+    weights(&mut inputs, (80, 20), (70, 30));
+    assert!(step("its weights", &inputs, options, &mut reuse));
+    edit(
+        &mut inputs,
+        "edge.yaml",
+        "httpsRedirect: false",
+        "httpsRedirect: true",
+    );
+    weights(&mut inputs, (70, 30), (60, 40));
+    assert!(step("the redirect to HTTPS", &inputs, options, &mut reuse));
+    // The virtual hosts stay, but move from one certificate's chain to the other's.
+    edit(
+        &mut inputs,
+        "edge.yaml",
+        "hosts: [shop.example.com]\n    tls",
+        "hosts: [shop.example.com, admin.example.com]\n    tls",
+    );
+    edit(
+        &mut inputs,
+        "edge.yaml",
+        "hosts: [admin.example.com]",
+        "hosts: [ops.example.com]",
+    );
+    weights(&mut inputs, (60, 40), (50, 50));
+    assert!(step("a certificate's hosts", &inputs, options, &mut reuse));
+    edit(
+        &mut inputs,
+        "edge.yaml",
+        "hosts: [shop.example.com, admin.example.com]\n  gateways",
+        "hosts: [shop.example.com]\n  gateways",
+    );
+    assert!(step(
+        "the virtual service's hosts",
+        &inputs,
+        options,
+        &mut reuse
+    ));
+    // The routes of a split whose destinations set headers follow the split's order.
+    let (v1, v2) = (
+        "- {destination: {host: ratings, subset: v1}, weight: 50, headers: {request: {set: {x-v: one}}}}",
+        "- {destination: {host: ratings, subset: v2}, weight: 50, headers: {request: {set: {x-v: two}}}}",
+    );
+    edit(
+        &mut inputs,
+        "edge.yaml",
+        "kind: VirtualService\nmetadata: {name: edge}",
+        "kind: VirtualService\nmetadata: {name: edge-routes}",
+    );
+    assert!(step(
+        "the virtual service renamed",
+        &inputs,
+        options,
+        &mut reuse
+    ));
+    edit(&mut inputs, "edge.yaml", v1, "FIRST");
+    edit(&mut inputs, "edge.yaml", v2, v1);
+    edit(&mut inputs, "edge.yaml", "FIRST", v2);
+    assert!(step("the split's order", &inputs, options, &mut reuse));
+}
+
+#[test]
+fn a_reusing_build_equals_a_fresh_one_for_a_gateway() {
+    gateway_edits_give_what_a_fresh_build_gives(&Options::default());
 }
 
 #[test]

@@ -202,83 +202,95 @@ impl ResourceSet {
     /// into the set's resources. [`ResourceSet::inline`] is its inverse.
     pub fn from_inline(listeners: Vec<Value>, clusters: Vec<Value>) -> ResourceSet {
         let mut set = ResourceSet::default();
-        let mut add = |kind: Kind, name: String, body: Value| {
-            set.resources
-                .entry(kind)
-                .or_default()
-                .push(Resource::new(name, body));
-        };
-        for mut listener in listeners {
-            let listener_name = listener["name"].as_str().unwrap_or_default().to_owned();
-            let chains = listener["filter_chains"]
-                .as_array_mut()
-                .map(Vec::as_mut_slice)
-                .unwrap_or_default();
-            let http_chains = chains.iter().filter(|c| hcm_of(c).is_some()).count();
-            let mut filter_configs: BTreeMap<String, Value> = BTreeMap::new();
-            for (index, chain) in chains.iter_mut().enumerate() {
-                let Some(hcm) = hcm_of_mut(chain) else {
-                    continue;
-                };
-                if let Some(mut route) = hcm.remove("route_config") {
-                    // One route table per chain: a listener with one certificate per SNI has
-                    // several, each with only its servers' virtual hosts.
-                    let name = if http_chains > 1 {
-                        format!("{listener_name}/{index}")
-                    } else {
-                        route["name"].as_str().unwrap_or(&listener_name).to_owned()
-                    };
-                    route["name"] = json!(name);
-                    hcm.insert(
-                        "rds".into(),
-                        json!({"config_source": ads_source(), "route_config_name": name}),
-                    );
-                    add(Kind::Route, name, route);
-                }
-                for filter in hcm
-                    .get_mut("http_filters")
-                    .and_then(Value::as_array_mut)
-                    .map(Vec::as_mut_slice)
-                    .unwrap_or_default()
-                {
-                    let is_sluice = filter["typed_config"]["@type"] == WASM_FILTER_TYPE
-                        && filter["name"]
-                            .as_str()
-                            .is_some_and(|n| n.starts_with("sluice"));
-                    if !is_sluice {
-                        continue;
-                    }
-                    let name = format!(
-                        "{listener_name}/{}{}",
-                        filter["name"].as_str().unwrap_or_default(),
-                        remote_module_suffix(&filter["typed_config"])
-                    );
-                    // Every chain of a listener runs the same filter configs: one resource.
-                    filter_configs.entry(name.clone()).or_insert_with(|| {
-                        // Moved, not interpolated: `json!` would copy the config.
-                        let mut config = json!({ "name": name });
-                        config["typed_config"] = filter["typed_config"].take();
-                        config
-                    });
-                    *filter = json!({
-                        "name": name,
-                        "config_discovery": {
-                            "config_source": ecds_source(),
-                            "type_urls": [WASM_FILTER_TYPE],
-                        },
-                    });
-                }
-            }
-            for (name, body) in filter_configs {
-                add(Kind::ExtensionConfig, name, body);
-            }
-            add(Kind::Listener, listener_name, listener);
+        for listener in listeners {
+            set.add_listener(listener, &mut |_, name, body| Resource::new(name, body));
         }
         for cluster in clusters {
             let (cluster, endpoints) = cluster_resources(cluster);
             set.add_cluster(cluster, endpoints);
         }
         set
+    }
+
+    /// Splits one static listener (every part inline) into the set's resources: its route
+    /// tables, its sluice filter configs, then the listener that names them. `resource` makes
+    /// each resource of a kind, name and body (usually [`Resource::new`]; a build that keeps
+    /// the last build's resources may return one of those instead).
+    pub fn add_listener(
+        &mut self,
+        mut listener: Value,
+        resource: &mut dyn FnMut(Kind, String, Value) -> Resource,
+    ) {
+        let mut add = |kind: Kind, name: String, body: Value| {
+            self.resources
+                .entry(kind)
+                .or_default()
+                .push(resource(kind, name, body));
+        };
+        let listener_name = listener["name"].as_str().unwrap_or_default().to_owned();
+        let chains = listener["filter_chains"]
+            .as_array_mut()
+            .map(Vec::as_mut_slice)
+            .unwrap_or_default();
+        let http_chains = chains.iter().filter(|c| hcm_of(c).is_some()).count();
+        let mut filter_configs: BTreeMap<String, Value> = BTreeMap::new();
+        for (index, chain) in chains.iter_mut().enumerate() {
+            let Some(hcm) = hcm_of_mut(chain) else {
+                continue;
+            };
+            if let Some(mut route) = hcm.remove("route_config") {
+                // One route table per chain: a listener with one certificate per SNI has
+                // several, each with only its servers' virtual hosts.
+                let name = if http_chains > 1 {
+                    format!("{listener_name}/{index}")
+                } else {
+                    route["name"].as_str().unwrap_or(&listener_name).to_owned()
+                };
+                route["name"] = json!(name);
+                hcm.insert(
+                    "rds".into(),
+                    json!({"config_source": ads_source(), "route_config_name": name}),
+                );
+                add(Kind::Route, name, route);
+            }
+            for filter in hcm
+                .get_mut("http_filters")
+                .and_then(Value::as_array_mut)
+                .map(Vec::as_mut_slice)
+                .unwrap_or_default()
+            {
+                let is_sluice = filter["typed_config"]["@type"] == WASM_FILTER_TYPE
+                    && filter["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("sluice"));
+                if !is_sluice {
+                    continue;
+                }
+                let name = format!(
+                    "{listener_name}/{}{}",
+                    filter["name"].as_str().unwrap_or_default(),
+                    remote_module_suffix(&filter["typed_config"])
+                );
+                // Every chain of a listener runs the same filter configs: one resource.
+                filter_configs.entry(name.clone()).or_insert_with(|| {
+                    // Moved, not interpolated: `json!` would copy the config.
+                    let mut config = json!({ "name": name });
+                    config["typed_config"] = filter["typed_config"].take();
+                    config
+                });
+                *filter = json!({
+                    "name": name,
+                    "config_discovery": {
+                        "config_source": ecds_source(),
+                        "type_urls": [WASM_FILTER_TYPE],
+                    },
+                });
+            }
+        }
+        for (name, body) in filter_configs {
+            add(Kind::ExtensionConfig, name, body);
+        }
+        add(Kind::Listener, listener_name, listener);
     }
 
     /// Adds a cluster and its endpoints (as [`cluster_resources`] gives them) after the

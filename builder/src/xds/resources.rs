@@ -9,16 +9,17 @@
 //! `x-sluice-cluster`. Every plugin config is compiled here with the filters' own code, so a
 //! config Envoy would refuse at load time is refused at build time instead.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_core::wire;
 
-use super::{Resource, ResourceSet};
+use super::{Kind, Resource, ResourceSet};
 use crate::input::options::{Options, WasmModules};
+use crate::model::native::RouteExtras;
 use crate::model::policy::LbAlgorithm;
-use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule};
+use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule, SniServer, Target};
 
 /// Envoy's "unlimited" for circuit-breaker thresholds, as Istio emits by default (Envoy's own
 /// default of 1024 would silently cap a busy service).
@@ -51,10 +52,18 @@ pub struct Emitted {
     /// cluster's resources depend on it alone ([`cluster_json`]), so a cluster equal to the
     /// last build's gets the same resources, shared, not written and hashed again.
     clusters: HashMap<String, (Cluster, Resource, Option<Resource>)>,
+    /// What the route tables of each listener of the last build were written from, by port:
+    /// a listener whose route tables would be written from the same ([`RouteInputs`]) keeps
+    /// the last build's, which are not written again. A weight change touches only a filter
+    /// config, and a large mesh's route table is tens of thousands of JSON values.
+    routes: BTreeMap<u32, RouteInputs>,
+    /// The listener, route table and filter config resources of the last build, by kind and
+    /// name: one whose body is equal is kept, not hashed again.
+    resources: HashMap<Kind, HashMap<String, Resource>>,
 }
 
-/// [`build`], compiling only the plugin configs and writing only the clusters that `emitted`
-/// does not hold from the last build: what `sluice serve` runs on every change.
+/// [`build`], compiling only the plugin configs and writing only the clusters and route tables
+/// that `emitted` does not hold from the last build: what `sluice serve` runs on every change.
 pub fn build_reusing(
     mesh: &Mesh,
     options: &Options,
@@ -62,18 +71,49 @@ pub fn build_reusing(
 ) -> Result<ResourceSet, Vec<EmitError>> {
     let compiled = &mut emitted.compiled;
     compiled.begin();
+    let mut last_routes = std::mem::take(&mut emitted.routes);
+    let mut last = std::mem::take(&mut emitted.resources);
+    let kept = &mut emitted.resources;
     let mut errors = Vec::new();
     let mut modules = BTreeSet::new();
-    let mut listeners = Vec::new();
+    let mut set = ResourceSet::default();
     for listener in mesh.listeners.values() {
         let port = if options.ephemeral_ports {
             0
         } else {
             listener.port
         };
-        if !listener.tcp_chains.is_empty() {
+        let tcp = !listener.tcp_chains.is_empty();
+        let inputs = match last_routes.remove(&listener.port) {
+            Some(last) if !tcp && last.are_those_of(listener) => Some(last),
+            _ => None,
+        };
+        let routes_kept = inputs.is_some();
+        if !tcp {
+            let inputs = inputs.unwrap_or_else(|| RouteInputs::of(listener));
+            emitted.routes.insert(listener.port, inputs);
+        }
+        let mut missing = None;
+        let mut resource = |kind: Kind, name: String, body: Value| {
+            let resource = match last.get_mut(&kind).and_then(|r| r.remove(&name)) {
+                // The body is a table without virtual hosts: the kept one is the table.
+                Some(route) if kind == Kind::Route && routes_kept => route,
+                Some(resource) if *resource.body == body => resource,
+                _ => {
+                    if kind == Kind::Route && routes_kept {
+                        missing = Some(name.clone());
+                    }
+                    Resource::new(name, body)
+                }
+            };
+            kept.entry(kind)
+                .or_default()
+                .insert(resource.name.clone(), resource.clone());
+            resource
+        };
+        if tcp {
             let address = socket(&options.listen_address, port);
-            listeners.push(super::tcp::listener_json(listener, address));
+            set.add_listener(super::tcp::listener_json(listener, address), &mut resource);
             continue;
         }
         let name = listener.name();
@@ -85,18 +125,26 @@ pub fn build_reusing(
             options,
             &mut modules,
             compiled,
+            !routes_kept,
         ) {
             Ok(mut l) => {
                 super::native::decorate_listener(listener, &mut l);
-                listeners.push(l);
+                set.add_listener(l, &mut resource);
             }
             Err(e) => errors.push(e),
         }
+        if let Some(route) = missing {
+            // Equal listeners have route tables of the same names; a bug if not.
+            errors.push(EmitError::internal(format!(
+                "internal error: the route table {route:?} of an unchanged listener was not kept"
+            )));
+        }
     }
     if !errors.is_empty() {
+        // The next build writes every route table: a listener that failed kept none.
+        emitted.routes.clear();
         return Err(errors);
     }
-    let mut set = ResourceSet::from_inline(listeners, Vec::new());
     let mut last = std::mem::take(&mut emitted.clusters);
     for (name, cluster) in &mesh.clusters {
         let (model, resource, endpoints) = match last.remove(name) {
@@ -139,6 +187,7 @@ pub fn mesh_wide(
         options,
         &mut modules,
         &mut Compiled::default(),
+        true,
     )
     .map_err(|e| vec![e])?;
     let mut set = ResourceSet::from_inline(vec![listener], Vec::new());
@@ -263,7 +312,9 @@ fn wasm_http_filter(filter: &str, code: Value, config_json: String) -> Value {
 }
 
 /// The listener `name` of `listener`, its HTTP connection manager with the sluice filters'
-/// configs and the route table inline; `label` names it in errors.
+/// configs and the route table inline; `label` names it in errors. Without `routes`, the route
+/// table has no virtual hosts: the caller has them already ([`Emitted::listeners`]).
+#[allow(clippy::too_many_arguments)]
 fn listener_json(
     listener: &Listener,
     name: &str,
@@ -272,6 +323,7 @@ fn listener_json(
     options: &Options,
     used: &mut std::collections::BTreeSet<&'static str>,
     compiled: &mut Compiled,
+    routes: bool,
 ) -> Result<Value, EmitError> {
     let mut http_filters = Vec::new();
     for (module, json) in PluginConfigs::layout_reusing(
@@ -294,6 +346,7 @@ fn listener_json(
     let virtual_hosts: Vec<Value> = listener
         .virtual_hosts
         .iter()
+        .filter(|_| routes)
         .map(|vh| {
             let mut virtual_host = json!({"name": vh.name, "domains": vh.domains});
             virtual_host["routes"] = Value::Array(
@@ -339,6 +392,119 @@ fn listener_json(
     manager["route_config"]["virtual_hosts"] = Value::Array(virtual_hosts);
     manager["http_filters"] = Value::Array(http_filters);
     Ok(listener)
+}
+
+/// What a listener's route tables are written from ([`listener_json`],
+/// [`super::native::routes`], [`super::native::decorate_listener`]): its HTTPS redirect and
+/// SNI servers, its virtual hosts' names and domains, and of each rule its name, timeout,
+/// retries, native extras and target clusters. The rest of a rule (matches, split weights,
+/// faults, sluice settings) goes into the filters' configs.
+#[derive(Debug)]
+struct RouteInputs {
+    https_redirect: bool,
+    sni_servers: Vec<SniServer>,
+    virtual_hosts: Vec<(String, Vec<String>, Vec<RuleRoute>)>,
+}
+
+/// What a rule's routes are written from (see [`RouteInputs`]).
+#[derive(Debug)]
+struct RuleRoute {
+    name: String,
+    timeout: Option<Duration>,
+    retries: Option<RetryPolicy>,
+    native: RouteExtras,
+    /// The target's clusters in order (the routes of destinations with headers follow it);
+    /// a split's weights are the canary's.
+    clusters: Vec<String>,
+}
+
+impl RouteInputs {
+    fn of(listener: &Listener) -> RouteInputs {
+        RouteInputs {
+            https_redirect: listener.https_redirect,
+            sni_servers: listener.sni_servers.clone(),
+            virtual_hosts: listener
+                .virtual_hosts
+                .iter()
+                .map(|vh| {
+                    let rules = vh.rules.iter().map(RuleRoute::of).collect();
+                    (vh.name.clone(), vh.domains.clone(), rules)
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `listener`'s route tables would be written from these. Every field of the
+    /// listener and its rules is named, so a new one is a decision here, not a route table
+    /// silently kept.
+    fn are_those_of(&self, listener: &Listener) -> bool {
+        let Listener {
+            port: _,
+            virtual_hosts,
+            tls: _,
+            https_redirect,
+            sni_servers,
+            tcp_chains: _,
+        } = listener;
+        self.https_redirect == *https_redirect
+            && self.sni_servers == *sni_servers
+            && self.virtual_hosts.len() == virtual_hosts.len()
+            && self
+                .virtual_hosts
+                .iter()
+                .zip(virtual_hosts)
+                .all(|(kept, vh)| {
+                    kept.0 == vh.name
+                        && kept.1 == vh.domains
+                        && kept.2.len() == vh.rules.len()
+                        && kept.2.iter().zip(&vh.rules).all(|(k, r)| k.is_that_of(r))
+                })
+    }
+}
+
+impl RuleRoute {
+    fn of(rule: &Rule) -> RuleRoute {
+        RuleRoute {
+            name: rule.name.clone(),
+            timeout: rule.timeout,
+            retries: rule.retries.clone(),
+            native: rule.native.clone(),
+            clusters: target_clusters(&rule.target).map(str::to_owned).collect(),
+        }
+    }
+
+    /// Whether `rule`'s routes would be written from this (see [`RouteInputs::are_those_of`]).
+    fn is_that_of(&self, rule: &Rule) -> bool {
+        let Rule {
+            name,
+            matches: _,
+            target,
+            timeout,
+            retries,
+            fault: _,
+            sluice: _,
+            native,
+            origin: _,
+        } = rule;
+        self.name == *name
+            && self.timeout == *timeout
+            && self.retries == *retries
+            && self.native == *native
+            && self
+                .clusters
+                .iter()
+                .map(String::as_str)
+                .eq(target_clusters(target))
+    }
+}
+
+/// A rule's clusters, in order.
+fn target_clusters(target: &Target) -> impl Iterator<Item = &str> {
+    let (one, split) = match target {
+        Target::Cluster(c) => (Some(c.as_str()), &[][..]),
+        Target::Split(members) => (None, members.as_slice()),
+    };
+    one.into_iter().chain(split.iter().map(|(c, _)| c.as_str()))
 }
 
 fn route_json(rule: &Rule) -> Value {
