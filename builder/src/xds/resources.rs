@@ -145,7 +145,11 @@ pub fn build_reusing(
         emitted.routes.clear();
         return Err(errors);
     }
-    let mut last = std::mem::take(&mut emitted.clusters);
+    // Sized once: growing a map of thousands of clusters rehashes and moves them again.
+    let mut last = std::mem::replace(
+        &mut emitted.clusters,
+        HashMap::with_capacity(mesh.clusters.len()),
+    );
     for (name, cluster) in &mesh.clusters {
         let (model, resource, endpoints) = match last.remove(name) {
             Some(kept) if kept.0 == *cluster => kept,
