@@ -299,48 +299,39 @@ spec:
         .into(),
     });
     assert!(step("a gateway", &inputs, options, &mut reuse));
+    let edge = |inputs: &mut Inputs, from: &str, to: &str| edit(inputs, "edge.yaml", from, to);
     let weights = |inputs: &mut Inputs, from: (u32, u32), to: (u32, u32)| {
-        edit(
+        edge(
             inputs,
-            "edge.yaml",
             &format!("weight: {}", from.0),
             &format!("weight: {}", to.0),
         );
-        edit(
+        edge(
             inputs,
-            "edge.yaml",
             &format!("weight: {}", from.1),
             &format!("weight: {}", to.1),
         );
     };
     weights(&mut inputs, (80, 20), (70, 30));
     assert!(step("its weights", &inputs, options, &mut reuse));
-    edit(
-        &mut inputs,
-        "edge.yaml",
-        "httpsRedirect: false",
-        "httpsRedirect: true",
-    );
+    edge(&mut inputs, "httpsRedirect: false", "httpsRedirect: true");
     weights(&mut inputs, (70, 30), (60, 40));
     assert!(step("the redirect to HTTPS", &inputs, options, &mut reuse));
     // The virtual hosts stay, but move from one certificate's chain to the other's.
-    edit(
+    edge(
         &mut inputs,
-        "edge.yaml",
         "hosts: [shop.example.com]\n    tls",
         "hosts: [shop.example.com, admin.example.com]\n    tls",
     );
-    edit(
+    edge(
         &mut inputs,
-        "edge.yaml",
         "hosts: [admin.example.com]",
         "hosts: [ops.example.com]",
     );
     weights(&mut inputs, (60, 40), (50, 50));
     assert!(step("a certificate's hosts", &inputs, options, &mut reuse));
-    edit(
+    edge(
         &mut inputs,
-        "edge.yaml",
         "hosts: [shop.example.com, admin.example.com]\n  gateways",
         "hosts: [shop.example.com]\n  gateways",
     );
@@ -355,9 +346,8 @@ spec:
         "- {destination: {host: ratings, subset: v1}, weight: 50, headers: {request: {set: {x-v: one}}}}",
         "- {destination: {host: ratings, subset: v2}, weight: 50, headers: {request: {set: {x-v: two}}}}",
     );
-    edit(
+    edge(
         &mut inputs,
-        "edge.yaml",
         "kind: VirtualService\nmetadata: {name: edge}",
         "kind: VirtualService\nmetadata: {name: edge-routes}",
     );
@@ -367,9 +357,9 @@ spec:
         options,
         &mut reuse
     ));
-    edit(&mut inputs, "edge.yaml", v1, "FIRST");
-    edit(&mut inputs, "edge.yaml", v2, v1);
-    edit(&mut inputs, "edge.yaml", "FIRST", v2);
+    edge(&mut inputs, v1, "FIRST");
+    edge(&mut inputs, v2, v1);
+    edge(&mut inputs, "FIRST", v2);
     assert!(step("the split's order", &inputs, options, &mut reuse));
 }
 
