@@ -112,9 +112,10 @@ fn model_reusing(
 /// What one build keeps for the next, so that `sluice serve`, which rebuilds on every change
 /// of its input, redoes only the work the change needs: the parse of every file (a file whose
 /// text did not change is not parsed again) and its per-resource checks, the plugin configs the
-/// filters' code already compiled, and the resources of every cluster the change left as it
-/// was. A build with a `Reuse` gives exactly the output of a build without one; it holds
-/// what the last build used and nothing older.
+/// filters' code already compiled, the resources of every cluster the change left as it was,
+/// and the route tables of every listener whose routes it left as they were. A build with a
+/// `Reuse` gives exactly the output of a build without one; it holds what the last build used
+/// and nothing older.
 #[derive(Debug, Default)]
 pub struct Reuse {
     parse: input::parse::ParseCache,
