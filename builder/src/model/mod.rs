@@ -115,14 +115,7 @@ impl Mesh {
         for listener in self.listeners.values() {
             for vh in &listener.virtual_hosts {
                 for rule in &vh.rules {
-                    match &rule.target {
-                        Target::Cluster(c) => {
-                            routed.insert(c.as_str());
-                        }
-                        Target::Split(members) => {
-                            routed.extend(members.iter().map(|(c, _)| c.as_str()));
-                        }
-                    }
+                    routed.extend(rule.target.clusters());
                 }
             }
         }
@@ -247,6 +240,17 @@ pub enum Target {
     Cluster(String),
     /// Several clusters with relative weights (resolved by the canary filter).
     Split(Vec<(String, u32)>),
+}
+
+impl Target {
+    /// The clusters, in order (a split's in its order; the weights are the canary's).
+    pub fn clusters(&self) -> impl Iterator<Item = &str> {
+        let (one, split) = match self {
+            Target::Cluster(c) => (Some(c.as_str()), &[][..]),
+            Target::Split(members) => (None, members.as_slice()),
+        };
+        one.into_iter().chain(split.iter().map(|(c, _)| c.as_str()))
+    }
 }
 
 /// Istio `HTTPRetry`, resolved.
@@ -1993,10 +1997,7 @@ fn native_extras(
     listener_port: u32,
     out: &mut Vec<Diagnostic>,
 ) -> crate::model::native::RouteExtras {
-    let clusters: Vec<String> = match target {
-        Target::Cluster(c) => vec![c.clone()],
-        Target::Split(members) => members.iter().map(|(c, _)| c.clone()).collect(),
-    };
+    let clusters: Vec<String> = target.clusters().map(str::to_owned).collect();
     let resolve = |dat: &FieldPath, d: &crate::input::istio::Destination| {
         let single = crate::input::istio::HttpRoute {
             route: vec![crate::input::istio::HttpRouteDestination {

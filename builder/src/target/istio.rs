@@ -35,7 +35,7 @@ use sluice_core::wire;
 use crate::input::options::Options;
 pub use crate::input::options::{Attach, DEFAULT_REGISTRY, IstioOptions, ModuleSource};
 use crate::input::parse::{Kind, Resource};
-use crate::model::{Listener, Mesh, Target};
+use crate::model::{Listener, Mesh};
 use crate::xds::FilterConfig;
 
 use super::envoy::{EmitError, Emitted};
@@ -393,11 +393,7 @@ fn rewrite_virtual_service(
             http.push(route.clone());
             continue;
         };
-        let members: Vec<&str> = match &rule.target {
-            Target::Cluster(c) => vec![c.as_str()],
-            Target::Split(members) => members.iter().map(|(c, _)| c.as_str()).collect(),
-        };
-        for cluster in members {
+        for cluster in rule.target.clusters() {
             let Some(c) = mesh.clusters.get(cluster) else {
                 continue;
             };

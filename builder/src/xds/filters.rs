@@ -126,12 +126,7 @@ pub fn fault_config(listener: &Listener) -> Option<FaultConfig> {
 pub fn breaker_config(listener: &Listener, mesh: &Mesh) -> Option<BreakerConfig> {
     let mut clusters = std::collections::BTreeSet::new();
     for rule in listener.virtual_hosts.iter().flat_map(|vh| &vh.rules) {
-        match &rule.target {
-            Target::Cluster(c) => {
-                clusters.insert(c.as_str());
-            }
-            Target::Split(members) => clusters.extend(members.iter().map(|(c, _)| c.as_str())),
-        }
+        clusters.extend(rule.target.clusters());
     }
     let breakers: Vec<Breaker> = clusters
         .into_iter()

@@ -19,7 +19,7 @@ use super::{Kind, Resource, ResourceSet};
 use crate::input::options::{Options, WasmModules};
 use crate::model::native::RouteExtras;
 use crate::model::policy::LbAlgorithm;
-use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule, SniServer, Target};
+use crate::model::{Cluster, Discovery, Listener, Mesh, RetryPolicy, Rule, SniServer};
 
 /// Envoy's "unlimited" for circuit-breaker thresholds, as Istio emits by default (Envoy's own
 /// default of 1024 would silently cap a busy service).
@@ -317,7 +317,7 @@ fn wasm_http_filter(filter: &str, code: Value, config_json: String) -> Value {
 
 /// The listener `name` of `listener`, its HTTP connection manager with the sluice filters'
 /// configs and the route table inline; `label` names it in errors. Without `routes`, the route
-/// table has no virtual hosts: the caller has them already ([`Emitted::listeners`]).
+/// table has no virtual hosts: the caller kept them from the last build ([`RouteInputs`]).
 #[allow(clippy::too_many_arguments)]
 fn listener_json(
     listener: &Listener,
@@ -346,11 +346,14 @@ fn listener_json(
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }));
     // Arrays of values are moved into place: `json!` would copy each (`to_value`), and a large
-    // mesh's route table is tens of thousands of values.
-    let virtual_hosts: Vec<Value> = listener
-        .virtual_hosts
+    // mesh's route table is tens of thousands of values. Without `routes`, none.
+    let written = if routes {
+        listener.virtual_hosts.as_slice()
+    } else {
+        &[]
+    };
+    let virtual_hosts: Vec<Value> = written
         .iter()
-        .filter(|_| routes)
         .map(|vh| {
             let mut virtual_host = json!({"name": vh.name, "domains": vh.domains});
             virtual_host["routes"] = Value::Array(
@@ -407,7 +410,15 @@ fn listener_json(
 struct RouteInputs {
     https_redirect: bool,
     sni_servers: Vec<SniServer>,
-    virtual_hosts: Vec<(String, Vec<String>, Vec<RuleRoute>)>,
+    virtual_hosts: Vec<VirtualHostRoutes>,
+}
+
+/// What a virtual host's routes are written from (see [`RouteInputs`]).
+#[derive(Debug)]
+struct VirtualHostRoutes {
+    name: String,
+    domains: Vec<String>,
+    rules: Vec<RuleRoute>,
 }
 
 /// What a rule's routes are written from (see [`RouteInputs`]).
@@ -430,9 +441,10 @@ impl RouteInputs {
             virtual_hosts: listener
                 .virtual_hosts
                 .iter()
-                .map(|vh| {
-                    let rules = vh.rules.iter().map(RuleRoute::of).collect();
-                    (vh.name.clone(), vh.domains.clone(), rules)
+                .map(|vh| VirtualHostRoutes {
+                    name: vh.name.clone(),
+                    domains: vh.domains.clone(),
+                    rules: vh.rules.iter().map(RuleRoute::of).collect(),
                 })
                 .collect(),
         }
@@ -458,10 +470,14 @@ impl RouteInputs {
                 .iter()
                 .zip(virtual_hosts)
                 .all(|(kept, vh)| {
-                    kept.0 == vh.name
-                        && kept.1 == vh.domains
-                        && kept.2.len() == vh.rules.len()
-                        && kept.2.iter().zip(&vh.rules).all(|(k, r)| k.is_that_of(r))
+                    kept.name == vh.name
+                        && kept.domains == vh.domains
+                        && kept.rules.len() == vh.rules.len()
+                        && kept
+                            .rules
+                            .iter()
+                            .zip(&vh.rules)
+                            .all(|(k, r)| k.is_that_of(r))
                 })
     }
 }
@@ -473,7 +489,7 @@ impl RuleRoute {
             timeout: rule.timeout,
             retries: rule.retries.clone(),
             native: rule.native.clone(),
-            clusters: target_clusters(&rule.target).map(str::to_owned).collect(),
+            clusters: rule.target.clusters().map(str::to_owned).collect(),
         }
     }
 
@@ -498,17 +514,8 @@ impl RuleRoute {
                 .clusters
                 .iter()
                 .map(String::as_str)
-                .eq(target_clusters(target))
+                .eq(target.clusters())
     }
-}
-
-/// A rule's clusters, in order.
-fn target_clusters(target: &Target) -> impl Iterator<Item = &str> {
-    let (one, split) = match target {
-        Target::Cluster(c) => (Some(c.as_str()), &[][..]),
-        Target::Split(members) => (None, members.as_slice()),
-    };
-    one.into_iter().chain(split.iter().map(|(c, _)| c.as_str()))
 }
 
 fn route_json(rule: &Rule) -> Value {
